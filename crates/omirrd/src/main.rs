@@ -1,0 +1,2 @@
+//! The omirrd binary.
+fn main() {}
