@@ -1,0 +1,321 @@
+//! The Distfile: rdist's configuration language, read as a mirror plan.
+//!
+//! [`parse`] turns the text of a Distfile into a [`Config`]: the list of
+//! [`MirrorSet`]s it declares, each with its hosts, paths, exclusions,
+//! install options and commands. Text goes through three stages, each in
+//! its own module:
+//!
+//! 1. `lex`: characters to tokens, remembering escapes and positions;
+//! 2. `parse`: tokens to statements, recovering at `;` after an error;
+//! 3. `expand`: statements to the model. Words are expanded in a fixed
+//!    order: `$` variables (distributing over words), brace expansion,
+//!    `~`, globbing against the host's root, and last the set algebra
+//!    `- + &` between lists, left to right.
+//!
+//! Every stage reports all the problems it finds, with file, line and
+//! column; the result is an error only if one of them is an error.
+//!
+//! What a statement means for omirrd: `sources -> hosts` declares that the
+//! listed hosts keep the source paths identical among themselves. A host
+//! takes part in the sets that name it; the other hosts of a set are its
+//! peers for those paths.
+
+mod expand;
+mod lex;
+mod parse;
+
+use crate::diag::{Diagnostic, Diagnostics, Pos};
+use crate::peers::Peers;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// What the caller knows that the Distfile does not.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// Every absolute path of the Distfile is looked up under this
+    /// directory on this host: globs are expanded against it. `/` for a
+    /// normal installation.
+    pub root: PathBuf,
+    /// `-d NAME=VALUE` definitions. They override the Distfile's own
+    /// definitions of the same names, as in rdist. A value is empty, one
+    /// name, or a parenthesised list.
+    pub defines: Vec<(String, String)>,
+}
+
+/// A parsed Distfile.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the configuration was read from, for messages.
+    pub file: PathBuf,
+    /// The `->` statements, in file order.
+    pub sets: Vec<MirrorSet>,
+}
+
+/// One `sources -> hosts` statement: paths the listed hosts mirror among
+/// themselves, and how.
+#[derive(Debug, Clone)]
+pub struct MirrorSet {
+    pub label: Option<String>,
+    /// Where the statement starts.
+    pub pos: Pos,
+    /// The hosts that share these paths, in the order listed, without
+    /// repeats.
+    pub hosts: Vec<HostRef>,
+    pub paths: Vec<MirrorPath>,
+    /// `except` names: these paths and everything below them are not
+    /// mirrored.
+    pub excludes: Vec<PathMatch>,
+    /// `except_pat` regular expressions, matched against the whole path.
+    pub exclude_patterns: Vec<regex::bytes::Regex>,
+    pub options: InstallOptions,
+    /// `special` and `cmdspecial` commands.
+    pub commands: Vec<Special>,
+    /// `notify` addresses.
+    pub notify: Vec<String>,
+}
+
+/// A host named in a host list: `[login@]host[+]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRef {
+    pub name: String,
+    /// rdist's remote login. omirrd has no remote login; kept for display.
+    pub login: Option<String>,
+    /// Where the name was written (inside a variable's definition when it
+    /// came from one).
+    pub pos: Pos,
+}
+
+/// A mirrored path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorPath {
+    /// The path as the Distfile names it, after expansion; absolute.
+    pub source: PathBuf,
+    /// Where the hosts of the set keep it: `source`, or the place an
+    /// `install DEST` maps it to. Absolute; under `--root` on disk.
+    pub target: PathBuf,
+    pub pos: Pos,
+}
+
+/// A name in `except` or `special`: a path (with everything below it) or a
+/// glob pattern that is matched against paths as they appear.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Path(PathBuf),
+    Glob(glob::Pattern),
+}
+
+impl PathMatch {
+    /// Whether `path` or one of its ancestors is named.
+    pub fn matches(&self, path: &Path) -> bool {
+        match self {
+            PathMatch::Path(p) => path.starts_with(p),
+            PathMatch::Glob(g) => {
+                let opts = glob::MatchOptions {
+                    case_sensitive: true,
+                    require_literal_separator: true,
+                    require_literal_leading_dot: true,
+                };
+                path.ancestors().any(|a| g.matches_path_with(a, opts))
+            }
+        }
+    }
+}
+
+impl fmt::Display for PathMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathMatch::Path(p) => write!(f, "{}", p.display()),
+            PathMatch::Glob(g) => write!(f, "{g}"),
+        }
+    }
+}
+
+/// A `special` or `cmdspecial` command.
+#[derive(Debug, Clone)]
+pub struct Special {
+    /// Which paths trigger it; empty means every path of the set.
+    pub names: Vec<PathMatch>,
+    /// Run with `sh -c`.
+    pub command: String,
+    /// `cmdspecial`: once after a batch of updates, not once per file.
+    pub once_per_batch: bool,
+    pub pos: Pos,
+}
+
+/// rdist's install options (`install -o ...`). Options without a meaning
+/// for a live mirror are accepted with a warning when parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallOptions {
+    pub chknfs: bool,
+    pub chkreadonly: bool,
+    pub chksym: bool,
+    pub compare: bool,
+    pub follow: bool,
+    pub history: bool,
+    pub ignlnks: bool,
+    pub nochkgroup: bool,
+    pub nochkmode: bool,
+    pub nochkowner: bool,
+    pub nodescend: bool,
+    pub noexec: bool,
+    pub numchkgroup: bool,
+    pub numchkowner: bool,
+    pub quiet: bool,
+    pub remove: bool,
+    pub savetargets: bool,
+    pub sparse: bool,
+    pub updateperm: bool,
+    pub verify: bool,
+    pub whole: bool,
+    pub younger: bool,
+    pub defowner: Option<String>,
+    pub defgroup: Option<String>,
+}
+
+impl InstallOptions {
+    /// The options that are set, in rdist's spelling, for display.
+    pub fn names(&self) -> Vec<String> {
+        let flags = [
+            ("chknfs", self.chknfs),
+            ("chkreadonly", self.chkreadonly),
+            ("chksym", self.chksym),
+            ("compare", self.compare),
+            ("follow", self.follow),
+            ("history", self.history),
+            ("ignlnks", self.ignlnks),
+            ("nochkgroup", self.nochkgroup),
+            ("nochkmode", self.nochkmode),
+            ("nochkowner", self.nochkowner),
+            ("nodescend", self.nodescend),
+            ("noexec", self.noexec),
+            ("numchkgroup", self.numchkgroup),
+            ("numchkowner", self.numchkowner),
+            ("quiet", self.quiet),
+            ("remove", self.remove),
+            ("savetargets", self.savetargets),
+            ("sparse", self.sparse),
+            ("updateperm", self.updateperm),
+            ("verify", self.verify),
+            ("whole", self.whole),
+            ("younger", self.younger),
+        ];
+        let mut out: Vec<String> = flags
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if let Some(o) = &self.defowner {
+            out.push(format!("defowner={o}"));
+        }
+        if let Some(g) = &self.defgroup {
+            out.push(format!("defgroup={g}"));
+        }
+        out
+    }
+}
+
+impl Config {
+    /// The sets `host` takes part in.
+    pub fn sets_for<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a MirrorSet> + 'a {
+        self.sets.iter().filter(move |s| s.has_host(host))
+    }
+
+    /// Every host any set names, sorted, without repeats.
+    pub fn hosts(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .sets
+            .iter()
+            .flat_map(|s| s.hosts.iter().map(|h| h.name.as_str()))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Errors for hosts that the peers file does not list: omirrd could
+    /// neither reach nor recognise them.
+    pub fn check_hosts(&self, peers: &Peers) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for set in &self.sets {
+            for h in &set.hosts {
+                if peers.get(&h.name).is_none() && seen.insert((h.name.clone(), h.pos)) {
+                    out.push(Diagnostic::error(
+                        &self.file,
+                        h.pos,
+                        format!(
+                            "host '{}' is not in the peers file: add a line 'NAME ADDRESS[:PORT] FINGERPRINT' for it",
+                            h.name
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl MirrorSet {
+    pub fn has_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.name == host)
+    }
+
+    /// The other hosts of this set, seen from `host`.
+    pub fn peers_of<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a HostRef> + 'a {
+        self.hosts.iter().filter(move |h| h.name != host)
+    }
+
+    /// Whether `path` (absolute, in the Distfile's namespace) is excluded
+    /// by `except` or `except_pat`.
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        self.excludes.iter().any(|m| m.matches(path))
+            || self
+                .exclude_patterns
+                .iter()
+                .any(|r| r.is_match(path.as_os_str().as_bytes()))
+    }
+}
+
+/// Parses a Distfile. `Ok` carries the configuration and its warnings;
+/// `Err` carries every error found, with the warnings.
+pub fn parse(
+    text: &[u8],
+    file: &Path,
+    options: &ParseOptions,
+) -> Result<(Config, Vec<Diagnostic>), Diagnostics> {
+    let text = match std::str::from_utf8(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = &text[..e.valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count() as u32
+                + 1;
+            return Err(Diagnostics(vec![Diagnostic::error(
+                file,
+                Pos::new(line, column),
+                "invalid UTF-8: expected a text file (escape unusual bytes in names with '\\')",
+            )]));
+        }
+    };
+    let (tokens, mut diags) = lex::lex(text, file);
+    let (stmts, parse_diags) = parse::parse(tokens, file);
+    diags.extend(parse_diags);
+    let (sets, expand_diags) = expand::build(&stmts, file, options);
+    diags.extend(expand_diags);
+    diags.sort_by_key(|d| d.pos);
+    if diags.iter().any(Diagnostic::is_error) {
+        Err(Diagnostics(diags))
+    } else {
+        Ok((
+            Config {
+                file: file.to_path_buf(),
+                sets,
+            },
+            diags,
+        ))
+    }
+}

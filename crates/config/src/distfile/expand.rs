@@ -1,0 +1,944 @@
+//! From statements to mirror sets: variables, braces, `~`, globs, set
+//! algebra, install options and the commands of each set.
+//!
+//! Order of expansion for a word where a list is used:
+//! 1. `$X`/`${NAME}` substitution; a word holding a list variable becomes
+//!    one word per element (`/usr/lib/${EX}` -> `/usr/lib/a /usr/lib/b`);
+//! 2. brace expansion `{a,b}` (not in `except_pat` or `notify`, where braces
+//!    belong to regular expressions and addresses);
+//! 3. in path lists, `~` and `~user`, then globbing of source paths against
+//!    the host's root (`except` and `special` names keep their glob
+//!    metacharacters and match paths as they appear);
+//! 4. the set algebra `- + &` between the lists, left to right.
+//!
+//! A variable definition stores its words after step 1 and its own set
+//! algebra, so braces and globs are expanded where the variable is used,
+//! in the context of that use.
+
+use super::lex::{self, Piece, RawWord};
+use super::parse::{self, Command, ListExpr, SetOp, Statement};
+use super::{HostRef, InstallOptions, MirrorPath, MirrorSet, ParseOptions, PathMatch, Special};
+use crate::diag::{Diagnostic, Pos};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Brace expansion that would yield more names than this is refused.
+const MAX_WORDS: usize = 100_000;
+
+#[derive(Debug, Clone)]
+struct EChar {
+    c: char,
+    /// Escaped characters are never metacharacters.
+    escaped: bool,
+    pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+struct EWord {
+    chars: Vec<EChar>,
+    pos: Pos,
+}
+
+impl EWord {
+    fn text(&self) -> String {
+        self.chars.iter().map(|c| c.c).collect()
+    }
+
+    /// A word whose every character is literal (results of globbing).
+    fn literal(text: &str, pos: Pos) -> EWord {
+        EWord {
+            chars: text
+                .chars()
+                .map(|c| EChar {
+                    c,
+                    escaped: true,
+                    pos,
+                })
+                .collect(),
+            pos,
+        }
+    }
+
+    fn has_glob_meta(&self) -> bool {
+        self.chars
+            .iter()
+            .any(|c| !c.escaped && matches!(c.c, '*' | '?' | '['))
+    }
+
+    /// The word as a `glob` pattern: escaped metacharacters become
+    /// one-character classes.
+    fn glob_pattern(&self) -> String {
+        let mut s = String::new();
+        for c in &self.chars {
+            if c.escaped && matches!(c.c, '*' | '?' | '[' | ']') {
+                s.push('[');
+                s.push(c.c);
+                s.push(']');
+            } else {
+                s.push(c.c);
+            }
+        }
+        s
+    }
+}
+
+/// What a list is used for, which decides the expansion steps it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Variables only: definitions, `except_pat`, `notify`, options.
+    Verbatim,
+    /// Variables and braces: host lists.
+    Names,
+    /// Variables, braces and `~`; globs stay patterns: `except`,
+    /// `special`, `install` destinations.
+    PathPatterns,
+    /// Variables, braces, `~` and globbing against the root: sources.
+    Paths,
+}
+
+struct Expander<'a> {
+    file: PathBuf,
+    root: &'a Path,
+    vars: HashMap<String, (Vec<EWord>, Pos)>,
+    /// Names set with `-d`; the Distfile's own definitions of them are
+    /// skipped.
+    overridden: HashSet<String>,
+    diags: Vec<Diagnostic>,
+}
+
+pub(crate) fn build(
+    stmts: &[Statement],
+    file: &Path,
+    options: &ParseOptions,
+) -> (Vec<MirrorSet>, Vec<Diagnostic>) {
+    let mut ex = Expander {
+        file: file.to_path_buf(),
+        root: &options.root,
+        vars: HashMap::new(),
+        overridden: HashSet::new(),
+        diags: Vec::new(),
+    };
+    for (name, value) in &options.defines {
+        ex.define_from_command_line(name, value);
+    }
+    let mut sets = Vec::new();
+    for stmt in stmts {
+        match stmt {
+            Statement::Define { name, pos, value } => {
+                if ex.overridden.contains(name) {
+                    continue;
+                }
+                let words = ex.eval(value, Use::Verbatim);
+                if let Some((_, first)) = ex.vars.get(name) {
+                    let msg = format!(
+                        "variable '{name}' redefined (first defined at {first}); the new value applies from here on"
+                    );
+                    ex.warn(*pos, msg);
+                }
+                ex.vars.insert(name.clone(), (words, *pos));
+            }
+            Statement::Distribute {
+                label,
+                pos,
+                sources,
+                hosts,
+                commands,
+            } => {
+                if let Some(set) = ex.mirror_set(label, *pos, sources, hosts, commands) {
+                    sets.push(set);
+                }
+            }
+            Statement::Stamp {
+                pos,
+                sources,
+                stamp,
+                commands,
+                ..
+            } => {
+                // Still expanded, so that its mistakes are reported.
+                ex.eval(sources, Use::Verbatim);
+                ex.eval(stamp, Use::Verbatim);
+                ex.commands(commands, &mut InstallOptions::default());
+                ex.warn(
+                    *pos,
+                    "'::' timestamp statements have no meaning for a live mirror; omirrd ignores this statement",
+                );
+            }
+        }
+    }
+    (sets, ex.diags)
+}
+
+impl Expander<'_> {
+    fn error(&mut self, pos: Pos, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::error(&self.file, pos, msg));
+    }
+
+    fn warn(&mut self, pos: Pos, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::warning(&self.file, pos, msg));
+    }
+
+    fn define_from_command_line(&mut self, name: &str, value: &str) {
+        let file = PathBuf::from(format!("-d {name}"));
+        if !parse::is_identifier(name) {
+            self.diags.push(Diagnostic::error(
+                &file,
+                Pos::new(1, 1),
+                format!("invalid variable name '{name}' in -d: expected NAME=VALUE"),
+            ));
+            return;
+        }
+        let (tokens, mut diags) = lex::lex(value, &file);
+        let (expr, parse_diags) = parse::parse_value(tokens, &file);
+        diags.extend(parse_diags);
+        let had_errors = diags.iter().any(Diagnostic::is_error);
+        self.diags.extend(diags);
+        if let (Some(expr), false) = (expr, had_errors) {
+            // Variables in a -d value refer to other -d values only.
+            let saved = std::mem::replace(&mut self.file, file);
+            let words = self.eval(&expr, Use::Verbatim);
+            self.file = saved;
+            self.vars.insert(name.to_string(), (words, Pos::new(1, 1)));
+            self.overridden.insert(name.to_string());
+        }
+    }
+
+    /// Evaluates a list expression for a use: each operand is expanded,
+    /// then the set algebra is applied left to right. The result has no
+    /// repeated words.
+    fn eval(&mut self, expr: &ListExpr, usage: Use) -> Vec<EWord> {
+        let mut acc = self.operand(&expr.first, usage);
+        for (op, words) in &expr.rest {
+            let rhs = self.operand(words, usage);
+            let rhs_texts: HashSet<String> = rhs.iter().map(EWord::text).collect();
+            match op {
+                SetOp::Difference => acc.retain(|w| !rhs_texts.contains(&w.text())),
+                SetOp::Intersection => acc.retain(|w| rhs_texts.contains(&w.text())),
+                SetOp::Union => acc.extend(rhs),
+            }
+        }
+        let mut seen = HashSet::new();
+        acc.retain(|w| seen.insert(w.text()));
+        acc
+    }
+
+    fn operand(&mut self, words: &[RawWord], usage: Use) -> Vec<EWord> {
+        let mut out = Vec::new();
+        for w in words {
+            for w in self.substitute(w) {
+                let braced = match usage {
+                    Use::Verbatim => vec![w],
+                    _ => match expand_braces(w) {
+                        Ok(v) => v,
+                        Err((pos, msg)) => {
+                            self.error(pos, msg);
+                            continue;
+                        }
+                    },
+                };
+                for w in braced {
+                    match usage {
+                        Use::Verbatim | Use::Names => out.push(w),
+                        Use::PathPatterns => out.extend(self.tilde(w)),
+                        Use::Paths => {
+                            if let Some(w) = self.tilde(w) {
+                                out.extend(self.glob(w));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Step 1: variable substitution, distributing over list values.
+    fn substitute(&mut self, word: &RawWord) -> Vec<EWord> {
+        // A word that is just `${X}` keeps the positions of X's elements,
+        // so errors about them point into X's definition.
+        if let [Piece::Var { name, pos }] = word.pieces.as_slice() {
+            return match self.vars.get(name) {
+                Some((v, _)) => v.clone(),
+                None => {
+                    self.undefined(name, *pos, None);
+                    Vec::new()
+                }
+            };
+        }
+        let mut acc: Vec<Vec<EChar>> = vec![Vec::new()];
+        for (i, piece) in word.pieces.iter().enumerate() {
+            match piece {
+                Piece::Char { c, escaped, pos } => {
+                    for a in &mut acc {
+                        a.push(EChar {
+                            c: *c,
+                            escaped: *escaped,
+                            pos: *pos,
+                        });
+                    }
+                }
+                Piece::Var { name, pos } => {
+                    let Some((values, _)) = self.vars.get(name) else {
+                        self.undefined(name, *pos, Some(&word.pieces[i + 1..]));
+                        return Vec::new();
+                    };
+                    if acc.len().saturating_mul(values.len()) > MAX_WORDS {
+                        self.error(
+                            *pos,
+                            format!(
+                                "expanding '{}' yields more than {MAX_WORDS} names",
+                                word.display()
+                            ),
+                        );
+                        return Vec::new();
+                    }
+                    acc = acc
+                        .iter()
+                        .flat_map(|prefix| {
+                            values.iter().map(move |v| {
+                                let mut w = prefix.clone();
+                                w.extend(v.chars.iter().cloned());
+                                w
+                            })
+                        })
+                        .collect();
+                }
+            }
+        }
+        acc.into_iter()
+            .map(|chars| EWord {
+                chars,
+                pos: word.pos,
+            })
+            .collect()
+    }
+
+    fn undefined(&mut self, name: &str, pos: Pos, rest: Option<&[Piece]>) {
+        let mut msg = format!(
+            "undefined variable '{name}': define it with '{name} = ...' or -d {name}=VALUE"
+        );
+        // rdist reads `$FILES` as `${F}ILES`; say so when that is the slip.
+        if name.len() == 1 {
+            let tail: String = rest
+                .unwrap_or_default()
+                .iter()
+                .map_while(|p| match p {
+                    Piece::Char {
+                        c, escaped: false, ..
+                    } if c.is_ascii_alphanumeric() || *c == '_' => Some(*c),
+                    _ => None,
+                })
+                .collect();
+            if !tail.is_empty() {
+                msg.push_str(&format!(
+                    " ($ takes a one-letter name; for the variable {name}{tail} write ${{{name}{tail}}})"
+                ));
+            }
+        }
+        self.error(pos, msg);
+    }
+
+    /// Step 3a: `~` and `~user` at the start of a path; a relative path is
+    /// taken from the home directory, as in rdist.
+    fn tilde(&mut self, w: EWord) -> Option<EWord> {
+        let starts_tilde = matches!(
+            w.chars.first(),
+            Some(EChar {
+                c: '~',
+                escaped: false,
+                ..
+            })
+        );
+        let starts_slash = matches!(w.chars.first(), Some(EChar { c: '/', .. }));
+        if starts_slash {
+            return Some(w);
+        }
+        let (user, rest_at) = if starts_tilde {
+            let end = w
+                .chars
+                .iter()
+                .position(|c| c.c == '/')
+                .unwrap_or(w.chars.len());
+            let user: String = w.chars[1..end].iter().map(|c| c.c).collect();
+            (user, end)
+        } else {
+            (String::new(), 0)
+        };
+        let home = match home_of(&user) {
+            Ok(h) => h,
+            Err(msg) => {
+                self.error(w.pos, format!("cannot expand '{}': {msg}", w.text()));
+                return None;
+            }
+        };
+        let mut chars = EWord::literal(home.trim_end_matches('/'), w.pos).chars;
+        if rest_at == 0 || rest_at < w.chars.len() {
+            chars.push(EChar {
+                c: '/',
+                escaped: true,
+                pos: w.pos,
+            });
+        }
+        let tail = if starts_tilde {
+            w.chars.get(rest_at + 1..).unwrap_or_default()
+        } else {
+            &w.chars[..]
+        };
+        chars.extend(tail.iter().cloned());
+        Some(EWord { chars, pos: w.pos })
+    }
+
+    /// Step 3b: globbing a source path against the root.
+    fn glob(&mut self, w: EWord) -> Vec<EWord> {
+        if !w.has_glob_meta() {
+            return vec![w];
+        }
+        let Some(root) = self.root.to_str() else {
+            self.error(
+                w.pos,
+                format!(
+                    "cannot expand '{}': the root {} is not valid UTF-8",
+                    w.text(),
+                    self.root.display()
+                ),
+            );
+            return Vec::new();
+        };
+        let root = root.trim_end_matches('/');
+        let pattern = format!("{}{}", glob::Pattern::escape(root), w.glob_pattern());
+        let opts = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+        };
+        let paths = match glob::glob_with(&pattern, opts) {
+            Ok(p) => p,
+            Err(e) => {
+                self.error(w.pos, format!("invalid pattern '{}': {}", w.text(), e.msg));
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for p in paths {
+            match p {
+                Ok(p) => {
+                    let rel = p
+                        .strip_prefix(if root.is_empty() { "/" } else { root })
+                        .unwrap_or(&p);
+                    let shown = Path::new("/").join(rel);
+                    out.push(EWord::literal(&shown.to_string_lossy(), w.pos));
+                }
+                Err(e) => self.warn(w.pos, format!("while expanding '{}': {e}", w.text())),
+            }
+        }
+        if out.is_empty() {
+            self.warn(
+                w.pos,
+                format!(
+                    "'{}' matches nothing under {}",
+                    w.text(),
+                    if root.is_empty() { "/" } else { root }
+                ),
+            );
+        }
+        out
+    }
+
+    fn mirror_set(
+        &mut self,
+        label: &Option<String>,
+        pos: Pos,
+        sources: &ListExpr,
+        hosts: &ListExpr,
+        commands: &[Command],
+    ) -> Option<MirrorSet> {
+        let errors_before = self.error_count();
+        let hosts = self.hosts(hosts);
+        let mut sources_out = Vec::new();
+        for w in self.eval(sources, Use::Paths) {
+            if let Some(p) = self.path(&w) {
+                if !w.has_glob_meta()
+                    && std::fs::symlink_metadata(join_under(self.root, &p)).is_err()
+                {
+                    self.warn(
+                        w.pos,
+                        format!(
+                            "'{}' does not exist under {}; it is mirrored once it appears on any host",
+                            p.display(),
+                            self.root.display()
+                        ),
+                    );
+                }
+                sources_out.push((p, w.pos));
+            }
+        }
+        let mut options = InstallOptions::default();
+        let cmds = self.commands(commands, &mut options);
+        let paths = map_targets(&sources_out, cmds.dest.as_ref(), options.whole);
+        if self.error_count() > errors_before {
+            return None;
+        }
+        Some(MirrorSet {
+            label: label.clone(),
+            pos,
+            hosts,
+            paths,
+            excludes: cmds.excludes,
+            exclude_patterns: cmds.patterns,
+            options,
+            commands: cmds.specials,
+            notify: cmds.notify,
+        })
+    }
+
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.is_error()).count()
+    }
+
+    fn hosts(&mut self, expr: &ListExpr) -> Vec<HostRef> {
+        let errors_before = self.error_count();
+        let mut out: Vec<HostRef> = Vec::new();
+        for w in self.eval(expr, Use::Names) {
+            let text = w.text();
+            let (login, host) = match text.rsplit_once('@') {
+                Some((l, h)) => (Some(l.to_string()), h),
+                None => (None, text.as_str()),
+            };
+            // rdist's `host+` (no NFS checks) means nothing here.
+            let host = host.strip_suffix('+').unwrap_or(host);
+            if !is_host_name(host) {
+                self.error(
+                    w.pos,
+                    format!(
+                        "invalid host name '{text}': expected [login@]host with letters, digits, '.', '-' or '_'"
+                    ),
+                );
+                continue;
+            }
+            if !out.iter().any(|h| h.name == host) {
+                out.push(HostRef {
+                    name: host.to_string(),
+                    login,
+                    pos: w.pos,
+                });
+            }
+        }
+        if out.is_empty() && self.error_count() == errors_before {
+            self.error(
+                expr.pos,
+                "empty host list: expected at least one host after '->'",
+            );
+        }
+        out
+    }
+
+    /// A path from an expanded word: absolute, without `.` or repeated
+    /// slashes, and without `..` (which would climb out of the root).
+    fn path(&mut self, w: &EWord) -> Option<PathBuf> {
+        let text = w.text();
+        let mut p = PathBuf::from("/");
+        for part in text.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    self.error(
+                        w.pos,
+                        format!("'{text}': '..' is not allowed in mirrored paths"),
+                    );
+                    return None;
+                }
+                _ => p.push(part),
+            }
+        }
+        Some(p)
+    }
+
+    fn path_match(&mut self, w: &EWord) -> Option<PathMatch> {
+        if w.has_glob_meta() {
+            match glob::Pattern::new(&w.glob_pattern()) {
+                Ok(g) => Some(PathMatch::Glob(g)),
+                Err(e) => {
+                    self.error(w.pos, format!("invalid pattern '{}': {}", w.text(), e.msg));
+                    None
+                }
+            }
+        } else {
+            self.path(w).map(PathMatch::Path)
+        }
+    }
+
+    fn commands(&mut self, commands: &[Command], options: &mut InstallOptions) -> Commands {
+        let mut out = Commands::default();
+        let mut dest_pos = None;
+        for cmd in commands {
+            match cmd {
+                Command::Install {
+                    pos,
+                    options: words,
+                    dest,
+                } => {
+                    for w in words {
+                        for w in self.substitute(w) {
+                            self.install_options(&w, options);
+                        }
+                    }
+                    if let Some(dest) = dest {
+                        let words = self.eval(dest, Use::PathPatterns);
+                        if words.len() != 1 {
+                            self.error(
+                                dest.pos,
+                                format!(
+                                    "install takes one destination, found {} names",
+                                    words.len()
+                                ),
+                            );
+                            continue;
+                        }
+                        let Some(p) = self.path(&words[0]) else {
+                            continue;
+                        };
+                        match (&out.dest, dest_pos) {
+                            (Some(old), Some(at)) if *old != p => self.error(
+                                *pos,
+                                format!(
+                                    "second install destination {} differs from {} given at {at}",
+                                    p.display(),
+                                    old.display()
+                                ),
+                            ),
+                            _ => {
+                                out.dest = Some(p);
+                                dest_pos = Some(*pos);
+                            }
+                        }
+                    }
+                }
+                Command::Except { names, .. } => {
+                    for w in self.eval(names, Use::PathPatterns) {
+                        if let Some(m) = self.path_match(&w) {
+                            out.excludes.push(m);
+                        }
+                    }
+                }
+                Command::ExceptPat { patterns, .. } => {
+                    for w in self.eval(patterns, Use::Verbatim) {
+                        match regex::bytes::Regex::new(&w.text()) {
+                            Ok(r) => out.patterns.push(r),
+                            Err(e) => self.error(
+                                w.pos,
+                                format!(
+                                    "invalid regular expression '{}': {}",
+                                    w.text(),
+                                    last_line(&e.to_string())
+                                ),
+                            ),
+                        }
+                    }
+                }
+                Command::Special {
+                    pos,
+                    names,
+                    command,
+                    once_per_batch,
+                } => {
+                    let mut matches = Vec::new();
+                    if let Some(names) = names {
+                        for w in self.eval(names, Use::PathPatterns) {
+                            matches.extend(self.path_match(&w));
+                        }
+                    }
+                    out.specials.push(Special {
+                        names: matches,
+                        command: command.clone(),
+                        once_per_batch: *once_per_batch,
+                        pos: *pos,
+                    });
+                }
+                Command::Notify { addresses, .. } => {
+                    out.notify
+                        .extend(self.eval(addresses, Use::Verbatim).iter().map(EWord::text));
+                }
+            }
+        }
+        out
+    }
+
+    /// Parses one option word: `-oNAME[=VALUE],...` or old-style flags such
+    /// as `-Rw`.
+    fn install_options(&mut self, w: &EWord, o: &mut InstallOptions) {
+        let text = w.text();
+        let Some(body) = text.strip_prefix('-') else {
+            self.error(w.pos, format!("expected an install option, found '{text}'"));
+            return;
+        };
+        let Some(list) = body.strip_prefix('o') else {
+            for (i, flag) in body.chars().enumerate() {
+                let name = match flag {
+                    'b' => "compare",
+                    'R' => "remove",
+                    'v' => "verify",
+                    'w' => "whole",
+                    'y' => "younger",
+                    'h' => "follow",
+                    'i' => "ignlnks",
+                    _ => {
+                        self.error(
+                            offset(w.pos, i + 1),
+                            format!(
+                                "unknown install flag '-{flag}': expected -o OPTIONS or one of -b -h -i -R -v -w -y"
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                self.install_option(name, None, offset(w.pos, i + 1), o);
+            }
+            return;
+        };
+        let mut col = 2;
+        for item in list.split(',') {
+            let at = offset(w.pos, col);
+            col += item.chars().count() + 1;
+            if item.is_empty() {
+                self.error(at, "empty install option: expected a name between commas");
+                continue;
+            }
+            let (name, value) = match item.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (item, None),
+            };
+            self.install_option(name, value, at, o);
+        }
+    }
+
+    fn install_option(&mut self, name: &str, value: Option<&str>, at: Pos, o: &mut InstallOptions) {
+        let flag: &mut bool = match name {
+            "defowner" | "defgroup" => {
+                let v = Some(value.filter(|v| !v.is_empty()).unwrap_or("bin").to_string());
+                if name == "defowner" {
+                    o.defowner = v;
+                } else {
+                    o.defgroup = v;
+                }
+                return;
+            }
+            "chknfs" => &mut o.chknfs,
+            "chkreadonly" => &mut o.chkreadonly,
+            "chksym" => &mut o.chksym,
+            "compare" => &mut o.compare,
+            "follow" => &mut o.follow,
+            "history" => &mut o.history,
+            "ignlnks" => &mut o.ignlnks,
+            "nochkgroup" => &mut o.nochkgroup,
+            "nochkmode" => &mut o.nochkmode,
+            "nochkowner" => &mut o.nochkowner,
+            "nodescend" => &mut o.nodescend,
+            "noexec" => &mut o.noexec,
+            "numchkgroup" => &mut o.numchkgroup,
+            "numchkowner" => &mut o.numchkowner,
+            "quiet" => &mut o.quiet,
+            "remove" => &mut o.remove,
+            "savetargets" => &mut o.savetargets,
+            "sparse" => &mut o.sparse,
+            "updateperm" => &mut o.updateperm,
+            "verify" => &mut o.verify,
+            "whole" => &mut o.whole,
+            "younger" => &mut o.younger,
+            _ => {
+                self.error(
+                    at,
+                    format!(
+                        "unknown install option '{name}': expected one of {}",
+                        INSTALL_OPTIONS.join(", ")
+                    ),
+                );
+                return;
+            }
+        };
+        *flag = true;
+        if value.is_some() {
+            self.error(at, format!("install option '{name}' takes no value"));
+        }
+        if let Some(why) = no_effect(name) {
+            self.warn(
+                at,
+                format!("install option '{name}' has no effect in omirrd: {why}"),
+            );
+        }
+    }
+}
+
+/// rdist's install options, for messages.
+const INSTALL_OPTIONS: [&str; 24] = [
+    "chknfs",
+    "chkreadonly",
+    "chksym",
+    "compare",
+    "defgroup",
+    "defowner",
+    "follow",
+    "history",
+    "ignlnks",
+    "nochkgroup",
+    "nochkmode",
+    "nochkowner",
+    "nodescend",
+    "noexec",
+    "numchkgroup",
+    "numchkowner",
+    "quiet",
+    "remove",
+    "savetargets",
+    "sparse",
+    "updateperm",
+    "verify",
+    "whole",
+    "younger",
+];
+
+/// Why an rdist option means nothing for a live mirror, if it does not.
+fn no_effect(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "follow" => "omirrd never follows symbolic links; it mirrors them as links",
+        "verify" => "a live mirror always applies changes; 'omirrd check' shows what is mirrored",
+        "chknfs" => "omirrd mirrors a path whatever filesystem it is on",
+        "chkreadonly" => {
+            "a change that cannot be written on a read-only filesystem is logged as an error"
+        }
+        "chksym" => "omirrd replaces a symbolic link only with what a peer holds at that path",
+        "sparse" => "files are written in full; holes are not preserved",
+        _ => return None,
+    })
+}
+
+#[derive(Default)]
+struct Commands {
+    dest: Option<PathBuf>,
+    excludes: Vec<PathMatch>,
+    patterns: Vec<regex::bytes::Regex>,
+    specials: Vec<Special>,
+    notify: Vec<String>,
+}
+
+/// Where each source lives on the hosts of the set: at `dest` for a single
+/// source, under `dest` by its last name for several, or at `dest` plus its
+/// whole name with `whole`.
+fn map_targets(sources: &[(PathBuf, Pos)], dest: Option<&PathBuf>, whole: bool) -> Vec<MirrorPath> {
+    sources
+        .iter()
+        .map(|(source, pos)| {
+            let target = match dest {
+                None => source.clone(),
+                Some(d) if whole => d.join(source.strip_prefix("/").unwrap_or(source)),
+                Some(d) if sources.len() == 1 => d.clone(),
+                Some(d) => match source.file_name() {
+                    Some(name) => d.join(name),
+                    None => d.clone(),
+                },
+            };
+            MirrorPath {
+                source: source.clone(),
+                target,
+                pos: *pos,
+            }
+        })
+        .collect()
+}
+
+/// Step 2: csh brace expansion. `{}` stays literal, as in csh.
+fn expand_braces(w: EWord) -> Result<Vec<EWord>, (Pos, String)> {
+    let mut done = Vec::new();
+    let mut todo = vec![w];
+    while let Some(w) = todo.pop() {
+        let cs = &w.chars;
+        let open = (0..cs.len()).find(|&i| {
+            !cs[i].escaped && cs[i].c == '{' && !matches!(cs.get(i + 1), Some(EChar { c: '}', .. }))
+        });
+        let Some(open) = open else {
+            done.push(w);
+            continue;
+        };
+        let mut depth = 0usize;
+        let mut close = None;
+        let mut commas = Vec::new();
+        for (i, c) in cs.iter().enumerate().skip(open) {
+            if c.escaped {
+                continue;
+            }
+            match c.c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(i);
+                        break;
+                    }
+                }
+                ',' if depth == 1 => commas.push(i),
+                _ => {}
+            }
+        }
+        let Some(close) = close else {
+            return Err((
+                cs[open].pos,
+                format!("unmatched '{{' in '{}': expected '}}'", w.text()),
+            ));
+        };
+        let mut bounds = vec![open];
+        bounds.extend(&commas);
+        bounds.push(close);
+        if done.len() + todo.len() + bounds.len() > MAX_WORDS {
+            return Err((
+                w.pos,
+                format!(
+                    "brace expansion of '{}' yields more than {MAX_WORDS} names",
+                    w.text()
+                ),
+            ));
+        }
+        // Pushed in reverse so that alternatives come out in written order.
+        for pair in bounds.windows(2).rev() {
+            let mut chars = cs[..open].to_vec();
+            chars.extend_from_slice(&cs[pair[0] + 1..pair[1]]);
+            chars.extend_from_slice(&cs[close + 1..]);
+            todo.push(EWord { chars, pos: w.pos });
+        }
+    }
+    Ok(done)
+}
+
+fn home_of(user: &str) -> Result<String, String> {
+    use nix::unistd::{Uid, User};
+    if user.is_empty() {
+        if let Ok(Some(u)) = User::from_uid(Uid::effective()) {
+            return Ok(u.dir.to_string_lossy().into_owned());
+        }
+        return std::env::var("HOME")
+            .map_err(|_| "the current user has no home directory".to_string());
+    }
+    match User::from_name(user) {
+        Ok(Some(u)) => Ok(u.dir.to_string_lossy().into_owned()),
+        Ok(None) => Err(format!("unknown user '{user}'")),
+        Err(e) => Err(format!("cannot look up user '{user}': {e}")),
+    }
+}
+
+fn is_host_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// `path` (absolute, in the Distfile's namespace) on disk under `root`.
+pub(crate) fn join_under(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn offset(pos: Pos, chars: usize) -> Pos {
+    Pos::new(pos.line, pos.column.saturating_add(chars as u32))
+}
+
+/// regex's messages end with the line that says what is wrong.
+fn last_line(s: &str) -> &str {
+    s.lines().last().unwrap_or(s).trim()
+}

@@ -1,0 +1,585 @@
+//! The Distfile language through its public interface: every statement and
+//! command form, expansion and its order, globbing under a root, and each
+//! class of error with its position.
+
+use omirr_config::distfile::{parse, Config, ParseOptions, PathMatch};
+use omirr_config::{Diagnostic, Pos, Severity};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn opts(root: &Path) -> ParseOptions {
+    ParseOptions {
+        root: root.to_path_buf(),
+        defines: Vec::new(),
+    }
+}
+
+fn empty_root() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[track_caller]
+fn parse_ok_in(text: &str, o: &ParseOptions) -> (Config, Vec<Diagnostic>) {
+    match parse(text.as_bytes(), Path::new("omirrd.conf"), o) {
+        Ok(r) => r,
+        Err(e) => panic!("unexpected errors:\n{e}"),
+    }
+}
+
+#[track_caller]
+fn parse_ok(text: &str) -> Config {
+    let root = empty_root();
+    parse_ok_in(text, &opts(root.path())).0
+}
+
+/// The errors of `text` as (line, column, message).
+#[track_caller]
+fn errors(text: &str) -> Vec<(u32, u32, String)> {
+    let root = empty_root();
+    match parse(
+        text.as_bytes(),
+        Path::new("omirrd.conf"),
+        &opts(root.path()),
+    ) {
+        Ok(_) => panic!("expected errors in:\n{text}"),
+        Err(e) => e
+            .errors()
+            .map(|d| (d.pos.line, d.pos.column, d.message.clone()))
+            .collect(),
+    }
+}
+
+#[track_caller]
+fn one_error(text: &str) -> (u32, u32, String) {
+    let mut e = errors(text);
+    assert_eq!(e.len(), 1, "expected exactly one error, got {e:#?}");
+    e.remove(0)
+}
+
+fn sources(c: &Config, set: usize) -> Vec<String> {
+    c.sets[set]
+        .paths
+        .iter()
+        .map(|p| p.source.display().to_string())
+        .collect()
+}
+
+fn hosts(c: &Config, set: usize) -> Vec<&str> {
+    c.sets[set].hosts.iter().map(|h| h.name.as_str()).collect()
+}
+
+// ---------------------------------------------------------------- statements
+
+#[test]
+fn definition_and_distribution() {
+    let c = parse_ok(
+        "HOSTS = ( alpha beta gamma )\nFILES = ( /srv/www /etc/nginx )\n${FILES} -> ${HOSTS}\n\tinstall ;\n",
+    );
+    assert_eq!(c.sets.len(), 1);
+    assert_eq!(hosts(&c, 0), ["alpha", "beta", "gamma"]);
+    assert_eq!(sources(&c, 0), ["/srv/www", "/etc/nginx"]);
+    assert_eq!(c.sets[0].paths[0].target, PathBuf::from("/srv/www"));
+    assert_eq!(c.sets[0].label, None);
+}
+
+#[test]
+fn statement_without_commands_still_mirrors() {
+    let c = parse_ok("/a -> ( x y )\n/b -> ( x z )");
+    assert_eq!(c.sets.len(), 2);
+    assert_eq!(c.sets_for("x").count(), 2);
+    assert_eq!(c.sets_for("y").count(), 1);
+    assert_eq!(c.hosts(), ["x", "y", "z"]);
+    let peers: Vec<_> = c.sets[0].peers_of("x").map(|h| h.name.as_str()).collect();
+    assert_eq!(peers, ["y"]);
+}
+
+#[test]
+fn labels() {
+    let c = parse_ok("srcs:\n/usr/src -> ( a b )\nimagen: /x -> ( a b )");
+    assert_eq!(c.sets[0].label.as_deref(), Some("srcs"));
+    assert_eq!(c.sets[1].label.as_deref(), Some("imagen"));
+}
+
+#[test]
+fn stamp_statement_is_parsed_and_ignored_with_a_warning() {
+    let root = empty_root();
+    let (c, warnings) = parse_ok_in(
+        "FILES = ( /a )\n${FILES} :: stamp.cory\n\tnotify root@cory ;\n",
+        &opts(root.path()),
+    );
+    assert!(c.sets.is_empty());
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].severity, Severity::Warning);
+    assert_eq!(warnings[0].pos, Pos::new(2, 1));
+    assert!(warnings[0].message.contains("'::'"));
+}
+
+#[test]
+fn login_and_nfs_suffix_on_hosts() {
+    let c = parse_ok("/a -> ( root@arpa matisse+ )");
+    assert_eq!(hosts(&c, 0), ["arpa", "matisse"]);
+    assert_eq!(c.sets[0].hosts[0].login.as_deref(), Some("root"));
+}
+
+// ------------------------------------------------------------------ commands
+
+#[test]
+fn install_options_attached_separate_and_legacy() {
+    let c = parse_ok("/a -> ( x y )\n install -osavetargets,younger ;\n install -o history,defowner=daemon ;\n install -R -b ;");
+    let o = &c.sets[0].options;
+    assert!(o.savetargets && o.younger && o.history && o.remove && o.compare);
+    assert_eq!(o.defowner.as_deref(), Some("daemon"));
+    assert_eq!(o.defgroup, None);
+    assert!(!o.whole);
+}
+
+#[test]
+fn every_rdist_option_parses() {
+    let all = "chknfs,chkreadonly,chksym,compare,defgroup=wheel,defowner,follow,history,ignlnks,nochkgroup,nochkmode,nochkowner,nodescend,noexec,numchkgroup,numchkowner,quiet,remove,savetargets,sparse,updateperm,verify,whole,younger";
+    let root = empty_root();
+    let (c, warnings) = parse_ok_in(
+        &format!("/a -> ( x y )\n install -o{all} ;"),
+        &opts(root.path()),
+    );
+    let names = c.sets[0].options.names();
+    assert_eq!(names.len(), 24, "{names:?}");
+    assert!(
+        names.contains(&"defowner=bin".to_string()),
+        "rdist's default owner"
+    );
+    assert!(names.contains(&"defgroup=wheel".to_string()));
+    // Options without meaning for a live mirror are named, with their line.
+    let warned: Vec<&str> = warnings
+        .iter()
+        .filter(|w| w.pos.line == 2)
+        .map(|w| w.message.split('\'').nth(1).unwrap_or(""))
+        .collect();
+    for o in [
+        "follow",
+        "verify",
+        "chknfs",
+        "chkreadonly",
+        "chksym",
+        "sparse",
+    ] {
+        assert!(warned.contains(&o), "no warning for {o}: {warned:?}");
+    }
+    assert!(!warned.contains(&"savetargets"));
+    // The warning points at the option itself.
+    let follow = warnings
+        .iter()
+        .find(|w| w.message.contains("'follow'"))
+        .expect("follow warning");
+    let col = 12 + all.find("follow").expect("follow") as u32;
+    assert_eq!(follow.pos, Pos::new(2, col));
+}
+
+#[test]
+fn install_destination_maps_targets() {
+    let c = parse_ok("/usr/local/ips -> ( a b )\n install /opt/ips ;");
+    assert_eq!(c.sets[0].paths[0].target, PathBuf::from("/opt/ips"));
+    let c = parse_ok(
+        "/usr/local/${I} -> ( a b )\n install /usr/local/lib ;"
+            .replace("${I}", "{ips,dviimp}")
+            .as_str(),
+    );
+    let t: Vec<_> = c.sets[0].paths.iter().map(|p| p.target.clone()).collect();
+    assert_eq!(
+        t,
+        [
+            PathBuf::from("/usr/local/lib/ips"),
+            PathBuf::from("/usr/local/lib/dviimp")
+        ]
+    );
+    let c = parse_ok("( /a/b /c ) -> ( a b )\n install -owhole /backup ;");
+    assert_eq!(c.sets[0].paths[0].target, PathBuf::from("/backup/a/b"));
+    assert_eq!(c.sets[0].paths[1].target, PathBuf::from("/backup/c"));
+}
+
+#[test]
+fn except_paths_and_patterns() {
+    let c = parse_ok(
+        "/etc -> ( a b )\n except ( /etc/local.conf /etc/ssh/*_key ) ;\n except_pat ( \\\\.swp$ ~$ /SCCS\\$ ) ;",
+    );
+    let s = &c.sets[0];
+    assert!(matches!(&s.excludes[0], PathMatch::Path(p) if p == Path::new("/etc/local.conf")));
+    assert!(matches!(&s.excludes[1], PathMatch::Glob(_)));
+    assert!(s.is_excluded(Path::new("/etc/local.conf")));
+    assert!(
+        s.is_excluded(Path::new("/etc/ssh/ssh_host_rsa_key")),
+        "glob excludes match files that appear later"
+    );
+    assert!(!s.is_excluded(Path::new("/etc/ssh/ssh_host_rsa_key.pub")));
+    assert!(s.is_excluded(Path::new("/etc/x/.vimrc.swp")));
+    assert!(
+        !s.is_excluded(Path::new("/etc/x/swp")),
+        "\\\\. is a literal dot"
+    );
+    assert!(s.is_excluded(Path::new("/etc/motd~")));
+    assert!(s.is_excluded(Path::new("/etc/src/SCCS")));
+    assert!(
+        !s.is_excluded(Path::new("/etc/src/SCCS/x")),
+        "anchored with \\$"
+    );
+    assert!(!s.is_excluded(Path::new("/etc/hosts")));
+}
+
+#[test]
+fn except_covers_everything_below() {
+    let c = parse_ok("/srv -> ( a b )\n except /srv/cache ;");
+    assert!(c.sets[0].is_excluded(Path::new("/srv/cache/x/y")));
+    assert!(!c.sets[0].is_excluded(Path::new("/srv/cache2")));
+}
+
+#[test]
+fn special_cmdspecial_notify() {
+    let c = parse_ok(
+        "/etc -> ( a b )\n special /etc/nginx \"systemctl reload nginx\" ;\n special \"logger changed $FILE\" ;\n cmdspecial ( /etc/a /etc/b ) \"echo $FILES\n  | wc\" ;\n notify ( ops@example.org root ) ;",
+    );
+    let s = &c.sets[0];
+    assert_eq!(s.commands.len(), 3);
+    assert_eq!(s.commands[0].command, "systemctl reload nginx");
+    assert!(s.commands[0].names[0].matches(Path::new("/etc/nginx/nginx.conf")));
+    assert!(!s.commands[0].once_per_batch);
+    assert!(s.commands[1].names.is_empty(), "no names: every file");
+    assert_eq!(
+        s.commands[1].command, "logger changed $FILE",
+        "strings are not expanded"
+    );
+    assert!(s.commands[2].once_per_batch);
+    assert_eq!(s.commands[2].command, "echo $FILES\n  | wc");
+    assert_eq!(s.commands[2].names.len(), 2);
+    assert_eq!(s.notify, ["ops@example.org", "root"]);
+}
+
+// ------------------------------------------------------- expansion and order
+
+#[test]
+fn variables_distribute_over_words() {
+    let c = parse_ok(
+        "EX = ( a b )\nD = ( x y )\n/usr/lib/${EX} -> ( h1 h2 )\n/${D}/${EX} -> ( h1 h2 )",
+    );
+    assert_eq!(sources(&c, 0), ["/usr/lib/a", "/usr/lib/b"]);
+    assert_eq!(sources(&c, 1), ["/x/a", "/x/b", "/y/a", "/y/b"]);
+}
+
+#[test]
+fn one_letter_variables_and_empty_lists() {
+    let c = parse_ok("H = ( a b )\nE = ( )\n( /x /y/${E} ) -> $H");
+    assert_eq!(hosts(&c, 0), ["a", "b"]);
+    assert_eq!(
+        sources(&c, 0),
+        ["/x"],
+        "a word with an empty list variable vanishes"
+    );
+}
+
+#[test]
+fn set_algebra() {
+    let c = parse_ok(
+        "ALL = ( a b c d )\nSOME = ( b d )\nX = ${ALL} - ${SOME}\nY = ${SOME} + ( e b )\nZ = ${ALL} & ( d c z )\n\
+         /x -> ${X}\n/y -> ${Y}\n/z -> ${Z}\n/w -> ${ALL} - ( a ) - ( b ) + ( q )",
+    );
+    assert_eq!(hosts(&c, 0), ["a", "c"]);
+    assert_eq!(hosts(&c, 1), ["b", "d", "e"]);
+    assert_eq!(hosts(&c, 2), ["c", "d"], "left operand's order");
+    assert_eq!(hosts(&c, 3), ["c", "d", "q"], "left to right");
+}
+
+#[test]
+fn braces_expand_after_variables_and_before_algebra() {
+    // The variable's value holds the braces; they expand where it is used.
+    let c = parse_ok("N = web{1,2}\nB = ( {a,b} )\n/srv/${B}{x,y} -> ( ${N} db ) - ( web2 )");
+    assert_eq!(sources(&c, 0), ["/srv/ax", "/srv/ay", "/srv/bx", "/srv/by"]);
+    assert_eq!(hosts(&c, 0), ["web1", "db"]);
+    // Nested braces and the literal {}.
+    let c = parse_ok("/a/{b,c{1,2}}/{} -> ( h k )");
+    assert_eq!(sources(&c, 0), ["/a/b/{}", "/a/c1/{}", "/a/c2/{}"]);
+}
+
+#[test]
+fn glob_against_root_then_algebra() {
+    let root = empty_root();
+    for d in ["srv/www", "srv/tmp", "srv/.hidden", "etc/nginx"] {
+        fs::create_dir_all(root.path().join(d)).expect("mkdir");
+    }
+    fs::write(root.path().join("srv/star*"), b"").expect("write");
+    let o = opts(root.path());
+    // Globs are expanded under the root and name Distfile paths.
+    let (c, w) = parse_ok_in("/srv/* -> ( a b )", &o);
+    assert_eq!(
+        sources(&c, 0),
+        ["/srv/star*", "/srv/tmp", "/srv/www"],
+        "sorted, no dot files"
+    );
+    assert!(w.is_empty(), "{w:?}");
+    // Subtracting from a glob works at the use site, after globbing...
+    let (c, _) = parse_ok_in("FILES = ( /srv/* )\n${FILES} - ( /srv/tmp ) -> ( a b )", &o);
+    assert_eq!(sources(&c, 0), ["/srv/star*", "/srv/www"]);
+    // ...while a definition's algebra compares words as written.
+    let (c, _) = parse_ok_in("FILES = ( /srv/* ) - ( /srv/tmp )\n${FILES} -> ( a b )", &o);
+    assert_eq!(sources(&c, 0), ["/srv/star*", "/srv/tmp", "/srv/www"]);
+    // An escaped metacharacter is literal.
+    let (c, _) = parse_ok_in("/srv/star\\* -> ( a b )", &o);
+    assert_eq!(sources(&c, 0), ["/srv/star*"]);
+    // Character classes and '?'.
+    let (c, _) = parse_ok_in("/[es][rt]?/* -> ( a b )", &o);
+    assert_eq!(
+        sources(&c, 0),
+        ["/etc/nginx", "/srv/star*", "/srv/tmp", "/srv/www"]
+    );
+}
+
+#[test]
+fn glob_matching_nothing_warns() {
+    let root = empty_root();
+    let (c, w) = parse_ok_in("/usr/man/man? -> ( a b )", &opts(root.path()));
+    assert!(c.sets[0].paths.is_empty());
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].pos, Pos::new(1, 1));
+    assert!(w[0].message.contains("matches nothing"), "{}", w[0].message);
+}
+
+#[test]
+fn tilde_expands_to_home_directories() {
+    let root = empty_root();
+    let home = nix::unistd::User::from_name("root")
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .expect("root in passwd");
+    let (c, _) = parse_ok_in("( ~root/.profile ~root ) -> ( a b )", &opts(root.path()));
+    assert_eq!(c.sets[0].paths[0].source, home.join(".profile"));
+    assert_eq!(c.sets[0].paths[1].source, home);
+    let (line, col, msg) = one_error("/a -> ( a b )\n except ~nosuchuser4242/x ;");
+    assert_eq!((line, col), (2, 9));
+    assert!(msg.contains("unknown user 'nosuchuser4242'"), "{msg}");
+}
+
+#[test]
+fn command_line_defines_override() {
+    let root = empty_root();
+    let mut o = opts(root.path());
+    o.defines = vec![
+        ("HOSTS".into(), "( x y )".into()),
+        ("EXTRA".into(), "/opt".into()),
+        ("NONE".into(), "".into()),
+    ];
+    let (c, _) = parse_ok_in(
+        "HOSTS = ( a b )\n( /srv ${EXTRA} /n/${NONE} ) -> ${HOSTS}",
+        &o,
+    );
+    assert_eq!(hosts(&c, 0), ["x", "y"]);
+    assert_eq!(sources(&c, 0), ["/srv", "/opt"]);
+    o.defines = vec![("1BAD".into(), "x".into())];
+    assert!(parse(b"/a -> b", Path::new("f"), &o).is_err());
+}
+
+#[test]
+fn rdist_manual_example_parses() {
+    let text = r#"
+HOSTS = ( matisse root@arpa)
+
+FILES = ( /bin /lib /usr/bin /usr/games
+	/usr/include/{*.h,{stand,sys,vax*,pascal,machine}/*.h}
+	/usr/lib /usr/man/man? /usr/ucb /usr/local/rdist )
+
+EXLIB = ( Mail.rc aliases aliases.dir aliases.pag crontab dshrc
+	sendmail.cf sendmail.fc sendmail.hf sendmail.st uucp vfont )
+
+${FILES} -> ${HOSTS}
+	install -oremove,chknfs ;
+	except /usr/lib/${EXLIB} ;
+	except /usr/games/lib ;
+	special /usr/lib/sendmail "/usr/lib/sendmail -bz" ;
+
+srcs:
+/usr/src/bin -> arpa
+	except_pat ( \\.o\$ /SCCS\$ ) ;
+
+IMAGEN = (ips dviimp catdvi)
+
+imagen:
+/usr/local/${IMAGEN} -> arpa
+	install /usr/local/lib ;
+	notify ralph ;
+
+${FILES} :: stamp.cory
+	notify root@cory ;
+"#;
+    let root = empty_root();
+    fs::create_dir_all(root.path().join("usr/man/man1")).expect("mkdir");
+    fs::create_dir_all(root.path().join("usr/include/sys")).expect("mkdir");
+    fs::write(root.path().join("usr/include/stdio.h"), b"").expect("write");
+    fs::write(root.path().join("usr/include/sys/types.h"), b"").expect("write");
+    let (c, warnings) = parse_ok_in(text, &opts(root.path()));
+    assert_eq!(c.sets.len(), 3);
+    assert_eq!(hosts(&c, 0), ["matisse", "arpa"]);
+    let s = sources(&c, 0);
+    assert!(s.contains(&"/usr/man/man1".to_string()), "{s:?}");
+    assert!(s.contains(&"/usr/include/stdio.h".to_string()), "{s:?}");
+    assert!(s.contains(&"/usr/include/sys/types.h".to_string()), "{s:?}");
+    assert!(c.sets[0].options.remove && c.sets[0].options.chknfs);
+    assert!(c.sets[0].is_excluded(Path::new("/usr/lib/aliases.dir")));
+    assert!(c.sets[0].is_excluded(Path::new("/usr/games/lib/fortunes")));
+    assert!(!c.sets[0].is_excluded(Path::new("/usr/lib/libc.a")));
+    assert_eq!(c.sets[0].commands[0].command, "/usr/lib/sendmail -bz");
+    assert_eq!(c.sets[1].label.as_deref(), Some("srcs"));
+    assert!(c.sets[1].is_excluded(Path::new("/usr/src/bin/ls.o")));
+    assert!(c.sets[1].is_excluded(Path::new("/usr/src/bin/SCCS")));
+    assert_eq!(c.sets[2].label.as_deref(), Some("imagen"));
+    assert_eq!(
+        c.sets[2].paths[1].target,
+        PathBuf::from("/usr/local/lib/dviimp")
+    );
+    assert_eq!(c.sets[2].notify, ["ralph"]);
+    // chknfs and the '::' statement are reported, not fatal.
+    assert!(warnings.iter().any(|w| w.message.contains("'chknfs'")));
+    assert!(warnings.iter().any(|w| w.message.contains("'::'")));
+}
+
+#[test]
+fn distfile_md_example_parses() {
+    let c = parse_ok(
+        r#"HOSTS = ( alpha beta gamma )
+FILES = ( /srv/www /etc/nginx )
+
+${FILES} -> ${HOSTS}
+        install -osavetargets ;
+        except /etc/nginx/local.conf ;
+        except_pat ( \\.swp$ ~$ ) ;
+        special /etc/nginx "systemctl reload nginx" ;
+"#,
+    );
+    assert!(c.sets[0].options.savetargets);
+    assert!(c.sets[0].is_excluded(Path::new("/srv/www/.index.html.swp")));
+}
+
+// -------------------------------------------------------------------- errors
+
+#[test]
+fn error_undefined_variable() {
+    let (l, c, m) = one_error("A = ( x )\n/a -> ( h ${B} )");
+    assert_eq!((l, c), (2, 11));
+    assert!(m.starts_with("undefined variable 'B'"), "{m}");
+    let (l, c, m) = one_error("FILES = ( /a )\n$FILES -> ( h k )");
+    assert_eq!((l, c), (2, 1));
+    assert!(
+        m.contains("write ${FILES}"),
+        "hint for rdist's one-letter names: {m}"
+    );
+}
+
+#[test]
+fn error_unknown_command() {
+    let (l, c, m) = one_error("/a -> ( h k )\n\tinstall ;\n\tinstal -oremove ;\n\texcept /a/b ;");
+    assert_eq!((l, c), (3, 2));
+    assert!(m.starts_with("unknown command 'instal'"), "{m}");
+}
+
+#[test]
+fn error_missing_semicolon() {
+    let (l, c, m) = one_error("/a -> ( h k )\n install -osavetargets\n except /a/x ;");
+    assert_eq!((l, c), (3, 2));
+    assert_eq!(m, "expected ';' after install options, found 'except'");
+}
+
+#[test]
+fn error_unterminated_string() {
+    let (l, c, m) = one_error("/a -> ( h k )\n special \"make -C /a ;\n");
+    assert_eq!((l, c), (2, 10));
+    assert!(m.starts_with("unterminated string"), "{m}");
+}
+
+#[test]
+fn error_unterminated_list() {
+    let e = errors("H = ( a b\n/a -> $H");
+    assert_eq!((e[0].0, e[0].1), (1, 5));
+    assert!(e[0].2.starts_with("unterminated list"), "{}", e[0].2);
+}
+
+#[test]
+fn error_unknown_install_option() {
+    let (l, c, m) = one_error("/a -> ( h k )\n install -osavetargets,turbo ;");
+    assert_eq!((l, c), (2, 24));
+    assert!(m.starts_with("unknown install option 'turbo'"), "{m}");
+    let (l, c, m) = one_error("/a -> ( h k )\n install -R -x ;");
+    assert_eq!((l, c), (2, 14));
+    assert!(m.starts_with("unknown install flag '-x'"), "{m}");
+}
+
+#[test]
+fn error_bad_regex_host_path_brace_arrow() {
+    let (l, c, m) = one_error("/a -> ( h k )\n except_pat ( ok [oops ) ;");
+    assert_eq!((l, c), (2, 18));
+    assert!(m.starts_with("invalid regular expression '[oops'"), "{m}");
+    let (l, c, m) = one_error("/a -> ( h k/j )");
+    assert_eq!((l, c), (1, 11));
+    assert!(m.starts_with("invalid host name 'k/j'"), "{m}");
+    let (l, c, m) = one_error("/a/../etc -> ( h k )");
+    assert_eq!((l, c), (1, 1));
+    assert!(m.contains("'..'"), "{m}");
+    let (l, c, m) = one_error("/a/{b,c -> ( h k )");
+    assert_eq!((l, c), (1, 4));
+    assert!(m.starts_with("unmatched '{'"), "{m}");
+    let (l, c, m) = one_error("/a ( h k )");
+    assert_eq!((l, c), (1, 4));
+    assert_eq!(m, "expected '->' or '::' after the source list, found '('");
+    let (l, c, m) = one_error("/a -> ( h k )\n install /x /y ;");
+    assert_eq!((l, c), (2, 13));
+    assert!(
+        m.starts_with("expected ';' after the install destination"),
+        "{m}"
+    );
+}
+
+#[test]
+fn error_command_outside_statement() {
+    let (l, c, m) = one_error("except /a ;");
+    assert_eq!((l, c), (1, 1));
+    assert!(m.contains("outside a statement"), "{m}");
+}
+
+#[test]
+fn all_errors_are_reported_in_order() {
+    let text = "HOSTS = ( a b )\n\
+                /srv -> ${HOSTZ}\n\
+                \tinstall -osavetargets ;\n\
+                \tcopy /srv/x ;\n\
+                /etc -> ${HOSTS}\n\
+                \tspecial /etc/x \"oops ;\n";
+    let e = errors(text);
+    let at: Vec<(u32, u32)> = e.iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(at, [(2, 9), (4, 2), (6, 17)], "{e:#?}");
+}
+
+#[test]
+fn invalid_utf8_is_an_error_with_position() {
+    let root = empty_root();
+    let e = parse(
+        b"/a -> ( h k )\n/b\xff -> ( h k )",
+        Path::new("f"),
+        &opts(root.path()),
+    )
+    .expect_err("not UTF-8");
+    assert_eq!(e.0[0].pos, Pos::new(2, 3));
+}
+
+#[test]
+fn diagnostics_print_file_line_column() {
+    let root = empty_root();
+    let e = parse(
+        b"/a -> ( h k )\n install -osavetargets\n except /x ;",
+        Path::new("omirrd.conf"),
+        &opts(root.path()),
+    )
+    .expect_err("error");
+    let printed = e.to_string();
+    assert!(
+        printed
+            .lines()
+            .any(|l| l
+                == "omirrd.conf:3:2: error: expected ';' after install options, found 'except'"),
+        "{printed}"
+    );
+}
