@@ -37,7 +37,8 @@ impl fmt::Display for Pos {
     }
 }
 
-/// One error or warning, printed as `file:line:column: severity: message`.
+/// One error or warning, printed as `file:line:column: severity: message`,
+/// or `file: severity: message` for a problem with the whole file (line 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub severity: Severity,
@@ -76,14 +77,18 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
             Severity::Error => "error",
         };
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.file.display(),
-            self.pos,
-            kind,
-            self.message
-        )
+        if self.pos.line == 0 {
+            write!(f, "{}: {}: {}", self.file.display(), kind, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file.display(),
+                self.pos,
+                kind,
+                self.message
+            )
+        }
     }
 }
 

@@ -1,0 +1,533 @@
+//! Reading and writing files that decide what this host trusts.
+//!
+//! The Distfile, the peers file and the TLS key say what this host mirrors
+//! and whom it believes. Whoever can write one of them controls the host,
+//! so a file that group or others can write is refused rather than read
+//! ([`read_secure`], [`check_secure`]). The check is made with `fstat` on
+//! the descriptor that is then read, so the file cannot be swapped between
+//! the check and the read.
+//!
+//! Writing such files goes through [`write_atomic`] (or [`write_new`]): a
+//! temporary file created with its final mode, synced, then renamed into
+//! place, so a crash leaves the old file or the new one, never half of
+//! either, and the content is never briefly readable with a wider mode.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::OFlag;
+
+/// Permission classes other than the owner, as chmod(1) names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Group,
+    Others,
+    GroupAndOthers,
+}
+
+impl Who {
+    /// Which of group and others have any of `bits` (given as owner-less
+    /// `rwx` bits, e.g. `0o2` for write) in `mode`; `None` if neither.
+    pub fn having(mode: u32, bits: u32) -> Option<Who> {
+        let group = mode & (bits << 3) != 0;
+        let others = mode & bits != 0;
+        match (group, others) {
+            (true, true) => Some(Who::GroupAndOthers),
+            (true, false) => Some(Who::Group),
+            (false, true) => Some(Who::Others),
+            (false, false) => None,
+        }
+    }
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Who::Group => "group",
+            Who::Others => "others",
+            Who::GroupAndOthers => "group and others",
+        })
+    }
+}
+
+/// What a path is when it is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Unknown,
+}
+
+impl FileKind {
+    fn of(file_type: fs::FileType) -> FileKind {
+        if file_type.is_dir() {
+            FileKind::Directory
+        } else if file_type.is_symlink() {
+            FileKind::Symlink
+        } else if file_type.is_fifo() {
+            FileKind::Fifo
+        } else if file_type.is_socket() {
+            FileKind::Socket
+        } else if file_type.is_char_device() {
+            FileKind::CharDevice
+        } else if file_type.is_block_device() {
+            FileKind::BlockDevice
+        } else {
+            FileKind::Unknown
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Symlink => "a symbolic link",
+            FileKind::Fifo => "a named pipe",
+            FileKind::Socket => "a socket",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Unknown => "not a file of a known kind",
+        })
+    }
+}
+
+/// Why a protected file could not be read or written. Every message names
+/// the path and, where the administrator can fix something, says how.
+#[derive(Debug, thiserror::Error)]
+pub enum SecureFileError {
+    #[error(
+        "{} is writable by {who} (mode {mode:04o}); anyone who can write it controls what this host mirrors and whom it trusts. Fix: chmod go-w {}",
+        path.display(),
+        path.display()
+    )]
+    Writable { path: PathBuf, who: Who, mode: u32 },
+
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, kind: FileKind },
+
+    #[error("{} already exists", path.display())]
+    Exists { path: PathBuf },
+
+    #[error("{} names no file", path.display())]
+    NoFileName { path: PathBuf },
+
+    /// The reason is part of the message (it is what the administrator
+    /// needs); `error` is deliberately not the `source()`, so that error
+    /// chains do not print it twice.
+    #[error("cannot {action} {}: {}", path.display(), describe(error))]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        error: io::Error,
+    },
+}
+
+impl SecureFileError {
+    fn io(action: &'static str, path: &Path, error: io::Error) -> Self {
+        SecureFileError::Io {
+            path: path.to_path_buf(),
+            action,
+            error,
+        }
+    }
+
+    /// The kind of the underlying I/O error, if this is one; lets callers
+    /// treat a missing file differently from a refused one.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            SecureFileError::Io { error, .. } => Some(error.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// The system's description of an I/O error, without Rust's
+/// "(os error N)" suffix: "No such file or directory".
+fn describe(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => error.to_string(),
+    }
+}
+
+/// Opens `path` and checks, on the open descriptor, that it is a regular
+/// file that neither group nor others can write. Returns the file and its
+/// permission bits.
+fn open_checked(path: &Path) -> Result<(File, u32), SecureFileError> {
+    // O_NONBLOCK so that a FIFO planted at the path cannot hang the daemon
+    // in open(); it has no effect on reading a regular file.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| SecureFileError::io("read", path, e))?;
+    // File::metadata is fstat on this descriptor: what we check is what we
+    // read, even if the path is replaced meanwhile.
+    let meta = file
+        .metadata()
+        .map_err(|e| SecureFileError::io("inspect", path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(SecureFileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: FileKind::of(meta.file_type()),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if let Some(who) = Who::having(mode, 0o2) {
+        return Err(SecureFileError::Writable {
+            path: path.to_path_buf(),
+            who,
+            mode,
+        });
+    }
+    Ok((file, mode))
+}
+
+/// Checks that `path` is a regular file that neither group nor others can
+/// write, without reading it.
+pub fn check_secure(path: &Path) -> Result<(), SecureFileError> {
+    open_checked(path).map(|_| ())
+}
+
+/// Reads a configuration, peers or key file, refusing it if it is not a
+/// regular file or if group or others can write it.
+pub fn read_secure(path: &Path) -> Result<Vec<u8>, SecureFileError> {
+    read_secure_with_mode(path).map(|(data, _)| data)
+}
+
+/// Like [`read_secure`], and also returns the permission bits seen on the
+/// descriptor that was read, for callers with stricter rules (a private
+/// key must not even be readable by others).
+pub fn read_secure_with_mode(path: &Path) -> Result<(Vec<u8>, u32), SecureFileError> {
+    let (mut file, mode) = open_checked(path)?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|e| SecureFileError::io("read", path, e))?;
+    Ok((data, mode))
+}
+
+/// Replaces `path` with `data`, atomically, leaving it with permission
+/// bits `mode` whatever the umask. Readers see the old content or the new,
+/// never a mix, and after a crash the file is one or the other.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), SecureFileError> {
+    write_via_temp(path, data, mode, |tmp| {
+        fs::rename(tmp, path).map_err(|e| SecureFileError::io("replace", path, e))
+    })
+}
+
+/// Like [`write_atomic`], but fails with [`SecureFileError::Exists`] if
+/// `path` already exists, even if it is created concurrently: for files
+/// such as a private key, which must never be overwritten by accident.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), SecureFileError> {
+    write_via_temp(path, data, mode, |tmp| {
+        // link(2) refuses an existing target, unlike rename(2); the
+        // temporary name is removed afterwards.
+        match fs::hard_link(tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(SecureFileError::Exists {
+                path: path.to_path_buf(),
+            }),
+            Err(e) => Err(SecureFileError::io("create", path, e)),
+        }
+    })
+}
+
+/// Distinguishes temporary files of concurrent writers in one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `data` to a synced temporary file next to `path`, lets `install`
+/// move it into place, then syncs the directory so the new name is
+/// durable. The temporary file is removed on every path that leaves it.
+fn write_via_temp(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    install: impl FnOnce(&Path) -> Result<(), SecureFileError>,
+) -> Result<(), SecureFileError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| SecureFileError::NoFileName {
+            path: path.to_path_buf(),
+        })?;
+    // Same directory as the target, so rename is atomic (one filesystem).
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+
+    let (tmp, file) = create_temp(dir, name, mode)?;
+    let result = fill(&file, &tmp, data, mode).and_then(|()| {
+        drop(file);
+        install(&tmp)
+    });
+    // After a rename the temporary name is gone; after a link it is a
+    // second name to drop; after a failure it is litter. Remove it in all
+    // cases and ignore "not found".
+    let _ = fs::remove_file(&tmp);
+    result?;
+
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SecureFileError::io("sync directory", dir, e))
+}
+
+/// Creates a fresh temporary file (O_EXCL) in `dir` with `mode`.
+fn create_temp(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    mode: u32,
+) -> Result<(PathBuf, File), SecureFileError> {
+    let pid = std::process::id();
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{pid}.{n}.tmp"));
+        let tmp = dir.join(tmp_name);
+        // The mode is applied at creation so the content is never visible
+        // with wider permissions than asked, even for a moment.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            // Left over from a crashed process with our pid: try another.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(SecureFileError::io("create temporary file", &tmp, e)),
+        }
+    }
+}
+
+/// Sets the exact mode (the umask may have narrowed it), writes and syncs.
+fn fill(mut file: &File, tmp: &Path, data: &[u8], mode: u32) -> Result<(), SecureFileError> {
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(|e| SecureFileError::io("set the mode of", tmp, e))?;
+    file.write_all(data)
+        .map_err(|e| SecureFileError::io("write", tmp, e))?;
+    file.sync_all()
+        .map_err(|e| SecureFileError::io("sync", tmp, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with_mode(dir: &Path, name: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, b"content\n").expect("write");
+        fs::set_permissions(&path, Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+    }
+
+    fn dir_entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn owner_writable_files_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for mode in [0o644, 0o600, 0o400, 0o755] {
+            let path = file_with_mode(dir.path(), &format!("f{mode:o}"), mode);
+            assert_eq!(read_secure(&path).expect("readable"), b"content\n");
+            check_secure(&path).expect("secure");
+            let (_, seen) = read_secure_with_mode(&path).expect("readable");
+            assert_eq!(seen, mode);
+        }
+    }
+
+    #[test]
+    fn group_or_other_writable_files_are_refused_with_advice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            (0o664, Who::Group, "group"),
+            (0o646, Who::Others, "others"),
+            (0o666, Who::GroupAndOthers, "group and others"),
+            (0o620, Who::Group, "group"),
+        ];
+        for (mode, who, words) in cases {
+            let path = file_with_mode(dir.path(), &format!("f{mode:o}"), mode);
+            let err = read_secure(&path).expect_err("must be refused");
+            match &err {
+                SecureFileError::Writable {
+                    path: p,
+                    who: w,
+                    mode: m,
+                } => {
+                    assert_eq!(p, &path);
+                    assert_eq!(*w, who);
+                    assert_eq!(*m, mode);
+                }
+                other => panic!("wrong error for {mode:o}: {other:?}"),
+            }
+            let shown = path.display();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{shown} is writable by {words} (mode 0{mode:o}); anyone who can write it \
+                     controls what this host mirrors and whom it trusts. Fix: chmod go-w {shown}"
+                )
+            );
+            assert!(matches!(
+                check_secure(&path),
+                Err(SecureFileError::Writable { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn directories_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = read_secure(dir.path()).expect_err("a directory");
+        assert!(
+            matches!(
+                err,
+                SecureFileError::NotRegular {
+                    kind: FileKind::Directory,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is a directory, not a regular file",
+                dir.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pipe");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = check_secure(&path).expect_err("a fifo");
+        assert!(
+            matches!(
+                err,
+                SecureFileError::NotRegular {
+                    kind: FileKind::Fifo,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn missing_file_error_names_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("omirrd.conf");
+        let err = read_secure(&path).expect_err("missing");
+        assert_eq!(err.io_kind(), Some(io::ErrorKind::NotFound));
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read {}: No such file or directory", path.display())
+        );
+    }
+
+    #[test]
+    fn write_atomic_sets_mode_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key.pem");
+        write_atomic(&path, b"secret", 0o600).expect("write");
+        assert_eq!(fs::read(&path).expect("read"), b"secret");
+        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(dir_entries(dir.path()), ["key.pem"]);
+
+        // Replacing takes the new mode and content; still no litter.
+        write_atomic(&path, b"public", 0o644).expect("rewrite");
+        assert_eq!(fs::read(&path).expect("read"), b"public");
+        assert_eq!(mode_of(&path), 0o644);
+        assert_eq!(dir_entries(dir.path()), ["key.pem"]);
+    }
+
+    #[test]
+    fn write_atomic_mode_is_not_narrowed_by_umask() {
+        // The umask is process-wide; other tests only ever ask for modes
+        // within 0o644, which this umask does not affect, so setting it
+        // here cannot change their outcome.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wide");
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let result = write_atomic(&path, b"x", 0o644);
+        nix::sys::stat::umask(old);
+        result.expect("write");
+        assert_eq!(mode_of(&path), 0o644);
+    }
+
+    #[test]
+    fn write_atomic_failure_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Renaming a file over a non-empty directory fails after the
+        // temporary file was written.
+        let target = dir.path().join("occupied");
+        fs::create_dir(&target).expect("mkdir");
+        fs::write(target.join("inside"), b"x").expect("write");
+        let err = write_atomic(&target, b"data", 0o644).expect_err("must fail");
+        assert!(
+            err.to_string().contains(&target.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(dir_entries(dir.path()), ["occupied"]);
+    }
+
+    #[test]
+    fn write_atomic_into_missing_directory_names_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("absent").join("f");
+        let err = write_atomic(&path, b"data", 0o644).expect_err("must fail");
+        assert_eq!(err.io_kind(), Some(io::ErrorKind::NotFound));
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot create temporary file {}/",
+                dir.path().join("absent").display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn write_new_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key.pem");
+        write_new(&path, b"first", 0o600).expect("create");
+        assert_eq!(mode_of(&path), 0o600);
+        let err = write_new(&path, b"second", 0o600).expect_err("exists");
+        assert!(matches!(err, SecureFileError::Exists { .. }), "{err:?}");
+        assert_eq!(fs::read(&path).expect("read"), b"first");
+        assert_eq!(dir_entries(dir.path()), ["key.pem"]);
+    }
+
+    #[test]
+    fn who_names_the_classes() {
+        assert_eq!(Who::having(0o644, 0o2), None);
+        assert_eq!(Who::having(0o664, 0o2), Some(Who::Group));
+        assert_eq!(Who::having(0o646, 0o2), Some(Who::Others));
+        assert_eq!(Who::having(0o666, 0o2), Some(Who::GroupAndOthers));
+        assert_eq!(Who::having(0o640, 0o7), Some(Who::Group));
+        assert_eq!(Who::having(0o600, 0o7), None);
+    }
+}

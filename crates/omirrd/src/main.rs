@@ -1,2 +1,91 @@
-//! The omirrd binary.
-fn main() {}
+//! `omirrd`, the omirr daemon: command line, logging and the glue between
+//! the configuration, the host's identity and (later) the live mirror.
+//!
+//! This crate owns the process edge: parsing arguments ([`cli`]), setting
+//! up logging ([`logging`]), loading and explaining what this host mirrors
+//! ([`plan`]), and turning every failure into a message that names what was
+//! wrong. The rules and the I/O live in the library crates.
+
+mod cli;
+mod logging;
+mod plan;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("omirrd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Some(Command::Check) => Ok(plan::check(&cli.daemon)),
+        Some(Command::Keygen) => {
+            let identity = omirr_net::identity::generate(&cli.daemon.state_dir)?;
+            println!("{}", identity.fingerprint);
+            eprintln!(
+                "omirrd: new identity in {}; pin the line above for this host in every host's peers file",
+                cli.daemon.state_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Id) => {
+            let identity = omirr_net::identity::load(&cli.daemon.state_dir).with_context(|| {
+                format!(
+                    "no usable identity in {} (create one with: omirrd keygen --state-dir {})",
+                    cli.daemon.state_dir.display(),
+                    cli.daemon.state_dir.display()
+                )
+            })?;
+            println!("{}", identity.fingerprint);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => daemon(&cli),
+    }
+}
+
+/// Runs the daemon. Until the live mirror exists this loads and validates
+/// everything the daemon needs, logs what it would mirror and exits.
+fn daemon(cli: &Cli) -> Result<ExitCode> {
+    logging::init(&cli.daemon)?;
+    let plan = match plan::load(&cli.daemon) {
+        Ok(p) => p,
+        Err(diags) => {
+            for d in &diags {
+                tracing::error!("{d}");
+            }
+            anyhow::bail!(
+                "{} error(s) in the configuration; nothing started (run 'omirrd check' for the full report)",
+                diags.iter().filter(|d| d.is_error()).count()
+            );
+        }
+    };
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let (identity, created) = omirr_net::identity::load_or_generate(&cli.daemon.state_dir)?;
+    if created {
+        tracing::info!(
+            state_dir = %cli.daemon.state_dir.display(),
+            "created a new identity {}; pin it in the peers file of every host",
+            identity.fingerprint
+        );
+    }
+    tracing::info!(host = %plan.host, fingerprint = %identity.fingerprint, "identity loaded");
+    for line in plan.describe().lines() {
+        tracing::info!("{line}");
+    }
+    tracing::warn!(
+        "this build has no live mirror yet: configuration, peers and identity are valid; exiting"
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,125 @@
+//! The command line. Its names are an interface used by tooling outside the
+//! project: do not rename them.
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "omirrd",
+    version,
+    about = "omirr: a symmetric multi-master directory mirror daemon",
+    long_about = "omirr keeps directory trees identical on several hosts. Every host runs omirrd; \
+                  changes stream to every peer over TLS and the last writer wins everywhere.\n\n\
+                  Without a command, omirrd runs the daemon."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the Distfile and the peers file and show what this host
+    /// mirrors with whom. Exits 0 only if there is no error.
+    Check,
+    /// Create this host's key pair and certificate in the state directory
+    /// and print its fingerprint.
+    Keygen,
+    /// Print this host's fingerprint, in the form the peers file takes.
+    Id,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// The Distfile.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/etc/omirrd.conf"
+    )]
+    pub config: PathBuf,
+    /// The peers file: how to reach and recognise each host.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/etc/omirrd/peers"
+    )]
+    pub peers: PathBuf,
+    /// This host's name in the Distfile and the peers file [default: the
+    /// machine's host name].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Resolve every absolute Distfile path under DIR on this host.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Where the key pair, certificate and index live.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/var/lib/omirrd"
+    )]
+    pub state_dir: PathBuf,
+    /// Stay in the foreground and log to stderr.
+    #[arg(short = 'f', long, global = true)]
+    pub foreground: bool,
+    /// More log output; repeat for more.
+    #[arg(short = 'v', long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Copious debug output: every event, every frame.
+    #[arg(short = 'D', long, global = true)]
+    pub debug: bool,
+    /// Define or override a Distfile variable, as rdist's -d. VALUE is
+    /// empty, one name, or a parenthesised list.
+    #[arg(short = 'd', global = true, value_name = "VAR=VALUE", value_parser = parse_define)]
+    pub define: Vec<(String, String)>,
+}
+
+fn parse_define(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected VAR=VALUE, found '{s}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn interface_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_parse_before_and_after_the_command() {
+        let c = Cli::parse_from([
+            "omirrd", "--root", "/r", "check", "--host", "h", "-d", "A=(x y)", "-vv", "-D",
+        ]);
+        assert!(matches!(c.command, Some(Command::Check)));
+        assert_eq!(c.daemon.root, PathBuf::from("/r"));
+        assert_eq!(c.daemon.host.as_deref(), Some("h"));
+        assert_eq!(c.daemon.define, [("A".to_string(), "(x y)".to_string())]);
+        assert_eq!(c.daemon.verbose, 2);
+        assert!(c.daemon.debug);
+        let c = Cli::parse_from(["omirrd", "-f"]);
+        assert!(c.command.is_none() && c.daemon.foreground);
+        assert_eq!(c.daemon.config, PathBuf::from("/etc/omirrd.conf"));
+        assert_eq!(c.daemon.peers, PathBuf::from("/etc/omirrd/peers"));
+        assert_eq!(c.daemon.state_dir, PathBuf::from("/var/lib/omirrd"));
+    }
+
+    #[test]
+    fn define_needs_an_equals_sign() {
+        assert!(Cli::try_parse_from(["omirrd", "-d", "NOVALUE"]).is_err());
+        assert!(Cli::try_parse_from(["omirrd", "-d", "=x"]).is_err());
+        let c = Cli::parse_from(["omirrd", "-d", "E="]);
+        assert_eq!(c.daemon.define, [("E".to_string(), String::new())]);
+    }
+}

@@ -1,0 +1,273 @@
+//! What this host mirrors with whom: the Distfile and the peers file,
+//! loaded, cross-checked and explained. Shared by `omirrd check` and the
+//! daemon's start-up, so both refuse exactly the same mistakes.
+
+use crate::cli::DaemonArgs;
+use omirr_config::distfile::{self, Config, ParseOptions};
+use omirr_config::peers::Peers;
+use omirr_config::{Diagnostic, Pos};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// A configuration that loaded without errors.
+pub struct Plan {
+    /// This host's name, as the Distfile and the peers file know it.
+    pub host: String,
+    pub root: std::path::PathBuf,
+    pub config: Config,
+    pub peers: Peers,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Loads and cross-checks the Distfile and the peers file. `Err` holds
+/// every error found, with the warnings.
+pub fn load(args: &DaemonArgs) -> Result<Plan, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let config = read(&args.config, &mut diags).and_then(|text| {
+        let opts = ParseOptions {
+            root: args.root.clone(),
+            defines: args.define.clone(),
+        };
+        collect(distfile::parse(&text, &args.config, &opts), &mut diags)
+    });
+    let peers = read(&args.peers, &mut diags).and_then(|text| match String::from_utf8(text) {
+        Ok(text) => collect(Peers::parse(&text, &args.peers), &mut diags),
+        Err(_) => {
+            diags.push(Diagnostic::error(
+                &args.peers,
+                Pos::default(),
+                "not valid UTF-8: expected a text file",
+            ));
+            None
+        }
+    });
+    match std::fs::metadata(&args.root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => diags.push(Diagnostic::error(
+            &args.root,
+            Pos::default(),
+            "--root is not a directory",
+        )),
+        Err(e) => diags.push(Diagnostic::error(
+            &args.root,
+            Pos::default(),
+            format!("--root: {e}"),
+        )),
+    }
+    let host = this_host(args, peers.as_ref());
+    if let (Some(config), Some(peers)) = (&config, &peers) {
+        diags.extend(config.check_hosts(peers));
+        if peers.get(&host).is_none() {
+            diags.push(Diagnostic::error(
+                &args.peers,
+                Pos::default(),
+                format!(
+                    "this host, '{host}', has no line in the peers file, so omirrd does not know where to listen (use --host NAME if it goes by another name)"
+                ),
+            ));
+        } else if config.sets_for(&host).next().is_none() {
+            diags.push(Diagnostic::warning(
+                &args.config,
+                Pos::default(),
+                format!("host '{host}' takes part in no mirror set: nothing to mirror"),
+            ));
+        }
+    }
+    match (config, peers) {
+        (Some(config), Some(peers)) if !diags.iter().any(Diagnostic::is_error) => Ok(Plan {
+            host,
+            root: args.root.clone(),
+            config,
+            peers,
+            warnings: diags,
+        }),
+        _ => Err(diags),
+    }
+}
+
+/// Reads a file that decides what this host does; refuses one that group
+/// or others can write.
+fn read(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Vec<u8>> {
+    match omirr_fs::secure::read_secure(path) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            diags.push(Diagnostic::error(path, Pos::default(), e.to_string()));
+            None
+        }
+    }
+}
+
+fn collect<T>(
+    r: Result<(T, Vec<Diagnostic>), omirr_config::Diagnostics>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match r {
+        Ok((v, warnings)) => {
+            diags.extend(warnings);
+            Some(v)
+        }
+        Err(e) => {
+            diags.extend(e.0);
+            None
+        }
+    }
+}
+
+/// `--host`, else the machine's host name; a fully qualified name that the
+/// peers file knows only by its first label is accepted in that form.
+fn this_host(args: &DaemonArgs, peers: Option<&Peers>) -> String {
+    if let Some(h) = &args.host {
+        return h.clone();
+    }
+    let full = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match (full.split_once('.'), peers) {
+        (Some((short, _)), Some(p)) if p.get(&full).is_none() && p.get(short).is_some() => {
+            short.to_string()
+        }
+        _ => full,
+    }
+}
+
+impl Plan {
+    /// A readable account of what this host mirrors with whom.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let me = self.peers.get(&self.host);
+        let _ = writeln!(
+            s,
+            "host {} listens on {}, root {}",
+            self.host,
+            me.map_or_else(|| "?".to_string(), |p| p.address.to_string()),
+            self.root.display()
+        );
+        for set in self.config.sets_for(&self.host) {
+            let name = set
+                .label
+                .as_ref()
+                .map_or_else(String::new, |l| format!(" '{l}'"));
+            let _ = writeln!(
+                s,
+                "mirror set{name} ({}:{}):",
+                self.config.file.display(),
+                set.pos
+            );
+            let with: Vec<String> = set
+                .peers_of(&self.host)
+                .map(|h| match self.peers.get(&h.name) {
+                    Some(p) => format!("{} ({})", h.name, p.address),
+                    None => h.name.clone(),
+                })
+                .collect();
+            let with = if with.is_empty() {
+                "nobody (this host is the set's only member)".to_string()
+            } else {
+                with.join(", ")
+            };
+            let _ = writeln!(s, "  with       {with}");
+            for p in &set.paths {
+                if p.target == p.source {
+                    let _ = writeln!(s, "  path       {}", p.source.display());
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "  path       {} (kept at {})",
+                        p.source.display(),
+                        p.target.display()
+                    );
+                }
+            }
+            if set.paths.is_empty() {
+                let _ = writeln!(s, "  path       (none matched under the root)");
+            }
+            for e in &set.excludes {
+                let _ = writeln!(s, "  except     {e}");
+            }
+            for r in &set.exclude_patterns {
+                let _ = writeln!(s, "  except_pat {}", r.as_str());
+            }
+            let options = set.options.names();
+            if !options.is_empty() {
+                let _ = writeln!(s, "  options    {}", options.join(","));
+            }
+            for c in &set.commands {
+                let kind = if c.once_per_batch {
+                    "cmdspecial"
+                } else {
+                    "special"
+                };
+                let names = if c.names.is_empty() {
+                    "(every path)".to_string()
+                } else {
+                    c.names
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let _ = writeln!(s, "  {kind:<10} {names}: {}", c.command);
+            }
+            if !set.notify.is_empty() {
+                let _ = writeln!(s, "  notify     {}", set.notify.join(", "));
+            }
+        }
+        s
+    }
+}
+
+/// `omirrd check`: every diagnostic, then the plan; success only without
+/// errors.
+pub fn check(args: &DaemonArgs) -> ExitCode {
+    let (plan, mut diags) = match load(args) {
+        Ok(mut plan) => {
+            let w = std::mem::take(&mut plan.warnings);
+            (Some(plan), w)
+        }
+        Err(d) => (None, d),
+    };
+    if let Some(plan) = &plan {
+        diags.extend(check_identity(args, plan));
+    }
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    match &plan {
+        Some(plan) if errors == 0 => {
+            print!("{}", plan.describe());
+            println!("ok: {warnings} warning(s)");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("omirrd check: {errors} error(s), {warnings} warning(s)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Compares this host's key, when it has one, with what the peers file
+/// pins for it: a mismatch means every peer will refuse this host.
+fn check_identity(args: &DaemonArgs, plan: &Plan) -> Vec<Diagnostic> {
+    let key = args.state_dir.join("key.pem");
+    if !key.exists() {
+        return Vec::new();
+    }
+    let pinned = plan.peers.get(&plan.host).and_then(|p| p.fingerprint);
+    match omirr_net::identity::load(&args.state_dir) {
+        Err(e) => vec![Diagnostic::error(&key, Pos::default(), e.to_string())],
+        Ok(id) => match pinned {
+            Some(fp) if fp != id.fingerprint => vec![Diagnostic::error(
+                &args.peers,
+                Pos::new(plan.peers.get(&plan.host).map_or(0, |p| p.line), 1),
+                format!(
+                    "the peers file pins {fp} for '{}', but this host's key is {}: every peer will refuse it",
+                    plan.host, id.fingerprint
+                ),
+            )],
+            _ => Vec::new(),
+        },
+    }
+}
