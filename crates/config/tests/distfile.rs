@@ -11,6 +11,7 @@ fn opts(root: &Path) -> ParseOptions {
     ParseOptions {
         root: root.to_path_buf(),
         defines: Vec::new(),
+        known_hosts: None,
     }
 }
 
@@ -581,5 +582,33 @@ fn diagnostics_print_file_line_column() {
             .any(|l| l
                 == "omirrd.conf:3:2: error: expected ';' after install options, found 'except'"),
         "{printed}"
+    );
+}
+
+#[test]
+fn error_host_not_in_peers_file() {
+    let root = empty_root();
+    let mut o = opts(root.path());
+    o.known_hosts = Some(["alpha".to_string(), "beta".to_string()].into());
+    let e = parse(
+        b"HOSTS = ( alpha beta\n  delta )\n/a -> ${HOSTS}\n/b -> ( root@alpha gamma+ )",
+        Path::new("f"),
+        &o,
+    )
+    .expect_err("unknown hosts");
+    let at: Vec<_> = e.errors().map(|d| (d.pos, d.message.as_str())).collect();
+    assert_eq!(at.len(), 2, "{at:?}");
+    // Points into the definition, where the name was written.
+    assert_eq!(at[0].0, Pos::new(2, 3));
+    assert!(
+        at[0].1.starts_with("host 'delta' is not in the peers file"),
+        "{}",
+        at[0].1
+    );
+    assert_eq!(at[1].0, Pos::new(4, 20));
+    assert!(
+        at[1].1.starts_with("host 'gamma' is not in the peers file"),
+        "{}",
+        at[1].1
     );
 }

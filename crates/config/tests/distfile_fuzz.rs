@@ -9,6 +9,7 @@ fn opts() -> ParseOptions {
         // A root that exists, so that globbing really walks a directory.
         root: std::env::temp_dir(),
         defines: vec![("D".into(), "( a {b,c} )".into())],
+        known_hosts: Some(["a", "host", "h"].iter().map(|s| s.to_string()).collect()),
     }
 }
 

@@ -24,13 +24,6 @@ pub struct Plan {
 /// every error found, with the warnings.
 pub fn load(args: &DaemonArgs) -> Result<Plan, Vec<Diagnostic>> {
     let mut diags = Vec::new();
-    let config = read(&args.config, &mut diags).and_then(|text| {
-        let opts = ParseOptions {
-            root: args.root.clone(),
-            defines: args.define.clone(),
-        };
-        collect(distfile::parse(&text, &args.config, &opts), &mut diags)
-    });
     let peers = read(&args.peers, &mut diags).and_then(|text| match String::from_utf8(text) {
         Ok(text) => collect(Peers::parse(&text, &args.peers), &mut diags),
         Err(_) => {
@@ -41,6 +34,17 @@ pub fn load(args: &DaemonArgs) -> Result<Plan, Vec<Diagnostic>> {
             ));
             None
         }
+    });
+    // The peers file first: the Distfile's hosts are checked against it.
+    let config = read(&args.config, &mut diags).and_then(|text| {
+        let opts = ParseOptions {
+            root: args.root.clone(),
+            defines: args.define.clone(),
+            known_hosts: peers
+                .as_ref()
+                .map(|p| p.iter().map(|peer| peer.name.clone()).collect()),
+        };
+        collect(distfile::parse(&text, &args.config, &opts), &mut diags)
     });
     match std::fs::metadata(&args.root) {
         Ok(m) if m.is_dir() => {}
@@ -57,7 +61,6 @@ pub fn load(args: &DaemonArgs) -> Result<Plan, Vec<Diagnostic>> {
     }
     let host = this_host(args, peers.as_ref());
     if let (Some(config), Some(peers)) = (&config, &peers) {
-        diags.extend(config.check_hosts(peers));
         if peers.get(&host).is_none() {
             diags.push(Diagnostic::error(
                 &args.peers,

@@ -99,6 +99,7 @@ enum Use {
 struct Expander<'a> {
     file: PathBuf,
     root: &'a Path,
+    known_hosts: Option<&'a std::collections::BTreeSet<String>>,
     vars: HashMap<String, (Vec<EWord>, Pos)>,
     /// Names set with `-d`; the Distfile's own definitions of them are
     /// skipped.
@@ -114,6 +115,7 @@ pub(crate) fn build(
     let mut ex = Expander {
         file: file.to_path_buf(),
         root: &options.root,
+        known_hosts: options.known_hosts.as_ref(),
         vars: HashMap::new(),
         overridden: HashSet::new(),
         diags: Vec::new(),
@@ -511,6 +513,15 @@ impl Expander<'_> {
                     w.pos,
                     format!(
                         "invalid host name '{text}': expected [login@]host with letters, digits, '.', '-' or '_'"
+                    ),
+                );
+                continue;
+            }
+            if self.known_hosts.is_some_and(|k| !k.contains(host)) {
+                self.error(
+                    w.pos,
+                    format!(
+                        "host '{host}' is not in the peers file: add a line 'NAME ADDRESS[:PORT] FINGERPRINT' for it"
                     ),
                 );
                 continue;

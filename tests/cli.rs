@@ -1,0 +1,268 @@
+//! The `omirrd` command line, run as a real process: `check`, `keygen`,
+//! `id`, `-V`, file-permission refusal, and the daemon's start-up.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use support::{etc, omirrd, stderr, stdout, write_file};
+
+/// A test host: the example Distfile and peers file (copied with safe
+/// modes, whatever the checkout's umask), a root holding the example's
+/// paths, and a state directory.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = fs::read_to_string(etc().join("omirrd.conf")).expect("etc/omirrd.conf");
+        let peers = fs::read_to_string(etc().join("peers")).expect("etc/peers");
+        write_file(&dir.path().join("omirrd.conf"), &conf, 0o644);
+        write_file(&dir.path().join("peers"), &peers, 0o644);
+        for d in ["root/srv/www", "root/etc/nginx", "root/opt/tools"] {
+            fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        Site { dir }
+    }
+
+    fn path(&self, p: &str) -> String {
+        self.dir.path().join(p).to_string_lossy().into_owned()
+    }
+
+    /// `omirrd <cmd> --config … --peers … --root … --state-dir … <extra>`.
+    fn run(&self, cmd: &[&str], extra: &[&str]) -> std::process::Output {
+        let (config, peers, root, state) = (
+            self.path("omirrd.conf"),
+            self.path("peers"),
+            self.path("root"),
+            self.path("state"),
+        );
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.extend([
+            "--config",
+            &config,
+            "--peers",
+            &peers,
+            "--root",
+            &root,
+            "--state-dir",
+            &state,
+        ]);
+        args.extend(extra);
+        omirrd(&args)
+    }
+}
+
+#[test]
+fn check_prints_the_plan_of_the_example() {
+    let site = Site::new();
+    let out = site.run(&["check"], &["--host", "alpha"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}\n{}", text, stderr(&out));
+    assert!(
+        text.contains("host alpha listens on 192.0.2.10:808"),
+        "{text}"
+    );
+    assert!(text.contains("mirror set 'web'"), "{text}");
+    assert!(
+        text.contains("with       beta (192.0.2.11:808), gamma ([2001:db8::12]:808)"),
+        "{text}"
+    );
+    assert!(text.contains("path       /srv/www"), "{text}");
+    assert!(text.contains("except     /etc/nginx/local.conf"), "{text}");
+    assert!(text.contains("options    savetargets"), "{text}");
+    // gamma is subtracted from the tools set.
+    let out = site.run(&["check"], &["--host", "gamma"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("mirror set 'web'") && !text.contains("'tools'"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_three_mistakes_with_positions() {
+    let site = Site::new();
+    write_file(
+        &site.dir.path().join("omirrd.conf"),
+        "HOSTS = ( alpha beta )\n\
+         /srv/www -> ${HOSTS}\n\
+         \tinstall -osavetargets,fast ;\n\
+         \texclude /srv/www/tmp ;\n\
+         /etc/nginx -> ( alpha delta )\n",
+        0o644,
+    );
+    let out = site.run(&["check"], &["--host", "alpha"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
+    let conf = site.path("omirrd.conf");
+    assert_eq!(errors.len(), 3, "{err}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{conf}:3:24: error: unknown install option 'fast'"
+        )),
+        "{err}"
+    );
+    assert!(
+        errors[1].starts_with(&format!("{conf}:4:2: error: unknown command 'exclude'")),
+        "{err}"
+    );
+    assert!(
+        errors[2].starts_with(&format!(
+            "{conf}:5:23: error: host 'delta' is not in the peers file"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("omirrd check: 3 error(s)"), "{err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "no plan for a broken configuration"
+    );
+}
+
+#[test]
+fn check_reports_peers_file_errors() {
+    let site = Site::new();
+    write_file(
+        &site.dir.path().join("peers"),
+        "alpha 127.0.0.1:80800 blake3:00\nalpha 127.0.0.1 \n",
+        0o644,
+    );
+    let out = site.run(&["check"], &["--host", "alpha"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let peers = site.path("peers");
+    assert!(
+        err.contains(&format!("{peers}:1:7: error:")),
+        "bad port: {err}"
+    );
+    assert!(
+        err.contains(&format!("{peers}:1:23: error:")),
+        "bad fingerprint: {err}"
+    );
+    assert!(
+        err.contains(&format!("{peers}:2:1: error:")),
+        "duplicate: {err}"
+    );
+}
+
+#[test]
+fn defines_on_the_command_line_override_the_distfile() {
+    let site = Site::new();
+    let out = site.run(
+        &["check"],
+        &["--host", "alpha", "-d", "HOSTS=( alpha gamma )"],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("with       gamma ([2001:db8::12]:808)\n"),
+        "{text}"
+    );
+    assert!(!text.contains("beta"), "{text}");
+}
+
+#[test]
+fn refuses_files_that_others_can_write() {
+    for (file, mode) in [("omirrd.conf", 0o664), ("peers", 0o646)] {
+        let site = Site::new();
+        let path = site.dir.path().join(file);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        for cmd in [&["check"][..], &[][..]] {
+            let out = site.run(cmd, &["--host", "alpha", "-f"]);
+            assert!(!out.status.success(), "{file} {mode:o} accepted by {cmd:?}");
+            let err = stderr(&out);
+            assert!(
+                err.contains(&path.display().to_string()),
+                "names the file: {err}"
+            );
+            assert!(err.contains("chmod go-w"), "says how to fix it: {err}");
+        }
+    }
+}
+
+#[test]
+fn keygen_and_id() {
+    let site = Site::new();
+    let state = site.path("state");
+    let out = omirrd(&["keygen", "--state-dir", &state]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fp = stdout(&out).trim().to_string();
+    assert!(fp.starts_with("blake3:") && fp.len() == 7 + 64, "{fp}");
+    let mode = fs::metadata(Path::new(&state).join("key.pem"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // id prints exactly one line, the same fingerprint, every time.
+    for _ in 0..2 {
+        let out = omirrd(&["id", "--state-dir", &state]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{fp}\n"));
+    }
+    // A second keygen would change the host's identity: refused.
+    let out = omirrd(&["keygen", "--state-dir", &state]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("key.pem"), "{}", stderr(&out));
+    // A key others can read is refused.
+    fs::set_permissions(
+        Path::new(&state).join("key.pem"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let out = omirrd(&["id", "--state-dir", &state]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+}
+
+#[test]
+fn id_without_identity_says_how_to_make_one() {
+    let site = Site::new();
+    let out = omirrd(&["id", "--state-dir", &site.path("nothing-here")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("omirrd keygen"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_notices_a_key_that_does_not_match_the_pin() {
+    let site = Site::new();
+    let state = site.path("state");
+    assert!(omirrd(&["keygen", "--state-dir", &state]).status.success());
+    let out = site.run(&["check"], &["--host", "alpha"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("every peer will refuse it"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn daemon_start_loads_everything_and_creates_an_identity() {
+    let site = Site::new();
+    let out = site.run(&[], &["--host", "beta", "-f", "-v"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("created a new identity"), "{err}");
+    assert!(
+        err.contains("mirror set 'web'"),
+        "logs what it would mirror: {err}"
+    );
+    assert!(err.contains("no live mirror yet"), "{err}");
+    assert!(Path::new(&site.path("state")).join("key.pem").exists());
+}
+
+#[test]
+fn version() {
+    let out = omirrd(&["-V"]);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out),
+        format!("omirrd {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

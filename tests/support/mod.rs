@@ -1,0 +1,50 @@
+//! Support for end-to-end tests: running the `omirrd` binary and giving
+//! each test host its own files under a temporary directory.
+//!
+//! The tests in this directory are integration tests of the `omirrd`
+//! package (see its Cargo.toml), so cargo builds the binary before running
+//! them and tells us where it is; `OMIRRD_BIN` overrides it.
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `omirrd` binary under test.
+pub fn omirrd_bin() -> PathBuf {
+    std::env::var_os("OMIRRD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_omirrd")))
+}
+
+/// Runs `omirrd` with `args` and returns its output.
+pub fn omirrd(args: &[&str]) -> Output {
+    Command::new(omirrd_bin())
+        .args(args)
+        .env_remove("OMIRR_LOG")
+        .output()
+        .expect("run omirrd")
+}
+
+/// Writes `text` to `path` with `mode`, creating parent directories.
+pub fn write_file(path: &Path, text: &str, mode: u32) {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("create directory");
+    }
+    fs::write(path, text).expect("write file");
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The repository's `etc/` directory.
+pub fn etc() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
