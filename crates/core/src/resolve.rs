@@ -1,0 +1,287 @@
+//! The resolver: a batch of remote changes in, index updates and disk
+//! actions out.
+//!
+//! For each path the greater version wins; equal versions are duplicates.
+//! The winners are laid over the index, and the tree the host must have
+//! ([`crate::tree::present`]) is computed for every path the batch can
+//! affect (the changed paths, their ancestors and everything below them),
+//! once before and once after. The difference is the work to do:
+//!
+//! 1. `SaveOld` for files about to be replaced or removed (`savetargets`);
+//! 2. `Rename` where a file disappears and the same content appears
+//!    elsewhere (a rename on the peer), so no data moves;
+//! 3. `Remove`, deepest paths first;
+//! 4. `MakeDir`, `WriteFile`, `MakeSymlink`, `SetMeta`, shallowest first.
+//!
+//! The caller carries the actions out in order and then records
+//! `accepted` in its index. Nothing here does I/O.
+
+use crate::entry::{Change, Content, Entry, Hash, Meta};
+use crate::tree::{present, IndexView, Node};
+use crate::RelPath;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Something to do on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Keep the file now at `path` as `path.OLD` before it is replaced or
+    /// removed (`savetargets`).
+    SaveOld { path: RelPath },
+    /// Move the file at `from` to `to` (creating missing parent
+    /// directories), then give it `meta`.
+    Rename { from: RelPath, to: RelPath, meta: Meta },
+    /// Remove what is at `path`: `was` says what the index believed it to
+    /// be (a directory is empty by the time this runs).
+    Remove { path: RelPath, was: Content },
+    /// Make `path` a directory with `meta`, replacing a file or symlink,
+    /// or only fix its metadata if it is one already.
+    MakeDir { path: RelPath, meta: Meta },
+    /// Make `path` a regular file with this content and `meta`.
+    WriteFile {
+        path: RelPath,
+        size: u64,
+        hash: Hash,
+        meta: Meta,
+        source: Source,
+    },
+    /// Make `path` a symbolic link to `target`.
+    MakeSymlink {
+        path: RelPath,
+        target: Vec<u8>,
+        meta: Meta,
+    },
+    /// The content is right; only the metadata changes.
+    SetMeta { path: RelPath, meta: Meta },
+}
+
+impl Action {
+    pub fn path(&self) -> &RelPath {
+        match self {
+            Action::Rename { to: path, .. }
+            | Action::SaveOld { path }
+            | Action::Remove { path, .. }
+            | Action::MakeDir { path, .. }
+            | Action::WriteFile { path, .. }
+            | Action::MakeSymlink { path, .. }
+            | Action::SetMeta { path, .. } => path,
+        }
+    }
+}
+
+/// Where a file's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Ask the peer for it.
+    Fetch,
+    /// A local file, untouched by this batch, already holds it.
+    CopyFrom(RelPath),
+}
+
+/// What a batch amounts to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// Remote changes that win, to record in the index once the actions
+    /// are done.
+    pub accepted: Vec<Change>,
+    /// The disk work, in order.
+    pub actions: Vec<Action>,
+    /// Paths where this host's entry is newer than the peer's: the peer
+    /// should get ours.
+    pub ours_newer: Vec<RelPath>,
+}
+
+/// Resolves `batch` against `view`. `savetargets` says for which paths an
+/// overwritten file must be kept.
+pub fn resolve<V: IndexView>(
+    view: &V,
+    batch: &[Change],
+    savetargets: &dyn Fn(&RelPath) -> bool,
+) -> Result<Resolution, V::Error> {
+    let mut res = Resolution::default();
+
+    // The newest change per path; duplicates and reorderings vanish here.
+    let mut newest: BTreeMap<&RelPath, &Entry> = BTreeMap::new();
+    for c in batch {
+        match newest.get(&c.path) {
+            Some(e) if e.version >= c.entry.version => {}
+            _ => {
+                newest.insert(&c.path, &c.entry);
+            }
+        }
+    }
+    let mut overlay = BTreeMap::new();
+    for (path, remote) in newest {
+        match view.entry(path)? {
+            Some(local) if local.version > remote.version => res.ours_newer.push(path.clone()),
+            Some(local) if local.version == remote.version => {}
+            _ => {
+                overlay.insert(path.clone(), remote.clone());
+            }
+        }
+    }
+    if overlay.is_empty() {
+        return Ok(res);
+    }
+
+    // Every path whose presence the batch can change.
+    let mut affected = BTreeSet::new();
+    for path in overlay.keys() {
+        affected.insert(path.clone());
+        for a in path.ancestors() {
+            if !a.is_root() {
+                affected.insert(a);
+            }
+        }
+        for (below, _) in view.below(path)? {
+            affected.insert(below);
+        }
+    }
+    let after_view = Overlay {
+        base: view,
+        top: &overlay,
+    };
+    let mut before = BTreeMap::new();
+    let mut after = BTreeMap::new();
+    for p in &affected {
+        before.insert(p.clone(), present(view, p)?);
+        after.insert(p.clone(), present(&after_view, p)?);
+    }
+
+    let mut removes = Vec::new();
+    let mut creates = Vec::new();
+    for p in &affected {
+        match (&before[p], &after[p]) {
+            (b, a) if b == a => {}
+            (Some(b), None) => removes.push((p.clone(), b.content.clone())),
+            (None, Some(a)) => creates.push((p.clone(), a.clone())),
+            (Some(b), Some(a)) => {
+                // Same kind: replaced or adjusted in place. Another kind:
+                // the old one goes first.
+                if std::mem::discriminant(&b.content) != std::mem::discriminant(&a.content) {
+                    removes.push((p.clone(), b.content.clone()));
+                }
+                creates.push((p.clone(), a.clone()));
+            }
+            (None, None) => {}
+        }
+    }
+
+    // Renames: a file leaving and the same content arriving elsewhere.
+    let mut leaving: HashMap<Hash, Vec<RelPath>> = HashMap::new();
+    for (p, was) in &removes {
+        if let Content::File { hash, .. } = was {
+            leaving.entry(*hash).or_default().push(p.clone());
+        }
+    }
+    let mut renamed_from = BTreeSet::new();
+    let mut renames = Vec::new();
+    let mut writes = Vec::new();
+    for (p, node) in creates {
+        let b = &before[&p];
+        match (&node.content, b) {
+            (Content::File { size, hash }, _) => {
+                let unchanged = matches!(b, Some(Node { content: Content::File { hash: h, .. }, .. }) if h == hash);
+                if unchanged {
+                    writes.push(Action::SetMeta { path: p, meta: node.meta });
+                    continue;
+                }
+                // Renaming into place needs every ancestor to be a
+                // directory already, or one that is to be created.
+                let parents_ok = p
+                    .ancestors()
+                    .all(|a| a.is_root() || !matches!(before.get(&a), Some(Some(n)) if !n.content.is_dir()));
+                let from = if b.is_none() && parents_ok {
+                    leaving.get_mut(hash).and_then(Vec::pop)
+                } else {
+                    None
+                };
+                if let Some(from) = from {
+                    renamed_from.insert(from.clone());
+                    renames.push(Action::Rename {
+                        from,
+                        to: p,
+                        meta: node.meta,
+                    });
+                    continue;
+                }
+                let source = match view.holder_of(hash)? {
+                    Some(h) if !affected.contains(&h) && h != p => Source::CopyFrom(h),
+                    _ => Source::Fetch,
+                };
+                writes.push(Action::WriteFile {
+                    path: p,
+                    size: *size,
+                    hash: *hash,
+                    meta: node.meta,
+                    source,
+                });
+            }
+            (Content::Dir, _) => writes.push(Action::MakeDir { path: p, meta: node.meta }),
+            (Content::Symlink { target }, Some(Node { content: Content::Symlink { target: old }, .. }))
+                if target == old =>
+            {
+                writes.push(Action::SetMeta { path: p, meta: node.meta })
+            }
+            (Content::Symlink { target }, _) => writes.push(Action::MakeSymlink {
+                path: p,
+                target: target.clone(),
+                meta: node.meta,
+            }),
+            (Content::Deleted, _) => {}
+        }
+    }
+    // Files whose content is about to go, except those that only move.
+    for p in &affected {
+        if let Some(Node {
+            content: Content::File { hash: old, .. },
+            ..
+        }) = &before[p]
+        {
+            let kept = matches!(&after[p], Some(Node { content: Content::File { hash, .. }, .. }) if hash == old);
+            if !kept && !renamed_from.contains(p) && savetargets(p) {
+                res.actions.push(Action::SaveOld { path: p.clone() });
+            }
+        }
+    }
+    res.actions.extend(renames);
+    removes.retain(|(p, _)| !renamed_from.contains(p));
+    // Deepest first: byte order puts a directory before its children, so
+    // reverse order puts children first.
+    removes.sort_by(|a, b| b.0.cmp(&a.0));
+    res.actions.extend(removes.into_iter().map(|(path, was)| Action::Remove { path, was }));
+    res.actions.extend(writes);
+    res.accepted = overlay
+        .into_iter()
+        .map(|(path, entry)| Change { path, entry })
+        .collect();
+    Ok(res)
+}
+
+/// The index with a batch's winners laid over it.
+struct Overlay<'a, V> {
+    base: &'a V,
+    top: &'a BTreeMap<RelPath, Entry>,
+}
+
+impl<V: IndexView> IndexView for Overlay<'_, V> {
+    type Error = V::Error;
+
+    fn entry(&self, path: &RelPath) -> Result<Option<Entry>, V::Error> {
+        match self.top.get(path) {
+            Some(e) => Ok(Some(e.clone())),
+            None => self.base.entry(path),
+        }
+    }
+
+    fn below(&self, dir: &RelPath) -> Result<Vec<(RelPath, Entry)>, V::Error> {
+        let mut merged: BTreeMap<RelPath, Entry> = self.base.below(dir)?.into_iter().collect();
+        for (p, e) in self.top.range(dir.below_path_range()) {
+            merged.insert(p.clone(), e.clone());
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn holder_of(&self, hash: &Hash) -> Result<Option<RelPath>, V::Error> {
+        self.base.holder_of(hash)
+    }
+}
