@@ -1,0 +1,1 @@
+//! Applying actions (work in progress).

@@ -1,0 +1,1 @@
+//! omirr's persisted index (work in progress).
