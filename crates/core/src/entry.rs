@@ -10,9 +10,14 @@ pub type Hash = [u8; 32];
 /// What a path holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Content {
-    File { size: u64, hash: Hash },
+    File {
+        size: u64,
+        hash: Hash,
+    },
     Dir,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// A tombstone: the path was deleted. Kept so that a peer that was
     /// away does not bring the path back.
     Deleted,

@@ -35,7 +35,10 @@ impl MemIndex {
         self.last_seq += 1;
         let seq = self.last_seq;
         if let Content::File { hash, .. } = &change.entry.content {
-            self.holders.entry(*hash).or_default().insert(change.path.clone());
+            self.holders
+                .entry(*hash)
+                .or_default()
+                .insert(change.path.clone());
         }
         self.by_seq.insert(seq, change.path.clone());
         self.entries.insert(change.path, (change.entry, seq));
@@ -130,7 +133,10 @@ impl IndexView for MemIndex {
     }
 
     fn holder_of(&self, hash: &Hash) -> Result<Option<RelPath>, Infallible> {
-        Ok(self.holders.get(hash).and_then(|s| s.iter().next().cloned()))
+        Ok(self
+            .holders
+            .get(hash)
+            .and_then(|s| s.iter().next().cloned()))
     }
 }
 
@@ -160,9 +166,17 @@ mod tests {
         assert_eq!(ix.record(change("a", 1, Content::Dir)), Some(1));
         assert_eq!(ix.record(change("b", 1, Content::Dir)), Some(2));
         assert_eq!(ix.record(change("a", 2, Content::Deleted)), Some(3));
-        assert_eq!(ix.record(change("a", 2, Content::Dir)), None, "same version");
+        assert_eq!(
+            ix.record(change("a", 2, Content::Dir)),
+            None,
+            "same version"
+        );
         assert_eq!(ix.record(change("a", 1, Content::Dir)), None, "older");
-        let s: Vec<(Seq, String)> = ix.since(0).into_iter().map(|(s, c)| (s, c.path.to_string())).collect();
+        let s: Vec<(Seq, String)> = ix
+            .since(0)
+            .into_iter()
+            .map(|(s, c)| (s, c.path.to_string()))
+            .collect();
         assert_eq!(s, [(2, "b".to_string()), (3, "a".to_string())]);
         assert_eq!(ix.since(2).len(), 1);
         assert!(ix.since(3).is_empty());
@@ -177,7 +191,10 @@ mod tests {
         assert_eq!(ix.cursor(&peer), 7);
         let h = [7u8; 32];
         ix.record(change("f", 1, Content::File { size: 1, hash: h }));
-        assert_eq!(ix.holder_of(&h), Ok(Some(RelPath::new(&b"f"[..]).expect("p"))));
+        assert_eq!(
+            ix.holder_of(&h),
+            Ok(Some(RelPath::new(&b"f"[..]).expect("p")))
+        );
         ix.record(change("f", 2, Content::Deleted));
         assert_eq!(ix.holder_of(&h), Ok(None));
     }
@@ -190,7 +207,10 @@ mod tests {
         ix.record(change("live", 1, Content::Dir));
         assert_eq!(ix.expire_tombstones(Timestamp(100), 50), 1);
         assert_eq!(ix.len(), 2);
-        assert!(ix.entry(&RelPath::new(&b"gone"[..]).expect("p")).expect("infallible").is_none());
+        assert!(ix
+            .entry(&RelPath::new(&b"gone"[..]).expect("p"))
+            .expect("infallible")
+            .is_none());
         assert_eq!(ix.since(0).len(), 2);
     }
 }

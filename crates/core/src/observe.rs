@@ -1,17 +1,25 @@
 //! From what is on disk to local changes.
 //!
-//! A scan or the watcher reports what it finds at a path; if that differs
-//! from what the index says must be there ([`crate::tree::present`]), the
-//! host has a new local change and it gets a version here. Writes the
-//! daemon itself applied match the index already, so they produce nothing:
-//! this is what keeps hosts from echoing each other's changes.
+//! A scan or the watcher reports paths that may have changed; each is
+//! compared with what the index says must be there
+//! ([`crate::tree::present`]), and where they differ the host has a new
+//! local change, which gets a version here. Writes the daemon applied
+//! itself already match the index, so they produce nothing: this is what
+//! keeps hosts from echoing each other's changes.
+//!
+//! One change can alter what the index implies elsewhere: recreating a
+//! deleted directory brings back into view the older entries below it,
+//! which are not on disk. So every change puts its ancestors and the
+//! index's paths below it back on the list, until disk and index agree on
+//! all of them.
 
-use crate::entry::{Change, Content, Entry, Meta};
+use crate::entry::{Change, Content, Entry, Hash, Meta};
 use crate::tree::{present, IndexView, Node};
 use crate::version::{Hlc, HostId, Timestamp, Version};
 use crate::RelPath;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// When the change happened, which decides its version's timestamp.
+/// When a change happened, which decides its version's timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     /// Seen live by the watcher: stamped above everything seen.
@@ -22,37 +30,104 @@ pub enum When {
     Scanned { ctime: Timestamp },
 }
 
-/// The change to record for `path`, given what is on disk there (`None`:
-/// nothing), or `None` if disk and index agree.
+/// The changes that make the index agree with the disk on `paths` and on
+/// everything those changes affect. `on_disk` says what is on disk at a
+/// path (`None`: nothing); `when` says when a path's change happened. The
+/// caller records the returned changes, in order.
 pub fn observe<V: IndexView>(
     view: &V,
     hlc: &mut Hlc,
     host: &HostId,
-    path: &RelPath,
-    on_disk: Option<Node>,
-    when: When,
-) -> Result<Option<Change>, V::Error> {
-    if present(view, path)? == on_disk || path.is_root() {
-        return Ok(None);
-    }
-    let replaces = view.entry(path)?.map(|e| e.version.ts);
-    let ts = match when {
-        When::Live { wall } => hlc.now(wall),
-        When::Scanned { ctime } => hlc.at(ctime, replaces),
-    };
-    let (content, meta) = match on_disk {
-        Some(n) => (n.content, n.meta),
-        None => (Content::Deleted, Meta::default()),
-    };
-    Ok(Some(Change {
-        path: path.clone(),
-        entry: Entry {
+    paths: impl IntoIterator<Item = RelPath>,
+    on_disk: &mut dyn FnMut(&RelPath) -> Option<Node>,
+    when: &dyn Fn(&RelPath) -> When,
+) -> Result<Vec<Change>, V::Error> {
+    let mut todo: BTreeSet<RelPath> = paths.into_iter().collect();
+    let mut out: BTreeMap<RelPath, Entry> = BTreeMap::new();
+    let mut order = Vec::new();
+    // Each change adds work only below or above its own path, and a path
+    // that matches the disk adds none, so this ends; the bound is a guard.
+    let mut budget = 64 + 16 * todo.len();
+    while let Some(path) = todo.pop_first() {
+        if path.is_root() {
+            continue;
+        }
+        let overlay = Overlay {
+            base: view,
+            top: &out,
+        };
+        let disk = on_disk(&path);
+        if present(&overlay, &path)? == disk {
+            continue;
+        }
+        budget = budget.saturating_sub(1);
+        if budget == 0 {
+            break;
+        }
+        let replaces = overlay.entry(&path)?.map(|e| e.version.ts);
+        let ts = match when(&path) {
+            When::Live { wall } => hlc.now(wall),
+            When::Scanned { ctime } => hlc.at(ctime, replaces),
+        };
+        let (content, meta) = match disk {
+            Some(n) => (n.content, n.meta),
+            None => (Content::Deleted, Meta::default()),
+        };
+        let entry = Entry {
             content,
             meta,
             version: Version {
                 ts,
                 host: host.clone(),
             },
-        },
-    }))
+        };
+        out.insert(path.clone(), entry);
+        order.push(path.clone());
+        let overlay = Overlay {
+            base: view,
+            top: &out,
+        };
+        for a in path.ancestors() {
+            todo.insert(a);
+        }
+        for (below, _) in overlay.below(&path)? {
+            todo.insert(below);
+        }
+    }
+    // Each path once, with its last entry, in the order first changed.
+    let mut seen = BTreeSet::new();
+    Ok(order
+        .into_iter()
+        .filter(|p| seen.insert(p.clone()))
+        .filter_map(|p| out.remove(&p).map(|entry| Change { path: p, entry }))
+        .collect())
+}
+
+/// The index with the changes found so far laid over it.
+pub(crate) struct Overlay<'a, V> {
+    pub base: &'a V,
+    pub top: &'a BTreeMap<RelPath, Entry>,
+}
+
+impl<V: IndexView> IndexView for Overlay<'_, V> {
+    type Error = V::Error;
+
+    fn entry(&self, path: &RelPath) -> Result<Option<Entry>, V::Error> {
+        match self.top.get(path) {
+            Some(e) => Ok(Some(e.clone())),
+            None => self.base.entry(path),
+        }
+    }
+
+    fn below(&self, dir: &RelPath) -> Result<Vec<(RelPath, Entry)>, V::Error> {
+        let mut merged: BTreeMap<RelPath, Entry> = self.base.below(dir)?.into_iter().collect();
+        for (p, e) in self.top.range(dir.below_path_range()) {
+            merged.insert(p.clone(), e.clone());
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn holder_of(&self, hash: &Hash) -> Result<Option<RelPath>, V::Error> {
+        self.base.holder_of(hash)
+    }
 }

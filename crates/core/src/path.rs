@@ -219,14 +219,35 @@ mod tests {
 
     #[test]
     fn rejects_unsafe_paths() {
-        assert!(matches!(RelPath::new(&b"/etc"[..]), Err(PathError::Absolute(_))));
-        assert!(matches!(RelPath::new(&b"a/../b"[..]), Err(PathError::DotDot(_))));
-        assert!(matches!(RelPath::new(&b".."[..]), Err(PathError::DotDot(_))));
-        assert!(matches!(RelPath::new(&b"a//b"[..]), Err(PathError::EmptyComponent(_))));
-        assert!(matches!(RelPath::new(&b"a/./b"[..]), Err(PathError::EmptyComponent(_))));
-        assert!(matches!(RelPath::new(&b"a/"[..]), Err(PathError::EmptyComponent(_))));
+        assert!(matches!(
+            RelPath::new(&b"/etc"[..]),
+            Err(PathError::Absolute(_))
+        ));
+        assert!(matches!(
+            RelPath::new(&b"a/../b"[..]),
+            Err(PathError::DotDot(_))
+        ));
+        assert!(matches!(
+            RelPath::new(&b".."[..]),
+            Err(PathError::DotDot(_))
+        ));
+        assert!(matches!(
+            RelPath::new(&b"a//b"[..]),
+            Err(PathError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            RelPath::new(&b"a/./b"[..]),
+            Err(PathError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            RelPath::new(&b"a/"[..]),
+            Err(PathError::EmptyComponent(_))
+        ));
         assert!(matches!(RelPath::new(&b"a\0b"[..]), Err(PathError::Nul(_))));
-        assert!(RelPath::new(&b"a/\xff\n/..x"[..]).is_ok(), "odd bytes are names too");
+        assert!(
+            RelPath::new(&b"a/\xff\n/..x"[..]).is_ok(),
+            "odd bytes are names too"
+        );
     }
 
     #[test]
@@ -261,12 +282,18 @@ mod tests {
             .map(|p| p.to_string())
             .collect();
         assert_eq!(below, ["a/x", "a/x/y"]);
-        assert_eq!(all.range(RelPath::root().below_path_range()).count(), all.len());
+        assert_eq!(
+            all.range(RelPath::root().below_path_range()).count(),
+            all.len()
+        );
     }
 
     #[test]
     fn display_escapes() {
         assert_eq!(p("a/\u{e9}\n\\").to_string(), "a/\u{e9}\\n\\\\");
-        assert_eq!(RelPath::new(&b"x\xff"[..]).expect("ok").to_string(), "x\\xff");
+        assert_eq!(
+            RelPath::new(&b"x\xff"[..]).expect("ok").to_string(),
+            "x\\xff"
+        );
     }
 }

@@ -17,6 +17,7 @@
 //! `accepted` in its index. Nothing here does I/O.
 
 use crate::entry::{Change, Content, Entry, Hash, Meta};
+use crate::observe::Overlay;
 use crate::tree::{present, IndexView, Node};
 use crate::RelPath;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,7 +30,11 @@ pub enum Action {
     SaveOld { path: RelPath },
     /// Move the file at `from` to `to` (creating missing parent
     /// directories), then give it `meta`.
-    Rename { from: RelPath, to: RelPath, meta: Meta },
+    Rename {
+        from: RelPath,
+        to: RelPath,
+        meta: Meta,
+    },
     /// Remove what is at `path`: `was` says what the index believed it to
     /// be (a directory is empty by the time this runs).
     Remove { path: RelPath, was: Content },
@@ -132,7 +137,14 @@ pub fn resolve<V: IndexView>(
                 affected.insert(a);
             }
         }
+        // Everything below, and the directories in between, which may
+        // have no entry of their own (present only for what they hold).
         for (below, _) in view.below(path)? {
+            for a in below.ancestors() {
+                if !a.is_below(path) || !affected.insert(a) {
+                    break;
+                }
+            }
             affected.insert(below);
         }
     }
@@ -182,14 +194,17 @@ pub fn resolve<V: IndexView>(
             (Content::File { size, hash }, _) => {
                 let unchanged = matches!(b, Some(Node { content: Content::File { hash: h, .. }, .. }) if h == hash);
                 if unchanged {
-                    writes.push(Action::SetMeta { path: p, meta: node.meta });
+                    writes.push(Action::SetMeta {
+                        path: p,
+                        meta: node.meta,
+                    });
                     continue;
                 }
                 // Renaming into place needs every ancestor to be a
                 // directory already, or one that is to be created.
-                let parents_ok = p
-                    .ancestors()
-                    .all(|a| a.is_root() || !matches!(before.get(&a), Some(Some(n)) if !n.content.is_dir()));
+                let parents_ok = p.ancestors().all(|a| {
+                    a.is_root() || !matches!(before.get(&a), Some(Some(n)) if !n.content.is_dir())
+                });
                 let from = if b.is_none() && parents_ok {
                     leaving.get_mut(hash).and_then(Vec::pop)
                 } else {
@@ -204,8 +219,16 @@ pub fn resolve<V: IndexView>(
                     });
                     continue;
                 }
+                // A holder that this batch leaves alone and that is
+                // really on disk (not hidden under a deleted directory).
                 let source = match view.holder_of(hash)? {
-                    Some(h) if !affected.contains(&h) && h != p => Source::CopyFrom(h),
+                    Some(h) if !affected.contains(&h) && h != p => match present(view, &h)? {
+                        Some(Node {
+                            content: Content::File { hash: held, .. },
+                            ..
+                        }) if held == *hash => Source::CopyFrom(h),
+                        _ => Source::Fetch,
+                    },
                     _ => Source::Fetch,
                 };
                 writes.push(Action::WriteFile {
@@ -216,12 +239,20 @@ pub fn resolve<V: IndexView>(
                     source,
                 });
             }
-            (Content::Dir, _) => writes.push(Action::MakeDir { path: p, meta: node.meta }),
-            (Content::Symlink { target }, Some(Node { content: Content::Symlink { target: old }, .. }))
-                if target == old =>
-            {
-                writes.push(Action::SetMeta { path: p, meta: node.meta })
-            }
+            (Content::Dir, _) => writes.push(Action::MakeDir {
+                path: p,
+                meta: node.meta,
+            }),
+            (
+                Content::Symlink { target },
+                Some(Node {
+                    content: Content::Symlink { target: old },
+                    ..
+                }),
+            ) if target == old => writes.push(Action::SetMeta {
+                path: p,
+                meta: node.meta,
+            }),
             (Content::Symlink { target }, _) => writes.push(Action::MakeSymlink {
                 path: p,
                 target: target.clone(),
@@ -248,40 +279,15 @@ pub fn resolve<V: IndexView>(
     // Deepest first: byte order puts a directory before its children, so
     // reverse order puts children first.
     removes.sort_by(|a, b| b.0.cmp(&a.0));
-    res.actions.extend(removes.into_iter().map(|(path, was)| Action::Remove { path, was }));
+    res.actions.extend(
+        removes
+            .into_iter()
+            .map(|(path, was)| Action::Remove { path, was }),
+    );
     res.actions.extend(writes);
     res.accepted = overlay
         .into_iter()
         .map(|(path, entry)| Change { path, entry })
         .collect();
     Ok(res)
-}
-
-/// The index with a batch's winners laid over it.
-struct Overlay<'a, V> {
-    base: &'a V,
-    top: &'a BTreeMap<RelPath, Entry>,
-}
-
-impl<V: IndexView> IndexView for Overlay<'_, V> {
-    type Error = V::Error;
-
-    fn entry(&self, path: &RelPath) -> Result<Option<Entry>, V::Error> {
-        match self.top.get(path) {
-            Some(e) => Ok(Some(e.clone())),
-            None => self.base.entry(path),
-        }
-    }
-
-    fn below(&self, dir: &RelPath) -> Result<Vec<(RelPath, Entry)>, V::Error> {
-        let mut merged: BTreeMap<RelPath, Entry> = self.base.below(dir)?.into_iter().collect();
-        for (p, e) in self.top.range(dir.below_path_range()) {
-            merged.insert(p.clone(), e.clone());
-        }
-        Ok(merged.into_iter().collect())
-    }
-
-    fn holder_of(&self, hash: &Hash) -> Result<Option<RelPath>, V::Error> {
-        self.base.holder_of(hash)
-    }
 }

@@ -82,7 +82,11 @@ pub fn present<V: IndexView>(view: &V, path: &RelPath) -> Result<Option<Node>, V
 
 /// Whether every ancestor of `path` is a directory, unknown, or older than
 /// `version`.
-fn ancestors_allow<V: IndexView>(view: &V, path: &RelPath, version: &Version) -> Result<bool, V::Error> {
+fn ancestors_allow<V: IndexView>(
+    view: &V,
+    path: &RelPath,
+    version: &Version,
+) -> Result<bool, V::Error> {
     for a in path.ancestors() {
         if a.is_root() {
             break;

@@ -15,7 +15,9 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Nanoseconds since the Unix epoch, as a hybrid logical clock reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub u64);
 
 /// A host's name, as the Distfile and the peers file spell it.
@@ -131,16 +133,25 @@ mod tests {
         let mut c = Hlc::default();
         c.observe(Timestamp(5 * HOUR));
         // A file changed at 3h while the daemon was down, replacing 1h.
-        assert_eq!(c.at(Timestamp(3 * HOUR), Some(Timestamp(HOUR))), Timestamp(3 * HOUR));
+        assert_eq!(
+            c.at(Timestamp(3 * HOUR), Some(Timestamp(HOUR))),
+            Timestamp(3 * HOUR)
+        );
         // A ctime older than what it replaces (clock skew, restored
         // backup) still yields a newer version than the one replaced.
-        assert_eq!(c.at(Timestamp(HOUR), Some(Timestamp(2 * HOUR))), Timestamp(2 * HOUR + 1));
+        assert_eq!(
+            c.at(Timestamp(HOUR), Some(Timestamp(2 * HOUR))),
+            Timestamp(2 * HOUR + 1)
+        );
         assert_eq!(c.last(), Timestamp(5 * HOUR));
     }
 
     #[test]
     fn versions_order_by_time_then_host() {
-        let v = |t, h| Version { ts: Timestamp(t), host: HostId::new(h) };
+        let v = |t, h| Version {
+            ts: Timestamp(t),
+            host: HostId::new(h),
+        };
         assert!(v(1, "zeta") < v(2, "alpha"));
         assert!(v(2, "alpha") < v(2, "beta"));
         assert_eq!(v(2, "beta"), v(2, "beta"));
