@@ -1,0 +1,405 @@
+//! The resolver, case by case: what a batch of remote changes turns into.
+
+use omirr_core::mem::MemIndex;
+use omirr_core::resolve::{resolve, Action, Resolution, Source};
+use omirr_core::{Change, Content, Entry, HostId, Meta, RelPath, Timestamp, Version};
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s.as_bytes()).expect("path")
+}
+
+fn v(ts: u64, host: &str) -> Version {
+    Version {
+        ts: Timestamp(ts),
+        host: HostId::new(host),
+    }
+}
+
+fn meta(mode: u32) -> Meta {
+    Meta {
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 7,
+    }
+}
+
+fn file(path: &str, ts: u64, h: u8) -> Change {
+    Change {
+        path: p(path),
+        entry: Entry {
+            content: Content::File {
+                size: 10,
+                hash: [h; 32],
+            },
+            meta: meta(0o644),
+            version: v(ts, "remote"),
+        },
+    }
+}
+
+fn with_mode(mut c: Change, mode: u32) -> Change {
+    c.entry.meta.mode = mode;
+    c
+}
+
+fn dir(path: &str, ts: u64) -> Change {
+    Change {
+        path: p(path),
+        entry: Entry {
+            content: Content::Dir,
+            meta: meta(0o755),
+            version: v(ts, "remote"),
+        },
+    }
+}
+
+fn link(path: &str, ts: u64, target: &str) -> Change {
+    Change {
+        path: p(path),
+        entry: Entry {
+            content: Content::Symlink {
+                target: target.as_bytes().to_vec(),
+            },
+            meta: meta(0o777),
+            version: v(ts, "remote"),
+        },
+    }
+}
+
+fn gone(path: &str, ts: u64) -> Change {
+    Change {
+        path: p(path),
+        entry: Entry {
+            content: Content::Deleted,
+            meta: Meta::default(),
+            version: v(ts, "remote"),
+        },
+    }
+}
+
+fn local(mut c: Change) -> Change {
+    c.entry.version.host = HostId::new("local");
+    c
+}
+
+fn index(changes: Vec<Change>) -> MemIndex {
+    let mut ix = MemIndex::default();
+    for c in changes {
+        ix.record(local(c));
+    }
+    ix
+}
+
+fn run(ix: &MemIndex, batch: &[Change]) -> Resolution {
+    resolve(ix, batch, &|_| false).expect("infallible")
+}
+
+fn run_saving(ix: &MemIndex, batch: &[Change]) -> Resolution {
+    resolve(ix, batch, &|_| true).expect("infallible")
+}
+
+#[test]
+fn new_file_is_fetched() {
+    let ix = index(vec![]);
+    let r = run(&ix, &[file("f", 5, 1)]);
+    assert_eq!(r.accepted.len(), 1);
+    assert_eq!(
+        r.actions,
+        [Action::WriteFile {
+            path: p("f"),
+            size: 10,
+            hash: [1; 32],
+            meta: meta(0o644),
+            source: Source::Fetch
+        }]
+    );
+}
+
+#[test]
+fn content_already_here_is_copied_not_fetched() {
+    let ix = index(vec![file("other", 1, 1)]);
+    let r = run(&ix, &[file("f", 5, 1)]);
+    assert!(
+        matches!(&r.actions[0], Action::WriteFile { source: Source::CopyFrom(s), .. } if *s == p("other"))
+    );
+}
+
+#[test]
+fn metadata_only() {
+    let ix = index(vec![file("f", 1, 1)]);
+    let r = run(&ix, &[with_mode(file("f", 5, 1), 0o600)]);
+    assert_eq!(
+        r.actions,
+        [Action::SetMeta {
+            path: p("f"),
+            meta: meta(0o600)
+        }]
+    );
+}
+
+#[test]
+fn directory_and_symlink_are_created() {
+    let ix = index(vec![]);
+    let r = run(&ix, &[link("d/l", 5, "../x"), dir("d", 4)]);
+    assert_eq!(
+        r.actions,
+        [
+            Action::MakeDir {
+                path: p("d"),
+                meta: meta(0o755)
+            },
+            Action::MakeSymlink {
+                path: p("d/l"),
+                target: b"../x".to_vec(),
+                meta: meta(0o777)
+            }
+        ],
+        "parents first, whatever the batch order"
+    );
+}
+
+#[test]
+fn rename_moves_no_data() {
+    let ix = index(vec![dir("d", 1), file("d/a", 1, 3), file("d/b", 1, 4)]);
+    // The peer renamed directory d to e.
+    let r = run(
+        &ix,
+        &[
+            gone("d", 5),
+            gone("d/a", 5),
+            gone("d/b", 5),
+            dir("e", 6),
+            file("e/a", 6, 3),
+            file("e/b", 6, 4),
+        ],
+    );
+    let renames: Vec<(String, String)> = r
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Rename { from, to, .. } => Some((from.to_string(), to.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        renames,
+        [("d/a".into(), "e/a".into()), ("d/b".into(), "e/b".into())]
+    );
+    assert!(
+        !r.actions
+            .iter()
+            .any(|a| matches!(a, Action::WriteFile { .. })),
+        "{:?}",
+        r.actions
+    );
+    assert!(r.actions.contains(&Action::Remove {
+        path: p("d"),
+        was: Content::Dir
+    }));
+}
+
+#[test]
+fn newer_tombstone_deletes() {
+    let ix = index(vec![file("f", 1, 1)]);
+    let r = run(&ix, &[gone("f", 5)]);
+    assert_eq!(
+        r.actions,
+        [Action::Remove {
+            path: p("f"),
+            was: Content::File {
+                size: 10,
+                hash: [1; 32]
+            }
+        }]
+    );
+}
+
+#[test]
+fn ours_newer_is_kept_and_reported() {
+    let ix = index(vec![file("f", 9, 1)]);
+    let r = run(&ix, &[file("f", 5, 2), gone("f", 6)]);
+    assert!(r.accepted.is_empty() && r.actions.is_empty());
+    assert_eq!(r.ours_newer, [p("f")]);
+}
+
+#[test]
+fn equal_versions_break_ties_by_host() {
+    // Same timestamp: "remote" > "local" by name, on every host alike.
+    let ix = index(vec![file("f", 5, 1)]);
+    let r = run(&ix, &[file("f", 5, 2)]);
+    assert_eq!(r.accepted.len(), 1);
+}
+
+#[test]
+fn savetargets_keeps_the_overwritten_file() {
+    let ix = index(vec![file("f", 1, 1), file("g", 1, 2), file("h", 1, 3)]);
+    let r = run_saving(
+        &ix,
+        &[
+            file("f", 5, 9),
+            gone("g", 5),
+            gone("h", 5),
+            file("moved", 5, 3),
+        ],
+    );
+    let saved: Vec<String> = r
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SaveOld { path } => Some(path.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved, ["f", "g"], "h only moved: nothing to save");
+    assert!(
+        matches!(r.actions[0], Action::SaveOld { .. }),
+        "saved before anything changes"
+    );
+    assert!(run(&ix, &[file("f", 5, 9)])
+        .actions
+        .iter()
+        .all(|a| !matches!(a, Action::SaveOld { .. })));
+}
+
+#[test]
+fn file_becomes_directory() {
+    let ix = index(vec![file("x", 1, 1)]);
+    let r = run(&ix, &[dir("x", 5), file("x/y", 5, 2)]);
+    assert_eq!(
+        r.actions[0],
+        Action::Remove {
+            path: p("x"),
+            was: Content::File {
+                size: 10,
+                hash: [1; 32]
+            }
+        }
+    );
+    assert!(matches!(r.actions[1], Action::MakeDir { .. }));
+    assert!(matches!(r.actions[2], Action::WriteFile { .. }));
+}
+
+#[test]
+fn directory_becomes_file() {
+    let ix = index(vec![dir("x", 1), file("x/y", 1, 1)]);
+    let r = run(&ix, &[gone("x/y", 5), file("x", 6, 2)]);
+    let kinds: Vec<String> = r
+        .actions
+        .iter()
+        .map(|a| format!("{a:?}").split(' ').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kinds, ["Remove", "Remove", "WriteFile"], "{:?}", r.actions);
+    assert_eq!(
+        r.actions[0].path(),
+        &p("x/y"),
+        "children before their directory"
+    );
+}
+
+#[test]
+fn newer_file_below_keeps_a_directory_that_became_a_file() {
+    // Remote: x became a file at 5. Here: x/new was written at 7.
+    let ix = index(vec![dir("x", 1), file("x/old", 1, 1), file("x/new", 7, 2)]);
+    let r = run(&ix, &[file("x", 5, 3), gone("x/old", 5)]);
+    assert!(
+        !r.actions.iter().any(|a| a.path() == &p("x/new")),
+        "{:?}",
+        r.actions
+    );
+    assert!(!r
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::WriteFile { path, .. } if *path == p("x"))));
+}
+
+#[test]
+fn delete_versus_modify_the_higher_version_wins() {
+    // Modify newer than the delete: the file stays.
+    let ix = index(vec![file("f", 8, 2)]);
+    let r = run(&ix, &[gone("f", 5)]);
+    assert!(r.actions.is_empty() && r.ours_newer == [p("f")]);
+    // Delete newer than the modify: it goes.
+    let r = run(&ix, &[gone("f", 9)]);
+    assert!(matches!(r.actions[..], [Action::Remove { .. }]));
+    // A modify newer than our tombstone brings the file back.
+    let ix = index(vec![gone("f", 5)]);
+    let r = run(&ix, &[file("f", 6, 3)]);
+    assert!(matches!(r.actions[..], [Action::WriteFile { .. }]));
+}
+
+#[test]
+fn directory_delete_spares_children_changed_later_elsewhere() {
+    // Here: d/old untouched since 1, d/new changed at 7. The peer deleted d
+    // at 5, not knowing of d/new's change.
+    let ix = index(vec![dir("d", 1), file("d/old", 1, 1), file("d/new", 7, 2)]);
+    let r = run(&ix, &[gone("d", 5), gone("d/old", 5)]);
+    assert_eq!(
+        r.actions,
+        [
+            Action::Remove {
+                path: p("d/old"),
+                was: Content::File {
+                    size: 10,
+                    hash: [1; 32]
+                }
+            },
+            Action::MakeDir {
+                path: p("d"),
+                meta: Meta::IMPLIED_DIR
+            }
+        ],
+        "d stays, for d/new"
+    );
+    // Even if the peer sent only the directory's tombstone, older children
+    // go with it.
+    let r = run(&ix, &[gone("d", 5)]);
+    assert!(r.actions.contains(&Action::Remove {
+        path: p("d/old"),
+        was: Content::File {
+            size: 10,
+            hash: [1; 32]
+        }
+    }));
+}
+
+#[test]
+fn duplicate_batches_and_duplicates_within_a_batch() {
+    let mut ix = index(vec![]);
+    let batch = [file("f", 5, 1), file("f", 3, 2), file("f", 5, 1)];
+    let r = run(&ix, &batch);
+    assert_eq!(
+        r.accepted,
+        [file("f", 5, 1)],
+        "the newest of the duplicates"
+    );
+    for c in r.accepted {
+        ix.record(c);
+    }
+    let again = run(&ix, &batch);
+    assert!(again.accepted.is_empty() && again.actions.is_empty() && again.ours_newer.is_empty());
+}
+
+#[test]
+fn out_of_order_batches_end_the_same() {
+    let first = [dir("d", 1), file("d/f", 2, 1)];
+    let second = [gone("d/f", 3), link("d/f", 4, "t")];
+    let mut a = index(vec![]);
+    for batch in [&first[..], &second[..]] {
+        for c in run(&a, batch).accepted {
+            a.record(c);
+        }
+    }
+    let mut b = index(vec![]);
+    for batch in [&second[..], &first[..]] {
+        for c in run(&b, batch).accepted {
+            b.record(c);
+        }
+    }
+    let entries = |ix: &MemIndex| {
+        ix.iter()
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(entries(&a), entries(&b));
+}
