@@ -26,8 +26,9 @@ pub enum When {
     Live { wall: Timestamp },
     /// Found by a scan (made while nobody watched): stamped at the
     /// change's ctime (for a deletion, the parent directory's), but above
-    /// the version it replaces.
-    Scanned { ctime: Timestamp },
+    /// `floor`, everything the host had seen when the scan began
+    /// ([`Hlc::last`] then). See [`Hlc::at`].
+    Scanned { ctime: Timestamp, floor: Timestamp },
 }
 
 /// The changes that make the index agree with the disk on `paths` and on
@@ -64,10 +65,9 @@ pub fn observe<V: IndexView>(
         if budget == 0 {
             break;
         }
-        let replaces = overlay.entry(&path)?.map(|e| e.version.ts);
         let ts = match when(&path) {
             When::Live { wall } => hlc.now(wall),
-            When::Scanned { ctime } => hlc.at(ctime, replaces),
+            When::Scanned { ctime, floor } => hlc.at(ctime, floor),
         };
         let (content, meta) = match disk {
             Some(n) => (n.content, n.meta),

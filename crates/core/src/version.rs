@@ -84,13 +84,16 @@ impl Hlc {
         self.last
     }
 
-    /// A timestamp for a change found by a scan, which happened at `ctime`
-    /// (while nobody watched), replacing `replaces`: `max(ctime, replaces +
-    /// 1)`. Not forced above everything seen, so that the host that really
-    /// wrote last wins, not the host that happened to scan last.
-    pub fn at(&mut self, ctime: Timestamp, replaces: Option<Timestamp>) -> Timestamp {
-        let floor = replaces.map_or(0, |r| r.0.saturating_add(1));
-        let ts = Timestamp(ctime.0.max(floor));
+    /// A timestamp for a change found by a scan: made while nobody
+    /// watched, at `ctime`, and after everything the host had seen when
+    /// the scan began (`floor`, [`Hlc::last`] then): `max(ctime, floor +
+    /// 1)`. The ctime, not the moment of the scan, so that the host that
+    /// really wrote last wins, not the host that happened to scan last;
+    /// above the floor, because this host's own earlier changes may carry
+    /// clock readings ahead of its wall clock (absorbed from a faster
+    /// peer), and a later change must not lose to them.
+    pub fn at(&mut self, ctime: Timestamp, floor: Timestamp) -> Timestamp {
+        let ts = Timestamp(ctime.0.max(floor.0.saturating_add(1)));
         self.observe(ts);
         ts
     }
@@ -131,19 +134,17 @@ mod tests {
     #[test]
     fn scan_timestamps_follow_ctime_not_the_scan() {
         let mut c = Hlc::default();
-        c.observe(Timestamp(5 * HOUR));
-        // A file changed at 3h while the daemon was down, replacing 1h.
-        assert_eq!(
-            c.at(Timestamp(3 * HOUR), Some(Timestamp(HOUR))),
-            Timestamp(3 * HOUR)
-        );
-        // A ctime older than what it replaces (clock skew, restored
-        // backup) still yields a newer version than the one replaced.
-        assert_eq!(
-            c.at(Timestamp(HOUR), Some(Timestamp(2 * HOUR))),
-            Timestamp(2 * HOUR + 1)
-        );
-        assert_eq!(c.last(), Timestamp(5 * HOUR));
+        c.observe(Timestamp(HOUR));
+        let floor = c.last();
+        // A file changed at 3h while the daemon was down.
+        assert_eq!(c.at(Timestamp(3 * HOUR), floor), Timestamp(3 * HOUR));
+        // Another, changed at 2h, keeps its own time: the scan order does
+        // not matter.
+        assert_eq!(c.at(Timestamp(2 * HOUR), floor), Timestamp(2 * HOUR));
+        // A ctime older than what the host had seen (its clock is behind
+        // the versions it absorbed) still lands above all of it.
+        assert_eq!(c.at(Timestamp(HOUR / 2), floor), Timestamp(HOUR + 1));
+        assert_eq!(c.last(), Timestamp(3 * HOUR));
     }
 
     #[test]

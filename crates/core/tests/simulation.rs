@@ -41,6 +41,12 @@ struct Peer {
     skew_ns: i64,
     /// The last sequence pushed live to the others.
     pushed: Seq,
+    /// The daemon is stopped: local edits go unobserved, nothing is sent
+    /// or received; at restart a scan finds the edits.
+    down: bool,
+    /// When each path last changed (on this host's skewed clock), for the
+    /// scan's timestamps.
+    ctimes: HashMap<RelPath, Timestamp>,
 }
 
 struct Msg {
@@ -90,6 +96,8 @@ impl World {
                 dirty: BTreeSet::new(),
                 skew_ns: rng.random_range(-HOUR..=HOUR),
                 pushed: 0,
+                down: false,
+                ctimes: HashMap::new(),
             })
             .collect();
         World {
@@ -263,14 +271,46 @@ impl World {
             }
         }
         self.log(format!("h{i} local op {op}: {touched:?}"));
+        let wall = self.wall(i);
+        for t in &touched {
+            // The path's own ctime, and its directory's (a deletion's
+            // witness).
+            self.peers[i].ctimes.insert(t.clone(), wall);
+            if let Some(parent) = t.parent() {
+                self.peers[i].ctimes.insert(parent, wall);
+            }
+        }
         self.peers[i].dirty.extend(touched);
     }
 
     /// The watcher's batch: every reported path is compared with the
     /// index and new changes are recorded (parents first).
     fn flush_watcher(&mut self, i: usize) {
+        if self.peers[i].down {
+            return;
+        }
+        self.observe_dirty(i, false);
+    }
+
+    /// Observes the reported paths: live, or as a scan at restart.
+    fn observe_dirty(&mut self, i: usize, scanned: bool) {
         let wall = self.wall(i);
         let peer = &mut self.peers[i];
+        let floor = peer.hlc.last();
+        let ctimes = &peer.ctimes;
+        let when = |p: &RelPath| {
+            if scanned {
+                // A deletion's witness is its directory's ctime.
+                let t = ctimes
+                    .get(p)
+                    .or_else(|| p.parent().and_then(|d| ctimes.get(&d)))
+                    .copied()
+                    .unwrap_or(wall);
+                When::Scanned { ctime: t, floor }
+            } else {
+                When::Live { wall }
+            }
+        };
         let dirty = std::mem::take(&mut peer.dirty);
         let disk = &peer.disk;
         let changes = observe(
@@ -279,7 +319,7 @@ impl World {
             &peer.host,
             dirty,
             &mut |p| disk.get(p).cloned(),
-            &|_| When::Live { wall },
+            &when,
         )
         .expect("infallible");
         for c in changes {
@@ -301,6 +341,9 @@ impl World {
 
     /// Live push of everything recorded since the last push.
     fn push(&mut self, i: usize) {
+        if self.peers[i].down {
+            return;
+        }
         self.flush_watcher(i);
         let last = self.peers[i].index.last_seq();
         let after = self.peers[i].pushed;
@@ -362,7 +405,8 @@ impl World {
         } else {
             self.net.swap_remove(k)
         };
-        if roll >= 90 || !self.connected[msg.from][msg.to] {
+        let down = self.peers[msg.from].down || self.peers[msg.to].down;
+        if roll >= 90 || !self.connected[msg.from][msg.to] || down {
             self.log(format!("drop {}->{}", msg.from, msg.to));
             return;
         }
@@ -427,10 +471,21 @@ impl World {
                 let k = self.rng.random_range(0..self.net.len());
                 self.deliver(k);
             }
-            80..90 => {
+            80..88 => {
                 let (a, b) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
-                if a != b {
+                if a != b && !self.peers[a].down && !self.peers[b].down {
                     self.pull(a, b);
+                }
+            }
+            88..90 => {
+                // Stop a daemon, or start a stopped one (which scans).
+                let i = self.rng.random_range(0..n);
+                if self.peers[i].down {
+                    self.restart(i);
+                } else {
+                    self.flush_watcher(i);
+                    self.peers[i].down = true;
+                    self.log(format!("h{i} stopped"));
                 }
             }
             90..95 => {
@@ -448,9 +503,20 @@ impl World {
         }
     }
 
+    fn restart(&mut self, i: usize) {
+        self.peers[i].down = false;
+        self.log(format!("h{i} restarted"));
+        self.observe_dirty(i, true);
+    }
+
     /// Heals the network and pulls until a whole round moves nothing.
     fn heal_and_settle(&mut self) {
         let n = self.peers.len();
+        for i in 0..n {
+            if self.peers[i].down {
+                self.restart(i);
+            }
+        }
         self.connected = vec![vec![true; n]; n];
         for i in 0..n {
             self.flush_watcher(i);
