@@ -277,7 +277,7 @@ pub fn parse(
             return Err(Diagnostics(vec![Diagnostic::error(
                 file,
                 Pos::new(line, column),
-                "invalid UTF-8: expected a text file (escape unusual bytes in names with '\\')",
+                "invalid UTF-8: a Distfile must be UTF-8 text",
             )]));
         }
     };

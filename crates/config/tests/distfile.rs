@@ -612,3 +612,25 @@ fn error_host_not_in_peers_file() {
         at[1].1
     );
 }
+
+#[test]
+fn a_broken_statement_hides_no_later_error() {
+    // The first statement's head is broken and has no ';' of its own.
+    let e = errors("/srv/a ( x y )\n/etc -> ( a b )\n install -ox ;\n/b -> $U\n");
+    let at: Vec<(u32, u32)> = e.iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(at, [(1, 8), (3, 12), (4, 7)], "{e:#?}");
+}
+
+#[test]
+fn option_columns_when_the_list_is_a_separate_word() {
+    let (l, c, m) = one_error("/a -> ( h k )\n install -o   savetargets,turbo ;");
+    assert_eq!((l, c), (2, 27));
+    assert!(m.starts_with("unknown install option 'turbo'"), "{m}");
+}
+
+#[test]
+fn install_destination_is_not_a_pattern() {
+    let (l, c, m) = one_error("/a -> ( h k )\n install /dest/* ;");
+    assert_eq!((l, c), (2, 10));
+    assert!(m.contains("is a pattern"), "{m}");
+}

@@ -87,7 +87,8 @@ pub enum IdentityError {
     )]
     KeyExposed {
         path: PathBuf,
-        /// "readable" or, for execute-only bits, "accessible".
+        /// "writable", "readable" or, for execute-only bits,
+        /// "accessible".
         access: &'static str,
         who: Who,
         mode: u32,
@@ -168,7 +169,19 @@ pub fn generate(state_dir: &Path) -> Result<Identity, IdentityError> {
 /// fingerprint.
 pub fn load(state_dir: &Path) -> Result<Identity, IdentityError> {
     let key_path = state_dir.join(KEY_FILE);
-    let (key_pem, mode) = secure::read_secure_with_mode(&key_path)?;
+    // A private key others can write is reported like one they can read,
+    // so that the fix given (chmod 600) is the whole fix.
+    let (key_pem, mode) = match secure::read_secure_with_mode(&key_path) {
+        Err(SecureFileError::Writable { path, who, mode }) => {
+            return Err(IdentityError::KeyExposed {
+                path,
+                access: "writable",
+                who,
+                mode,
+            })
+        }
+        r => r?,
+    };
     // read_secure has refused write access for group and others; a private
     // key must not even be readable by them.
     if let Some(who) = Who::having(mode, 0o7) {

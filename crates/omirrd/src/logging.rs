@@ -23,6 +23,7 @@ pub fn init(args: &DaemonArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(args.debug || args.verbose > 0)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))

@@ -39,13 +39,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Id) => {
-            let identity = omirr_net::identity::load(&cli.daemon.state_dir).with_context(|| {
-                format!(
-                    "no usable identity in {} (create one with: omirrd keygen --state-dir {})",
-                    cli.daemon.state_dir.display(),
-                    cli.daemon.state_dir.display()
-                )
-            })?;
+            let dir = &cli.daemon.state_dir;
+            let key = dir.join(omirr_net::identity::KEY_FILE);
+            let identity = match omirr_net::identity::load(dir) {
+                Ok(id) => id,
+                Err(e) if !key.exists() => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "no identity in {} yet (create one with: omirrd keygen --state-dir {})",
+                            dir.display(),
+                            dir.display()
+                        )
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!("{}", identity.fingerprint);
             Ok(ExitCode::SUCCESS)
         }
@@ -61,7 +69,11 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
         Ok(p) => p,
         Err(diags) => {
             for d in &diags {
-                tracing::error!("{d}");
+                if d.is_error() {
+                    tracing::error!("{d}");
+                } else {
+                    tracing::warn!("{d}");
+                }
             }
             anyhow::bail!(
                 "{} error(s) in the configuration; nothing started (run 'omirrd check' for the full report)",
@@ -81,6 +93,9 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
         );
     }
     tracing::info!(host = %plan.host, fingerprint = %identity.fingerprint, "identity loaded");
+    if let Some(d) = plan::pin_mismatch(&cli.daemon, &plan, &identity.fingerprint) {
+        anyhow::bail!("{d}");
+    }
     for line in plan.describe().lines() {
         tracing::info!("{line}");
     }

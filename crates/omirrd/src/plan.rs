@@ -4,7 +4,7 @@
 
 use crate::cli::DaemonArgs;
 use omirr_config::distfile::{self, Config, ParseOptions};
-use omirr_config::peers::Peers;
+use omirr_config::peers::{Fingerprint, Peers};
 use omirr_config::{Diagnostic, Pos};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -56,7 +56,11 @@ pub fn load(args: &DaemonArgs) -> Result<Plan, Vec<Diagnostic>> {
         Err(e) => diags.push(Diagnostic::error(
             &args.root,
             Pos::default(),
-            format!("--root: {e}"),
+            // "No such file or directory", without " (os error 2)".
+            format!(
+                "--root: {}",
+                e.to_string().split(" (os error").next().unwrap_or("")
+            ),
         )),
     }
     let host = this_host(args, peers.as_ref());
@@ -254,23 +258,30 @@ pub fn check(args: &DaemonArgs) -> ExitCode {
 /// Compares this host's key, when it has one, with what the peers file
 /// pins for it: a mismatch means every peer will refuse this host.
 fn check_identity(args: &DaemonArgs, plan: &Plan) -> Vec<Diagnostic> {
-    let key = args.state_dir.join("key.pem");
+    let key = args.state_dir.join(omirr_net::identity::KEY_FILE);
     if !key.exists() {
         return Vec::new();
     }
-    let pinned = plan.peers.get(&plan.host).and_then(|p| p.fingerprint);
     match omirr_net::identity::load(&args.state_dir) {
         Err(e) => vec![Diagnostic::error(&key, Pos::default(), e.to_string())],
-        Ok(id) => match pinned {
-            Some(fp) if fp != id.fingerprint => vec![Diagnostic::error(
-                &args.peers,
-                Pos::new(plan.peers.get(&plan.host).map_or(0, |p| p.line), 1),
-                format!(
-                    "the peers file pins {fp} for '{}', but this host's key is {}: every peer will refuse it",
-                    plan.host, id.fingerprint
-                ),
-            )],
-            _ => Vec::new(),
-        },
+        Ok(id) => pin_mismatch(args, plan, &id.fingerprint)
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// An error if the peers file pins another key for this host.
+pub fn pin_mismatch(args: &DaemonArgs, plan: &Plan, ours: &Fingerprint) -> Option<Diagnostic> {
+    let me = plan.peers.get(&plan.host)?;
+    match me.fingerprint {
+        Some(pinned) if pinned != *ours => Some(Diagnostic::error(
+            &args.peers,
+            Pos::new(me.line, 1),
+            format!(
+                "the peers file pins {pinned} for '{}', but this host's key is {ours}: every peer will refuse it (fix the peers file everywhere, or restore the key)",
+                plan.host
+            ),
+        )),
+        _ => None,
     }
 }

@@ -198,9 +198,13 @@ impl Expander<'_> {
         if let (Some(expr), false) = (expr, had_errors) {
             // Variables in a -d value refer to other -d values only.
             let saved = std::mem::replace(&mut self.file, file);
+            let errors = self.error_count();
             let words = self.eval(&expr, Use::Verbatim);
             self.file = saved;
-            self.vars.insert(name.to_string(), (words, Pos::new(1, 1)));
+            // A broken value defines nothing (its error is reported).
+            if self.error_count() == errors {
+                self.vars.insert(name.to_string(), (words, Pos::new(1, 1)));
+            }
             self.overridden.insert(name.to_string());
         }
     }
@@ -605,6 +609,16 @@ impl Expander<'_> {
                             );
                             continue;
                         }
+                        if words[0].has_glob_meta() {
+                            self.error(
+                                words[0].pos,
+                                format!(
+                                    "install destination '{}' is a pattern: expected one path (escape the character with '\\' if it is part of the name)",
+                                    words[0].text()
+                                ),
+                            );
+                            continue;
+                        }
                         let Some(p) = self.path(&words[0]) else {
                             continue;
                         };
@@ -682,6 +696,7 @@ impl Expander<'_> {
             self.error(w.pos, format!("expected an install option, found '{text}'"));
             return;
         };
+        let at_char = |i: usize| w.chars.get(i).map_or(w.pos, |c| c.pos);
         let Some(list) = body.strip_prefix('o') else {
             for (i, flag) in body.chars().enumerate() {
                 let name = match flag {
@@ -694,7 +709,7 @@ impl Expander<'_> {
                     'i' => "ignlnks",
                     _ => {
                         self.error(
-                            offset(w.pos, i + 1),
+                            at_char(i + 1),
                             format!(
                                 "unknown install flag '-{flag}': expected -o OPTIONS or one of -b -h -i -R -v -w -y"
                             ),
@@ -702,13 +717,15 @@ impl Expander<'_> {
                         continue;
                     }
                 };
-                self.install_option(name, None, offset(w.pos, i + 1), o);
+                self.install_option(name, None, at_char(i + 1), o);
             }
             return;
         };
+        // Each character knows where it was written, also when `-o` and
+        // the list were separate words.
         let mut col = 2;
         for item in list.split(',') {
-            let at = offset(w.pos, col);
+            let at = at_char(col);
             col += item.chars().count() + 1;
             if item.is_empty() {
                 self.error(at, "empty install option: expected a name between commas");
@@ -945,11 +962,8 @@ pub(crate) fn join_under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-fn offset(pos: Pos, chars: usize) -> Pos {
-    Pos::new(pos.line, pos.column.saturating_add(chars as u32))
-}
-
 /// regex's messages end with the line that says what is wrong.
 fn last_line(s: &str) -> &str {
-    s.lines().last().unwrap_or(s).trim()
+    let l = s.lines().last().unwrap_or(s).trim();
+    l.strip_prefix("error: ").unwrap_or(l)
 }

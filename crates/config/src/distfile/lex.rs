@@ -283,6 +283,10 @@ impl Lexer<'_> {
             if c == '-' && self.peek2() == Some('>') && !pieces.is_empty() {
                 break;
             }
+            // A continued line ends the word, as it would between words.
+            if c == '\\' && self.peek2() == Some('\n') {
+                break;
+            }
             let cpos = self.pos();
             self.bump();
             match c {
@@ -438,6 +442,11 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn continued_line_ends_a_word() {
+        assert_eq!(words("/srv/www\\\n/etc"), ["/srv/www", "/etc"]);
     }
 
     #[test]

@@ -174,6 +174,28 @@ impl Parser<'_> {
         }
     }
 
+    /// Skips a broken statement head: to just past the next `;`, or to the
+    /// first token of a later line that starts a statement or a command,
+    /// whichever comes first, so that one bad line hides no other error.
+    fn recover_statement(&mut self) {
+        let line = self.pos().line;
+        loop {
+            let at_line_start = self.i > 0
+                && self.toks[self.i.min(self.toks.len() - 1)].pos.line
+                    > self.toks[self.i - 1].pos.line;
+            if self.pos().line > line
+                && at_line_start
+                && (self.at_command() || self.starts_statement())
+            {
+                return;
+            }
+            match self.advance().tok {
+                Tok::Semi | Tok::Eof => return,
+                _ => {}
+            }
+        }
+    }
+
     fn file(&mut self) -> Vec<Statement> {
         let mut out = Vec::new();
         while self.peek() != &Tok::Eof {
@@ -192,7 +214,7 @@ impl Parser<'_> {
             match self.statement() {
                 Ok(s) => out.push(s),
                 Err(Failed) => {
-                    self.recover();
+                    self.recover_statement();
                     // Commands of a statement whose head was broken still
                     // get checked, then dropped.
                     let _ = self.commands();
