@@ -554,20 +554,23 @@ mod tests {
             "{err}"
         );
 
-        // Group-writable is refused by the general rule, naming the path.
+        // Group-writable is refused too, with the one fix that suffices
+        // (chmod 600), not chmod go-w, which would leave it readable.
         chmod(&key_path, 0o660);
         let err = load(tmp.path()).expect_err("0660 key");
         assert!(
             matches!(
                 err,
-                IdentityError::File(SecureFileError::Writable {
+                IdentityError::KeyExposed {
+                    access: "writable",
                     who: Who::Group,
                     mode: 0o660,
                     ..
-                })
+                }
             ),
             "{err:?}"
         );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
         assert!(
             err.to_string()
                 .starts_with(&format!("{shown} is writable by group")),
