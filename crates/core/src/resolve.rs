@@ -269,7 +269,13 @@ pub fn resolve<V: IndexView>(
         }) = &before[p]
         {
             let kept = matches!(&after[p], Some(Node { content: Content::File { hash, .. }, .. }) if hash == old);
-            if !kept && !renamed_from.contains(p) && savetargets(p) {
+            // A NAME.OLD in a directory that goes too would keep it from
+            // being removed; there is nowhere to keep it.
+            let dir_stays = p.parent().is_none_or(|d| match after.get(&d) {
+                Some(node) => node.as_ref().is_some_and(|n| n.content.is_dir()),
+                None => true,
+            });
+            if !kept && dir_stays && !renamed_from.contains(p) && savetargets(p) {
                 res.actions.push(Action::SaveOld { path: p.clone() });
             }
         }

@@ -263,6 +263,21 @@ fn savetargets_keeps_the_overwritten_file() {
 }
 
 #[test]
+fn savetargets_keeps_nothing_in_a_directory_that_goes() {
+    let ix = index(vec![dir("d", 1), file("d/f", 1, 1), file("top", 1, 2)]);
+    let r = run_saving(&ix, &[gone("d", 5), gone("d/f", 5), gone("top", 5)]);
+    let saved: Vec<String> = r
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SaveOld { path } => Some(path.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved, ["top"]);
+}
+
+#[test]
 fn file_becomes_directory() {
     let ix = index(vec![file("x", 1, 1)]);
     let r = run(&ix, &[dir("x", 5), file("x/y", 5, 2)]);
