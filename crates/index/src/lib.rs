@@ -1,1 +1,40 @@
-//! omirr's persisted index (work in progress).
+//! omirr's persisted index, in one redb database (`index.redb` in the
+//! state directory).
+//!
+//! This crate owns what a host must remember across restarts, and keeps
+//! it crash-safe (every write is one redb transaction, so a `kill -9`
+//! leaves the last committed state):
+//!
+//! - the winning entry per path with its local sequence, the
+//!   sequence-ordered feed peers resume from ([`Index::since`]), and the
+//!   hash and tombstone lookups beside it, with the same semantics as
+//!   [`omirr_core::mem::MemIndex`], its model;
+//! - each peer's cursor, and the clock's last timestamp;
+//! - the stat cache and the inode cache ([`StatKey`]), which let a scan
+//!   skip unchanged files and recognise renames and hard links.
+//!
+//! It does not decide anything: which change wins, what the tree must be
+//! and what to do on disk are `omirr-core`'s rules; scanning, hashing and
+//! applying are the filesystem side's. It only stores and answers, and
+//! implements [`omirr_core::IndexView`] so the core's rules can read it.
+//!
+//! The layout is versioned ([`FORMAT`]); an index of another format, or a
+//! file that is not an index, is refused with an error that says what to
+//! do. How values become bytes is confined to one private module, so the
+//! encoding can change with a format bump and nothing else.
+
+mod batch;
+mod codec;
+mod error;
+mod index;
+mod schema;
+mod stat;
+
+pub use batch::{Batch, StatUpdate};
+pub use error::IndexError;
+pub use index::{Index, FILE_NAME, FORMAT};
+pub use omirr_core::{Seq, Timestamp};
+pub use stat::StatKey;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+//! A batch of index updates that commit together, in one transaction.
+
+use crate::StatKey;
+use omirr_core::{Change, HostId, RelPath, Seq, Timestamp};
+
+/// What to do with a path's stat-cache row when its change is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatUpdate {
+    /// Leave it as it is (e.g. a remote change not yet on disk).
+    Keep,
+    /// The file on disk now has this stat.
+    Set(StatKey),
+    /// Nothing is on disk at the path any more.
+    Forget,
+}
+
+impl From<Option<StatKey>> for StatUpdate {
+    fn from(s: Option<StatKey>) -> StatUpdate {
+        s.map_or(StatUpdate::Forget, StatUpdate::Set)
+    }
+}
+
+/// Everything one step of the daemon wants durable at once: the changes
+/// a scan found or an apply wrote, with their files' stats, stat-only
+/// updates for files that were re-hashed and found unchanged, the peer
+/// cursor that the applied changes advance, and the clock. Committed by
+/// [`crate::Index::commit`] in one transaction, so a crash leaves all of
+/// it or none of it, and pays one durable commit for the lot.
+///
+/// Operations apply in this order: changes (in order), then stat-only
+/// updates (in order), then cursors, then the clock.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub(crate) changes: Vec<(Change, StatUpdate)>,
+    pub(crate) stats: Vec<(RelPath, Option<StatKey>)>,
+    pub(crate) cursors: Vec<(HostId, Seq)>,
+    pub(crate) hlc_last: Option<crate::Timestamp>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Records `change` if newer than what the index holds, and does
+    /// `stat` to its path's stat-cache row (see [`crate::Index::commit`]).
+    pub fn record(&mut self, change: Change, stat: StatUpdate) -> &mut Batch {
+        self.changes.push((change, stat));
+        self
+    }
+
+    pub fn set_stat(&mut self, path: RelPath, key: StatKey) -> &mut Batch {
+        self.stats.push((path, Some(key)));
+        self
+    }
+
+    pub fn forget_stat(&mut self, path: RelPath) -> &mut Batch {
+        self.stats.push((path, None));
+        self
+    }
+
+    pub fn set_cursor(&mut self, peer: HostId, seq: Seq) -> &mut Batch {
+        self.cursors.push((peer, seq));
+        self
+    }
+
+    /// Raises the persisted clock to at least `ts`.
+    pub fn observe_hlc(&mut self, ts: Timestamp) -> &mut Batch {
+        self.hlc_last = self.hlc_last.max(Some(ts));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+            && self.stats.is_empty()
+            && self.cursors.is_empty()
+            && self.hlc_last.is_none()
+    }
+
+    /// How many changes the batch records (the length of
+    /// [`crate::Index::commit`]'s result).
+    pub fn changes(&self) -> usize {
+        self.changes.len()
+    }
+}

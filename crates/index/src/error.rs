@@ -1,0 +1,58 @@
+//! What can go wrong with the index. Every message names the database
+//! file, so that a log line alone says which state directory is at fault.
+
+use std::path::PathBuf;
+
+/// An error from the persisted index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot open index at {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+
+    #[error(
+        "index at {} is open in another process; is another omirrd running \
+         with this state directory?",
+        path.display()
+    )]
+    InUse { path: PathBuf },
+
+    #[error(
+        "{} is not a usable omirr index ({why}); move it aside and restart: omirrd \
+         then builds a fresh index with a full scan",
+        path.display()
+    )]
+    NotAnIndex { path: PathBuf, why: String },
+
+    #[error(
+        "index at {} has format {found}; this omirrd reads format {expected}: {advice}",
+        path.display()
+    )]
+    Format {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+        advice: &'static str,
+    },
+
+    #[error("index at {}: {what} failed: {source}", path.display())]
+    Db {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: Box<redb::Error>,
+    },
+
+    #[error("index at {} is corrupt: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+
+    #[error("index at {}: cannot encode {what}: {detail}", path.display())]
+    Encode {
+        path: PathBuf,
+        what: &'static str,
+        detail: String,
+    },
+}

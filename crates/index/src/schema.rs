@@ -1,0 +1,76 @@
+//! The tables of format 1 and how their keys are built.
+//!
+//! Paths are stored as their raw bytes, so redb's byte order is
+//! [`RelPath`]'s order and "everything below a directory" is one range
+//! (see [`RelPath::below_range`]). Secondary indexes are sets of composite
+//! keys (fixed-width prefix, then the path) with unit values: a lookup is
+//! a prefix range, and one key per (prefix, path) pair keeps several paths
+//! per hash or inode without a read-modify-write of a list.
+
+use omirr_core::{Hash, RelPath};
+use redb::TableDefinition;
+
+/// Magic string, format version. Its type must never change, so that any
+/// future omirrd can read it and say what it found.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub const META_MAGIC: &str = "magic";
+pub const META_FORMAT: &str = "format";
+pub const MAGIC: &[u8] = b"omirr-index";
+
+/// Counters: [`LAST_SEQ`], [`HLC_LAST`].
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// The last local sequence issued. Never lowered, even when the path that
+/// holds it is expired, so a sequence is never reused.
+pub const LAST_SEQ: &str = "last_seq";
+/// The greatest timestamp the clock has issued or seen.
+pub const HLC_LAST: &str = "hlc_last";
+
+/// path -> codec([`crate::index::Stored`]): the winning entry and its seq.
+pub const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// seq -> path, only each path's latest sequence.
+pub const BY_SEQ: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq");
+/// hash ++ path, for every live file entry.
+pub const HOLDERS: TableDefinition<&[u8], ()> = TableDefinition::new("holders");
+/// timestamp (big-endian) ++ path, for every tombstone: expiry is a range.
+pub const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("tombstones");
+/// peer host name -> highest sequence received from it.
+pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+/// path -> (dev, ino, size, mtime_ns, ctime_ns): the stat cache.
+pub const STATS: TableDefinition<&[u8], StatTuple> = TableDefinition::new("stats");
+/// dev (big-endian) ++ ino (big-endian) ++ path, for every stat.
+pub const INODES: TableDefinition<&[u8], ()> = TableDefinition::new("inodes");
+
+pub type StatTuple = (u64, u64, u64, i64, i64);
+
+pub fn holder_key(hash: &Hash, path: &RelPath) -> Vec<u8> {
+    let mut k = Vec::with_capacity(hash.len() + path.as_bytes().len());
+    k.extend_from_slice(hash);
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+pub fn tombstone_key(ts: u64, path: &RelPath) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + path.as_bytes().len());
+    k.extend_from_slice(&ts.to_be_bytes());
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+pub fn inode_prefix(dev: u64, ino: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&dev.to_be_bytes());
+    k[8..].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
+pub fn inode_key(dev: u64, ino: u64, path: &RelPath) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + path.as_bytes().len());
+    k.extend_from_slice(&inode_prefix(dev, ino));
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// Splits a composite key into its fixed-width prefix and the path.
+pub fn split_key(key: &[u8], prefix_len: usize) -> Option<(&[u8], &[u8])> {
+    (key.len() >= prefix_len).then(|| key.split_at(prefix_len))
+}

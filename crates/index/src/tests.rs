@@ -1,0 +1,627 @@
+//! Unit tests: behaviour through the public API, plus what needs the
+//! tables themselves (corrupting them, writing other formats).
+
+use crate::schema::{BY_SEQ, INODES, META, META_FORMAT, META_MAGIC};
+use crate::{Batch, Index, IndexError, StatKey, StatUpdate, FILE_NAME, FORMAT};
+use omirr_core::entry::Meta;
+use omirr_core::mem::MemIndex;
+use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Seq, Timestamp, Version};
+use std::path::Path;
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s.as_bytes()).expect("valid path")
+}
+
+fn change(path: &str, ts: u64, content: Content) -> Change {
+    Change {
+        path: p(path),
+        entry: Entry {
+            content,
+            meta: Meta {
+                mode: 0o644,
+                uid: 1,
+                gid: 2,
+                mtime_ns: ts as i64,
+            },
+            version: Version {
+                ts: Timestamp(ts),
+                host: HostId::new("h"),
+            },
+        },
+    }
+}
+
+fn file(size: u64, h: u8) -> Content {
+    Content::File {
+        size,
+        hash: [h; 32],
+    }
+}
+
+fn stat(ino: u64, size: u64) -> StatKey {
+    StatKey {
+        dev: 7,
+        ino,
+        size,
+        mtime_ns: 1_000 + ino as i64,
+        ctime_ns: 2_000 + ino as i64,
+    }
+}
+
+fn open(dir: &Path) -> Index {
+    Index::open(dir).expect("open index")
+}
+
+fn paths(v: &[(RelPath, Entry)]) -> Vec<String> {
+    v.iter().map(|(p, _)| p.to_string()).collect()
+}
+
+#[test]
+fn index_is_send_and_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Index>();
+}
+
+#[test]
+fn reopen_after_clean_close_keeps_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let odd = RelPath::new(&b"dir/\xff name\nwith newline"[..]).expect("odd path");
+    let mut odd_change = change("x", 9, file(3, 9));
+    odd_change.path = odd.clone();
+    let changes = vec![
+        change("dir", 1, Content::Dir),
+        change("dir/f", 2, file(10, 1)),
+        change(
+            "dir/l",
+            3,
+            Content::Symlink {
+                target: b"../\xfe".to_vec(),
+            },
+        ),
+        change("gone", 4, Content::Deleted),
+        odd_change,
+    ];
+    let peer = HostId::new("peer-1");
+    let (before, since_before) = {
+        let ix = open(dir.path());
+        assert_eq!(ix.last_seq().expect("last_seq"), 0);
+        assert!(ix.is_empty().expect("is_empty"));
+        let seqs = ix.record(&changes).expect("record");
+        assert_eq!(seqs, [Some(1), Some(2), Some(3), Some(4), Some(5)]);
+        ix.set_cursor(&peer, 42).expect("set_cursor");
+        ix.set_hlc_last(Timestamp(1_000)).expect("set_hlc_last");
+        ix.set_stat(&p("dir/f"), stat(11, 10)).expect("set_stat");
+        ix.set_stat(&odd, stat(12, 3)).expect("set_stat");
+        (
+            ix.below(&RelPath::root()).expect("below"),
+            ix.since(0, usize::MAX).expect("since"),
+        )
+    };
+    let ix = open(dir.path());
+    assert_eq!(ix.below(&RelPath::root()).expect("below"), before);
+    assert_eq!(ix.since(0, usize::MAX).expect("since"), since_before);
+    assert_eq!(ix.len().expect("len"), 5);
+    assert_eq!(ix.last_seq().expect("last_seq"), 5);
+    assert_eq!(ix.cursor(&peer).expect("cursor"), 42);
+    assert_eq!(ix.cursors().expect("cursors"), [(peer.clone(), 42)]);
+    assert_eq!(ix.hlc_last().expect("hlc"), Timestamp(1_000));
+    assert_eq!(ix.stat(&p("dir/f")).expect("stat"), Some(stat(11, 10)));
+    assert_eq!(ix.path_of_inode(7, 12).expect("inode"), Some(odd.clone()));
+    assert_eq!(ix.holder_of(&[9; 32]).expect("holder"), Some(odd.clone()));
+    assert_eq!(
+        ix.entry(&odd).expect("entry"),
+        Some(changes[4].entry.clone())
+    );
+    // Sequences carry on where they stopped.
+    assert_eq!(
+        ix.record(&[change("new", 5, Content::Dir)])
+            .expect("record"),
+        [Some(6)]
+    );
+    ix.verify().expect("consistent");
+}
+
+#[test]
+fn another_format_is_refused_with_advice() {
+    for (found, word) in [(FORMAT + 1, "newer"), (FORMAT - 1, "older")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path()));
+        let path = dir.path().join(FILE_NAME);
+        {
+            let db = redb::Database::create(&path).expect("raw open");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut meta = txn.open_table(META).expect("meta");
+                meta.insert(META_FORMAT, &found.to_le_bytes()[..])
+                    .expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let err = Index::open(dir.path()).expect_err("format mismatch");
+        assert!(
+            matches!(err, IndexError::Format { found: f, expected: FORMAT, .. } if f == found),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "has format {found}; this omirrd reads format {FORMAT}"
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(word) && msg.contains("move the file aside"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    let junk = b"this is somebody's notes, not a database\n".repeat(200);
+    std::fs::write(&path, &junk).expect("write junk");
+    let err = Index::open(dir.path()).expect_err("junk refused");
+    assert!(matches!(err, IndexError::NotAnIndex { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()) && msg.contains("not a usable omirr index"));
+    assert_eq!(
+        std::fs::read(&path).expect("read back"),
+        junk,
+        "not clobbered"
+    );
+}
+
+#[test]
+fn a_redb_database_that_is_not_ours_is_refused() {
+    // Someone else's tables; a meta table of another type; our meta table
+    // without our magic.
+    type Setup = fn(&redb::WriteTransaction);
+    let setups: [(&str, Setup); 3] = [
+        ("other tables", |txn| {
+            let def: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("theirs");
+            txn.open_table(def)
+                .expect("table")
+                .insert(1, 2)
+                .expect("insert");
+        }),
+        ("meta of another type", |txn| {
+            let def: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("meta");
+            txn.open_table(def)
+                .expect("table")
+                .insert(1, 2)
+                .expect("insert");
+        }),
+        ("no magic", |txn| {
+            let mut meta = txn.open_table(META).expect("table");
+            meta.insert(META_MAGIC, &b"nope"[..]).expect("insert");
+        }),
+    ];
+    for (what, setup) in setups {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = redb::Database::create(dir.path().join(FILE_NAME)).expect("raw");
+            let txn = db.begin_write().expect("txn");
+            setup(&txn);
+            txn.commit().expect("commit");
+        }
+        let err = Index::open(dir.path()).expect_err(what);
+        assert!(
+            matches!(err, IndexError::NotAnIndex { .. }),
+            "{what}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_index_gives_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let ix = open(dir.path());
+        let many: Vec<Change> = (0..2000)
+            .map(|i| change(&format!("f{i}"), 1, file(i, (i % 250) as u8)))
+            .collect();
+        ix.record(&many).expect("record");
+    }
+    let path = dir.path().join(FILE_NAME);
+    let whole = std::fs::read(&path).expect("read");
+    for len in [9, 100, 4096, whole.len() / 2] {
+        std::fs::write(&path, &whole[..len]).expect("truncate");
+        // Opening may fail or succeed (redb repairs what it can); it must
+        // not panic, and reads must not either.
+        let opened = std::panic::catch_unwind(|| match Index::open(dir.path()) {
+            Ok(ix) => {
+                let _ = ix.verify();
+                let _ = ix.since(0, usize::MAX);
+                "opened".to_string()
+            }
+            Err(e) => e.to_string(),
+        });
+        let outcome = opened.unwrap_or_else(|_| panic!("panicked on a file cut at {len} bytes"));
+        assert!(
+            outcome == "opened" || outcome.contains(&path.display().to_string()),
+            "cut at {len}: {outcome}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_file_becomes_an_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(FILE_NAME), b"").expect("touch");
+    let ix = open(dir.path());
+    ix.record(&[change("a", 1, Content::Dir)]).expect("record");
+    ix.verify().expect("consistent");
+}
+
+#[test]
+fn a_second_open_is_refused_as_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = open(dir.path());
+    let err = Index::open(dir.path()).expect_err("second open");
+    assert!(matches!(err, IndexError::InUse { .. }), "{err:?}");
+    assert!(err.to_string().contains("another omirrd"), "{err}");
+}
+
+#[test]
+fn a_missing_state_dir_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope");
+    let err = Index::open(&missing).expect_err("missing dir");
+    assert!(
+        err.to_string()
+            .contains(&missing.join(FILE_NAME).display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn since_pages_in_sequence_order_with_latest_seq_per_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    let mut model = MemIndex::default();
+    let mut all = Vec::new();
+    for round in 0..5u64 {
+        for i in 0..7u64 {
+            // Rewrite some paths each round so their old seqs vanish.
+            if round == 0 || i % (round + 1) == 0 {
+                all.push(change(
+                    &format!("p{i}"),
+                    round * 10 + i + 1,
+                    file(i, i as u8),
+                ));
+            }
+        }
+    }
+    let got = ix.record(&all).expect("record");
+    let want: Vec<Option<Seq>> = all.iter().map(|c| model.record(c.clone())).collect();
+    assert_eq!(got, want);
+
+    let full = ix.since(0, usize::MAX).expect("since");
+    assert_eq!(full, model.since(0));
+    assert_eq!(full.len(), 7, "one row per path");
+    assert!(full.windows(2).all(|w| w[0].0 < w[1].0), "ascending");
+
+    for page in 1..=8 {
+        let mut paged = Vec::new();
+        let mut from = 0;
+        loop {
+            let chunk = ix.since(from, page).expect("page");
+            assert!(chunk.len() <= page);
+            let Some((last, _)) = chunk.last() else { break };
+            from = *last;
+            paged.extend(chunk);
+        }
+        assert_eq!(paged, full, "page size {page}");
+    }
+    let mid = full[3].0;
+    assert_eq!(ix.since(mid, usize::MAX).expect("since"), model.since(mid));
+    assert!(ix.since(0, 0).expect("limit 0").is_empty());
+    let last = ix.last_seq().expect("last");
+    assert!(ix.since(last, 10).expect("since last").is_empty());
+    assert!(ix.since(Seq::MAX, 10).expect("since max").is_empty());
+}
+
+#[test]
+fn cursors_persist_and_may_go_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (HostId::new("alpha"), HostId::new("beta"));
+    {
+        let ix = open(dir.path());
+        assert_eq!(ix.cursor(&a).expect("cursor"), 0);
+        ix.set_cursor(&a, 10).expect("set");
+        ix.set_cursor(&b, 20).expect("set");
+        ix.set_cursor(&a, 15).expect("set");
+    }
+    let ix = open(dir.path());
+    assert_eq!(ix.cursor(&a).expect("cursor"), 15);
+    assert_eq!(ix.cursor(&b).expect("cursor"), 20);
+    ix.set_cursor(&b, 0).expect("reset");
+    assert_eq!(ix.cursor(&b).expect("cursor"), 0);
+    assert_eq!(ix.cursor(&HostId::new("gamma")).expect("cursor"), 0);
+}
+
+#[test]
+fn holder_of_follows_overwrites_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    let h = [1u8; 32];
+    ix.record(&[change("m", 1, file(5, 1)), change("b", 1, file(5, 1))])
+        .expect("record");
+    assert_eq!(
+        ix.holder_of(&h).expect("holder"),
+        Some(p("b")),
+        "first in path order"
+    );
+    // A hash that is a prefix-neighbour must not answer for this one.
+    assert_eq!(ix.holder_of(&[0u8; 32]).expect("holder"), None);
+    ix.record(&[change("b", 2, file(6, 2))]).expect("overwrite");
+    assert_eq!(ix.holder_of(&h).expect("holder"), Some(p("m")));
+    assert_eq!(ix.holder_of(&[2u8; 32]).expect("holder"), Some(p("b")));
+    ix.record(&[change("m", 2, Content::Deleted)])
+        .expect("delete");
+    assert_eq!(ix.holder_of(&h).expect("holder"), None);
+    ix.record(&[change("b", 3, Content::Dir)])
+        .expect("replace by dir");
+    assert_eq!(ix.holder_of(&[2u8; 32]).expect("holder"), None);
+    // An older change loses and leaves the holders alone.
+    ix.record(&[change("b", 1, file(5, 1))]).expect("older");
+    assert_eq!(ix.holder_of(&h).expect("holder"), None);
+    ix.verify().expect("consistent");
+}
+
+#[test]
+fn expire_tombstones_forgets_only_old_tombstones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    ix.record(&[
+        change("gone", 10, Content::Deleted),
+        change("also-gone", 20, Content::Deleted),
+        change("recent", 95, Content::Deleted),
+        change("live", 1, Content::Dir),
+        change("edge", 50, Content::Deleted),
+    ])
+    .expect("record");
+    let last = ix.last_seq().expect("last");
+    // Horizon so large it saturates: nothing expires.
+    assert_eq!(
+        ix.expire_tombstones(Timestamp(100), u64::MAX)
+            .expect("expire"),
+        0
+    );
+    // 50 + 50 is not below 100: "edge" stays, as Entry says.
+    assert_eq!(ix.expire_tombstones(Timestamp(100), 50).expect("expire"), 2);
+    assert_eq!(ix.len().expect("len"), 3);
+    assert_eq!(ix.entry(&p("gone")).expect("entry"), None);
+    let left: Vec<String> = ix
+        .since(0, usize::MAX)
+        .expect("since")
+        .into_iter()
+        .map(|(_, c)| c.path.to_string())
+        .collect();
+    assert_eq!(left, ["recent", "live", "edge"]);
+    assert_eq!(ix.last_seq().expect("last"), last, "never lowered");
+    assert_eq!(ix.expire_tombstones(Timestamp(100), 50).expect("again"), 0);
+    // An expired path can be written again, at a fresh sequence.
+    assert_eq!(
+        ix.record(&[change("gone", 5, file(1, 3))]).expect("record"),
+        [Some(last + 1)]
+    );
+    // A tombstone replaced by a live entry is no longer a tombstone.
+    ix.record(&[change("recent", 96, Content::Dir)])
+        .expect("revive");
+    assert_eq!(
+        ix.expire_tombstones(Timestamp(u64::MAX), 0)
+            .expect("expire"),
+        1
+    );
+    assert!(ix.entry(&p("recent")).expect("entry").is_some());
+    assert!(ix.entry(&p("edge")).expect("entry").is_none());
+    ix.verify().expect("consistent");
+}
+
+#[test]
+fn below_excludes_siblings_that_share_a_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    let names = ["a", "a-b", "a/x", "a/x/y", "a0", "ab", "b"];
+    let changes: Vec<Change> = names.iter().map(|n| change(n, 1, Content::Dir)).collect();
+    ix.record(&changes).expect("record");
+    let stats: Vec<(RelPath, Option<StatKey>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (p(n), Some(stat(i as u64, 0))))
+        .collect();
+    ix.update_stats(&stats).expect("stats");
+    assert_eq!(paths(&ix.below(&p("a")).expect("below")), ["a/x", "a/x/y"]);
+    assert_eq!(paths(&ix.below(&p("a/x")).expect("below")), ["a/x/y"]);
+    assert!(ix.below(&p("a-b")).expect("below").is_empty());
+    assert_eq!(paths(&ix.below(&RelPath::root()).expect("below")), names);
+    let stat_paths: Vec<String> = ix
+        .stats_below(&p("a"))
+        .expect("stats_below")
+        .into_iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert_eq!(stat_paths, ["a/x", "a/x/y"]);
+    assert_eq!(
+        ix.stats_below(&RelPath::root()).expect("all").len(),
+        names.len()
+    );
+}
+
+#[test]
+fn the_inode_table_follows_stats_through_replace_forget_and_hard_links() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    ix.set_stat(&p("a"), stat(5, 1)).expect("set");
+    assert_eq!(ix.path_of_inode(7, 5).expect("inode"), Some(p("a")));
+    assert_eq!(ix.path_of_inode(7, 6).expect("inode"), None);
+    assert_eq!(ix.path_of_inode(8, 5).expect("inode"), None, "other device");
+    // Same inode, new size: still one row.
+    ix.set_stat(&p("a"), stat(5, 2)).expect("set");
+    assert_eq!(ix.paths_of_inode(7, 5).expect("inode"), [p("a")]);
+    // Replaced by another inode: the old row goes.
+    ix.set_stat(&p("a"), stat(6, 2)).expect("set");
+    assert_eq!(ix.path_of_inode(7, 5).expect("inode"), None);
+    // A hard link: both paths, in path order.
+    ix.set_stat(&p("z"), stat(6, 2)).expect("set");
+    ix.set_stat(&p("b"), stat(6, 2)).expect("set");
+    assert_eq!(
+        ix.paths_of_inode(7, 6).expect("inode"),
+        [p("a"), p("b"), p("z")]
+    );
+    assert_eq!(ix.path_of_inode(7, 6).expect("inode"), Some(p("a")));
+    ix.forget_stat(&p("a")).expect("forget");
+    assert_eq!(ix.paths_of_inode(7, 6).expect("inode"), [p("b"), p("z")]);
+    assert_eq!(ix.stat(&p("a")).expect("stat"), None);
+    ix.forget_stat(&p("never")).expect("forget nothing");
+    // Batched: move z's stat to a new path, as a rename would.
+    ix.update_stats(&[(p("z"), None), (p("y"), Some(stat(6, 2)))])
+        .expect("batch");
+    assert_eq!(ix.paths_of_inode(7, 6).expect("inode"), [p("b"), p("y")]);
+    ix.verify().expect("consistent");
+}
+
+#[test]
+fn record_with_stats_keeps_a_stat_only_for_the_entry_it_describes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    let f = change("f", 10, file(1, 1));
+    assert_eq!(
+        ix.record_with_stats(&[(f.clone(), Some(stat(1, 1)))])
+            .expect("record"),
+        [Some(1)]
+    );
+    assert_eq!(ix.stat(&p("f")).expect("stat"), Some(stat(1, 1)));
+    // A repeat of the held entry updates the stat (the file was re-hashed).
+    assert_eq!(
+        ix.record_with_stats(&[(f.clone(), Some(stat(1, 2)))])
+            .expect("repeat"),
+        [None]
+    );
+    assert_eq!(ix.stat(&p("f")).expect("stat"), Some(stat(1, 2)));
+    // An older, different entry loses, and its stat does not describe
+    // what the index holds: dropped, so the next scan hashes the file.
+    let older = change("f", 5, file(9, 9));
+    assert_eq!(
+        ix.record_with_stats(&[(older.clone(), Some(stat(1, 9)))])
+            .expect("older"),
+        [None]
+    );
+    assert_eq!(ix.stat(&p("f")).expect("stat"), None);
+    assert_eq!(ix.path_of_inode(7, 1).expect("inode"), None);
+    // Keep leaves the stat alone even then.
+    ix.set_stat(&p("f"), stat(1, 3)).expect("set");
+    let mut b = Batch::new();
+    b.record(older, StatUpdate::Keep);
+    assert_eq!(ix.commit(&b).expect("commit"), [None]);
+    assert_eq!(ix.stat(&p("f")).expect("stat"), Some(stat(1, 3)));
+    // A deletion with no file left forgets the stat.
+    ix.record_with_stats(&[(change("f", 11, Content::Deleted), None)])
+        .expect("delete");
+    assert_eq!(ix.stat(&p("f")).expect("stat"), None);
+    ix.verify().expect("consistent");
+}
+
+#[test]
+fn a_batch_lands_changes_stats_cursor_and_clock_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer = HostId::new("peer");
+    {
+        let ix = open(dir.path());
+        let mut b = Batch::new();
+        assert!(b.is_empty());
+        b.record(change("a", 3, file(1, 1)), StatUpdate::Set(stat(1, 1)))
+            .record(change("b", 4, Content::Dir), StatUpdate::Keep)
+            .set_stat(p("c"), stat(3, 0))
+            .forget_stat(p("zz"))
+            .set_cursor(peer.clone(), 17)
+            .observe_hlc(Timestamp(500))
+            .observe_hlc(Timestamp(400));
+        assert_eq!(b.changes(), 2);
+        assert_eq!(ix.commit(&b).expect("commit"), [Some(1), Some(2)]);
+        assert!(ix.commit(&Batch::new()).expect("empty").is_empty());
+    }
+    let ix = open(dir.path());
+    assert_eq!(ix.len().expect("len"), 2);
+    assert_eq!(ix.stat(&p("a")).expect("stat"), Some(stat(1, 1)));
+    assert_eq!(ix.stat(&p("b")).expect("stat"), None);
+    assert_eq!(ix.stat(&p("c")).expect("stat"), Some(stat(3, 0)));
+    assert_eq!(ix.cursor(&peer).expect("cursor"), 17);
+    assert_eq!(ix.hlc_last().expect("hlc"), Timestamp(500));
+    ix.verify().expect("consistent");
+}
+
+#[test]
+fn the_clock_covers_every_version_seen_and_never_goes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    assert_eq!(ix.hlc_last().expect("hlc"), Timestamp(0));
+    ix.record(&[change("a", 100, Content::Dir)])
+        .expect("record");
+    assert_eq!(ix.hlc_last().expect("hlc"), Timestamp(100));
+    ix.set_hlc_last(Timestamp(50)).expect("set lower");
+    assert_eq!(ix.hlc_last().expect("hlc"), Timestamp(100));
+    ix.set_hlc_last(Timestamp(200)).expect("set higher");
+    assert_eq!(ix.hlc_last().expect("hlc"), Timestamp(200));
+    // A change that loses has still been seen.
+    let mut other = change("a", 300, Content::Dir);
+    ix.record(&[other.clone()]).expect("record");
+    other.entry.version.ts = Timestamp(250);
+    ix.record(&[other]).expect("older");
+    assert_eq!(ix.hlc_last().expect("hlc"), Timestamp(300));
+}
+
+#[test]
+fn the_same_path_twice_in_one_batch_keeps_the_newer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    let batch = [
+        change("a", 2, file(1, 1)),
+        change("a", 1, file(2, 2)),
+        change("a", 3, file(3, 3)),
+    ];
+    assert_eq!(ix.record(&batch).expect("record"), [Some(1), None, Some(2)]);
+    assert_eq!(ix.since(0, 10).expect("since").len(), 1);
+    assert_eq!(ix.holder_of(&[1; 32]).expect("holder"), None);
+    assert_eq!(ix.holder_of(&[3; 32]).expect("holder"), Some(p("a")));
+    ix.verify().expect("consistent");
+}
+
+#[test]
+fn verify_finds_tables_that_disagree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    ix.record(&[change("a", 1, Content::Dir), change("b", 1, file(1, 1))])
+        .expect("record");
+    ix.set_stat(&p("a"), stat(4, 0)).expect("stat");
+    ix.verify().expect("consistent before");
+
+    let txn = ix.db.begin_write().expect("txn");
+    txn.open_table(BY_SEQ)
+        .expect("by_seq")
+        .remove(1)
+        .expect("remove");
+    txn.commit().expect("commit");
+    let err = ix.verify().expect_err("a lost sequence row");
+    assert!(err.to_string().contains("a is at 1 but by_seq"), "{err}");
+
+    let txn = ix.db.begin_write().expect("txn");
+    txn.open_table(BY_SEQ)
+        .expect("by_seq")
+        .insert(1, &b"a"[..])
+        .expect("restore");
+    txn.open_table(INODES)
+        .expect("inodes")
+        .insert(&b"0123456789abcdefa"[..], ())
+        .expect("stray");
+    txn.commit().expect("commit");
+    let err = ix.verify().expect_err("a stray inode row");
+    assert!(
+        err.to_string().contains("inodes has 2 rows for 1 stats"),
+        "{err}"
+    );
+}
