@@ -245,6 +245,20 @@ fn check_notices_a_key_that_does_not_match_the_pin() {
 #[test]
 fn daemon_start_loads_everything_and_creates_an_identity() {
     let site = Site::new();
+    // beta's key does not exist yet, so its line has no pin yet.
+    let peers = fs::read_to_string(etc().join("peers")).expect("etc/peers");
+    let unpinned: String = peers
+        .lines()
+        .map(|l| {
+            if l.starts_with("beta ") {
+                "beta 192.0.2.11".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    write_file(&site.dir.path().join("peers"), &unpinned, 0o644);
     let out = site.run(&[], &["--host", "beta", "-f", "-v"]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
@@ -255,6 +269,16 @@ fn daemon_start_loads_everything_and_creates_an_identity() {
     );
     assert!(err.contains("no live mirror yet"), "{err}");
     assert!(Path::new(&site.path("state")).join("key.pem").exists());
+}
+
+#[test]
+fn daemon_refuses_a_key_its_peers_would_refuse() {
+    // The example pins another key for beta than the one created here.
+    let site = Site::new();
+    let out = site.run(&[], &["--host", "beta", "-f"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("every peer will refuse it"), "{err}");
 }
 
 #[test]

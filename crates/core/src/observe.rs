@@ -31,18 +31,33 @@ pub enum When {
     Scanned { ctime: Timestamp, floor: Timestamp },
 }
 
+/// What `observe` needs to know about the disk.
+pub struct Disk<'a> {
+    /// What is on disk at a path (`None`: nothing).
+    pub at: &'a mut dyn FnMut(&RelPath) -> Option<Node>,
+    /// When a path's change happened.
+    pub when: &'a dyn Fn(&RelPath) -> When,
+    /// Whether a path is this host's to report on: inside a mirrored tree,
+    /// not excluded, and looked at. Paths outside (the directories above a
+    /// mirrored top, say) are never recorded.
+    pub in_scope: &'a dyn Fn(&RelPath) -> bool,
+}
+
 /// The changes that make the index agree with the disk on `paths` and on
-/// everything those changes affect. `on_disk` says what is on disk at a
-/// path (`None`: nothing); `when` says when a path's change happened. The
-/// caller records the returned changes, in order.
+/// everything those changes affect. The caller records the returned
+/// changes, in order.
 pub fn observe<V: IndexView>(
     view: &V,
     hlc: &mut Hlc,
     host: &HostId,
     paths: impl IntoIterator<Item = RelPath>,
-    on_disk: &mut dyn FnMut(&RelPath) -> Option<Node>,
-    when: &dyn Fn(&RelPath) -> When,
+    disk: Disk<'_>,
 ) -> Result<Vec<Change>, V::Error> {
+    let Disk {
+        at: on_disk,
+        when,
+        in_scope,
+    } = disk;
     let mut todo: BTreeSet<RelPath> = paths.into_iter().collect();
     let mut out: BTreeMap<RelPath, Entry> = BTreeMap::new();
     let mut order = Vec::new();
@@ -50,7 +65,7 @@ pub fn observe<V: IndexView>(
     // that matches the disk adds none, so this ends; the bound is a guard.
     let mut budget = 64 + 16 * todo.len();
     while let Some(path) = todo.pop_first() {
-        if path.is_root() {
+        if path.is_root() || !in_scope(&path) {
             continue;
         }
         let overlay = Overlay {

@@ -16,7 +16,7 @@
 //! failure).
 
 use omirr_core::mem::MemIndex;
-use omirr_core::observe::{observe, When};
+use omirr_core::observe::{self, observe, When};
 use omirr_core::resolve::{resolve, Action, Source};
 use omirr_core::tree::{present, Node};
 use omirr_core::{Change, Content, Hlc, HostId, IndexView, Meta, RelPath, Seq, Timestamp, Version};
@@ -318,8 +318,11 @@ impl World {
             &mut peer.hlc,
             &peer.host,
             dirty,
-            &mut |p| disk.get(p).cloned(),
-            &when,
+            observe::Disk {
+                at: &mut |p| disk.get(p).cloned(),
+                when: &when,
+                in_scope: &|_| true,
+            },
         )
         .expect("infallible");
         for c in changes {

@@ -1,0 +1,183 @@
+//! Bringing the index up to date with this host's disk: the start-up scan.
+//!
+//! [`scan_into_index`] walks the mirrored trees with the index as the
+//! scanner's baseline (its stat cache spares unchanged files a re-read, its
+//! inode cache recognises renames made while the daemon was down), turns
+//! what differs into versioned local changes with
+//! [`omirr_core::observe`], and records them, with the new stat keys, in
+//! one index transaction: a kill at any moment leaves either the old index
+//! or the new one, and the next scan finds whatever is left.
+
+use crate::scan::{self, BaselineError, Known, ScanBaseline, ScanError, ScanReport, StatKey};
+use omirr_core::observe::{self, observe, When};
+use omirr_core::{Content, Hlc, HostId, IndexView, RelPath};
+use omirr_index::{Batch, Index, IndexError, StatUpdate};
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalScanError {
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// What a start-up scan did.
+#[derive(Debug)]
+pub struct LocalScan {
+    /// The scan itself: what was found, hashed, and could not be read.
+    pub report: ScanReport,
+    /// How many local changes were recorded.
+    pub changes: usize,
+}
+
+/// Scans `tops` under `root` and records every local change in `index`.
+/// `exclude` says which paths are not mirrored; `hlc` is this host's clock,
+/// advanced past everything the index has seen.
+pub fn scan_into_index(
+    index: &Index,
+    hlc: &mut Hlc,
+    host: &HostId,
+    root: &Path,
+    tops: &[RelPath],
+    exclude: &dyn Fn(&RelPath) -> bool,
+) -> Result<LocalScan, LocalScanError> {
+    hlc.observe(index.hlc_last()?);
+    // Changes found now were made after everything seen before.
+    let floor = hlc.last();
+    let report = scan::scan(root, tops, exclude, &IndexBaseline(index))?;
+
+    let found: HashMap<&RelPath, &scan::Found> =
+        report.found.iter().map(|f| (&f.path, f)).collect();
+    let vanished: HashMap<&RelPath, &scan::Vanished> =
+        report.vanished.iter().map(|v| (&v.path, v)).collect();
+    let unknown: Vec<&RelPath> = report.issues.iter().map(|i| i.path()).collect();
+    let in_scope = |p: &RelPath| {
+        tops.iter().any(|t| p == t || p.is_below(t))
+            && !exclude(p)
+            && !unknown.iter().any(|u| p == *u || p.is_below(u))
+    };
+    let when = |p: &RelPath| match (found.get(p), vanished.get(p)) {
+        (Some(f), _) => f.when(floor),
+        (None, Some(v)) => v.when(floor),
+        // A path observe came back to (below a changed one): nothing
+        // better than the floor is known.
+        (None, None) => When::Scanned {
+            ctime: floor,
+            floor,
+        },
+    };
+    let paths = report
+        .found
+        .iter()
+        .map(|f| f.path.clone())
+        .chain(report.vanished.iter().map(|v| v.path.clone()));
+    let changes = observe(
+        index,
+        hlc,
+        host,
+        paths,
+        observe::Disk {
+            at: &mut |p| found.get(p).map(|f| f.node.clone()),
+            when: &when,
+            in_scope: &in_scope,
+        },
+    )?;
+
+    let mut batch = Batch::new();
+    let count = changes.len();
+    let changed: std::collections::HashSet<RelPath> =
+        changes.iter().map(|c| c.path.clone()).collect();
+    for c in changes {
+        let stat = stat_update(found.get(&c.path).copied());
+        batch.record(c, stat);
+    }
+    // Stat keys move on without a change too (a file touched back to the
+    // same content, a rename of the same bytes): keep them current so the
+    // next scan reads nothing it need not.
+    for f in &report.found {
+        if changed.contains(&f.path) {
+            continue;
+        }
+        match stat_update(Some(f)) {
+            StatUpdate::Set(key) if index.stat(&f.path)? != Some(key) => {
+                batch.set_stat(f.path.clone(), key);
+            }
+            StatUpdate::Forget => {
+                batch.forget_stat(f.path.clone());
+            }
+            _ => {}
+        }
+    }
+    for v in &report.vanished {
+        batch.forget_stat(v.path.clone());
+    }
+    batch.observe_hlc(hlc.last());
+    index.commit(&batch)?;
+    Ok(LocalScan {
+        report,
+        changes: count,
+    })
+}
+
+/// The stat key to keep for what the scan found: none for a racy file, so
+/// that the next scan reads it again.
+fn stat_update(found: Option<&scan::Found>) -> StatUpdate {
+    match found {
+        Some(f) if f.racy => StatUpdate::Forget,
+        Some(f) => StatUpdate::Set(omirr_index::StatKey {
+            dev: f.key.dev,
+            ino: f.key.ino,
+            size: f.key.size,
+            mtime_ns: f.key.mtime_ns,
+            ctime_ns: f.key.ctime_ns,
+        }),
+        None => StatUpdate::Forget,
+    }
+}
+
+/// The persisted index as the scanner's baseline.
+struct IndexBaseline<'a>(&'a Index);
+
+impl ScanBaseline for IndexBaseline<'_> {
+    fn known(&self, path: &RelPath) -> Result<Option<Known>, BaselineError> {
+        let Some(key) = self.0.stat(path)? else {
+            return Ok(None);
+        };
+        let Some(entry) = self.0.entry(path)? else {
+            return Ok(None);
+        };
+        if entry.content == Content::Deleted {
+            return Ok(None);
+        }
+        Ok(Some(Known {
+            key: StatKey {
+                dev: key.dev,
+                ino: key.ino,
+                size: key.size,
+                mtime_ns: key.mtime_ns,
+                ctime_ns: key.ctime_ns,
+            },
+            content: entry.content,
+            racy: false,
+        }))
+    }
+
+    fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError> {
+        Ok(self.0.path_of_inode(dev, ino)?)
+    }
+
+    fn for_each_below(
+        &self,
+        dir: &RelPath,
+        f: &mut dyn FnMut(&RelPath),
+    ) -> Result<(), BaselineError> {
+        for (p, e) in self.0.below(dir)? {
+            if e.is_live() {
+                f(&p);
+            }
+        }
+        Ok(())
+    }
+}

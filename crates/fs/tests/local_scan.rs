@@ -1,0 +1,149 @@
+//! The start-up scan against a real disk and a persisted index: offline
+//! changes become versioned changes; unchanged files are not read again;
+//! renames made while the daemon was down are found through the inode
+//! cache and cost no hashing.
+
+use omirr_core::{Content, Hlc, HostId, IndexView, RelPath};
+use omirr_fs::local::scan_into_index;
+use omirr_index::Index;
+use std::fs;
+use std::path::Path;
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s.as_bytes()).expect("path")
+}
+
+fn scan(state: &Path, root: &Path, hlc: &mut Hlc) -> omirr_fs::local::LocalScan {
+    // A fresh open each time: what a restart sees.
+    let index = Index::open(state).expect("open index");
+    let exclude = |p: &RelPath| p.file_name().ends_with(b".swp");
+    scan_into_index(
+        &index,
+        hlc,
+        &HostId::new("alpha"),
+        root,
+        &[p("srv/www")],
+        &exclude,
+    )
+    .expect("scan")
+}
+
+fn hash_of(state: &Path, path: &str) -> Option<[u8; 32]> {
+    let index = Index::open(state).expect("open index");
+    match index.entry(&p(path)).expect("entry")?.content {
+        Content::File { hash, .. } => Some(hash),
+        _ => None,
+    }
+}
+
+#[test]
+fn offline_changes_renames_and_an_unchanged_rescan() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (root, state) = (tmp.path().join("root"), tmp.path().join("state"));
+    let www = root.join("srv/www");
+    fs::create_dir_all(www.join("d")).expect("mkdir");
+    fs::create_dir_all(&state).expect("mkdir");
+    fs::write(www.join("a"), b"alpha").expect("write");
+    fs::write(www.join("b"), b"beta").expect("write");
+    fs::write(www.join("d/x"), vec![7u8; 300_000]).expect("write");
+    fs::write(www.join("skip.swp"), b"editor").expect("write");
+    std::os::unix::fs::symlink("a", www.join("l")).expect("symlink");
+    fs::write(root.join("srv/outside"), b"not mirrored").expect("write");
+    // Files changed within the last 2 s are read again by every scan (their
+    // stat cannot prove they are unchanged); let these age.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    let mut hlc = Hlc::default();
+    let first = scan(&state, &root, &mut hlc);
+    // srv/www itself, a, b, d, d/x, l.
+    assert_eq!(first.changes, 6, "{:?}", first.report.found);
+    assert_eq!(first.report.stats.hashed_files, 3);
+    assert_eq!(
+        hash_of(&state, "srv/www/a"),
+        Some(*blake3::hash(b"alpha").as_bytes())
+    );
+    let index = Index::open(&state).expect("open");
+    assert!(
+        index.entry(&p("srv")).expect("entry").is_none(),
+        "above the mirrored top"
+    );
+    assert!(index.entry(&p("srv/outside")).expect("entry").is_none());
+    assert!(
+        index
+            .entry(&p("srv/www/skip.swp"))
+            .expect("entry")
+            .is_none(),
+        "excluded"
+    );
+    let seq_after_first = index.last_seq().expect("seq");
+    drop(index);
+
+    // Nothing changed: nothing recorded, nothing read.
+    let again = scan(&state, &root, &mut hlc);
+    assert_eq!(again.changes, 0);
+    assert_eq!(again.report.stats.hashed_files, 0);
+    assert_eq!(
+        Index::open(&state).expect("open").last_seq().expect("seq"),
+        seq_after_first
+    );
+
+    // While the daemon is down: a file and a directory are renamed, one
+    // file is deleted.
+    let x_hash = hash_of(&state, "srv/www/d/x");
+    fs::rename(www.join("a"), www.join("c")).expect("rename");
+    fs::rename(www.join("d"), www.join("e")).expect("rename");
+    fs::remove_file(www.join("b")).expect("rm");
+    let floor = hlc.last();
+    let third = scan(&state, &root, &mut hlc);
+    assert_eq!(
+        third.report.stats.hashed_files, 0,
+        "renames cost no reading"
+    );
+    let renames: Vec<(String, String)> = third
+        .report
+        .renames()
+        .map(|(from, to)| (from.to_string(), to.to_string()))
+        .collect();
+    assert!(
+        renames.contains(&("srv/www/a".into(), "srv/www/c".into())),
+        "{renames:?}"
+    );
+    assert!(
+        renames.contains(&("srv/www/d".into(), "srv/www/e".into())),
+        "{renames:?}"
+    );
+    assert_eq!(
+        hash_of(&state, "srv/www/c"),
+        Some(*blake3::hash(b"alpha").as_bytes())
+    );
+    assert_eq!(hash_of(&state, "srv/www/e/x"), x_hash);
+    let index = Index::open(&state).expect("open");
+    for gone in ["srv/www/a", "srv/www/b", "srv/www/d"] {
+        let e = index.entry(&p(gone)).expect("entry").expect("a tombstone");
+        assert_eq!(e.content, Content::Deleted, "{gone}");
+        assert!(
+            e.version.ts > floor,
+            "above everything seen before the scan"
+        );
+    }
+    index.verify().expect("consistent index");
+    drop(index);
+
+    // The renamed files' ctimes are fresh, so their stat keys were not
+    // trusted yet; once they have aged, the inode cache holds them under
+    // their new names, and a rescan records nothing.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let fourth = scan(&state, &root, &mut hlc);
+    assert_eq!(fourth.changes, 0);
+    let meta = fs::metadata(www.join("c")).expect("stat");
+    let (dev, ino) = (
+        std::os::unix::fs::MetadataExt::dev(&meta),
+        std::os::unix::fs::MetadataExt::ino(&meta),
+    );
+    let index = Index::open(&state).expect("open");
+    assert_eq!(
+        index.path_of_inode(dev, ino).expect("lookup"),
+        Some(p("srv/www/c"))
+    );
+    index.verify().expect("consistent index");
+}
