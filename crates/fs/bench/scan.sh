@@ -8,6 +8,8 @@
 #   - cold scan of `small` (10,000 files, empty baseline: everything hashed),
 #     with the files in the page cache, and truly cold (caches dropped) when
 #     /proc/sys/vm/drop_caches is writable (root);
+#   - the daemon's start-up scan of `small` into a persisted index, cold and
+#     then warm, and the index's size on disk;
 #   - warm rescan of `small` with nothing changed (baseline = the previous
 #     scan, in memory);
 #   - hashing throughput on `large` (one 512 MiB file) through the scanner,
@@ -83,6 +85,14 @@ out=$("$bench" warm "$DATA/small" "$RUNS")
 if echo "$out" | field hashed_files | grep -qv '^0$'; then echo "warm rescan hashed files:" >&2; echo "$out" >&2; exit 1; fi
 warm=$(echo "$out" | field warm_ms)
 echo "small warm rescan, nothing changed: median $(echo "$warm" | median) ms (runs: $(echo $warm); load: $(load))"
+
+quiet
+out=$("$bench" index "$DATA/small" "$RUNS")
+if echo "$out" | grep index_warm | field hashed_files | grep -qv '^0$'; then echo "index rescan hashed files:" >&2; echo "$out" >&2; exit 1; fi
+echo "small into a persisted index, cold: $(echo "$out" | grep index_cold | field index_cold_ms) ms"
+warm=$(echo "$out" | grep index_warm | field index_warm_ms)
+echo "small warm rescan through the persisted index: median $(echo "$warm" | median) ms (runs: $(echo $warm); load: $(load))"
+echo "index size on disk for small: $(echo "$out" | field index_bytes) bytes"
 
 quiet
 "$bench" cold "$DATA/large" >/dev/null

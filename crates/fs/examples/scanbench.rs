@@ -4,6 +4,9 @@
 //! scanbench cold DIR         one scan with an empty baseline (everything hashed)
 //! scanbench warm DIR RUNS    one scan to build the baseline, then RUNS rescans
 //!                            against it with nothing changed
+//! scanbench index DIR RUNS   the daemon's start-up scan into a persisted index
+//!                            in a fresh state directory: once cold, then RUNS
+//!                            times with nothing changed; and the index's size
 //! ```
 //!
 //! Each timed scan prints one line of `key=value` pairs for the script to
@@ -45,6 +48,42 @@ fn run(args: &[String]) -> Result<(), String> {
         [mode, dir] if mode == "cold" => {
             let (r, ms) = timed(Path::new(dir), &MemBaseline::new())?;
             line("cold", &r, ms);
+        }
+        [mode, dir, runs] if mode == "index" => {
+            let runs: u32 = runs.parse().map_err(|e| format!("RUNS {runs:?}: {e}"))?;
+            let state = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let index = omirr_index::Index::open(state.path()).map_err(|e| e.to_string())?;
+            let mut hlc = omirr_core::Hlc::default();
+            let host = omirr_core::HostId::new("bench");
+            let tops = [RelPath::root()];
+            let mut pass = |kind: &str| -> Result<(), String> {
+                let start = Instant::now();
+                let r = omirr_fs::local::scan_into_index(
+                    &index,
+                    &mut hlc,
+                    &host,
+                    Path::new(dir),
+                    &tops,
+                    &|_| false,
+                )
+                .map_err(|e| e.to_string())?;
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                println!(
+                    "{kind}_ms={ms:.2} entries={} changes={} hashed_files={}",
+                    r.report.found.len(),
+                    r.changes,
+                    r.report.stats.hashed_files
+                );
+                Ok(())
+            };
+            pass("index_cold")?;
+            for _ in 0..runs {
+                pass("index_warm")?;
+            }
+            let size = std::fs::metadata(index.path())
+                .map_err(|e| e.to_string())?
+                .len();
+            println!("index_bytes={size}");
         }
         [mode, dir, runs] if mode == "warm" => {
             let runs: u32 = runs.parse().map_err(|e| format!("RUNS {runs:?}: {e}"))?;

@@ -12,7 +12,7 @@ use crate::scan::{self, BaselineError, Known, ScanBaseline, ScanError, ScanRepor
 use omirr_core::observe::{self, observe, When};
 use omirr_core::{Content, Hlc, HostId, IndexView, RelPath};
 use omirr_index::{Batch, Index, IndexError, StatUpdate};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,8 @@ pub fn scan_into_index(
     hlc.observe(index.hlc_last()?);
     // Changes found now were made after everything seen before.
     let floor = hlc.last();
-    let report = scan::scan(root, tops, exclude, &IndexBaseline(index))?;
+    let baseline = IndexBaseline::load(index, tops)?;
+    let report = scan::scan(root, tops, exclude, &baseline)?;
 
     let found: HashMap<&RelPath, &scan::Found> =
         report.found.iter().map(|f| (&f.path, f)).collect();
@@ -68,9 +69,14 @@ pub fn scan_into_index(
             floor,
         },
     };
+    // A path whose stat key is the one recorded when the index last agreed
+    // with the disk has not changed since: only the others need a look.
     let paths = report
         .found
         .iter()
+        .filter(|f| {
+            f.hashed || f.renamed_from.is_some() || baseline.stats.get(&f.path) != Some(&f.key)
+        })
         .map(|f| f.path.clone())
         .chain(report.vanished.iter().map(|v| v.path.clone()));
     let changes = observe(
@@ -101,7 +107,7 @@ pub fn scan_into_index(
             continue;
         }
         match stat_update(Some(f)) {
-            StatUpdate::Set(key) if index.stat(&f.path)? != Some(key) => {
+            StatUpdate::Set(key) if baseline.stats.get(&f.path) != Some(&f.key) => {
                 batch.set_stat(f.path.clone(), key);
             }
             StatUpdate::Forget => {
@@ -137,35 +143,59 @@ fn stat_update(found: Option<&scan::Found>) -> StatUpdate {
     }
 }
 
-/// The persisted index as the scanner's baseline.
-struct IndexBaseline<'a>(&'a Index);
+/// The persisted index as the scanner's baseline, read once per scan: one
+/// range read per mirrored top rather than two lookups per file. It holds
+/// the stat keys and live entries below the tops in memory for the scan's
+/// duration.
+struct IndexBaseline<'a> {
+    index: &'a Index,
+    stats: HashMap<RelPath, StatKey>,
+    live: BTreeMap<RelPath, Content>,
+}
+
+impl<'a> IndexBaseline<'a> {
+    fn load(index: &'a Index, tops: &[RelPath]) -> Result<IndexBaseline<'a>, IndexError> {
+        let mut stats = HashMap::new();
+        let mut live = BTreeMap::new();
+        for top in tops {
+            let own = index.stat(top)?.map(|k| (top.clone(), k));
+            for (p, k) in own.into_iter().chain(index.stats_below(top)?) {
+                stats.insert(
+                    p,
+                    StatKey {
+                        dev: k.dev,
+                        ino: k.ino,
+                        size: k.size,
+                        mtime_ns: k.mtime_ns,
+                        ctime_ns: k.ctime_ns,
+                    },
+                );
+            }
+            let own = index.entry(top)?.map(|e| (top.clone(), e));
+            for (p, e) in own.into_iter().chain(index.below(top)?) {
+                if e.is_live() {
+                    live.insert(p, e.content);
+                }
+            }
+        }
+        Ok(IndexBaseline { index, stats, live })
+    }
+}
 
 impl ScanBaseline for IndexBaseline<'_> {
     fn known(&self, path: &RelPath) -> Result<Option<Known>, BaselineError> {
-        let Some(key) = self.0.stat(path)? else {
-            return Ok(None);
-        };
-        let Some(entry) = self.0.entry(path)? else {
-            return Ok(None);
-        };
-        if entry.content == Content::Deleted {
-            return Ok(None);
+        match (self.stats.get(path), self.live.get(path)) {
+            (Some(key), Some(content)) => Ok(Some(Known {
+                key: *key,
+                content: content.clone(),
+                racy: false,
+            })),
+            _ => Ok(None),
         }
-        Ok(Some(Known {
-            key: StatKey {
-                dev: key.dev,
-                ino: key.ino,
-                size: key.size,
-                mtime_ns: key.mtime_ns,
-                ctime_ns: key.ctime_ns,
-            },
-            content: entry.content,
-            racy: false,
-        }))
     }
 
     fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError> {
-        Ok(self.0.path_of_inode(dev, ino)?)
+        Ok(self.index.path_of_inode(dev, ino)?)
     }
 
     fn for_each_below(
@@ -173,10 +203,8 @@ impl ScanBaseline for IndexBaseline<'_> {
         dir: &RelPath,
         f: &mut dyn FnMut(&RelPath),
     ) -> Result<(), BaselineError> {
-        for (p, e) in self.0.below(dir)? {
-            if e.is_live() {
-                f(&p);
-            }
+        for p in self.live.range(dir.below_path_range()).map(|(p, _)| p) {
+            f(p);
         }
         Ok(())
     }
