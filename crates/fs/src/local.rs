@@ -1,4 +1,7 @@
-//! Bringing the index up to date with this host's disk: the start-up scan.
+//! Where the index meets this host's disk, in both directions.
+//!
+//! - [`scan_into_index`]: the disk into the index (the start-up scan).
+//! - [`apply_remote`]: a peer's changes onto the disk, then into the index.
 //!
 //! [`scan_into_index`] walks the mirrored trees with the index as the
 //! scanner's baseline (its stat cache spares unchanged files a re-read, its
@@ -8,9 +11,11 @@
 //! one index transaction: a kill at any moment leaves either the old index
 //! or the new one, and the next scan finds whatever is left.
 
+use crate::apply::{Applier, ContentSource};
 use crate::scan::{self, BaselineError, Known, ScanBaseline, ScanError, ScanReport, StatKey};
 use omirr_core::observe::{self, observe, When};
-use omirr_core::{Content, Hlc, HostId, IndexView, RelPath};
+use omirr_core::resolve::{resolve, Action};
+use omirr_core::{Change, Content, Hlc, HostId, IndexView, RelPath};
 use omirr_index::{Batch, Index, IndexError, StatUpdate};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -21,6 +26,124 @@ pub enum LocalScanError {
     Scan(#[from] ScanError),
     #[error(transparent)]
     Index(#[from] IndexError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyRemoteError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Part of the batch was applied and recorded; the rest was not.
+    #[error("{error}")]
+    Apply {
+        #[source]
+        error: Box<crate::apply::BatchError>,
+        /// How many of the accepted changes were recorded.
+        recorded: usize,
+    },
+}
+
+/// What applying a peer's batch did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The accepted changes, recorded in the index.
+    pub recorded: usize,
+    /// The actions carried out on disk.
+    pub actions: Vec<Action>,
+    /// Paths where this host holds a newer entry than the peer sent.
+    pub ours_newer: Vec<RelPath>,
+}
+
+/// Resolves a peer's `batch` against the index, carries the actions out
+/// with `applier`, and records the accepted changes with the stat keys of
+/// what now lies on disk, in one transaction, so that the next scan (and
+/// the watcher) sees these writes as already known: they are not sent
+/// back. If the applier fails part-way, only the changes whose paths the
+/// completed actions fully covered are recorded; the rest stays unknown to
+/// the index and is asked for again.
+pub fn apply_remote(
+    index: &Index,
+    applier: &Applier,
+    hlc: &mut Hlc,
+    batch: &[Change],
+    savetargets: &dyn Fn(&RelPath) -> bool,
+    source: &mut dyn ContentSource,
+) -> Result<Applied, ApplyRemoteError> {
+    for c in batch {
+        hlc.observe(c.entry.version.ts);
+    }
+    let res = resolve(index, batch, savetargets)?;
+    let (done, failure) = match applier.apply(&res.actions, source) {
+        Ok(()) => (res.actions.len(), None),
+        Err(e) => (e.durable, Some(e)),
+    };
+    // A change is recorded only if no action on its path is left undone.
+    let undone: std::collections::HashSet<&RelPath> = res.actions[done..]
+        .iter()
+        .flat_map(|a| match a {
+            Action::Rename { from, to, .. } => vec![from, to],
+            other => vec![other.path()],
+        })
+        .collect();
+    let mut out = Batch::new();
+    let mut recorded = 0;
+    for c in &res.accepted {
+        if undone.contains(&c.path) {
+            continue;
+        }
+        out.record(c.clone(), StatUpdate::Keep);
+        recorded += 1;
+    }
+    // The stat keys of what the completed actions left on disk.
+    for a in &res.actions[..done] {
+        match a {
+            Action::Remove { path, .. } => {
+                out.forget_stat(path.clone());
+            }
+            Action::Rename { from, to, .. } => {
+                out.forget_stat(from.clone());
+                if let Some(key) = lstat_key(applier.root(), to) {
+                    out.set_stat(to.clone(), key);
+                }
+            }
+            Action::SaveOld { .. } => {}
+            other => {
+                let path = other.path();
+                match lstat_key(applier.root(), path) {
+                    Some(key) => out.set_stat(path.clone(), key),
+                    None => out.forget_stat(path.clone()),
+                };
+            }
+        }
+    }
+    out.observe_hlc(hlc.last());
+    index.commit(&out)?;
+    match failure {
+        None => Ok(Applied {
+            recorded,
+            actions: res.actions,
+            ours_newer: res.ours_newer,
+        }),
+        Some(error) => Err(ApplyRemoteError::Apply {
+            error: Box::new(error),
+            recorded,
+        }),
+    }
+}
+
+/// The stat key of what is at `path` under `root`, without following a
+/// symlink (the applier has just put it there, inside the root).
+fn lstat_key(root: &Path, path: &RelPath) -> Option<omirr_index::StatKey> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let full = root.join(std::ffi::OsStr::from_bytes(path.as_bytes()));
+    let m = std::fs::symlink_metadata(full).ok()?;
+    Some(omirr_index::StatKey {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    })
 }
 
 /// What a start-up scan did.
