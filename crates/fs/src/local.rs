@@ -132,12 +132,12 @@ pub fn apply_remote(
 
 /// The stat key of what is at `path` under `root`, without following a
 /// symlink (the applier has just put it there, inside the root).
-fn lstat_key(root: &Path, path: &RelPath) -> Option<omirr_index::StatKey> {
+fn lstat_key(root: &Path, path: &RelPath) -> Option<StatKey> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let full = root.join(std::ffi::OsStr::from_bytes(path.as_bytes()));
     let m = std::fs::symlink_metadata(full).ok()?;
-    Some(omirr_index::StatKey {
+    Some(StatKey {
         dev: m.dev(),
         ino: m.ino(),
         size: m.size(),
@@ -255,13 +255,7 @@ pub fn scan_into_index(
 fn stat_update(found: Option<&scan::Found>) -> StatUpdate {
     match found {
         Some(f) if f.racy => StatUpdate::Forget,
-        Some(f) => StatUpdate::Set(omirr_index::StatKey {
-            dev: f.key.dev,
-            ino: f.key.ino,
-            size: f.key.size,
-            mtime_ns: f.key.mtime_ns,
-            ctime_ns: f.key.ctime_ns,
-        }),
+        Some(f) => StatUpdate::Set(f.key),
         None => StatUpdate::Forget,
     }
 }
@@ -282,18 +276,7 @@ impl<'a> IndexBaseline<'a> {
         let mut live = BTreeMap::new();
         for top in tops {
             let own = index.stat(top)?.map(|k| (top.clone(), k));
-            for (p, k) in own.into_iter().chain(index.stats_below(top)?) {
-                stats.insert(
-                    p,
-                    StatKey {
-                        dev: k.dev,
-                        ino: k.ino,
-                        size: k.size,
-                        mtime_ns: k.mtime_ns,
-                        ctime_ns: k.ctime_ns,
-                    },
-                );
-            }
+            stats.extend(own.into_iter().chain(index.stats_below(top)?));
             let own = index.entry(top)?.map(|e| (top.clone(), e));
             for (p, e) in own.into_iter().chain(index.below(top)?) {
                 if e.is_live() {

@@ -111,33 +111,9 @@ impl AlignedBuf {
     }
 }
 
-/// The identity and state of an inode as `lstat` reports it: what tells
-/// whether a file can have changed since it was last hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct StatKey {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-}
-
-impl StatKey {
-    /// Whether a file with key `self` on an earlier scan is still
-    /// unchanged if it has key `now`: same inode, size, mtime and ctime.
-    ///
-    /// The device number is deliberately not compared: some filesystems
-    /// (btrfs subvolumes, NFS, overlayfs) get a different one after a
-    /// reboot, which would force a full re-hash; an inode number with the
-    /// same ctime to the nanosecond on another device is the same data
-    /// restored, not a different file.
-    pub fn unchanged(&self, now: &StatKey) -> bool {
-        self.ino == now.ino
-            && self.size == now.size
-            && self.mtime_ns == now.mtime_ns
-            && self.ctime_ns == now.ctime_ns
-    }
-}
+/// The identity and state of an inode as `lstat` reports it; the index's
+/// stat cache stores it (see [`StatKey::unchanged`]).
+pub use omirr_index::StatKey;
 
 /// What a baseline knows about one path: its stat key when it was last
 /// scanned (or written by the daemon) and the content recorded then.

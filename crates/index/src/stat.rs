@@ -20,6 +20,23 @@ pub struct StatKey {
     pub ctime_ns: i64,
 }
 
+impl StatKey {
+    /// Whether a file with key `self` on an earlier scan is still
+    /// unchanged if it has key `now`: same inode, size, mtime and ctime.
+    ///
+    /// The device number is deliberately not compared: some filesystems
+    /// (btrfs subvolumes, NFS, overlayfs) get a different one after a
+    /// reboot, which would force a full re-hash; an inode number with the
+    /// same ctime to the nanosecond on another device is the same data
+    /// restored, not a different file.
+    pub fn unchanged(&self, now: &StatKey) -> bool {
+        self.ino == now.ino
+            && self.size == now.size
+            && self.mtime_ns == now.mtime_ns
+            && self.ctime_ns == now.ctime_ns
+    }
+}
+
 impl From<StatKey> for StatTuple {
     fn from(k: StatKey) -> StatTuple {
         (k.dev, k.ino, k.size, k.mtime_ns, k.ctime_ns)
