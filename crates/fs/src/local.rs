@@ -15,7 +15,7 @@ use crate::apply::{Applier, ContentSource};
 use crate::scan::{self, BaselineError, Known, ScanBaseline, ScanError, ScanReport, StatKey};
 use omirr_core::observe::{self, observe, When};
 use omirr_core::resolve::{resolve, Action};
-use omirr_core::{Change, Content, Hlc, HostId, IndexView, RelPath};
+use omirr_core::{Change, Content, Hlc, HostId, IndexView, RelPath, Timestamp};
 use omirr_index::{Batch, Index, IndexError, StatUpdate};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -155,9 +155,19 @@ pub struct LocalScan {
     pub changes: usize,
 }
 
-/// Scans `tops` under `root` and records every local change in `index`.
-/// `exclude` says which paths are not mirrored; `hlc` is this host's clock,
-/// advanced past everything the index has seen.
+/// How the changes a scan finds are stamped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// At start: the changes were made while nobody watched, at their
+    /// ctime (see [`When::Scanned`]).
+    Startup,
+    /// Reported by the watcher just now.
+    Live { wall: Timestamp },
+}
+
+/// The start-up scan: walks `tops` under `root` and records every local
+/// change in `index`. `exclude` says which paths are not mirrored; `hlc` is
+/// this host's clock, advanced past everything the index has seen.
 pub fn scan_into_index(
     index: &Index,
     hlc: &mut Hlc,
@@ -166,28 +176,78 @@ pub fn scan_into_index(
     tops: &[RelPath],
     exclude: &dyn Fn(&RelPath) -> bool,
 ) -> Result<LocalScan, LocalScanError> {
+    record_scan(index, hlc, host, root, tops, tops, exclude, Stamp::Startup)
+}
+
+/// The watcher's batch: looks at `dirty` paths (a file, or a directory and
+/// everything below it) inside the mirrored `tops`, and records what
+/// changed, stamped now. A directory renamed into place is walked; its
+/// files are recognised by their inodes and not read again.
+#[allow(clippy::too_many_arguments)]
+pub fn record_live(
+    index: &Index,
+    hlc: &mut Hlc,
+    host: &HostId,
+    root: &Path,
+    tops: &[RelPath],
+    dirty: &[RelPath],
+    exclude: &dyn Fn(&RelPath) -> bool,
+    wall: Timestamp,
+) -> Result<LocalScan, LocalScanError> {
+    let dirty: Vec<RelPath> = dirty
+        .iter()
+        .filter(|d| tops.iter().any(|t| *d == t || d.is_below(t)))
+        .cloned()
+        .collect();
+    record_scan(
+        index,
+        hlc,
+        host,
+        root,
+        tops,
+        &dirty,
+        exclude,
+        Stamp::Live { wall },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_scan(
+    index: &Index,
+    hlc: &mut Hlc,
+    host: &HostId,
+    root: &Path,
+    tops: &[RelPath],
+    dirty: &[RelPath],
+    exclude: &dyn Fn(&RelPath) -> bool,
+    stamp: Stamp,
+) -> Result<LocalScan, LocalScanError> {
     hlc.observe(index.hlc_last()?);
     // Changes found now were made after everything seen before.
     let floor = hlc.last();
-    let baseline = IndexBaseline::load(index, tops)?;
-    let report = scan::scan(root, tops, exclude, &baseline)?;
+    let baseline = IndexBaseline::load(index, dirty)?;
+    let report = scan::scan(root, dirty, exclude, &baseline)?;
 
     let found: HashMap<&RelPath, &scan::Found> =
         report.found.iter().map(|f| (&f.path, f)).collect();
     let vanished: HashMap<&RelPath, &scan::Vanished> =
         report.vanished.iter().map(|v| (&v.path, v)).collect();
     let unknown: Vec<&RelPath> = report.issues.iter().map(|i| i.path()).collect();
+    // Only what this scan looked at can be judged: inside the mirrored
+    // tops and the dirty paths, not excluded, not unreadable.
     let in_scope = |p: &RelPath| {
         tops.iter().any(|t| p == t || p.is_below(t))
+            && dirty.iter().any(|d| p == d || p.is_below(d))
             && !exclude(p)
             && !unknown.iter().any(|u| p == *u || p.is_below(u))
     };
-    let when = |p: &RelPath| match (found.get(p), vanished.get(p)) {
-        (Some(f), _) => f.when(floor),
-        (None, Some(v)) => v.when(floor),
+    let when = |p: &RelPath| match (stamp, found.get(p), vanished.get(p)) {
+        (Stamp::Live { wall }, _, _) => When::Live { wall },
+        (Stamp::Startup, Some(f), _) => f.when(floor),
+        (Stamp::Startup, None, Some(v)) => v.when(floor),
         // A path observe came back to (below a changed one): nothing
         // better than the floor is known.
-        (None, None) => When::Scanned {
+        (Stamp::Startup, None, None) => When::Scanned {
             ctime: floor,
             floor,
         },
@@ -261,11 +321,13 @@ fn stat_update(found: Option<&scan::Found>) -> StatUpdate {
 }
 
 /// The persisted index as the scanner's baseline, read once per scan: one
-/// range read per mirrored top rather than two lookups per file. It holds
+/// range read per scanned top rather than two lookups per file. It holds
 /// the stat keys and live entries below the tops in memory for the scan's
-/// duration.
+/// duration; paths outside them (the old name of something renamed in) are
+/// looked up in the index.
 struct IndexBaseline<'a> {
     index: &'a Index,
+    tops: Vec<RelPath>,
     stats: HashMap<RelPath, StatKey>,
     live: BTreeMap<RelPath, Content>,
 }
@@ -284,24 +346,50 @@ impl<'a> IndexBaseline<'a> {
                 }
             }
         }
-        Ok(IndexBaseline { index, stats, live })
+        Ok(IndexBaseline {
+            index,
+            tops: tops.to_vec(),
+            stats,
+            live,
+        })
+    }
+
+    fn preloaded(&self, path: &RelPath) -> bool {
+        self.tops.iter().any(|t| path == t || path.is_below(t))
     }
 }
 
 impl ScanBaseline for IndexBaseline<'_> {
     fn known(&self, path: &RelPath) -> Result<Option<Known>, BaselineError> {
-        match (self.stats.get(path), self.live.get(path)) {
-            (Some(key), Some(content)) => Ok(Some(Known {
-                key: *key,
-                content: content.clone(),
+        let (key, content) = if self.preloaded(path) {
+            (self.stats.get(path).copied(), self.live.get(path).cloned())
+        } else {
+            let content = self
+                .index
+                .entry(path)?
+                .filter(|e| e.is_live())
+                .map(|e| e.content);
+            (self.index.stat(path)?, content)
+        };
+        Ok(match (key, content) {
+            (Some(key), Some(content)) => Some(Known {
+                key,
+                content,
                 racy: false,
-            })),
-            _ => Ok(None),
-        }
+            }),
+            _ => None,
+        })
     }
 
     fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError> {
         Ok(self.index.path_of_inode(dev, ino)?)
+    }
+
+    fn is_live(&self, path: &RelPath) -> Result<bool, BaselineError> {
+        if self.preloaded(path) {
+            return Ok(self.live.contains_key(path));
+        }
+        Ok(self.index.entry(path)?.is_some_and(|e| e.is_live()))
     }
 
     fn for_each_below(
@@ -309,8 +397,16 @@ impl ScanBaseline for IndexBaseline<'_> {
         dir: &RelPath,
         f: &mut dyn FnMut(&RelPath),
     ) -> Result<(), BaselineError> {
-        for p in self.live.range(dir.below_path_range()).map(|(p, _)| p) {
-            f(p);
+        if self.preloaded(dir) {
+            for p in self.live.range(dir.below_path_range()).map(|(p, _)| p) {
+                f(p);
+            }
+        } else {
+            for (p, e) in self.index.below(dir)? {
+                if e.is_live() {
+                    f(&p);
+                }
+            }
         }
         Ok(())
     }

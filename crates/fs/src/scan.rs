@@ -143,6 +143,12 @@ pub trait ScanBaseline {
     /// it has several hard links).
     fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError>;
 
+    /// Whether `path` is believed present on disk, stat key or not (a file
+    /// written moments ago has none yet, and may vanish all the same).
+    fn is_live(&self, path: &RelPath) -> Result<bool, BaselineError> {
+        Ok(self.known(path)?.is_some())
+    }
+
     /// Calls `f` with every known path strictly below `dir`. A callback
     /// rather than a list, so that an index of millions of paths can
     /// stream them.
@@ -878,7 +884,14 @@ impl<'a> Walker<'a> {
                 if self.blocked(top) {
                     continue;
                 }
-                if !top.is_root() && !seen.contains(top) && self.known(top)?.is_some() {
+                let live = self
+                    .baseline
+                    .is_live(top)
+                    .map_err(|source| ScanError::Baseline {
+                        path: top.clone(),
+                        source,
+                    })?;
+                if !top.is_root() && !seen.contains(top) && live {
                     missing.push(top.clone());
                 }
                 self.baseline

@@ -147,3 +147,69 @@ fn offline_changes_renames_and_an_unchanged_rescan() {
     );
     index.verify().expect("consistent index");
 }
+
+#[test]
+fn live_batches_record_what_the_watcher_reported() {
+    use omirr_fs::local::record_live;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (root, state) = (tmp.path().join("root"), tmp.path().join("state"));
+    let www = root.join("srv/www");
+    fs::create_dir_all(www.join("d/sub")).expect("mkdir");
+    fs::create_dir_all(&state).expect("mkdir");
+    fs::write(www.join("d/sub/x"), vec![1u8; 100_000]).expect("write");
+    fs::write(www.join("f"), b"one").expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let mut hlc = Hlc::default();
+    scan(&state, &root, &mut hlc);
+    let index = Index::open(&state).expect("open");
+    let _ = &state;
+    let host = HostId::new("alpha");
+    let tops = [p("srv/www")];
+    let wall = omirr_core::Timestamp(hlc.last().0 + 1_000);
+    let live = |hlc: &mut Hlc, dirty: &[&str]| {
+        let dirty: Vec<RelPath> = dirty.iter().map(|d| p(d)).collect();
+        record_live(&index, hlc, &host, &root, &tops, &dirty, &|_| false, wall).expect("live")
+    };
+
+    // A directory renamed: the watcher names only the two directories.
+    fs::rename(www.join("d"), www.join("e")).expect("rename");
+    let r = live(&mut hlc, &["srv/www/d", "srv/www/e"]);
+    assert_eq!(
+        r.report.stats.hashed_files, 0,
+        "the files below are known by inode"
+    );
+    let content = |path: &str| index.entry(&p(path)).expect("entry").map(|e| e.content);
+    let x = Content::File {
+        size: 100_000,
+        hash: *blake3::hash(&[1u8; 100_000]).as_bytes(),
+    };
+    assert_eq!(content("srv/www/e/sub/x"), Some(x));
+    assert_eq!(content("srv/www/d"), Some(Content::Deleted));
+    let v = index
+        .entry(&p("srv/www/e"))
+        .expect("entry")
+        .expect("new dir")
+        .version;
+    assert!(v.ts >= wall, "stamped live, not at the ctime");
+
+    // An edit and a delete, each reported by name.
+    fs::write(www.join("f"), b"two").expect("write");
+    let r = live(&mut hlc, &["srv/www/f"]);
+    assert_eq!(r.changes, 1);
+    assert_eq!(
+        content("srv/www/f"),
+        Some(Content::File {
+            size: 3,
+            hash: *blake3::hash(b"two").as_bytes()
+        })
+    );
+    fs::remove_file(www.join("f")).expect("rm");
+    let r = live(&mut hlc, &["srv/www/f"]);
+    assert_eq!(r.changes, 1);
+    assert_eq!(content("srv/www/f"), Some(Content::Deleted));
+
+    // A report about something that did not change records nothing, and
+    // paths outside the mirrored tops are ignored.
+    let r = live(&mut hlc, &["srv/www/e/sub/x", "srv/elsewhere"]);
+    assert_eq!(r.changes, 0);
+}
