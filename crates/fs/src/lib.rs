@@ -4,10 +4,12 @@
 //! rule attached: refusing configuration and key files that others can
 //! write ([`secure`]), applying the resolver's actions inside a mirror root
 //! without ever following a symlink out of it ([`apply`]), scanning trees
-//! ([`scan`]), and recording what a scan finds in the index ([`local`]).
+//! ([`scan`]), watching them ([`watch`]), and recording what a scan finds
+//! in the index ([`local`]).
 //! It holds no sync rules (see `omirr-core`) and no network code.
 
 pub mod apply;
 pub mod local;
 pub mod scan;
 pub mod secure;
+pub mod watch;

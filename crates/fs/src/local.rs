@@ -222,6 +222,8 @@ fn record_scan(
     exclude: &dyn Fn(&RelPath) -> bool,
     stamp: Stamp,
 ) -> Result<LocalScan, LocalScanError> {
+    // The applier's temporary files are never anyone's changes.
+    let exclude = &|p: &RelPath| exclude(p) || crate::apply::is_temp_name(p.file_name());
     hlc.observe(index.hlc_last()?);
     // Changes found now were made after everything seen before.
     let floor = hlc.last();

@@ -1,0 +1,314 @@
+//! Watching the mirrored trees: kernel events in, batches of dirty paths
+//! out.
+//!
+//! [`Watcher`] puts a recursive inotify watch (through `notify`) on every
+//! mirrored top and turns each event into the path it names, relative to
+//! the root. Paths are gathered for a few milliseconds ([`Debounce`]: a
+//! batch is due once events have paused for `quiet`, or `max_delay` after
+//! its first event, whichever is first) and handed to the caller, who
+//! looks at them with [`crate::local::record_live`]. The watcher says
+//! *where* to look, never *what* changed: the scan that follows decides.
+//!
+//! When the kernel drops events (its queue overflowed) the caller is told
+//! to rescan the tops. When the inotify watch limit is reached, the caller
+//! is told which top is no longer fully watched and which sysctl to raise;
+//! it should rescan that top periodically instead of going silent.
+//!
+//! Symbolic links are not followed; the applier's temporary files and
+//! excluded paths are dropped here.
+
+use omirr_core::RelPath;
+use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the watcher reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// Paths where something may have changed.
+    Changed(Vec<RelPath>),
+    /// Events were lost (the kernel's queue overflowed): these tops must
+    /// be rescanned.
+    Rescan(Vec<RelPath>),
+    /// `top` is not (fully) watched; `reason` says why and what to do.
+    /// The caller rescans it periodically.
+    Degraded { top: RelPath, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot start watching: {0}")]
+    Start(String),
+}
+
+/// Gathers dirty paths until a batch is due. Pure: the caller supplies the
+/// time.
+#[derive(Debug)]
+pub struct Debounce {
+    quiet: Duration,
+    max_delay: Duration,
+    pending: BTreeSet<RelPath>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Debounce {
+    pub fn new(quiet: Duration, max_delay: Duration) -> Debounce {
+        Debounce {
+            quiet,
+            max_delay,
+            pending: BTreeSet::new(),
+            first: None,
+            last: None,
+        }
+    }
+
+    pub fn push(&mut self, path: RelPath, now: Instant) {
+        self.pending.insert(path);
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// When the pending batch is due, if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) => Some((last + self.quiet).min(first + self.max_delay)),
+            _ => None,
+        }
+    }
+
+    /// The batch, if it is due at `now`.
+    pub fn take_due(&mut self, now: Instant) -> Option<Vec<RelPath>> {
+        if self.deadline()? > now {
+            return None;
+        }
+        self.first = None;
+        self.last = None;
+        Some(std::mem::take(&mut self.pending).into_iter().collect())
+    }
+}
+
+/// A running watch over the mirrored tops; dropping it stops it.
+pub struct Watcher {
+    _inner: notify::RecommendedWatcher,
+    _batcher: std::thread::JoinHandle<()>,
+}
+
+/// Which paths the watcher reports: inside a top, not excluded, not the
+/// applier's temporary files.
+pub type PathFilter = Arc<dyn Fn(&RelPath) -> bool + Send + Sync>;
+
+impl Watcher {
+    /// Watches `tops` under `root` and calls `sink` with every batch, from
+    /// a thread of its own. Tops that cannot be watched are reported as
+    /// [`WatchEvent::Degraded`] through `sink` (then watching goes on for
+    /// the others); only a failure to start watching at all is an error.
+    pub fn start(
+        root: &Path,
+        tops: &[RelPath],
+        exclude: PathFilter,
+        debounce: Debounce,
+        sink: impl Fn(WatchEvent) + Send + 'static,
+    ) -> Result<Watcher, WatchError> {
+        use notify::Watcher as _;
+        let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let mut inner = notify::RecommendedWatcher::new(
+            move |e| {
+                let _ = tx.send(e);
+            },
+            config,
+        )
+        .map_err(|e| WatchError::Start(e.to_string()))?;
+        let root = root.to_path_buf();
+        let tops = tops.to_vec();
+        let mut degraded = Vec::new();
+        for top in &tops {
+            let dir = under(&root, top);
+            if let Err(e) = inner.watch(&dir, notify::RecursiveMode::Recursive) {
+                degraded.push(WatchEvent::Degraded {
+                    top: top.clone(),
+                    reason: describe(&e, &dir),
+                });
+            }
+        }
+        for d in degraded {
+            sink(d);
+        }
+        let batcher = std::thread::Builder::new()
+            .name("omirr-watch".into())
+            .spawn(move || batch_loop(rx, root, tops, exclude, debounce, sink))
+            .map_err(|e| WatchError::Start(e.to_string()))?;
+        Ok(Watcher {
+            _inner: inner,
+            _batcher: batcher,
+        })
+    }
+}
+
+fn batch_loop(
+    rx: mpsc::Receiver<notify::Result<notify::Event>>,
+    root: PathBuf,
+    tops: Vec<RelPath>,
+    exclude: PathFilter,
+    mut debounce: Debounce,
+    sink: impl Fn(WatchEvent),
+) {
+    loop {
+        let msg = match debounce.deadline() {
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match msg {
+            Ok(Ok(event)) => {
+                if event.need_rescan() {
+                    sink(WatchEvent::Rescan(tops.clone()));
+                    continue;
+                }
+                let now = Instant::now();
+                for p in &event.paths {
+                    if let Some(rel) = relative(&root, p) {
+                        let inside = tops.iter().any(|t| rel == *t || rel.is_below(t));
+                        if inside && !exclude(&rel) && !crate::apply::is_temp_name(rel.file_name())
+                        {
+                            debounce.push(rel, now);
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                // Which top lost its watches is not always known: report
+                // the ones the error names, or all.
+                let named: Vec<RelPath> =
+                    e.paths.iter().filter_map(|p| relative(&root, p)).collect();
+                let affected: Vec<&RelPath> = tops
+                    .iter()
+                    .filter(|t| named.is_empty() || named.iter().any(|n| n == *t || n.is_below(t)))
+                    .collect();
+                for top in affected {
+                    sink(WatchEvent::Degraded {
+                        top: top.clone(),
+                        reason: describe(&e, &under(&root, top)),
+                    });
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if let Some(batch) = debounce.take_due(Instant::now()) {
+            sink(WatchEvent::Changed(batch));
+        }
+    }
+}
+
+/// What an administrator should read about a watch failure.
+fn describe(e: &notify::Error, dir: &Path) -> String {
+    match e.kind {
+        notify::ErrorKind::MaxFilesWatch => format!(
+            "the inotify watch limit is reached while watching {}: changes there are found by periodic rescans until the limit is raised (sysctl fs.inotify.max_user_watches=N; see /proc/sys/fs/inotify/max_user_watches)",
+            dir.display()
+        ),
+        notify::ErrorKind::PathNotFound => format!(
+            "{} does not exist yet: it is looked at by periodic rescans",
+            dir.display()
+        ),
+        _ => format!("cannot watch {}: {e}", dir.display()),
+    }
+}
+
+fn under(root: &Path, p: &RelPath) -> PathBuf {
+    root.join(std::ffi::OsStr::from_bytes(p.as_bytes()))
+}
+
+fn relative(root: &Path, p: &Path) -> Option<RelPath> {
+    let rest = p.strip_prefix(root).ok()?;
+    RelPath::new(rest.as_os_str().as_bytes().to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes()).expect("path")
+    }
+
+    #[test]
+    fn debounce_waits_for_quiet_but_not_forever() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debounce::new(ms(5), ms(50));
+        assert_eq!(d.deadline(), None);
+        d.push(p("a"), t0);
+        assert_eq!(d.take_due(t0 + ms(4)), None);
+        d.push(p("b"), t0 + ms(4));
+        assert_eq!(
+            d.take_due(t0 + ms(8)),
+            None,
+            "the second event restarted the wait"
+        );
+        assert_eq!(d.take_due(t0 + ms(9)), Some(vec![p("a"), p("b")]));
+        assert_eq!(d.deadline(), None);
+        // A steady stream is cut at max_delay.
+        for i in 0..100 {
+            d.push(p("c"), t0 + ms(100 + i));
+        }
+        assert_eq!(d.deadline(), Some(t0 + ms(150)));
+        assert_eq!(d.take_due(t0 + ms(150)), Some(vec![p("c")]));
+    }
+
+    #[test]
+    fn reports_changes_below_the_tops_only() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir_all(root.join("srv/www")).expect("mkdir");
+        std::fs::create_dir_all(root.join("srv/other")).expect("mkdir");
+        let (tx, rx) = mpsc::channel();
+        let tops = [p("srv/www"), p("missing/top")];
+        let exclude: PathFilter = Arc::new(|p: &RelPath| p.file_name().ends_with(b".swp"));
+        let ms = Duration::from_millis;
+        let _w = Watcher::start(
+            &root,
+            &tops,
+            exclude,
+            Debounce::new(ms(5), ms(100)),
+            move |e| {
+                let _ = tx.send(e);
+            },
+        )
+        .expect("watch");
+        // The missing top is reported, not fatal.
+        match rx.recv_timeout(ms(2000)).expect("degraded") {
+            WatchEvent::Degraded { top, reason } => {
+                assert_eq!(top, p("missing/top"));
+                assert!(reason.contains("does not exist"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(root.join("srv/other/x"), b"outside").expect("write");
+        std::fs::write(root.join("srv/www/a.swp"), b"excluded").expect("write");
+        std::fs::create_dir(root.join("srv/www/d")).expect("mkdir");
+        std::fs::write(root.join("srv/www/d/f"), b"inside").expect("write");
+        std::fs::rename(root.join("srv/www/d"), root.join("srv/www/e")).expect("rename");
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + ms(3000);
+        while !(seen.contains(&p("srv/www/e")) && seen.contains(&p("srv/www/d"))) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(WatchEvent::Changed(paths)) => seen.extend(paths),
+                Ok(other) => panic!("{other:?}"),
+                Err(_) => break,
+            }
+        }
+        assert!(seen.contains(&p("srv/www/d")), "{seen:?}");
+        assert!(seen.contains(&p("srv/www/e")), "{seen:?}");
+        assert!(
+            !seen.iter().any(|s| s.is_below(&p("srv/other"))),
+            "{seen:?}"
+        );
+        assert!(!seen.contains(&p("srv/www/a.swp")), "{seen:?}");
+    }
+}
