@@ -3,11 +3,12 @@
 //! daemon's start-up, so both refuse exactly the same mistakes.
 
 use crate::cli::DaemonArgs;
-use omirr_config::distfile::{self, Config, ParseOptions};
+use omirr_config::distfile::{self, Config, MirrorSet, ParseOptions};
 use omirr_config::peers::{Fingerprint, Peers};
 use omirr_config::{Diagnostic, Pos};
+use omirr_core::RelPath;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// A configuration that loaded without errors.
@@ -138,7 +139,84 @@ fn this_host(args: &DaemonArgs, peers: Option<&Peers>) -> String {
     }
 }
 
+/// A Distfile path (absolute) as a path in the index's namespace.
+pub fn rel(path: &Path) -> Option<RelPath> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.strip_prefix("/").ok()?.as_os_str().as_bytes().to_vec();
+    RelPath::new(bytes).ok()
+}
+
 impl Plan {
+    /// The sets this host takes part in, each with its paths as they are
+    /// kept here (targets) and as the Distfile names them (sources).
+    fn my_paths(&self) -> impl Iterator<Item = (&MirrorSet, RelPath, &Path)> {
+        self.config.sets_for(&self.host).flat_map(|set| {
+            set.paths
+                .iter()
+                .filter_map(move |p| rel(&p.target).map(|t| (set, t, p.source.as_path())))
+        })
+    }
+
+    /// The mirrored trees of this host, relative to its root, without
+    /// repeats or trees inside others.
+    pub fn tops(&self) -> Vec<RelPath> {
+        let mut tops: Vec<RelPath> = self.my_paths().map(|(_, t, _)| t).collect();
+        tops.sort();
+        tops.dedup();
+        let all = tops.clone();
+        tops.retain(|t| !all.iter().any(|o| t.is_below(o)));
+        tops
+    }
+
+    /// The sets covering `path` (kept at a target at or above it), with
+    /// the path as the Distfile would name it.
+    fn covering<'a>(
+        &'a self,
+        path: &'a RelPath,
+    ) -> impl Iterator<Item = (&'a MirrorSet, PathBuf)> + 'a {
+        use std::os::unix::ffi::OsStrExt;
+        self.my_paths().filter_map(move |(set, target, source)| {
+            let rest = path.rebase(&target, &RelPath::root())?;
+            let mut named = source.to_path_buf();
+            if !rest.is_root() {
+                named.push(std::ffi::OsStr::from_bytes(rest.as_bytes()));
+            }
+            Some((set, named))
+        })
+    }
+
+    /// Whether `path` is left out: every set covering it excludes it (or
+    /// none covers it).
+    pub fn excluded(&self, path: &RelPath) -> bool {
+        self.covering(path)
+            .all(|(set, named)| set.is_excluded(&named))
+    }
+
+    /// Whether `peer` may change `path` on this host: a set covering it
+    /// lists both hosts and does not exclude it.
+    pub fn authorised(&self, peer: &str, path: &RelPath) -> bool {
+        self.covering(path)
+            .any(|(set, named)| set.has_host(peer) && !set.is_excluded(&named))
+    }
+
+    /// Whether an overwritten file at `path` is kept (`savetargets`).
+    pub fn savetargets(&self, path: &RelPath) -> bool {
+        self.covering(path)
+            .any(|(set, _)| set.options.savetargets || set.options.history)
+    }
+
+    /// The hosts this host mirrors anything with.
+    pub fn peer_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .config
+            .sets_for(&self.host)
+            .flat_map(|s| s.peers_of(&self.host).map(|h| h.name.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// A readable account of what this host mirrors with whom.
     pub fn describe(&self) -> String {
         let mut s = String::new();
@@ -283,5 +361,83 @@ pub fn pin_mismatch(args: &DaemonArgs, plan: &Plan, ours: &Fingerprint) -> Optio
             ),
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan(host: &str, distfile: &str) -> (Plan, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .expect("chmod");
+            p
+        };
+        let conf = write("conf", distfile);
+        let peers = write("peers", "a 127.0.0.1:1\nb 127.0.0.1:2\nc 127.0.0.1:3\n");
+        let cli = crate::cli::Cli::parse_from([
+            "omirrd",
+            "--config",
+            conf.to_str().expect("utf-8"),
+            "--peers",
+            peers.to_str().expect("utf-8"),
+            "--host",
+            host,
+            "--root",
+            dir.path().to_str().expect("utf-8"),
+        ]);
+        match load(&cli.daemon) {
+            Ok(p) => (p, dir),
+            Err(d) => panic!("{d:?}"),
+        }
+    }
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes()).expect("path")
+    }
+
+    const CONF: &str = "( /srv/www /srv/www/static /etc/app ) -> ( a b )\n\texcept /srv/www/tmp ;\n\texcept_pat ( \\\\.swp$ ) ;\n\tinstall -osavetargets ;\n/srv/www/static -> ( a c )\n/opt/x -> ( b c )\n\tinstall /opt/y ;\n";
+
+    #[test]
+    fn tops_authorisation_and_exclusion() {
+        let (plan, _dir) = plan("a", CONF);
+        assert_eq!(plan.tops(), [p("etc/app"), p("srv/www")]);
+        assert_eq!(plan.peer_names(), ["b", "c"]);
+        assert!(plan.authorised("b", &p("srv/www/index.html")));
+        assert!(
+            !plan.authorised("c", &p("srv/www/index.html")),
+            "c shares only static"
+        );
+        assert!(plan.authorised("c", &p("srv/www/static/logo.png")));
+        assert!(!plan.authorised("b", &p("srv/www/tmp/x")), "excluded");
+        assert!(
+            !plan.authorised("b", &p("etc/passwd")),
+            "not mirrored at all"
+        );
+        assert!(plan.excluded(&p("srv/www/tmp/x")));
+        assert!(plan.excluded(&p("srv/www/.a.swp")));
+        assert!(
+            !plan.excluded(&p("srv/www/static/tmp")),
+            "only /srv/www/tmp is excluded"
+        );
+        assert!(plan.excluded(&p("var/log")), "outside every set");
+        assert!(plan.savetargets(&p("srv/www/index.html")));
+        assert!(
+            plan.savetargets(&p("srv/www/static/x")),
+            "one covering set keeps them"
+        );
+    }
+
+    #[test]
+    fn destinations_are_where_paths_live() {
+        let (plan, _dir) = plan("c", CONF);
+        assert_eq!(plan.tops(), [p("opt/y"), p("srv/www/static")]);
+        assert!(plan.authorised("b", &p("opt/y/bin")));
+        assert!(!plan.authorised("b", &p("opt/x/bin")));
     }
 }
