@@ -267,7 +267,11 @@ fn daemon_start_loads_everything_and_creates_an_identity() {
         err.contains("mirror set 'web'"),
         "logs what it would mirror: {err}"
     );
-    assert!(err.contains("no live mirror yet"), "{err}");
+    assert!(
+        err.contains("start-up scan done entries=3"),
+        "the three mirrored directories: {err}"
+    );
+    assert!(err.contains("no peer sessions yet"), "{err}");
     assert!(Path::new(&site.path("state")).join("key.pem").exists());
 }
 

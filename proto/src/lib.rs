@@ -1,18 +1,110 @@
 //! The omirr wire protocol.
 //!
-//! This crate owns everything two `omirrd` daemons agree on when they talk:
-//! the protocol version, the message types, their framing and the
-//! handshake. It does no I/O and holds no sync rules; those live in
-//! `omirr-core` (rules) and `omirr-net` (sockets, TLS).
+//! This crate owns everything two `omirrd` daemons must agree on when they
+//! talk, and nothing else:
 //!
-//! For now it holds only the version constant; the messages arrive with the
-//! live daemon.
+//! - [`Message`] and its parts: what travels, and the checks every
+//!   well-formed message passes whatever the session state
+//!   ([`Message::validate`]);
+//! - framing: a 4-byte big-endian payload length, then one encoded
+//!   message ([`encode`], [`FrameDecoder`]), with hard limits
+//!   ([`MAX_FRAME`], [`MAX_CHUNK`], [`MAX_CHANGES_PER_PAGE`]);
+//! - paging: splitting a run of index changes into messages that each fit
+//!   a frame ([`paginate`]);
+//! - the handshake rules: what a peer's [`Hello`] must say
+//!   ([`check_hello`]) and which capabilities a session uses
+//!   ([`negotiate`]);
+//! - with the `tokio` feature (on by default), thin async helpers that
+//!   read and write one message on a stream under the same limits
+//!   ([`read_message`], [`write_message`]).
+//!
+//! It does not own:
+//!
+//! - sockets, TLS, certificates or the peers file (`omirr-net`): this crate
+//!   does no I/O; the async helpers only move bytes the caller's stream
+//!   gives them;
+//! - the sync rules (`omirr-core`): which entry wins, what to fetch, what
+//!   to apply. It borrows core's entry types ([`Change`], [`RelPath`], ...)
+//!   because they are what travels; that dependency points from proto to
+//!   core, the reverse of the arrow drawn in DESIGN.md, so that the types
+//!   exist once. Core does no I/O either, so nothing is lost;
+//! - session state: cursors, acknowledgements, which request is
+//!   outstanding, whether a peer may change a path. `PROTOCOL.md` says
+//!   what a session must do; the session code in `omirr-net` does it.
+//!
+//! Untrusted bytes: decoding never panics, never allocates more than the
+//! frame limit per field, and rejects a frame whose declared length is over
+//! the limit before buffering it. Paths are checked as they are decoded
+//! (by [`RelPath`]'s own validation), so a `Change` naming `a/../b` never
+//! leaves the decoder.
+//!
+//! The payload encoding (bincode 2 over serde) is confined to one private
+//! module, `codec`, so that it can be swapped without touching the rest.
+//! `PROTOCOL.md` next to this crate's `Cargo.toml` is the reference for the
+//! bytes on the wire.
+
+mod codec;
+mod error;
+mod frame;
+mod handshake;
+#[cfg(feature = "tokio")]
+mod io;
+mod message;
+mod page;
+mod serde_helpers;
+
+pub use error::{DecodeError, EncodeError, InvalidMessage};
+pub use frame::{encode, encode_into, FrameDecoder};
+pub use handshake::{check_hello, expect_hello, negotiate, HandshakeError, CAPABILITIES};
+#[cfg(feature = "tokio")]
+pub use io::{read_message, write_message, ReadError, WriteError};
+pub use message::{ErrorCode, Hello, Message};
+pub use page::paginate;
+
+// What travels inside messages, re-exported so that users of the protocol
+// need not name omirr-core for them.
+pub use omirr_core::{
+    Change, Content, Entry, Hash, HostId, Meta, RelPath, Seq, Timestamp, Version,
+};
 
 /// The protocol version this build speaks. Bumped on every incompatible
 /// change to framing or messages; peers with different versions refuse each
-/// other at the handshake.
+/// other at the handshake. `PROTOCOL.md` says what needs a bump.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The TCP port omirrd listens on when the peers file names none (omirr's
 /// historical port).
 pub const DEFAULT_PORT: u16 = 808;
+
+/// Length of the frame header: the payload length as a big-endian `u32`.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// The largest payload a frame may carry, in bytes (4 MiB), header not
+/// included. Large enough for a page of thousands of changes or a file
+/// chunk with room to spare; small enough that a peer cannot make us hold
+/// much for it.
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+
+/// The most file data one [`Message::FileData`] carries (256 KiB): big
+/// enough to amortise the per-message cost, small enough that other
+/// messages (changes, pings) are not stuck behind a file for long.
+pub const MAX_CHUNK: usize = 256 * 1024;
+
+/// The most changes one [`Message::Changes`] page carries. A change
+/// encodes to as little as ~10 bytes but takes ~150 in memory; bounding the
+/// count bounds what a frame can make the receiver allocate, and keeps a
+/// page a reasonable unit for one index transaction.
+pub const MAX_CHANGES_PER_PAGE: usize = 16 * 1024;
+
+/// The longest host name, in bytes (a DNS name's limit).
+pub const MAX_HOST_LEN: usize = 255;
+
+/// The most capabilities a [`Hello`] may list.
+pub const MAX_CAPABILITIES: usize = 64;
+
+/// The longest capability name, in bytes.
+pub const MAX_CAPABILITY_LEN: usize = 64;
+
+/// The longest free text (an error message, a reason), in bytes: enough to
+/// explain, short enough to log on one line.
+pub const MAX_TEXT: usize = 4096;

@@ -1,8 +1,12 @@
 //! omirr's network edge.
 //!
 //! This crate owns the host's TLS identity ([`identity`]): its key pair,
-//! its self-signed certificate and the fingerprint peers pin. Peer sessions
-//! arrive here with the live daemon. It holds no sync rules and parses no
+//! its self-signed certificate and the fingerprint peers pin; and the
+//! mutual TLS 1.3 between peers ([`tls`]): rustls configurations that trust
+//! exactly the keys pinned in the peers file, reloadable at run time, and
+//! refusals that name the key they refused. Peer sessions arrive here with
+//! the live daemon. It holds no sync rules and parses no
 //! configuration (the peers file is `omirr-config`'s).
 
 pub mod identity;
+pub mod tls;

@@ -99,8 +99,47 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
     for line in plan.describe().lines() {
         tracing::info!("{line}");
     }
+    startup_scan(cli, &plan)?;
     tracing::warn!(
-        "this build has no live mirror yet: configuration, peers and identity are valid; exiting"
+        peers = ?plan.peer_names(),
+        "this build has no peer sessions yet: configuration, peers, identity and index are ready; exiting"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Brings the index up to date with the disk: what changed while the
+/// daemon was down becomes local changes.
+fn startup_scan(cli: &Cli, plan: &plan::Plan) -> Result<()> {
+    let state = &cli.daemon.state_dir;
+    let index = omirr_index::Index::open(state)?;
+    let applier = omirr_fs::apply::Applier::open(&plan.root, Default::default())
+        .with_context(|| format!("cannot use the root {}", plan.root.display()))?;
+    // Temporary files a killed daemon left behind are nobody's data.
+    let stale = applier.cleanup_stale_temps_tree()?;
+    if stale > 0 {
+        tracing::info!(
+            files = stale,
+            "removed temporary files left by an interrupted run"
+        );
+    }
+    let mut hlc = omirr_core::Hlc::default();
+    let host = omirr_core::HostId::new(&plan.host);
+    let tops = plan.tops();
+    tracing::debug!(tops = ?tops, "mirrored trees");
+    let started = std::time::Instant::now();
+    let scan =
+        omirr_fs::local::scan_into_index(&index, &mut hlc, &host, &plan.root, &tops, &|p| {
+            plan.excluded(p)
+        })?;
+    for issue in &scan.report.issues {
+        tracing::warn!("{issue}");
+    }
+    tracing::info!(
+        entries = scan.report.found.len(),
+        hashed = scan.report.stats.hashed_files,
+        changes = scan.changes,
+        ms = started.elapsed().as_millis() as u64,
+        "start-up scan done"
+    );
+    Ok(())
 }

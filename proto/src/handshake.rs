@@ -1,0 +1,94 @@
+//! The handshake rules, sans-IO.
+//!
+//! After TLS, each side sends its [`Hello`] at once (not waiting for the
+//! other's: no round trip, and no deadlock, as a Hello is small) and reads
+//! the peer's with [`expect_hello`] and [`check_hello`]. On an error it
+//! sends [`HandshakeError::to_message`] and closes. Otherwise both sides
+//! use [`negotiate`]d capabilities, which they compute alike.
+//!
+//! What this module cannot check, the session code must: that
+//! `expected_host` is the host whose pinned certificate the TLS layer
+//! verified on this very connection, not a name taken from the Hello.
+
+use crate::{ErrorCode, Hello, Message, PROTOCOL_VERSION};
+
+/// The capabilities this build supports and lists in its [`Hello`]. None
+/// are defined yet; a capability will name an optional message or
+/// behaviour that a session uses only when both sides list it.
+pub const CAPABILITIES: &[&str] = &[];
+
+/// Why a session ends at the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("peer speaks protocol version {theirs}; this build speaks {ours}")]
+    ProtocolVersion { ours: u32, theirs: u32 },
+    #[error("peer introduced itself as {claimed:?}, but its certificate is that of {expected:?}")]
+    WrongHost { expected: String, claimed: String },
+    #[error("expected Hello as the first message, got {got}")]
+    NotHello { got: &'static str },
+    /// The peer sent `Error` instead of its Hello.
+    #[error("peer refused the session ({code:?}): {message:?}")]
+    Refused { code: ErrorCode, message: String },
+}
+
+impl HandshakeError {
+    /// The code to send the peer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HandshakeError::ProtocolVersion { .. } => ErrorCode::ProtocolVersion,
+            HandshakeError::WrongHost { .. } => ErrorCode::UnknownHost,
+            HandshakeError::NotHello { .. } => ErrorCode::BadMessage,
+            HandshakeError::Refused { code, .. } => *code,
+        }
+    }
+
+    /// The `Error` to send before closing; `None` when the peer already
+    /// refused (answering its `Error` would be noise).
+    pub fn to_message(&self) -> Option<Message> {
+        match self {
+            HandshakeError::Refused { .. } => None,
+            _ => Some(Message::error(self.code(), self.to_string())),
+        }
+    }
+}
+
+/// The peer's first message, which must be its Hello.
+pub fn expect_hello(first: Message) -> Result<Hello, HandshakeError> {
+    match first {
+        Message::Hello(h) => Ok(h),
+        Message::Error { code, message } => Err(HandshakeError::Refused { code, message }),
+        other => Err(HandshakeError::NotHello { got: other.kind() }),
+    }
+}
+
+/// Checks the peer's Hello: it speaks our [`PROTOCOL_VERSION`], and names
+/// itself `expected_host`, the host the TLS layer authenticated (compared
+/// byte for byte, as the peers file spells it). The version is checked
+/// first: under another version the name might not mean the same.
+pub fn check_hello(hello: &Hello, expected_host: &str) -> Result<(), HandshakeError> {
+    if hello.protocol != PROTOCOL_VERSION {
+        return Err(HandshakeError::ProtocolVersion {
+            ours: PROTOCOL_VERSION,
+            theirs: hello.protocol,
+        });
+    }
+    if hello.host != expected_host {
+        return Err(HandshakeError::WrongHost {
+            expected: expected_host.to_owned(),
+            claimed: hello.host.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The capabilities a session uses: those both sides list, in `ours`'
+/// order, each once. Both sides get the same set.
+pub fn negotiate(ours: &[&str], theirs: &[String]) -> Vec<String> {
+    let mut both: Vec<String> = Vec::new();
+    for c in ours {
+        if theirs.iter().any(|t| t == c) && !both.iter().any(|b| b == c) {
+            both.push((*c).to_owned());
+        }
+    }
+    both
+}

@@ -1,0 +1,97 @@
+//! Thin async helpers: one message from or to a tokio stream, under the
+//! same limits as [`crate::FrameDecoder`] and [`crate::encode`]. The
+//! stream (TCP, TLS, a test pipe) is the caller's; nothing here opens,
+//! buffers beyond one frame, or closes anything.
+
+use crate::error::{DecodeError, EncodeError};
+use crate::frame::{decode_payload, payload_len};
+use crate::{encode, Message, FRAME_HEADER_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The first bite of a payload's buffer, and the least it grows by: a
+/// header alone does not make us reserve its declared length.
+const READ_STEP: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading a frame: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("writing a frame: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// Reads one frame and returns its message; `Ok(None)` if the stream
+/// ended cleanly between frames. The payload buffer grows as bytes arrive,
+/// never past the declared length, which is checked against
+/// [`crate::MAX_FRAME`] before anything is reserved.
+///
+/// Not cancel-safe: dropping the future inside a frame loses the bytes
+/// read so far and with them the framing. A loop that `select!`s between
+/// reading and other work should read into its own buffer and use
+/// [`crate::FrameDecoder`], or read in a task of its own.
+pub async fn read_message<R>(r: &mut R) -> Result<Option<Message>, ReadError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    let mut got = 0;
+    while let Some(rest) = header.get_mut(got..).filter(|s| !s.is_empty()) {
+        let n = r.read(rest).await?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(DecodeError::Truncated {
+                have: got,
+                need: FRAME_HEADER_LEN,
+            }
+            .into());
+        }
+        got += n;
+    }
+    let len = payload_len(header)?;
+    let mut payload: Vec<u8> = Vec::new();
+    while payload.len() < len {
+        if payload.len() == payload.capacity() {
+            // Geometric growth (amortised copying), capped at the
+            // declared length.
+            let want = (payload.capacity() * 2).max(READ_STEP).min(len);
+            payload.reserve_exact(want - payload.len());
+        }
+        let filled = payload.len();
+        payload.resize(payload.capacity().min(len), 0);
+        let n = match payload.get_mut(filled..) {
+            Some(space) => r.read(space).await?,
+            None => 0,
+        };
+        payload.truncate(filled + n);
+        if n == 0 {
+            return Err(DecodeError::Truncated {
+                have: FRAME_HEADER_LEN + filled,
+                need: FRAME_HEADER_LEN + len,
+            }
+            .into());
+        }
+    }
+    Ok(Some(decode_payload(&payload)?))
+}
+
+/// Encodes `msg` and writes its frame. Does not flush: the caller decides
+/// when a batch of messages goes out. Not cancel-safe: a write dropped
+/// half-way leaves half a frame on the stream, which must then be closed.
+pub async fn write_message<W>(w: &mut W, msg: &Message) -> Result<(), WriteError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let frame = encode(msg)?;
+    w.write_all(&frame).await?;
+    Ok(())
+}

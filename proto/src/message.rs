@@ -1,0 +1,426 @@
+//! The messages two peers exchange, and the checks every well-formed one
+//! passes.
+//!
+//! The order of the variants is the wire format (the codec numbers them):
+//! never reorder them; append new ones at the end. `Hello` and `Error`
+//! come first and are frozen, so that peers of any two protocol versions
+//! can read each other's greeting and refusal (see `PROTOCOL.md`).
+
+use crate::error::InvalidMessage;
+use crate::serde_helpers;
+use crate::{
+    Change, Content, Hash, RelPath, Seq, MAX_CAPABILITIES, MAX_CAPABILITY_LEN,
+    MAX_CHANGES_PER_PAGE, MAX_CHUNK, MAX_HOST_LEN, MAX_TEXT, PROTOCOL_VERSION,
+};
+use serde::{Deserialize, Serialize};
+
+/// The first message each side sends after TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// The sender's host name, as the peers file and Distfile spell it. It
+    /// must be the name the TLS layer authenticated (see
+    /// [`crate::check_hello`]).
+    #[serde(deserialize_with = "serde_helpers::text")]
+    pub host: String,
+    /// Optional features the sender supports; the session uses those both
+    /// sides list ([`crate::negotiate`]). None are defined yet.
+    #[serde(deserialize_with = "serde_helpers::capabilities")]
+    pub capabilities: Vec<String>,
+}
+
+impl Hello {
+    /// This build's greeting for `host`.
+    pub fn new(host: &str) -> Hello {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            host: host.to_owned(),
+            capabilities: crate::CAPABILITIES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// Why a session ends. Encoded as a number, so that a code added later
+/// reaches an older peer as [`ErrorCode::Other`] instead of making the
+/// whole `Error` undecodable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "u32", into = "u32")]
+pub enum ErrorCode {
+    /// The peer's [`Hello::protocol`] is not ours.
+    ProtocolVersion,
+    /// The name in the peer's [`Hello`] is not the host its certificate
+    /// belongs to, or not one we mirror with.
+    UnknownHost,
+    /// The peer asked for or did something it may not.
+    NotAuthorised,
+    /// A frame could not be decoded, a message was invalid, or it came out
+    /// of the session's order.
+    BadMessage,
+    /// The sender failed locally (disk, database) and is closing.
+    Internal,
+    /// The sender is stopping; try again later.
+    ShuttingDown,
+    /// A code this build does not know (sent by a newer peer).
+    Other(u32),
+}
+
+impl From<u32> for ErrorCode {
+    fn from(n: u32) -> ErrorCode {
+        match n {
+            1 => ErrorCode::ProtocolVersion,
+            2 => ErrorCode::UnknownHost,
+            3 => ErrorCode::NotAuthorised,
+            4 => ErrorCode::BadMessage,
+            5 => ErrorCode::Internal,
+            6 => ErrorCode::ShuttingDown,
+            n => ErrorCode::Other(n),
+        }
+    }
+}
+
+impl From<ErrorCode> for u32 {
+    fn from(c: ErrorCode) -> u32 {
+        match c {
+            ErrorCode::ProtocolVersion => 1,
+            ErrorCode::UnknownHost => 2,
+            ErrorCode::NotAuthorised => 3,
+            ErrorCode::BadMessage => 4,
+            ErrorCode::Internal => 5,
+            ErrorCode::ShuttingDown => 6,
+            ErrorCode::Other(n) => n,
+        }
+    }
+}
+
+/// One message: the payload of one frame. `PROTOCOL.md` describes the
+/// order of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// The greeting, sent first by both sides. Frozen across versions.
+    Hello(Hello),
+    /// Fatal: the sender closes the connection after it. Frozen across
+    /// versions.
+    Error {
+        code: ErrorCode,
+        #[serde(deserialize_with = "serde_helpers::text")]
+        message: String,
+    },
+    /// "Send me everything you recorded after sequence `after`" (0 for a
+    /// peer we have never heard from), then keep sending live changes.
+    Pull { after: Seq },
+    /// A page of the sender's index, in sequence order. Each change carries
+    /// the sequence the sender recorded it under. `upto`: with this page the
+    /// receiver has everything the sender recorded up to `upto` that it is
+    /// going to get (sequences skipped were superseded or are not for this
+    /// peer). `done`: no further page follows right away; the receiver is
+    /// caught up (the first `done` after a `Pull` ends its answer).
+    Changes {
+        #[serde(deserialize_with = "serde_helpers::changes")]
+        changes: Vec<(Seq, Change)>,
+        upto: Seq,
+        done: bool,
+    },
+    /// The receiver has applied, and durably recorded, everything the
+    /// sender sent up to `upto`.
+    Ack { upto: Seq },
+    /// "Send me the content of `path`, which you announced with this hash
+    /// and size." `id` is the requester's, unique among its outstanding
+    /// requests.
+    FileRequest {
+        id: u64,
+        path: RelPath,
+        hash: Hash,
+        size: u64,
+    },
+    /// Bytes `offset..offset + data.len()` of request `id`'s file; at most
+    /// [`MAX_CHUNK`] bytes, in offset order.
+    FileData {
+        id: u64,
+        offset: u64,
+        #[serde(with = "serde_helpers::bytes")]
+        data: Vec<u8>,
+    },
+    /// All of request `id`'s file has been sent.
+    FileEnd { id: u64 },
+    /// Request `id` cannot be served: the file changed or is gone on the
+    /// sender. Data already sent for it is to be discarded.
+    FileUnavailable {
+        id: u64,
+        #[serde(deserialize_with = "serde_helpers::text")]
+        reason: String,
+    },
+    /// Are you there? Answered by a `Pong` with the same nonce.
+    Ping { nonce: u64 },
+    /// The answer to a `Ping`.
+    Pong { nonce: u64 },
+}
+
+impl Message {
+    /// The variant's name, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Error { .. } => "Error",
+            Message::Pull { .. } => "Pull",
+            Message::Changes { .. } => "Changes",
+            Message::Ack { .. } => "Ack",
+            Message::FileRequest { .. } => "FileRequest",
+            Message::FileData { .. } => "FileData",
+            Message::FileEnd { .. } => "FileEnd",
+            Message::FileUnavailable { .. } => "FileUnavailable",
+            Message::Ping { .. } => "Ping",
+            Message::Pong { .. } => "Pong",
+        }
+    }
+
+    /// An `Error` message; a `message` longer than [`MAX_TEXT`] is cut (at
+    /// a character boundary) so that the refusal itself is always
+    /// sendable.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
+        Message::Error {
+            code,
+            message: truncate(message.into(), MAX_TEXT),
+        }
+    }
+
+    /// Checks what every well-formed message satisfies, whatever the
+    /// session state: the limits, sequence order within a page, sane
+    /// entries. [`crate::encode`] refuses, and [`crate::FrameDecoder`]
+    /// rejects, a message that fails this. Paths are not checked here:
+    /// a [`RelPath`] cannot hold an invalid one.
+    pub fn validate(&self) -> Result<(), InvalidMessage> {
+        match self {
+            Message::Hello(h) => {
+                check_host(&h.host)?;
+                if h.capabilities.len() > MAX_CAPABILITIES {
+                    return Err(InvalidMessage::TooManyCapabilities {
+                        count: h.capabilities.len(),
+                        max: MAX_CAPABILITIES,
+                    });
+                }
+                for c in &h.capabilities {
+                    if c.is_empty()
+                        || c.len() > MAX_CAPABILITY_LEN
+                        || !c.bytes().all(|b| b.is_ascii_graphic())
+                    {
+                        return Err(InvalidMessage::BadCapability {
+                            name: c.escape_debug().to_string(),
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Message::Error { message, .. } => check_text("Error message", message),
+            Message::Changes { changes, upto, .. } => validate_page(changes, *upto),
+            Message::FileData { offset, data, .. } => {
+                if data.len() > MAX_CHUNK {
+                    return Err(InvalidMessage::ChunkTooLarge {
+                        len: data.len(),
+                        max: MAX_CHUNK,
+                    });
+                }
+                let fits = u64::try_from(data.len())
+                    .ok()
+                    .and_then(|n| offset.checked_add(n))
+                    .is_some();
+                if !fits {
+                    return Err(InvalidMessage::ChunkPastEnd {
+                        offset: *offset,
+                        len: data.len(),
+                    });
+                }
+                Ok(())
+            }
+            Message::FileUnavailable { reason, .. } => check_text("FileUnavailable reason", reason),
+            Message::Pull { .. }
+            | Message::Ack { .. }
+            | Message::FileRequest { .. }
+            | Message::FileEnd { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. } => Ok(()),
+        }
+    }
+}
+
+/// The checks on a page of changes, also applied by [`crate::paginate`] to
+/// its input (without the count limit, which paging enforces).
+pub(crate) fn validate_page(changes: &[(Seq, Change)], upto: Seq) -> Result<(), InvalidMessage> {
+    if changes.len() > MAX_CHANGES_PER_PAGE {
+        return Err(InvalidMessage::TooManyChanges {
+            count: changes.len(),
+            max: MAX_CHANGES_PER_PAGE,
+        });
+    }
+    validate_changes(changes, upto)
+}
+
+/// Sequence order and entry sanity, for any number of changes.
+pub(crate) fn validate_changes(changes: &[(Seq, Change)], upto: Seq) -> Result<(), InvalidMessage> {
+    let mut prev: Seq = 0;
+    for (seq, change) in changes {
+        // Sequences start at 1 (0 means "nothing recorded"), and a page
+        // lists each at most once, in order.
+        if *seq <= prev {
+            return Err(InvalidMessage::OutOfOrder { prev, next: *seq });
+        }
+        prev = *seq;
+        check_change(change)?;
+    }
+    if prev > upto {
+        return Err(InvalidMessage::BeyondUpto { seq: prev, upto });
+    }
+    Ok(())
+}
+
+fn check_change(c: &Change) -> Result<(), InvalidMessage> {
+    check_host(c.entry.version.host.as_str())?;
+    if c.entry.meta.mode & !0o7777 != 0 {
+        return Err(InvalidMessage::BadMode {
+            path: c.path.to_string(),
+            mode: c.entry.meta.mode,
+        });
+    }
+    if let Content::Symlink { target } = &c.entry.content {
+        // symlink(2) takes a C string and refuses an empty one: no host
+        // can have read such a target from its disk.
+        if target.is_empty() || target.contains(&0) {
+            return Err(InvalidMessage::BadSymlink {
+                path: c.path.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_host(name: &str) -> Result<(), InvalidMessage> {
+    if name.is_empty() || name.len() > MAX_HOST_LEN {
+        return Err(InvalidMessage::BadHostName {
+            name: truncate(name.escape_debug().to_string(), 80),
+            max: MAX_HOST_LEN,
+        });
+    }
+    Ok(())
+}
+
+fn check_text(field: &'static str, text: &str) -> Result<(), InvalidMessage> {
+    if text.len() > MAX_TEXT {
+        return Err(InvalidMessage::TextTooLong {
+            field,
+            len: text.len(),
+            max: MAX_TEXT,
+        });
+    }
+    Ok(())
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_stable_numbers() {
+        let all = [
+            (ErrorCode::ProtocolVersion, 1),
+            (ErrorCode::UnknownHost, 2),
+            (ErrorCode::NotAuthorised, 3),
+            (ErrorCode::BadMessage, 4),
+            (ErrorCode::Internal, 5),
+            (ErrorCode::ShuttingDown, 6),
+        ];
+        for (code, n) in all {
+            assert_eq!(u32::from(code), n);
+            assert_eq!(ErrorCode::from(n), code);
+        }
+        assert_eq!(ErrorCode::from(99), ErrorCode::Other(99));
+        assert_eq!(ErrorCode::from(0), ErrorCode::Other(0));
+    }
+
+    #[test]
+    fn error_text_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(MAX_TEXT); // two bytes each
+        let Message::Error { message, .. } = Message::error(ErrorCode::Internal, long) else {
+            panic!("not an Error");
+        };
+        assert!(message.len() <= MAX_TEXT);
+        assert!(message.len() >= MAX_TEXT - 1);
+        assert!(
+            Message::error(ErrorCode::Internal, "x".repeat(MAX_TEXT + 1))
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn file_data_must_fit_a_chunk_and_u64() {
+        let ok = Message::FileData {
+            id: 1,
+            offset: 0,
+            data: vec![0; MAX_CHUNK],
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let big = Message::FileData {
+            id: 1,
+            offset: 0,
+            data: vec![0; MAX_CHUNK + 1],
+        };
+        assert_eq!(
+            big.validate(),
+            Err(InvalidMessage::ChunkTooLarge {
+                len: MAX_CHUNK + 1,
+                max: MAX_CHUNK
+            })
+        );
+        let past = Message::FileData {
+            id: 1,
+            offset: u64::MAX,
+            data: vec![0; 2],
+        };
+        assert!(matches!(
+            past.validate(),
+            Err(InvalidMessage::ChunkPastEnd { .. })
+        ));
+    }
+
+    #[test]
+    fn hello_limits() {
+        let mut h = Hello::new("alpha");
+        assert_eq!(Message::Hello(h.clone()).validate(), Ok(()));
+        h.capabilities = vec!["has space".into()];
+        assert!(matches!(
+            Message::Hello(h.clone()).validate(),
+            Err(InvalidMessage::BadCapability { .. })
+        ));
+        h.capabilities = vec!["c".into(); MAX_CAPABILITIES + 1];
+        assert!(matches!(
+            Message::Hello(h.clone()).validate(),
+            Err(InvalidMessage::TooManyCapabilities { .. })
+        ));
+        h.capabilities.clear();
+        h.host = String::new();
+        assert!(matches!(
+            Message::Hello(h.clone()).validate(),
+            Err(InvalidMessage::BadHostName { .. })
+        ));
+        h.host = "h".repeat(MAX_HOST_LEN + 1);
+        assert!(matches!(
+            Message::Hello(h).validate(),
+            Err(InvalidMessage::BadHostName { .. })
+        ));
+    }
+}

@@ -1,0 +1,102 @@
+//! The tokio helpers, over an in-memory pipe small enough to force partial
+//! reads and writes.
+#![cfg(feature = "tokio")]
+
+mod common;
+
+use common::*;
+use omirr_proto::{
+    read_message, write_message, DecodeError, Hello, Message, ReadError, WriteError, MAX_FRAME,
+};
+use tokio::io::AsyncWriteExt;
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn messages_cross_a_pipe_and_eof_ends_cleanly() {
+    let msgs = {
+        let mut m = one_of_each();
+        m.push(Message::FileData {
+            id: 9,
+            offset: 1 << 30,
+            data: (0..omirr_proto::MAX_CHUNK).map(|i| i as u8).collect(),
+        });
+        m
+    };
+    let sent = msgs.clone();
+    let got = run(async move {
+        let (mut a, mut b) = tokio::io::duplex(61);
+        let writer = tokio::spawn(async move {
+            for m in &sent {
+                write_message(&mut a, m).await.expect("writes");
+            }
+            a.shutdown().await.expect("shuts down");
+        });
+        let mut got = Vec::new();
+        while let Some(m) = read_message(&mut b).await.expect("reads") {
+            got.push(m);
+        }
+        writer.await.expect("writer finished");
+        got
+    });
+    assert_eq!(got, msgs);
+}
+
+#[test]
+fn an_oversized_header_is_refused_without_reading_on() {
+    let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+    let err = run(read_message(&mut input)).expect_err("too large");
+    assert!(matches!(
+        err,
+        ReadError::Decode(DecodeError::FrameTooLarge {
+            len: 0xffff_ffff,
+            max: MAX_FRAME
+        })
+    ));
+    assert_eq!(
+        err.to_string(),
+        "frame of 4294967295 bytes exceeds the 4194304-byte limit"
+    );
+    assert_eq!(input, [1, 2, 3], "the payload was not read");
+}
+
+#[test]
+fn a_stream_cut_inside_a_frame_is_an_error() {
+    let frame = omirr_proto::encode(&Message::Hello(Hello::new("alpha"))).expect("encodes");
+    for cut in 1..frame.len() {
+        let mut input = &frame[..cut];
+        let err = run(read_message(&mut input)).expect_err("cut frame");
+        let need = if cut < 4 { 4 } else { frame.len() };
+        assert!(
+            matches!(err, ReadError::Decode(DecodeError::Truncated { have, need: n }) if have == cut && n == need),
+            "cut at {cut}: {err:?}"
+        );
+    }
+    let mut empty: &[u8] = &[];
+    assert!(matches!(run(read_message(&mut empty)), Ok(None)));
+}
+
+#[test]
+fn zero_length_and_invalid_messages_are_refused() {
+    let mut zero: &[u8] = &[0, 0, 0, 0];
+    assert!(matches!(
+        run(read_message(&mut zero)),
+        Err(ReadError::Decode(DecodeError::EmptyFrame))
+    ));
+    let bad = Message::Hello(Hello {
+        protocol: 1,
+        host: String::new(),
+        capabilities: vec![],
+    });
+    let mut sink = Vec::new();
+    assert!(matches!(
+        run(write_message(&mut sink, &bad)),
+        Err(WriteError::Encode(_))
+    ));
+    assert!(sink.is_empty(), "nothing written for a refused message");
+}

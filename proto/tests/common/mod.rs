@@ -1,0 +1,244 @@
+//! Proptest strategies for what travels, shared by the test files.
+#![allow(dead_code)] // each test file uses a different part
+
+use omirr_proto::{
+    Change, Content, Entry, ErrorCode, Hello, HostId, Message, Meta, RelPath, Seq, Timestamp,
+    Version,
+};
+use proptest::prelude::*;
+
+/// One byte of a name: mostly letters, often the bytes that break naive
+/// code (newline, non-UTF-8, control), never `/` or NUL.
+fn name_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        4 => b'a'..=b'z',
+        1 => Just(b'\n'),
+        1 => Just(b'.'),
+        2 => 0x80u8..=0xff,
+        2 => any::<u8>(),
+    ]
+    .prop_filter("no separator or NUL", |b| *b != b'/' && *b != 0)
+}
+
+fn component() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(name_byte(), 1..10).prop_map(|mut c| {
+        // "." and ".." are not names; "..x" is.
+        if c == b"." || c == b".." {
+            c.push(b'x');
+        }
+        c
+    })
+}
+
+/// Any valid path, the root included.
+pub fn rel_path() -> impl Strategy<Value = RelPath> {
+    prop::collection::vec(component(), 0..5)
+        .prop_map(|cs| RelPath::new(cs.join(&b'/')).expect("valid by construction"))
+}
+
+pub fn host() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z][a-z0-9.-]{0,20}",
+        prop::collection::vec(any::<char>(), 1..12).prop_map(String::from_iter),
+    ]
+}
+
+pub fn content() -> impl Strategy<Value = Content> {
+    prop_oneof![
+        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(size, hash)| Content::File { size, hash }),
+        Just(Content::Dir),
+        prop::collection::vec(1u8..=255, 1..64).prop_map(|target| Content::Symlink { target }),
+        Just(Content::Deleted),
+    ]
+}
+
+pub fn entry() -> impl Strategy<Value = Entry> {
+    (
+        content(),
+        (0u32..=0o7777, any::<u32>(), any::<u32>(), any::<i64>()),
+        any::<u64>(),
+        host(),
+    )
+        .prop_map(|(content, (mode, uid, gid, mtime_ns), ts, host)| Entry {
+            content,
+            meta: Meta {
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+            },
+            version: Version {
+                ts: Timestamp(ts),
+                host: HostId::new(&host),
+            },
+        })
+}
+
+pub fn change() -> impl Strategy<Value = Change> {
+    (rel_path(), entry()).prop_map(|(path, entry)| Change { path, entry })
+}
+
+/// Changes numbered in increasing order from 1, and an `upto` at or after
+/// the last.
+pub fn numbered(
+    changes: impl Strategy<Value = Vec<(u64, Change)>>,
+) -> impl Strategy<Value = (Vec<(Seq, Change)>, Seq)> {
+    (changes, 0u64..5).prop_map(|(cs, extra)| {
+        let mut seq = 0;
+        let numbered: Vec<(Seq, Change)> = cs
+            .into_iter()
+            .map(|(gap, c)| {
+                seq += gap;
+                (seq, c)
+            })
+            .collect();
+        (numbered, seq + extra)
+    })
+}
+
+pub fn changes_page() -> impl Strategy<Value = (Vec<(Seq, Change)>, Seq)> {
+    numbered(prop::collection::vec((1u64..1000, change()), 0..12))
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<char>(), 0..40).prop_map(String::from_iter)
+}
+
+/// Any valid message, every variant.
+pub fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (
+            any::<u32>(),
+            host(),
+            prop::collection::vec("[a-z][a-z0-9-]{0,15}", 0..5)
+        )
+            .prop_map(|(protocol, host, capabilities)| Message::Hello(Hello {
+                protocol,
+                host,
+                capabilities
+            })),
+        (any::<u32>(), text()).prop_map(|(code, message)| Message::Error {
+            code: ErrorCode::from(code),
+            message
+        }),
+        any::<u64>().prop_map(|after| Message::Pull { after }),
+        (changes_page(), any::<bool>()).prop_map(|((changes, upto), done)| Message::Changes {
+            changes,
+            upto,
+            done
+        }),
+        any::<u64>().prop_map(|upto| Message::Ack { upto }),
+        (any::<u64>(), rel_path(), any::<[u8; 32]>(), any::<u64>()).prop_map(
+            |(id, path, hash, size)| Message::FileRequest {
+                id,
+                path,
+                hash,
+                size
+            }
+        ),
+        (
+            any::<u64>(),
+            0..=u64::MAX - 4096,
+            prop::collection::vec(any::<u8>(), 0..2048)
+        )
+            .prop_map(|(id, offset, data)| Message::FileData { id, offset, data }),
+        any::<u64>().prop_map(|id| Message::FileEnd { id }),
+        (any::<u64>(), text()).prop_map(|(id, reason)| Message::FileUnavailable { id, reason }),
+        any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
+        any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
+    ]
+}
+
+pub fn p(s: &str) -> RelPath {
+    RelPath::new(s.as_bytes()).expect("valid test path")
+}
+
+pub fn sample_change(path: &str) -> Change {
+    Change {
+        path: p(path),
+        entry: Entry {
+            content: Content::File {
+                size: 4,
+                hash: [7; 32],
+            },
+            meta: Meta {
+                mode: 0o644,
+                uid: 1000,
+                gid: 1000,
+                mtime_ns: 1_700_000_000_000_000_000,
+            },
+            version: Version {
+                ts: Timestamp(1_700_000_000_000_000_001),
+                host: HostId::new("alpha"),
+            },
+        },
+    }
+}
+
+/// One message of each variant. The match below has no wildcard, so a new
+/// variant fails to compile here until it has a sample.
+pub fn one_of_each() -> Vec<Message> {
+    let all = vec![
+        Message::Hello(Hello::new("alpha")),
+        Message::error(ErrorCode::BadMessage, "no"),
+        Message::Pull { after: 0 },
+        Message::Changes {
+            changes: vec![(1, sample_change("a/\n\u{e9}")), (5, sample_change("b"))],
+            upto: 9,
+            done: true,
+        },
+        Message::Ack { upto: 9 },
+        Message::FileRequest {
+            id: 1,
+            path: p("a/b"),
+            hash: [1; 32],
+            size: 3,
+        },
+        Message::FileData {
+            id: 1,
+            offset: 0,
+            data: b"abc".to_vec(),
+        },
+        Message::FileEnd { id: 1 },
+        Message::FileUnavailable {
+            id: 2,
+            reason: "changed while being read".into(),
+        },
+        Message::Ping { nonce: 42 },
+        Message::Pong { nonce: 42 },
+    ];
+    for m in &all {
+        match m {
+            Message::Hello(_)
+            | Message::Error { .. }
+            | Message::Pull { .. }
+            | Message::Changes { .. }
+            | Message::Ack { .. }
+            | Message::FileRequest { .. }
+            | Message::FileData { .. }
+            | Message::FileEnd { .. }
+            | Message::FileUnavailable { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. } => {}
+        }
+    }
+    all
+}
+
+/// Feeds `bytes` in one piece and pulls every message, stopping at the
+/// first error.
+pub fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, omirr_proto::DecodeError> {
+    let mut d = omirr_proto::FrameDecoder::new();
+    d.feed(bytes);
+    let mut out = Vec::new();
+    while let Some(m) = d.next_message()? {
+        out.push(m);
+    }
+    d.finish()?;
+    Ok(out)
+}
+
+/// A frame header declaring `len` bytes.
+pub fn header(len: u32) -> [u8; 4] {
+    len.to_be_bytes()
+}

@@ -1,0 +1,321 @@
+//! Messages survive the trip through a frame, the bytes are what
+//! PROTOCOL.md says, and what must not decode does not.
+
+mod common;
+
+use common::*;
+use omirr_proto::{
+    encode, Change, Content, DecodeError, EncodeError, Entry, ErrorCode, FrameDecoder, Hello,
+    HostId, InvalidMessage, Message, Meta, RelPath, Timestamp, Version, MAX_CHANGES_PER_PAGE,
+    MAX_FRAME,
+};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn every_message_round_trips(msg in message()) {
+        let frame = encode(&msg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(decode_all(&frame), Ok(vec![msg]));
+    }
+
+    #[test]
+    fn changes_round_trip_with_odd_paths((changes, upto) in changes_page(), done in any::<bool>()) {
+        let msg = Message::Changes { changes, upto, done };
+        let frame = encode(&msg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(decode_all(&frame), Ok(vec![msg]));
+    }
+}
+
+#[test]
+fn each_variant_round_trips() {
+    for msg in one_of_each() {
+        let frame = encode(&msg).expect("encodes");
+        assert_eq!(decode_all(&frame), Ok(vec![msg]));
+    }
+}
+
+/// The examples in PROTOCOL.md, byte for byte.
+#[test]
+fn wire_bytes_match_protocol_md() {
+    assert_eq!(
+        encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
+        [0, 0, 0, 9, 0, 1, 5, b'a', b'l', b'p', b'h', b'a', 0]
+    );
+    assert_eq!(
+        encode(&Message::error(ErrorCode::BadMessage, "no")).expect("encodes"),
+        [0, 0, 0, 5, 1, 4, 2, b'n', b'o']
+    );
+    assert_eq!(
+        encode(&Message::Pull { after: 300 }).expect("encodes"),
+        [0, 0, 0, 4, 2, 251, 0x2c, 0x01]
+    );
+    assert_eq!(
+        encode(&Message::Ack { upto: 7 }).expect("encodes"),
+        [0, 0, 0, 2, 4, 7]
+    );
+    let change = Change {
+        path: p("a"),
+        entry: Entry {
+            content: Content::File {
+                size: 4,
+                hash: [7; 32],
+            },
+            meta: Meta {
+                mode: 0o644,
+                uid: 1000,
+                gid: 1000,
+                mtime_ns: -1,
+            },
+            version: Version {
+                ts: Timestamp(5),
+                host: HostId::new("alpha"),
+            },
+        },
+    };
+    let mut expected = vec![0, 0, 0, 0x3a, 3, 1, 1, 1, b'a', 0, 4];
+    expected.extend([7; 32]);
+    expected.extend([251, 0xa4, 1, 251, 0xe8, 3, 251, 0xe8, 3, 1, 5]);
+    expected.extend([5, b'a', b'l', b'p', b'h', b'a', 1, 1]);
+    assert_eq!(
+        encode(&Message::Changes {
+            changes: vec![(1, change)],
+            upto: 1,
+            done: true
+        })
+        .expect("encodes"),
+        expected
+    );
+}
+
+/// A newer peer's error code still decodes.
+#[test]
+fn unknown_error_code_decodes_as_other() {
+    let frame = [0, 0, 0, 3, 1, 77, 0];
+    assert_eq!(
+        decode_all(&frame),
+        Ok(vec![Message::Error {
+            code: ErrorCode::Other(77),
+            message: String::new()
+        }])
+    );
+}
+
+/// Encodes `msg` (whose paths spell `a/xx/b` somewhere), then rewrites
+/// those bytes into `bad` on the wire: a well-formed frame carrying a path
+/// no sender may produce.
+fn with_path_bytes(msg: &Message, bad: &[u8; 6]) -> Vec<u8> {
+    let mut frame = encode(msg).expect("encodes");
+    let at = frame
+        .windows(6)
+        .position(|w| w == b"a/xx/b")
+        .expect("path bytes in frame");
+    frame[at..at + 6].copy_from_slice(bad);
+    frame
+}
+
+#[test]
+fn change_with_dotdot_path_is_rejected() {
+    let msg = Message::Changes {
+        changes: vec![(1, sample_change("ok")), (2, sample_change("a/xx/b"))],
+        upto: 2,
+        done: true,
+    };
+    assert!(decode_all(&encode(&msg).expect("encodes")).is_ok());
+    let err = decode_all(&with_path_bytes(&msg, b"a/../b")).expect_err("'..' must not decode");
+    assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("a/../b") && text.contains("'..' component"),
+        "unclear error: {text}"
+    );
+}
+
+#[test]
+fn other_unsafe_paths_are_rejected() {
+    let msg = Message::FileRequest {
+        id: 1,
+        path: p("a/xx/b"),
+        hash: [0; 32],
+        size: 0,
+    };
+    for (bad, says) in [
+        (b"/a/x/b", "absolute"),
+        (b"a/x\0/b", "NUL"),
+        (b"a//x/b", "empty"),
+        (b"a/./xb", "empty or '.'"),
+    ] {
+        let err = decode_all(&with_path_bytes(&msg, bad)).expect_err("unsafe path must not decode");
+        assert!(err.to_string().contains(says), "{says}: {err}");
+    }
+}
+
+#[test]
+fn page_over_the_count_limit_is_rejected_from_its_length() {
+    // Changes (variant 3), then the list length as a varint: 251 and a
+    // little-endian u16. No element follows: the claim alone is refused.
+    let n = (MAX_CHANGES_PER_PAGE + 1) as u16;
+    let [lo, hi] = n.to_le_bytes();
+    let payload = [3, 251, lo, hi];
+    let mut frame = header(payload.len() as u32).to_vec();
+    frame.extend_from_slice(&payload);
+    let err = decode_all(&frame).expect_err("over the limit");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "frame payload is not a valid message: {} changes in a page exceed the limit of {}",
+            MAX_CHANGES_PER_PAGE + 1,
+            MAX_CHANGES_PER_PAGE
+        )
+    );
+}
+
+/// Invalid messages are refused on both sides: encode would not make
+/// them, and a peer's frame holding one is rejected.
+#[test]
+fn out_of_order_page_is_refused_both_ways() {
+    let msg = Message::Changes {
+        changes: vec![(5, sample_change("b")), (3, sample_change("a"))],
+        upto: 9,
+        done: false,
+    };
+    let expected = InvalidMessage::OutOfOrder { prev: 5, next: 3 };
+    assert_eq!(
+        encode(&msg),
+        Err(EncodeError::Invalid {
+            kind: "Changes",
+            error: expected.clone()
+        })
+    );
+    // Build the frame from a valid page by swapping the two sequence
+    // numbers, which are one-byte varints right before each path.
+    let valid = Message::Changes {
+        changes: vec![(3, sample_change("b")), (5, sample_change("a"))],
+        upto: 9,
+        done: false,
+    };
+    let mut frame = encode(&valid).expect("encodes");
+    let first = frame
+        .windows(3)
+        .position(|w| w == [3, 1, b'b'])
+        .expect("seq 3");
+    let second = frame
+        .windows(3)
+        .position(|w| w == [5, 1, b'a'])
+        .expect("seq 5");
+    frame[first] = 5;
+    frame[second] = 3;
+    assert_eq!(
+        decode_all(&frame),
+        Err(DecodeError::Invalid {
+            kind: "Changes",
+            error: expected
+        })
+    );
+}
+
+#[test]
+fn change_beyond_upto_and_seq_zero_are_invalid() {
+    let beyond = Message::Changes {
+        changes: vec![(4, sample_change("a"))],
+        upto: 3,
+        done: true,
+    };
+    assert_eq!(
+        beyond.validate(),
+        Err(InvalidMessage::BeyondUpto { seq: 4, upto: 3 })
+    );
+    let zero = Message::Changes {
+        changes: vec![(0, sample_change("a"))],
+        upto: 3,
+        done: true,
+    };
+    assert_eq!(
+        zero.validate(),
+        Err(InvalidMessage::OutOfOrder { prev: 0, next: 0 })
+    );
+}
+
+#[test]
+fn odd_entries_are_invalid() {
+    let mut c = sample_change("a");
+    c.entry.meta.mode = 0o100644; // file type bits: not a permission
+    let msg = Message::Changes {
+        changes: vec![(1, c)],
+        upto: 1,
+        done: true,
+    };
+    assert!(matches!(
+        msg.validate(),
+        Err(InvalidMessage::BadMode { mode: 0o100644, .. })
+    ));
+    let mut c = sample_change("a");
+    c.entry.content = omirr_proto::Content::Symlink { target: Vec::new() };
+    let msg = Message::Changes {
+        changes: vec![(1, c)],
+        upto: 1,
+        done: true,
+    };
+    assert!(matches!(
+        msg.validate(),
+        Err(InvalidMessage::BadSymlink { .. })
+    ));
+    let mut c = sample_change("a");
+    c.entry.version.host = omirr_proto::HostId::new("");
+    let msg = Message::Changes {
+        changes: vec![(1, c)],
+        upto: 1,
+        done: true,
+    };
+    assert!(matches!(
+        msg.validate(),
+        Err(InvalidMessage::BadHostName { .. })
+    ));
+}
+
+#[test]
+fn encode_refuses_an_oversized_frame() {
+    // One valid path longer than a whole frame.
+    let long = RelPath::new(vec![b'x'; MAX_FRAME]).expect("valid");
+    let msg = Message::FileRequest {
+        id: 1,
+        path: long,
+        hash: [0; 32],
+        size: 0,
+    };
+    match encode(&msg) {
+        Err(EncodeError::TooLarge { size, max }) => {
+            assert!(size > MAX_FRAME);
+            assert_eq!(max, MAX_FRAME);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The largest chunk fits.
+    let chunk = Message::FileData {
+        id: 1,
+        offset: 0,
+        data: vec![0xa5; omirr_proto::MAX_CHUNK],
+    };
+    let frame = encode(&chunk).expect("a full chunk fits a frame");
+    assert_eq!(decode_all(&frame), Ok(vec![chunk]));
+}
+
+#[test]
+fn encode_into_appends_and_leaves_the_buffer_alone_on_error() {
+    let mut out = encode(&Message::Ping { nonce: 1 }).expect("encodes");
+    let before = out.clone();
+    let bad = Message::Hello(Hello {
+        protocol: 1,
+        host: String::new(),
+        capabilities: vec![],
+    });
+    assert!(omirr_proto::encode_into(&bad, &mut out).is_err());
+    assert_eq!(out, before);
+    omirr_proto::encode_into(&Message::Pong { nonce: 1 }, &mut out).expect("encodes");
+    let mut d = FrameDecoder::new();
+    d.feed(&out);
+    assert_eq!(d.next_message(), Ok(Some(Message::Ping { nonce: 1 })));
+    assert_eq!(d.next_message(), Ok(Some(Message::Pong { nonce: 1 })));
+    assert_eq!(d.next_message(), Ok(None));
+}
