@@ -243,9 +243,89 @@ fn check_notices_a_key_that_does_not_match_the_pin() {
 }
 
 #[test]
-fn daemon_start_loads_everything_and_creates_an_identity() {
+fn daemon_starts_scans_serves_and_stops_on_sigterm() {
     let site = Site::new();
-    // beta's key does not exist yet, so its line has no pin yet.
+    // beta's key does not exist yet, so its line has no pin yet; it
+    // listens on a free loopback port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let peers = fs::read_to_string(etc().join("peers")).expect("etc/peers");
+    let unpinned: String = peers
+        .lines()
+        .map(|l| {
+            if l.starts_with("beta ") {
+                format!("beta 127.0.0.1:{port}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    write_file(&site.dir.path().join("peers"), &unpinned, 0o644);
+    fs::write(site.dir.path().join("root/srv/www/index.html"), b"hi").expect("write");
+    let log = site.dir.path().join("beta.log");
+    let (config, peers, root, state) = (
+        site.path("omirrd.conf"),
+        site.path("peers"),
+        site.path("root"),
+        site.path("state"),
+    );
+    let mut child = std::process::Command::new(support::omirrd_bin())
+        .args([
+            "-f",
+            "-v",
+            "--host",
+            "beta",
+            "--config",
+            &config,
+            "--peers",
+            &peers,
+            "--root",
+            &root,
+            "--state-dir",
+            &state,
+        ])
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start omirrd");
+    let guard = support::KillOnDrop(child.id());
+    let ready = support::wait_until(std::time::Duration::from_secs(20), || {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains(" ready "))
+    });
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(ready, "never ready:\n{text}");
+    assert!(text.contains("created a new identity"), "{text}");
+    assert!(
+        text.contains("mirror set 'web'"),
+        "logs what it mirrors: {text}"
+    );
+    assert!(
+        text.contains("start-up scan done entries=4"),
+        "three directories and a file: {text}"
+    );
+    assert!(Path::new(&state).join("key.pem").exists());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "listening"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    drop(guard);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{status}: {text}");
+    assert!(text.contains("stopped"), "{text}");
+}
+
+#[test]
+fn daemon_names_an_address_it_cannot_listen_on() {
+    // The example's documentation addresses are not on this machine.
+    let site = Site::new();
     let peers = fs::read_to_string(etc().join("peers")).expect("etc/peers");
     let unpinned: String = peers
         .lines()
@@ -259,20 +339,10 @@ fn daemon_start_loads_everything_and_creates_an_identity() {
         .collect::<Vec<_>>()
         .join("\n");
     write_file(&site.dir.path().join("peers"), &unpinned, 0o644);
-    let out = site.run(&[], &["--host", "beta", "-f", "-v"]);
+    let out = site.run(&[], &["--host", "beta", "-f"]);
     let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("created a new identity"), "{err}");
-    assert!(
-        err.contains("mirror set 'web'"),
-        "logs what it would mirror: {err}"
-    );
-    assert!(
-        err.contains("start-up scan done entries=3"),
-        "the three mirrored directories: {err}"
-    );
-    assert!(err.contains("no peer sessions yet"), "{err}");
-    assert!(Path::new(&site.path("state")).join("key.pem").exists());
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cannot listen on 192.0.2.11:808"), "{err}");
 }
 
 #[test]

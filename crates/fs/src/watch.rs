@@ -123,7 +123,8 @@ impl Watcher {
             config,
         )
         .map_err(|e| WatchError::Start(e.to_string()))?;
-        let root = root.to_path_buf();
+        // notify reports absolute paths, whatever the root was given as.
+        let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
         let tops = tops.to_vec();
         let mut degraded = Vec::new();
         for top in &tops {
@@ -168,6 +169,11 @@ fn batch_loop(
                     sink(WatchEvent::Rescan(tops.clone()));
                     continue;
                 }
+                // Opening and reading change nothing, and the scanner's own
+                // reads would otherwise send it round again.
+                if reads_only(&event.kind) {
+                    continue;
+                }
                 let now = Instant::now();
                 for p in &event.paths {
                     if let Some(rel) = relative(&root, p) {
@@ -201,6 +207,15 @@ fn batch_loop(
         if let Some(batch) = debounce.take_due(Instant::now()) {
             sink(WatchEvent::Changed(batch));
         }
+    }
+}
+
+fn reads_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => false,
+        EventKind::Access(_) => true,
+        _ => false,
     }
 }
 
@@ -288,6 +303,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Reading reports nothing.
+        let _ = std::fs::read_dir(root.join("srv/www"))
+            .expect("list")
+            .count();
         std::fs::write(root.join("srv/other/x"), b"outside").expect("write");
         std::fs::write(root.join("srv/www/a.swp"), b"excluded").expect("write");
         std::fs::create_dir(root.join("srv/www/d")).expect("mkdir");

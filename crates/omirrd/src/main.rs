@@ -7,8 +7,11 @@
 //! wrong. The rules and the I/O live in the library crates.
 
 mod cli;
+mod daemon;
+mod demo;
 mod logging;
 mod plan;
+mod session;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Check) => Ok(plan::check(&cli.daemon)),
+        Some(Command::Demo { dir }) => demo::run(dir.as_deref(), &cli.daemon),
         Some(Command::Keygen) => {
             let identity = omirr_net::identity::generate(&cli.daemon.state_dir)?;
             println!("{}", identity.fingerprint);
@@ -61,8 +65,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Runs the daemon. Until the live mirror exists this loads and validates
-/// everything the daemon needs, logs what it would mirror and exits.
+/// Runs the daemon: loads and checks everything, then mirrors until
+/// SIGTERM or SIGINT.
 fn daemon(cli: &Cli) -> Result<ExitCode> {
     logging::init(&cli.daemon)?;
     let plan = match plan::load(&cli.daemon) {
@@ -99,47 +103,6 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
     for line in plan.describe().lines() {
         tracing::info!("{line}");
     }
-    startup_scan(cli, &plan)?;
-    tracing::warn!(
-        peers = ?plan.peer_names(),
-        "this build has no peer sessions yet: configuration, peers, identity and index are ready; exiting"
-    );
+    daemon::run(plan, identity, &cli.daemon.state_dir)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Brings the index up to date with the disk: what changed while the
-/// daemon was down becomes local changes.
-fn startup_scan(cli: &Cli, plan: &plan::Plan) -> Result<()> {
-    let state = &cli.daemon.state_dir;
-    let index = omirr_index::Index::open(state)?;
-    let applier = omirr_fs::apply::Applier::open(&plan.root, Default::default())
-        .with_context(|| format!("cannot use the root {}", plan.root.display()))?;
-    // Temporary files a killed daemon left behind are nobody's data.
-    let stale = applier.cleanup_stale_temps_tree()?;
-    if stale > 0 {
-        tracing::info!(
-            files = stale,
-            "removed temporary files left by an interrupted run"
-        );
-    }
-    let mut hlc = omirr_core::Hlc::default();
-    let host = omirr_core::HostId::new(&plan.host);
-    let tops = plan.tops();
-    tracing::debug!(tops = ?tops, "mirrored trees");
-    let started = std::time::Instant::now();
-    let scan =
-        omirr_fs::local::scan_into_index(&index, &mut hlc, &host, &plan.root, &tops, &|p| {
-            plan.excluded(p)
-        })?;
-    for issue in &scan.report.issues {
-        tracing::warn!("{issue}");
-    }
-    tracing::info!(
-        entries = scan.report.found.len(),
-        hashed = scan.report.stats.hashed_files,
-        changes = scan.changes,
-        ms = started.elapsed().as_millis() as u64,
-        "start-up scan done"
-    );
-    Ok(())
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// A configuration that loaded without errors.
+#[derive(Clone)]
 pub struct Plan {
     /// This host's name, as the Distfile and the peers file know it.
     pub host: String,
@@ -85,7 +86,11 @@ pub fn load(args: &DaemonArgs) -> Result<Plan, Vec<Diagnostic>> {
     match (config, peers) {
         (Some(config), Some(peers)) if !diags.iter().any(Diagnostic::is_error) => Ok(Plan {
             host,
-            root: args.root.clone(),
+            // Absolute, so that log lines and the watcher's paths agree.
+            root: args
+                .root
+                .canonicalize()
+                .unwrap_or_else(|_| args.root.clone()),
             config,
             peers,
             warnings: diags,
@@ -200,14 +205,12 @@ impl Plan {
 
     /// Whether `peer` may change `path` on this host: a set covering it
     /// lists both hosts and does not exclude it.
-    #[allow(dead_code)] // for the peer sessions, next
     pub fn authorised(&self, peer: &str, path: &RelPath) -> bool {
         self.covering(path)
             .any(|(set, named)| set.has_host(peer) && !set.is_excluded(&named))
     }
 
     /// Whether an overwritten file at `path` is kept (`savetargets`).
-    #[allow(dead_code)] // for the peer sessions, next
     pub fn savetargets(&self, path: &RelPath) -> bool {
         self.covering(path)
             .any(|(set, _)| set.options.savetargets || set.options.history)

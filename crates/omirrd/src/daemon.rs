@@ -1,0 +1,387 @@
+//! The running daemon: the start-up scan, the watcher, the listener, the
+//! dialers and the peer sessions, on one tokio runtime.
+//!
+//! Data flows one way in each direction:
+//! - watcher -> [`omirr_fs::local::record_live`] -> index -> (the index's
+//!   sequence moves on) -> every session's pusher -> peers;
+//! - peer -> session reader -> [`omirr_fs::local::apply_remote`] (resolver,
+//!   applier) -> index.
+//!
+//! Every write to the disk or the index goes through [`Shared::write`], one
+//! lock, so a remote batch is applied and recorded before the watcher's
+//! events for those very writes are looked at: they match the index and are
+//! not sent back out. Reads of the index (what to send a peer) take no lock.
+
+use crate::plan::Plan;
+use crate::session;
+use anyhow::{Context, Result};
+use omirr_core::{Hlc, HostId, RelPath, Seq, Timestamp};
+use omirr_fs::apply::Applier;
+use omirr_fs::watch::{Debounce, PathFilter, WatchEvent, Watcher};
+use omirr_index::Index;
+use omirr_net::identity::Identity;
+use omirr_net::tls::{self, SharedPins};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// What every task of the daemon shares.
+pub struct Shared {
+    pub plan: Plan,
+    pub host: HostId,
+    pub identity: Identity,
+    pub pins: SharedPins,
+    pub index: Index,
+    pub tops: Vec<RelPath>,
+    /// The one lock for writing the disk and the index.
+    pub write: Mutex<WriteSide>,
+    /// The index's last sequence: pushers wake when it moves.
+    pub last_seq: watch::Sender<Seq>,
+    /// The live session with each peer, so that a newer one replaces it.
+    sessions: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+}
+
+/// What a write needs besides the index.
+pub struct WriteSide {
+    pub hlc: Hlc,
+    pub applier: Applier,
+}
+
+/// The wall clock, as the HLC takes it.
+pub fn wall() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+impl Shared {
+    /// Tells the pushers that the index has moved on.
+    pub fn announce(&self) {
+        if let Ok(seq) = self.index.last_seq() {
+            self.last_seq.send_replace(seq);
+        }
+    }
+
+    /// Whether `path` is outside what this host mirrors or excluded there.
+    pub fn ignored(&self, path: &RelPath) -> bool {
+        !self.tops.iter().any(|t| path == t || path.is_below(t)) || self.plan.excluded(path)
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("omirrd")
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(plan, identity, state_dir))
+}
+
+async fn serve(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> Result<()> {
+    let index = Index::open(state_dir)?;
+    let applier = Applier::open(&plan.root, Default::default())
+        .with_context(|| format!("cannot use the root {}", plan.root.display()))?;
+    let stale = applier.cleanup_stale_temps_tree()?;
+    if stale > 0 {
+        tracing::info!(
+            files = stale,
+            "removed temporary files left by an interrupted run"
+        );
+    }
+    let host = HostId::new(&plan.host);
+    let tops = plan.tops();
+    let pins = SharedPins::new(tls::PinSet::from_peers(&plan.peers));
+    let mut hlc = Hlc::default();
+
+    // Watch first, then scan: nothing changed in between is missed.
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let exclude_plan = Arc::new(plan_filter(&plan));
+    let filter: PathFilter = exclude_plan.clone();
+    let watcher = Watcher::start(
+        &plan.root,
+        &tops,
+        filter,
+        Debounce::new(Duration::from_millis(5), Duration::from_millis(100)),
+        move |e| {
+            let _ = events_tx.send(e);
+        },
+    )?;
+
+    let started = std::time::Instant::now();
+    let scan =
+        omirr_fs::local::scan_into_index(&index, &mut hlc, &host, &plan.root, &tops, &|p| {
+            plan.excluded(p)
+        })?;
+    for issue in &scan.report.issues {
+        tracing::warn!("{issue}");
+    }
+    tracing::info!(
+        entries = scan.report.found.len(),
+        hashed = scan.report.stats.hashed_files,
+        changes = scan.changes,
+        ms = started.elapsed().as_millis() as u64,
+        "start-up scan done"
+    );
+
+    let me = plan
+        .peers
+        .get(&plan.host)
+        .map(|p| p.address.clone())
+        .context("this host has no line in the peers file")?;
+    let listener = TcpListener::bind((me.host.as_str(), me.port))
+        .await
+        .with_context(|| format!("cannot listen on {me}"))?;
+    let last = index.last_seq()?;
+    let shared = Arc::new(Shared {
+        host,
+        identity,
+        pins,
+        index,
+        tops,
+        write: Mutex::new(WriteSide { hlc, applier }),
+        last_seq: watch::channel(last).0,
+        sessions: Mutex::new(HashMap::new()),
+        plan,
+    });
+
+    tokio::spawn(local_changes(shared.clone(), events_rx));
+    tokio::spawn(accept(shared.clone(), listener));
+    for peer in shared.plan.peer_names() {
+        // One session per pair: the host whose name sorts first dials, the
+        // other accepts.
+        if shared.plan.host < peer {
+            tokio::spawn(dial(shared.clone(), peer));
+        }
+    }
+    tracing::info!(address = %me, "ready");
+    notify_systemd("READY=1");
+
+    wait_for_stop().await;
+    tracing::info!("stopping: finishing the write in progress");
+    // Whoever holds the lock is mid-batch; once we have it, nothing is.
+    let _idle = shared.write.lock().unwrap_or_else(|e| e.into_inner());
+    drop(watcher);
+    notify_systemd("STOPPING=1");
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The watcher's filter: excluded paths are not reported.
+fn plan_filter(plan: &Plan) -> impl Fn(&RelPath) -> bool + Send + Sync + 'static {
+    // The filter runs on the watcher's thread: it gets its own copy of
+    // what it needs.
+    let tops = plan.tops();
+    let plan = plan.clone();
+    move |p: &RelPath| tops.iter().any(|t| p == t || p.is_below(t)) && plan.excluded(p)
+}
+
+/// Records what the watcher reports and wakes the pushers.
+async fn local_changes(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<WatchEvent>) {
+    while let Some(event) = events.recv().await {
+        let dirty = match event {
+            WatchEvent::Changed(paths) => paths,
+            WatchEvent::Rescan(tops) => {
+                tracing::warn!("the kernel dropped file events: rescanning");
+                tops
+            }
+            WatchEvent::Degraded { top, reason } => {
+                tracing::warn!("{reason}");
+                tokio::spawn(rescan_periodically(shared.clone(), top));
+                continue;
+            }
+        };
+        record(&shared, dirty).await;
+    }
+}
+
+async fn record(shared: &Arc<Shared>, dirty: Vec<RelPath>) {
+    let s = shared.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut w = s.write.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = &s.plan;
+        omirr_fs::local::record_live(
+            &s.index,
+            &mut w.hlc,
+            &s.host,
+            &plan.root,
+            &s.tops,
+            &dirty,
+            &|p| plan.excluded(p),
+            wall(),
+        )
+    })
+    .await;
+    match result {
+        Ok(Ok(r)) => {
+            for issue in &r.report.issues {
+                tracing::warn!("{issue}");
+            }
+            if r.changes > 0 {
+                tracing::debug!(changes = r.changes, "local changes recorded");
+                shared.announce();
+            }
+        }
+        Ok(Err(e)) => tracing::error!("cannot record local changes: {e}"),
+        Err(e) => tracing::error!("local change task failed: {e}"),
+    }
+}
+
+/// A tree the watcher cannot cover is looked at every few seconds instead.
+async fn rescan_periodically(shared: Arc<Shared>, top: RelPath) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        record(&shared, vec![top.clone()]).await;
+    }
+}
+
+async fn accept(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let config = match tls::server_config(&shared.identity, shared.pins.clone()) {
+                Ok(c) => c,
+                Err(e) => return tracing::error!("TLS setup failed: {e}"),
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    return tracing::warn!(%from, "refused a connection: {}", tls::handshake_failure(&e));
+                }
+                Err(_) => return tracing::warn!(%from, "TLS handshake timed out"),
+            };
+            let peer = match tls::peer_identity(tls.get_ref().1, &shared.pins) {
+                Ok((name, _)) => name,
+                Err(e) => return tracing::warn!(%from, "refused a connection: {e}"),
+            };
+            if peer == shared.plan.host || !shared.plan.peer_names().contains(&peer) {
+                return tracing::warn!(%from, %peer, "refused a connection: this host shares no mirror set with it");
+            }
+            run_session(shared, tls, peer).await;
+        });
+    }
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn dial(shared: Arc<Shared>, peer: String) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        match connect(&shared, &peer).await {
+            Ok(tls) => run_session(shared.clone(), tls, peer.clone()).await,
+            Err(e) => tracing::debug!(%peer, "cannot connect: {e:#}"),
+        }
+        // A session that lasted resets the backoff; quick failures grow it.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn connect(
+    shared: &Arc<Shared>,
+    peer: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let address = shared
+        .plan
+        .peers
+        .get(peer)
+        .map(|p| p.address.clone())
+        .with_context(|| format!("{peer} is not in the peers file"))?;
+    let stream = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TcpStream::connect((address.host.as_str(), address.port)),
+    )
+    .await
+    .context("connection timed out")??;
+    stream.set_nodelay(true)?;
+    let config = tls::client_config(&shared.identity, shared.pins.clone(), peer)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tls = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        connector.connect(tls::server_name(peer), stream),
+    )
+    .await
+    .context("TLS handshake timed out")?
+    .map_err(|e| {
+        let reason = tls::handshake_failure(&e);
+        tracing::warn!(%peer, "TLS handshake failed: {reason}");
+        anyhow::anyhow!("{reason}")
+    })?;
+    Ok(tls)
+}
+
+/// Runs one session, replacing any older session with the same peer.
+async fn run_session<S>(shared: Arc<Shared>, stream: S, peer: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let task = tokio::spawn(session::run(shared.clone(), stream, peer.clone()));
+    if let Some(old) = shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(peer.clone(), task.abort_handle())
+    {
+        old.abort();
+    }
+    match task.await {
+        Ok(Ok(())) => tracing::info!(%peer, "session ended"),
+        Ok(Err(e)) => tracing::warn!(%peer, "session ended: {e:#}"),
+        Err(e) if e.is_cancelled() => tracing::debug!(%peer, "session replaced by a newer one"),
+        Err(e) => tracing::error!(%peer, "session failed: {e}"),
+    }
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop omirrd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Tells systemd about our state when it started us (`NOTIFY_SOCKET`).
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_bytes();
+    let result = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), std::path::Path::new(&path))
+    };
+    if let Err(e) = result {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
