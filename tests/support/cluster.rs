@@ -117,7 +117,11 @@ impl Cluster {
         }
         let mut peers_text = String::from("# name  address:port  fingerprint\n");
         for h in &hosts {
-            let _ = writeln!(peers_text, "{} 127.0.0.1:{} {}", h.name, h.port, h.fingerprint);
+            let _ = writeln!(
+                peers_text,
+                "{} 127.0.0.1:{} {}",
+                h.name, h.port, h.fingerprint
+            );
         }
         let config = dir.path().join("omirrd.conf");
         let peers = dir.path().join("peers");
@@ -302,7 +306,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let mut children: Vec<Child> = self.hosts.iter_mut().filter_map(|h| h.child.take()).collect();
+        let mut children: Vec<Child> = self
+            .hosts
+            .iter_mut()
+            .filter_map(|h| h.child.take())
+            .collect();
         for child in &mut children {
             terminate(child);
         }

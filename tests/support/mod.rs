@@ -4,7 +4,12 @@
 //! The tests in this directory are integration tests of the `omirrd`
 //! package (see its Cargo.toml), so cargo builds the binary before running
 //! them and tells us where it is; `OMIRRD_BIN` overrides it.
+//!
+//! [`cluster`] runs several hosts at once, each a real `omirrd` process,
+//! and compares their trees.
 #![allow(dead_code)] // each test file uses its own part of this module
+
+pub mod cluster;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -30,6 +30,14 @@ pub enum Command {
     Keygen,
     /// Print this host's fingerprint, in the form the peers file takes.
     Id,
+    /// Show the running daemon's peers (connected or not, since when,
+    /// changes and frames each way, queue, last error) and local counters,
+    /// read from its status socket in the state directory.
+    Status {
+        /// Print the status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Try omirr out: run three hosts on this machine that mirror one tree.
     ///
     /// Sets up DIR with three hosts, alpha, beta and gamma: for each a root

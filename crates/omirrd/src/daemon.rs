@@ -41,6 +41,8 @@ pub struct Shared {
     pub last_seq: watch::Sender<Seq>,
     /// The live session with each peer, so that a newer one replaces it.
     sessions: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// What `omirrd status` shows.
+    pub counters: crate::status::Counters,
 }
 
 /// What a write needs besides the index.
@@ -145,8 +147,15 @@ async fn serve(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> R
         write: Mutex::new(WriteSide { hlc, applier }),
         last_seq: watch::channel(last).0,
         sessions: Mutex::new(HashMap::new()),
+        counters: crate::status::Counters::new(&plan.peer_names()),
         plan,
     });
+    let status_socket = crate::status::bind(state_dir)?;
+    let s = shared.clone();
+    tokio::spawn(crate::status::serve(status_socket, move || {
+        s.counters
+            .snapshot(&s.plan.host, s.index.last_seq().unwrap_or(0))
+    }));
 
     tokio::spawn(local_changes(shared.clone(), events_rx));
     tokio::spawn(accept(shared.clone(), listener));
@@ -222,6 +231,7 @@ async fn record(shared: &Arc<Shared>, dirty: Vec<RelPath>) {
             }
             if r.changes > 0 {
                 tracing::debug!(changes = r.changes, "local changes recorded");
+                shared.counters.add_local(r.changes as u64);
                 shared.announce();
             }
         }
@@ -283,7 +293,12 @@ async fn dial(shared: Arc<Shared>, peer: String) {
         let started = std::time::Instant::now();
         match connect(&shared, &peer).await {
             Ok(tls) => run_session(shared.clone(), tls, peer.clone()).await,
-            Err(e) => tracing::debug!(%peer, "cannot connect: {e:#}"),
+            Err(e) => {
+                tracing::debug!(%peer, "cannot connect: {e:#}");
+                shared
+                    .counters
+                    .peer(&peer, |p| p.last_error = Some(format!("{e:#}")));
+            }
         }
         // A session that lasted resets the backoff; quick failures grow it.
         if started.elapsed() > Duration::from_secs(10) {
@@ -341,11 +356,31 @@ where
     {
         old.abort();
     }
-    match task.await {
-        Ok(Ok(())) => tracing::info!(%peer, "session ended"),
-        Ok(Err(e)) => tracing::warn!(%peer, "session ended: {e:#}"),
-        Err(e) if e.is_cancelled() => tracing::debug!(%peer, "session replaced by a newer one"),
-        Err(e) => tracing::error!(%peer, "session failed: {e}"),
+    let error = match task.await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(e) if e.is_cancelled() => {
+            return tracing::debug!(%peer, "session replaced by a newer one")
+        }
+        Err(e) => Some(format!("session failed: {e}")),
+    };
+    let mut frames = (0, 0);
+    shared.counters.peer(&peer, |p| {
+        p.connected = false;
+        p.since = Some(crate::status::now_secs());
+        p.queue = 0;
+        frames = (p.frames_sent, p.frames_received);
+        if error.is_some() {
+            p.last_error = error.clone();
+        }
+    });
+    match error {
+        None => {
+            tracing::info!(%peer, frames_sent = frames.0, frames_received = frames.1, "session ended")
+        }
+        Some(e) => {
+            tracing::warn!(%peer, frames_sent = frames.0, frames_received = frames.1, "session ended: {e}")
+        }
     }
 }
 

@@ -265,8 +265,8 @@ pub(crate) fn run(dir: Option<&Path>, args: &DaemonArgs) -> Result<ExitCode> {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
 
     // Blocked before the hosts start, so that none of these is lost: they
-    // wait, pending, for the sigwait below. The children do not inherit the
-    // mask (std's spawn clears it).
+    // wait, pending, for the sigwait below. Each host unblocks them again
+    // before it runs (see spawn).
     let mut signals = SigSet::empty();
     for s in [
         Signal::SIGINT,
@@ -354,8 +354,9 @@ fn refuse_daemon_options(args: &DaemonArgs) -> Result<()> {
     let given: Vec<&str> = given.iter().filter(|(_, g)| *g).map(|(o, _)| *o).collect();
     if !given.is_empty() {
         bail!(
-            "omirrd demo writes its own configuration, peers file, roots and state directories in DIR; {} do(es) not apply to it",
-            given.join(", ")
+            "omirrd demo writes its own configuration, peers file, roots and state directories in DIR; {} {} not apply to it",
+            given.join(", "),
+            if given.len() == 1 { "does" } else { "do" }
         );
     }
     Ok(())
@@ -374,11 +375,18 @@ fn spawn(cluster: &Cluster, exe: &Path, host: &Host, extra: &[&str]) -> Result<C
     let mut cmd = cluster.command(exe, host, extra);
     cmd.stdin(Stdio::null()).stdout(log2).stderr(log);
     // SAFETY: the closure runs in the child between fork and exec, where
-    // only async-signal-safe calls are allowed; it makes one prctl(2) call
-    // and allocates nothing. If the demo dies without stopping the hosts
-    // (SIGKILL), the kernel sends them SIGTERM.
+    // only async-signal-safe calls are allowed: it makes one
+    // pthread_sigmask(3) and one prctl(2) call and allocates nothing.
+    // - The host must not inherit the signals the demo blocks to wait for
+    //   them, or it would never see SIGTERM.
+    // - If the demo dies without stopping the hosts (SIGKILL), the kernel
+    //   sends them SIGTERM.
     unsafe {
-        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from));
+        cmd.pre_exec(|| {
+            SigSet::empty().thread_set_mask()?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+            Ok(())
+        });
     }
     cmd.spawn().with_context(|| {
         format!(
@@ -540,7 +548,10 @@ mod tests {
                 Err(d) => panic!("{d:?}"),
             };
             assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
-            assert_eq!(plan.tops(), [crate::plan::rel(Path::new(TREE)).expect("rel")]);
+            assert_eq!(
+                plan.tops(),
+                [crate::plan::rel(Path::new(TREE)).expect("rel")]
+            );
             let others: Vec<&str> = HOSTS.iter().copied().filter(|n| *n != host.name).collect();
             assert_eq!(plan.peer_names(), others);
             let me = plan.peers.get(&host.name).expect("own line");
@@ -574,12 +585,18 @@ mod tests {
         for names in [&[][..], &["a", "a"][..], &["a b"][..], &["-x"][..]] {
             assert!(prepare(&tmp.path().join("d"), names).is_err(), "{names:?}");
         }
-        assert!(!tmp.path().join("d").exists(), "nothing made for a bad list");
+        assert!(
+            !tmp.path().join("d").exists(),
+            "nothing made for a bad list"
+        );
     }
 
     #[test]
     fn shell_words() {
-        assert_eq!(shell_quote(Path::new("/tmp/omirr-demo.x1")), "/tmp/omirr-demo.x1");
+        assert_eq!(
+            shell_quote(Path::new("/tmp/omirr-demo.x1")),
+            "/tmp/omirr-demo.x1"
+        );
         assert_eq!(shell_quote(Path::new("/tmp/a b")), "'/tmp/a b'");
         assert_eq!(shell_quote(Path::new("/tmp/it's")), r"'/tmp/it'\''s'");
     }

@@ -12,6 +12,7 @@ mod demo;
 mod logging;
 mod plan;
 mod session;
+mod status;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Check) => Ok(plan::check(&cli.daemon)),
+        Some(Command::Status { json }) => status::show(&cli.daemon.state_dir, *json),
         Some(Command::Demo { dir }) => demo::run(dir.as_deref(), &cli.daemon),
         Some(Command::Keygen) => {
             let identity = omirr_net::identity::generate(&cli.daemon.state_dir)?;

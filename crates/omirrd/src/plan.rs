@@ -175,7 +175,7 @@ impl Plan {
 
     /// The sets covering `path` (kept at a target at or above it), with
     /// the path as the Distfile would name it.
-    fn covering<'a>(
+    pub(crate) fn covering<'a>(
         &'a self,
         path: &'a RelPath,
     ) -> impl Iterator<Item = (&'a MirrorSet, PathBuf)> + 'a {
@@ -376,11 +376,13 @@ pub fn pin_mismatch(args: &DaemonArgs, plan: &Plan, ours: &Fingerprint) -> Optio
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
-    fn plan(host: &str, distfile: &str) -> (Plan, tempfile::TempDir) {
+    /// A plan from `distfile` for `host` of hosts a, b and c, rooted in
+    /// the returned temporary directory. Also used by other modules' tests.
+    pub(crate) fn plan(host: &str, distfile: &str) -> (Plan, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let write = |name: &str, text: &str| {
             let p = dir.path().join(name);

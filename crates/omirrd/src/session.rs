@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 
 /// How many changes the pusher reads from the index at a time.
 const PAGE: usize = 4096;
+/// Messages waiting for the writer; a full queue holds back the senders.
+const QUEUE: usize = 64;
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// A peer silent for this long is gone.
 const SILENCE: Duration = Duration::from_secs(45);
@@ -50,10 +52,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (out, mut out_rx) = mpsc::channel::<Message>(64);
+    let (out, mut out_rx) = mpsc::channel::<Message>(QUEUE);
+    let s = shared.clone();
+    let name = peer.clone();
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             write_message(&mut wr, &m).await?;
+            let queued = out_rx.len();
+            s.counters.peer(&name, |p| {
+                p.frames_sent += 1;
+                p.queue = queued;
+            });
         }
         anyhow::Ok(())
     });
@@ -77,6 +86,12 @@ where
     }
     let cursor = shared.index.cursor(&omirr_core::HostId::new(&peer))?;
     tracing::info!(%peer, cursor, "connected");
+    shared.counters.peer(&peer, |p| {
+        p.connected = true;
+        p.since = Some(crate::status::now_secs());
+        p.cursor = cursor;
+        p.last_error = None;
+    });
     out.send(Message::Pull { after: cursor }).await?;
 
     let fetches: Fetches = Arc::new(Mutex::new(HashMap::new()));
@@ -101,6 +116,7 @@ where
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(m))) => m,
         };
+        shared.counters.peer(&peer, |p| p.frames_received += 1);
         if applier.is_finished() {
             // It stops only on a failure, which it has logged.
             bail!("applying the peer's changes failed");
@@ -226,6 +242,8 @@ async fn push(
             })
             .collect();
         let last_page = shared.index.last_seq()? == upto;
+        let n = changes.len() as u64;
+        shared.counters.peer(&peer, |p| p.changes_sent += n);
         for msg in omirr_proto::paginate(changes, upto, last_page)? {
             out.send(msg).await?;
         }
@@ -282,6 +300,12 @@ async fn apply_pages(
                 if !applied.actions.is_empty() {
                     tracing::debug!(%peer, actions = applied.actions.len(), recorded = applied.recorded, "applied");
                 }
+                let n = applied.recorded as u64;
+                shared.counters.add_applied(n);
+                shared.counters.peer(&peer, |p| {
+                    p.changes_received += n;
+                    p.cursor = upto;
+                });
                 if applied.recorded > 0 {
                     shared.announce();
                 }

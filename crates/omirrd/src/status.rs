@@ -1,0 +1,249 @@
+//! What the daemon tells `omirrd status`: each peer's session and the
+//! local counters, served as one JSON object on a Unix socket in the state
+//! directory (`omirrd.sock`, mode 0600: the status names hosts, paths and
+//! errors, which are the administrator's business only).
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub const SOCKET: &str = "omirrd.sock";
+
+/// One peer, as the status shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub connected: bool,
+    /// Unix seconds when the current session began, or the last one ended.
+    pub since: Option<u64>,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub changes_sent: u64,
+    pub changes_received: u64,
+    /// Messages waiting to be written to the peer.
+    pub queue: usize,
+    /// The last sequence received from the peer and recorded.
+    pub cursor: u64,
+    pub last_error: Option<String>,
+}
+
+/// Everything the status shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub host: String,
+    pub pid: u32,
+    pub last_seq: u64,
+    pub local_changes: u64,
+    pub applied_changes: u64,
+    pub peers: BTreeMap<String, PeerStatus>,
+}
+
+/// The daemon's live counters.
+#[derive(Default)]
+pub struct Counters {
+    pub local_changes: AtomicU64,
+    pub applied_changes: AtomicU64,
+    peers: Mutex<BTreeMap<String, PeerStatus>>,
+}
+
+impl Counters {
+    pub fn new(peers: &[String]) -> Counters {
+        let c = Counters::default();
+        {
+            let mut map = c.lock();
+            for p in peers {
+                map.insert(p.clone(), PeerStatus::default());
+            }
+        }
+        c
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerStatus>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes one peer's entry.
+    pub fn peer(&self, name: &str, f: impl FnOnce(&mut PeerStatus)) {
+        f(self.lock().entry(name.to_string()).or_default());
+    }
+
+    pub fn add_local(&self, n: u64) {
+        self.local_changes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_applied(&self, n: u64) {
+        self.applied_changes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, host: &str, last_seq: u64) -> Status {
+        Status {
+            host: host.to_string(),
+            pid: std::process::id(),
+            last_seq,
+            local_changes: self.local_changes.load(Ordering::Relaxed),
+            applied_changes: self.applied_changes.load(Ordering::Relaxed),
+            peers: self.lock().clone(),
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Where the socket of the daemon with this state directory lives.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET)
+}
+
+/// Binds the status socket (replacing a stale one), mode 0600.
+pub fn bind(state_dir: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(state_dir);
+    // A socket left by a killed daemon; the index lock has already ruled
+    // out a live one.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("cannot create the status socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Answers every connection with the current status, then closes it.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    status: impl Fn() -> Status + Send + 'static,
+) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = match serde_json::to_vec(&status()) {
+            Ok(b) => b,
+            Err(e) => format!("{{\"error\":\"{e}\"}}").into_bytes(),
+        };
+        let _ = conn.write_all(&body).await;
+    }
+}
+
+/// `omirrd status`: asks the daemon and prints what it says.
+pub fn show(state_dir: &Path, json: bool) -> Result<ExitCode> {
+    use std::io::Read;
+    let path = socket_path(state_dir);
+    let mut conn = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "no omirrd answers on {} (is it running with --state-dir {}?)",
+            path.display(),
+            state_dir.display()
+        )
+    })?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: Status = serde_json::from_str(&body)
+        .with_context(|| format!("unreadable status from {}", path.display()))?;
+    print!("{}", render(&status, now_secs()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status as a table for people.
+pub fn render(s: &Status, now: u64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "omirrd on {} (pid {}): index at sequence {}, {} local changes and {} from peers since start",
+        s.host, s.pid, s.last_seq, s.local_changes, s.applied_changes
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6}  last error",
+        "peer", "state", "chg out", "chg in", "frm out", "frm in", "queue"
+    );
+    for (name, p) in &s.peers {
+        let state = match (p.connected, p.since) {
+            (true, Some(t)) => format!("up {}", ago(now, t)),
+            (false, Some(t)) => format!("down {}", ago(now, t)),
+            (_, None) => "never connected".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6}  {}",
+            name,
+            state,
+            p.changes_sent,
+            p.changes_received,
+            p.frames_sent,
+            p.frames_received,
+            p.queue,
+            p.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
+fn ago(now: u64, then: u64) -> String {
+    let d = now.saturating_sub(then);
+    match d {
+        0..60 => format!("for {d}s"),
+        60..3600 => format!("for {}m", d / 60),
+        3600..86400 => format!("for {}h{}m", d / 3600, d % 3600 / 60),
+        _ => format!("for {}d", d / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_peer_with_its_state() {
+        let c = Counters::new(&["beta".to_string(), "gamma".to_string()]);
+        c.peer("beta", |p| {
+            p.connected = true;
+            p.since = Some(1000);
+            p.changes_sent = 12;
+            p.frames_received = 7;
+        });
+        c.peer("gamma", |p| {
+            p.since = Some(400);
+            p.last_error = Some("connection refused".into());
+        });
+        c.add_local(3);
+        let s = c.snapshot("alpha", 42);
+        let text = render(&s, 1090);
+        assert!(text.contains("omirrd on alpha"), "{text}");
+        assert!(text.contains("sequence 42, 3 local changes"), "{text}");
+        let beta = text
+            .lines()
+            .find(|l| l.starts_with("beta"))
+            .expect("beta line");
+        assert!(
+            beta.contains("up for 1m") && beta.contains(" 12 "),
+            "{beta}"
+        );
+        let gamma = text
+            .lines()
+            .find(|l| l.starts_with("gamma"))
+            .expect("gamma line");
+        assert!(
+            gamma.contains("down for 11m") && gamma.ends_with("connection refused"),
+            "{gamma}"
+        );
+        // The JSON form round-trips.
+        let back: Status =
+            serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("parse");
+        assert_eq!(back.peers["beta"].changes_sent, 12);
+    }
+}
