@@ -138,3 +138,328 @@ fn digests_and_differences() {
     assert!(wait_until(Duration::from_millis(100), || true));
     assert!(!wait_until(Duration::from_millis(50), || false));
 }
+
+/// One cluster at a time: the timing bounds below are for three daemons on
+/// two cores, not for several clusters competing.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The status `omirrd status --json` prints for `host`.
+fn status(cluster: &Cluster, host: &str) -> Option<serde_json::Value> {
+    let state = cluster.state_dir(host);
+    let out = support::omirrd(&["status", "--json", "--state-dir", state.to_str()?]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Waits until every host reports every peer connected.
+fn wait_connected(cluster: &Cluster, hosts: &[&str]) {
+    let ok = wait_until(TIMEOUT, || {
+        hosts.iter().all(|h| {
+            status(cluster, h).is_some_and(|s| {
+                s["peers"].as_object().is_some_and(|p| {
+                    p.len() == hosts.len() - 1 && p.values().all(|v| v["connected"] == true)
+                })
+            })
+        })
+    });
+    assert!(ok, "not all peers connected:\n{}", cluster.logs());
+}
+
+/// (last sequence, local changes, applied changes) of every host.
+fn activity(cluster: &Cluster, hosts: &[&str]) -> Vec<(u64, u64, u64)> {
+    hosts
+        .iter()
+        .map(|h| {
+            let s = status(cluster, h).unwrap_or_default();
+            (
+                s["last_seq"].as_u64().unwrap_or(0),
+                s["local_changes"].as_u64().unwrap_or(0),
+                s["applied_changes"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn different_trees_converge_and_the_newer_version_wins() {
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    let roots: Vec<std::path::PathBuf> = HOSTS.iter().map(|h| cluster.root(h)).collect();
+    let w = |h: &str| roots[HOSTS.iter().position(|x| *x == h).expect("host")].join("srv/www");
+    for h in HOSTS {
+        fs::create_dir_all(w(h)).expect("mkdir");
+    }
+    fs::write(w("alpha").join("only-alpha"), "a").expect("write");
+    fs::write(w("alpha").join("shared.txt"), "written first, on alpha").expect("write");
+    fs::create_dir_all(w("gamma").join("docs/deep")).expect("mkdir");
+    fs::write(w("gamma").join("docs/deep/only-gamma"), "g").expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    fs::write(w("beta").join("only-beta"), "b").expect("write");
+    fs::write(w("beta").join("shared.txt"), "written last, on beta").expect("write");
+    cluster.start_all();
+    wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    for h in HOSTS {
+        let www = w(h);
+        assert_eq!(
+            fs::read_to_string(www.join("shared.txt")).expect("read"),
+            "written last, on beta",
+            "{h}"
+        );
+        for f in ["only-alpha", "only-beta", "docs/deep/only-gamma"] {
+            assert!(www.join(f).exists(), "{h} lacks {f}");
+        }
+    }
+}
+
+#[test]
+fn live_operations_reach_every_host_within_two_seconds() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    for h in HOSTS {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &HOSTS);
+    let w = |h: &str| cluster.root(h).join("srv/www");
+    type Op = (&'static str, &'static str, fn(&std::path::Path));
+    let ops: [Op; 12] = [
+        ("create", "alpha", |w| {
+            fs::write(w.join("f"), "one\n").expect("write")
+        }),
+        ("append", "beta", |w| {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(w.join("f"))
+                .expect("open");
+            f.write_all(b"two\n").expect("append");
+        }),
+        ("overwrite", "gamma", |w| {
+            fs::write(w.join("f"), "replaced\n").expect("write")
+        }),
+        ("truncate", "alpha", |w| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(w.join("f"))
+                .expect("open")
+                .set_len(3)
+                .expect("truncate")
+        }),
+        ("mkdir", "beta", |w| {
+            fs::create_dir_all(w.join("d/e")).expect("mkdir")
+        }),
+        ("rmdir", "gamma", |w| {
+            fs::remove_dir(w.join("d/e")).expect("rmdir")
+        }),
+        ("rename a file", "alpha", |w| {
+            fs::write(w.join("d/x"), vec![7u8; 100_000]).expect("write");
+            fs::rename(w.join("f"), w.join("d/g")).expect("rename");
+        }),
+        ("rename a non-empty directory", "beta", |w| {
+            fs::rename(w.join("d"), w.join("renamed")).expect("rename")
+        }),
+        ("symlink", "gamma", |w| {
+            symlink("renamed/g", w.join("link")).expect("symlink")
+        }),
+        ("chmod", "alpha", |w| {
+            fs::set_permissions(w.join("renamed/x"), fs::Permissions::from_mode(0o600))
+                .expect("chmod")
+        }),
+        ("editor-style save", "beta", |w| {
+            fs::write(w.join(".renamed-g.new"), "saved by an editor\n").expect("write");
+            fs::rename(w.join(".renamed-g.new"), w.join("renamed/g")).expect("rename over");
+        }),
+        ("delete", "gamma", |w| {
+            fs::remove_file(w.join("link")).expect("rm")
+        }),
+    ];
+    for (what, host, op) in ops {
+        let started = std::time::Instant::now();
+        op(&w(host));
+        if let Err(e) = wait_converged(&cluster, &HOSTS, "srv/www", Duration::from_secs(2)) {
+            panic!(
+                "{what} on {host} did not reach every host within 2 s: {e}\n{}",
+                cluster.logs()
+            );
+        }
+        eprintln!(
+            "{what} on {host}: converged in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+    for h in HOSTS {
+        assert_eq!(
+            fs::read_to_string(w(h).join("renamed/g")).expect("read"),
+            "saved by an editor\n"
+        );
+        let mode = fs::metadata(w(h).join("renamed/x"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{h}");
+    }
+    // Once activity stops, the hosts go quiet: no change records for 2 s.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = activity(&cluster, &HOSTS);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        activity(&cluster, &HOSTS),
+        before,
+        "changes kept flowing:\n{}",
+        cluster.logs()
+    );
+}
+
+#[test]
+fn the_same_file_written_on_two_hosts_at_once_ends_the_same() {
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    for h in HOSTS {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &HOSTS);
+    let (a, b) = (
+        cluster.root("alpha").join("srv/www/race"),
+        cluster.root("beta").join("srv/www/race"),
+    );
+    let t = std::thread::spawn(move || fs::write(a, "alpha's version").expect("write"));
+    fs::write(b, "beta's version").expect("write");
+    t.join().expect("thread");
+    wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let winner = fs::read_to_string(cluster.root("gamma").join("srv/www/race")).expect("read");
+    assert!(
+        winner == "alpha's version" || winner == "beta's version",
+        "{winner}"
+    );
+}
+
+#[test]
+fn a_stopped_host_catches_up_with_few_frames() {
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    let files = 300;
+    let site = cluster.root("alpha").join("srv/www");
+    for i in 0..files {
+        let d = site.join(format!("d{}", i % 10));
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join(format!("f{i}")), format!("file {i}\n")).expect("write");
+    }
+    for h in &HOSTS[1..] {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+
+    // gamma goes down; changes on the others and on gamma's own tree.
+    let status = cluster.stop("gamma").expect("gamma was running");
+    assert!(
+        status.success(),
+        "gamma stopped cleanly on SIGTERM: {status}"
+    );
+    fs::write(
+        cluster.root("alpha").join("srv/www/d1/while-down"),
+        "from alpha",
+    )
+    .expect("write");
+    fs::remove_file(cluster.root("beta").join("srv/www/d2/f2")).expect("rm");
+    fs::write(
+        cluster.root("gamma").join("srv/www/d3/offline"),
+        "made while gamma was down",
+    )
+    .expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.start_host("gamma");
+    wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    for h in HOSTS {
+        let www = cluster.root(h).join("srv/www");
+        assert!(
+            www.join("d1/while-down").exists() && www.join("d3/offline").exists(),
+            "{h}"
+        );
+        assert!(!www.join("d2/f2").exists(), "{h}");
+    }
+    // The restart moved a handful of frames, not the index.
+    let s = self::status(&cluster, "gamma").expect("gamma's status");
+    let frames: u64 = s["peers"]
+        .as_object()
+        .expect("peers")
+        .values()
+        .map(|p| {
+            p["frames_sent"].as_u64().unwrap_or(0) + p["frames_received"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        // Hello, Pull, a few Changes pages and Acks per session, a
+        // keepalive, and the fetches of the few changed files: O(changes),
+        // here about 40.
+        frames < (files / 5) as u64,
+        "{frames} frames for {files} files after a restart"
+    );
+}
+
+#[test]
+fn a_host_with_an_unpinned_key_is_refused() {
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    for h in HOSTS {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &HOSTS);
+    // An impostor takes alpha's name and port with a key of its own.
+    cluster.stop("alpha");
+    let fake = tempfile::tempdir().expect("tempdir");
+    let (state, root) = (fake.path().join("state"), fake.path().join("root"));
+    fs::create_dir_all(root.join("srv/www")).expect("mkdir");
+    fs::write(root.join("srv/www/planted"), "should never arrive").expect("write");
+    let out = support::omirrd(&["keygen", "--state-dir", state.to_str().expect("utf-8")]);
+    let fingerprint = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let log = fake.path().join("impostor.log");
+    let mut child = std::process::Command::new(support::omirrd_bin())
+        .args(["-f", "--host", "alpha", "--config"])
+        .arg(cluster.config())
+        .arg("--peers")
+        .arg(cluster.peers())
+        .arg("--root")
+        .arg(&root)
+        .arg("--state-dir")
+        .arg(&state)
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start the impostor");
+    let _guard = support::KillOnDrop(child.id());
+    // It refuses to start: the peers file pins another key for alpha...
+    let refused_itself = wait_until(TIMEOUT, || {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains("every peer will refuse it"))
+    });
+    assert!(
+        refused_itself,
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    // ...and were it to connect anyway, beta refuses its key: a TLS
+    // client with the impostor's key, dialing beta directly.
+    let refused = support::tls_probe(cluster.port("beta"), &state, cluster.peers(), "beta");
+    assert!(refused, "beta accepted an unpinned key");
+    assert!(
+        wait_until(TIMEOUT, || cluster.log("beta").contains(&fingerprint)),
+        "beta's log names the key it refused:\n{}",
+        cluster.log("beta")
+    );
+    assert!(!cluster.root("beta").join("srv/www/planted").exists());
+    // It refused to start, so it has exited (the guard covers a failure).
+    let exited = wait_until(TIMEOUT, || child.try_wait().is_ok_and(|s| s.is_some()));
+    assert!(exited, "the impostor is still running");
+}

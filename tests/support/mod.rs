@@ -78,3 +78,37 @@ pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool)
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Dials `127.0.0.1:port` as host `as_host` would, presenting the key in
+/// `state_dir` and expecting `peer`'s pinned key, and says whether the peer
+/// refused the connection (an alert or a close before its first message)
+/// rather than greeting it.
+pub fn tls_probe(port: u16, state_dir: &Path, peers_file: &Path, peer: &str) -> bool {
+    use omirr_net::tls;
+    let identity = omirr_net::identity::load(state_dir).expect("probe identity");
+    let text = std::fs::read_to_string(peers_file).expect("peers file");
+    let (peers, _) = omirr_config::peers::Peers::parse(&text, peers_file).expect("peers");
+    let pins = tls::SharedPins::new(tls::PinSet::from_peers(&peers));
+    let config = tls::client_config(&identity, pins, peer).expect("client config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let Ok(mut stream) = connector.connect(tls::server_name(peer), tcp).await else {
+            return true;
+        };
+        // TLS 1.3: the server judges the client's certificate after the
+        // client's handshake is done; the first read tells.
+        let first = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            omirr_proto::read_message(&mut stream),
+        )
+        .await;
+        !matches!(first, Ok(Ok(Some(omirr_proto::Message::Hello(_)))))
+    })
+}

@@ -93,7 +93,8 @@ impl Debounce {
 
 /// A running watch over the mirrored tops; dropping it stops it.
 pub struct Watcher {
-    _inner: notify::RecommendedWatcher,
+    inner: std::sync::Mutex<notify::RecommendedWatcher>,
+    root: PathBuf,
     _batcher: std::thread::JoinHandle<()>,
 }
 
@@ -125,6 +126,7 @@ impl Watcher {
         .map_err(|e| WatchError::Start(e.to_string()))?;
         // notify reports absolute paths, whatever the root was given as.
         let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        let root_for_retry = root.clone();
         let tops = tops.to_vec();
         let mut degraded = Vec::new();
         for top in &tops {
@@ -144,9 +146,21 @@ impl Watcher {
             .spawn(move || batch_loop(rx, root, tops, exclude, debounce, sink))
             .map_err(|e| WatchError::Start(e.to_string()))?;
         Ok(Watcher {
-            _inner: inner,
+            inner: std::sync::Mutex::new(inner),
+            root: root_for_retry,
             _batcher: batcher,
         })
+    }
+
+    /// Tries again to watch a top reported [`WatchEvent::Degraded`] (it
+    /// did not exist, or the watch limit was reached). `Err` says why not.
+    pub fn retry(&self, top: &RelPath) -> Result<(), String> {
+        use notify::Watcher as _;
+        let dir = under(&self.root, top);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .watch(&dir, notify::RecursiveMode::Recursive)
+            .map_err(|e| describe(&e, &dir))
     }
 }
 
@@ -322,6 +336,9 @@ mod tests {
                 Err(_) => break,
             }
         }
+        // The missing top, once it exists, can be watched.
+        std::fs::create_dir_all(root.join("missing/top")).expect("mkdir");
+        _w.retry(&p("missing/top")).expect("now it exists");
         assert!(seen.contains(&p("srv/www/d")), "{seen:?}");
         assert!(seen.contains(&p("srv/www/e")), "{seen:?}");
         assert!(

@@ -103,7 +103,7 @@ async fn serve(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> R
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let exclude_plan = Arc::new(plan_filter(&plan));
     let filter: PathFilter = exclude_plan.clone();
-    let watcher = Watcher::start(
+    let watcher = Arc::new(Watcher::start(
         &plan.root,
         &tops,
         filter,
@@ -111,7 +111,7 @@ async fn serve(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> R
         move |e| {
             let _ = events_tx.send(e);
         },
-    )?;
+    )?);
 
     let started = std::time::Instant::now();
     let scan =
@@ -157,7 +157,7 @@ async fn serve(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> R
             .snapshot(&s.plan.host, s.index.last_seq().unwrap_or(0))
     }));
 
-    tokio::spawn(local_changes(shared.clone(), events_rx));
+    tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
     tokio::spawn(accept(shared.clone(), listener));
     for peer in shared.plan.peer_names() {
         // One session per pair: the host whose name sorts first dials, the
@@ -189,7 +189,11 @@ fn plan_filter(plan: &Plan) -> impl Fn(&RelPath) -> bool + Send + Sync + 'static
 }
 
 /// Records what the watcher reports and wakes the pushers.
-async fn local_changes(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<WatchEvent>) {
+async fn local_changes(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<WatchEvent>,
+    watcher: Arc<Watcher>,
+) {
     while let Some(event) = events.recv().await {
         let dirty = match event {
             WatchEvent::Changed(paths) => paths,
@@ -199,7 +203,7 @@ async fn local_changes(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<
             }
             WatchEvent::Degraded { top, reason } => {
                 tracing::warn!("{reason}");
-                tokio::spawn(rescan_periodically(shared.clone(), top));
+                tokio::spawn(rescan_until_watched(shared.clone(), watcher.clone(), top));
                 continue;
             }
         };
@@ -240,12 +244,21 @@ async fn record(shared: &Arc<Shared>, dirty: Vec<RelPath>) {
     }
 }
 
-/// A tree the watcher cannot cover is looked at every few seconds instead.
-async fn rescan_periodically(shared: Arc<Shared>, top: RelPath) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+/// A tree the watcher cannot cover (absent, or over the watch limit) is
+/// looked at every few seconds instead, until it can be watched: then once
+/// more, for what appeared before the watch began.
+async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: RelPath) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
+        let w = watcher.clone();
+        let t = top.clone();
+        let watched = tokio::task::spawn_blocking(move || w.retry(&t)).await;
         record(&shared, vec![top.clone()]).await;
+        if let Ok(Ok(())) = watched {
+            tracing::info!(top = %top, "now watching");
+            return;
+        }
     }
 }
 

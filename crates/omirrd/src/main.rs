@@ -6,7 +6,10 @@
 //! ([`plan`]), and turning every failure into a message that names what was
 //! wrong. The rules and the I/O live in the library crates.
 
+mod background;
 mod cli;
+#[allow(dead_code)] // until session.rs's apply_pages calls commands::after_batch
+mod commands;
 mod daemon;
 mod demo;
 mod logging;
@@ -105,6 +108,10 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
     for line in plan.describe().lines() {
         tracing::info!("{line}");
     }
-    daemon::run(plan, identity, &cli.daemon.state_dir)?;
+    // Without -f, the command exits in here and the daemon goes on; the
+    // tokio runtime, and with it every thread, starts only afterwards.
+    let running = background::start(&cli.daemon)?;
+    let result = daemon::run(plan, identity, running.state_dir());
+    running.finish(result)?;
     Ok(ExitCode::SUCCESS)
 }

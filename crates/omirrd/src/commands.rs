@@ -1,0 +1,1058 @@
+//! The Distfile's commands: `special`, `cmdspecial` and `notify`, run on
+//! this host after a peer's batch has been applied here.
+//!
+//! This module owns what happens between "the applier changed these paths
+//! on disk" and "the administrator's commands ran and the outcome is in the
+//! log". It never touches the index or the disk lock, and nothing it does
+//! can fail the session: every outcome, good or bad, ends as a log line.
+//!
+//! What counts, derived from the applied [`Action`]s ([`effects`]), the
+//! last action on a path winning:
+//! - *updated*: `WriteFile`, `MakeSymlink`, `SetMeta`, `MakeDir` and the
+//!   `to` of a `Rename`;
+//! - *removed*: `Remove` and the `from` of a `Rename`;
+//! - `SaveOld` is ignored: the `.OLD` copy is a by-product, not a change
+//!   the peer made.
+//!
+//! Who gets what, for each set that covers a path and does not exclude it:
+//! - `special` runs once per updated path it names (no names: every path
+//!   of the set), in path order, with `FILE` (the path on this host's disk,
+//!   under `--root`), `REMFILE` (the path as the Distfile names it, which
+//!   is the peer's view when `install DEST` maps it) and `BASEFILE` (the
+//!   last component). As in rdist, it runs for installed files: not for a
+//!   path that is a directory when the command's turn comes (a directory's
+//!   metadata changes with every entry added to it), not for a removal,
+//!   and not for a path that is gone by then;
+//! - `cmdspecial` runs once per set and batch if any path it names was
+//!   updated or removed (deleting a `conf.d` file needs a reload as much as
+//!   writing one), with `FILES` = the updated files it names, joined with
+//!   `:`, and, an omirr extension, `REMOVED` = the removed ones likewise;
+//! - `notify` reports every updated or removed path, directories included:
+//!   one mail per address through `sendmail -t -oi` if a mailer is
+//!   installed, otherwise one INFO log line per address.
+//!
+//! How, so that a burst of changes cannot hurt the daemon: each set with
+//! commands or addresses has one worker thread that runs its jobs one at a
+//! time, fed by a bounded queue of batches ([`Settings::queue`]); a full
+//! queue drops that batch's commands with a warning rather than hold up
+//! the session. So 10,000 updated files run a matching `special` 10,000
+//! times, but one after another, never 10,000 shells at once. Every
+//! command has a time limit ([`Settings::timeout`], 5 minutes by default):
+//! then its process group gets SIGTERM, and SIGKILL [`KILL_GRACE`] later.
+//! Threads rather than tokio tasks: the work is blocking process handling,
+//! and the caller, async or not, only classifies paths and queues a job.
+
+use crate::plan::Plan;
+use omirr_config::distfile::{MirrorSet, Special};
+use omirr_core::path::escape;
+use omirr_core::{Action, RelPath};
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a command may run before it is killed.
+pub const TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Between SIGTERM and SIGKILL for a command that overran.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Batches waiting per set.
+const QUEUE: usize = 256;
+/// How much of each output stream is kept for the log.
+const CAPTURE: usize = 4096;
+/// Lines of each output stream in the log, and characters per line.
+const LOG_LINES: usize = 5;
+const LOG_LINE_CHARS: usize = 200;
+/// Files named in a notify log line, and in a notify mail.
+const LOG_FILES: usize = 10;
+const MAIL_FILES: usize = 1000;
+/// How long to wait for a finished command's output to end: a background
+/// process it started may hold the pipes open indefinitely.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+/// How commands are run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The time limit of every command, `sendmail` included.
+    pub timeout: Duration,
+    /// The `sendmail` program for `notify`; `None`: notify logs instead.
+    pub mailer: Option<PathBuf>,
+    /// Batches waiting per set before new ones are dropped.
+    pub queue: usize,
+}
+
+impl Settings {
+    /// The defaults, with the mailer this host has.
+    pub fn from_system() -> Settings {
+        Settings {
+            timeout: TIMEOUT,
+            mailer: find_mailer(),
+            queue: QUEUE,
+        }
+    }
+}
+
+/// `/usr/sbin/sendmail`, else `sendmail` in `PATH`, if executable.
+pub fn find_mailer() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let fixed = PathBuf::from("/usr/sbin/sendmail");
+    if executable(&fixed) {
+        return Some(fixed);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("sendmail"))
+        .find(|p| executable(p))
+}
+
+/// What a batch did to a path, as far as commands care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Updated,
+    Removed,
+}
+
+/// The paths a batch's actions changed on disk, and how (see the module
+/// documentation for which actions count).
+pub fn effects(actions: &[Action]) -> BTreeMap<RelPath, Effect> {
+    let mut out = BTreeMap::new();
+    for a in actions {
+        match a {
+            Action::SaveOld { .. } => {}
+            Action::Remove { path, .. } => {
+                out.insert(path.clone(), Effect::Removed);
+            }
+            Action::Rename { from, to, .. } => {
+                out.insert(from.clone(), Effect::Removed);
+                out.insert(to.clone(), Effect::Updated);
+            }
+            Action::MakeDir { path, .. }
+            | Action::WriteFile { path, .. }
+            | Action::MakeSymlink { path, .. }
+            | Action::SetMeta { path, .. } => {
+                out.insert(path.clone(), Effect::Updated);
+            }
+        }
+    }
+    out
+}
+
+/// Runs the Distfile's commands for this host's sets; see the module
+/// documentation.
+pub struct Commands {
+    plan: Plan,
+    /// A worker's queue per set of `plan.config.sets`, for the sets this
+    /// host is in that have commands or addresses.
+    queues: Vec<Option<SyncSender<Job>>>,
+    /// Their length, for the log.
+    queue: usize,
+    #[cfg_attr(not(test), allow(dead_code))]
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// One batch's paths for one set.
+struct Job {
+    peer: String,
+    items: Vec<Item>,
+}
+
+struct Item {
+    rel: RelPath,
+    /// As the Distfile names it.
+    named: PathBuf,
+    effect: Effect,
+}
+
+impl Commands {
+    /// Starts a worker per set of this host with commands or addresses.
+    pub fn new(plan: &Plan, settings: Settings) -> Commands {
+        let mut queues = Vec::new();
+        let mut workers = Vec::new();
+        for set in &plan.config.sets {
+            if !set.has_host(&plan.host) || (set.commands.is_empty() && set.notify.is_empty()) {
+                queues.push(None);
+                continue;
+            }
+            let at = format!("{}:{}", plan.config.file.display(), set.pos);
+            let (tx, rx) = mpsc::sync_channel::<Job>(settings.queue.max(1));
+            let work = SetWork {
+                set: set.clone(),
+                at: at.clone(),
+                host: plan.host.clone(),
+                root: plan.root.clone(),
+                settings: settings.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("omirrd-cmd-{}", set.pos.line))
+                .spawn(move || {
+                    for job in rx {
+                        work.run(&job);
+                    }
+                });
+            match spawned {
+                Ok(handle) => {
+                    queues.push(Some(tx));
+                    workers.push(handle);
+                }
+                Err(e) => {
+                    tracing::warn!(set = %at, "cannot start a thread for this set's commands, which will not run: {e}");
+                    queues.push(None);
+                }
+            }
+        }
+        if !workers.is_empty() {
+            match &settings.mailer {
+                Some(m) => tracing::debug!("notify mails through {}", m.display()),
+                None => tracing::debug!("no sendmail on this host: notify writes to the log"),
+            }
+        }
+        Commands {
+            plan: plan.clone(),
+            queues,
+            queue: settings.queue.max(1),
+            workers,
+        }
+    }
+
+    /// Queues the commands for what `peer`'s batch did (its applied
+    /// `actions`). Returns at once: never waits for a command, nor for a
+    /// full queue.
+    pub fn after_batch(&self, peer: &str, actions: &[Action]) {
+        if self.queues.iter().all(Option::is_none) {
+            return;
+        }
+        let mut jobs: Vec<Vec<Item>> = self.queues.iter().map(|_| Vec::new()).collect();
+        for (rel, effect) in effects(actions) {
+            for (set, named) in self.plan.covering(&rel) {
+                let Some(i) = self.set_index(set) else {
+                    continue;
+                };
+                // A set listing the path twice (a path and one inside it)
+                // covers it twice; once is enough.
+                if self.queues[i].is_none()
+                    || set.is_excluded(&named)
+                    || jobs[i].last().is_some_and(|it| it.rel == rel)
+                {
+                    continue;
+                }
+                jobs[i].push(Item {
+                    rel: rel.clone(),
+                    named,
+                    effect,
+                });
+            }
+        }
+        for (i, items) in jobs.into_iter().enumerate() {
+            let Some(queue) = &self.queues[i] else {
+                continue;
+            };
+            if items.is_empty() {
+                continue;
+            }
+            let n = items.len();
+            let job = Job {
+                peer: peer.to_string(),
+                items,
+            };
+            let at = || {
+                format!(
+                    "{}:{}",
+                    self.plan.config.file.display(),
+                    self.plan.config.sets[i].pos
+                )
+            };
+            match queue.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => tracing::warn!(
+                    %peer, set = %at(),
+                    "this set's commands are {} batches behind: not running them for {n} path(s) of this batch",
+                    self.queue
+                ),
+                Err(TrySendError::Disconnected(_)) => tracing::warn!(
+                    %peer, set = %at(),
+                    "this set's command thread has stopped: not running its commands for {n} path(s)"
+                ),
+            }
+        }
+    }
+
+    /// Which of the plan's sets `set` is: `covering` hands out references
+    /// into our own plan.
+    fn set_index(&self, set: &MirrorSet) -> Option<usize> {
+        self.plan
+            .config
+            .sets
+            .iter()
+            .position(|s| std::ptr::eq(s, set))
+    }
+
+    /// Lets the workers finish what is queued and waits for them.
+    #[cfg(test)]
+    fn finish(self) {
+        drop(self.queues);
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The daemon's one [`Commands`], started from the first plan it is given
+/// (a daemon has one plan). A process-wide value so that commands run one
+/// at a time per set across all peers' sessions; it belongs in the
+/// daemon's shared state once that can take it.
+static COMMANDS: OnceLock<Commands> = OnceLock::new();
+
+/// [`Commands::after_batch`] on the daemon's commands, started on first
+/// use with [`Settings::from_system`].
+pub fn after_batch(plan: &Plan, peer: &str, actions: &[Action]) {
+    COMMANDS
+        .get_or_init(|| Commands::new(plan, Settings::from_system()))
+        .after_batch(peer, actions);
+}
+
+/// One set's commands, on its worker thread.
+struct SetWork {
+    set: MirrorSet,
+    /// `file:line:column` of the set, for the log.
+    at: String,
+    host: String,
+    root: PathBuf,
+    settings: Settings,
+}
+
+impl SetWork {
+    fn run(&self, job: &Job) {
+        let peer = job.peer.as_str();
+        let local = |it: &Item| {
+            if it.rel.is_root() {
+                self.root.clone()
+            } else {
+                self.root.join(OsStr::from_bytes(it.rel.as_bytes()))
+            }
+        };
+        // Installed files only: see the module documentation.
+        let installed = |it: &Item| {
+            it.effect == Effect::Updated
+                && std::fs::symlink_metadata(local(it)).is_ok_and(|m| !m.is_dir())
+        };
+        let names = |c: &Special, it: &Item| {
+            c.names.is_empty() || c.names.iter().any(|m| m.matches(&it.named))
+        };
+        let specials: Vec<&Special> = self
+            .set
+            .commands
+            .iter()
+            .filter(|c| !c.once_per_batch)
+            .collect();
+        if !specials.is_empty() {
+            for it in job.items.iter().filter(|it| installed(it)) {
+                for c in specials.iter().filter(|c| names(c, it)) {
+                    let file = local(it);
+                    let mut cmd = shell(&c.command);
+                    cmd.env("FILE", &file)
+                        .env("REMFILE", &it.named)
+                        .env("BASEFILE", OsStr::from_bytes(it.rel.file_name()))
+                        .env_remove("FILES")
+                        .env_remove("REMOVED");
+                    let outcome = run(cmd, None, self.settings.timeout);
+                    self.report("special", &c.command, peer, &shown(&file), &outcome);
+                }
+            }
+        }
+        for c in self.set.commands.iter().filter(|c| c.once_per_batch) {
+            let mut files = Vec::new();
+            let mut removed = Vec::new();
+            for it in job.items.iter().filter(|it| names(c, it)) {
+                if it.effect == Effect::Removed {
+                    removed.push(local(it));
+                } else if installed(it) {
+                    files.push(local(it));
+                }
+            }
+            if files.is_empty() && removed.is_empty() {
+                continue;
+            }
+            let mut cmd = shell(&c.command);
+            cmd.env("FILES", join(&files))
+                .env("REMOVED", join(&removed))
+                .env_remove("FILE")
+                .env_remove("REMFILE")
+                .env_remove("BASEFILE");
+            let outcome = run(cmd, None, self.settings.timeout);
+            let what = format!("{} updated, {} removed file(s)", files.len(), removed.len());
+            self.report("cmdspecial", &c.command, peer, &what, &outcome);
+        }
+        if !self.set.notify.is_empty() {
+            let listed: Vec<String> = job
+                .items
+                .iter()
+                .map(|it| listed(&shown(&local(it)), it.effect))
+                .collect();
+            self.notify(peer, &listed);
+        }
+    }
+
+    fn notify(&self, peer: &str, listed: &[String]) {
+        for address in &self.set.notify {
+            let Some(mailer) = &self.settings.mailer else {
+                tracing::info!(%peer, set = %self.at, "{}", notice_line(address, &self.host, peer, listed, LOG_FILES));
+                continue;
+            };
+            let message = mail(address, &self.host, peer, &self.at, listed);
+            let mut cmd = Command::new(mailer);
+            // -t: the recipient comes from the To: header, so an address
+            // is never read as an option; -oi: a line "." is not the end.
+            cmd.args(["-t", "-oi"]);
+            let outcome = run(cmd, Some(message), self.settings.timeout);
+            let what = format!("mail to {address} ({} file(s))", listed.len());
+            self.report(
+                "notify",
+                &mailer.display().to_string(),
+                peer,
+                &what,
+                &outcome,
+            );
+        }
+    }
+
+    fn report(&self, kind: &str, command: &str, peer: &str, what: &str, o: &Outcome) {
+        if o.ok() {
+            tracing::info!(%peer, set = %self.at, command = ?command, "{kind} for {what}: {}", o.summary());
+        } else {
+            tracing::warn!(%peer, set = %self.at, command = ?command, "{kind} for {what}: {}", o.summary());
+        }
+    }
+}
+
+/// `sh -c COMMAND`.
+fn shell(command: &str) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(command);
+    c
+}
+
+/// Paths joined with `:`, as rdist's `FILES` (a `:` in a name is
+/// ambiguous there too).
+fn join(paths: &[PathBuf]) -> OsString {
+    let mut out = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        if i > 0 {
+            out.push(b':');
+        }
+        out.extend_from_slice(p.as_os_str().as_bytes());
+    }
+    OsString::from_vec(out)
+}
+
+/// A path for the log or a mail: one line, whatever its bytes.
+fn shown(path: &Path) -> String {
+    escape(path.as_os_str().as_bytes())
+}
+
+fn listed(shown: &str, effect: Effect) -> String {
+    match effect {
+        Effect::Updated => shown.to_string(),
+        Effect::Removed => format!("{shown} (removed)"),
+    }
+}
+
+fn subject(host: &str, peer: &str, n: usize) -> String {
+    let files = if n == 1 { "file" } else { "files" };
+    format!("omirrd: {n} {files} updated on {host} from {peer}")
+}
+
+/// The log line `notify` writes for `address` when there is no mailer:
+/// the mail's subject and the first `cap` files.
+pub(crate) fn notice_line(
+    address: &str,
+    host: &str,
+    peer: &str,
+    listed: &[String],
+    cap: usize,
+) -> String {
+    let mut s = format!(
+        "notify {address}: {}: {}",
+        subject(host, peer, listed.len()),
+        listed
+            .iter()
+            .take(cap)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if listed.len() > cap {
+        let _ = write!(s, " and {} more", listed.len() - cap);
+    }
+    s
+}
+
+/// The message handed to `sendmail -t`.
+pub(crate) fn mail(to: &str, host: &str, peer: &str, at: &str, listed: &[String]) -> Vec<u8> {
+    // Header values from the Distfile and the peers file, kept to one line.
+    let one_line = |s: &str| s.replace(|c: char| c.is_control(), " ");
+    let mut m = String::new();
+    let _ = write!(
+        m,
+        "To: {}\nSubject: {}\nAuto-Submitted: auto-generated\nContent-Type: text/plain; charset=utf-8\n\n",
+        one_line(to),
+        one_line(&subject(host, peer, listed.len()))
+    );
+    let _ = writeln!(
+        m,
+        "Changes from {peer} applied on {host} (mirror set {at}):\n"
+    );
+    for l in listed.iter().take(MAIL_FILES) {
+        let _ = writeln!(m, "{l}");
+    }
+    if listed.len() > MAIL_FILES {
+        let _ = writeln!(m, "... and {} more", listed.len() - MAIL_FILES);
+    }
+    m.into_bytes()
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Status {
+    Exited(i32),
+    Signalled(i32),
+    /// Overran its time limit and was killed.
+    TimedOut,
+    /// Could not be started (or followed).
+    NotRun(String),
+}
+
+/// A command's end, with the start of its output.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub status: Status,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.status == Status::Exited(0)
+    }
+
+    /// One line for the log: how it ended, then the first lines of output.
+    pub fn summary(&self) -> String {
+        let mut s = match &self.status {
+            Status::Exited(c) => format!("exit status {c}"),
+            Status::Signalled(n) => format!("killed by signal {n}"),
+            Status::TimedOut => "timed out, killed".to_string(),
+            Status::NotRun(e) => format!("could not run: {e}"),
+        };
+        let _ = write!(s, " after {:.2}s", self.elapsed.as_secs_f64());
+        for (name, out) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            if let Some(text) = first_lines(out) {
+                let _ = write!(s, "; {name}: {text}");
+            }
+        }
+        s
+    }
+}
+
+/// The first non-blank lines of `bytes`, on one line; `None` if there are
+/// none.
+fn first_lines(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return None;
+    }
+    let mut shown: Vec<String> = lines
+        .iter()
+        .take(LOG_LINES)
+        .map(|l| {
+            let mut one: String = l
+                .chars()
+                .take(LOG_LINE_CHARS)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            if l.chars().count() > LOG_LINE_CHARS {
+                one.push('…');
+            }
+            one
+        })
+        .collect();
+    if lines.len() > LOG_LINES || bytes.len() >= CAPTURE {
+        shown.push("…".to_string());
+    }
+    Some(shown.join(" | "))
+}
+
+/// Runs `cmd` in its own process group with `input` on its standard input
+/// (else nothing), keeping the start of its output; kills the group if it
+/// runs longer than `timeout`. Never fails: a command that cannot run is
+/// an [`Outcome`] too.
+pub(crate) fn run(mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> Outcome {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let start = Instant::now();
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    // Its own group, so that a timeout kills what the shell started too.
+    .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                status: Status::NotRun(e.to_string()),
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                elapsed: start.elapsed(),
+            }
+        }
+    };
+    let (done_tx, done_rx) = mpsc::channel();
+    let stdout = capture(child.stdout.take(), done_tx.clone());
+    let stderr = capture(child.stderr.take(), done_tx);
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        // A thread: a command that does not read its input must not block
+        // us. Dropping `stdin` at the end closes it.
+        let _ = std::thread::Builder::new()
+            .name("omirrd-cmd-in".into())
+            .spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+    }
+    let group = i32::try_from(child.id())
+        .ok()
+        .map(nix::unistd::Pid::from_raw);
+    let signal = |sig| {
+        if let Some(g) = group {
+            let _ = nix::sys::signal::killpg(g, sig);
+        }
+    };
+    // Polling with a growing pause: a quick command costs little extra
+    // latency, a long one few wake-ups, and no thread owns the child.
+    let wait_until = |child: &mut std::process::Child, deadline: Instant| {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(Some(status)),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    };
+    let status = match wait_until(&mut child, start + timeout) {
+        Ok(Some(s)) => match (s.code(), s.signal()) {
+            (Some(c), _) => Status::Exited(c),
+            (None, Some(n)) => Status::Signalled(n),
+            (None, None) => Status::NotRun(format!("ended oddly: {s}")),
+        },
+        Ok(None) => {
+            signal(nix::sys::signal::Signal::SIGTERM);
+            if !matches!(
+                wait_until(&mut child, Instant::now() + KILL_GRACE),
+                Ok(Some(_))
+            ) {
+                signal(nix::sys::signal::Signal::SIGKILL);
+                let _ = wait_until(&mut child, Instant::now() + KILL_GRACE);
+            }
+            Status::TimedOut
+        }
+        Err(e) => {
+            signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = wait_until(&mut child, Instant::now() + KILL_GRACE);
+            Status::NotRun(format!("cannot wait for it: {e}"))
+        }
+    };
+    let elapsed = start.elapsed();
+    let deadline = Instant::now() + OUTPUT_GRACE;
+    for _ in 0..2 {
+        if done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let take =
+        |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap_or_else(|e| e.into_inner()));
+    Outcome {
+        status,
+        stdout: take(&stdout),
+        stderr: take(&stderr),
+        elapsed,
+    }
+}
+
+/// Reads `stream` to its end on a thread, keeping the first [`CAPTURE`]
+/// bytes (the rest is read and dropped, so the command never blocks on a
+/// full pipe); signals `done` at the end.
+fn capture<R: Read + Send + 'static>(
+    stream: Option<R>,
+    done: mpsc::Sender<()>,
+) -> Arc<Mutex<Vec<u8>>> {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let Some(mut stream) = stream else {
+        let _ = done.send(());
+        return kept;
+    };
+    let k = kept.clone();
+    let spawned = std::thread::Builder::new()
+        .name("omirrd-cmd-out".into())
+        .spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let mut k = k.lock().unwrap_or_else(|e| e.into_inner());
+                        let room = CAPTURE.saturating_sub(k.len());
+                        k.extend_from_slice(&chunk[..n.min(room)]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = done.send(());
+        });
+    if spawned.is_err() {
+        // The stream is dropped with the closure: the command gets EPIPE
+        // on writing, and its output is not in the log.
+        tracing::debug!("cannot start a thread to read a command's output");
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omirr_core::{Content, Meta, Source};
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes()).expect("path")
+    }
+
+    fn write(path: &str) -> Action {
+        Action::WriteFile {
+            path: p(path),
+            size: 0,
+            hash: [0; 32],
+            meta: Meta::default(),
+            source: Source::Fetch,
+        }
+    }
+
+    fn settings(timeout: Duration) -> Settings {
+        Settings {
+            timeout,
+            mailer: None,
+            queue: QUEUE,
+        }
+    }
+
+    /// Host a's plan for `distfile`, in which `OUT` stands for a scratch
+    /// directory; `files` are created under the root (directories for
+    /// names ending in '/').
+    struct Setup {
+        plan: Plan,
+        out: tempfile::TempDir,
+        _root: tempfile::TempDir,
+    }
+
+    fn setup(distfile: &str, files: &[&str]) -> Setup {
+        let out = tempfile::tempdir().expect("tempdir");
+        let text = distfile.replace("OUT", out.path().to_str().expect("utf-8"));
+        let (plan, root) = crate::plan::tests::plan("a", &text);
+        for f in files {
+            let full = plan.root.join(f.trim_end_matches('/'));
+            if f.ends_with('/') {
+                std::fs::create_dir_all(&full).expect("mkdir");
+            } else {
+                std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&full, b"x").expect("write");
+            }
+        }
+        Setup {
+            plan,
+            out,
+            _root: root,
+        }
+    }
+
+    impl Setup {
+        /// Runs `peer`'s batch through the commands and waits for them.
+        fn after(&self, actions: &[Action], timeout: Duration) {
+            let c = Commands::new(&self.plan, settings(timeout));
+            c.after_batch("b", actions);
+            c.finish();
+        }
+
+        /// The lines a command wrote to OUT/`name`; `None` if it never ran.
+        fn lines(&self, name: &str) -> Option<Vec<String>> {
+            let text = std::fs::read_to_string(self.out.path().join(name)).ok()?;
+            Some(text.lines().map(str::to_string).collect())
+        }
+
+        fn local(&self, rel: &str) -> String {
+            self.plan
+                .root
+                .join(rel)
+                .to_str()
+                .expect("utf-8")
+                .to_string()
+        }
+    }
+
+    const SPECIALS: &str = "/srv/www -> ( a b )\n\tinstall /srv/site ;\n\tspecial /srv/www/a.conf \"echo $FILE $REMFILE $BASEFILE >> OUT/special\" ;\n\tspecial ( /srv/www/other /srv/www/*.txt ) \"echo $FILE >> OUT/nomatch\" ;\n/srv/else -> ( a c )\n\tspecial \"echo $FILE >> OUT/else\" ;\n";
+
+    #[test]
+    fn special_runs_for_a_matching_file_with_its_environment() {
+        let s = setup(SPECIALS, &["srv/site/a.conf", "srv/site/b.conf"]);
+        s.after(
+            &[write("srv/site/a.conf"), write("srv/site/b.conf")],
+            TIMEOUT,
+        );
+        assert_eq!(
+            s.lines("special"),
+            Some(vec![format!(
+                "{} /srv/www/a.conf a.conf",
+                s.local("srv/site/a.conf")
+            )]),
+            "FILE is the path on disk, REMFILE the Distfile's name for it"
+        );
+        assert_eq!(s.lines("else"), None, "another set's path was not updated");
+    }
+
+    #[test]
+    fn special_with_other_names_does_not_run() {
+        let s = setup(SPECIALS, &["srv/site/b.conf", "srv/site/x.txt"]);
+        s.after(&[write("srv/site/b.conf")], TIMEOUT);
+        assert_eq!(s.lines("nomatch"), None);
+        assert_eq!(s.lines("special"), None);
+        // The glob does match a .txt file: the test above is not vacuous.
+        s.after(&[write("srv/site/x.txt")], TIMEOUT);
+        assert_eq!(s.lines("nomatch"), Some(vec![s.local("srv/site/x.txt")]));
+    }
+
+    #[test]
+    fn special_skips_directories_removals_and_excluded_paths() {
+        let s = setup(
+            "/srv/www -> ( a b )\n\texcept /srv/www/tmp ;\n\tspecial \"echo $FILE >> OUT/all\" ;\n",
+            &["srv/www/sub/", "srv/www/x", "srv/www/tmp/y"],
+        );
+        s.after(
+            &[
+                Action::MakeDir {
+                    path: p("srv/www/sub"),
+                    meta: Meta::default(),
+                },
+                Action::Remove {
+                    path: p("srv/www/gone"),
+                    was: Content::Dir,
+                },
+                write("srv/www/tmp/y"),
+                write("srv/www/x"),
+            ],
+            TIMEOUT,
+        );
+        assert_eq!(s.lines("all"), Some(vec![s.local("srv/www/x")]));
+    }
+
+    #[test]
+    fn cmdspecial_runs_once_with_files_joined_by_colons() {
+        let s = setup(
+            "/srv/www -> ( a b )\n\tcmdspecial \"echo \\\"$FILES|$REMOVED|${FILE-none}\\\" >> OUT/cmd\" ;\n\tcmdspecial /srv/www/nothing \"echo ran >> OUT/never\" ;\n",
+            &["srv/www/a", "srv/www/d/b", "srv/www/d/"],
+        );
+        s.after(
+            &[
+                write("srv/www/d/b"),
+                write("srv/www/a"),
+                Action::SetMeta {
+                    path: p("srv/www/d"),
+                    meta: Meta::default(),
+                },
+                Action::Remove {
+                    path: p("srv/www/old"),
+                    was: Content::Dir,
+                },
+            ],
+            TIMEOUT,
+        );
+        assert_eq!(
+            s.lines("cmd"),
+            Some(vec![format!(
+                "{}:{}|{}|none",
+                s.local("srv/www/a"),
+                s.local("srv/www/d/b"),
+                s.local("srv/www/old")
+            )])
+        );
+        assert_eq!(s.lines("never"), None, "names no updated path");
+    }
+
+    #[test]
+    fn a_failing_command_is_reported_not_propagated() {
+        let o = run(shell("echo fine; echo oops >&2; exit 3"), None, TIMEOUT);
+        assert_eq!(o.status, Status::Exited(3));
+        assert!(!o.ok());
+        let line = o.summary();
+        assert!(line.starts_with("exit status 3 after "), "{line}");
+        assert!(line.ends_with("; stdout: fine; stderr: oops"), "{line}");
+
+        // The set's worker goes on with the next command and file.
+        let s = setup(
+            "/srv/www -> ( a b )\n\tspecial \"exit 3\" ;\n\tspecial \"echo $BASEFILE >> OUT/after\" ;\n",
+            &["srv/www/a", "srv/www/b"],
+        );
+        s.after(&[write("srv/www/a"), write("srv/www/b")], TIMEOUT);
+        assert_eq!(s.lines("after"), Some(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn a_command_that_cannot_start_is_an_outcome() {
+        let o = run(Command::new("/nonexistent/omirr-test"), None, TIMEOUT);
+        assert!(matches!(o.status, Status::NotRun(_)), "{o:?}");
+        assert!(o.summary().starts_with("could not run: "));
+    }
+
+    #[test]
+    fn a_hanging_command_and_its_children_are_killed_after_the_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let o = run(shell(&cmd), None, Duration::from_millis(200));
+        assert_eq!(o.status, Status::TimedOut);
+        assert!(o.elapsed >= Duration::from_millis(200), "{o:?}");
+        assert!(o.elapsed < Duration::from_secs(5), "{o:?}");
+        assert!(!o.ok());
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        // The shell's child is gone too (or a zombie awaiting its reaper).
+        let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        };
+        let until = Instant::now() + Duration::from_secs(3);
+        while !gone() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(), "sleep {pid} survived the timeout");
+    }
+
+    #[test]
+    fn output_is_capped_and_a_background_child_does_not_hold_us() {
+        let o = run(
+            shell("head -c 100000 /dev/zero | tr '\\0' 'y'; sleep 5 &"),
+            None,
+            TIMEOUT,
+        );
+        assert_eq!(o.status, Status::Exited(0));
+        assert_eq!(o.stdout.len(), CAPTURE);
+        assert!(o.elapsed < Duration::from_secs(2), "{o:?}");
+        assert!(o.summary().contains("stdout: yyy"), "{}", o.summary());
+    }
+
+    #[test]
+    fn input_reaches_the_command() {
+        let o = run(shell("cat"), Some(b"To: x\n\nbody\n".to_vec()), TIMEOUT);
+        assert_eq!(o.status, Status::Exited(0));
+        assert_eq!(o.stdout, b"To: x\n\nbody\n");
+    }
+
+    #[test]
+    fn effects_keep_the_last_action_per_path() {
+        let e = effects(&[
+            Action::SaveOld { path: p("f") },
+            Action::Remove {
+                path: p("f"),
+                was: Content::Dir,
+            },
+            write("f"),
+            Action::Rename {
+                from: p("old"),
+                to: p("new"),
+                meta: Meta::default(),
+            },
+            Action::Remove {
+                path: p("gone"),
+                was: Content::Dir,
+            },
+        ]);
+        let e: Vec<(String, Effect)> = e.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        assert_eq!(
+            e,
+            [
+                ("f".to_string(), Effect::Updated),
+                ("gone".to_string(), Effect::Removed),
+                ("new".to_string(), Effect::Updated),
+                ("old".to_string(), Effect::Removed),
+            ]
+        );
+    }
+
+    #[test]
+    fn notify_without_a_mailer_logs_the_files() {
+        let files: Vec<String> = ["/r/a", "/r/b", "/r/c", "/r/d"]
+            .iter()
+            .map(|f| listed(f, Effect::Updated))
+            .chain([listed("/r/e", Effect::Removed)])
+            .collect();
+        assert_eq!(
+            notice_line("root", "a", "b", &files, 3),
+            "notify root: omirrd: 5 files updated on a from b: /r/a, /r/b, /r/c and 2 more"
+        );
+        assert!(notice_line("root", "a", "b", &files[..4], 3).ends_with("/r/c and 1 more"));
+        assert!(notice_line("root", "a", "b", &files[..3], 3).ends_with("/r/b, /r/c"));
+        assert_eq!(
+            notice_line("ops@x", "a", "b", &files[4..], 3),
+            "notify ops@x: omirrd: 1 file updated on a from b: /r/e (removed)"
+        );
+
+        let m = String::from_utf8(mail("ops@x\nBcc: evil", "a", "b", "conf:3:1", &files))
+            .expect("utf-8");
+        assert!(
+            m.starts_with("To: ops@x Bcc: evil\nSubject: omirrd: 5 files updated on a from b\n"),
+            "{m}"
+        );
+        assert!(m.contains("\n\nChanges from b applied on a (mirror set conf:3:1):\n\n/r/a\n"));
+        assert!(m.ends_with("/r/d\n/r/e (removed)\n"), "{m}");
+    }
+
+    #[test]
+    fn a_set_without_commands_gets_no_worker() {
+        let s = setup(
+            "/srv/www -> ( a b )\n/srv/x -> ( b c )\n\tspecial \"true\" ;\n",
+            &[],
+        );
+        let c = Commands::new(&s.plan, settings(TIMEOUT));
+        assert!(
+            c.queues.iter().all(Option::is_none),
+            "a is not in the second set"
+        );
+        assert!(c.workers.is_empty());
+    }
+}
