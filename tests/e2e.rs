@@ -463,3 +463,143 @@ fn a_host_with_an_unpinned_key_is_refused() {
     let exited = wait_until(TIMEOUT, || child.try_wait().is_ok_and(|s| s.is_some()));
     assert!(exited, "the impostor is still running");
 }
+
+/// `/srv/www` among all; `/srv/private` between alpha and beta only.
+fn www_and_private(hosts: &[&str]) -> String {
+    format!("{}\nprivate:\n/srv/private -> ( alpha beta )\n", www(hosts))
+}
+
+/// Plays gamma with gamma's real key, but sends what gamma must not:
+/// frames are sent as given, after the greeting. Returns when the peer
+/// closes or after a few seconds.
+fn rogue(cluster: &Cluster, to: &str, frames: Vec<Vec<u8>>) {
+    use omirr_net::tls;
+    use tokio::io::AsyncWriteExt;
+    let identity = omirr_net::identity::load(&cluster.state_dir("gamma")).expect("gamma's key");
+    let text = fs::read_to_string(cluster.peers()).expect("peers");
+    let (peers, _) = omirr_config::peers::Peers::parse(&text, cluster.peers()).expect("peers");
+    let pins = tls::SharedPins::new(tls::PinSet::from_peers(&peers));
+    let config = tls::client_config(&identity, pins, to).expect("config");
+    let port = cluster.port(to);
+    let to = to.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let mut s = connector
+            .connect(tls::server_name(&to), tcp)
+            .await
+            .expect("TLS");
+        let hello = omirr_proto::read_message(&mut s)
+            .await
+            .expect("read")
+            .expect("a Hello");
+        assert!(matches!(hello, omirr_proto::Message::Hello(_)), "{hello:?}");
+        omirr_proto::write_message(
+            &mut s,
+            &omirr_proto::Message::Hello(omirr_proto::Hello::new("gamma")),
+        )
+        .await
+        .expect("hello");
+        for f in frames {
+            if s.write_all(&f).await.is_err() {
+                break;
+            }
+        }
+        let _ = s.flush().await;
+        // Read until the peer closes (or a few seconds pass).
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Ok(Some(_)) = omirr_proto::read_message(&mut s).await {}
+        })
+        .await;
+    });
+}
+
+fn file_change(path: &str, data: &[u8]) -> omirr_proto::Change {
+    omirr_proto::Change {
+        path: omirr_proto::RelPath::new(path.as_bytes()).expect("path"),
+        entry: omirr_proto::Entry {
+            content: omirr_proto::Content::File {
+                size: data.len() as u64,
+                hash: *blake3::hash(data).as_bytes(),
+            },
+            meta: omirr_proto::Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+            },
+            version: omirr_proto::Version {
+                // Far ahead: it would win, were it accepted.
+                ts: omirr_proto::Timestamp(u64::MAX / 2),
+                host: omirr_proto::HostId::new("gamma"),
+            },
+        },
+    }
+}
+
+#[test]
+fn changes_outside_the_shared_sets_and_dotdot_paths_are_refused() {
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www_and_private);
+    for h in HOSTS {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    fs::create_dir_all(cluster.root("alpha").join("srv/private")).expect("mkdir");
+    cluster.start_all();
+    wait_connected(&cluster, &HOSTS);
+    cluster.stop("gamma");
+    let before = digest(&cluster.root("alpha"));
+
+    // A change to /srv/private, which alpha shares only with beta.
+    let page = omirr_proto::Message::Changes {
+        changes: vec![(1, file_change("srv/private/planted", b"evil"))],
+        upto: 1,
+        done: true,
+    };
+    rogue(
+        &cluster,
+        "alpha",
+        vec![omirr_proto::encode(&page).expect("encode")],
+    );
+    assert!(
+        wait_until(TIMEOUT, || cluster
+            .log("alpha")
+            .contains("refused a change")),
+        "{}",
+        cluster.log("alpha")
+    );
+
+    // A path with `..`: encoded as a valid path, then patched to climb out.
+    let page = omirr_proto::Message::Changes {
+        changes: vec![(1, file_change("srv/www/xx/escaped", b"evil"))],
+        upto: 1,
+        done: true,
+    };
+    let mut frame = omirr_proto::encode(&page).expect("encode");
+    let at = frame
+        .windows(3)
+        .position(|w| w == b"/xx")
+        .expect("the path's bytes")
+        + 1;
+    frame[at..at + 2].copy_from_slice(b"..");
+    rogue(&cluster, "alpha", vec![frame]);
+    assert!(
+        wait_until(TIMEOUT, || cluster.log("alpha").contains("has a '..' component")),
+        "alpha says why it dropped the session:\n{}",
+        cluster.log("alpha")
+    );
+
+    assert_eq!(
+        digest(&cluster.root("alpha")),
+        before,
+        "nothing was written on alpha"
+    );
+    assert!(!cluster.root("alpha").join("srv/escaped").exists());
+    assert!(!cluster.root("alpha").join("srv/private/planted").exists());
+}

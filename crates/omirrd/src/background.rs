@@ -360,10 +360,7 @@ mod tests {
 
     #[test]
     fn reads_the_name_and_state_of_a_process() {
-        assert_eq!(
-            parse_stat("12 (omirrd) S 1 12 12 0", "x"),
-            Process::Omirrd
-        );
+        assert_eq!(parse_stat("12 (omirrd) S 1 12 12 0", "x"), Process::Omirrd);
         assert_eq!(parse_stat("12 (omirrd-2) S 1", "omirrd-2"), Process::Omirrd);
         assert_eq!(parse_stat("12 (omirrd) Z 1", "omirrd"), Process::Gone);
         assert_eq!(parse_stat("12 (a) b) R 1", "omirrd"), Process::Other);

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{Level, Metadata};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -149,7 +149,9 @@ impl Syslog {
         // send_to, which finds a restarted syslog daemon's new socket.
         UnixDatagram::unbound().ok()?.connect(&path).ok()?;
         // A stuck syslog daemon must not stop omirrd for good.
-        socket.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+        socket
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .ok()?;
         Some(Syslog {
             socket: Arc::new(socket),
             path: path.into(),
