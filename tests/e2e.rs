@@ -590,7 +590,9 @@ fn changes_outside_the_shared_sets_and_dotdot_paths_are_refused() {
     frame[at..at + 2].copy_from_slice(b"..");
     rogue(&cluster, "alpha", vec![frame]);
     assert!(
-        wait_until(TIMEOUT, || cluster.log("alpha").contains("has a '..' component")),
+        wait_until(TIMEOUT, || cluster
+            .log("alpha")
+            .contains("has a '..' component")),
         "alpha says why it dropped the session:\n{}",
         cluster.log("alpha")
     );
@@ -602,4 +604,96 @@ fn changes_outside_the_shared_sets_and_dotdot_paths_are_refused() {
     );
     assert!(!cluster.root("alpha").join("srv/escaped").exists());
     assert!(!cluster.root("alpha").join("srv/private/planted").exists());
+}
+
+/// Whether `name` is one of the applier's temporary files.
+fn is_temp(name: &std::ffi::OsStr) -> bool {
+    let n = name.to_string_lossy();
+    n.starts_with(".omirr.") && n.ends_with(".tmp")
+}
+
+/// The temporary files anywhere under `dir`, with their sizes.
+fn temps(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if is_temp(&e.file_name()) {
+                out.push((e.path(), m.len()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_receiver_killed_mid_transfer_recovers_and_never_shows_partial_content() {
+    use std::io::Write;
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    const MIB: usize = 1 << 20;
+    let size = 200 * MIB;
+    let big = cluster.root("alpha").join("srv/www/big.bin");
+    fs::create_dir_all(big.parent().expect("parent")).expect("mkdir");
+    let mut f = fs::File::create(&big).expect("create");
+    let mut block = vec![0u8; MIB];
+    for i in 0..200u64 {
+        blake3::Hasher::new()
+            .update(&i.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut block);
+        f.write_all(&block).expect("write");
+    }
+    drop(f);
+    let want = blake3::hash(&fs::read(&big).expect("read"))
+        .to_hex()
+        .to_string();
+    for h in &HOSTS[1..] {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+
+    // Watch beta receive it; kill it mid-way.
+    let target = cluster.root("beta").join("srv/www/big.bin");
+    let (beta_www, alpha_root) = (cluster.root("beta").join("srv/www"), cluster.root("alpha"));
+    let mut killed = false;
+    let deadline = std::time::Instant::now() + TIMEOUT * 3;
+    while std::time::Instant::now() < deadline {
+        if let Ok(m) = fs::metadata(&target) {
+            assert_eq!(m.len(), size as u64, "beta's big.bin held partial content");
+        }
+        assert!(
+            temps(&alpha_root).is_empty(),
+            "a temporary file reached alpha"
+        );
+        if temps(&beta_www).iter().any(|(_, n)| *n > 10 * MIB as u64) {
+            cluster.kill("beta");
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(killed, "never saw beta mid-transfer:\n{}", cluster.logs());
+    assert!(
+        !target.exists(),
+        "the target appeared although the transfer was cut"
+    );
+
+    cluster.start_host("beta");
+    wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT * 3)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    for h in HOSTS {
+        let got = blake3::hash(&fs::read(cluster.root(h).join("srv/www/big.bin")).expect("read"));
+        assert_eq!(got.to_hex().to_string(), want, "{h}");
+        assert!(
+            temps(&cluster.root(h)).is_empty(),
+            "{h} kept temporary files"
+        );
+    }
 }
