@@ -697,3 +697,70 @@ fn a_receiver_killed_mid_transfer_recovers_and_never_shows_partial_content() {
         );
     }
 }
+
+#[test]
+fn sighup_reloads_the_distfile_and_keeps_a_broken_one_out() {
+    let _one = serial();
+    let two = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&two, www);
+    for h in two {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &two);
+    let hup = |cluster: &Cluster, h: &str| {
+        let pid = cluster.pid(h).expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP");
+    };
+    let set_mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(0o644)).expect("chmod");
+    };
+    // A broken Distfile is refused; the one in force stays.
+    let good = fs::read_to_string(cluster.config()).expect("config");
+    fs::write(cluster.config(), "/srv/www -> ( alpha beta\n").expect("write");
+    set_mode(cluster.config());
+    hup(&cluster, "alpha");
+    assert!(
+        cluster.wait_for_log("alpha", "keeping the one in force", TIMEOUT),
+        "{}",
+        cluster.log("alpha")
+    );
+    fs::write(cluster.root("alpha").join("srv/www/still-mirrored"), "x").expect("write");
+    wait_converged(&cluster, &two, "srv/www", TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+
+    // Now exclude *.log on both hosts, without a restart.
+    fs::write(
+        cluster.config(),
+        format!("{good}\texcept_pat ( \\\\.log$ ) ;\n"),
+    )
+    .expect("write");
+    set_mode(cluster.config());
+    for h in two {
+        hup(&cluster, h);
+        assert!(
+            cluster.wait_for_log(h, "configuration and peers reloaded", TIMEOUT),
+            "{}",
+            cluster.log(h)
+        );
+    }
+    fs::write(
+        cluster.root("alpha").join("srv/www/debug.log"),
+        "local only",
+    )
+    .expect("write");
+    fs::write(cluster.root("alpha").join("srv/www/after"), "mirrored").expect("write");
+    assert!(wait_until(TIMEOUT, || cluster
+        .root("beta")
+        .join("srv/www/after")
+        .exists()));
+    assert!(
+        !cluster.root("beta").join("srv/www/debug.log").exists(),
+        "excluded after the reload"
+    );
+}

@@ -202,6 +202,11 @@ impl Cluster {
     }
 
     /// Whether host `name`'s process is running (started, not exited).
+    /// The process id of host `name`, if it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.host(name).child.as_ref().map(|c| c.id())
+    }
+
     pub fn is_running(&mut self, name: &str) -> bool {
         match &mut self.host_mut(name).child {
             Some(child) => matches!(child.try_wait(), Ok(None)),

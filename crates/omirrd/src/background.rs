@@ -73,18 +73,19 @@ pub fn log_file(state_dir: &Path) -> PathBuf {
     state_dir.join(LOG_FILE)
 }
 
-/// The daemon process, once [`start`] is done: the state directory to use
-/// from now on, and the pid file to remove when it ends.
+/// The daemon process, once [`start`] is done: the options to use from
+/// now on, and the pid file to remove when it ends.
 pub struct Running {
-    state_dir: PathBuf,
+    args: DaemonArgs,
     pid_file: Option<PathBuf>,
     detached: bool,
 }
 
 impl Running {
-    /// The state directory, absolute once the daemon has changed to `/`.
-    pub fn state_dir(&self) -> &Path {
-        &self.state_dir
+    /// The options, with every path absolute once the daemon has changed
+    /// to `/` (a reload reads the files again).
+    pub fn args(&self) -> &DaemonArgs {
+        &self.args
     }
 
     /// Ends the run with `result`: logs an error that standard error can
@@ -123,14 +124,14 @@ pub fn start(args: &DaemonArgs) -> Result<Running> {
     refuse_if_running(&pid_file)?;
     match mode(args) {
         Mode::Foreground => Ok(Running {
-            state_dir: args.state_dir.clone(),
+            args: args.clone(),
             pid_file: None,
             detached: false,
         }),
         Mode::Supervised => {
             write_pid_file(&pid_file)?;
             Ok(Running {
-                state_dir: args.state_dir.clone(),
+                args: args.clone(),
                 pid_file: Some(pid_file),
                 detached: false,
             })
@@ -145,9 +146,18 @@ const SET_UP: &[u8] = b"OK";
 
 fn daemonise(args: &DaemonArgs) -> Result<Running> {
     // After the fork, the daemon works in `/`: every path it still uses
-    // must be absolute (the root already is).
-    let state_dir = std::path::absolute(&args.state_dir)
-        .with_context(|| format!("cannot find {}", args.state_dir.display()))?;
+    // must be absolute.
+    let mut args = args.clone();
+    for path in [
+        &mut args.config,
+        &mut args.peers,
+        &mut args.root,
+        &mut args.state_dir,
+    ] {
+        *path = std::path::absolute(&*path)
+            .with_context(|| format!("cannot find {}", path.display()))?;
+    }
+    let state_dir = &args.state_dir;
     let pid_file = state_dir.join(PID_FILE);
     if let Some(threads) = threads() {
         if threads > 1 {
@@ -163,7 +173,7 @@ fn daemonise(args: &DaemonArgs) -> Result<Running> {
     let stderr = if logging::uses_syslog() {
         null.try_clone().context("cannot duplicate /dev/null")?
     } else {
-        let log = log_file(&state_dir);
+        let log = log_file(state_dir);
         File::options()
             .append(true)
             .create(true)
@@ -196,7 +206,7 @@ fn daemonise(args: &DaemonArgs) -> Result<Running> {
                     let _ = report.write_all(SET_UP);
                     drop(report);
                     Ok(Running {
-                        state_dir,
+                        args,
                         pid_file: Some(pid_file),
                         detached: true,
                     })

@@ -208,11 +208,17 @@ impl Commands {
                 }
             }
         }
-        if !workers.is_empty() {
-            match &settings.mailer {
-                Some(m) => tracing::debug!("notify mails through {}", m.display()),
-                None => tracing::debug!("no sendmail on this host: notify writes to the log"),
+        let notifies = plan
+            .config
+            .sets_for(&plan.host)
+            .any(|s| !s.notify.is_empty());
+        match &settings.mailer {
+            Some(m) if notifies => tracing::info!("notify mails through {}", m.display()),
+            // Said once, so that nobody waits for mail that cannot come.
+            None if notifies => {
+                tracing::info!("no sendmail on this host: notify writes to this log instead")
             }
+            _ => {}
         }
         Commands {
             plan: plan.clone(),

@@ -12,6 +12,7 @@
 //! events for those very writes are looked at: they match the index and are
 //! not sent back out. Reads of the index (what to send a peer) take no lock.
 
+use crate::cli::DaemonArgs;
 use crate::plan::Plan;
 use crate::session;
 use anyhow::{Context, Result};
@@ -29,7 +30,8 @@ use tokio::sync::{mpsc, watch};
 
 /// What every task of the daemon shares.
 pub struct Shared {
-    pub plan: Plan,
+    /// The configuration; SIGHUP swaps it (see [`reload`]).
+    plan: std::sync::RwLock<Arc<Plan>>,
     pub host: HostId,
     pub identity: Identity,
     pub pins: SharedPins,
@@ -60,6 +62,11 @@ pub fn wall() -> Timestamp {
 }
 
 impl Shared {
+    /// The configuration now in force.
+    pub fn plan(&self) -> Arc<Plan> {
+        self.plan.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Tells the pushers that the index has moved on.
     pub fn announce(&self) {
         if let Ok(seq) = self.index.last_seq() {
@@ -69,21 +76,22 @@ impl Shared {
 
     /// Whether `path` is outside what this host mirrors or excluded there.
     pub fn ignored(&self, path: &RelPath) -> bool {
-        !self.tops.iter().any(|t| path == t || path.is_below(t)) || self.plan.excluded(path)
+        !self.tops.iter().any(|t| path == t || path.is_below(t)) || self.plan().excluded(path)
     }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> Result<()> {
+pub fn run(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("omirrd")
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve(plan, identity, state_dir))
+    runtime.block_on(serve(plan, identity, args))
 }
 
-async fn serve(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> Result<()> {
+async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> {
+    let state_dir = args.state_dir.as_path();
     let index = Index::open(state_dir)?;
     let applier = Applier::open(&plan.root, Default::default())
         .with_context(|| format!("cannot use the root {}", plan.root.display()))?;
@@ -148,27 +156,29 @@ async fn serve(plan: Plan, identity: Identity, state_dir: &std::path::Path) -> R
         last_seq: watch::channel(last).0,
         sessions: Mutex::new(HashMap::new()),
         counters: crate::status::Counters::new(&plan.peer_names()),
-        plan,
+        plan: std::sync::RwLock::new(Arc::new(plan)),
     });
     let status_socket = crate::status::bind(state_dir)?;
     let s = shared.clone();
     tokio::spawn(crate::status::serve(status_socket, move || {
         s.counters
-            .snapshot(&s.plan.host, s.index.last_seq().unwrap_or(0))
+            .snapshot(&s.plan().host, s.index.last_seq().unwrap_or(0))
     }));
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
     tokio::spawn(accept(shared.clone(), listener));
-    for peer in shared.plan.peer_names() {
+    let plan = shared.plan();
+    for peer in plan.peer_names() {
         // One session per pair: the host whose name sorts first dials, the
         // other accepts.
-        if shared.plan.host < peer {
+        if plan.host < peer {
             tokio::spawn(dial(shared.clone(), peer));
         }
     }
     tracing::info!(address = %me, "ready");
     notify_systemd("READY=1");
 
+    tokio::spawn(reload_on_sighup(shared.clone(), args.clone()));
     wait_for_stop().await;
     tracing::info!("stopping: finishing the write in progress");
     // Whoever holds the lock is mid-batch; once we have it, nothing is.
@@ -215,7 +225,7 @@ async fn record(shared: &Arc<Shared>, dirty: Vec<RelPath>) {
     let s = shared.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut w = s.write.lock().unwrap_or_else(|e| e.into_inner());
-        let plan = &s.plan;
+        let plan = s.plan();
         omirr_fs::local::record_live(
             &s.index,
             &mut w.hlc,
@@ -290,7 +300,8 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
                 Ok((name, _)) => name,
                 Err(e) => return tracing::warn!(%from, "refused a connection: {e}"),
             };
-            if peer == shared.plan.host || !shared.plan.peer_names().contains(&peer) {
+            let plan = shared.plan();
+            if peer == plan.host || !plan.peer_names().contains(&peer) {
                 return tracing::warn!(%from, %peer, "refused a connection: this host shares no mirror set with it");
             }
             run_session(shared, tls, peer).await;
@@ -303,6 +314,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 async fn dial(shared: Arc<Shared>, peer: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        if !shared.plan().peer_names().contains(&peer) {
+            return tracing::info!(%peer, "no longer a peer: not dialing it");
+        }
         let started = std::time::Instant::now();
         match connect(&shared, &peer).await {
             Ok(tls) => run_session(shared.clone(), tls, peer.clone()).await,
@@ -327,7 +341,7 @@ async fn connect(
     peer: &str,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let address = shared
-        .plan
+        .plan()
         .peers
         .get(peer)
         .map(|p| p.address.clone())
@@ -394,6 +408,68 @@ where
         Some(e) => {
             tracing::warn!(%peer, frames_sent = frames.0, frames_received = frames.1, "session ended: {e}")
         }
+    }
+}
+
+/// SIGHUP: reads the Distfile and the peers file again. A configuration
+/// with errors is logged and ignored; the old one stays in force. New pins,
+/// rules (authorisation, excludes, savetargets, commands) and peers take
+/// effect at once; sessions with hosts no longer listed are closed. This
+/// host's name, root and mirrored trees need a restart.
+async fn reload_on_sighup(shared: Arc<Shared>, args: DaemonArgs) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return tracing::warn!("cannot listen for SIGHUP; restart omirrd to reload");
+    };
+    while hup.recv().await.is_some() {
+        let old = shared.plan();
+        let new = match crate::plan::load(&args) {
+            Ok(p) => p,
+            Err(diags) => {
+                for d in diags.iter().filter(|d| d.is_error()) {
+                    tracing::error!("{d}");
+                }
+                tracing::error!("SIGHUP: the configuration has errors; keeping the one in force");
+                continue;
+            }
+        };
+        if let Some(d) = crate::plan::pin_mismatch(&args, &new, &shared.identity.fingerprint) {
+            tracing::error!("{d}");
+            tracing::error!("SIGHUP: keeping the configuration in force");
+            continue;
+        }
+        if new.host != old.host || new.root != old.root {
+            tracing::error!("SIGHUP: this host's name or root changed; restart omirrd for that. Keeping the configuration in force");
+            continue;
+        }
+        if new.tops() != shared.tops {
+            tracing::warn!(
+                now = ?new.tops(),
+                watched = ?shared.tops,
+                "SIGHUP: the mirrored trees changed; restart omirrd to watch and scan them"
+            );
+        }
+        shared.pins.replace(tls::PinSet::from_peers(&new.peers));
+        let (before, after) = (old.peer_names(), new.peer_names());
+        *shared.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        for peer in before.iter().filter(|p| !after.contains(p)) {
+            if let Some(session) = shared
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(peer)
+            {
+                session.abort();
+            }
+            tracing::info!(%peer, "no longer a peer: session closed");
+        }
+        for peer in after.iter().filter(|p| !before.contains(p)) {
+            shared.counters.peer(peer, |_| {});
+            if old.host < *peer {
+                tokio::spawn(dial(shared.clone(), peer.clone()));
+            }
+        }
+        tracing::info!("SIGHUP: configuration and peers reloaded");
     }
 }
 

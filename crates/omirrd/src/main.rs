@@ -8,7 +8,6 @@
 
 mod background;
 mod cli;
-#[allow(dead_code)] // until session.rs's apply_pages calls commands::after_batch
 mod commands;
 mod daemon;
 mod demo;
@@ -111,7 +110,7 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
     // Without -f, the command exits in here and the daemon goes on; the
     // tokio runtime, and with it every thread, starts only afterwards.
     let running = background::start(&cli.daemon)?;
-    let result = daemon::run(plan, identity, running.state_dir());
+    let result = daemon::run(plan, identity, running.args());
     running.finish(result)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -68,7 +68,7 @@ where
     });
     let _writer = AbortOnDrop(writer.abort_handle());
 
-    out.send(Message::Hello(Hello::new(&shared.plan.host)))
+    out.send(Message::Hello(Hello::new(&shared.plan().host)))
         .await?;
     let first = tokio::time::timeout(SILENCE, read_message(&mut rd))
         .await
@@ -238,7 +238,7 @@ async fn push(
         let changes: Vec<(Seq, Change)> = page
             .into_iter()
             .filter(|(_, c)| {
-                c.entry.version.host.as_str() != peer && shared.plan.authorised(&peer, &c.path)
+                c.entry.version.host.as_str() != peer && shared.plan().authorised(&peer, &c.path)
             })
             .collect();
         let last_page = shared.index.last_seq()? == upto;
@@ -267,7 +267,7 @@ async fn apply_pages(
         let (allowed, refused): (Vec<Change>, Vec<Change>) = changes
             .into_iter()
             .map(|(_, c)| c)
-            .partition(|c| shared.plan.authorised(&peer, &c.path));
+            .partition(|c| shared.plan().authorised(&peer, &c.path));
         for c in &refused {
             tracing::warn!(%peer, path = %c.path, "refused a change: not in a mirror set this host shares with the peer");
         }
@@ -282,7 +282,7 @@ async fn apply_pages(
             let mut source = source;
             let mut w = s.write.lock().unwrap_or_else(|e| e.into_inner());
             let w = &mut *w;
-            let plan = &s.plan;
+            let plan = s.plan();
             let applied = omirr_fs::local::apply_remote(
                 &s.index,
                 &w.applier,
@@ -300,6 +300,8 @@ async fn apply_pages(
                 if !applied.actions.is_empty() {
                     tracing::debug!(%peer, actions = applied.actions.len(), recorded = applied.recorded, "applied");
                 }
+                // Queues the Distfile's commands for what changed; never waits.
+                crate::commands::after_batch(&shared.plan(), &peer, &applied.actions);
                 let n = applied.recorded as u64;
                 shared.counters.add_applied(n);
                 shared.counters.peer(&peer, |p| {
@@ -503,12 +505,12 @@ fn open_for_peer(
         return Err("not mirrored here".into());
     }
     let full = shared
-        .plan
+        .plan()
         .root
         .join(std::ffi::OsStr::from_bytes(path.as_bytes()));
     // No component may be a symbolic link: the file must lie inside the
     // mirrored tree.
-    let mut at = shared.plan.root.clone();
+    let mut at = shared.plan().root.clone();
     for c in path
         .components()
         .take(path.components().count().saturating_sub(1))
