@@ -410,7 +410,7 @@ impl Read for Incoming {
 }
 
 /// Streams a file the peer asked for, if this host still holds that
-/// content at that path.
+/// content at that path; otherwise, or if reading fails, says why.
 async fn serve_file(
     shared: Arc<Shared>,
     out: mpsc::Sender<Message>,
@@ -419,28 +419,27 @@ async fn serve_file(
     hash: Hash,
     size: u64,
 ) {
-    let s = shared.clone();
-    let p = path.clone();
-    let opened = tokio::task::spawn_blocking(move || open_for_peer(&s, &p, &hash, size)).await;
-    let mut file = match opened {
-        Ok(Ok(f)) => f,
-        Ok(Err(reason)) => {
-            let _ = out.send(Message::FileUnavailable { id, reason }).await;
-            return;
-        }
-        Err(e) => {
-            let _ = out
-                .send(Message::FileUnavailable {
-                    id,
-                    reason: e.to_string(),
-                })
-                .await;
-            return;
-        }
-    };
+    if let Err(reason) = stream_file(shared, &out, id, path, hash, size).await {
+        let _ = out.send(Message::FileUnavailable { id, reason }).await;
+    }
+}
+
+async fn stream_file(
+    shared: Arc<Shared>,
+    out: &mpsc::Sender<Message>,
+    id: u64,
+    path: RelPath,
+    hash: Hash,
+    size: u64,
+) -> Result<(), String> {
+    let joined = |e: tokio::task::JoinError| e.to_string();
+    let mut file = tokio::task::spawn_blocking(move || open_for_peer(&shared, &path, &hash, size))
+        .await
+        .map_err(joined)??;
     let mut offset = 0u64;
     loop {
-        let chunk = tokio::task::spawn_blocking(move || {
+        // Reads happen on a blocking thread; the file moves there and back.
+        let (f, data) = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; omirr_proto::MAX_CHUNK];
             let n = file.read(&mut buf).map(|n| {
                 buf.truncate(n);
@@ -448,32 +447,13 @@ async fn serve_file(
             });
             (file, n)
         })
-        .await;
-        let (f, data) = match chunk {
-            Ok((f, Ok(data))) => (f, data),
-            Ok((_, Err(e))) => {
-                let _ = out
-                    .send(Message::FileUnavailable {
-                        id,
-                        reason: e.to_string(),
-                    })
-                    .await;
-                return;
-            }
-            Err(e) => {
-                let _ = out
-                    .send(Message::FileUnavailable {
-                        id,
-                        reason: e.to_string(),
-                    })
-                    .await;
-                return;
-            }
-        };
+        .await
+        .map_err(joined)?;
+        let data = data.map_err(|e| e.to_string())?;
         file = f;
         if data.is_empty() {
             let _ = out.send(Message::FileEnd { id }).await;
-            return;
+            return Ok(());
         }
         let n = data.len() as u64;
         if out
@@ -481,7 +461,8 @@ async fn serve_file(
             .await
             .is_err()
         {
-            return;
+            // The session is over: nobody to tell.
+            return Ok(());
         }
         offset += n;
     }
