@@ -364,3 +364,333 @@ fn version() {
         format!("omirrd {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Gives beta, whose key does not exist yet (so its line has no pin), a
+/// free loopback port; returns the port.
+fn beta_on_a_free_port(site: &Site) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let peers = fs::read_to_string(etc().join("peers")).expect("etc/peers");
+    let unpinned: String = peers
+        .lines()
+        .map(|l| {
+            if l.starts_with("beta ") {
+                format!("beta 127.0.0.1:{port}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    write_file(&site.dir.path().join("peers"), &unpinned, 0o644);
+    port
+}
+
+/// Runs beta without `-f`, logging to the socket at `syslog` (through the
+/// undocumented `OMIRR_SYSLOG_SOCKET`), and not looking as if systemd
+/// started it. Returns the command's status and standard error once the
+/// command has exited and nothing holds its standard error any more (the
+/// daemon must let go of the terminal); fails if either takes over 10 s.
+fn run_without_f(site: &Site, syslog: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let (config, peers, root, state) = (
+        site.path("omirrd.conf"),
+        site.path("peers"),
+        site.path("root"),
+        site.path("state"),
+    );
+    let mut child = std::process::Command::new(support::omirrd_bin())
+        .args(["--host", "beta", "--config", &config, "--peers", &peers])
+        .args(["--root", &root, "--state-dir", &state])
+        .args(extra)
+        .env_remove("OMIRR_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("INVOCATION_ID")
+        .env("OMIRR_SYSLOG_SOCKET", syslog)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start omirrd");
+    let _guard = support::KillOnDrop(child.id());
+    let mut pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let mut status = None;
+    let returned = support::wait_until(std::time::Duration::from_secs(10), || {
+        status = child.try_wait().expect("wait");
+        status.is_some()
+    });
+    assert!(returned, "the command did not return within 10 s");
+    let err = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("something still holds the command's standard error");
+    (status.expect("status"), err)
+}
+
+/// Kills the process a pid file names when the test ends, however it ends.
+struct KillPidFileOnDrop(std::path::PathBuf);
+
+impl Drop for KillPidFileOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            drop(support::KillOnDrop(pid));
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie does not: whoever adopted the daemon may
+/// be slow to reap it).
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.get(s.rfind(')')? + 1..)?.trim_start().chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+/// The pid in a pid file, which must be a pid and a newline.
+fn pid_in(path: &Path) -> u32 {
+    let text = fs::read_to_string(path).expect("pid file");
+    assert!(
+        text.ends_with('\n') && text.lines().count() == 1,
+        "{text:?}"
+    );
+    text.trim().parse().expect("a pid")
+}
+
+/// A syslog of the test's own: a socket whose datagrams a thread reads
+/// as they come (a datagram socket holds only a few unread ones, and a
+/// full one would slow omirrd down).
+struct Syslog {
+    path: std::path::PathBuf,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Syslog {
+    fn bind(site: &Site) -> Syslog {
+        let path = site.dir.path().join("syslog");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = socket.recv(&mut buf) {
+                if tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Syslog { path, lines }
+    }
+
+    /// The datagrams received until one contains `until`, or 20 s.
+    fn until(&self, until: &str) -> Vec<String> {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut got = Vec::new();
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.contains(until);
+                    got.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        got
+    }
+}
+
+/// Sends SIGTERM to `pid` once it handles it: until the daemon has set up
+/// its handler, SIGTERM kills it outright, leaving the pid file behind.
+fn stop(pid: u32) {
+    let sigterm = 1u64 << (nix::sys::signal::Signal::SIGTERM as u32 - 1);
+    let handled = support::wait_until(std::time::Duration::from_secs(20), || {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                u64::from_str_radix(mask.trim(), 16).ok()
+            })
+            .is_some_and(|mask| mask & sigterm != 0)
+    });
+    assert!(handled, "pid {pid} never set up its SIGTERM handler");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+}
+
+#[test]
+fn without_f_the_daemon_detaches_logs_to_syslog_and_removes_its_pid_file() {
+    let site = Site::new();
+    let port = beta_on_a_free_port(&site);
+    let syslog = Syslog::bind(&site);
+    let pid_file = site.dir.path().join("state/omirrd.pid");
+    let _guard = KillPidFileOnDrop(pid_file.clone());
+
+    let (status, err) = run_without_f(&site, &syslog.path, &[]);
+    assert!(status.success(), "{status}: {err}");
+    // Until the fork the terminal sees the log; afterwards it does not.
+    assert!(err.contains("identity loaded"), "{err}");
+    assert!(!err.contains("ready"), "{err}");
+    // The pid file is there when the command returns.
+    let pid = pid_in(&pid_file);
+    assert_eq!(
+        fs::metadata(&pid_file)
+            .expect("pid file")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+    assert!(running(pid), "pid {pid} is not running");
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd"),
+        Path::new("/")
+    );
+
+    let logged = syslog.until("ready");
+    let ready = logged.iter().find(|d| d.contains("ready"));
+    assert_eq!(
+        ready.map(String::as_str),
+        Some(format!("<30>omirrd[{pid}]: ready address=127.0.0.1:{port}").as_str()),
+        "{logged:#?}"
+    );
+    assert!(
+        logged.iter().any(|d| d.starts_with(&format!(
+            "<30>omirrd[{pid}]: running in the background pid={pid}"
+        ))),
+        "{logged:#?}"
+    );
+    for d in &logged {
+        assert!(d.starts_with('<') && d.contains("]: "), "{d:?}");
+        assert!(!d.contains(['\n', '\x1b']), "{d:?}");
+        assert!(!d.contains(" INFO "), "no level in the text: {d:?}");
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "listening"
+    );
+
+    stop(pid);
+    let gone = support::wait_until(std::time::Duration::from_secs(10), || {
+        !pid_file.exists() && !running(pid)
+    });
+    assert!(
+        gone,
+        "pid file {}, pid {pid} {}: {:#?}",
+        if pid_file.exists() { "left" } else { "removed" },
+        if running(pid) { "running" } else { "gone" },
+        syslog.until("stopped")
+    );
+    let logged = syslog.until("stopped");
+    assert!(
+        logged
+            .iter()
+            .any(|d| d == &format!("<30>omirrd[{pid}]: stopped")),
+        "{logged:#?}"
+    );
+}
+
+#[test]
+fn a_second_daemon_is_refused_while_the_first_runs() {
+    let site = Site::new();
+    beta_on_a_free_port(&site);
+    let syslog = Syslog::bind(&site);
+    let pid_file = site.dir.path().join("state/omirrd.pid");
+    let _guard = KillPidFileOnDrop(pid_file.clone());
+    let (status, err) = run_without_f(&site, &syslog.path, &[]);
+    assert!(status.success(), "{status}: {err}");
+    let pid = pid_in(&pid_file);
+
+    for extra in [&[][..], &["-f"][..]] {
+        let (status, err) = run_without_f(&site, &syslog.path, extra);
+        assert!(!status.success(), "{extra:?}: {err}");
+        assert!(
+            err.contains(&format!("omirrd is already running as pid {pid}")),
+            "{extra:?}: {err}"
+        );
+        assert_eq!(pid_in(&pid_file), pid, "the pid file is the first one's");
+    }
+    assert!(running(pid));
+
+    stop(pid);
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(10), || !running(pid)),
+        "pid {pid} did not stop"
+    );
+    assert!(!pid_file.exists());
+}
+
+#[test]
+fn under_systemd_without_f_the_daemon_stays_and_logs_to_syslog() {
+    let site = Site::new();
+    beta_on_a_free_port(&site);
+    let syslog = Syslog::bind(&site);
+    let notify_path = site.dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    let err_path = site.dir.path().join("stderr");
+    let (config, peers, root, state) = (
+        site.path("omirrd.conf"),
+        site.path("peers"),
+        site.path("root"),
+        site.path("state"),
+    );
+    let mut child = std::process::Command::new(support::omirrd_bin())
+        .args(["--host", "beta", "--config", &config, "--peers", &peers])
+        .args(["--root", &root, "--state-dir", &state])
+        .env_remove("OMIRR_LOG")
+        .env_remove("INVOCATION_ID")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("OMIRR_SYSLOG_SOCKET", &syslog.path)
+        .stdin(std::process::Stdio::null())
+        .stderr(fs::File::create(&err_path).expect("stderr"))
+        .spawn()
+        .expect("start omirrd");
+    let _guard = support::KillOnDrop(child.id());
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Not forked: the pid file names the process systemd started.
+    let pid_file = site.dir.path().join("state/omirrd.pid");
+    assert_eq!(pid_in(&pid_file), child.id());
+    let logged = syslog.until("ready");
+    assert!(
+        logged
+            .iter()
+            .any(|d| d.starts_with(&format!("<30>omirrd[{}]: identity loaded", child.id()))),
+        "{logged:#?}"
+    );
+
+    stop(child.id());
+    let status = child.wait().expect("wait");
+    let err = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.is_empty(), "the log goes to syslog only: {err}");
+    assert!(!pid_file.exists());
+    assert!(syslog
+        .until("stopped")
+        .iter()
+        .any(|d| d.ends_with(": stopped")));
+}

@@ -155,7 +155,7 @@ fn daemonise(args: &DaemonArgs) -> Result<Running> {
         &mut args.state_dir,
     ] {
         *path = std::path::absolute(&*path)
-            .with_context(|| format!("cannot find {}", path.display()))?;
+            .with_context(|| format!("cannot make {} absolute", path.display()))?;
     }
     let state_dir = &args.state_dir;
     let pid_file = state_dir.join(PID_FILE);
@@ -174,6 +174,11 @@ fn daemonise(args: &DaemonArgs) -> Result<Running> {
         null.try_clone().context("cannot duplicate /dev/null")?
     } else {
         let log = log_file(state_dir);
+        tracing::warn!(
+            "no syslog at {}: logging to {} from now on",
+            logging::syslog_path().display(),
+            log.display()
+        );
         File::options()
             .append(true)
             .create(true)
@@ -197,6 +202,14 @@ fn daemonise(args: &DaemonArgs) -> Result<Running> {
             match detach(&null, &stderr, &pid_file) {
                 Ok(()) => {
                     logging::detached();
+                    if logging::uses_syslog() {
+                        // A panic's message would go to /dev/null.
+                        let default = std::panic::take_hook();
+                        std::panic::set_hook(Box::new(move |info| {
+                            tracing::error!("{info}");
+                            default(info);
+                        }));
+                    }
                     tracing::info!(
                         pid = std::process::id(),
                         pid_file = %pid_file.display(),

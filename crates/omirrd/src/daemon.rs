@@ -91,6 +91,9 @@ pub fn run(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> {
 }
 
 async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> {
+    // Caught from the start: a SIGTERM during a long start-up scan must
+    // stop the daemon cleanly too, not kill it.
+    let stop = stop_signals()?;
     let state_dir = args.state_dir.as_path();
     let index = Index::open(state_dir)?;
     let applier = Applier::open(&plan.root, Default::default())
@@ -179,7 +182,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     notify_systemd("READY=1");
 
     tokio::spawn(reload_on_sighup(shared.clone(), args.clone()));
-    wait_for_stop().await;
+    stop.wait().await;
     tracing::info!("stopping: finishing the write in progress");
     // Whoever holds the lock is mid-batch; once we have it, nothing is.
     let _idle = shared.write.lock().unwrap_or_else(|e| e.into_inner());
@@ -473,18 +476,26 @@ async fn reload_on_sighup(shared: Arc<Shared>, args: DaemonArgs) {
     }
 }
 
-async fn wait_for_stop() {
+/// SIGTERM and SIGINT, listened for from the start of the daemon.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+fn stop_signals() -> Result<StopSignals> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for signals; stop omirrd with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    Ok(StopSignals {
+        term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+    })
+}
+
+impl StopSignals {
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

@@ -14,8 +14,8 @@
 //! [`background`]).
 //!
 //! The syslog writer is a small [`MakeWriter`] rather than a crate: it is
-//! about fifty lines, and the one thing a crate would add, the network
-//! transports, omirrd does not need.
+//! about eighty lines, and what a crate would add (network transports,
+//! RFC 5424 structured data) omirrd does not need.
 
 use crate::background::{self, Mode};
 use crate::cli::DaemonArgs;
@@ -88,13 +88,6 @@ pub fn init(args: &DaemonArgs) -> Result<()> {
         .with(syslog_layer)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
-    if mode == Mode::Background && !uses_syslog() {
-        tracing::warn!(
-            "no syslog at {}: logging to {} instead",
-            syslog_path().display(),
-            background::log_file(&args.state_dir).display()
-        );
-    }
     Ok(())
 }
 
@@ -111,7 +104,8 @@ pub fn detached() {
     }
 }
 
-fn syslog_path() -> PathBuf {
+/// The syslog socket.
+pub fn syslog_path() -> PathBuf {
     std::env::var_os("OMIRR_SYSLOG_SOCKET")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
