@@ -764,3 +764,60 @@ fn sighup_reloads_the_distfile_and_keeps_a_broken_one_out() {
         "excluded after the reload"
     );
 }
+
+#[test]
+fn special_runs_after_a_peers_update_and_follows_sighup() {
+    let _one = serial();
+    let two = ["alpha", "beta"];
+    let marks = tempfile::tempdir().expect("tempdir");
+    let first = marks.path().join("first");
+    let second = marks.path().join("second");
+    let with_special = |target: &std::path::Path| {
+        let t = target.display().to_string();
+        move |hosts: &[&str]| {
+            format!(
+                "{}\tspecial \"echo \\\"$BASEFILE $REMFILE\\\" >> {t}\" ;\n",
+                www(hosts)
+            )
+        }
+    };
+    let mut cluster = Cluster::new(&two, with_special(&first));
+    for h in two {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &two);
+    fs::write(cluster.root("alpha").join("srv/www/page.html"), "v1").expect("write");
+    assert!(
+        wait_until(TIMEOUT, || fs::read_to_string(&first)
+            .is_ok_and(|t| t.contains("page.html /srv/www/page.html"))),
+        "special did not run on beta:\n{}",
+        cluster.logs()
+    );
+
+    // A new command, by SIGHUP: the next update runs it instead.
+    let text = with_special(&second)(&two);
+    fs::write(cluster.config(), text).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(cluster.config(), fs::Permissions::from_mode(0o644)).expect("chmod");
+    for h in two {
+        let pid = cluster.pid(h).expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP");
+        assert!(
+            cluster.wait_for_log(h, "configuration and peers reloaded", TIMEOUT),
+            "{}",
+            cluster.log(h)
+        );
+    }
+    fs::write(cluster.root("alpha").join("srv/www/page.html"), "v2").expect("write");
+    assert!(
+        wait_until(TIMEOUT, || fs::read_to_string(&second)
+            .is_ok_and(|t| t.contains("page.html"))),
+        "the reloaded special did not run:\n{}",
+        cluster.logs()
+    );
+}

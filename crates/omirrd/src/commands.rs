@@ -54,7 +54,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a command may run before it is killed.
@@ -314,14 +314,25 @@ impl Commands {
 /// (a daemon has one plan). A process-wide value so that commands run one
 /// at a time per set across all peers' sessions; it belongs in the
 /// daemon's shared state once that can take it.
-static COMMANDS: OnceLock<Commands> = OnceLock::new();
+/// The runner for the configuration in force, rebuilt when SIGHUP brings a
+/// new one (the old runner's workers finish what they have queued).
+static COMMANDS: Mutex<Option<(Arc<Plan>, Arc<Commands>)>> = Mutex::new(None);
 
-/// [`Commands::after_batch`] on the daemon's commands, started on first
+/// [`Commands::after_batch`] on the runner for `plan`, started on first
 /// use with [`Settings::from_system`].
-pub fn after_batch(plan: &Plan, peer: &str, actions: &[Action]) {
-    COMMANDS
-        .get_or_init(|| Commands::new(plan, Settings::from_system()))
-        .after_batch(peer, actions);
+pub fn after_batch(plan: &Arc<Plan>, peer: &str, actions: &[Action]) {
+    let commands = {
+        let mut slot = COMMANDS.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((p, c)) if Arc::ptr_eq(p, plan) => c.clone(),
+            _ => {
+                let c = Arc::new(Commands::new(plan, Settings::from_system()));
+                *slot = Some((plan.clone(), c.clone()));
+                c
+            }
+        }
+    };
+    commands.after_batch(peer, actions);
 }
 
 /// One set's commands, on its worker thread.
