@@ -41,10 +41,17 @@ pub struct Shared {
     pub write: Mutex<WriteSide>,
     /// The index's last sequence: pushers wake when it moves.
     pub last_seq: watch::Sender<Seq>,
-    /// The live session with each peer, so that a newer one replaces it.
-    sessions: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// The session with each peer (see [`run_session`] for which one
+    /// survives when both hosts dial).
+    sessions: Mutex<HashMap<String, Live>>,
     /// What `omirrd status` shows.
     pub counters: crate::status::Counters,
+}
+
+/// A session with a peer: its task, and the host that opened it.
+struct Live {
+    task: tokio::task::AbortHandle,
+    opened_by: String,
 }
 
 /// What a write needs besides the index.
@@ -72,6 +79,15 @@ impl Shared {
         if let Ok(seq) = self.index.last_seq() {
             self.last_seq.send_replace(seq);
         }
+    }
+
+    /// Whether a session with `peer` is running.
+    fn has_session(&self, peer: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer)
+            .is_some_and(|l| !l.task.is_finished())
     }
 
     /// Whether `path` is outside what this host mirrors or excluded there.
@@ -170,13 +186,8 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
     tokio::spawn(accept(shared.clone(), listener));
-    let plan = shared.plan();
-    for peer in plan.peer_names() {
-        // One session per pair: the host whose name sorts first dials, the
-        // other accepts.
-        if plan.host < peer {
-            tokio::spawn(dial(shared.clone(), peer));
-        }
+    for peer in shared.plan().peer_names() {
+        tokio::spawn(dial(shared.clone(), peer));
     }
     tracing::info!(address = %me, "ready");
     notify_systemd("READY=1");
@@ -307,7 +318,7 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
             if peer == plan.host || !plan.peer_names().contains(&peer) {
                 return tracing::warn!(%from, %peer, "refused a connection: this host shares no mirror set with it");
             }
-            run_session(shared, tls, peer).await;
+            run_session(shared, tls, peer, false).await;
         });
     }
 }
@@ -320,9 +331,14 @@ async fn dial(shared: Arc<Shared>, peer: String) {
         if !shared.plan().peer_names().contains(&peer) {
             return tracing::info!(%peer, "no longer a peer: not dialing it");
         }
+        // The peer dialed us (or we it, and that session runs): one
+        // session per pair is enough.
+        while shared.has_session(&peer) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let started = std::time::Instant::now();
         match connect(&shared, &peer).await {
-            Ok(tls) => run_session(shared.clone(), tls, peer.clone()).await,
+            Ok(tls) => run_session(shared.clone(), tls, peer.clone(), true).await,
             Err(e) => {
                 tracing::debug!(%peer, "cannot connect: {e:#}");
                 shared
@@ -372,25 +388,41 @@ async fn connect(
     Ok(tls)
 }
 
-/// Runs one session, replacing any older session with the same peer.
-async fn run_session<S>(shared: Arc<Shared>, stream: S, peer: String)
+/// Runs one session with `peer`, opened by this host (`outbound`) or by
+/// the peer. Both hosts dial; when two sessions meet, both hosts keep the
+/// one opened by the host whose name sorts first, and close the other.
+/// Otherwise a new session replaces an old one (the peer knows its old one
+/// is dead).
+async fn run_session<S>(shared: Arc<Shared>, stream: S, peer: String, outbound: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let task = tokio::spawn(session::run(shared.clone(), stream, peer.clone()));
-    if let Some(old) = shared
-        .sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(peer.clone(), task.abort_handle())
-    {
-        old.abort();
-    }
+    let me = shared.plan().host.clone();
+    let opened_by = if outbound { me.clone() } else { peer.clone() };
+    let keeper = if me < peer { me } else { peer.clone() };
+    let task = {
+        let mut sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = sessions.get(&peer) {
+            if !live.task.is_finished() && live.opened_by == keeper && opened_by != keeper {
+                drop(sessions);
+                return tracing::debug!(%peer, "both hosts dialed: keeping the session {keeper} opened");
+            }
+        }
+        let task = tokio::spawn(session::run(shared.clone(), stream, peer.clone()));
+        let new = Live {
+            task: task.abort_handle(),
+            opened_by,
+        };
+        if let Some(old) = sessions.insert(peer.clone(), new) {
+            old.task.abort();
+        }
+        task
+    };
     let error = match task.await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(format!("{e:#}")),
         Err(e) if e.is_cancelled() => {
-            return tracing::debug!(%peer, "session replaced by a newer one")
+            return tracing::debug!(%peer, "session closed: another one with this peer runs")
         }
         Err(e) => Some(format!("session failed: {e}")),
     };
@@ -462,15 +494,13 @@ async fn reload_on_sighup(shared: Arc<Shared>, args: DaemonArgs) {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(peer)
             {
-                session.abort();
+                session.task.abort();
             }
             tracing::info!(%peer, "no longer a peer: session closed");
         }
         for peer in after.iter().filter(|p| !before.contains(p)) {
             shared.counters.peer(peer, |_| {});
-            if old.host < *peer {
-                tokio::spawn(dial(shared.clone(), peer.clone()));
-            }
+            tokio::spawn(dial(shared.clone(), peer.clone()));
         }
         tracing::info!("SIGHUP: configuration and peers reloaded");
     }
