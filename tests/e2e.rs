@@ -821,3 +821,46 @@ fn special_runs_after_a_peers_update_and_follows_sighup() {
         cluster.logs()
     );
 }
+
+#[test]
+fn sighup_lifting_an_exclusion_mirrors_what_it_covered() {
+    let _one = serial();
+    let two = ["alpha", "beta"];
+    let with_logs_excluded =
+        |hosts: &[&str]| format!("{}\texcept_pat ( \\\\.log$ ) ;\n", www(hosts));
+    let mut cluster = Cluster::new(&two, with_logs_excluded);
+    for h in two {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &two);
+    fs::write(cluster.config(), www(&two)).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(cluster.config(), fs::Permissions::from_mode(0o644)).expect("chmod");
+    for h in two {
+        let pid = cluster.pid(h).expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP");
+        assert!(
+            cluster.wait_for_log(h, "configuration and peers reloaded", TIMEOUT),
+            "{}",
+            cluster.log(h)
+        );
+    }
+    fs::write(
+        cluster.root("alpha").join("srv/www/now.log"),
+        "mirrored now",
+    )
+    .expect("write");
+    assert!(
+        wait_until(TIMEOUT, || cluster
+            .root("beta")
+            .join("srv/www/now.log")
+            .exists()),
+        "a path no longer excluded is mirrored without a restart:\n{}",
+        cluster.logs()
+    );
+}

@@ -128,12 +128,13 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
 
     // Watch first, then scan: nothing changed in between is missed.
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let exclude_plan = Arc::new(plan_filter(&plan));
-    let filter: PathFilter = exclude_plan.clone();
+    // Exclusion is decided once, by `record_live`, with the configuration
+    // in force (SIGHUP may change it); the watcher reports every path.
+    let report_all: PathFilter = Arc::new(|_: &RelPath| false);
     let watcher = Arc::new(Watcher::start(
         &plan.root,
         &tops,
-        filter,
+        report_all,
         Debounce::new(Duration::from_millis(5), Duration::from_millis(100)),
         move |e| {
             let _ = events_tx.send(e);
@@ -201,15 +202,6 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     notify_systemd("STOPPING=1");
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The watcher's filter: excluded paths are not reported.
-fn plan_filter(plan: &Plan) -> impl Fn(&RelPath) -> bool + Send + Sync + 'static {
-    // The filter runs on the watcher's thread: it gets its own copy of
-    // what it needs.
-    let tops = plan.tops();
-    let plan = plan.clone();
-    move |p: &RelPath| tops.iter().any(|t| p == t || p.is_below(t)) && plan.excluded(p)
 }
 
 /// Records what the watcher reports and wakes the pushers.

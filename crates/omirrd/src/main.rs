@@ -1,10 +1,14 @@
-//! `omirrd`, the omirr daemon: command line, logging and the glue between
-//! the configuration, the host's identity and (later) the live mirror.
+//! `omirrd`, the omirr daemon: the process edge of the project.
 //!
-//! This crate owns the process edge: parsing arguments ([`cli`]), setting
-//! up logging ([`logging`]), loading and explaining what this host mirrors
-//! ([`plan`]), and turning every failure into a message that names what was
-//! wrong. The rules and the I/O live in the library crates.
+//! This crate owns what runs as a process: the command line ([`cli`]),
+//! logging ([`logging`]), detaching, the pid file and syslog
+//! ([`background`]), the configuration as this host applies it ([`plan`]),
+//! the running daemon with its watcher, listener and dialers ([`daemon`]),
+//! one peer session ([`session`]), the Distfile's commands after updates
+//! ([`commands`]), `omirrd status` ([`status`]) and `omirrd demo`
+//! ([`demo`]). The sync rules, the disk and the wire live in the library
+//! crates; this one wires them together and turns every failure into a
+//! message that names what was wrong.
 
 mod background;
 mod cli;
