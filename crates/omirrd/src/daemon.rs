@@ -410,12 +410,23 @@ where
         }
         task
     };
-    let error = match task.await {
+    let id = task.id();
+    let result = task.await;
+    // Only the session registered for the peer speaks for it: one that was
+    // replaced (or lost to the other host's) must not mark the peer down.
+    let current = shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&peer)
+        .is_some_and(|l| l.task.id() == id);
+    if !current {
+        return tracing::debug!(%peer, "session closed: another one with this peer runs");
+    }
+    let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(format!("{e:#}")),
-        Err(e) if e.is_cancelled() => {
-            return tracing::debug!(%peer, "session closed: another one with this peer runs")
-        }
+        Err(e) if e.is_cancelled() => Some("session cancelled".to_string()),
         Err(e) => Some(format!("session failed: {e}")),
     };
     let mut frames = (0, 0);

@@ -235,10 +235,11 @@ async fn push(
             continue;
         };
         // Only what the peer may have, and not its own changes back.
+        let plan = shared.plan();
         let changes: Vec<(Seq, Change)> = page
             .into_iter()
             .filter(|(_, c)| {
-                c.entry.version.host.as_str() != peer && shared.plan().authorised(&peer, &c.path)
+                c.entry.version.host.as_str() != peer && plan.authorised(&peer, &c.path)
             })
             .collect();
         let last_page = shared.index.last_seq()? == upto;
@@ -264,10 +265,11 @@ async fn apply_pages(
     let ids = Arc::new(AtomicU64::new(1));
     let peer_id = omirr_core::HostId::new(&peer);
     while let Some((changes, upto)) = pages.recv().await {
+        let plan = shared.plan();
         let (allowed, refused): (Vec<Change>, Vec<Change>) = changes
             .into_iter()
             .map(|(_, c)| c)
-            .partition(|c| shared.plan().authorised(&peer, &c.path));
+            .partition(|c| plan.authorised(&peer, &c.path));
         for c in &refused {
             tracing::warn!(%peer, path = %c.path, "refused a change: not in a mirror set this host shares with the peer");
         }
