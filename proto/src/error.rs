@@ -24,6 +24,14 @@ pub enum InvalidMessage {
     ChunkTooLarge { len: usize, max: usize },
     #[error("file chunk of {len} bytes at offset {offset} ends past 2^64")]
     ChunkPastEnd { offset: u64, len: usize },
+    #[error("a chunk list of {count} chunks exceeds the limit of {max} per page")]
+    TooManyChunks { count: usize, max: usize },
+    #[error("a chunk list holds a chunk of length 0")]
+    EmptyChunk,
+    #[error("a range request of {count} ranges exceeds the limit of {max}")]
+    TooManyRanges { count: usize, max: usize },
+    #[error("range of {len} bytes at offset {offset} is empty, out of order or past the file's {size} bytes")]
+    BadRange { offset: u64, len: u64, size: u64 },
     #[error("{count} capabilities exceed the limit of {max}")]
     TooManyCapabilities { count: usize, max: usize },
     #[error("capability \"{name}\" is not 1 to 64 printable ASCII characters")]

@@ -12,10 +12,10 @@
 
 use crate::{ErrorCode, Hello, Message, PROTOCOL_VERSION};
 
-/// The capabilities this build supports and lists in its [`Hello`]. None
-/// are defined yet; a capability will name an optional message or
-/// behaviour that a session uses only when both sides list it.
-pub const CAPABILITIES: &[&str] = &[];
+/// The capabilities this build supports and lists in its [`Hello`]. A
+/// capability names optional messages or behaviour that a session uses
+/// only when both sides list it.
+pub const CAPABILITIES: &[&str] = &[crate::CAP_CHUNKS];
 
 /// Why a session ends at the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -59,6 +59,7 @@ pub use handshake::{check_hello, expect_hello, negotiate, HandshakeError, CAPABI
 #[cfg(feature = "tokio")]
 pub use io::{read_message, write_message, ReadError, WriteError};
 pub use message::{ErrorCode, Hello, Message};
+pub use omirr_chunk::Chunk;
 pub use page::paginate;
 
 // What travels inside messages, re-exported so that users of the protocol
@@ -95,6 +96,18 @@ pub const MAX_CHUNK: usize = 256 * 1024;
 /// count bounds what a frame can make the receiver allocate, and keeps a
 /// page a reasonable unit for one index transaction.
 pub const MAX_CHANGES_PER_PAGE: usize = 16 * 1024;
+
+/// The most chunks one [`Message::ChunkList`] page carries (36 bytes
+/// each: well within a frame). A longer list takes several pages.
+pub const MAX_CHUNK_LIST: usize = 64 * 1024;
+
+/// The most ranges one [`Message::RangeRequest`] asks for. More missing
+/// ranges take several requests.
+pub const MAX_RANGES: usize = 64 * 1024;
+
+/// The capability for delta transfer of large files: the messages
+/// `ChunkRequest`, `ChunkList` and `RangeRequest`.
+pub const CAP_CHUNKS: &str = "chunks";
 
 /// The longest host name, in bytes (a DNS name's limit).
 pub const MAX_HOST_LEN: usize = 255;

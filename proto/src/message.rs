@@ -9,8 +9,9 @@
 use crate::error::InvalidMessage;
 use crate::serde_helpers;
 use crate::{
-    Change, Content, Hash, RelPath, Seq, MAX_CAPABILITIES, MAX_CAPABILITY_LEN,
-    MAX_CHANGES_PER_PAGE, MAX_CHUNK, MAX_HOST_LEN, MAX_TEXT, PROTOCOL_VERSION,
+    Change, Chunk, Content, Hash, RelPath, Seq, MAX_CAPABILITIES, MAX_CAPABILITY_LEN,
+    MAX_CHANGES_PER_PAGE, MAX_CHUNK, MAX_CHUNK_LIST, MAX_HOST_LEN, MAX_RANGES, MAX_TEXT,
+    PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +158,34 @@ pub enum Message {
     Ping { nonce: u64 },
     /// The answer to a `Ping`.
     Pong { nonce: u64 },
+    /// Capability [`crate::CAP_CHUNKS`]: "send me the chunk list of
+    /// `path`, which you announced with this hash and size", answered by
+    /// `ChunkList` pages or `FileUnavailable`.
+    ChunkRequest {
+        id: u64,
+        path: RelPath,
+        hash: Hash,
+        size: u64,
+    },
+    /// A page of request `id`'s chunk list, in file order; `last` ends it.
+    ChunkList {
+        id: u64,
+        #[serde(deserialize_with = "serde_helpers::chunk_list")]
+        chunks: Vec<Chunk>,
+        last: bool,
+    },
+    /// Capability [`crate::CAP_CHUNKS`]: "send me these byte ranges
+    /// `(offset, len)` of `path`, which you announced with this hash and
+    /// size", answered like a `FileRequest`, with `FileData` for each
+    /// range in order, then `FileEnd`.
+    RangeRequest {
+        id: u64,
+        path: RelPath,
+        hash: Hash,
+        size: u64,
+        #[serde(deserialize_with = "serde_helpers::ranges")]
+        ranges: Vec<(u64, u64)>,
+    },
 }
 
 impl Message {
@@ -174,6 +203,9 @@ impl Message {
             Message::FileUnavailable { .. } => "FileUnavailable",
             Message::Ping { .. } => "Ping",
             Message::Pong { .. } => "Pong",
+            Message::ChunkRequest { .. } => "ChunkRequest",
+            Message::ChunkList { .. } => "ChunkList",
+            Message::RangeRequest { .. } => "RangeRequest",
         }
     }
 
@@ -236,14 +268,48 @@ impl Message {
                 Ok(())
             }
             Message::FileUnavailable { reason, .. } => check_text("FileUnavailable reason", reason),
+            Message::ChunkList { chunks, .. } => {
+                if chunks.len() > MAX_CHUNK_LIST {
+                    return Err(InvalidMessage::TooManyChunks {
+                        count: chunks.len(),
+                        max: MAX_CHUNK_LIST,
+                    });
+                }
+                match chunks.iter().find(|c| c.len == 0) {
+                    Some(_) => Err(InvalidMessage::EmptyChunk),
+                    None => Ok(()),
+                }
+            }
+            Message::RangeRequest { ranges, size, .. } => check_ranges(ranges, *size),
             Message::Pull { .. }
             | Message::Ack { .. }
+            | Message::ChunkRequest { .. }
             | Message::FileRequest { .. }
             | Message::FileEnd { .. }
             | Message::Ping { .. }
             | Message::Pong { .. } => Ok(()),
         }
     }
+}
+
+/// Ranges of a `RangeRequest`: at most [`MAX_RANGES`], none empty, in
+/// order without overlap, all within the file.
+fn check_ranges(ranges: &[(u64, u64)], size: u64) -> Result<(), InvalidMessage> {
+    if ranges.len() > MAX_RANGES {
+        return Err(InvalidMessage::TooManyRanges {
+            count: ranges.len(),
+            max: MAX_RANGES,
+        });
+    }
+    let mut end = 0u64;
+    for &(offset, len) in ranges {
+        let fits = offset.checked_add(len).filter(|&e| e <= size);
+        match fits {
+            Some(e) if len > 0 && offset >= end => end = e,
+            _ => return Err(InvalidMessage::BadRange { offset, len, size }),
+        }
+    }
+    Ok(())
 }
 
 /// The checks on a page of changes, also applied by [`crate::paginate`] to
@@ -395,6 +461,42 @@ mod tests {
             past.validate(),
             Err(InvalidMessage::ChunkPastEnd { .. })
         ));
+    }
+
+    #[test]
+    fn ranges_must_be_ordered_non_empty_and_inside_the_file() {
+        let req = |ranges: Vec<(u64, u64)>| Message::RangeRequest {
+            id: 1,
+            path: RelPath::new(b"f".to_vec()).expect("path"),
+            hash: [0; 32],
+            size: 100,
+            ranges,
+        };
+        assert_eq!(req(vec![(0, 10), (10, 90)]).validate(), Ok(()));
+        for bad in [
+            vec![(0, 0)],
+            vec![(10, 5), (0, 5)],
+            vec![(0, 10), (5, 10)],
+            vec![(95, 10)],
+            vec![(u64::MAX, 2)],
+        ] {
+            assert!(
+                matches!(
+                    req(bad.clone()).validate(),
+                    Err(InvalidMessage::BadRange { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let empty = Message::ChunkList {
+            id: 1,
+            chunks: vec![Chunk {
+                len: 0,
+                hash: [0; 32],
+            }],
+            last: true,
+        };
+        assert_eq!(empty.validate(), Err(InvalidMessage::EmptyChunk));
     }
 
     #[test]

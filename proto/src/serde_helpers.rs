@@ -7,7 +7,9 @@
 //! collections stop at their limit instead of growing to whatever the
 //! peer declared.
 
-use crate::{Change, Seq, MAX_CAPABILITIES, MAX_CHANGES_PER_PAGE};
+use crate::{
+    Change, Chunk, Seq, MAX_CAPABILITIES, MAX_CHANGES_PER_PAGE, MAX_CHUNK_LIST, MAX_RANGES,
+};
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serializer};
 use std::fmt;
@@ -70,6 +72,16 @@ fn bounded<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// A page's changes: at most [`MAX_CHANGES_PER_PAGE`].
 pub(crate) fn changes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Seq, Change)>, D::Error> {
     bounded(d, MAX_CHANGES_PER_PAGE, "changes in a page")
+}
+
+/// A page of a chunk list: at most [`MAX_CHUNK_LIST`].
+pub(crate) fn chunk_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Chunk>, D::Error> {
+    bounded(d, MAX_CHUNK_LIST, "chunks in a list")
+}
+
+/// A range request's ranges: at most [`MAX_RANGES`].
+pub(crate) fn ranges<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, u64)>, D::Error> {
+    bounded(d, MAX_RANGES, "ranges")
 }
 
 /// A Hello's capabilities: at most [`MAX_CAPABILITIES`] names.

@@ -99,6 +99,6 @@ fn capabilities_are_the_intersection() {
     );
     assert!(negotiate(&[], &theirs).is_empty());
     assert!(negotiate(&["cdc"], &[]).is_empty());
-    // None defined yet: this build's Hello lists none.
-    assert!(Hello::new("a").capabilities.is_empty());
+    // This build's Hello lists what it supports.
+    assert_eq!(Hello::new("a").capabilities, [omirr_proto::CAP_CHUNKS]);
 }

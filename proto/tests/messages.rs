@@ -40,8 +40,20 @@ fn each_variant_round_trips() {
 #[test]
 fn wire_bytes_match_protocol_md() {
     assert_eq!(
-        encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
+        encode(&Message::Hello(Hello {
+            protocol: 1,
+            host: "alpha".into(),
+            capabilities: vec![],
+        }))
+        .expect("encodes"),
         [0, 0, 0, 9, 0, 1, 5, b'a', b'l', b'p', b'h', b'a', 0]
+    );
+    assert_eq!(
+        encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
+        [
+            0, 0, 0, 16, 0, 1, 5, b'a', b'l', b'p', b'h', b'a', 1, 6, b'c', b'h', b'u', b'n', b'k',
+            b's'
+        ]
     );
     assert_eq!(
         encode(&Message::error(ErrorCode::BadMessage, "no")).expect("encodes"),

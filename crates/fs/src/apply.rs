@@ -52,6 +52,11 @@ pub type SourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The returned reader is read to its end through a bounded buffer; the
 /// applier itself checks the size and hash, so a source need not.
 pub trait ContentSource {
+    /// The files a batch is going to [`ContentSource::open`], in that
+    /// order, before the first is opened: a source may fetch them ahead
+    /// (pipelining). The default does nothing.
+    fn prepare(&mut self, _wanted: &[Wanted]) {}
+
     /// A reader for the content of `path` that has `hash` and `size`.
     fn open(
         &mut self,
@@ -59,6 +64,14 @@ pub trait ContentSource {
         hash: &Hash,
         size: u64,
     ) -> Result<Box<dyn Read + '_>, SourceError>;
+}
+
+/// A file a batch wants from its [`ContentSource`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub path: RelPath,
+    pub hash: Hash,
+    pub size: u64,
 }
 
 /// How the applier makes a batch durable.
@@ -385,6 +398,26 @@ impl Applier {
         actions: &[Action],
         source: &mut dyn ContentSource,
     ) -> Result<(), BatchError> {
+        let wanted: Vec<Wanted> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::WriteFile {
+                    path,
+                    size,
+                    hash,
+                    source: Source::Fetch,
+                    ..
+                } if *size > 0 => Some(Wanted {
+                    path: path.clone(),
+                    hash: *hash,
+                    size: *size,
+                }),
+                _ => None,
+            })
+            .collect();
+        if !wanted.is_empty() {
+            source.prepare(&wanted);
+        }
         let mut batch = Batch::new(self);
         let mut failure: Option<(usize, ApplyError)> = None;
         for (i, action) in actions.iter().enumerate() {

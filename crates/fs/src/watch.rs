@@ -18,7 +18,7 @@
 //! excluded paths are dropped here.
 
 use omirr_core::RelPath;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -46,48 +46,137 @@ pub enum WatchError {
 
 /// Gathers dirty paths until a batch is due. Pure: the caller supplies the
 /// time.
+///
+/// A file that is being written (created or modified, and not yet closed)
+/// is held back, so that a peer never gets it half-written: it joins a
+/// batch once its writer closes it ([`Debounce::closed`]), once it has
+/// seen no write for `settle` (a writer that keeps it open, or writes
+/// through a mapping, without closing), or at the latest `max_hold` after
+/// its first write (a log that never stops growing is sent as snapshots).
 #[derive(Debug)]
 pub struct Debounce {
     quiet: Duration,
     max_delay: Duration,
+    settle: Duration,
+    max_hold: Duration,
     pending: BTreeSet<RelPath>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// Files written and not closed: (first write, last write).
+    writing: HashMap<RelPath, (Instant, Instant)>,
+    /// Due paths that wait for their writer.
+    held: BTreeSet<RelPath>,
 }
 
 impl Debounce {
+    /// `settle` is 2 s and `max_hold` 30 s; see [`Debounce::with_hold`].
     pub fn new(quiet: Duration, max_delay: Duration) -> Debounce {
+        Debounce::with_hold(
+            quiet,
+            max_delay,
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        )
+    }
+
+    pub fn with_hold(
+        quiet: Duration,
+        max_delay: Duration,
+        settle: Duration,
+        max_hold: Duration,
+    ) -> Debounce {
         Debounce {
             quiet,
             max_delay,
+            settle,
+            max_hold,
             pending: BTreeSet::new(),
             first: None,
             last: None,
+            writing: HashMap::new(),
+            held: BTreeSet::new(),
         }
     }
 
+    /// Something changed at `path`.
     pub fn push(&mut self, path: RelPath, now: Instant) {
         self.pending.insert(path);
         self.first.get_or_insert(now);
         self.last = Some(now);
     }
 
-    /// When the pending batch is due, if there is one.
+    /// A file at `path` was created or written and is still open.
+    pub fn written(&mut self, path: RelPath, now: Instant) {
+        self.writing
+            .entry(path.clone())
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now));
+        self.push(path, now);
+    }
+
+    /// The writer of `path` closed it.
+    pub fn closed(&mut self, path: RelPath, now: Instant) {
+        self.writing.remove(&path);
+        self.held.remove(&path);
+        self.push(path, now);
+    }
+
+    /// When something is due, if anything is pending or held.
     pub fn deadline(&self) -> Option<Instant> {
-        match (self.first, self.last) {
+        let batch = match (self.first, self.last) {
             (Some(first), Some(last)) => Some((last + self.quiet).min(first + self.max_delay)),
             _ => None,
+        };
+        let writer = self
+            .writing
+            .values()
+            .map(|&(first, last)| self.released_at(first, last))
+            .min();
+        match (batch, writer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// The batch, if it is due at `now`.
+    fn released_at(&self, first: Instant, last: Instant) -> Instant {
+        (last + self.settle).min(first + self.max_hold)
+    }
+
+    /// The paths due at `now`, if any.
     pub fn take_due(&mut self, now: Instant) -> Option<Vec<RelPath>> {
-        if self.deadline()? > now {
-            return None;
+        let mut due = BTreeSet::new();
+        let released: Vec<RelPath> = self
+            .writing
+            .iter()
+            .filter(|(_, &(first, last))| self.released_at(first, last) <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in released {
+            self.writing.remove(&p);
+            if self.held.remove(&p) {
+                due.insert(p);
+            }
         }
-        self.first = None;
-        self.last = None;
-        Some(std::mem::take(&mut self.pending).into_iter().collect())
+        let batch_due = match (self.first, self.last) {
+            (Some(first), Some(last)) => (last + self.quiet).min(first + self.max_delay) <= now,
+            _ => false,
+        };
+        if batch_due {
+            self.first = None;
+            self.last = None;
+            for p in std::mem::take(&mut self.pending) {
+                if self.writing.contains_key(&p) {
+                    self.held.insert(p);
+                } else {
+                    due.insert(p);
+                }
+            }
+        }
+        if due.is_empty() {
+            None
+        } else {
+            Some(due.into_iter().collect())
+        }
     }
 }
 
@@ -189,12 +278,20 @@ fn batch_loop(
                     continue;
                 }
                 let now = Instant::now();
+                let writing = Writing::of(&event.kind);
                 for p in &event.paths {
                     if let Some(rel) = relative(&root, p) {
                         let inside = tops.iter().any(|t| rel == *t || rel.is_below(t));
                         if inside && !exclude(&rel) && !crate::apply::is_temp_name(rel.file_name())
                         {
-                            debounce.push(rel, now);
+                            match writing {
+                                // A symlink, a FIFO or a directory has no
+                                // writer to wait for.
+                                Writing::Created if !is_file(p) => debounce.push(rel, now),
+                                Writing::Open | Writing::Created => debounce.written(rel, now),
+                                Writing::Closed => debounce.closed(rel, now),
+                                Writing::No => debounce.push(rel, now),
+                            }
                         }
                     }
                 }
@@ -222,6 +319,34 @@ fn batch_loop(
             sink(WatchEvent::Changed(batch));
         }
     }
+}
+
+/// What an event says about a file's writer.
+#[derive(Clone, Copy)]
+enum Writing {
+    /// Written: possibly still open for writing.
+    Open,
+    /// Created: if a regular file, possibly open for writing.
+    Created,
+    /// Closed after writing.
+    Closed,
+    No,
+}
+
+impl Writing {
+    fn of(kind: &notify::EventKind) -> Writing {
+        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+        match kind {
+            EventKind::Create(CreateKind::File) => Writing::Created,
+            EventKind::Modify(ModifyKind::Data(_)) => Writing::Open,
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Writing::Closed,
+            _ => Writing::No,
+        }
+    }
+}
+
+fn is_file(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
 }
 
 fn reads_only(kind: &notify::EventKind) -> bool {
@@ -287,6 +412,37 @@ mod tests {
         }
         assert_eq!(d.deadline(), Some(t0 + ms(150)));
         assert_eq!(d.take_due(t0 + ms(150)), Some(vec![p("c")]));
+    }
+
+    #[test]
+    fn a_file_being_written_waits_for_its_close_or_for_quiet() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debounce::with_hold(ms(5), ms(50), ms(1000), ms(3000));
+        d.written(p("log"), t0);
+        d.push(p("dir"), t0);
+        assert_eq!(d.take_due(t0 + ms(10)), Some(vec![p("dir")]), "held back");
+        d.written(p("log"), t0 + ms(500));
+        assert_eq!(d.take_due(t0 + ms(1200)), None, "written 0.7 s ago");
+        assert_eq!(d.deadline(), Some(t0 + ms(1500)));
+        d.closed(p("log"), t0 + ms(1300));
+        assert_eq!(d.take_due(t0 + ms(1305)), Some(vec![p("log")]), "closed");
+        assert_eq!(d.deadline(), None);
+        // Open and quiet: released once settled.
+        d.written(p("db"), t0 + ms(2000));
+        assert_eq!(d.take_due(t0 + ms(2010)), None);
+        assert_eq!(d.take_due(t0 + ms(3000)), Some(vec![p("db")]));
+        // Written without a pause: released at max_hold, as a snapshot.
+        let t1 = t0 + ms(10_000);
+        let mut released = None;
+        for i in 0..40 {
+            let now = t1 + ms(i * 100);
+            d.written(p("grows"), now);
+            if let Some(b) = d.take_due(now) {
+                released.get_or_insert((i, b));
+            }
+        }
+        assert_eq!(released, Some((30, vec![p("grows")])));
     }
 
     #[test]

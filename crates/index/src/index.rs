@@ -4,9 +4,9 @@ use crate::batch::{Batch, StatUpdate};
 use crate::codec;
 use crate::error::IndexError;
 use crate::schema::{
-    holder_key, inode_key, inode_prefix, split_key, tombstone_key, StatTuple, BY_SEQ, COUNTERS,
-    CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, MAGIC, META, META_FORMAT, META_MAGIC,
-    STATS, TOMBSTONES,
+    holder_key, inode_key, inode_prefix, split_key, tombstone_key, StatTuple, BY_SEQ, CHUNK_LISTS,
+    COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, MAGIC, META, META_FORMAT,
+    META_MAGIC, STATS, TOMBSTONES,
 };
 use crate::stat::StatKey;
 use omirr_core::{Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp};
@@ -483,6 +483,35 @@ impl Index {
     /// over the tombstones, not over every entry.
     pub fn expire_tombstones(&self, now: Timestamp, horizon_ns: u64) -> Result<usize, IndexError> {
         self.write(|t| t.expire(now, horizon_ns))
+    }
+
+    /// The chunk list cached for the content with `hash` (opaque bytes;
+    /// `omirr-chunk` defines them), if any.
+    pub fn chunk_list(&self, hash: &Hash) -> Result<Option<Vec<u8>>, IndexError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(CHUNK_LISTS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e).at(&self.path, "opening a table"),
+        };
+        let got = table
+            .get(&hash[..])
+            .at(&self.path, "reading a chunk list")?;
+        Ok(got.map(|g| g.value().to_vec()))
+    }
+
+    /// Caches the chunk list of the content with `hash`.
+    pub fn set_chunk_list(&self, hash: &Hash, list: &[u8]) -> Result<(), IndexError> {
+        let p = &self.path;
+        let txn = self
+            .db
+            .begin_write()
+            .at(p, "starting a write transaction")?;
+        {
+            let mut t = txn.open_table(CHUNK_LISTS).at(p, "opening a table")?;
+            t.insert(&hash[..], list).at(p, "caching a chunk list")?;
+        }
+        txn.commit().at(p, "committing")
     }
 
     /// Caches `path`'s stat.

@@ -40,6 +40,11 @@ pub const STATS: TableDefinition<&[u8], StatTuple> = TableDefinition::new("stats
 /// dev (big-endian) ++ ino (big-endian) ++ path, for every stat.
 pub const INODES: TableDefinition<&[u8], ()> = TableDefinition::new("inodes");
 
+/// content hash -> its chunk list, as `omirr-chunk` encodes it. A cache:
+/// content-addressed, so never stale; created on first use, so an index
+/// without it is still format 1.
+pub const CHUNK_LISTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunk_lists");
+
 pub type StatTuple = (u64, u64, u64, i64, i64);
 
 pub fn holder_key(hash: &Hash, path: &RelPath) -> Vec<u8> {

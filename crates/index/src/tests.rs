@@ -625,3 +625,24 @@ fn verify_finds_tables_that_disagree() {
         "{err}"
     );
 }
+
+#[test]
+fn chunk_lists_are_cached_by_content_hash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = Index::open(dir.path()).expect("open");
+    assert_eq!(ix.chunk_list(&[1; 32]).expect("read"), None, "no table yet");
+    ix.set_chunk_list(&[1; 32], b"list one").expect("write");
+    ix.set_chunk_list(&[2; 32], b"list two").expect("write");
+    drop(ix);
+    let ix = Index::open(dir.path()).expect("reopen");
+    assert_eq!(
+        ix.chunk_list(&[1; 32]).expect("read").as_deref(),
+        Some(&b"list one"[..])
+    );
+    assert_eq!(
+        ix.chunk_list(&[2; 32]).expect("read").as_deref(),
+        Some(&b"list two"[..])
+    );
+    assert_eq!(ix.chunk_list(&[3; 32]).expect("read"), None);
+    ix.verify().expect("still a valid index");
+}

@@ -101,10 +101,41 @@ pub struct DaemonArgs {
     /// Copious debug output: every event, every frame.
     #[arg(short = 'D', long, global = true)]
     pub debug: bool,
+    /// File content that may be in flight from each peer at once: fetched
+    /// ahead, or queued for the file being written. Takes K, M and G
+    /// suffixes (powers of 1024).
+    #[arg(long, global = true, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    pub in_flight: u64,
     /// Define or override a Distfile variable, as rdist's -d. VALUE is
     /// empty, one name, or a parenthesised list.
     #[arg(short = 'd', global = true, value_name = "VAR=VALUE", value_parser = parse_define)]
     pub define: Vec<(String, String)>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => {
+            return Err(format!(
+                "expected a number of bytes with an optional K, M or G, found '{s}'"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a number of bytes, found '{s}'"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("the in-flight budget must be at least 1 byte".into()),
+        Some(v) => Ok(v),
+        None => Err(format!("'{s}' is too large")),
+    }
 }
 
 fn parse_define(s: &str) -> Result<(String, String), String> {
@@ -118,6 +149,16 @@ fn parse_define(s: &str) -> Result<(String, String), String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn sizes_take_suffixes_and_refuse_nonsense() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        for bad in ["", "M", "0", "12X", "-1", "99999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn interface_is_consistent() {

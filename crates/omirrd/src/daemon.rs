@@ -46,6 +46,8 @@ pub struct Shared {
     sessions: Mutex<HashMap<String, Live>>,
     /// What `omirrd status` shows.
     pub counters: crate::status::Counters,
+    /// Bytes of file content that may be in flight from each peer.
+    pub in_flight: u64,
 }
 
 /// A session with a peer: its task, and the host that opened it.
@@ -176,6 +178,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         last_seq: watch::channel(last).0,
         sessions: Mutex::new(HashMap::new()),
         counters: crate::status::Counters::new(&plan.peer_names()),
+        in_flight: args.in_flight,
         plan: std::sync::RwLock::new(Arc::new(plan)),
     });
     let status_socket = crate::status::bind(state_dir)?;

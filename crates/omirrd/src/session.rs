@@ -9,18 +9,29 @@
 //! - the applier: applies the peer's `Changes` pages in order, fetching
 //!   file content over this same session, then advances the cursor and
 //!   acknowledges;
-//! - the pinger, and a task per file the peer asks for.
+//! - the pinger, and a task per file the peer asks for (at most
+//!   [`SERVING`] of them read the disk at once).
 //!
 //! A failure to apply a page ends the session without moving the cursor:
 //! the dialer reconnects and the peer sends the page again.
+//!
+//! File content (see [`NetSource`]) is pipelined: when a page's batch
+//! starts, the small files it needs are all requested at once, within the
+//! in-flight budget, and arrive while the applier works through the batch.
+//! A large file is requested when the applier reaches it and streams
+//! through a bounded queue. With the `chunks` capability, a large file the
+//! host holds an older version of is rebuilt from that version's chunks
+//! plus the ranges it lacks (delta transfer, `omirr-chunk`).
 
 use crate::daemon::Shared;
 use anyhow::{bail, Context, Result};
-use omirr_core::{Change, Hash, RelPath, Seq};
-use omirr_fs::apply::{ContentSource, SourceError};
-use omirr_proto::{read_message, write_message, Hello, Message};
-use std::collections::HashMap;
+use omirr_chunk::{Chunk, Recipe, Step};
+use omirr_core::{Change, Content, Hash, IndexView, RelPath, Seq};
+use omirr_fs::apply::{ContentSource, SourceError, Wanted};
+use omirr_proto::{read_message, write_message, Hello, Message, MAX_CHUNK};
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,16 +47,76 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 const SILENCE: Duration = Duration::from_secs(45);
 /// How long the applier waits for the next piece of a fetched file.
 const FETCH_STALL: Duration = Duration::from_secs(60);
+/// Files up to this size are fetched ahead; larger ones when the applier
+/// reaches them (and, with the `chunks` capability, by delta).
+const AHEAD_MAX_FILE: u64 = omirr_chunk::DELTA_MIN;
+/// The most files fetched ahead at once.
+const AHEAD_MAX_COUNT: usize = 4096;
+/// Requests of the peer's served at once (each reads the disk).
+const SERVING: usize = 16;
 
 enum Piece {
     Data(Vec<u8>),
+    Chunks(Vec<Chunk>, bool),
     End,
     Unavailable(String),
 }
 
-/// The transfers in flight, by request id. A std channel: the applier
-/// reads it on a blocking thread, with a time limit.
-type Fetches = Arc<Mutex<HashMap<u64, std::sync::mpsc::SyncSender<Piece>>>>;
+/// Where one transfer's pieces go; the applier reads them on a blocking
+/// thread, with a time limit.
+enum Inbox {
+    /// A file fetched ahead. Never full, so routing never waits on it:
+    /// the in-flight budget bounds what such inboxes hold.
+    Ahead(std::sync::mpsc::Sender<Piece>),
+    /// The file the applier is reading: bounded, so a full one holds up
+    /// the reader, and so the peer (backpressure).
+    Now(std::sync::mpsc::SyncSender<Piece>),
+}
+
+/// A session's transfers from the peer: the inboxes by request id, and
+/// what making a request needs.
+struct Transfers {
+    inboxes: Mutex<HashMap<u64, Inbox>>,
+    ids: AtomicU64,
+    out: mpsc::Sender<Message>,
+    /// Whether the peer speaks `chunks`.
+    chunks: bool,
+    /// Bytes of file content that may be requested and not yet consumed.
+    budget: u64,
+}
+
+impl Transfers {
+    fn inboxes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Inbox>> {
+        self.inboxes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `request(id)` with a fresh id and an inbox for its answer.
+    fn request(
+        &self,
+        request: impl FnOnce(u64) -> Message,
+        ahead: bool,
+    ) -> Result<(u64, std::sync::mpsc::Receiver<Piece>), SourceError> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (inbox, rx) = if ahead {
+            let (tx, rx) = std::sync::mpsc::channel();
+            (Inbox::Ahead(tx), rx)
+        } else {
+            let depth = (self.budget / MAX_CHUNK as u64).clamp(2, 1024) as usize;
+            let (tx, rx) = std::sync::mpsc::sync_channel(depth);
+            (Inbox::Now(tx), rx)
+        };
+        self.inboxes().insert(id, inbox);
+        if self.out.blocking_send(request(id)).is_err() {
+            self.inboxes().remove(&id);
+            return Err("the session ended".into());
+        }
+        Ok((id, rx))
+    }
+
+    fn forget(&self, id: u64) {
+        self.inboxes().remove(&id);
+    }
+}
 
 pub async fn run<S>(shared: Arc<Shared>, stream: S, peer: String) -> Result<()>
 where
@@ -94,20 +165,33 @@ where
     });
     out.send(Message::Pull { after: cursor }).await?;
 
-    let fetches: Fetches = Arc::new(Mutex::new(HashMap::new()));
+    let their_caps = match &hello {
+        Ok(h) => h.capabilities.clone(),
+        Err(_) => Vec::new(),
+    };
+    let transfers = Arc::new(Transfers {
+        inboxes: Mutex::new(HashMap::new()),
+        ids: AtomicU64::new(1),
+        out: out.clone(),
+        chunks: omirr_proto::negotiate(omirr_proto::CAPABILITIES, &their_caps)
+            .iter()
+            .any(|c| c == omirr_proto::CAP_CHUNKS),
+        budget: shared.in_flight,
+    });
     let (pages_tx, pages_rx) = mpsc::channel::<(Vec<(Seq, Change)>, Seq)>(4);
     let applier = tokio::spawn(apply_pages(
         shared.clone(),
         peer.clone(),
         pages_rx,
         out.clone(),
-        fetches.clone(),
+        transfers.clone(),
     ));
     let _applier = AbortOnDrop(applier.abort_handle());
     let pinger = tokio::spawn(ping(out.clone()));
     let _pinger = AbortOnDrop(pinger.abort_handle());
     let mut pusher: Option<AbortOnDrop> = None;
-    let mut children = Vec::new();
+    let mut serving = tokio::task::JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(SERVING));
 
     loop {
         let msg = match tokio::time::timeout(SILENCE, read_message(&mut rd)).await {
@@ -141,23 +225,77 @@ where
                 hash,
                 size,
             } => {
-                let task = tokio::spawn(serve_file(
-                    shared.clone(),
-                    out.clone(),
+                let ask = Ask {
                     id,
                     path,
                     hash,
                     size,
+                };
+                let job = Job::Ranges(vec![(0, size)]);
+                serving.spawn(serve(
+                    shared.clone(),
+                    out.clone(),
+                    permits.clone(),
+                    ask,
+                    job,
                 ));
-                children.push(AbortOnDrop(task.abort_handle()));
-                children.retain(|c| !c.0.is_finished());
+                while serving.try_join_next().is_some() {}
+            }
+            Message::RangeRequest {
+                id,
+                path,
+                hash,
+                size,
+                ranges,
+            } => {
+                let ask = Ask {
+                    id,
+                    path,
+                    hash,
+                    size,
+                };
+                let job = Job::Ranges(ranges);
+                serving.spawn(serve(
+                    shared.clone(),
+                    out.clone(),
+                    permits.clone(),
+                    ask,
+                    job,
+                ));
+                while serving.try_join_next().is_some() {}
+            }
+            Message::ChunkRequest {
+                id,
+                path,
+                hash,
+                size,
+            } => {
+                let ask = Ask {
+                    id,
+                    path,
+                    hash,
+                    size,
+                };
+                serving.spawn(serve(
+                    shared.clone(),
+                    out.clone(),
+                    permits.clone(),
+                    ask,
+                    Job::Chunks,
+                ));
+                while serving.try_join_next().is_some() {}
             }
             Message::FileData { id, data, .. } => {
-                route(&fetches, id, Piece::Data(data), false).await
+                let n = data.len() as u64;
+                shared.counters.peer(&peer, |p| p.file_bytes_received += n);
+                route(&transfers, id, Piece::Data(data), false).await
             }
-            Message::FileEnd { id } => route(&fetches, id, Piece::End, true).await,
+            Message::ChunkList { id, chunks, last } => {
+                route(&transfers, id, Piece::Chunks(chunks, last), last).await
+            }
+            Message::FileEnd { id } => route(&transfers, id, Piece::End, true).await,
             Message::FileUnavailable { id, reason } => {
-                route(&fetches, id, Piece::Unavailable(reason), true).await
+                route(&transfers, id, Piece::Unavailable(reason), true).await
             }
             Message::Ping { nonce } => {
                 out.send(Message::Pong { nonce }).await?;
@@ -179,16 +317,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn route(fetches: &Fetches, id: u64, piece: Piece, last: bool) {
-    let tx = {
-        let mut map = fetches.lock().unwrap_or_else(|e| e.into_inner());
+/// Hands a piece to its transfer's inbox; an unknown id (a transfer
+/// given up) drops it.
+async fn route(transfers: &Transfers, id: u64, piece: Piece, last: bool) {
+    let (tx, piece) = {
+        let mut map = transfers.inboxes();
+        let routed = match map.get(&id) {
+            None => return,
+            Some(Inbox::Ahead(tx)) => {
+                let _ = tx.send(piece);
+                (None, None)
+            }
+            Some(Inbox::Now(tx)) => (Some(tx.clone()), Some(piece)),
+        };
         if last {
-            map.remove(&id)
-        } else {
-            map.get(&id).cloned()
+            map.remove(&id);
         }
+        routed
     };
-    if let Some(tx) = tx {
+    if let (Some(tx), Some(piece)) = (tx, piece) {
         if let Err(std::sync::mpsc::TrySendError::Full(piece)) = tx.try_send(piece) {
             // Waiting here holds the reader, and so the peer: backpressure.
             let _ = tokio::task::spawn_blocking(move || tx.send(piece)).await;
@@ -260,9 +407,8 @@ async fn apply_pages(
     peer: String,
     mut pages: mpsc::Receiver<(Vec<(Seq, Change)>, Seq)>,
     out: mpsc::Sender<Message>,
-    fetches: Fetches,
+    transfers: Arc<Transfers>,
 ) {
-    let ids = Arc::new(AtomicU64::new(1));
     let peer_id = omirr_core::HostId::new(&peer);
     while let Some((changes, upto)) = pages.recv().await {
         let plan = shared.plan();
@@ -274,11 +420,7 @@ async fn apply_pages(
             tracing::warn!(%peer, path = %c.path, "refused a change: not in a mirror set this host shares with the peer");
         }
         let s = shared.clone();
-        let source = NetSource {
-            out: out.clone(),
-            fetches: fetches.clone(),
-            ids: ids.clone(),
-        };
+        let source = NetSource::new(shared.clone(), peer.clone(), transfers.clone());
         let pid = peer_id.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut source = source;
@@ -330,48 +472,295 @@ async fn apply_pages(
 }
 
 /// Fetches file content from the peer for the applier, which runs on a
-/// blocking thread.
+/// blocking thread. One per batch.
 struct NetSource {
-    out: mpsc::Sender<Message>,
-    fetches: Fetches,
-    ids: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    peer: String,
+    t: Arc<Transfers>,
+    /// Small files of the batch not yet requested, in the applier's order.
+    queue: VecDeque<Wanted>,
+    /// Small files requested ahead, not yet opened.
+    ahead: HashMap<(RelPath, Hash), (u64, std::sync::mpsc::Receiver<Piece>, u64)>,
+    ahead_bytes: u64,
+}
+
+impl NetSource {
+    fn new(shared: Arc<Shared>, peer: String, t: Arc<Transfers>) -> NetSource {
+        NetSource {
+            shared,
+            peer,
+            t,
+            queue: VecDeque::new(),
+            ahead: HashMap::new(),
+            ahead_bytes: 0,
+        }
+    }
+
+    /// Requests queued files while the budget allows.
+    fn top_up(&mut self) {
+        while let Some(w) = self.queue.front() {
+            let room = self.ahead_bytes + w.size <= self.t.budget || self.ahead.is_empty();
+            if !room || self.ahead.len() >= AHEAD_MAX_COUNT {
+                return;
+            }
+            let Some(w) = self.queue.pop_front() else {
+                return;
+            };
+            let key = (w.path.clone(), w.hash);
+            if self.ahead.contains_key(&key) {
+                continue;
+            }
+            let asked = self.t.request(
+                |id| Message::FileRequest {
+                    id,
+                    path: w.path,
+                    hash: w.hash,
+                    size: w.size,
+                },
+                true,
+            );
+            let Ok((id, rx)) = asked else {
+                // The session is over; `open` reports it.
+                self.queue.clear();
+                return;
+            };
+            self.ahead_bytes += w.size;
+            self.ahead.insert(key, (id, rx, w.size));
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut crate::status::PeerStatus)) {
+        self.shared.counters.peer(&self.peer, f);
+    }
+
+    /// Delta transfer: the new version's chunk list from the peer, the
+    /// chunks this host holds from the old version at `path`, and a
+    /// request for the rest. `Err` (before anything of the file was
+    /// read) means: fetch it whole instead.
+    fn delta(
+        &mut self,
+        path: &RelPath,
+        hash: &Hash,
+        size: u64,
+    ) -> Result<Box<dyn Read + 'static>, String> {
+        let old = match self.shared.index.entry(path) {
+            Ok(Some(e)) => match e.content {
+                Content::File {
+                    size: old_size,
+                    hash: old_hash,
+                } if old_size >= omirr_chunk::DELTA_MIN && old_hash != *hash => {
+                    (old_hash, old_size)
+                }
+                _ => return Err("no older version here".into()),
+            },
+            _ => return Err("no older version here".into()),
+        };
+        // The peer cuts its version while this host cuts its own.
+        let (id, rx) = self
+            .t
+            .request(
+                |id| Message::ChunkRequest {
+                    id,
+                    path: path.clone(),
+                    hash: *hash,
+                    size,
+                },
+                false,
+            )
+            .map_err(|e| e.to_string())?;
+        let local = open_for_peer(&self.shared, path, &old.0, old.1)
+            .and_then(|file| Ok((chunk_list(&self.shared, &file, &old.0, old.1)?, file)));
+        let theirs = receive_chunk_list(&rx);
+        self.t.forget(id);
+        let (ours, file) = local?;
+        let theirs = theirs?;
+        let total: u64 = theirs.iter().map(|c| c.len as u64).sum();
+        if total != size {
+            return Err(format!(
+                "the peer's chunk list covers {total} bytes, not {size}"
+            ));
+        }
+        if let Err(e) = self
+            .shared
+            .index
+            .set_chunk_list(hash, &omirr_chunk::encode(&theirs))
+        {
+            tracing::warn!("cannot cache a chunk list: {e}");
+        }
+        let have = omirr_chunk::offsets(&ours)
+            .into_iter()
+            .map(|(h, at)| (h, (0, at)))
+            .collect();
+        let recipe = Recipe::new(&theirs, &have);
+        if recipe.ranges.len() > omirr_proto::MAX_RANGES {
+            return Err("too many ranges for one request".into());
+        }
+        let fetched = recipe.remote_bytes();
+        let incoming = if recipe.ranges.is_empty() {
+            None
+        } else {
+            let (_, rx) = self
+                .t
+                .request(
+                    |id| Message::RangeRequest {
+                        id,
+                        path: path.clone(),
+                        hash: *hash,
+                        size,
+                        ranges: recipe.ranges.clone(),
+                    },
+                    false,
+                )
+                .map_err(|e| e.to_string())?;
+            Some(Incoming::new(rx))
+        };
+        tracing::debug!(peer = %self.peer, %path, size, fetched, "delta transfer");
+        self.count(|p| {
+            p.files_delta += 1;
+            p.file_bytes_reused += size - fetched;
+        });
+        Ok(Box::new(Rebuild {
+            steps: recipe.steps.into(),
+            old: file,
+            old_hash: old.0,
+            shared: self.shared.clone(),
+            incoming,
+            buf: Vec::new(),
+            pos: 0,
+        }))
+    }
+}
+
+impl Drop for NetSource {
+    /// Transfers requested ahead and never opened (the batch failed): their
+    /// late pieces are dropped.
+    fn drop(&mut self) {
+        for (id, _, _) in self.ahead.values() {
+            self.t.forget(*id);
+        }
+    }
 }
 
 impl ContentSource for NetSource {
+    fn prepare(&mut self, wanted: &[Wanted]) {
+        self.queue
+            .extend(wanted.iter().filter(|w| w.size <= AHEAD_MAX_FILE).cloned());
+        self.top_up();
+    }
+
     fn open(
         &mut self,
         path: &RelPath,
         hash: &Hash,
         size: u64,
     ) -> Result<Box<dyn Read + '_>, SourceError> {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        self.fetches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        self.out
-            .blocking_send(Message::FileRequest {
+        if size == 0 {
+            return Ok(Box::new(std::io::empty()));
+        }
+        self.count(|p| p.files_fetched += 1);
+        if let Some((_, rx, n)) = self.ahead.remove(&(path.clone(), *hash)) {
+            self.ahead_bytes -= n;
+            self.top_up();
+            return Ok(Box::new(Incoming::new(rx)));
+        }
+        if size >= omirr_chunk::DELTA_MIN && self.t.chunks {
+            match self.delta(path, hash, size) {
+                Ok(r) => return Ok(r),
+                Err(why) => {
+                    tracing::debug!(peer = %self.peer, %path, "whole transfer: {why}")
+                }
+            }
+        }
+        let (_, rx) = self.t.request(
+            |id| Message::FileRequest {
                 id,
                 path: path.clone(),
                 hash: *hash,
                 size,
-            })
-            .map_err(|_| "the session ended")?;
-        Ok(Box::new(Incoming {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-            done: false,
-        }))
+            },
+            false,
+        )?;
+        Ok(Box::new(Incoming::new(rx)))
     }
 }
 
+fn recv(rx: &std::sync::mpsc::Receiver<Piece>) -> std::io::Result<Option<Piece>> {
+    match rx.recv_timeout(FETCH_STALL) {
+        Ok(p) => Ok(Some(p)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer stopped sending",
+        )),
+    }
+}
+
+fn receive_chunk_list(rx: &std::sync::mpsc::Receiver<Piece>) -> Result<Vec<Chunk>, String> {
+    let mut all = Vec::new();
+    loop {
+        match recv(rx).map_err(|e| e.to_string())? {
+            Some(Piece::Chunks(chunks, last)) => {
+                all.extend(chunks);
+                if last {
+                    return Ok(all);
+                }
+            }
+            Some(Piece::Unavailable(reason)) => {
+                return Err(format!("the peer cannot cut the file: {reason}"))
+            }
+            Some(_) => return Err("the peer answered a chunk request with file data".into()),
+            None => return Err("the session ended".into()),
+        }
+    }
+}
+
+/// The chunk list of the content `hash` in `file`: from the index's cache,
+/// or cut now (checking that the file still has that content) and cached.
+fn chunk_list(
+    shared: &Shared,
+    file: &std::fs::File,
+    hash: &Hash,
+    size: u64,
+) -> Result<Vec<Chunk>, String> {
+    if let Some(list) = shared
+        .index
+        .chunk_list(hash)
+        .map_err(|e| e.to_string())?
+        .and_then(|b| omirr_chunk::decode(&b))
+    {
+        return Ok(list);
+    }
+    let cut = omirr_chunk::chunk_reader(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| e.to_string())?;
+    if cut.hash != *hash || cut.size != size {
+        return Err("the file changed since it was recorded".into());
+    }
+    if let Err(e) = shared
+        .index
+        .set_chunk_list(hash, &omirr_chunk::encode(&cut.chunks))
+    {
+        tracing::warn!("cannot cache a chunk list: {e}");
+    }
+    Ok(cut.chunks)
+}
+
+/// One transfer's bytes, as a reader.
 struct Incoming {
     rx: std::sync::mpsc::Receiver<Piece>,
     buf: Vec<u8>,
     pos: usize,
     done: bool,
+}
+
+impl Incoming {
+    fn new(rx: std::sync::mpsc::Receiver<Piece>) -> Incoming {
+        Incoming {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
 }
 
 impl Read for Incoming {
@@ -380,17 +769,7 @@ impl Read for Incoming {
             if self.done {
                 return Ok(0);
             }
-            let piece = match self.rx.recv_timeout(FETCH_STALL) {
-                Ok(p) => Some(p),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the peer stopped sending the file",
-                    ));
-                }
-            };
-            match piece {
+            match recv(&self.rx)? {
                 Some(Piece::Data(d)) => {
                     self.buf = d;
                     self.pos = 0;
@@ -400,6 +779,11 @@ impl Read for Incoming {
                     return Err(std::io::Error::other(format!(
                         "the peer cannot send the file: {reason}"
                     )));
+                }
+                Some(Piece::Chunks(..)) => {
+                    return Err(std::io::Error::other(
+                        "the peer sent a chunk list for a file request",
+                    ))
                 }
                 None => return Err(std::io::Error::other("the session ended during a transfer")),
             }
@@ -411,74 +795,179 @@ impl Read for Incoming {
     }
 }
 
-/// Streams a file the peer asked for, if this host still holds that
-/// content at that path; otherwise, or if reading fails, says why.
-async fn serve_file(
+/// A large file rebuilt by a [`Recipe`]: chunks of the old version,
+/// checked against their hashes as they are copied, and the peer's bytes
+/// for the rest. The applier checks the whole file's hash at the end.
+struct Rebuild {
+    steps: VecDeque<Step>,
+    old: std::fs::File,
+    old_hash: Hash,
     shared: Arc<Shared>,
-    out: mpsc::Sender<Message>,
+    incoming: Option<Incoming>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Rebuild {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.steps.pop_front() {
+                None => return Ok(0),
+                Some(Step::Local { from, chunk, .. }) => {
+                    self.buf.resize(chunk.len as usize, 0);
+                    self.old.read_exact_at(&mut self.buf, from)?;
+                    if *blake3::hash(&self.buf).as_bytes() != chunk.hash {
+                        // The old version changed under us, or its cached
+                        // list is wrong: cut it afresh next time.
+                        let _ = self.shared.index.set_chunk_list(&self.old_hash, &[]);
+                        return Err(std::io::Error::other(
+                            "the older version changed while it was being reused",
+                        ));
+                    }
+                }
+                Some(Step::Remote { len }) => {
+                    let incoming = self.incoming.as_mut().ok_or_else(|| {
+                        std::io::Error::other("a recipe step without a range request")
+                    })?;
+                    self.buf.resize(len as usize, 0);
+                    incoming.read_exact(&mut self.buf)?;
+                }
+            }
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What the peer asked of a file.
+struct Ask {
     id: u64,
     path: RelPath,
     hash: Hash,
     size: u64,
+}
+
+/// What to send of it.
+enum Job {
+    /// These byte ranges, in order (a `FileRequest` is the whole file).
+    Ranges(Vec<(u64, u64)>),
+    /// Its chunk list.
+    Chunks,
+}
+
+/// Answers one request of the peer's, if this host still holds that
+/// content at that path; otherwise, or if reading fails, says why.
+async fn serve(
+    shared: Arc<Shared>,
+    out: mpsc::Sender<Message>,
+    permits: Arc<tokio::sync::Semaphore>,
+    ask: Ask,
+    job: Job,
 ) {
-    if let Err(reason) = stream_file(shared, &out, id, path, hash, size).await {
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return;
+    };
+    let id = ask.id;
+    let result = match job {
+        Job::Ranges(ranges) => send_ranges(shared, &out, ask, ranges).await,
+        Job::Chunks => send_chunk_list(shared, &out, ask).await,
+    };
+    if let Err(reason) = result {
         let _ = out.send(Message::FileUnavailable { id, reason }).await;
     }
 }
 
-async fn stream_file(
+async fn send_chunk_list(
     shared: Arc<Shared>,
     out: &mpsc::Sender<Message>,
-    id: u64,
-    path: RelPath,
-    hash: Hash,
-    size: u64,
+    ask: Ask,
 ) -> Result<(), String> {
-    let joined = |e: tokio::task::JoinError| e.to_string();
-    let mut file = tokio::task::spawn_blocking(move || open_for_peer(&shared, &path, &hash, size))
-        .await
-        .map_err(joined)??;
-    let mut offset = 0u64;
-    loop {
-        // Reads happen on a blocking thread; the file moves there and back.
-        let (f, data) = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; omirr_proto::MAX_CHUNK];
-            let n = file.read(&mut buf).map(|n| {
-                buf.truncate(n);
-                buf
-            });
-            (file, n)
-        })
-        .await
-        .map_err(joined)?;
-        let data = data.map_err(|e| e.to_string())?;
-        file = f;
-        if data.is_empty() {
-            let _ = out.send(Message::FileEnd { id }).await;
+    let Ask {
+        id,
+        path,
+        hash,
+        size,
+    } = ask;
+    let chunks = tokio::task::spawn_blocking(move || {
+        let file = open_for_peer(&shared, &path, &hash, size)?;
+        chunk_list(&shared, &file, &hash, size)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
+    for (i, page) in pages.iter().enumerate() {
+        let msg = Message::ChunkList {
+            id,
+            chunks: page.to_vec(),
+            last: i + 1 == pages.len(),
+        };
+        if out.send(msg).await.is_err() {
             return Ok(());
         }
-        let n = data.len() as u64;
-        if out
-            .send(Message::FileData { id, offset, data })
-            .await
-            .is_err()
-        {
-            // The session is over: nobody to tell.
-            return Ok(());
-        }
-        offset += n;
     }
+    Ok(())
 }
 
-/// Opens `path` for a peer: only if the index says this host holds that
-/// content there, and never through a symbolic link.
+async fn send_ranges(
+    shared: Arc<Shared>,
+    out: &mpsc::Sender<Message>,
+    ask: Ask,
+    ranges: Vec<(u64, u64)>,
+) -> Result<(), String> {
+    let joined = |e: tokio::task::JoinError| e.to_string();
+    let Ask {
+        id,
+        path,
+        hash,
+        size,
+    } = ask;
+    let file = tokio::task::spawn_blocking(move || open_for_peer(&shared, &path, &hash, size))
+        .await
+        .map_err(joined)??;
+    let file = Arc::new(file);
+    for (start, len) in ranges {
+        let mut offset = start;
+        while offset < start + len {
+            let want = (start + len - offset).min(MAX_CHUNK as u64) as usize;
+            let f = file.clone();
+            // Reads happen on a blocking thread.
+            let data = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; want];
+                f.read_exact_at(&mut buf, offset).map(|()| buf)
+            })
+            .await
+            .map_err(joined)?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => "the file shrank while being read".into(),
+                _ => e.to_string(),
+            })?;
+            if out
+                .send(Message::FileData { id, offset, data })
+                .await
+                .is_err()
+            {
+                // The session is over: nobody to tell.
+                return Ok(());
+            }
+            offset += want as u64;
+        }
+    }
+    let _ = out.send(Message::FileEnd { id }).await;
+    Ok(())
+}
+
+/// Opens `path` for a peer (or for reusing its chunks): only if the index
+/// says this host holds that content there, and never through a symbolic
+/// link.
 fn open_for_peer(
     shared: &Shared,
     path: &RelPath,
     hash: &Hash,
     size: u64,
 ) -> Result<std::fs::File, String> {
-    use omirr_core::{Content, IndexView};
     match shared.index.entry(path) {
         Ok(Some(e)) if e.content == (Content::File { size, hash: *hash }) => {}
         Ok(_) => return Err("this host no longer holds that content there".into()),

@@ -23,6 +23,15 @@ pub struct PeerStatus {
     pub frames_received: u64,
     pub changes_sent: u64,
     pub changes_received: u64,
+    /// Files whose content was asked of the peer.
+    pub files_fetched: u64,
+    /// Of those, files rebuilt from chunks this host held, plus the
+    /// missing ranges (delta transfer).
+    pub files_delta: u64,
+    /// File content received from the peer, in bytes.
+    pub file_bytes_received: u64,
+    /// File content taken from local chunks instead, in bytes.
+    pub file_bytes_reused: u64,
     /// Messages waiting to be written to the peer.
     pub queue: usize,
     /// The last sequence received from the peer and recorded.

@@ -206,6 +206,33 @@ pub fn one_of_each() -> Vec<Message> {
         },
         Message::Ping { nonce: 42 },
         Message::Pong { nonce: 42 },
+        Message::ChunkRequest {
+            id: 3,
+            path: p("big"),
+            hash: [2; 32],
+            size: 5 << 20,
+        },
+        Message::ChunkList {
+            id: 3,
+            chunks: vec![
+                omirr_proto::Chunk {
+                    len: 70_000,
+                    hash: [3; 32],
+                },
+                omirr_proto::Chunk {
+                    len: 1,
+                    hash: [4; 32],
+                },
+            ],
+            last: true,
+        },
+        Message::RangeRequest {
+            id: 4,
+            path: p("big"),
+            hash: [2; 32],
+            size: 5 << 20,
+            ranges: vec![(0, 10), (70_000, 65_536)],
+        },
     ];
     for m in &all {
         match m {
@@ -219,7 +246,10 @@ pub fn one_of_each() -> Vec<Message> {
             | Message::FileEnd { .. }
             | Message::FileUnavailable { .. }
             | Message::Ping { .. }
-            | Message::Pong { .. } => {}
+            | Message::Pong { .. }
+            | Message::ChunkRequest { .. }
+            | Message::ChunkList { .. }
+            | Message::RangeRequest { .. } => {}
         }
     }
     all

@@ -1,0 +1,304 @@
+//! Content-defined chunks of large files, and the recipe that rebuilds a
+//! new version of a file from the chunks a host already holds.
+//!
+//! A file of at least [`DELTA_MIN`] bytes is cut with FastCDC (2020) into
+//! chunks of [`MIN`] to [`MAX`] bytes, [`AVG`] on average, each named by
+//! its BLAKE3 hash ([`Chunk`]). Cut points depend on the content around
+//! them, not on offsets, so an edit in the middle of a file changes the
+//! chunks it touches and leaves the others as they were, even when bytes
+//! were inserted or removed.
+//!
+//! The sender announces the new version's chunk list; the receiver
+//! matches it against chunks it holds ([`Recipe::new`]) and asks only for
+//! the byte ranges of the missing ones ([`Recipe::ranges`]).
+//!
+//! This crate is pure apart from [`chunk_reader`], which reads. What it
+//! does not do: talk to peers, open files or cache chunk lists (the
+//! daemon's sessions and the index do).
+
+use omirr_core::Hash;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+/// The smallest chunk, except a file's last.
+pub const MIN: u32 = 16 * 1024;
+/// The average chunk the cut points aim at.
+pub const AVG: u32 = 64 * 1024;
+/// The largest chunk.
+pub const MAX: u32 = 256 * 1024;
+/// Files smaller than this go whole: a chunk list would cost a round
+/// trip and save little.
+pub const DELTA_MIN: u64 = 1024 * 1024;
+
+/// One chunk of a file: its length and the BLAKE3 hash of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Chunk {
+    pub len: u32,
+    pub hash: Hash,
+}
+
+/// A file cut into chunks, with the hash and size of the whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunked {
+    pub chunks: Vec<Chunk>,
+    pub hash: Hash,
+    pub size: u64,
+}
+
+/// Reads `r` to its end once, cutting it into chunks and hashing the
+/// whole as it goes.
+pub fn chunk_reader(r: impl Read) -> io::Result<Chunked> {
+    let mut whole = blake3::Hasher::new();
+    let mut chunks = Vec::new();
+    let mut size = 0u64;
+    for c in fastcdc::v2020::StreamCDC::new(r, MIN, AVG, MAX) {
+        let c = c.map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
+        whole.update(&c.data);
+        size += c.length as u64;
+        chunks.push(Chunk {
+            len: c.length as u32,
+            hash: *blake3::hash(&c.data).as_bytes(),
+        });
+    }
+    Ok(Chunked {
+        chunks,
+        hash: *whole.finalize().as_bytes(),
+        size,
+    })
+}
+
+/// The chunks of an in-memory buffer (tests, and callers that hold one).
+pub fn chunk_bytes(data: &[u8]) -> Vec<Chunk> {
+    fastcdc::v2020::FastCDC::new(data, MIN, AVG, MAX)
+        .map(|c| Chunk {
+            len: c.length as u32,
+            hash: *blake3::hash(&data[c.offset..c.offset + c.length]).as_bytes(),
+        })
+        .collect()
+}
+
+/// Where each chunk of a list starts, by hash (the first occurrence).
+pub fn offsets(chunks: &[Chunk]) -> HashMap<Hash, u64> {
+    let mut at = 0u64;
+    let mut out = HashMap::with_capacity(chunks.len());
+    for c in chunks {
+        out.entry(c.hash).or_insert(at);
+        at += c.len as u64;
+    }
+    out
+}
+
+/// One step of rebuilding a file, in file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Copy `chunk` from offset `from` of the local source `source`
+    /// (checking its hash on the way).
+    Local {
+        source: usize,
+        from: u64,
+        chunk: Chunk,
+    },
+    /// Take the next `len` bytes of what the peer sends.
+    Remote { len: u32 },
+}
+
+/// How to rebuild a file from local chunks and the peer's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    pub steps: Vec<Step>,
+    /// The byte ranges `(offset, len)` of the new file to ask the peer
+    /// for, in order, adjacent ones merged. The peer's bytes for them, in
+    /// this order, are exactly what the [`Step::Remote`] steps take.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl Recipe {
+    /// Matches the new version's `chunks` against what the host holds:
+    /// `have` maps a chunk hash to (source, offset in it).
+    pub fn new(chunks: &[Chunk], have: &HashMap<Hash, (usize, u64)>) -> Recipe {
+        let mut steps = Vec::with_capacity(chunks.len());
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut at = 0u64;
+        for c in chunks {
+            match have.get(&c.hash) {
+                Some(&(source, from)) => steps.push(Step::Local {
+                    source,
+                    from,
+                    chunk: *c,
+                }),
+                None => {
+                    steps.push(Step::Remote { len: c.len });
+                    match ranges.last_mut() {
+                        Some((start, len)) if *start + *len == at => *len += c.len as u64,
+                        _ => ranges.push((at, c.len as u64)),
+                    }
+                }
+            }
+            at += c.len as u64;
+        }
+        Recipe { steps, ranges }
+    }
+
+    /// How many bytes the peer must send.
+    pub fn remote_bytes(&self) -> u64 {
+        self.ranges.iter().map(|(_, len)| len).sum()
+    }
+}
+
+/// The chunk list as stored in the index: per chunk, its length (4 bytes,
+/// little-endian) and its hash.
+pub fn encode(chunks: &[Chunk]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunks.len() * 36);
+    for c in chunks {
+        out.extend_from_slice(&c.len.to_le_bytes());
+        out.extend_from_slice(&c.hash);
+    }
+    out
+}
+
+/// The inverse of [`encode`]; `None` for bytes it did not make.
+pub fn decode(bytes: &[u8]) -> Option<Vec<Chunk>> {
+    if bytes.len() % 36 != 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(36)
+        .map(|b| {
+            let len = u32::from_le_bytes(b[..4].try_into().ok()?);
+            let hash: Hash = b[4..].try_into().ok()?;
+            (len > 0 && len <= MAX).then_some(Chunk { len, hash })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut v = vec![0u8; n];
+        rng.fill(&mut v[..]);
+        v
+    }
+
+    fn have(chunks: &[Chunk]) -> HashMap<Hash, (usize, u64)> {
+        offsets(chunks)
+            .into_iter()
+            .map(|(h, o)| (h, (0, o)))
+            .collect()
+    }
+
+    #[test]
+    fn chunks_cover_the_file_within_the_bounds() {
+        let data = random(4 << 20, 1);
+        let c = chunk_reader(&data[..]).expect("read");
+        assert_eq!(c.size, data.len() as u64);
+        assert_eq!(c.hash, *blake3::hash(&data).as_bytes());
+        assert_eq!(c.chunks, chunk_bytes(&data));
+        let total: u64 = c.chunks.iter().map(|c| c.len as u64).sum();
+        assert_eq!(total, data.len() as u64);
+        let (last, rest) = c.chunks.split_last().expect("chunks");
+        assert!(rest.iter().all(|c| (MIN..=MAX).contains(&c.len)));
+        assert!(last.len <= MAX);
+        // Around the average: 4 MiB in 40 to 100 chunks.
+        assert!((40..=100).contains(&c.chunks.len()), "{}", c.chunks.len());
+    }
+
+    #[test]
+    fn an_edit_inside_one_chunk_asks_for_that_chunk_only() {
+        let old = random(4 << 20, 2);
+        let old_chunks = chunk_bytes(&old);
+        // Flip bytes in the middle of chunk 20, away from its cut points.
+        let start: u64 = old_chunks[..20].iter().map(|c| c.len as u64).sum();
+        let mut new = old.clone();
+        let mid = start as usize + old_chunks[20].len as usize / 2;
+        for b in &mut new[mid..mid + 8] {
+            *b ^= 0xff;
+        }
+        let new_chunks = chunk_bytes(&new);
+        let recipe = Recipe::new(&new_chunks, &have(&old_chunks));
+        let changed: Vec<usize> = (0..new_chunks.len())
+            .filter(|&i| new_chunks[i] != old_chunks.get(i).copied().unwrap_or(new_chunks[i]))
+            .collect();
+        assert_eq!(changed, vec![20], "cut points moved");
+        assert_eq!(recipe.ranges, vec![(start, new_chunks[20].len as u64)]);
+        assert_eq!(
+            recipe
+                .steps
+                .iter()
+                .filter(|s| matches!(s, Step::Remote { .. }))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_insertion_shifts_offsets_but_keeps_chunks() {
+        let old = random(8 << 20, 3);
+        let mut new = old[..3 << 20].to_vec();
+        new.extend_from_slice(&random(1000, 4));
+        new.extend_from_slice(&old[3 << 20..]);
+        let recipe = Recipe::new(&chunk_bytes(&new), &have(&chunk_bytes(&old)));
+        // The insertion and the chunks around it, not the rest.
+        assert!(
+            recipe.remote_bytes() <= 3 * MAX as u64,
+            "{}",
+            recipe.remote_bytes()
+        );
+        assert!(recipe.remote_bytes() >= 1000);
+    }
+
+    #[test]
+    fn the_recipe_rebuilds_the_file() {
+        let old = random(3 << 20, 5);
+        let mut new = old.clone();
+        new[1_500_000..1_600_000].copy_from_slice(&random(100_000, 6));
+        new.truncate(2_900_000);
+        let new_chunks = chunk_bytes(&new);
+        let recipe = Recipe::new(&new_chunks, &have(&chunk_bytes(&old)));
+        let mut remote: Vec<u8> = Vec::new();
+        for &(at, len) in &recipe.ranges {
+            remote.extend_from_slice(&new[at as usize..(at + len) as usize]);
+        }
+        let mut rebuilt = Vec::new();
+        let mut taken = 0usize;
+        for s in &recipe.steps {
+            match *s {
+                Step::Local { from, chunk, .. } => {
+                    let bytes = &old[from as usize..from as usize + chunk.len as usize];
+                    assert_eq!(*blake3::hash(bytes).as_bytes(), chunk.hash);
+                    rebuilt.extend_from_slice(bytes);
+                }
+                Step::Remote { len } => {
+                    rebuilt.extend_from_slice(&remote[taken..taken + len as usize]);
+                    taken += len as usize;
+                }
+            }
+        }
+        assert_eq!(taken, remote.len());
+        assert_eq!(rebuilt, new);
+        assert!(recipe.remote_bytes() < 400_000, "{}", recipe.remote_bytes());
+    }
+
+    #[test]
+    fn the_stored_form_round_trips_and_rejects_garbage() {
+        let chunks = chunk_bytes(&random(2 << 20, 7));
+        assert_eq!(decode(&encode(&chunks)), Some(chunks));
+        assert_eq!(decode(&[1, 2, 3]), None);
+        assert_eq!(decode(&[0u8; 36]), None, "a chunk of length 0");
+        assert_eq!(decode(&[]), Some(vec![]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = decode(&bytes);
+        }
+    }
+}
