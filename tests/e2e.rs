@@ -864,3 +864,207 @@ fn sighup_lifting_an_exclusion_mirrors_what_it_covered() {
         cluster.logs()
     );
 }
+
+/// `peer`'s counters in `host`'s status (see `PeerStatus`).
+fn peer_counter(cluster: &Cluster, host: &str, peer: &str, counter: &str) -> u64 {
+    status(cluster, host)
+        .and_then(|s| s["peers"][peer][counter].as_u64())
+        .unwrap_or_else(|| panic!("{host} shows no {counter} for {peer}"))
+}
+
+/// `len` bytes that differ from any other call's, deterministically
+/// (xorshift), and do not compress.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_edit_of_a_large_file_fetches_only_the_changed_chunk() {
+    let _one = serial();
+    let hosts = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&hosts, www);
+    let w = |c: &Cluster, h: &str| c.root(h).join("srv/www");
+    let old = noise(6 << 20, 1);
+    fs::create_dir_all(w(&cluster, "alpha")).expect("mkdir");
+    fs::create_dir_all(w(&cluster, "beta")).expect("mkdir");
+    fs::write(w(&cluster, "alpha").join("big.bin"), &old).expect("write");
+    cluster.start_all();
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("first sync");
+    let received = peer_counter(&cluster, "beta", "alpha", "file_bytes_received");
+    assert!(
+        received >= old.len() as u64,
+        "sent whole at first: {received}"
+    );
+
+    // Overwrite 16 bytes in the middle of the 40th chunk, in place.
+    let chunks = omirr_chunk::chunk_bytes(&old);
+    let start: usize = chunks[..40].iter().map(|c| c.len as usize).sum();
+    let at = start + chunks[40].len as usize / 2;
+    let mut new = old.clone();
+    new[at..at + 16].copy_from_slice(&[0xa5; 16]);
+    let new_chunks = omirr_chunk::chunk_bytes(&new);
+    let missing: Vec<_> = new_chunks.iter().filter(|c| !chunks.contains(c)).collect();
+    assert_eq!(missing.len(), 1, "the edit moved cut points: {missing:?}");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(w(&cluster, "alpha").join("big.bin"))
+            .expect("open");
+        f.seek(SeekFrom::Start(at as u64)).expect("seek");
+        f.write_all(&[0xa5; 16]).expect("write");
+    }
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("the edit");
+    assert_eq!(
+        fs::read(w(&cluster, "beta").join("big.bin")).expect("read"),
+        new
+    );
+    let fetched = peer_counter(&cluster, "beta", "alpha", "file_bytes_received") - received;
+    assert_eq!(
+        fetched, missing[0].len as u64,
+        "beta should fetch exactly the changed chunk"
+    );
+    assert_eq!(peer_counter(&cluster, "beta", "alpha", "files_delta"), 1);
+    assert_eq!(
+        peer_counter(&cluster, "beta", "alpha", "file_bytes_reused"),
+        new.len() as u64 - fetched
+    );
+}
+
+#[test]
+fn renames_chmods_and_deletes_move_no_file_content() {
+    let _one = serial();
+    let hosts = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&hosts, www);
+    let w = |c: &Cluster, h: &str| c.root(h).join("srv/www");
+    let dir = w(&cluster, "alpha").join("d/sub");
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::create_dir_all(w(&cluster, "beta")).expect("mkdir");
+    for i in 0..20 {
+        fs::write(dir.join(format!("f{i}")), noise(100_000, i)).expect("write");
+    }
+    fs::write(w(&cluster, "alpha").join("large"), noise(3 << 20, 99)).expect("write");
+    cluster.start_all();
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("first sync");
+    let bytes = || peer_counter(&cluster, "beta", "alpha", "file_bytes_received");
+    let files = || peer_counter(&cluster, "beta", "alpha", "files_fetched");
+    let (bytes0, files0) = (bytes(), files());
+    assert!(bytes0 >= 5_000_000, "{bytes0}");
+
+    let a = w(&cluster, "alpha");
+    fs::rename(a.join("d"), a.join("renamed")).expect("rename a directory");
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("directory rename");
+    fs::rename(a.join("large"), a.join("renamed/large")).expect("rename a file");
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("file rename");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(a.join("renamed/large"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("chmod");
+    fs::remove_dir_all(a.join("renamed/sub")).expect("delete");
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("delete");
+
+    assert_eq!((bytes(), files()), (bytes0, files0), "content moved");
+    let b = w(&cluster, "beta");
+    assert!(b.join("renamed/large").is_file() && !b.join("d").exists());
+}
+
+#[test]
+fn a_file_still_being_written_is_not_sent_half_written() {
+    let _one = serial();
+    let hosts = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&hosts, www);
+    for h in hosts {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &hosts);
+    let path = "srv/www/growing.log";
+    let mut content = Vec::new();
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(cluster.root("alpha").join(path)).expect("create");
+        // A writer that pauses often, but never for long (the watcher
+        // waits 2 s of quiet before giving up on a close).
+        for i in 0..8 {
+            let piece = noise(100_000, i);
+            f.write_all(&piece).expect("write");
+            content.extend_from_slice(&piece);
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(
+                !cluster.root("beta").join(path).exists(),
+                "beta got the file after {} bytes, before its writer closed it",
+                content.len()
+            );
+        }
+    }
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("sent after close");
+    assert_eq!(
+        fs::read(cluster.root("beta").join(path)).expect("read"),
+        content
+    );
+    // One version went out: the closed file.
+    assert_eq!(peer_counter(&cluster, "beta", "alpha", "files_fetched"), 1);
+}
+
+/// Peak resident memory of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+#[test]
+fn a_file_larger_than_the_in_flight_budget_moves_in_bounded_memory() {
+    let _one = serial();
+    let hosts = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&hosts, www);
+    cluster.add_args(&["--in-flight", "1M"]);
+    for h in hosts {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &hosts);
+    let before: Vec<u64> = hosts
+        .iter()
+        .map(|h| peak_rss(cluster.pid(h).expect("pid")))
+        .collect();
+    const SIZE: usize = 192 << 20;
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(cluster.root("alpha").join("srv/www/huge")).expect("create");
+        let block = noise(1 << 20, 5);
+        for i in 0..(SIZE >> 20) {
+            let mut b = block.clone();
+            b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            f.write_all(&b).expect("write");
+        }
+    }
+    wait_converged(&cluster, &hosts, "srv/www", Duration::from_secs(120)).expect("sync");
+    for (h, before) in hosts.iter().zip(before) {
+        let peak = peak_rss(cluster.pid(h).expect("pid"));
+        eprintln!(
+            "{h}: peak RSS {} MiB (at start {} MiB)",
+            peak >> 20,
+            before >> 20
+        );
+        // Far below the file's size: the file streamed, it was not held.
+        assert!(
+            peak < before + (48 << 20),
+            "{h} grew from {} MiB to {} MiB moving a {} MiB file",
+            before >> 20,
+            peak >> 20,
+            SIZE >> 20
+        );
+    }
+}

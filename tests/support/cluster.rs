@@ -49,6 +49,8 @@ pub struct Cluster {
     config: PathBuf,
     peers: PathBuf,
     hosts: Vec<Host>,
+    /// Given to every `omirrd` this cluster starts.
+    extra_args: Vec<String>,
 }
 
 struct Host {
@@ -132,6 +134,7 @@ impl Cluster {
             config,
             peers,
             hosts,
+            extra_args: Vec::new(),
         }
     }
 
@@ -150,6 +153,7 @@ impl Cluster {
     /// to. Panics if it is still running.
     pub fn start_host(&mut self, name: &str) {
         let (config, peers) = (self.config.clone(), self.peers.clone());
+        let extra = self.extra_args.clone();
         let h = self.host_mut(name);
         if let Some(child) = &mut h.child {
             match child.try_wait() {
@@ -174,6 +178,7 @@ impl Cluster {
             .arg(&h.root)
             .arg("--state-dir")
             .arg(&h.state)
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log);
@@ -238,6 +243,11 @@ impl Cluster {
     /// The peers file.
     pub fn peers(&self) -> &Path {
         &self.peers
+    }
+
+    /// Adds `args` to the command line of every host started from now on.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
     }
 
     /// Host `name`'s `--root`.

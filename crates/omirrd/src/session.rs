@@ -116,6 +116,38 @@ impl Transfers {
     fn forget(&self, id: u64) {
         self.inboxes().remove(&id);
     }
+
+    /// Puts a piece in its transfer's inbox without waiting; `last` ends
+    /// the transfer. An unknown id (a transfer given up) drops the piece.
+    /// `Err` gives back a piece that a full inbox cannot take yet.
+    #[allow(clippy::result_large_err)]
+    fn offer(
+        &self,
+        id: u64,
+        piece: Piece,
+        last: bool,
+    ) -> Result<(), (std::sync::mpsc::SyncSender<Piece>, Piece)> {
+        let mut map = self.inboxes();
+        let tx = match map.get(&id) {
+            None => return Ok(()),
+            Some(Inbox::Ahead(tx)) => {
+                let _ = tx.send(piece);
+                if last {
+                    map.remove(&id);
+                }
+                return Ok(());
+            }
+            Some(Inbox::Now(tx)) => tx.clone(),
+        };
+        if last {
+            map.remove(&id);
+        }
+        drop(map);
+        match tx.try_send(piece) {
+            Err(std::sync::mpsc::TrySendError::Full(piece)) => Err((tx, piece)),
+            _ => Ok(()),
+        }
+    }
 }
 
 pub async fn run<S>(shared: Arc<Shared>, stream: S, peer: String) -> Result<()>
@@ -317,29 +349,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Hands a piece to its transfer's inbox; an unknown id (a transfer
-/// given up) drops it.
+/// Hands a piece to its transfer's inbox, waiting while that inbox is
+/// full.
 async fn route(transfers: &Transfers, id: u64, piece: Piece, last: bool) {
-    let (tx, piece) = {
-        let mut map = transfers.inboxes();
-        let routed = match map.get(&id) {
-            None => return,
-            Some(Inbox::Ahead(tx)) => {
-                let _ = tx.send(piece);
-                (None, None)
-            }
-            Some(Inbox::Now(tx)) => (Some(tx.clone()), Some(piece)),
-        };
-        if last {
-            map.remove(&id);
-        }
-        routed
-    };
-    if let (Some(tx), Some(piece)) = (tx, piece) {
-        if let Err(std::sync::mpsc::TrySendError::Full(piece)) = tx.try_send(piece) {
-            // Waiting here holds the reader, and so the peer: backpressure.
-            let _ = tokio::task::spawn_blocking(move || tx.send(piece)).await;
-        }
+    if let Err((tx, piece)) = transfers.offer(id, piece, last) {
+        // Waiting here holds the reader, and so the peer: backpressure.
+        let _ = tokio::task::spawn_blocking(move || tx.send(piece)).await;
     }
 }
 
@@ -471,43 +486,56 @@ async fn apply_pages(
     }
 }
 
-/// Fetches file content from the peer for the applier, which runs on a
-/// blocking thread. One per batch.
-struct NetSource {
-    shared: Arc<Shared>,
-    peer: String,
+/// The small files of a batch, requested ahead of the applier within the
+/// in-flight budget, so that their content arrives while it works.
+struct Ahead {
     t: Arc<Transfers>,
-    /// Small files of the batch not yet requested, in the applier's order.
+    /// Not yet requested, in the applier's order.
     queue: VecDeque<Wanted>,
-    /// Small files requested ahead, not yet opened.
-    ahead: HashMap<(RelPath, Hash), (u64, std::sync::mpsc::Receiver<Piece>, u64)>,
-    ahead_bytes: u64,
+    /// Requested, not yet taken: (request id, inbox, size).
+    asked: HashMap<(RelPath, Hash), (u64, std::sync::mpsc::Receiver<Piece>, u64)>,
+    /// The sum of their sizes.
+    bytes: u64,
 }
 
-impl NetSource {
-    fn new(shared: Arc<Shared>, peer: String, t: Arc<Transfers>) -> NetSource {
-        NetSource {
-            shared,
-            peer,
+impl Ahead {
+    fn new(t: Arc<Transfers>) -> Ahead {
+        Ahead {
             t,
             queue: VecDeque::new(),
-            ahead: HashMap::new(),
-            ahead_bytes: 0,
+            asked: HashMap::new(),
+            bytes: 0,
         }
     }
 
-    /// Requests queued files while the budget allows.
+    /// Queues the small ones of `wanted` and requests what fits.
+    fn plan(&mut self, wanted: &[Wanted]) {
+        self.queue
+            .extend(wanted.iter().filter(|w| w.size <= AHEAD_MAX_FILE).cloned());
+        self.top_up();
+    }
+
+    /// The inbox of a file requested ahead, if it was.
+    fn take(&mut self, path: &RelPath, hash: &Hash) -> Option<std::sync::mpsc::Receiver<Piece>> {
+        let (_, rx, size) = self.asked.remove(&(path.clone(), *hash))?;
+        self.bytes -= size;
+        self.top_up();
+        Some(rx)
+    }
+
+    /// Requests queued files while the budget allows (always one, so that
+    /// a file larger than the budget still moves).
     fn top_up(&mut self) {
         while let Some(w) = self.queue.front() {
-            let room = self.ahead_bytes + w.size <= self.t.budget || self.ahead.is_empty();
-            if !room || self.ahead.len() >= AHEAD_MAX_COUNT {
+            let room = self.bytes + w.size <= self.t.budget || self.asked.is_empty();
+            if !room || self.asked.len() >= AHEAD_MAX_COUNT {
                 return;
             }
             let Some(w) = self.queue.pop_front() else {
                 return;
             };
             let key = (w.path.clone(), w.hash);
-            if self.ahead.contains_key(&key) {
+            if self.asked.contains_key(&key) {
                 continue;
             }
             let asked = self.t.request(
@@ -520,12 +548,42 @@ impl NetSource {
                 true,
             );
             let Ok((id, rx)) = asked else {
-                // The session is over; `open` reports it.
+                // The session is over; opening the file will say so.
                 self.queue.clear();
                 return;
             };
-            self.ahead_bytes += w.size;
-            self.ahead.insert(key, (id, rx, w.size));
+            self.bytes += w.size;
+            self.asked.insert(key, (id, rx, w.size));
+        }
+    }
+}
+
+impl Drop for Ahead {
+    /// Files requested and never taken (the batch failed): their late
+    /// pieces are dropped.
+    fn drop(&mut self) {
+        for (id, _, _) in self.asked.values() {
+            self.t.forget(*id);
+        }
+    }
+}
+
+/// Fetches file content from the peer for the applier, which runs on a
+/// blocking thread. One per batch.
+struct NetSource {
+    shared: Arc<Shared>,
+    peer: String,
+    t: Arc<Transfers>,
+    ahead: Ahead,
+}
+
+impl NetSource {
+    fn new(shared: Arc<Shared>, peer: String, t: Arc<Transfers>) -> NetSource {
+        NetSource {
+            shared,
+            peer,
+            ahead: Ahead::new(t.clone()),
+            t,
         }
     }
 
@@ -631,21 +689,9 @@ impl NetSource {
     }
 }
 
-impl Drop for NetSource {
-    /// Transfers requested ahead and never opened (the batch failed): their
-    /// late pieces are dropped.
-    fn drop(&mut self) {
-        for (id, _, _) in self.ahead.values() {
-            self.t.forget(*id);
-        }
-    }
-}
-
 impl ContentSource for NetSource {
     fn prepare(&mut self, wanted: &[Wanted]) {
-        self.queue
-            .extend(wanted.iter().filter(|w| w.size <= AHEAD_MAX_FILE).cloned());
-        self.top_up();
+        self.ahead.plan(wanted);
     }
 
     fn open(
@@ -658,9 +704,7 @@ impl ContentSource for NetSource {
             return Ok(Box::new(std::io::empty()));
         }
         self.count(|p| p.files_fetched += 1);
-        if let Some((_, rx, n)) = self.ahead.remove(&(path.clone(), *hash)) {
-            self.ahead_bytes -= n;
-            self.top_up();
+        if let Some(rx) = self.ahead.take(path, hash) {
             return Ok(Box::new(Incoming::new(rx)));
         }
         if size >= omirr_chunk::DELTA_MIN && self.t.chunks {
@@ -1000,4 +1044,85 @@ fn open_for_peer(
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&full)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfers(budget: u64) -> (Transfers, mpsc::Receiver<Message>) {
+        let (out, requests) = mpsc::channel(16);
+        let t = Transfers {
+            inboxes: Mutex::new(HashMap::new()),
+            ids: AtomicU64::new(1),
+            out,
+            chunks: true,
+            budget,
+        };
+        (t, requests)
+    }
+
+    fn ask(id: u64) -> Message {
+        Message::FileRequest {
+            id,
+            path: RelPath::new(b"f".to_vec()).expect("path"),
+            hash: [0; 32],
+            size: 1 << 30,
+        }
+    }
+
+    #[test]
+    fn a_file_being_read_holds_the_peer_back_at_the_in_flight_budget() {
+        let (t, _requests) = transfers(1 << 20);
+        let (id, rx) = t.request(ask, false).expect("request");
+        let piece = || Piece::Data(vec![0; MAX_CHUNK]);
+        // 1 MiB of 256 KiB pieces waits for the applier; the next does not
+        // fit, whatever the file's size.
+        for _ in 0..4 {
+            assert!(t.offer(id, piece(), false).is_ok());
+        }
+        let Err((_, held)) = t.offer(id, piece(), false) else {
+            panic!("a fifth piece went past the budget");
+        };
+        // Once the applier takes one, there is room for one more.
+        assert!(matches!(rx.try_recv(), Ok(Piece::Data(_))));
+        assert!(t.offer(id, held, false).is_ok());
+        assert!(t.offer(id, piece(), false).is_err());
+    }
+
+    #[test]
+    fn files_fetched_ahead_never_hold_the_reader_and_unknown_ids_are_dropped() {
+        let (t, _requests) = transfers(1 << 20);
+        let (id, rx) = t.request(ask, true).expect("request");
+        for _ in 0..8 {
+            assert!(t.offer(id, Piece::Data(vec![0; MAX_CHUNK]), false).is_ok());
+        }
+        assert!(t.offer(id, Piece::End, true).is_ok());
+        assert_eq!(rx.try_iter().count(), 9);
+        assert!(t.offer(id, Piece::Data(vec![1]), false).is_ok(), "ended");
+        assert!(t.inboxes().is_empty());
+    }
+
+    #[test]
+    fn fetching_ahead_stays_within_the_budget() {
+        let (t, mut requests) = transfers(100_000);
+        let wanted: Vec<Wanted> = (0..10)
+            .map(|i| Wanted {
+                path: RelPath::new(format!("f{i}").into_bytes()).expect("path"),
+                hash: [i as u8; 32],
+                size: 30_000,
+            })
+            .collect();
+        let mut ahead = Ahead::new(Arc::new(t));
+        ahead.plan(&wanted);
+        let asked =
+            |r: &mut mpsc::Receiver<Message>| std::iter::from_fn(|| r.try_recv().ok()).count();
+        assert_eq!(asked(&mut requests), 3, "3 x 30,000 bytes fit 100,000");
+        assert!(ahead.take(&wanted[0].path, &wanted[0].hash).is_some());
+        assert_eq!(asked(&mut requests), 1, "one consumed, one more asked");
+        assert!(
+            ahead.take(&wanted[9].path, &wanted[9].hash).is_none(),
+            "not asked yet"
+        );
+    }
 }
