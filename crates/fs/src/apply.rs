@@ -759,6 +759,9 @@ struct Staged {
 struct Batch<'a> {
     ap: &'a Applier,
     staged: Vec<Staged>,
+    /// The paths of `staged`, for the checks of
+    /// [`Batch::must_commit_before`] without a scan per action.
+    staged_paths: BTreeSet<RelPath>,
     /// Parent directories of staged files, opened once per commit
     /// segment. Safe to reuse: an action that could rename or replace one
     /// of them touches an ancestor of a staged path and so commits (and
@@ -788,6 +791,7 @@ impl<'a> Batch<'a> {
         Batch {
             ap,
             staged: Vec::new(),
+            staged_paths: BTreeSet::new(),
             dirs: HashMap::new(),
             touched: BTreeSet::new(),
             meta_changed: BTreeSet::new(),
@@ -824,16 +828,22 @@ impl<'a> Batch<'a> {
             _ => {}
         }
         let saves = matches!(action, Action::SaveOld { .. });
-        self.staged.iter().any(|s| {
-            paths.iter().any(|p| {
-                s.path == **p
-                    || p.is_below(&s.path)
-                    || (s.path.is_below(p) && !meta_only)
-                    // SaveOld writes NAME.OLD*, which may be staged too.
-                    || (saves
-                        && s.path.parent() == p.parent()
-                        && s.path.file_name().starts_with(p.file_name()))
-            })
+        paths.iter().any(|p| {
+            // The path itself or an ancestor of it is staged.
+            self.staged_paths.contains(*p)
+                || p.ancestors().any(|a| self.staged_paths.contains(&a))
+                // Staged paths that start with its bytes: those below it,
+                // and, for SaveOld, its NAME.OLD* siblings.
+                || self
+                    .staged_paths
+                    .range::<RelPath, _>(*p..)
+                    .take_while(|s| s.as_bytes().starts_with(p.as_bytes()))
+                    .any(|s| {
+                        (s.is_below(p) && !meta_only)
+                            || (saves
+                                && s.parent() == p.parent()
+                                && s.file_name().starts_with(p.file_name()))
+                    })
         })
     }
 
@@ -1145,6 +1155,7 @@ impl<'a> Batch<'a> {
             Barrier::Fsync => Some(file),
             Barrier::Syncfs => None,
         };
+        self.staged_paths.insert(path.clone());
         self.staged.push(Staged {
             index,
             path: path.clone(),
@@ -1160,6 +1171,7 @@ impl<'a> Batch<'a> {
     /// index is returned.
     fn commit_staged(&mut self) -> Result<(), (usize, ApplyError)> {
         self.dirs.clear();
+        self.staged_paths.clear();
         let staged = std::mem::take(&mut self.staged);
         let Some(first) = staged.first().map(|s| s.index) else {
             return Ok(());

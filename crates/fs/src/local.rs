@@ -237,9 +237,10 @@ fn record_scan(
     let unknown: Vec<&RelPath> = report.issues.iter().map(|i| i.path()).collect();
     // Only what this scan looked at can be judged: inside the mirrored
     // tops and the dirty paths, not excluded, not unreadable.
+    let dirty_set: std::collections::HashSet<&RelPath> = dirty.iter().collect();
     let in_scope = |p: &RelPath| {
         tops.iter().any(|t| p == t || p.is_below(t))
-            && dirty.iter().any(|d| p == d || p.is_below(d))
+            && (dirty_set.contains(p) || p.ancestors().any(|a| dirty_set.contains(&a)))
             && !exclude(p)
             && !unknown.iter().any(|u| p == *u || p.is_below(u))
     };

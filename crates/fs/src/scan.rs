@@ -344,8 +344,10 @@ fn normalise_tops(tops: &[RelPath]) -> Vec<RelPath> {
     let mut sorted: Vec<RelPath> = tops.to_vec();
     sorted.sort();
     sorted.dedup();
-    let all = sorted.clone();
-    sorted.retain(|t| !all.iter().any(|a| t.is_below(a)));
+    // Sorted, a top's ancestors come before it: keep a top unless one of
+    // its ancestors was kept.
+    let kept: std::collections::HashSet<RelPath> = sorted.iter().cloned().collect();
+    sorted.retain(|t| !t.ancestors().any(|a| kept.contains(&a)));
     sorted
 }
 

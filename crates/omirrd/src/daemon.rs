@@ -137,7 +137,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         &plan.root,
         &tops,
         report_all,
-        Debounce::new(Duration::from_millis(5), Duration::from_millis(100)),
+        Debounce::new(Duration::from_millis(2), Duration::from_millis(100)),
         move |e| {
             let _ = events_tx.send(e);
         },

@@ -904,6 +904,10 @@ enum Job {
 
 /// Answers one request of the peer's, if this host still holds that
 /// content at that path; otherwise, or if reading fails, says why.
+///
+/// The whole answer is read and queued from one blocking thread (a
+/// `blocking_send` waits while the writer's queue is full); at most
+/// [`SERVING`] run at once.
 async fn serve(
     shared: Arc<Shared>,
     out: mpsc::Sender<Message>,
@@ -911,95 +915,70 @@ async fn serve(
     ask: Ask,
     job: Job,
 ) {
-    let Ok(_permit) = permits.acquire_owned().await else {
+    let Ok(permit) = permits.acquire_owned().await else {
         return;
     };
-    let id = ask.id;
-    let result = match job {
-        Job::Ranges(ranges) => send_ranges(shared, &out, ask, ranges).await,
-        Job::Chunks => send_chunk_list(shared, &out, ask).await,
-    };
-    if let Err(reason) = result {
-        let _ = out.send(Message::FileUnavailable { id, reason }).await;
-    }
+    let _ = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let id = ask.id;
+        let result = match job {
+            Job::Ranges(ranges) => send_ranges(&shared, &out, ask, ranges),
+            Job::Chunks => send_chunk_list(&shared, &out, ask),
+        };
+        if let Err(reason) = result {
+            let _ = out.blocking_send(Message::FileUnavailable { id, reason });
+        }
+    })
+    .await;
 }
 
-async fn send_chunk_list(
-    shared: Arc<Shared>,
-    out: &mpsc::Sender<Message>,
-    ask: Ask,
-) -> Result<(), String> {
-    let Ask {
-        id,
-        path,
-        hash,
-        size,
-    } = ask;
-    let chunks = tokio::task::spawn_blocking(move || {
-        let file = open_for_peer(&shared, &path, &hash, size)?;
-        chunk_list(&shared, &file, &hash, size)
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+/// `Ok` also when the session ended meanwhile: there is nobody to tell.
+fn send_chunk_list(shared: &Shared, out: &mpsc::Sender<Message>, ask: Ask) -> Result<(), String> {
+    let file = open_for_peer(shared, &ask.path, &ask.hash, ask.size)?;
+    let chunks = chunk_list(shared, &file, &ask.hash, ask.size)?;
     let pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
     for (i, page) in pages.iter().enumerate() {
         let msg = Message::ChunkList {
-            id,
+            id: ask.id,
             chunks: page.to_vec(),
             last: i + 1 == pages.len(),
         };
-        if out.send(msg).await.is_err() {
+        if out.blocking_send(msg).is_err() {
             return Ok(());
         }
     }
     Ok(())
 }
 
-async fn send_ranges(
-    shared: Arc<Shared>,
+fn send_ranges(
+    shared: &Shared,
     out: &mpsc::Sender<Message>,
     ask: Ask,
     ranges: Vec<(u64, u64)>,
 ) -> Result<(), String> {
-    let joined = |e: tokio::task::JoinError| e.to_string();
-    let Ask {
-        id,
-        path,
-        hash,
-        size,
-    } = ask;
-    let file = tokio::task::spawn_blocking(move || open_for_peer(&shared, &path, &hash, size))
-        .await
-        .map_err(joined)??;
-    let file = Arc::new(file);
+    let file = open_for_peer(shared, &ask.path, &ask.hash, ask.size)?;
     for (start, len) in ranges {
         let mut offset = start;
         while offset < start + len {
             let want = (start + len - offset).min(MAX_CHUNK as u64) as usize;
-            let f = file.clone();
-            // Reads happen on a blocking thread.
-            let data = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; want];
-                f.read_exact_at(&mut buf, offset).map(|()| buf)
-            })
-            .await
-            .map_err(joined)?
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => "the file shrank while being read".into(),
-                _ => e.to_string(),
-            })?;
-            if out
-                .send(Message::FileData { id, offset, data })
-                .await
-                .is_err()
-            {
-                // The session is over: nobody to tell.
+            let mut data = vec![0u8; want];
+            file.read_exact_at(&mut data, offset)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => "the file shrank while being read".into(),
+                    _ => e.to_string(),
+                })?;
+            let msg = Message::FileData {
+                id: ask.id,
+                offset,
+                data,
+            };
+            if out.blocking_send(msg).is_err() {
                 return Ok(());
             }
             offset += want as u64;
         }
     }
-    let _ = out.send(Message::FileEnd { id }).await;
+    let _ = out.blocking_send(Message::FileEnd { id: ask.id });
     Ok(())
 }
 

@@ -76,7 +76,11 @@ impl Counters {
 
     /// Changes one peer's entry.
     pub fn peer(&self, name: &str, f: impl FnOnce(&mut PeerStatus)) {
-        f(self.lock().entry(name.to_string()).or_default());
+        let mut peers = self.lock();
+        match peers.get_mut(name) {
+            Some(p) => f(p),
+            None => f(peers.entry(name.to_string()).or_default()),
+        }
     }
 
     pub fn add_local(&self, n: u64) {
