@@ -104,7 +104,7 @@ pub struct DaemonArgs {
     /// File content that may be in flight from each peer at once: fetched
     /// ahead, or queued for the file being written. Takes K, M and G
     /// suffixes (powers of 1024).
-    #[arg(long, global = true, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    #[arg(long, global = true, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
     pub in_flight: u64,
     /// Define or override a Distfile variable, as rdist's -d. VALUE is
     /// empty, one name, or a parenthesised list.

@@ -51,7 +51,7 @@ const FETCH_STALL: Duration = Duration::from_secs(60);
 /// reaches them (and, with the `chunks` capability, by delta).
 const AHEAD_MAX_FILE: u64 = omirr_chunk::DELTA_MIN;
 /// The most files fetched ahead at once.
-const AHEAD_MAX_COUNT: usize = 4096;
+const AHEAD_MAX_COUNT: usize = 1024;
 /// Requests of the peer's served at once (each reads the disk).
 const SERVING: usize = 16;
 
