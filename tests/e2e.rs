@@ -976,6 +976,35 @@ fn renames_chmods_and_deletes_move_no_file_content() {
 }
 
 #[test]
+fn renaming_a_directory_of_more_entries_than_a_page_moves_no_file_content() {
+    let _one = serial();
+    let hosts = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&hosts, www);
+    let w = |c: &Cluster, h: &str| c.root(h).join("srv/www");
+    // More than the sender's page (4,096 changes): the directory's
+    // tombstone and its new name's files travel in different pages.
+    let n = 5_000;
+    for i in 0..n {
+        let dir = w(&cluster, "alpha").join(format!("tree/d{:02}", i % 50));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(format!("f{i}")), noise(64, i as u64)).expect("write");
+    }
+    fs::create_dir_all(w(&cluster, "beta")).expect("mkdir");
+    cluster.start_all();
+    wait_converged(&cluster, &hosts, "srv/www", Duration::from_secs(120)).expect("first sync");
+    let files = || peer_counter(&cluster, "beta", "alpha", "files_fetched");
+    let files0 = files();
+    assert!(files0 >= n, "{files0}");
+
+    let a = w(&cluster, "alpha");
+    fs::rename(a.join("tree"), a.join("moved")).expect("rename");
+    wait_converged(&cluster, &hosts, "srv/www", Duration::from_secs(120)).expect("rename");
+    assert_eq!(files() - files0, 0, "files fetched for a rename");
+    let b = w(&cluster, "beta");
+    assert!(b.join("moved/d49/f4999").is_file() && !b.join("tree").exists());
+}
+
+#[test]
 fn a_file_still_being_written_is_not_sent_half_written() {
     let _one = serial();
     let hosts = ["alpha", "beta"];

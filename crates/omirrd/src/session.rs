@@ -40,6 +40,10 @@ use tokio::sync::mpsc;
 
 /// How many changes the pusher reads from the index at a time.
 const PAGE: usize = 4096;
+/// The most changes the applier resolves and applies as one batch: pages
+/// that follow one another back to back are merged up to this many. A
+/// rename of a directory with up to this many entries moves no content.
+const BATCH_MAX: usize = 65_536;
 /// Messages waiting for the writer; a full queue holds back the senders.
 const QUEUE: usize = 64;
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -210,7 +214,7 @@ where
             .any(|c| c == omirr_proto::CAP_CHUNKS),
         budget: shared.in_flight,
     });
-    let (pages_tx, pages_rx) = mpsc::channel::<(Vec<(Seq, Change)>, Seq)>(4);
+    let (pages_tx, pages_rx) = mpsc::channel::<Page>(4);
     let applier = tokio::spawn(apply_pages(
         shared.clone(),
         peer.clone(),
@@ -245,9 +249,17 @@ where
                 let task = tokio::spawn(push(shared.clone(), peer.clone(), after, out.clone()));
                 pusher = Some(AbortOnDrop(task.abort_handle()));
             }
-            Message::Changes { changes, upto, .. } => {
+            Message::Changes {
+                changes,
+                upto,
+                done,
+            } => {
                 pages_tx
-                    .send((changes, upto))
+                    .send(Page {
+                        changes,
+                        upto,
+                        done,
+                    })
                     .await
                     .context("the applier stopped")?;
             }
@@ -415,17 +427,44 @@ async fn push(
     }
 }
 
+/// One `Changes` message, as the reader hands it to the applier.
+struct Page {
+    changes: Vec<(Seq, Change)>,
+    upto: Seq,
+    done: bool,
+}
+
+/// Takes the next batch to apply: a page, and the pages that the peer said
+/// follow right away (`done` unset), up to [`BATCH_MAX`] changes. One
+/// resolution over all of them pairs the two halves of a rename that the
+/// sender's paging split (a directory's tombstone in one page, its new
+/// name's files in the next), which would otherwise be a delete and a
+/// fetch. `None` once the session is over.
+async fn next_batch(pages: &mut mpsc::Receiver<Page>) -> Option<(Vec<(Seq, Change)>, Seq)> {
+    let first = pages.recv().await?;
+    let (mut changes, mut upto, mut done) = (first.changes, first.upto, first.done);
+    while !done && changes.len() < BATCH_MAX {
+        let Some(next) = pages.recv().await else {
+            break;
+        };
+        changes.extend(next.changes);
+        upto = next.upto;
+        done = next.done;
+    }
+    Some((changes, upto))
+}
+
 /// Applies the peer's pages in order; a page's cursor moves only once it
 /// is durably applied and recorded.
 async fn apply_pages(
     shared: Arc<Shared>,
     peer: String,
-    mut pages: mpsc::Receiver<(Vec<(Seq, Change)>, Seq)>,
+    mut pages: mpsc::Receiver<Page>,
     out: mpsc::Sender<Message>,
     transfers: Arc<Transfers>,
 ) {
     let peer_id = omirr_core::HostId::new(&peer);
-    while let Some((changes, upto)) = pages.recv().await {
+    while let Some((changes, upto)) = next_batch(&mut pages).await {
         let plan = shared.plan();
         let (allowed, refused): (Vec<Change>, Vec<Change>) = changes
             .into_iter()
