@@ -987,7 +987,7 @@ fn renaming_a_directory_of_more_entries_than_a_page_moves_no_file_content() {
     for i in 0..n {
         let dir = w(&cluster, "alpha").join(format!("tree/d{:02}", i % 50));
         fs::create_dir_all(&dir).expect("mkdir");
-        fs::write(dir.join(format!("f{i}")), noise(64, i as u64)).expect("write");
+        fs::write(dir.join(format!("f{i}")), noise(64, i)).expect("write");
     }
     fs::create_dir_all(w(&cluster, "beta")).expect("mkdir");
     cluster.start_all();
