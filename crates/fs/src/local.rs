@@ -289,11 +289,16 @@ fn record_scan(
     // same content, a rename of the same bytes): keep them current so the
     // next scan reads nothing it need not.
     for f in &report.found {
-        if changed.contains(&f.path) {
+        // A key equal to the stored one is left as it is, racy or not: it
+        // was stored by whoever last vouched for the content (the applier
+        // right after writing it, or a scan that hashed it), and this scan
+        // has just trusted it too. Forgetting it would only make the next
+        // start-up scan re-read every file the applier wrote lately.
+        if changed.contains(&f.path) || baseline.stats.get(&f.path) == Some(&f.key) {
             continue;
         }
         match stat_update(Some(f)) {
-            StatUpdate::Set(key) if baseline.stats.get(&f.path) != Some(&f.key) => {
+            StatUpdate::Set(key) => {
                 batch.set_stat(f.path.clone(), key);
             }
             StatUpdate::Forget => {

@@ -190,3 +190,56 @@ fn two_hosts_converge_without_echo() {
     assert_eq!(a.scan(), 0);
     let _ = cursor;
 }
+
+#[test]
+fn the_watcher_keeps_the_stat_keys_of_files_the_applier_just_wrote() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut a = Host::new("alpha", tmp.path().join("a"));
+    let mut b = Host::new("beta", tmp.path().join("b"));
+    let www = a.root.join("srv/www");
+    fs::create_dir_all(www.join("d")).expect("mkdir");
+    let names: Vec<RelPath> = (0..20)
+        .map(|i| {
+            fs::write(www.join(format!("d/f{i}")), format!("content {i}")).expect("write");
+            RelPath::new(format!("srv/www/d/f{i}").as_bytes()).expect("path")
+        })
+        .collect();
+    assert!(a.scan() > 0);
+    sync(&a, &mut b, 0);
+    let keys: Vec<_> = names
+        .iter()
+        .map(|p| {
+            b.index
+                .stat(p)
+                .expect("stat")
+                .expect("the applier stored a key")
+        })
+        .collect();
+    // B's watcher reports the applier's renames into place a few
+    // milliseconds later, well within the racy window of their ctimes.
+    let wall = omirr_core::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64,
+    );
+    let live = omirr_fs::local::record_live(
+        &b.index,
+        &mut b.hlc,
+        &b.name,
+        &b.root,
+        &[top()],
+        &names,
+        &|_| false,
+        wall,
+    )
+    .expect("record_live");
+    assert_eq!(live.changes, 0, "no echo");
+    for (p, key) in names.iter().zip(keys) {
+        assert_eq!(
+            b.index.stat(p).expect("stat"),
+            Some(key),
+            "{p}: the key the applier stored was dropped, so the next start-up scan re-reads the file"
+        );
+    }
+}

@@ -35,7 +35,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// How many changes the pusher reads from the index at a time.
@@ -46,6 +46,8 @@ const PAGE: usize = 4096;
 const BATCH_MAX: usize = 65_536;
 /// Messages waiting for the writer; a full queue holds back the senders.
 const QUEUE: usize = 64;
+/// The writer's buffer: about one TLS record's worth of small messages.
+const WRITE_BUFFER: usize = 64 << 10;
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// A peer silent for this long is gone.
 const SILENCE: Duration = Duration::from_secs(45);
@@ -158,14 +160,20 @@ pub async fn run<S>(shared: Arc<Shared>, stream: S, peer: String) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (mut rd, wr) = tokio::io::split(stream);
     let (out, mut out_rx) = mpsc::channel::<Message>(QUEUE);
     let s = shared.clone();
     let name = peer.clone();
     let writer = tokio::spawn(async move {
+        // Messages queued back to back share TLS records and system calls;
+        // the stream is flushed whenever the queue runs dry.
+        let mut wr = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, wr);
         while let Some(m) = out_rx.recv().await {
             write_message(&mut wr, &m).await?;
             let queued = out_rx.len();
+            if queued == 0 {
+                wr.flush().await?;
+            }
             s.counters.peer(&name, |p| {
                 p.frames_sent += 1;
                 p.queue = queued;
