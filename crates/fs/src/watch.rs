@@ -114,6 +114,11 @@ impl Debounce {
         self.push(path, now);
     }
 
+    /// Whether `path` is a file written and not yet closed.
+    pub fn is_writing(&self, path: &RelPath) -> bool {
+        self.writing.contains_key(path)
+    }
+
     /// The writer of `path` closed it.
     pub fn closed(&mut self, path: RelPath, now: Instant) {
         self.writing.remove(&path);
@@ -286,8 +291,12 @@ fn batch_loop(
                         {
                             match writing {
                                 // A symlink, a FIFO or a directory has no
-                                // writer to wait for.
+                                // writer to wait for (directories do get
+                                // IN_MODIFY, e.g. when an entry is added).
                                 Writing::Created if !is_file(p) => debounce.push(rel, now),
+                                Writing::Open if !debounce.is_writing(&rel) && !is_file(p) => {
+                                    debounce.push(rel, now)
+                                }
                                 Writing::Open | Writing::Created => debounce.written(rel, now),
                                 Writing::Closed => debounce.closed(rel, now),
                                 Writing::No => debounce.push(rel, now),
@@ -502,5 +511,42 @@ mod tests {
             "{seen:?}"
         );
         assert!(!seen.contains(&p("srv/www/a.swp")), "{seen:?}");
+    }
+
+    #[test]
+    fn a_directory_whose_mtime_is_set_is_not_held_as_a_file_being_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir_all(root.join("srv/www/d")).expect("mkdir");
+        let (tx, rx) = mpsc::channel();
+        let ms = Duration::from_millis;
+        // A writer is waited for for 60 s: a directory held as one would
+        // not be reported within the test's deadline.
+        let _w = Watcher::start(
+            &root,
+            &[p("srv/www")],
+            Arc::new(|_: &RelPath| false),
+            Debounce::with_hold(ms(5), ms(100), ms(60_000), ms(120_000)),
+            move |e| {
+                let _ = tx.send(e);
+            },
+        )
+        .expect("watch");
+        // Setting only the mtime is IN_MODIFY, as for a write (the
+        // applier does this to the directories it puts entries in).
+        filetime::set_file_mtime(
+            root.join("srv/www/d"),
+            filetime::FileTime::from_unix_time(1_000_000_000, 0),
+        )
+        .expect("set mtime");
+        let deadline = Instant::now() + ms(10_000);
+        let mut seen = BTreeSet::new();
+        while !seen.contains(&p("srv/www/d")) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(WatchEvent::Changed(paths)) => seen.extend(paths),
+                Ok(other) => panic!("{other:?}"),
+                Err(_) => panic!("the directory was not reported: {seen:?}"),
+            }
+        }
     }
 }

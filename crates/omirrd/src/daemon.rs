@@ -231,6 +231,9 @@ async fn local_changes(
 }
 
 async fn record(shared: &Arc<Shared>, dirty: Vec<RelPath>) {
+    // For the debug log: which paths the watcher reported (the first few).
+    let first: Vec<String> = dirty.iter().take(4).map(|p| p.to_string()).collect();
+    let reported = dirty.len();
     let s = shared.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut w = s.write.lock().unwrap_or_else(|e| e.into_inner());
@@ -253,7 +256,7 @@ async fn record(shared: &Arc<Shared>, dirty: Vec<RelPath>) {
                 tracing::warn!("{issue}");
             }
             if r.changes > 0 {
-                tracing::debug!(changes = r.changes, "local changes recorded");
+                tracing::debug!(changes = r.changes, reported, first = ?first, "local changes recorded");
                 shared.counters.add_local(r.changes as u64);
                 shared.announce();
             }
