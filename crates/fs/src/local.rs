@@ -347,9 +347,26 @@ impl<'a> IndexBaseline<'a> {
         for top in tops {
             let own = index.stat(top)?.map(|k| (top.clone(), k));
             stats.extend(own.into_iter().chain(index.stats_below(top)?));
+            // Entries hidden under a newer non-directory ancestor (the old
+            // children of a deleted or renamed directory, see
+            // `omirr_core::tree`) are not expected on disk: left out, the
+            // scan does not find each of them vanished, and observe does
+            // not look at each. Path order puts ancestors first.
+            let mut blockers: HashMap<RelPath, omirr_core::Version> = HashMap::new();
+            for a in top.ancestors().filter(|a| !a.is_root()) {
+                if let Some(e) = index.entry(&a)?.filter(|e| !e.content.is_dir()) {
+                    blockers.insert(a, e.version);
+                }
+            }
             let own = index.entry(top)?.map(|e| (top.clone(), e));
             for (p, e) in own.into_iter().chain(index.below(top)?) {
-                if e.is_live() {
+                let hidden = p
+                    .ancestors()
+                    .any(|a| blockers.get(&a).is_some_and(|v| *v > e.version));
+                if !e.content.is_dir() {
+                    blockers.insert(p.clone(), e.version.clone());
+                }
+                if e.is_live() && !hidden {
                     live.insert(p, e.content);
                 }
             }

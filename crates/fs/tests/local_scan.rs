@@ -213,3 +213,29 @@ fn live_batches_record_what_the_watcher_reported() {
     let r = live(&mut hlc, &["srv/www/e/sub/x", "srv/elsewhere"]);
     assert_eq!(r.changes, 0);
 }
+
+#[test]
+fn the_old_children_of_a_renamed_directory_are_not_found_vanished_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (root, state) = (tmp.path().join("root"), tmp.path().join("state"));
+    let www = root.join("srv/www");
+    fs::create_dir_all(www.join("d")).expect("mkdir");
+    fs::create_dir_all(&state).expect("mkdir");
+    for i in 0..50 {
+        fs::write(www.join(format!("d/f{i}")), format!("{i}")).expect("write");
+    }
+    let mut hlc = Hlc::default();
+    scan(&state, &root, &mut hlc);
+    fs::rename(www.join("d"), www.join("e")).expect("rename");
+    // The rename: d becomes a tombstone, which hides the entries of its
+    // old children (they are not recorded one by one).
+    let renamed = scan(&state, &root, &mut hlc);
+    assert!(renamed.changes > 0);
+    let again = scan(&state, &root, &mut hlc);
+    assert_eq!(again.changes, 0);
+    assert!(
+        again.report.vanished.is_empty(),
+        "hidden entries found vanished at every start: {:?}",
+        again.report.vanished.len()
+    );
+}
