@@ -62,6 +62,36 @@ pub struct WriteSide {
     pub applier: Applier,
 }
 
+/// Batches of at least this many changes return their memory afterwards.
+pub const LARGE_BATCH: usize = 1024;
+
+/// Hands the memory freed after a large batch back to the system. glibc's
+/// malloc keeps freed memory in the arena of each thread that used it, so
+/// a large batch handled across the runtime's threads stays resident and
+/// the next one adds to it (see docs/benchmarks.md).
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap; it takes no pointers
+    // and is safe to call from any thread at any time.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
+/// Limits glibc's malloc to two arenas (unless `MALLOC_ARENA_MAX` says
+/// otherwise), so that memory freed by one thread is reused by the others
+/// instead of each keeping its own. Called before any thread starts.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt changes a glibc tunable; no thread is running
+        // yet, so no allocation can race with it.
+        unsafe {
+            nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// The wall clock, as the HLC takes it.
 pub fn wall() -> Timestamp {
     let d = std::time::SystemTime::now()
@@ -254,6 +284,9 @@ async fn record(shared: &Arc<Shared>, dirty: Vec<RelPath>) {
         Ok(Ok(r)) => {
             for issue in &r.report.issues {
                 tracing::warn!("{issue}");
+            }
+            if r.report.found.len() + r.report.vanished.len() >= LARGE_BATCH {
+                release_freed_memory();
             }
             if r.changes > 0 {
                 tracing::debug!(changes = r.changes, reported, first = ?first, "local changes recorded");

@@ -503,6 +503,9 @@ async fn apply_pages(
         .await;
         match result {
             Ok(Ok(applied)) => {
+                if applied.recorded >= crate::daemon::LARGE_BATCH {
+                    crate::daemon::release_freed_memory();
+                }
                 if !applied.actions.is_empty() {
                     tracing::debug!(%peer, actions = applied.actions.len(), recorded = applied.recorded, "applied");
                 }
