@@ -49,7 +49,14 @@ pub struct Chunked {
 /// Reads `r` to its end once, cutting it into chunks and hashing the
 /// whole as it goes.
 pub fn chunk_reader(r: impl Read) -> io::Result<Chunked> {
-    let mut whole = blake3::Hasher::new();
+    chunk_reader_with(r, true)
+}
+
+/// [`chunk_reader`], hashing the whole only if `whole_hash` (else
+/// [`Chunked::hash`] is all zeros): for a caller that already knows what
+/// the content is, it is one pass over the data fewer.
+pub fn chunk_reader_with(r: impl Read, whole_hash: bool) -> io::Result<Chunked> {
+    let mut whole = whole_hash.then(blake3::Hasher::new);
     let mut chunks = Vec::new();
     let mut size = 0u64;
     for c in fastcdc::v2020::StreamCDC::new(r, MIN, AVG, MAX) {
@@ -57,7 +64,9 @@ pub fn chunk_reader(r: impl Read) -> io::Result<Chunked> {
             fastcdc::v2020::Error::IoError(e) => e,
             other => io::Error::other(other.to_string()),
         })?;
-        whole.update(&c.data);
+        if let Some(w) = whole.as_mut() {
+            w.update(&c.data);
+        }
         size += c.length as u64;
         chunks.push(Chunk {
             len: c.length as u32,
@@ -66,7 +75,7 @@ pub fn chunk_reader(r: impl Read) -> io::Result<Chunked> {
     }
     Ok(Chunked {
         chunks,
-        hash: *whole.finalize().as_bytes(),
+        hash: whole.map_or([0; 32], |w| *w.finalize().as_bytes()),
         size,
     })
 }

@@ -319,8 +319,10 @@ const MAX_STAGED_FSYNC: usize = 256;
 const MAX_STAGED_DIRS: usize = 256;
 /// Threads issuing a barrier's fsyncs at once.
 const FSYNC_THREADS: usize = 8;
-/// The copy buffer: content is streamed, never held whole.
-const COPY_BUF: usize = 64 * 1024;
+/// The copy buffer: content is streamed, never held whole. As large as the
+/// largest chunk (`omirr_chunk::MAX`), so that a rebuilt file's reused
+/// chunks are read straight into it; page-aligned (see `scan::AlignedBuf`).
+const COPY_BUF: usize = 256 * 1024;
 
 /// Carries out actions inside one mirror root.
 #[derive(Debug)]
@@ -773,7 +775,7 @@ struct Batch<'a> {
     meta_changed: BTreeSet<RelPath>,
     /// Directory mtimes the batch set, with the action that set them.
     dir_times: BTreeMap<RelPath, (usize, i64)>,
-    buf: Vec<u8>,
+    buf: Option<crate::scan::AlignedBuf>,
 }
 
 fn earliest(
@@ -796,7 +798,7 @@ impl<'a> Batch<'a> {
             touched: BTreeSet::new(),
             meta_changed: BTreeSet::new(),
             dir_times: BTreeMap::new(),
-            buf: Vec::new(),
+            buf: None,
         }
     }
 
@@ -1142,10 +1144,11 @@ impl<'a> Batch<'a> {
             Source::CopyFrom(local) => Box::new(self.ap.open_local_file(local)?),
         };
         let (tmp, file) = temp_file(&dir, name, path)?;
-        if self.buf.len() != COPY_BUF {
-            self.buf = vec![0; COPY_BUF];
-        }
-        let filled = fill(&file, &mut reader, &mut self.buf, path, size, hash)
+        let buf = self
+            .buf
+            .get_or_insert_with(|| crate::scan::AlignedBuf::new(COPY_BUF))
+            .get();
+        let filled = fill(&file, &mut reader, buf, path, size, hash)
             .and_then(|()| self.ap.set_meta_fd(file.as_fd(), path, meta));
         if let Err(e) = filled {
             let _ = rfs::unlinkat(&*dir, tmp.as_slice(), AtFlags::empty());

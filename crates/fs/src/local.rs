@@ -134,16 +134,20 @@ pub fn apply_remote(
 /// symlink (the applier has just put it there, inside the root).
 fn lstat_key(root: &Path, path: &RelPath) -> Option<StatKey> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
     let full = root.join(std::ffi::OsStr::from_bytes(path.as_bytes()));
-    let m = std::fs::symlink_metadata(full).ok()?;
-    Some(StatKey {
+    Some(stat_key_of(&std::fs::symlink_metadata(full).ok()?))
+}
+
+/// The stat key of what `m` describes, as the index stores it.
+pub fn stat_key_of(m: &std::fs::Metadata) -> StatKey {
+    use std::os::unix::fs::MetadataExt;
+    StatKey {
         dev: m.dev(),
         ino: m.ino(),
         size: m.size(),
         mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
         ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-    })
+    }
 }
 
 /// What a start-up scan did.

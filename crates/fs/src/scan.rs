@@ -91,13 +91,13 @@ const BUF_ALIGN: usize = 4096;
 
 /// A page-aligned read buffer, carved out of a slightly larger vector so
 /// that no unsafe code is needed.
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     raw: Vec<u8>,
     start: usize,
 }
 
 impl AlignedBuf {
-    fn new(size: usize) -> AlignedBuf {
+    pub(crate) fn new(size: usize) -> AlignedBuf {
         let raw = vec![0; size + BUF_ALIGN];
         // `align_offset` may decline (usize::MAX); an unaligned buffer is
         // only slower.
@@ -105,7 +105,7 @@ impl AlignedBuf {
         AlignedBuf { raw, start }
     }
 
-    fn get(&mut self) -> &mut [u8] {
+    pub(crate) fn get(&mut self) -> &mut [u8] {
         let end = self.raw.len() - BUF_ALIGN + self.start;
         &mut self.raw[self.start..end]
     }

@@ -676,11 +676,14 @@ impl NetSource {
                 false,
             )
             .map_err(|e| e.to_string())?;
-        let local = open_for_peer(&self.shared, path, &old.0, old.1)
-            .and_then(|file| Ok((chunk_list(&self.shared, &file, &old.0, old.1)?, file)));
+        let local = open_for_peer(&self.shared, path, &old.0, old.1).and_then(|file| {
+            let trusted = vouched(&self.shared, path, &file);
+            let list = chunk_list(&self.shared, &file, &old.0, old.1, trusted.is_some())?;
+            Ok((list, file, trusted))
+        });
         let theirs = receive_chunk_list(&rx);
         self.t.forget(id);
-        let (ours, file) = local?;
+        let (ours, file, trusted) = local?;
         let theirs = theirs?;
         let total: u64 = theirs.iter().map(|c| c.len as u64).sum();
         if total != size {
@@ -727,9 +730,12 @@ impl NetSource {
             p.files_delta += 1;
             p.file_bytes_reused += size - fetched;
         });
+        // A trusted old version's chunks are not hashed again as they are
+        // reused; its stat key is checked again at the end.
         Ok(Box::new(Rebuild {
             steps: recipe.steps.into(),
             old: file,
+            trusted,
             old_hash: old.0,
             shared: self.shared.clone(),
             incoming,
@@ -808,13 +814,24 @@ fn receive_chunk_list(rx: &std::sync::mpsc::Receiver<Piece>) -> Result<Vec<Chunk
     }
 }
 
+/// The stat key of the open `file` at `path`, if it is still the one the
+/// index holds for that path: then the file has the content the index
+/// says (the scanner's rule), and need not be hashed to know it.
+fn vouched(shared: &Shared, path: &RelPath, file: &std::fs::File) -> Option<omirr_index::StatKey> {
+    let key = shared.index.stat(path).ok().flatten()?;
+    let now = omirr_fs::local::stat_key_of(&file.metadata().ok()?);
+    key.unchanged(&now).then_some(key)
+}
+
 /// The chunk list of the content `hash` in `file`: from the index's cache,
-/// or cut now (checking that the file still has that content) and cached.
+/// or cut now and cached. Unless `trusted` ([`vouched`]), the cut checks
+/// that the file still has that content.
 fn chunk_list(
     shared: &Shared,
     file: &std::fs::File,
     hash: &Hash,
     size: u64,
+    trusted: bool,
 ) -> Result<Vec<Chunk>, String> {
     if let Some(list) = shared
         .index
@@ -824,9 +841,9 @@ fn chunk_list(
     {
         return Ok(list);
     }
-    let cut = omirr_chunk::chunk_reader(std::io::BufReader::with_capacity(1 << 20, file))
-        .map_err(|e| e.to_string())?;
-    if cut.hash != *hash || cut.size != size {
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let cut = omirr_chunk::chunk_reader_with(reader, !trusted).map_err(|e| e.to_string())?;
+    if (!trusted && cut.hash != *hash) || cut.size != size {
         return Err("the file changed since it was recorded".into());
     }
     if let Err(e) = shared
@@ -895,6 +912,9 @@ impl Read for Incoming {
 struct Rebuild {
     steps: VecDeque<Step>,
     old: std::fs::File,
+    /// The old version's stat key, when it vouches for its content: its
+    /// chunks are then not hashed one by one.
+    trusted: Option<omirr_index::StatKey>,
     old_hash: Hash,
     shared: Arc<Shared>,
     incoming: Option<Incoming>,
@@ -906,17 +926,39 @@ impl Read for Rebuild {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
             match self.steps.pop_front() {
-                None => return Ok(0),
+                None => {
+                    if let Some(k) = &self.trusted {
+                        let now = self.old.metadata()?;
+                        if !k.unchanged(&omirr_fs::local::stat_key_of(&now)) {
+                            return Err(std::io::Error::other(
+                                "the older version changed while it was being reused",
+                            ));
+                        }
+                    }
+                    return Ok(0);
+                }
                 Some(Step::Local { from, chunk, .. }) => {
-                    self.buf.resize(chunk.len as usize, 0);
-                    self.old.read_exact_at(&mut self.buf, from)?;
-                    if *blake3::hash(&self.buf).as_bytes() != chunk.hash {
+                    let len = chunk.len as usize;
+                    // Straight into the caller's buffer when it fits: one
+                    // copy fewer of nearly the whole file.
+                    let direct = len > 0 && out.len() >= len;
+                    let into = if direct {
+                        &mut out[..len]
+                    } else {
+                        self.buf.resize(len, 0);
+                        &mut self.buf[..]
+                    };
+                    self.old.read_exact_at(into, from)?;
+                    if self.trusted.is_none() && *blake3::hash(into).as_bytes() != chunk.hash {
                         // The old version changed under us, or its cached
                         // list is wrong: cut it afresh next time.
                         let _ = self.shared.index.set_chunk_list(&self.old_hash, &[]);
                         return Err(std::io::Error::other(
                             "the older version changed while it was being reused",
                         ));
+                    }
+                    if direct {
+                        return Ok(len);
                     }
                 }
                 Some(Step::Remote { len }) => {
@@ -985,7 +1027,8 @@ async fn serve(
 /// `Ok` also when the session ended meanwhile: there is nobody to tell.
 fn send_chunk_list(shared: &Shared, out: &mpsc::Sender<Message>, ask: Ask) -> Result<(), String> {
     let file = open_for_peer(shared, &ask.path, &ask.hash, ask.size)?;
-    let chunks = chunk_list(shared, &file, &ask.hash, ask.size)?;
+    let trusted = vouched(shared, &ask.path, &file).is_some();
+    let chunks = chunk_list(shared, &file, &ask.hash, ask.size, trusted)?;
     let pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
     for (i, page) in pages.iter().enumerate() {
         let msg = Message::ChunkList {
