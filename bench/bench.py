@@ -1021,6 +1021,8 @@ def parse_args(argv):
     p.add_argument("--skip-fanout", action="store_true")
     p.add_argument("--skip-cp", action="store_true")
     p.add_argument("--timeout", type=float, default=300, help="seconds per phase (default 300)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the trees and the tools' logs under /var/tmp/omirr-bench (for a look afterwards)")
     p.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.tools = [t for t in args.tools.split(",") if t]
@@ -1083,11 +1085,14 @@ def main(argv):
     finally:
         for procs in list(Procs.live):
             procs.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        try:
-            os.rmdir(BENCH_ROOT)
-        except OSError:
-            pass
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            try:
+                os.rmdir(BENCH_ROOT)
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":

@@ -421,6 +421,7 @@ impl Applier {
             source.prepare(&wanted);
         }
         let mut batch = Batch::new(self);
+        batch.keep_dir_times(actions);
         let mut failure: Option<(usize, ApplyError)> = None;
         for (i, action) in actions.iter().enumerate() {
             if batch.must_commit_before(action) {
@@ -775,6 +776,11 @@ struct Batch<'a> {
     meta_changed: BTreeSet<RelPath>,
     /// Directory mtimes the batch set, with the action that set them.
     dir_times: BTreeMap<RelPath, (usize, i64)>,
+    /// The mtimes, before the batch, of the directories it writes in; put
+    /// back at the end unless the batch set them itself. Otherwise a
+    /// peer's change would leave a new mtime on this host's directory,
+    /// which its next scan would record as a change of its own.
+    kept_times: BTreeMap<RelPath, i64>,
     buf: Option<crate::scan::AlignedBuf>,
 }
 
@@ -798,7 +804,35 @@ impl<'a> Batch<'a> {
             touched: BTreeSet::new(),
             meta_changed: BTreeSet::new(),
             dir_times: BTreeMap::new(),
+            kept_times: BTreeMap::new(),
             buf: None,
+        }
+    }
+
+    /// Notes the mtimes of the directories `actions` write in (see
+    /// [`Batch::kept_times`]): one `lstat` per directory.
+    // `Stat`'s field types differ between architectures, hence the casts.
+    #[allow(clippy::unnecessary_cast)]
+    fn keep_dir_times(&mut self, actions: &[Action]) {
+        let parents: BTreeSet<RelPath> = actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Rename { from, to, .. } => vec![from.parent(), to.parent()],
+                other => vec![other.path().parent()],
+            })
+            .flatten()
+            .filter(|p| !p.is_root())
+            .collect();
+        for p in parents {
+            let Ok((dir, name)) = self.ap.parent(&p, "look at", None) else {
+                continue;
+            };
+            if let Ok(Some(st)) = lstat(&dir, name, &p) {
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    let ns = st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64;
+                    self.kept_times.insert(p, ns);
+                }
+            }
         }
     }
 
@@ -1218,6 +1252,20 @@ impl<'a> Batch<'a> {
     /// entries created or renamed inside them have moved. Directories
     /// gone or replaced since are skipped.
     fn reapply_dir_times(&mut self) -> Result<(), (usize, ApplyError)> {
+        // Best effort: a directory that could not be given its old mtime
+        // back costs one needless change record, nothing else.
+        for (path, &ns) in &self.kept_times {
+            if self.dir_times.contains_key(path) {
+                continue;
+            }
+            if let Ok((dir, name)) = self.ap.parent(path, "set the mtime of", None) {
+                if let Ok(Some(st)) = lstat(&dir, name, path) {
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                        let _ = rfs::utimensat(&dir, name, &mtime(ns), AtFlags::SYMLINK_NOFOLLOW);
+                    }
+                }
+            }
+        }
         for (path, &(index, ns)) in &self.dir_times {
             let times = mtime(ns);
             if path.is_root() {

@@ -243,3 +243,43 @@ fn the_watcher_keeps_the_stat_keys_of_files_the_applier_just_wrote() {
         );
     }
 }
+
+#[test]
+fn a_peer_file_written_into_a_directory_leaves_its_mtime_as_the_index_has_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut a = Host::new("alpha", tmp.path().join("a"));
+    let mut b = Host::new("beta", tmp.path().join("b"));
+    let www = a.root.join("srv/www");
+    fs::create_dir_all(www.join("d")).expect("mkdir");
+    fs::write(www.join("d/f"), b"one").expect("write");
+    filetime::set_file_mtime(
+        www.join("d"),
+        filetime::FileTime::from_unix_time(1_000_000, 0),
+    )
+    .expect("mtime");
+    assert!(a.scan() > 0);
+    let (cursor, _) = sync(&a, &mut b, 0);
+    // Appending changes the file, not its directory, on A.
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(www.join("d/f"))
+            .expect("open");
+        f.write_all(b" two").expect("append");
+    }
+    assert_eq!(a.scan(), 1);
+    sync(&a, &mut b, cursor);
+    let mtime = |root: &Path| {
+        fs::metadata(root.join("srv/www/d"))
+            .expect("stat")
+            .modified()
+            .expect("mtime")
+    };
+    assert_eq!(
+        mtime(&b.root),
+        mtime(&a.root),
+        "B's directory got a new mtime"
+    );
+    assert_eq!(b.scan(), 0, "B's directory would be sent back as a change");
+}
