@@ -733,6 +733,15 @@ class Bench:
     def deadline(self):
         return time.monotonic() + self.timeout
 
+    def timed(self, tool, act, ref=None):
+        """Times act() (starting the tool, or a push after a change on A)
+        until every other host holds A's tree: `ref`, or A as it is once
+        act() has run."""
+        phase = Phase()
+        act()
+        ref = ref or Reference(tool.hosts[0].data)
+        return phase.finish(wait_converged(ref, [h.data for h in tool.hosts[1:]], self.deadline()))
+
     def measure(self, what, fn):
         """Runs fn(); returns its value, or "timeout"/"error" (logged)."""
         try:
@@ -757,28 +766,20 @@ class Bench:
         try:
             sampler = RssSampler(tool.procs)
 
-            def initial():
-                phase = Phase()
-                tool.start()
-                return phase.finish(wait_converged(ref, [b.data], self.deadline()))
-            res["initial"] = self.measure("initial sync", initial)
+            res["initial"] = self.measure("initial sync", lambda: self.timed(tool, tool.start, ref))
             log(f"  initial: {fmt_phase(res['initial'])}")
             if workload not in EDITS:
                 res["edit"] = "n/a"
             elif isinstance(res["initial"], Phase):
                 def edit():
                     run([sys.executable, WORKLOADS_PY, "edit", workload, os.path.join(a.data, workload)])
-                    phase = Phase()
-                    tool.push()
-                    return phase.finish(wait_converged(Reference(a.data), [b.data], self.deadline()))
+                    return self.timed(tool, tool.push)
                 res["edit"] = self.measure("re-sync", edit)
                 log(f"  re-sync: {fmt_phase(res['edit'])}")
             if workload == "small" and isinstance(res.get("edit"), Phase):
                 def rename():
                     os.rename(os.path.join(a.data, "small"), os.path.join(a.data, "small.renamed"))
-                    phase = Phase()
-                    tool.push()
-                    return phase.finish(wait_converged(Reference(a.data), [b.data], self.deadline()))
+                    return self.timed(tool, tool.push)
                 self.rename[cls.name] = self.measure("rename", rename)
                 log(f"  rename: {fmt_phase(self.rename[cls.name])}")
             res["rss"] = sampler.stop()
@@ -807,11 +808,7 @@ class Bench:
         tool = made
         ref = Reference(tool.hosts[0].data)
         try:
-            def initial():
-                phase = Phase()
-                tool.start()
-                return phase.finish(wait_converged(ref, [h.data for h in tool.hosts[1:]], self.deadline()))
-            self.fanout[cls.name] = self.measure("fan-out", initial)
+            self.fanout[cls.name] = self.measure("fan-out", lambda: self.timed(tool, tool.start, ref))
             log(f"  fan-out: {fmt_phase(self.fanout[cls.name])}")
         finally:
             tool.stop()
