@@ -73,9 +73,18 @@ pub fn observe<V: IndexView>(
             top: &out,
         };
         let disk = on_disk(&path);
-        if present(&overlay, &path)? == disk {
+        let was = present(&overlay, &path)?;
+        if was == disk {
             continue;
         }
+        // A directory entry that stays a directory entry (its mode, owner
+        // or mtime changed) changes what is present nowhere else: the
+        // paths below and above it need no second look. (Not so for a
+        // directory present only for its children, over a tombstone:
+        // replacing the tombstone brings older entries below it back.)
+        let own_dir = overlay.entry(&path)?.is_some_and(|e| e.content.is_dir());
+        let meta_only = own_dir
+            && matches!((&was, &disk), (Some(a), Some(b)) if a.content.is_dir() && b.content.is_dir());
         budget = budget.saturating_sub(1);
         if budget == 0 {
             break;
@@ -98,6 +107,9 @@ pub fn observe<V: IndexView>(
         };
         out.insert(path.clone(), entry);
         order.push(path.clone());
+        if meta_only {
+            continue;
+        }
         let overlay = Overlay {
             base: view,
             top: &out,
@@ -144,5 +156,84 @@ impl<V: IndexView> IndexView for Overlay<'_, V> {
 
     fn holder_of(&self, hash: &Hash) -> Result<Option<RelPath>, V::Error> {
         self.base.holder_of(hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::MemIndex;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes()).expect("path")
+    }
+
+    #[test]
+    fn a_directory_whose_metadata_alone_changed_is_looked_at_alone() {
+        let host = HostId::new("alpha");
+        let meta = |mtime_ns| Meta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns,
+        };
+        let entry = |content, mtime_ns| Entry {
+            content,
+            meta: meta(mtime_ns),
+            version: Version {
+                ts: Timestamp(1),
+                host: host.clone(),
+            },
+        };
+        let mut index = MemIndex::default();
+        index.record(Change {
+            path: p("d"),
+            entry: entry(Content::Dir, 1),
+        });
+        for i in 0..100 {
+            index.record(Change {
+                path: p(&format!("d/f{i}")),
+                entry: entry(
+                    Content::File {
+                        size: 0,
+                        hash: [0; 32],
+                    },
+                    1,
+                ),
+            });
+        }
+        let mut looked_at = Vec::new();
+        let mut hlc = Hlc::default();
+        let changes = observe(
+            &index,
+            &mut hlc,
+            &host,
+            [p("d")],
+            Disk {
+                at: &mut |path| {
+                    looked_at.push(path.clone());
+                    let node = present(&index, path).expect("infallible")?;
+                    // Only the directory's mtime differs on disk.
+                    Some(if path == &p("d") {
+                        Node {
+                            meta: meta(2),
+                            ..node
+                        }
+                    } else {
+                        node
+                    })
+                },
+                when: &|_| When::Live { wall: Timestamp(5) },
+                in_scope: &|_| true,
+            },
+        )
+        .expect("infallible");
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].entry.meta.mtime_ns, 2);
+        assert_eq!(
+            looked_at,
+            vec![p("d")],
+            "the files below were looked at too"
+        );
     }
 }

@@ -317,6 +317,9 @@ const MAX_STAGED: usize = 4096;
 const MAX_STAGED_FSYNC: usize = 256;
 /// Directories held open for staged files before a barrier is forced.
 const MAX_STAGED_DIRS: usize = 256;
+/// Batches of at most this many actions are flushed with fsyncs of their
+/// own files and directories, whatever [`ApplyOptions::barrier`] says.
+const FSYNC_BATCH_MAX: usize = 16;
 /// Threads issuing a barrier's fsyncs at once.
 const FSYNC_THREADS: usize = 8;
 /// The copy buffer: content is streamed, never held whole. As large as the
@@ -421,6 +424,13 @@ impl Applier {
             source.prepare(&wanted);
         }
         let mut batch = Batch::new(self);
+        // A few actions are flushed file by file even in syncfs mode: a
+        // syncfs would also wait for every other writer's dirty data on
+        // the filesystem, which on a busy host costs far more than a few
+        // fsyncs of our own.
+        if actions.len() <= FSYNC_BATCH_MAX {
+            batch.barrier = Barrier::Fsync;
+        }
         batch.keep_dir_times(actions);
         let mut failure: Option<(usize, ApplyError)> = None;
         for (i, action) in actions.iter().enumerate() {
@@ -781,6 +791,9 @@ struct Batch<'a> {
     /// peer's change would leave a new mtime on this host's directory,
     /// which its next scan would record as a change of its own.
     kept_times: BTreeMap<RelPath, i64>,
+    /// This batch's barrier: the applier's, or per-file fsyncs for a
+    /// small batch.
+    barrier: Barrier,
     buf: Option<crate::scan::AlignedBuf>,
 }
 
@@ -805,6 +818,7 @@ impl<'a> Batch<'a> {
             meta_changed: BTreeSet::new(),
             dir_times: BTreeMap::new(),
             kept_times: BTreeMap::new(),
+            barrier: ap.options.barrier,
             buf: None,
         }
     }
@@ -844,7 +858,7 @@ impl<'a> Batch<'a> {
             return false;
         }
         if matches!(action, Action::WriteFile { .. }) {
-            let cap = match self.ap.options.barrier {
+            let cap = match self.barrier {
                 Barrier::Syncfs => MAX_STAGED,
                 Barrier::Fsync => MAX_STAGED_FSYNC,
             };
@@ -1188,7 +1202,7 @@ impl<'a> Batch<'a> {
             let _ = rfs::unlinkat(&*dir, tmp.as_slice(), AtFlags::empty());
             return Err(e);
         }
-        let file = match self.ap.options.barrier {
+        let file = match self.barrier {
             Barrier::Fsync => Some(file),
             Barrier::Syncfs => None,
         };
@@ -1236,7 +1250,7 @@ impl<'a> Batch<'a> {
 
     /// Barrier 1: the staged files' data and metadata reach the disk.
     fn barrier_files(&self, staged: &[Staged]) -> Result<(), ApplyError> {
-        match self.ap.options.barrier {
+        match self.barrier {
             Barrier::Syncfs => syncfs(&self.ap.root),
             Barrier::Fsync => {
                 let jobs: Vec<(&File, &RelPath)> = staged
@@ -1293,7 +1307,7 @@ impl<'a> Batch<'a> {
         if self.touched.is_empty() && self.meta_changed.is_empty() && self.dir_times.is_empty() {
             return Ok(());
         }
-        if self.ap.options.barrier == Barrier::Syncfs {
+        if self.barrier == Barrier::Syncfs {
             return syncfs(&self.ap.root);
         }
         let all: BTreeSet<&RelPath> = self
