@@ -12,7 +12,8 @@
 //! matches it against chunks it holds ([`Recipe::new`]) and asks only for
 //! the byte ranges of the missing ones ([`Recipe::ranges`]).
 //!
-//! This crate is pure apart from [`chunk_reader`], which reads. What it
+//! This crate is pure apart from [`chunk_reader`] (and
+//! [`chunk_reader_with`]), which read. What it
 //! does not do: talk to peers, open files or cache chunk lists (the
 //! daemon's sessions and the index do).
 

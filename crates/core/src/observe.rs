@@ -82,9 +82,9 @@ pub fn observe<V: IndexView>(
         // paths below and above it need no second look. (Not so for a
         // directory present only for its children, over a tombstone:
         // replacing the tombstone brings older entries below it back.)
-        let own_dir = overlay.entry(&path)?.is_some_and(|e| e.content.is_dir());
-        let meta_only = own_dir
-            && matches!((&was, &disk), (Some(a), Some(b)) if a.content.is_dir() && b.content.is_dir());
+        let dirs =
+            matches!((&was, &disk), (Some(a), Some(b)) if a.content.is_dir() && b.content.is_dir());
+        let meta_only = dirs && overlay.entry(&path)?.is_some_and(|e| e.content.is_dir());
         budget = budget.saturating_sub(1);
         if budget == 0 {
             break;

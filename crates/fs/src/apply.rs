@@ -22,7 +22,10 @@
 //!   temporary file.
 //! - **Durability per batch** (see [`Applier::apply`]): one barrier for
 //!   all of a batch's new file contents before any of them is renamed
-//!   into place, one more for the directories after the renames.
+//!   into place, one more for the directories after the renames. A small
+//!   batch always flushes only its own files and directories.
+//! - **Directory times kept.** The directories a batch writes in get
+//!   their mtimes back afterwards (the batch's own or those they had).
 //!
 //! What it does not do: decide what to do (that is `omirr-core`), talk to
 //! peers (content arrives through a [`ContentSource`]), or record anything
@@ -98,7 +101,8 @@ pub struct ApplyOptions {
     /// `NAME.OLD` (rdist's `savetargets`); `N > 0` keeps `NAME.OLD.1`
     /// (newest) to `NAME.OLD.N`, dropping the oldest.
     pub history: usize,
-    /// How barriers are made.
+    /// How barriers are made. Batches of up to 16 actions use
+    /// [`Barrier::Fsync`] whatever this says.
     pub barrier: Barrier,
 }
 
@@ -825,8 +829,6 @@ impl<'a> Batch<'a> {
 
     /// Notes the mtimes of the directories `actions` write in (see
     /// [`Batch::kept_times`]): one `lstat` per directory.
-    // `Stat`'s field types differ between architectures, hence the casts.
-    #[allow(clippy::unnecessary_cast)]
     fn keep_dir_times(&mut self, actions: &[Action]) {
         let parents: BTreeSet<RelPath> = actions
             .iter()
@@ -843,8 +845,7 @@ impl<'a> Batch<'a> {
             };
             if let Ok(Some(st)) = lstat(&dir, name, &p) {
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                    let ns = st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64;
-                    self.kept_times.insert(p, ns);
+                    self.kept_times.insert(p, crate::scan::key_of(&st).mtime_ns);
                 }
             }
         }
@@ -1269,36 +1270,31 @@ impl<'a> Batch<'a> {
         // Best effort: a directory that could not be given its old mtime
         // back costs one needless change record, nothing else.
         for (path, &ns) in &self.kept_times {
-            if self.dir_times.contains_key(path) {
-                continue;
-            }
-            if let Ok((dir, name)) = self.ap.parent(path, "set the mtime of", None) {
-                if let Ok(Some(st)) = lstat(&dir, name, path) {
-                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                        let _ = rfs::utimensat(&dir, name, &mtime(ns), AtFlags::SYMLINK_NOFOLLOW);
-                    }
-                }
+            if !self.dir_times.contains_key(path) {
+                let _ = self.set_dir_mtime(path, ns);
             }
         }
         for (path, &(index, ns)) in &self.dir_times {
-            let times = mtime(ns);
-            if path.is_root() {
-                rfs::futimens(&self.ap.root, &times)
-                    .map_err(|e| (index, io_error(path, "set the mtime of", e)))?;
-                continue;
-            }
-            let (dir, name) = match self.ap.parent(path, "set the mtime of", None) {
-                Ok(found) => found,
-                Err(_) => continue,
-            };
-            match lstat(&dir, name, path) {
-                Ok(Some(st)) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
-                _ => continue,
-            }
-            rfs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            self.set_dir_mtime(path, ns)
                 .map_err(|e| (index, io_error(path, "set the mtime of", e)))?;
         }
         Ok(())
+    }
+
+    /// Sets the mtime of the directory at `path`, if one is still there.
+    fn set_dir_mtime(&self, path: &RelPath, ns: i64) -> Result<(), Errno> {
+        if path.is_root() {
+            return rfs::futimens(&self.ap.root, &mtime(ns));
+        }
+        let Ok((dir, name)) = self.ap.parent(path, "set the mtime of", None) else {
+            return Ok(());
+        };
+        match lstat(&dir, name, path) {
+            Ok(Some(st)) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                rfs::utimensat(&dir, name, &mtime(ns), AtFlags::SYMLINK_NOFOLLOW)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Step 5: barrier 2, for the directories (and in fsync mode the

@@ -971,7 +971,7 @@ fn ns(sec: i64, nsec: i64) -> i64 {
 // The field types of `Stat` differ between architectures (and are equal to
 // the target types on some), hence the casts.
 #[allow(clippy::unnecessary_cast)]
-fn key_of(st: &rustix::fs::Stat) -> StatKey {
+pub(crate) fn key_of(st: &rustix::fs::Stat) -> StatKey {
     StatKey {
         dev: st.st_dev as u64,
         ino: st.st_ino as u64,

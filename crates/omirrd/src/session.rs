@@ -6,9 +6,10 @@
 //!   queue, so that a slow peer pushes back on whoever sends to it;
 //! - the reader (the session's own task): routes every incoming message;
 //! - the pusher: answers the peer's `Pull`, then follows the index live;
-//! - the applier: applies the peer's `Changes` pages in order, fetching
-//!   file content over this same session, then advances the cursor and
-//!   acknowledges;
+//! - the applier: applies the peer's `Changes` pages in order (pages sent
+//!   back to back as one batch, so that a rename split across pages moves
+//!   no content), fetching file content over this same session, then
+//!   advances the cursor and acknowledges;
 //! - the pinger, and a task per file the peer asks for (at most
 //!   [`SERVING`] of them read the disk at once).
 //!
