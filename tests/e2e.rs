@@ -558,8 +558,9 @@ fn changes_outside_the_shared_sets_and_dotdot_paths_are_refused() {
 
     // A change to /srv/private, which alpha shares only with beta.
     let page = omirr_proto::Message::Changes {
-        changes: vec![(1, file_change("srv/private/planted", b"evil"))],
-        upto: 1,
+        // After any cursor alpha holds for gamma: pages must follow it.
+        changes: vec![(1_000_000, file_change("srv/private/planted", b"evil"))],
+        upto: 1_000_000,
         done: true,
     };
     rogue(
@@ -577,8 +578,8 @@ fn changes_outside_the_shared_sets_and_dotdot_paths_are_refused() {
 
     // A path with `..`: encoded as a valid path, then patched to climb out.
     let page = omirr_proto::Message::Changes {
-        changes: vec![(1, file_change("srv/www/xx/escaped", b"evil"))],
-        upto: 1,
+        changes: vec![(1_000_000, file_change("srv/www/xx/escaped", b"evil"))],
+        upto: 1_000_000,
         done: true,
     };
     let mut frame = omirr_proto::encode(&page).expect("encode");

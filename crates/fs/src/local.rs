@@ -39,7 +39,43 @@ pub enum ApplyRemoteError {
         error: Box<crate::apply::BatchError>,
         /// How many of the accepted changes were recorded.
         recorded: usize,
+        /// The action that failed, if one did (not the final barrier).
+        action: Option<Box<Action>>,
     },
+}
+
+impl ApplyRemoteError {
+    /// Whether the failure lies with this host as a whole (a full or
+    /// read-only disk, an I/O error, the index, a barrier) rather than
+    /// with the one change being applied: then every later change would
+    /// fail the same way, and setting them aside one by one would only
+    /// churn.
+    pub fn is_host_fault(&self) -> bool {
+        let e = match self {
+            ApplyRemoteError::Index(_) => return true,
+            ApplyRemoteError::Apply { action: None, .. } => return true,
+            ApplyRemoteError::Apply { error, .. } => error,
+        };
+        if e.sync_error.is_some() {
+            return true;
+        }
+        let io = match &e.error {
+            crate::apply::ApplyError::Io { error, .. }
+            | crate::apply::ApplyError::ContentRead { error, .. }
+            | crate::apply::ApplyError::OpenRoot { error, .. } => error,
+            _ => return false,
+        };
+        matches!(
+            io.raw_os_error(),
+            Some(nix::libc::ENOSPC)
+                | Some(nix::libc::EDQUOT)
+                | Some(nix::libc::EROFS)
+                | Some(nix::libc::EIO)
+                | Some(nix::libc::ENOMEM)
+                | Some(nix::libc::EMFILE)
+                | Some(nix::libc::ENFILE)
+        )
+    }
 }
 
 /// What applying a peer's batch did.
@@ -123,10 +159,17 @@ pub fn apply_remote(
             actions: res.actions,
             ours_newer: res.ours_newer,
         }),
-        Some(error) => Err(ApplyRemoteError::Apply {
-            error: Box::new(error),
-            recorded,
-        }),
+        Some(error) => {
+            let action = error
+                .index
+                .and_then(|i| res.actions.get(i).cloned())
+                .map(Box::new);
+            Err(ApplyRemoteError::Apply {
+                error: Box::new(error),
+                recorded,
+                action,
+            })
+        }
     }
 }
 

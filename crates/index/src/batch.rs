@@ -35,6 +35,8 @@ pub struct Batch {
     pub(crate) stats: Vec<(RelPath, Option<StatKey>)>,
     pub(crate) cursors: Vec<(HostId, Seq)>,
     pub(crate) hlc_last: Option<crate::Timestamp>,
+    /// Set-aside changes to keep (`Some`) or drop (`None`), by peer.
+    pub(crate) aside: Vec<(HostId, RelPath, Option<crate::Aside>)>,
 }
 
 impl Batch {
@@ -64,6 +66,20 @@ impl Batch {
         self
     }
 
+    /// Keeps `aside`, a change from `peer` that could not be applied
+    /// (replacing one kept for the same path).
+    pub fn set_aside(&mut self, peer: HostId, aside: crate::Aside) -> &mut Batch {
+        self.aside
+            .push((peer, aside.change.path.clone(), Some(aside)));
+        self
+    }
+
+    /// Drops the change kept aside from `peer` for `path`, if any.
+    pub fn clear_aside(&mut self, peer: HostId, path: RelPath) -> &mut Batch {
+        self.aside.push((peer, path, None));
+        self
+    }
+
     /// Raises the persisted clock to at least `ts`.
     pub fn observe_hlc(&mut self, ts: Timestamp) -> &mut Batch {
         self.hlc_last = self.hlc_last.max(Some(ts));
@@ -75,6 +91,7 @@ impl Batch {
             && self.stats.is_empty()
             && self.cursors.is_empty()
             && self.hlc_last.is_none()
+            && self.aside.is_empty()
     }
 
     /// How many changes the batch records (the length of

@@ -4,9 +4,9 @@ use crate::batch::{Batch, StatUpdate};
 use crate::codec;
 use crate::error::IndexError;
 use crate::schema::{
-    holder_key, inode_key, inode_prefix, split_key, tombstone_key, StatTuple, BY_SEQ, CHUNK_LISTS,
-    COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, MAGIC, META, META_FORMAT,
-    META_MAGIC, STATS, TOMBSTONES,
+    aside_key, holder_key, inode_key, inode_prefix, split_key, tombstone_key, StatTuple, ASIDE,
+    BY_SEQ, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, MAGIC,
+    META, META_FORMAT, META_MAGIC, STATS, TOMBSTONES,
 };
 use crate::stat::StatKey;
 use omirr_core::{Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp};
@@ -373,6 +373,27 @@ impl Index {
             if let Some(ts) = batch.hlc_last {
                 t.hlc = t.hlc.max(ts.0);
             }
+            if !batch.aside.is_empty() {
+                let mut table = t.txn.open_table(ASIDE).at(t.path, "opening a table")?;
+                for (peer, path, aside) in &batch.aside {
+                    let key = aside_key(peer.as_str(), path);
+                    match aside {
+                        Some(a) => {
+                            let value = codec::encode(a).map_err(|e| {
+                                corrupt(t.path, format!("cannot encode a set-aside change: {e}"))
+                            })?;
+                            table
+                                .insert(&key[..], &value[..])
+                                .at(t.path, "setting a change aside")?;
+                        }
+                        None => {
+                            table
+                                .remove(&key[..])
+                                .at(t.path, "dropping a set-aside change")?;
+                        }
+                    }
+                }
+            }
             Ok(seqs)
         })
     }
@@ -483,6 +504,40 @@ impl Index {
     /// over the tombstones, not over every entry.
     pub fn expire_tombstones(&self, now: Timestamp, horizon_ns: u64) -> Result<usize, IndexError> {
         self.write(|t| t.expire(now, horizon_ns))
+    }
+
+    /// The changes set aside (see [`Aside`]), from `peer` or from every
+    /// peer, with the peer's name, in (peer, path) order.
+    pub fn aside(&self, peer: Option<&HostId>) -> Result<Vec<(HostId, Aside)>, IndexError> {
+        let p = &self.path;
+        let txn = self.read()?;
+        let table = match txn.open_table(ASIDE) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e).at(p, "opening a table"),
+        };
+        let prefix = peer.map(|h| {
+            let mut k = h.as_str().as_bytes().to_vec();
+            k.push(0);
+            k
+        });
+        let mut out = Vec::new();
+        for row in table.iter().at(p, "reading set-aside changes")? {
+            let (k, v) = row.at(p, "reading set-aside changes")?;
+            let key = k.value();
+            if prefix.as_ref().is_some_and(|pre| !key.starts_with(pre)) {
+                continue;
+            }
+            let Some(nul) = key.iter().position(|b| *b == 0) else {
+                return Err(corrupt(p, "a set-aside key without a host name"));
+            };
+            let host = std::str::from_utf8(&key[..nul])
+                .map_err(|_| corrupt(p, "a set-aside key whose host name is not UTF-8"))?;
+            let aside: Aside = codec::decode(v.value())
+                .map_err(|e| corrupt(p, format!("a set-aside change: {e}")))?;
+            out.push((HostId::new(host), aside));
+        }
+        Ok(out)
     }
 
     /// The chunk list cached for the content with `hash` (opaque bytes;
@@ -748,8 +803,22 @@ fn not_redb(path: &Path) -> Option<String> {
 
 /// Every table, open in one write transaction, and the counters as the
 /// transaction changes them (written back by [`Tables::finish`]).
+/// A peer's change this host could not apply, kept with its reason until
+/// a retry applies it or a newer version of its path supersedes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aside {
+    pub change: Change,
+    /// Why it could not be applied, the last time it was tried.
+    pub reason: String,
+    /// How many times it was tried.
+    pub attempts: u32,
+    /// Unix seconds of the first failure.
+    pub since: u64,
+}
+
 struct Tables<'t> {
     path: &'t Path,
+    txn: &'t WriteTransaction,
     entries: Table<'t, &'static [u8], &'static [u8]>,
     by_seq: Table<'t, u64, &'static [u8]>,
     holders: Table<'t, &'static [u8], ()>,
@@ -772,6 +841,7 @@ impl<'t> Tables<'t> {
         let hlc = counter(p, &counters, HLC_LAST)?;
         Ok(Tables {
             path: p,
+            txn,
             entries: txn.open_table(ENTRIES).at(p, what)?,
             by_seq: txn.open_table(BY_SEQ).at(p, what)?,
             holders: txn.open_table(HOLDERS).at(p, what)?,

@@ -32,6 +32,7 @@ mod stat;
 
 pub use batch::{Batch, StatUpdate};
 pub use error::IndexError;
+pub use index::Aside;
 pub use index::{Index, FILE_NAME, FORMAT};
 pub use omirr_core::{Seq, Timestamp};
 pub use stat::StatKey;

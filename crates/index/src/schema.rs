@@ -45,6 +45,19 @@ pub const INODES: TableDefinition<&[u8], ()> = TableDefinition::new("inodes");
 /// without it is still format 1.
 pub const CHUNK_LISTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunk_lists");
 
+/// peer host name ++ NUL ++ path -> codec([`crate::Aside`]): a peer's change
+/// this host could not apply, set aside with its reason (see
+/// docs/sync-model.md). Created on first use, like [`CHUNK_LISTS`].
+pub const ASIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("aside");
+
+pub fn aside_key(peer: &str, path: &RelPath) -> Vec<u8> {
+    let mut k = Vec::with_capacity(peer.len() + 1 + path.as_bytes().len());
+    k.extend_from_slice(peer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
 pub type StatTuple = (u64, u64, u64, i64, i64);
 
 pub fn holder_key(hash: &Hash, path: &RelPath) -> Vec<u8> {

@@ -48,6 +48,9 @@ pub struct Shared {
     pub counters: crate::status::Counters,
     /// Bytes of file content that may be in flight from each peer.
     pub in_flight: u64,
+    /// Where content fetched from peers waits until its batch is applied
+    /// (`<state-dir>/stage`, emptied at start).
+    pub stage_dir: std::path::PathBuf,
 }
 
 /// A session with a peer: its task, and the host that opened it.
@@ -153,6 +156,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
             "removed temporary files left by an interrupted run"
         );
     }
+    let stage_dir = prepare_stage_dir(state_dir)?;
     let host = HostId::new(&plan.host);
     let tops = plan.tops();
     let pins = SharedPins::new(tls::PinSet::from_peers(&plan.peers));
@@ -209,6 +213,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         sessions: Mutex::new(HashMap::new()),
         counters: crate::status::Counters::new(&plan.peer_names()),
         in_flight: args.in_flight,
+        stage_dir,
         plan: std::sync::RwLock::new(Arc::new(plan)),
     });
     let status_socket = crate::status::bind(state_dir)?;
@@ -235,6 +240,19 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     notify_systemd("STOPPING=1");
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Empties (or makes) the staging directory: what an interrupted run
+/// staged there belongs to batches that were never applied.
+fn prepare_stage_dir(state_dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let dir = state_dir.join("stage");
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot empty {}", dir.display())),
+    }
+    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Records what the watcher reports and wakes the pushers.

@@ -1,0 +1,443 @@
+//! Applying the peer's pages: batches in, changes recorded, cursor moved,
+//! `Ack` out.
+//!
+//! A batch is the pages that arrive back to back (up to [`BATCH_MAX`]
+//! changes), so that both halves of a large rename resolve together. It is
+//! applied in groups of at most [`GROUP_BYTES`] of content to fetch: a
+//! group's content is staged first, with no lock held ([`super::fetch`]),
+//! while the group before it is applied; then the group is applied under
+//! the daemon's write lock, reading only staged content.
+//!
+//! A change that cannot be applied (a local file in the way, content the
+//! peer no longer has) is set aside with its reason, persisted in the
+//! index with the cursor, and retried later; the batch goes on without it.
+//! A failure of the host as a whole (a full or read-only disk) is retried,
+//! with back-off, without moving the cursor: every change would fail the
+//! same way. See docs/sync-model.md, "Changes set aside".
+
+use super::fetch::{self, NotStaged, SessionEnded, Staged, Transfers};
+use crate::daemon::Shared;
+use anyhow::{Context, Result};
+use omirr_core::resolve::Action;
+use omirr_core::{Change, HostId, IndexView, RelPath, Seq};
+use omirr_fs::apply::{ApplyError, Wanted};
+use omirr_fs::local::ApplyRemoteError;
+use omirr_index::{Aside, Batch};
+use omirr_proto::Message;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The most changes resolved and applied as one batch.
+pub const BATCH_MAX: usize = 65_536;
+/// The most content a group of a batch stages before it is applied.
+pub const GROUP_BYTES: u64 = 32 << 20;
+/// Set-aside changes are retried this long after the last try at first,
+/// then ever less often, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// The first wait before a batch that failed for the host as a whole is
+/// tried again; it doubles up to [`RETRY_MAX`].
+const HOST_FAULT_FIRST: Duration = Duration::from_secs(1);
+
+/// One `Changes` message, as the reader hands it on.
+pub struct Page {
+    pub changes: Vec<(Seq, Change)>,
+    pub upto: Seq,
+    pub done: bool,
+}
+
+/// The applying side of one session.
+pub struct PeerApplier {
+    pub shared: Arc<Shared>,
+    pub peer: String,
+    pub transfers: Arc<Transfers>,
+    /// `Ack`s (and errors) for the writer; never waits.
+    pub control: mpsc::UnboundedSender<Message>,
+    /// The greatest `Ack` sent, for the reader's window check.
+    pub acked: Arc<AtomicU64>,
+}
+
+/// A group of changes with its content staged.
+type StagedGroup = (Vec<Change>, Staged);
+
+/// What a group's apply came to.
+#[derive(Default)]
+struct Outcome {
+    recorded: usize,
+    actions: Vec<Action>,
+    /// Changes set aside, with their reasons.
+    aside: Vec<(Change, String)>,
+    /// Changes whose content must be staged for another round.
+    unstaged: Vec<Change>,
+}
+
+impl PeerApplier {
+    /// Applies pages as they come until the session ends, and retries the
+    /// changes set aside from this peer now and then.
+    pub async fn run(self, mut pages: mpsc::UnboundedReceiver<Page>) -> Result<()> {
+        let mut retry_every = RETRY_FIRST;
+        let mut retry_at = Instant::now() + retry_every;
+        loop {
+            let first = match tokio::time::timeout_at(retry_at, pages.recv()).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(_) => {
+                    let progress = self.retry_aside().await?;
+                    retry_every = if progress {
+                        RETRY_FIRST
+                    } else {
+                        (retry_every * 2).min(RETRY_MAX)
+                    };
+                    retry_at = Instant::now() + retry_every;
+                    continue;
+                }
+            };
+            let (mut changes, mut upto, mut done) = (first.changes, first.upto, first.done);
+            // The sender marks a page `done` before it would have to wait
+            // for our Ack, so waiting here for the next page is safe.
+            while !done && changes.len() < BATCH_MAX {
+                let Some(next) = pages.recv().await else {
+                    return Ok(());
+                };
+                changes.extend(next.changes);
+                upto = next.upto;
+                done = next.done;
+            }
+            let changes = changes.into_iter().map(|(_, c)| c).collect();
+            if self.apply(changes, Some(upto), &[]).await? > 0 {
+                retry_every = RETRY_FIRST;
+                retry_at = Instant::now() + retry_every;
+            }
+        }
+    }
+
+    /// Tries the changes set aside from this peer again; whether any of
+    /// them was applied or dropped.
+    async fn retry_aside(&self) -> Result<bool> {
+        let peer_id = HostId::new(&self.peer);
+        let kept = self.shared.index.aside(Some(&peer_id))?;
+        if kept.is_empty() {
+            return Ok(false);
+        }
+        let mut superseded = Batch::new();
+        let mut dropped = 0;
+        let mut again = Vec::new();
+        for (_, a) in kept {
+            let newer = self
+                .shared
+                .index
+                .entry(&a.change.path)?
+                .is_some_and(|e| e.version >= a.change.entry.version);
+            if newer {
+                superseded.clear_aside(peer_id.clone(), a.change.path.clone());
+                dropped += 1;
+            } else {
+                again.push(a);
+            }
+        }
+        if dropped > 0 {
+            self.shared.index.commit(&superseded)?;
+        }
+        if again.is_empty() {
+            return Ok(dropped > 0);
+        }
+        let changes: Vec<Change> = again.iter().map(|a| a.change.clone()).collect();
+        tracing::debug!(peer = %self.peer, changes = changes.len(), "retrying changes set aside");
+        let applied = self.apply(changes, None, &again).await?;
+        Ok(dropped > 0 || applied > 0)
+    }
+
+    /// Applies `changes` (a batch, or set-aside changes being retried, of
+    /// which `retried` are the records); moves the cursor to `upto` and
+    /// acknowledges it, if given. Returns how many changes were applied
+    /// (or found already applied) rather than set aside. `Err` only when
+    /// the session ends or the index fails.
+    async fn apply(
+        &self,
+        changes: Vec<Change>,
+        upto: Option<Seq>,
+        retried: &[Aside],
+    ) -> Result<usize> {
+        let plan = self.shared.plan();
+        let peer = &self.peer;
+        let (allowed, refused): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| plan.authorised(peer, &c.path));
+        for c in &refused {
+            tracing::warn!(%peer, path = %c.path, "refused a change: not in a mirror set this host shares with the peer");
+        }
+        let total = allowed.len();
+        let groups = self.groups(allowed).await?;
+        let mut aside: Vec<(Change, String)> = Vec::new();
+        let mut next: Option<tokio::task::JoinHandle<Result<StagedGroup>>> = None;
+        for i in 0..groups.len() {
+            let staged = match next.take() {
+                Some(h) => h.await.context("staging failed")??,
+                None => self.stage(groups[i].clone()).await?,
+            };
+            // The next group's content comes in while this one is applied.
+            if let Some(g) = groups.get(i + 1) {
+                let me = self.handle();
+                let g = g.clone();
+                next = Some(tokio::spawn(async move { me.stage(g).await }));
+            }
+            let (group, staged) = staged;
+            let mut out = self.apply_group(group, staged).await?;
+            if !out.unstaged.is_empty() {
+                // One more round for what the group needed but did not
+                // stage; whatever still fails then is set aside.
+                let again = std::mem::take(&mut out.unstaged);
+                let (again, staged) = self.stage(again).await?;
+                let more = self.apply_group(again, staged).await?;
+                out.recorded += more.recorded;
+                out.actions.extend(more.actions);
+                out.aside.extend(more.aside);
+                out.aside.extend(
+                    more.unstaged
+                        .into_iter()
+                        .map(|c| (c, "its content could not be fetched".to_string())),
+                );
+            }
+            self.after_group(&out);
+            aside.extend(out.aside);
+        }
+        // The cursor and what was set aside, in one transaction.
+        let peer_id = HostId::new(peer);
+        let mut batch = Batch::new();
+        let now = crate::status::now_secs();
+        for (c, reason) in &aside {
+            let before = retried.iter().find(|a| a.change == *c);
+            let attempts = before.map_or(1, |a| a.attempts.saturating_add(1));
+            if before.is_none() {
+                tracing::warn!(%peer, path = %c.path, "set a change aside: {reason}");
+            } else {
+                tracing::debug!(%peer, path = %c.path, attempts, "a change set aside failed again: {reason}");
+            }
+            batch.set_aside(
+                peer_id.clone(),
+                Aside {
+                    change: c.clone(),
+                    reason: reason.clone(),
+                    attempts,
+                    since: before.map_or(now, |a| a.since),
+                },
+            );
+        }
+        for a in retried {
+            if !aside.iter().any(|(c, _)| *c == a.change) {
+                tracing::info!(%peer, path = %a.change.path, "a change set aside is applied now");
+                batch.clear_aside(peer_id.clone(), a.change.path.clone());
+            }
+        }
+        if let Some(u) = upto {
+            batch.set_cursor(peer_id, u);
+        }
+        if !batch.is_empty() {
+            self.shared.index.commit(&batch)?;
+        }
+        if let Some(u) = upto {
+            self.acked.store(u, Ordering::SeqCst);
+            self.shared.counters.peer(peer, |p| p.cursor = u);
+            if self.control.send(Message::Ack { upto: u }).is_err() {
+                return Err(SessionEnded.into());
+            }
+        }
+        Ok(total - aside.len())
+    }
+
+    fn handle(&self) -> PeerApplier {
+        PeerApplier {
+            shared: self.shared.clone(),
+            peer: self.peer.clone(),
+            transfers: self.transfers.clone(),
+            control: self.control.clone(),
+            acked: self.acked.clone(),
+        }
+    }
+
+    /// Splits `changes`, in order, into groups whose content to fetch is
+    /// at most [`GROUP_BYTES`] each (at least one change each).
+    async fn groups(&self, changes: Vec<Change>) -> Result<Vec<Vec<Change>>> {
+        if changes.is_empty() {
+            return Ok(vec![changes]);
+        }
+        let wanted = self.wanted(&changes).await?;
+        let size: std::collections::HashMap<&RelPath, u64> =
+            wanted.iter().map(|w| (&w.path, w.size)).collect();
+        let mut groups = Vec::new();
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        for c in &changes {
+            let s = size.get(&c.path).copied().unwrap_or(0);
+            if !group.is_empty() && bytes + s > GROUP_BYTES {
+                groups.push(std::mem::take(&mut group));
+                bytes = 0;
+            }
+            bytes += s;
+            group.push(c.clone());
+        }
+        groups.push(group);
+        Ok(groups)
+    }
+
+    /// The files `changes` would fetch, resolved against the index now.
+    async fn wanted(&self, changes: &[Change]) -> Result<Vec<Wanted>> {
+        let shared = self.shared.clone();
+        let changes = changes.to_vec();
+        let res = tokio::task::spawn_blocking(move || {
+            let plan = shared.plan();
+            omirr_core::resolve::resolve(&shared.index, &changes, &|p| plan.savetargets(p))
+        })
+        .await
+        .context("resolving a batch failed")??;
+        Ok(res
+            .actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::WriteFile {
+                    path,
+                    size,
+                    hash,
+                    source: omirr_core::resolve::Source::Fetch,
+                    ..
+                } if size > 0 => Some(Wanted { path, hash, size }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Fetches the content `group` needs; no lock is held.
+    async fn stage(&self, group: Vec<Change>) -> Result<StagedGroup> {
+        let wanted = self.wanted(&group).await?;
+        let staged = fetch::stage(self.shared.clone(), self.transfers.clone(), wanted).await?;
+        Ok((group, staged))
+    }
+
+    /// Applies a staged group under the write lock, setting aside each
+    /// change that fails on its own; a failure of the host as a whole is
+    /// retried after a back-off, for as long as it lasts.
+    async fn apply_group(&self, group: Vec<Change>, staged: Staged) -> Result<Outcome> {
+        let staged = Arc::new(staged);
+        let mut wait = HOST_FAULT_FIRST;
+        loop {
+            let (shared, group2, staged2) = (self.shared.clone(), group.clone(), staged.clone());
+            let result =
+                tokio::task::spawn_blocking(move || apply_isolated(&shared, group2, &staged2))
+                    .await
+                    .context("the apply task failed")?;
+            match result {
+                Ok(out) => return Ok(out),
+                Err(e) => {
+                    tracing::error!(peer = %self.peer, "cannot apply the peer's changes, trying again in {}s: {e:#}", wait.as_secs());
+                    self.shared
+                        .counters
+                        .peer(&self.peer, |p| p.last_error = Some(format!("{e:#}")));
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                    if self.control.is_closed() {
+                        return Err(SessionEnded.into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_group(&self, out: &Outcome) {
+        if out.recorded >= crate::daemon::LARGE_BATCH {
+            crate::daemon::release_freed_memory();
+        }
+        if !out.actions.is_empty() {
+            tracing::debug!(peer = %self.peer, actions = out.actions.len(), recorded = out.recorded, "applied");
+        }
+        // Queues the Distfile's commands for what changed; never waits.
+        crate::commands::after_batch(&self.shared.plan(), &self.peer, &out.actions);
+        let n = out.recorded as u64;
+        self.shared.counters.add_applied(n);
+        self.shared
+            .counters
+            .peer(&self.peer, |p| p.changes_received += n);
+        if out.recorded > 0 {
+            self.shared.announce();
+        }
+    }
+}
+
+/// Whether a change at `changed` goes with the failure of an action on
+/// `failed`: the same path, a path below it, or one above it (a deleted
+/// directory whose removal failed below).
+fn related(changed: &RelPath, failed: &RelPath) -> bool {
+    changed == failed || changed.is_below(failed) || failed.is_below(changed)
+}
+
+/// Applies `group` with the write lock held, setting aside the changes
+/// whose own action fails and applying the rest. `Err` for a failure of
+/// the host as a whole.
+fn apply_isolated(
+    shared: &Shared,
+    group: Vec<Change>,
+    staged: &Staged,
+) -> Result<Outcome, ApplyRemoteError> {
+    let mut out = Outcome::default();
+    let mut rest = group;
+    let mut w = shared.write.lock().unwrap_or_else(|e| e.into_inner());
+    let w = &mut *w;
+    let plan = shared.plan();
+    loop {
+        let mut source = staged;
+        let result = omirr_fs::local::apply_remote(
+            &shared.index,
+            &w.applier,
+            &mut w.hlc,
+            &rest,
+            &|p| plan.savetargets(p),
+            &mut source,
+        );
+        let (error, recorded, action) = match result {
+            Ok(applied) => {
+                out.recorded += applied.recorded;
+                out.actions.extend(applied.actions);
+                return Ok(out);
+            }
+            Err(e) if e.is_host_fault() => return Err(e),
+            Err(ApplyRemoteError::Apply {
+                error,
+                recorded,
+                action: Some(action),
+            }) => (error, recorded, action),
+            Err(e) => return Err(e),
+        };
+        out.recorded += recorded;
+        let paths: Vec<&RelPath> = match &*action {
+            Action::Rename { from, to, .. } => vec![from, to],
+            a => vec![a.path()],
+        };
+        let (failed, kept): (Vec<Change>, Vec<Change>) = rest
+            .into_iter()
+            .partition(|c| paths.iter().any(|p| related(&c.path, p)));
+        if failed.is_empty() {
+            // Nothing to blame: no change is to be set aside, so the same
+            // batch would fail again.
+            return Err(ApplyRemoteError::Apply {
+                error,
+                recorded: 0,
+                action: Some(action),
+            });
+        }
+        let not_staged =
+            matches!(&error.error, ApplyError::Source { error, .. } if error.is::<NotStaged>());
+        if not_staged {
+            out.unstaged.extend(failed);
+        } else {
+            let reason = error.error.to_string();
+            out.aside
+                .extend(failed.into_iter().map(|c| (c, reason.clone())));
+        }
+        rest = kept;
+        if rest.is_empty() {
+            return Ok(out);
+        }
+    }
+}

@@ -1,0 +1,774 @@
+//! Content from the peer, fetched and staged before anything is applied.
+//!
+//! A batch's files are fetched into a [`Staged`] store (in memory for
+//! small files, within [`STAGE_MEMORY`]; in the state directory's `stage/`
+//! otherwise), checked against their size and hash, and only then does the
+//! applier take the write lock and read them from there: no lock is ever
+//! held while waiting for the network, so a slow or frozen peer delays
+//! only its own batches.
+//!
+//! Every transfer is a request with an id ([`Transfers`]). The socket
+//! reader hands each piece of an answer to its transfer without waiting
+//! ([`Transfers::route`]); what a transfer may receive is exactly what was
+//! asked (the ranges, in order, or a chunk list no longer than the file
+//! allows), so the reader's buffers are bounded by what we request: small
+//! files within the in-flight budget, large files a window of
+//! [`LARGE_WINDOW`] bytes at a time (content credit, granted by asking).
+
+use super::rules::Violation;
+use crate::daemon::Shared;
+use omirr_chunk::{Chunk, Recipe, Step};
+use omirr_core::{Content, Hash, IndexView, RelPath};
+use omirr_fs::apply::{ContentSource, SourceError, Wanted};
+use omirr_proto::{Message, MAX_CHUNK};
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a transfer may go without a piece before it is given up.
+pub const FETCH_STALL: Duration = Duration::from_secs(60);
+/// Files below this size are fetched whole with one request; larger ones
+/// by windows of ranges (and, with an older version here, by delta).
+pub const LARGE: u64 = omirr_chunk::DELTA_MIN;
+/// Bytes of a large file asked for at once.
+pub const LARGE_WINDOW: u64 = 4 << 20;
+/// The most requests of ours outstanding at once.
+pub const MAX_REQUESTS: usize = 1024;
+/// Staged content kept in memory, per session; more goes to disk.
+pub const STAGE_MEMORY: u64 = 64 << 20;
+
+/// One piece of an answer.
+pub enum Piece {
+    Data(Vec<u8>),
+    Chunks(Vec<Chunk>, bool),
+    End,
+    Unavailable(String),
+}
+
+/// What an open transfer may still receive.
+enum Expect {
+    /// Bytes: these `(offset, len)` ranges, in order.
+    Data(VecDeque<(u64, u64)>),
+    /// A chunk list of at most this many more chunks.
+    Chunks(u64),
+}
+
+struct Transfer {
+    tx: mpsc::UnboundedSender<Piece>,
+    expect: Expect,
+}
+
+/// The transfers of one session, by request id.
+pub struct Transfers {
+    open: Mutex<HashMap<u64, Transfer>>,
+    ids: AtomicU64,
+    out: mpsc::Sender<Message>,
+    /// Whether the peer speaks `chunks`.
+    pub chunks: bool,
+    /// Bytes of small files that may be requested and not yet received.
+    pub budget: u64,
+    /// Staged bytes now held in memory.
+    mem: AtomicU64,
+    /// Set when the session ends: every transfer fails at once.
+    closed: std::sync::atomic::AtomicBool,
+    /// The peer, for its counters.
+    peer: String,
+}
+
+/// The session ended (or our side gave up on it): nothing more arrives.
+#[derive(Debug)]
+pub struct SessionEnded;
+
+impl std::fmt::Display for SessionEnded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the session ended")
+    }
+}
+
+impl std::error::Error for SessionEnded {}
+
+/// Why one file could not be staged.
+pub enum FetchError {
+    Ended,
+    File(String),
+}
+
+impl From<SessionEnded> for FetchError {
+    fn from(_: SessionEnded) -> FetchError {
+        FetchError::Ended
+    }
+}
+
+impl Transfers {
+    pub fn new(peer: &str, out: mpsc::Sender<Message>, chunks: bool, budget: u64) -> Transfers {
+        Transfers {
+            peer: peer.to_string(),
+            open: Mutex::new(HashMap::new()),
+            ids: AtomicU64::new(1),
+            out,
+            chunks,
+            budget,
+            mem: AtomicU64::new(0),
+            closed: Default::default(),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Transfer>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends every transfer: their readers see [`SessionEnded`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.open().clear();
+    }
+
+    /// Sends `request(id)` with a fresh id; the answer arrives on the
+    /// returned receiver.
+    async fn request(
+        &self,
+        request: impl FnOnce(u64) -> Message,
+        expect: Expect,
+    ) -> Result<Answer<'_>, SessionEnded> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(SessionEnded);
+        }
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open().insert(id, Transfer { tx, expect });
+        if self.out.send(request(id)).await.is_err() {
+            self.open().remove(&id);
+            return Err(SessionEnded);
+        }
+        Ok(Answer { t: self, id, rx })
+    }
+
+    /// Hands a piece of an answer to its transfer, never waiting. A piece
+    /// for an unknown id (a transfer given up) is dropped; one that is not
+    /// what the request asked for is a [`Violation`].
+    pub fn route(&self, msg: Message) -> Result<(), Violation> {
+        let mut open = self.open();
+        let (id, piece, last) = match msg {
+            Message::FileData { id, offset, data } => {
+                let Some(t) = open.get_mut(&id) else {
+                    return Ok(());
+                };
+                let Expect::Data(ranges) = &mut t.expect else {
+                    return Err(Violation(format!("file data for chunk request {id}")));
+                };
+                let n = data.len() as u64;
+                match ranges.front_mut() {
+                    Some((o, l)) if *o == offset && n <= *l => {
+                        *o += n;
+                        *l -= n;
+                        if *l == 0 {
+                            ranges.pop_front();
+                        }
+                    }
+                    Some((o, l)) => {
+                        return Err(Violation(format!(
+                            "{n} bytes at offset {offset} for request {id}, which expects at most {l} at {o}"
+                        )))
+                    }
+                    None => {
+                        return Err(Violation(format!(
+                            "file data for request {id} beyond what it asked for"
+                        )))
+                    }
+                }
+                (id, Piece::Data(data), false)
+            }
+            Message::FileEnd { id } => {
+                let Some(t) = open.get(&id) else {
+                    return Ok(());
+                };
+                match &t.expect {
+                    Expect::Data(r) if r.is_empty() => {}
+                    _ => return Err(Violation(format!("FileEnd for request {id} too early"))),
+                }
+                (id, Piece::End, true)
+            }
+            Message::ChunkList { id, chunks, last } => {
+                let Some(t) = open.get_mut(&id) else {
+                    return Ok(());
+                };
+                let Expect::Chunks(left) = &mut t.expect else {
+                    return Err(Violation(format!("a chunk list for file request {id}")));
+                };
+                if chunks
+                    .iter()
+                    .any(|c| c.len == 0 || c.len as usize > MAX_CHUNK)
+                {
+                    return Err(Violation(format!(
+                        "a chunk of request {id} is empty or longer than {MAX_CHUNK} bytes"
+                    )));
+                }
+                let n = chunks.len() as u64;
+                if n > *left {
+                    return Err(Violation(format!(
+                        "more chunks for request {id} than its file can have"
+                    )));
+                }
+                *left -= n;
+                (id, Piece::Chunks(chunks, last), last)
+            }
+            Message::FileUnavailable { id, reason } => (id, Piece::Unavailable(reason), true),
+            _ => return Ok(()),
+        };
+        let tx = if last {
+            open.remove(&id).map(|t| t.tx)
+        } else {
+            open.get(&id).map(|t| t.tx.clone())
+        };
+        if let Some(tx) = tx {
+            // A receiver gone (its fetch given up) drops the piece.
+            let _ = tx.send(piece);
+        }
+        Ok(())
+    }
+}
+
+/// The answer to one request: its pieces as they arrive.
+struct Answer<'t> {
+    t: &'t Transfers,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Piece>,
+}
+
+impl Answer<'_> {
+    async fn next(&mut self) -> Result<Piece, FetchError> {
+        match tokio::time::timeout(FETCH_STALL, self.rx.recv()).await {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(FetchError::Ended),
+            Err(_) => Err(FetchError::File(format!(
+                "the peer sent nothing for {}s",
+                FETCH_STALL.as_secs()
+            ))),
+        }
+    }
+}
+
+impl Drop for Answer<'_> {
+    fn drop(&mut self) {
+        self.t.open().remove(&self.id);
+    }
+}
+
+/// A batch's content, fetched and checked, for the applier.
+#[derive(Default)]
+pub struct Staged {
+    mem: HashMap<(Hash, u64), Vec<u8>>,
+    files: HashMap<(Hash, u64), PathBuf>,
+    failed: HashMap<(Hash, u64), String>,
+    /// Bytes of `mem`, given back to the session's budget on drop.
+    mem_bytes: u64,
+    transfers: Option<Arc<Transfers>>,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for p in self.files.values() {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Some(t) = &self.transfers {
+            t.mem.fetch_sub(self.mem_bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Staged {
+    /// Whether this content is staged.
+    pub fn has(&self, hash: &Hash, size: u64) -> bool {
+        let k = (*hash, size);
+        self.mem.contains_key(&k) || self.files.contains_key(&k)
+    }
+
+    fn keep(&mut self, key: (Hash, u64), got: Fetched) {
+        match got {
+            Fetched::Mem(v) => {
+                self.mem_bytes += v.len() as u64;
+                self.mem.insert(key, v);
+            }
+            Fetched::File(p) => {
+                self.files.insert(key, p);
+            }
+            Fetched::Failed(why) => {
+                self.failed.insert(key, why);
+            }
+        }
+    }
+}
+
+impl ContentSource for &Staged {
+    fn open(
+        &mut self,
+        path: &RelPath,
+        hash: &Hash,
+        size: u64,
+    ) -> Result<Box<dyn Read + '_>, SourceError> {
+        let key = (*hash, size);
+        if size == 0 {
+            return Ok(Box::new(std::io::empty()));
+        }
+        if let Some(v) = self.mem.get(&key) {
+            return Ok(Box::new(&v[..]));
+        }
+        if let Some(p) = self.files.get(&key) {
+            return Ok(Box::new(std::fs::File::open(p)?));
+        }
+        if let Some(why) = self.failed.get(&key) {
+            return Err(why.clone().into());
+        }
+        Err(Box::new(NotStaged(path.clone())))
+    }
+}
+
+/// The applier asked for content that was not fetched before its batch
+/// (the batch resolved differently once the batch before it was
+/// applied): it is fetched, and the change applied, in one more round.
+#[derive(Debug)]
+pub struct NotStaged(pub RelPath);
+
+impl std::fmt::Display for NotStaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: its content was not fetched before the batch",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotStaged {}
+
+enum Fetched {
+    Mem(Vec<u8>),
+    File(PathBuf),
+    Failed(String),
+}
+
+/// Fetches `wanted` from the peer into a [`Staged`] store: small files
+/// many at a time within the in-flight budget, large ones by windows.
+/// A file that cannot be had is noted as failed (the applier sets its
+/// change aside); only the end of the session stops the whole.
+pub async fn stage(
+    shared: Arc<Shared>,
+    t: Arc<Transfers>,
+    wanted: Vec<Wanted>,
+) -> Result<Staged, SessionEnded> {
+    let mut staged = Staged::default();
+    staged.transfers = Some(t.clone());
+    let mut seen = std::collections::HashSet::new();
+    let mut queue: VecDeque<Wanted> = wanted
+        .into_iter()
+        .filter(|w| w.size > 0 && seen.insert((w.hash, w.size)))
+        .collect();
+    let mut running = tokio::task::JoinSet::new();
+    let mut used = 0u64;
+    loop {
+        while let Some(w) = queue.front() {
+            let cost = w.size.min(LARGE_WINDOW);
+            let room = used + cost <= t.budget.max(LARGE_WINDOW) || running.is_empty();
+            if !room || running.len() >= MAX_REQUESTS {
+                break;
+            }
+            let Some(w) = queue.pop_front() else { break };
+            used += cost;
+            let (s, tt) = (shared.clone(), t.clone());
+            running.spawn(async move {
+                let got = fetch_one(&s, &tt, &w).await;
+                (w, cost, got)
+            });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        let Ok((w, cost, got)) = done else {
+            // A fetch task panicked: treat as the session's end.
+            return Err(SessionEnded);
+        };
+        used -= cost;
+        let key = (w.hash, w.size);
+        match got {
+            Ok(f) => staged.keep(key, f),
+            Err(FetchError::Ended) => return Err(SessionEnded),
+            Err(FetchError::File(why)) => staged.keep(key, Fetched::Failed(why)),
+        }
+    }
+    Ok(staged)
+}
+
+async fn fetch_one(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetched, FetchError> {
+    shared.counters.peer(&t.peer, |p| p.files_fetched += 1);
+    if w.size < LARGE {
+        return fetch_small(shared, t, w).await;
+    }
+    let out = staging_file(shared, &w.hash).map_err(FetchError::File)?;
+    let result = if t.chunks {
+        match delta(shared, t, w, &out.1).await {
+            Ok(()) => Ok(()),
+            Err(FetchError::Ended) => Err(FetchError::Ended),
+            Err(FetchError::File(why)) => {
+                tracing::debug!(path = %w.path, "whole transfer: {why}");
+                whole(t, w, &out.1).await
+            }
+        }
+    } else {
+        whole(t, w, &out.1).await
+    };
+    match result {
+        Ok(()) => Ok(Fetched::File(out.0)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&out.0);
+            Err(e)
+        }
+    }
+}
+
+/// A small file, whole, into memory (or onto disk past [`STAGE_MEMORY`]).
+async fn fetch_small(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetched, FetchError> {
+    let size = w.size;
+    let mut answer = t
+        .request(
+            |id| Message::FileRequest {
+                id,
+                path: w.path.clone(),
+                hash: w.hash,
+                size,
+            },
+            Expect::Data(VecDeque::from([(0, size)])),
+        )
+        .await?;
+    let mut buf = Vec::with_capacity(size as usize);
+    loop {
+        match answer.next().await? {
+            Piece::Data(d) => buf.extend_from_slice(&d),
+            Piece::End => break,
+            Piece::Unavailable(why) => {
+                return Err(FetchError::File(format!("the peer cannot send it: {why}")))
+            }
+            Piece::Chunks(..) => return Err(FetchError::File("a chunk list for a file".into())),
+        }
+    }
+    if buf.len() as u64 != size || *blake3::hash(&buf).as_bytes() != w.hash {
+        return Err(FetchError::File(
+            "the peer's content does not match its change (it changed since?)".into(),
+        ));
+    }
+    if t.mem.fetch_add(size, Ordering::Relaxed) + size <= STAGE_MEMORY {
+        return Ok(Fetched::Mem(buf));
+    }
+    t.mem.fetch_sub(size, Ordering::Relaxed);
+    let (path, mut file) = staging_file(shared, &w.hash).map_err(FetchError::File)?;
+    let written = tokio::task::block_in_place(|| file.write_all(&buf));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&path);
+        return Err(FetchError::File(format!("cannot stage it: {e}")));
+    }
+    Ok(Fetched::File(path))
+}
+
+/// A new file in the staging directory.
+fn staging_file(shared: &Shared, hash: &Hash) -> Result<(PathBuf, std::fs::File), String> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let path = shared
+        .stage_dir
+        .join(format!("{hex}.{}.{n}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| format!("cannot stage it in {}: {e}", shared.stage_dir.display()))?;
+    Ok((path, file))
+}
+
+/// Byte ranges of the peer's file, asked for a window at a time, as one
+/// stream. At most two windows are outstanding.
+struct Ranges<'t> {
+    t: &'t Transfers,
+    w: &'t Wanted,
+    /// Not yet asked for, split into windows.
+    todo: VecDeque<Vec<(u64, u64)>>,
+    asked: VecDeque<Answer<'t>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<'t> Ranges<'t> {
+    fn new(t: &'t Transfers, w: &'t Wanted, ranges: &[(u64, u64)]) -> Ranges<'t> {
+        let mut todo = VecDeque::new();
+        let mut window = Vec::new();
+        let mut bytes = 0;
+        for &(mut o, mut l) in ranges {
+            while l > 0 {
+                let take = l.min(LARGE_WINDOW - bytes);
+                window.push((o, take));
+                bytes += take;
+                o += take;
+                l -= take;
+                if bytes == LARGE_WINDOW || window.len() == omirr_proto::MAX_RANGES {
+                    todo.push_back(std::mem::take(&mut window));
+                    bytes = 0;
+                }
+            }
+        }
+        if !window.is_empty() {
+            todo.push_back(window);
+        }
+        Ranges {
+            t,
+            w,
+            todo,
+            asked: VecDeque::new(),
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    async fn ask(&mut self) -> Result<(), FetchError> {
+        while self.asked.len() < 2 {
+            let Some(window) = self.todo.pop_front() else {
+                return Ok(());
+            };
+            let w = self.w;
+            let answer = self
+                .t
+                .request(
+                    |id| Message::RangeRequest {
+                        id,
+                        path: w.path.clone(),
+                        hash: w.hash,
+                        size: w.size,
+                        ranges: window.clone(),
+                    },
+                    Expect::Data(window.iter().copied().collect()),
+                )
+                .await?;
+            self.asked.push_back(answer);
+        }
+        Ok(())
+    }
+
+    /// Fills `out` exactly.
+    async fn read_exact(&mut self, out: &mut [u8]) -> Result<(), FetchError> {
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.pos < self.buf.len() {
+                let n = (out.len() - filled).min(self.buf.len() - self.pos);
+                out[filled..filled + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                filled += n;
+                continue;
+            }
+            self.ask().await?;
+            let Some(answer) = self.asked.front_mut() else {
+                return Err(FetchError::File("the peer sent less than asked".into()));
+            };
+            match answer.next().await? {
+                Piece::Data(d) => {
+                    self.buf = d;
+                    self.pos = 0;
+                }
+                Piece::End => {
+                    self.asked.pop_front();
+                }
+                Piece::Unavailable(why) => {
+                    return Err(FetchError::File(format!("the peer cannot send it: {why}")))
+                }
+                Piece::Chunks(..) => {
+                    return Err(FetchError::File("a chunk list for ranges".into()))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The whole file by windows of ranges (`FileRequest` without `chunks`).
+async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), FetchError> {
+    let mut hasher = blake3::Hasher::new();
+    if t.chunks {
+        let mut ranges = Ranges::new(t, w, &[(0, w.size)]);
+        let mut at = 0u64;
+        let mut buf = vec![0u8; MAX_CHUNK];
+        while at < w.size {
+            let n = (w.size - at).min(buf.len() as u64) as usize;
+            ranges.read_exact(&mut buf[..n]).await?;
+            hasher.update(&buf[..n]);
+            write_at(out, &buf[..n], at)?;
+            at += n as u64;
+        }
+    } else {
+        let size = w.size;
+        let mut answer = t
+            .request(
+                |id| Message::FileRequest {
+                    id,
+                    path: w.path.clone(),
+                    hash: w.hash,
+                    size,
+                },
+                Expect::Data(VecDeque::from([(0, size)])),
+            )
+            .await?;
+        let mut at = 0u64;
+        loop {
+            match answer.next().await? {
+                Piece::Data(d) => {
+                    hasher.update(&d);
+                    write_at(out, &d, at)?;
+                    at += d.len() as u64;
+                }
+                Piece::End => break,
+                Piece::Unavailable(why) => {
+                    return Err(FetchError::File(format!("the peer cannot send it: {why}")))
+                }
+                Piece::Chunks(..) => {
+                    return Err(FetchError::File("a chunk list for a file".into()))
+                }
+            }
+        }
+    }
+    if *hasher.finalize().as_bytes() != w.hash {
+        return Err(FetchError::File(
+            "the peer's content does not match its change (it changed since?)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn write_at(out: &std::fs::File, data: &[u8], at: u64) -> Result<(), FetchError> {
+    tokio::task::block_in_place(|| out.write_all_at(data, at))
+        .map_err(|e| FetchError::File(format!("cannot stage it: {e}")))
+}
+
+/// Delta transfer: the peer's chunk list, the chunks this host holds of
+/// the older version at the same path, and the rest by ranges.
+async fn delta(
+    shared: &Shared,
+    t: &Transfers,
+    w: &Wanted,
+    out: &std::fs::File,
+) -> Result<(), FetchError> {
+    let old = match shared.index.entry(&w.path) {
+        Ok(Some(e)) => match e.content {
+            Content::File { size, hash } if size >= omirr_chunk::DELTA_MIN && hash != w.hash => {
+                (hash, size)
+            }
+            _ => return Err(FetchError::File("no older version here".into())),
+        },
+        _ => return Err(FetchError::File("no older version here".into())),
+    };
+    let size = w.size;
+    let mut answer = t
+        .request(
+            |id| Message::ChunkRequest {
+                id,
+                path: w.path.clone(),
+                hash: w.hash,
+                size,
+            },
+            Expect::Chunks(size / omirr_chunk::MIN as u64 + 1),
+        )
+        .await?;
+    let local = tokio::task::block_in_place(|| {
+        super::serve::open_for_peer(shared, &w.path, &old.0, old.1).and_then(|file| {
+            let trusted = super::serve::vouched(shared, &w.path, &file);
+            let list = super::serve::chunk_list(shared, &file, &old.0, old.1, trusted.is_some())?;
+            Ok((list, file, trusted))
+        })
+    });
+    let mut theirs = Vec::new();
+    loop {
+        match answer.next().await? {
+            Piece::Chunks(c, last) => {
+                theirs.extend(c);
+                if last {
+                    break;
+                }
+            }
+            Piece::Unavailable(why) => {
+                return Err(FetchError::File(format!("the peer cannot cut it: {why}")))
+            }
+            _ => return Err(FetchError::File("file data for a chunk request".into())),
+        }
+    }
+    drop(answer);
+    let (ours, file, trusted) = local.map_err(FetchError::File)?;
+    let total: u64 = theirs.iter().map(|c| c.len as u64).sum();
+    if total != size {
+        return Err(FetchError::File(format!(
+            "the peer's chunk list covers {total} bytes, not {size}"
+        )));
+    }
+    let have = omirr_chunk::offsets(&ours)
+        .into_iter()
+        .map(|(h, at)| (h, (0, at)))
+        .collect();
+    let recipe = Recipe::new(&theirs, &have);
+    if recipe.ranges.len() > omirr_proto::MAX_RANGES {
+        return Err(FetchError::File("too many ranges for one request".into()));
+    }
+    let fetched = recipe.remote_bytes();
+    let mut remote = Ranges::new(t, w, &recipe.ranges);
+    let mut hasher = blake3::Hasher::new();
+    let mut at = 0u64;
+    let mut buf = Vec::new();
+    for step in recipe.steps {
+        match step {
+            Step::Local { from, chunk, .. } => {
+                buf.resize(chunk.len as usize, 0);
+                tokio::task::block_in_place(|| file.read_exact_at(&mut buf, from))
+                    .map_err(|e| FetchError::File(format!("reading the older version: {e}")))?;
+                if trusted.is_none() && *blake3::hash(&buf).as_bytes() != chunk.hash {
+                    return Err(FetchError::File(
+                        "the older version changed while it was being reused".into(),
+                    ));
+                }
+            }
+            Step::Remote { len } => {
+                buf.resize(len as usize, 0);
+                remote.read_exact(&mut buf).await?;
+            }
+        }
+        hasher.update(&buf);
+        write_at(out, &buf, at)?;
+        at += buf.len() as u64;
+    }
+    if let Some(k) = &trusted {
+        let now = file
+            .metadata()
+            .map_err(|e| FetchError::File(e.to_string()))?;
+        if !k.unchanged(&omirr_fs::local::stat_key_of(&now)) {
+            return Err(FetchError::File(
+                "the older version changed while it was being reused".into(),
+            ));
+        }
+    }
+    if at != size || *hasher.finalize().as_bytes() != w.hash {
+        return Err(FetchError::File(
+            "the rebuilt file does not match the peer's change".into(),
+        ));
+    }
+    tracing::debug!(path = %w.path, size, fetched, "delta transfer");
+    // Cached only now that the list has proved right.
+    if let Err(e) = shared
+        .index
+        .set_chunk_list(&w.hash, &omirr_chunk::encode(&theirs))
+    {
+        tracing::warn!("cannot cache a chunk list: {e}");
+    }
+    shared.counters.peer(&t.peer, |p| {
+        p.files_delta += 1;
+        p.file_bytes_reused += size - fetched;
+    });
+    Ok(())
+}

@@ -1,0 +1,458 @@
+//! One peer session over an authenticated TLS stream (see
+//! `proto/PROTOCOL.md` for the messages, their order, and the flow
+//! control that keeps this free of deadlocks).
+//!
+//! The parts, each its own module:
+//! - [`rules`]: the protocol's rules, sans-IO: what the peer may send and
+//!   how much (the change window); a violation ends the session with
+//!   `Error BadMessage`;
+//! - [`fetch`]: content from the peer, staged before it is applied;
+//! - [`apply`]: the peer's pages applied in batches, changes that cannot
+//!   be applied set aside, the cursor moved and acknowledged;
+//! - [`serve`]: the peer's requests for our content.
+//!
+//! The tasks of a session, all ending with it:
+//! - the reader (the session's own task) reads every message and hands it
+//!   on without ever waiting: pages to the applier's queue, content to its
+//!   transfer, requests to the server's queue. Each of those queues is
+//!   bounded by the protocol (the window, what we asked for, the request
+//!   bound), not by waiting, so the reader never stalls on the applier, a
+//!   lock or the disk;
+//! - the writer, the only one that writes the stream: control messages
+//!   (`Ack`, `Pong`, errors) first, then the bounded data queue;
+//! - the pusher: answers the peer's `Pull`, then follows the index live,
+//!   within the window the peer's `Ack`s open;
+//! - the applier, the server, and the pinger.
+
+pub mod apply;
+pub mod fetch;
+pub mod rules;
+pub mod serve;
+
+use crate::daemon::Shared;
+use anyhow::{bail, Context, Result};
+use omirr_core::{Change, Seq};
+use omirr_proto::{read_message, write_message, ErrorCode, Hello, Message};
+use rules::{Rules, Violation, Window};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// How many changes the pusher reads from the index at a time: the
+/// largest page it sends.
+const PAGE: usize = 4096;
+/// Data messages waiting for the writer; a full queue holds back whoever
+/// sends data (the pusher, the server, the fetchers), never the reader.
+const QUEUE: usize = 64;
+/// The writer's buffer: about one TLS record's worth of small messages.
+const WRITE_BUFFER: usize = 64 << 10;
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A peer silent for this long is gone.
+const SILENCE: Duration = Duration::from_secs(45);
+
+pub async fn run<S>(shared: Arc<Shared>, stream: S, peer: String) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (out, out_rx) = mpsc::channel::<Message>(QUEUE);
+    let (control, control_rx) = mpsc::unbounded_channel::<Message>();
+    let (pong, pong_rx) = watch::channel(None::<u64>);
+    let writer = tokio::spawn(write_all(
+        shared.clone(),
+        peer.clone(),
+        wr,
+        out_rx,
+        control_rx,
+        pong_rx,
+    ));
+    let _writer = AbortOnDrop(writer.abort_handle());
+
+    let _ = control.send(Message::Hello(Hello::new(&shared.plan().host)));
+    let first = tokio::time::timeout(SILENCE, read_message(&mut rd))
+        .await
+        .context("no Hello from the peer")??
+        .context("the peer closed before its Hello")?;
+    let hello = omirr_proto::expect_hello(first).and_then(|h| {
+        omirr_proto::check_hello(&h, &peer)?;
+        Ok(h)
+    });
+    let hello = match hello {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(m) = e.to_message() {
+                let _ = control.send(m);
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            }
+            bail!("handshake: {e}");
+        }
+    };
+    let cursor = shared.index.cursor(&omirr_core::HostId::new(&peer))?;
+    tracing::info!(%peer, cursor, "connected");
+    shared.counters.peer(&peer, |p| {
+        p.connected = true;
+        p.since = Some(crate::status::now_secs());
+        p.cursor = cursor;
+        p.last_error = None;
+    });
+    let _ = control.send(Message::Pull { after: cursor });
+
+    let chunks = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities)
+        .iter()
+        .any(|c| c == omirr_proto::CAP_CHUNKS);
+    let transfers = Arc::new(fetch::Transfers::new(
+        &peer,
+        out.clone(),
+        chunks,
+        shared.in_flight,
+    ));
+    let _close = CloseTransfers(transfers.clone());
+    let acked = Arc::new(AtomicU64::new(cursor));
+    let (pages, pages_rx) = mpsc::unbounded_channel::<apply::Page>();
+    let applier = apply::PeerApplier {
+        shared: shared.clone(),
+        peer: peer.clone(),
+        transfers: transfers.clone(),
+        control: control.clone(),
+        acked: acked.clone(),
+    };
+    let mut applying = tokio::spawn(applier.run(pages_rx));
+    let _applier = AbortOnDrop(applying.abort_handle());
+    let (requests, requests_rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn(serve::serve_requests(
+        shared.clone(),
+        out.clone(),
+        requests_rx,
+        queued.clone(),
+    ));
+    let _server = AbortOnDrop(server.abort_handle());
+    let pinger = tokio::spawn(ping(control.clone()));
+    let _pinger = AbortOnDrop(pinger.abort_handle());
+    let (acks, acks_rx) = watch::channel(0);
+    let sent_upto = Arc::new(AtomicU64::new(0));
+    let mut pusher: Option<AbortOnDrop> = None;
+    let mut rules = Rules::new(cursor);
+
+    loop {
+        let msg = tokio::select! {
+            m = tokio::time::timeout(SILENCE, read_message(&mut rd)) => m,
+            done = &mut applying => {
+                return match done {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.context("applying the peer's changes")),
+                    Err(e) => Err(anyhow::anyhow!("the apply task failed: {e}")),
+                };
+            }
+        };
+        let msg = match msg {
+            Err(_) => bail!("the peer has been silent for {}s", SILENCE.as_secs()),
+            Ok(Err(e)) => {
+                let _ = control.send(Message::error(ErrorCode::BadMessage, e.to_string()));
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                return Err(e.into());
+            }
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(m))) => m,
+        };
+        shared.counters.peer(&peer, |p| p.frames_received += 1);
+        let checked = match msg {
+            Message::Pull { after } => rules.on_pull().map(|()| {
+                let task = tokio::spawn(push(
+                    shared.clone(),
+                    peer.clone(),
+                    after,
+                    out.clone(),
+                    acks_rx.clone(),
+                    sent_upto.clone(),
+                ));
+                pusher = Some(AbortOnDrop(task.abort_handle()));
+            }),
+            Message::Changes {
+                changes,
+                upto,
+                done,
+            } => rules
+                .on_changes(&changes, upto, acked.load(Ordering::SeqCst))
+                .map(|()| {
+                    let _ = pages.send(apply::Page {
+                        changes,
+                        upto,
+                        done,
+                    });
+                }),
+            Message::Ack { upto } => {
+                rules
+                    .on_ack(upto, sent_upto.load(Ordering::SeqCst))
+                    .map(|()| {
+                        acks.send_replace(upto);
+                    })
+            }
+            Message::FileRequest {
+                id,
+                path,
+                hash,
+                size,
+            } => request(&rules, &queued, &requests, id, path, hash, size, |size| {
+                serve::Job::Ranges(if size == 0 { vec![] } else { vec![(0, size)] })
+            }),
+            Message::RangeRequest {
+                id,
+                path,
+                hash,
+                size,
+                ranges,
+            } => request(&rules, &queued, &requests, id, path, hash, size, |_| {
+                serve::Job::Ranges(ranges)
+            }),
+            Message::ChunkRequest {
+                id,
+                path,
+                hash,
+                size,
+            } => request(&rules, &queued, &requests, id, path, hash, size, |_| {
+                serve::Job::Chunks
+            }),
+            m @ (Message::FileData { .. }
+            | Message::FileEnd { .. }
+            | Message::ChunkList { .. }
+            | Message::FileUnavailable { .. }) => {
+                if let Message::FileData { data, .. } = &m {
+                    let n = data.len() as u64;
+                    shared.counters.peer(&peer, |p| p.file_bytes_received += n);
+                }
+                transfers.route(m)
+            }
+            Message::Ping { nonce } => {
+                pong.send_replace(Some(nonce));
+                Ok(())
+            }
+            Message::Pong { .. } => Ok(()),
+            Message::Error { code, message } => {
+                bail!("the peer reports {code:?}: {}", message.escape_debug())
+            }
+            Message::Hello(_) => Err(Violation("a second Hello".into())),
+        };
+        if let Err(v) = checked {
+            let _ = control.send(Message::error(ErrorCode::BadMessage, v.to_string()));
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            bail!("the peer broke the protocol: {v}");
+        }
+    }
+}
+
+/// Queues one of the peer's requests for the server, within the bound.
+#[allow(clippy::too_many_arguments)]
+fn request(
+    rules: &Rules,
+    queued: &AtomicUsize,
+    requests: &mpsc::UnboundedSender<(serve::Ask, serve::Job)>,
+    id: u64,
+    path: omirr_core::RelPath,
+    hash: omirr_core::Hash,
+    size: u64,
+    job: impl FnOnce(u64) -> serve::Job,
+) -> Result<(), Violation> {
+    let n = queued.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Err(v) = rules.on_request(n) {
+        queued.fetch_sub(1, Ordering::Relaxed);
+        return Err(v);
+    }
+    let job = job(size);
+    let _ = requests.send((
+        serve::Ask {
+            id,
+            path,
+            hash,
+            size,
+        },
+        job,
+    ));
+    Ok(())
+}
+
+/// The only writer of the stream. Control messages go first; the stream
+/// is flushed whenever nothing more is queued. Ends after writing an
+/// `Error`.
+async fn write_all<W>(
+    shared: Arc<Shared>,
+    peer: String,
+    wr: W,
+    mut data: mpsc::Receiver<Message>,
+    mut control: mpsc::UnboundedReceiver<Message>,
+    mut pong: watch::Receiver<Option<u64>>,
+) -> Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut wr = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, wr);
+    loop {
+        let m = tokio::select! {
+            biased;
+            m = control.recv() => match m {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+            changed = pong.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                match *pong.borrow_and_update() {
+                    Some(nonce) => Message::Pong { nonce },
+                    None => continue,
+                }
+            }
+            m = data.recv() => match m {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+        };
+        let last = matches!(m, Message::Error { .. });
+        write_message(&mut wr, &m).await?;
+        let queued = data.len();
+        if last || (queued == 0 && control.is_empty()) {
+            wr.flush().await?;
+        }
+        shared.counters.peer(&peer, |p| {
+            p.frames_sent += 1;
+            p.queue = queued;
+        });
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Aborts a task when the session ends, however it ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fails every transfer when the session ends, so that staging stops.
+struct CloseTransfers(Arc<fetch::Transfers>);
+
+impl Drop for CloseTransfers {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+async fn ping(control: mpsc::UnboundedSender<Message>) {
+    let mut tick = tokio::time::interval(PING_EVERY);
+    let mut nonce = 0;
+    loop {
+        tick.tick().await;
+        nonce += 1;
+        if control.send(Message::Ping { nonce }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends the peer everything after `after` that it shares with us, then
+/// follows the index as it moves; never more than the window unacknowledged.
+async fn push(
+    shared: Arc<Shared>,
+    peer: String,
+    mut after: Seq,
+    out: mpsc::Sender<Message>,
+    mut acks: watch::Receiver<Seq>,
+    sent_upto: Arc<AtomicU64>,
+) -> Result<()> {
+    let mut moved = shared.last_seq.subscribe();
+    let mut window = Window::default();
+    let mut told_done = false;
+    loop {
+        moved.mark_unchanged();
+        let page = shared.index.since(after, PAGE)?;
+        let Some(&(upto, _)) = page.last() else {
+            if !told_done {
+                send_page(
+                    &out,
+                    &mut window,
+                    &mut acks,
+                    &sent_upto,
+                    Vec::new(),
+                    after,
+                    true,
+                )
+                .await?;
+                told_done = true;
+            }
+            moved.changed().await?;
+            continue;
+        };
+        // Only what the peer may have, and not its own changes back.
+        let plan = shared.plan();
+        let changes: Vec<(Seq, Change)> = page
+            .into_iter()
+            .filter(|(_, c)| {
+                c.entry.version.host.as_str() != peer && plan.authorised(&peer, &c.path)
+            })
+            .collect();
+        let last_page = shared.index.last_seq()? == upto;
+        let n = changes.len() as u64;
+        shared.counters.peer(&peer, |p| p.changes_sent += n);
+        for msg in omirr_proto::paginate(changes, upto, last_page)? {
+            let Message::Changes {
+                changes,
+                upto,
+                done,
+            } = msg
+            else {
+                continue;
+            };
+            send_page(
+                &out,
+                &mut window,
+                &mut acks,
+                &sent_upto,
+                changes,
+                upto,
+                done,
+            )
+            .await?;
+        }
+        told_done = last_page;
+        after = upto;
+    }
+}
+
+/// Sends one page once the window has room for it. The page says `done`
+/// if it is the last for now, and also if the window will have no room
+/// for another full page: the receiver then applies what it has and
+/// acknowledges it instead of waiting for a page that would need its Ack.
+async fn send_page(
+    out: &mpsc::Sender<Message>,
+    window: &mut Window,
+    acks: &mut watch::Receiver<Seq>,
+    sent_upto: &AtomicU64,
+    changes: Vec<(Seq, Change)>,
+    upto: Seq,
+    done: bool,
+) -> Result<()> {
+    let n = changes.len();
+    loop {
+        window.acked(*acks.borrow_and_update());
+        if window.fits(n) {
+            break;
+        }
+        acks.changed().await?;
+    }
+    window.add(upto, n);
+    let done = done || !window.room_for(PAGE);
+    sent_upto.store(upto, Ordering::SeqCst);
+    out.send(Message::Changes {
+        changes,
+        upto,
+        done,
+    })
+    .await?;
+    Ok(())
+}

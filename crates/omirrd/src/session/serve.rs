@@ -1,0 +1,208 @@
+//! Serving the peer's requests: a file's bytes, ranges of it, or its
+//! chunk list, read from this host's tree only if the index still says
+//! the tree holds that content there.
+//!
+//! Requests wait in a queue that the protocol bounds
+//! ([`super::rules::MAX_QUEUED_REQUESTS`]); at most [`SERVING`] are read
+//! from disk at once, each on a blocking thread. The answers go out
+//! through the session's bounded data queue, so a peer that reads slowly
+//! slows only the serving of its own requests.
+
+use crate::daemon::Shared;
+use omirr_chunk::Chunk;
+use omirr_core::{Content, Hash, IndexView, RelPath};
+use omirr_proto::{Message, MAX_CHUNK};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Requests of the peer's read from disk at once.
+pub const SERVING: usize = 16;
+
+/// Serves what arrives on `requests` until the session ends; `queued`
+/// counts requests not yet answered (the reader checks it).
+pub async fn serve_requests(
+    shared: Arc<Shared>,
+    out: mpsc::Sender<Message>,
+    mut requests: mpsc::UnboundedReceiver<(Ask, Job)>,
+    queued: Arc<AtomicUsize>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(SERVING));
+    while let Some((ask, job)) = requests.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (shared, out, queued) = (shared.clone(), out.clone(), queued.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let id = ask.id;
+            let result = match job {
+                Job::Ranges(ranges) => send_ranges(&shared, &out, ask, ranges),
+                Job::Chunks => send_chunk_list(&shared, &out, ask),
+            };
+            if let Err(reason) = result {
+                let _ = out.blocking_send(Message::FileUnavailable { id, reason });
+            }
+            queued.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// The stat key of the open `file` at `path`, if it is still the one the
+/// index holds for that path: then the file has the content the index
+/// says (the scanner's rule), and need not be hashed to know it.
+pub fn vouched(
+    shared: &Shared,
+    path: &RelPath,
+    file: &std::fs::File,
+) -> Option<omirr_index::StatKey> {
+    let key = shared.index.stat(path).ok().flatten()?;
+    let now = omirr_fs::local::stat_key_of(&file.metadata().ok()?);
+    key.unchanged(&now).then_some(key)
+}
+
+/// The chunk list of the content `hash` in `file`: from the index's cache,
+/// or cut now and cached. Unless `trusted` ([`vouched`]), the cut checks
+/// that the file still has that content.
+pub fn chunk_list(
+    shared: &Shared,
+    file: &std::fs::File,
+    hash: &Hash,
+    size: u64,
+    trusted: bool,
+) -> Result<Vec<Chunk>, String> {
+    if let Some(list) = shared
+        .index
+        .chunk_list(hash)
+        .map_err(|e| e.to_string())?
+        .and_then(|b| omirr_chunk::decode(&b))
+        // An empty list is never right for a file (a list once found
+        // wrong was emptied): cut it afresh.
+        .filter(|l| !l.is_empty())
+    {
+        return Ok(list);
+    }
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let cut = omirr_chunk::chunk_reader_with(reader, !trusted).map_err(|e| e.to_string())?;
+    if (!trusted && cut.hash != *hash) || cut.size != size {
+        return Err("the file changed since it was recorded".into());
+    }
+    if let Err(e) = shared
+        .index
+        .set_chunk_list(hash, &omirr_chunk::encode(&cut.chunks))
+    {
+        tracing::warn!("cannot cache a chunk list: {e}");
+    }
+    Ok(cut.chunks)
+}
+
+/// What the peer asked of a file.
+pub struct Ask {
+    pub id: u64,
+    pub path: RelPath,
+    pub hash: Hash,
+    pub size: u64,
+}
+
+/// What to send of it.
+pub enum Job {
+    /// These byte ranges, in order (a `FileRequest` is the whole file).
+    Ranges(Vec<(u64, u64)>),
+    /// Its chunk list.
+    Chunks,
+}
+
+/// `Ok` also when the session ended meanwhile: there is nobody to tell.
+fn send_chunk_list(shared: &Shared, out: &mpsc::Sender<Message>, ask: Ask) -> Result<(), String> {
+    let file = open_for_peer(shared, &ask.path, &ask.hash, ask.size)?;
+    let trusted = vouched(shared, &ask.path, &file).is_some();
+    let chunks = chunk_list(shared, &file, &ask.hash, ask.size, trusted)?;
+    let pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
+    for (i, page) in pages.iter().enumerate() {
+        let msg = Message::ChunkList {
+            id: ask.id,
+            chunks: page.to_vec(),
+            last: i + 1 == pages.len(),
+        };
+        if out.blocking_send(msg).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn send_ranges(
+    shared: &Shared,
+    out: &mpsc::Sender<Message>,
+    ask: Ask,
+    ranges: Vec<(u64, u64)>,
+) -> Result<(), String> {
+    let file = open_for_peer(shared, &ask.path, &ask.hash, ask.size)?;
+    for (start, len) in ranges {
+        let mut offset = start;
+        while offset < start + len {
+            let want = (start + len - offset).min(MAX_CHUNK as u64) as usize;
+            let mut data = vec![0u8; want];
+            file.read_exact_at(&mut data, offset)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => "the file shrank while being read".into(),
+                    _ => e.to_string(),
+                })?;
+            let msg = Message::FileData {
+                id: ask.id,
+                offset,
+                data,
+            };
+            if out.blocking_send(msg).is_err() {
+                return Ok(());
+            }
+            offset += want as u64;
+        }
+    }
+    let _ = out.blocking_send(Message::FileEnd { id: ask.id });
+    Ok(())
+}
+
+/// Opens `path` for a peer (or for reusing its chunks): only if the index
+/// says this host holds that content there, and never through a symbolic
+/// link.
+pub fn open_for_peer(
+    shared: &Shared,
+    path: &RelPath,
+    hash: &Hash,
+    size: u64,
+) -> Result<std::fs::File, String> {
+    match shared.index.entry(path) {
+        Ok(Some(e)) if e.content == (Content::File { size, hash: *hash }) => {}
+        Ok(_) => return Err("this host no longer holds that content there".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    if shared.ignored(path) {
+        return Err("not mirrored here".into());
+    }
+    let full = shared
+        .plan()
+        .root
+        .join(std::ffi::OsStr::from_bytes(path.as_bytes()));
+    // No component may be a symbolic link: the file must lie inside the
+    // mirrored tree.
+    let mut at = shared.plan().root.clone();
+    for c in path
+        .components()
+        .take(path.components().count().saturating_sub(1))
+    {
+        at.push(std::ffi::OsStr::from_bytes(c));
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Err("a directory on the way is missing or a symbolic link".into()),
+        }
+    }
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&full)
+        .map_err(|e| e.to_string())
+}
