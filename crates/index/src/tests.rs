@@ -646,3 +646,50 @@ fn chunk_lists_are_cached_by_content_hash() {
     assert_eq!(ix.chunk_list(&[3; 32]).expect("read"), None);
     ix.verify().expect("still a valid index");
 }
+
+#[test]
+fn set_aside_changes_persist_per_peer_with_the_cursor_and_are_dropped_by_path() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, b) = (HostId::new("a"), HostId::new("b"));
+    let aside = |path: &str, reason: &str| crate::Aside {
+        change: change(path, 5, Content::Deleted),
+        reason: reason.to_string(),
+        attempts: 1,
+        since: 100,
+    };
+    {
+        let index = open(dir.path());
+        assert!(index.aside(None).expect("read").is_empty(), "no table yet");
+        let mut batch = Batch::new();
+        batch
+            .set_aside(a.clone(), aside("d", "not empty"))
+            .set_aside(b.clone(), aside("e", "in the way"))
+            .set_aside(a.clone(), aside("d/x", "busy"))
+            .set_cursor(a.clone(), 42);
+        index.commit(&batch).expect("commit");
+    }
+    let index = open(dir.path());
+    assert_eq!(index.cursor(&a).expect("cursor"), 42);
+    let of_a: Vec<String> = index
+        .aside(Some(&a))
+        .expect("read")
+        .into_iter()
+        .map(|(h, x)| format!("{h}:{}:{}", x.change.path, x.reason))
+        .collect();
+    assert_eq!(of_a, ["a:d:not empty", "a:d/x:busy"]);
+    assert_eq!(index.aside(None).expect("read").len(), 3);
+    // Setting one again replaces it; clearing drops only that peer's.
+    let mut batch = Batch::new();
+    batch
+        .set_aside(a.clone(), aside("d", "still not empty"))
+        .clear_aside(a.clone(), p("d/x"))
+        .clear_aside(a.clone(), p("e"));
+    index.commit(&batch).expect("commit");
+    let all: Vec<String> = index
+        .aside(None)
+        .expect("read")
+        .into_iter()
+        .map(|(h, x)| format!("{h}:{}:{}", x.change.path, x.reason))
+        .collect();
+    assert_eq!(all, ["a:d:still not empty", "b:e:in the way"]);
+}

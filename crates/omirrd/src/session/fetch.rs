@@ -772,3 +772,147 @@ async fn delta(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfers() -> (Transfers, mpsc::Receiver<Message>) {
+        let (out, requests) = mpsc::channel(16);
+        (Transfers::new("peer", out, true, 1 << 20), requests)
+    }
+
+    fn data(id: u64, offset: u64, len: usize) -> Message {
+        Message::FileData {
+            id,
+            offset,
+            data: vec![7; len],
+        }
+    }
+
+    fn expect(t: &Transfers, ranges: &[(u64, u64)]) -> (u64, mpsc::UnboundedReceiver<Piece>) {
+        let id = t.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        t.open().insert(
+            id,
+            Transfer {
+                tx,
+                expect: Expect::Data(ranges.iter().copied().collect()),
+            },
+        );
+        (id, rx)
+    }
+
+    #[test]
+    fn a_transfer_takes_exactly_the_ranges_it_asked_for_in_order() {
+        let (t, _requests) = transfers();
+        let (id, mut rx) = expect(&t, &[(0, 10), (100, 5)]);
+        t.route(data(id, 0, 4)).expect("first piece");
+        assert!(t.route(data(id, 5, 1)).is_err(), "a gap");
+        t.route(data(id, 4, 6)).expect("rest of the first range");
+        assert!(t.route(data(id, 100, 6)).is_err(), "longer than the range");
+        assert!(
+            t.route(Message::FileEnd { id }).is_err(),
+            "an end before all was sent"
+        );
+        t.route(data(id, 100, 5)).expect("second range");
+        assert!(t.route(data(id, 105, 1)).is_err(), "beyond what was asked");
+        t.route(Message::FileEnd { id }).expect("end");
+        let mut pieces = 0;
+        while let Ok(p) = rx.try_recv() {
+            pieces += 1;
+            assert!(matches!(p, Piece::Data(_) | Piece::End));
+        }
+        assert_eq!(pieces, 4, "three data pieces and the end");
+        assert!(t.open().is_empty(), "the transfer is closed");
+    }
+
+    #[test]
+    fn pieces_for_unknown_or_given_up_transfers_are_dropped() {
+        let (t, _requests) = transfers();
+        t.route(data(99, 0, 10)).expect("unknown id");
+        let (id, rx) = expect(&t, &[(0, 10)]);
+        drop(rx);
+        t.route(data(id, 0, 10))
+            .expect("a receiver gone drops the piece");
+        t.close();
+        assert!(t.open().is_empty());
+    }
+
+    #[test]
+    fn chunk_lists_are_bounded_by_the_file_they_describe() {
+        let (t, _requests) = transfers();
+        let id = t.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        t.open().insert(
+            id,
+            Transfer {
+                tx,
+                expect: Expect::Chunks(3),
+            },
+        );
+        let chunk = |len| Chunk { len, hash: [0; 32] };
+        let list = |chunks, last| Message::ChunkList { id, chunks, last };
+        assert!(t.route(list(vec![chunk(0)], false)).is_err(), "empty chunk");
+        assert!(
+            t.route(list(vec![chunk(MAX_CHUNK as u32 + 1)], false))
+                .is_err(),
+            "a chunk longer than any cut makes"
+        );
+        t.route(list(vec![chunk(1), chunk(2)], false)).expect("two");
+        assert!(
+            t.route(list(vec![chunk(1), chunk(2)], true)).is_err(),
+            "more chunks than the file can have"
+        );
+        assert!(
+            t.route(data(id, 0, 1)).is_err(),
+            "file data for a chunk request"
+        );
+    }
+
+    #[test]
+    fn large_files_are_asked_for_a_window_at_a_time() {
+        let (t, _requests) = transfers();
+        let w = Wanted {
+            path: RelPath::new(b"f".to_vec()).expect("path"),
+            hash: [0; 32],
+            size: 3 * LARGE_WINDOW + 1,
+        };
+        let r = Ranges::new(&t, &w, &[(0, w.size)]);
+        assert_eq!(r.todo.len(), 4);
+        for window in &r.todo {
+            let bytes: u64 = window.iter().map(|(_, l)| l).sum();
+            assert!(bytes <= LARGE_WINDOW);
+        }
+        let covered: u64 = r.todo.iter().flatten().map(|(_, l)| l).sum();
+        assert_eq!(covered, w.size);
+    }
+
+    #[test]
+    fn staged_content_is_served_from_memory_or_disk_and_misses_say_so() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut staged = Staged::default();
+        let a = b"hello".to_vec();
+        let ha = *blake3::hash(&a).as_bytes();
+        staged.keep((ha, 5), Fetched::Mem(a.clone()));
+        let on_disk = dir.path().join("b");
+        std::fs::write(&on_disk, b"world!").expect("write");
+        let hb = *blake3::hash(b"world!").as_bytes();
+        staged.keep((hb, 6), Fetched::File(on_disk.clone()));
+        staged.keep(([9; 32], 3), Fetched::Failed("gone".into()));
+        let p = RelPath::new(b"x".to_vec()).expect("path");
+        let mut src = &staged;
+        let mut read = |h: &Hash, n| -> Result<Vec<u8>, String> {
+            let mut r = src.open(&p, h, n).map_err(|e| e.to_string())?;
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).map_err(|e| e.to_string())?;
+            Ok(v)
+        };
+        assert_eq!(read(&ha, 5).expect("memory"), a);
+        assert_eq!(read(&hb, 6).expect("disk"), b"world!");
+        assert_eq!(read(&[9; 32], 3).unwrap_err(), "gone");
+        assert!(read(&[1; 32], 3).unwrap_err().contains("not fetched"));
+        drop(staged);
+        assert!(!on_disk.exists(), "staged files go with their batch");
+    }
+}
