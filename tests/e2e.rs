@@ -1098,3 +1098,80 @@ fn a_file_larger_than_the_in_flight_budget_moves_in_bounded_memory() {
         );
     }
 }
+
+/// The vim swap-file case: a directory deleted on one host still holds,
+/// on another, a file the Distfile excludes there. The excluded file is
+/// never deleted, the deletion is set aside (shown by `status`) and
+/// retried, and later changes from the same peer still arrive.
+#[test]
+fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
+    let _one = serial();
+    let names = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&names, www);
+    for h in names {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    let roots = (cluster.root("alpha"), cluster.root("beta"));
+    let www = move |h: &str| match h {
+        "alpha" => roots.0.join("srv/www"),
+        _ => roots.1.join("srv/www"),
+    };
+    fs::create_dir_all(www("alpha").join("d")).expect("mkdir");
+    fs::write(www("alpha").join("d/notes.txt"), b"notes").expect("write");
+    cluster.start_all();
+    wait_connected(&cluster, &names);
+    assert!(
+        wait_until(TIMEOUT, || www("beta").join("d/notes.txt").exists()),
+        "{}",
+        cluster.logs()
+    );
+    // vim on beta: excluded, so beta's own.
+    let swap = www("beta").join("d/.notes.txt.swp");
+    fs::write(&swap, b"swap").expect("write");
+    fs::remove_dir_all(www("alpha").join("d")).expect("rm -rf");
+    assert!(
+        wait_until(TIMEOUT, || !www("beta").join("d/notes.txt").exists()),
+        "the mirrored file goes:\n{}",
+        cluster.logs()
+    );
+    let aside = wait_until(TIMEOUT, || {
+        status(&cluster, "beta").is_some_and(|s| s["aside_count"].as_u64() == Some(1))
+    });
+    assert!(aside, "beta sets the deletion aside:\n{}", cluster.logs());
+    let s = status(&cluster, "beta").expect("status");
+    assert_eq!(s["aside"][0]["path"], "srv/www/d", "{s}");
+    assert_eq!(s["aside"][0]["peer"], "alpha", "{s}");
+    assert!(
+        s["aside"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not empty")),
+        "{s}"
+    );
+    // Later changes from alpha are not held up behind it.
+    fs::create_dir_all(www("alpha").join("e")).expect("mkdir");
+    fs::write(www("alpha").join("e/later.txt"), b"later").expect("write");
+    assert!(
+        wait_until(TIMEOUT, || fs::read(www("beta").join("e/later.txt"))
+            .is_ok_and(|d| d == b"later")),
+        "a later change arrives:\n{}",
+        cluster.logs()
+    );
+    assert_eq!(fs::read(&swap).expect("the swap file stays"), b"swap");
+    // Once the swap file goes, a retry applies the deletion.
+    fs::remove_file(&swap).expect("rm");
+    assert!(
+        wait_until(Duration::from_secs(30), || !www("beta").join("d").exists()),
+        "the retry deletes the directory:\n{}",
+        cluster.logs()
+    );
+    assert!(
+        wait_until(TIMEOUT, || {
+            status(&cluster, "beta").is_some_and(|s| s["aside_count"].as_u64() == Some(0))
+        }),
+        "{}",
+        cluster.logs()
+    );
+    if let Err(e) = wait_converged(&cluster, &names, "srv/www", TIMEOUT) {
+        panic!("{e}\n{}", cluster.logs());
+    }
+}

@@ -219,8 +219,21 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let status_socket = crate::status::bind(state_dir)?;
     let s = shared.clone();
     tokio::spawn(crate::status::serve(status_socket, move || {
+        let aside = s
+            .index
+            .aside(None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(peer, a)| crate::status::AsideStatus {
+                peer: peer.to_string(),
+                path: a.change.path.to_string(),
+                reason: a.reason,
+                attempts: a.attempts,
+                since: a.since,
+            })
+            .collect();
         s.counters
-            .snapshot(&s.plan().host, s.index.last_seq().unwrap_or(0))
+            .snapshot(&s.plan().host, s.index.last_seq().unwrap_or(0), aside)
     }));
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));

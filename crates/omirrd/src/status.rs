@@ -48,6 +48,27 @@ pub struct Status {
     pub local_changes: u64,
     pub applied_changes: u64,
     pub peers: BTreeMap<String, PeerStatus>,
+    /// How many peers' changes are set aside (could not be applied; see
+    /// docs/sync-model.md).
+    #[serde(default)]
+    pub aside_count: usize,
+    /// The first [`ASIDE_SHOWN`] of them.
+    #[serde(default)]
+    pub aside: Vec<AsideStatus>,
+}
+
+/// The most set-aside changes the status lists (it counts them all).
+pub const ASIDE_SHOWN: usize = 100;
+
+/// A change set aside, as the status shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AsideStatus {
+    pub peer: String,
+    pub path: String,
+    pub reason: String,
+    pub attempts: u32,
+    /// Unix seconds of the first failure.
+    pub since: u64,
 }
 
 /// The daemon's live counters.
@@ -91,8 +112,10 @@ impl Counters {
         self.applied_changes.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self, host: &str, last_seq: u64) -> Status {
+    pub fn snapshot(&self, host: &str, last_seq: u64, aside: Vec<AsideStatus>) -> Status {
         Status {
+            aside_count: aside.len(),
+            aside: aside.into_iter().take(ASIDE_SHOWN).collect(),
             host: host.to_string(),
             pid: std::process::id(),
             last_seq,
@@ -200,8 +223,29 @@ pub fn render(s: &Status, now: u64) -> String {
             p.frames_sent,
             p.frames_received,
             p.queue,
-            p.last_error.as_deref().unwrap_or("-")
+            p.last_error.as_deref().unwrap_or("-").escape_debug()
         );
+    }
+    if s.aside_count > 0 {
+        let _ = writeln!(
+            out,
+            "{} change(s) from peers set aside, retried now and then:",
+            s.aside_count
+        );
+        for a in &s.aside {
+            let _ = writeln!(
+                out,
+                "  {} from {}: {} (tried {} times, {})",
+                a.path.escape_debug(),
+                a.peer,
+                a.reason.escape_debug(),
+                a.attempts,
+                ago(now, a.since).replacen("for", "first", 1) + " ago"
+            );
+        }
+        if s.aside_count > s.aside.len() {
+            let _ = writeln!(out, "  ... and {} more", s.aside_count - s.aside.len());
+        }
     }
     out
 }
@@ -234,7 +278,14 @@ mod tests {
             p.last_error = Some("connection refused".into());
         });
         c.add_local(3);
-        let s = c.snapshot("alpha", 42);
+        let aside = vec![AsideStatus {
+            peer: "beta".into(),
+            path: "srv/www/d".into(),
+            reason: "srv/www/d is a directory that is not empty".into(),
+            attempts: 3,
+            since: 1000,
+        }];
+        let s = c.snapshot("alpha", 42, aside);
         let text = render(&s, 1090);
         assert!(text.contains("omirrd on alpha"), "{text}");
         assert!(text.contains("sequence 42, 3 local changes"), "{text}");
@@ -254,9 +305,16 @@ mod tests {
             gamma.contains("down for 11m") && gamma.ends_with("connection refused"),
             "{gamma}"
         );
+        assert!(
+            text.contains("1 change(s) from peers set aside")
+                && text.contains("  srv/www/d from beta: srv/www/d is a directory that is not empty (tried 3 times, first 1m ago)"),
+            "{text}"
+        );
         // The JSON form round-trips.
         let back: Status =
             serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("parse");
         assert_eq!(back.peers["beta"].changes_sent, 12);
+        assert_eq!(back.aside_count, 1);
+        assert_eq!(back.aside[0].attempts, 3);
     }
 }

@@ -426,6 +426,19 @@ fn apply_isolated(
                 action: Some(action),
             });
         }
+        // Changes the actions before the failure applied and recorded
+        // are done, whatever their relation to it.
+        let failed: Vec<Change> = failed
+            .into_iter()
+            .filter(|c| {
+                !shared
+                    .index
+                    .entry(&c.path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.version >= c.entry.version)
+            })
+            .collect();
         let not_staged =
             matches!(&error.error, ApplyError::Source { error, .. } if error.is::<NotStaged>());
         if not_staged {
