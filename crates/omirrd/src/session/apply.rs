@@ -431,12 +431,12 @@ fn apply_isolated(
         let failed: Vec<Change> = failed
             .into_iter()
             .filter(|c| {
-                !shared
+                shared
                     .index
                     .entry(&c.path)
                     .ok()
                     .flatten()
-                    .is_some_and(|e| e.version >= c.entry.version)
+                    .is_none_or(|e| e.version < c.entry.version)
             })
             .collect();
         let not_staged =
