@@ -311,8 +311,15 @@ impl PeerApplier {
 
     /// Fetches the content `group` needs; no lock is held.
     async fn stage(&self, group: Vec<Change>) -> Result<StagedGroup> {
+        let started = std::time::Instant::now();
         let wanted = self.wanted(&group).await?;
+        let resolved_ms = started.elapsed().as_millis() as u64;
+        let files = wanted.len();
+        let bytes: u64 = wanted.iter().map(|w| w.size).sum();
         let staged = fetch::stage(self.shared.clone(), self.transfers.clone(), wanted).await?;
+        if files > 0 {
+            tracing::debug!(peer = %self.peer, files, bytes, resolved_ms, ms = started.elapsed().as_millis() as u64, "staged");
+        }
         Ok((group, staged))
     }
 
@@ -322,6 +329,7 @@ impl PeerApplier {
     async fn apply_group(&self, group: Vec<Change>, staged: Staged) -> Result<Outcome> {
         let staged = Arc::new(staged);
         let mut wait = HOST_FAULT_FIRST;
+        let started = std::time::Instant::now();
         loop {
             let (shared, group2, staged2) = (self.shared.clone(), group.clone(), staged.clone());
             let result =
@@ -329,7 +337,10 @@ impl PeerApplier {
                     .await
                     .context("the apply task failed")?;
             match result {
-                Ok(out) => return Ok(out),
+                Ok(out) => {
+                    tracing::debug!(peer = %self.peer, changes = group.len(), ms = started.elapsed().as_millis() as u64, "group applied");
+                    return Ok(out);
+                }
                 Err(e) => {
                     tracing::error!(peer = %self.peer, "cannot apply the peer's changes, trying again in {}s: {e:#}", wait.as_secs());
                     self.shared
