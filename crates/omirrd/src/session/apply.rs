@@ -24,14 +24,11 @@ use omirr_fs::apply::{ApplyError, Wanted};
 use omirr_fs::local::ApplyRemoteError;
 use omirr_index::{Aside, Batch};
 use omirr_proto::Message;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// The most changes resolved and applied as one batch.
-pub const BATCH_MAX: usize = 65_536;
 /// The most content a group of a batch stages before it is applied.
 pub const GROUP_BYTES: u64 = 32 << 20;
 /// Set-aside changes are retried this long after the last try at first,
@@ -42,13 +39,6 @@ pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// tried again; it doubles up to [`RETRY_MAX`].
 const HOST_FAULT_FIRST: Duration = Duration::from_secs(1);
 
-/// One `Changes` message, as the reader hands it on.
-pub struct Page {
-    pub changes: Vec<(Seq, Change)>,
-    pub upto: Seq,
-    pub done: bool,
-}
-
 /// The applying side of one session.
 pub struct PeerApplier {
     pub shared: Arc<Shared>,
@@ -56,8 +46,8 @@ pub struct PeerApplier {
     pub transfers: Arc<Transfers>,
     /// `Ack`s (and errors) for the writer; never waits.
     pub control: mpsc::UnboundedSender<Message>,
-    /// The greatest `Ack` sent, for the reader's window check.
-    pub acked: Arc<AtomicU64>,
+    /// The change stream: batches come from it, Acks go back to it.
+    pub flow: Arc<super::Flow>,
 }
 
 /// A group of changes with its content staged.
@@ -75,41 +65,35 @@ struct Outcome {
 }
 
 impl PeerApplier {
-    /// Applies pages as they come until the session ends, and retries the
-    /// changes set aside from this peer now and then.
-    pub async fn run(self, mut pages: mpsc::UnboundedReceiver<Page>) -> Result<()> {
+    /// Applies batches as they come until the session ends, and retries
+    /// the changes set aside from this peer now and then.
+    pub async fn run(self) -> Result<()> {
         let mut retry_every = RETRY_FIRST;
         let mut retry_at = Instant::now() + retry_every;
         loop {
-            let first = match tokio::time::timeout_at(retry_at, pages.recv()).await {
-                Ok(Some(p)) => p,
-                Ok(None) => return Ok(()),
-                Err(_) => {
-                    let progress = self.retry_aside().await?;
-                    retry_every = if progress {
-                        RETRY_FIRST
-                    } else {
-                        (retry_every * 2).min(RETRY_MAX)
-                    };
-                    retry_at = Instant::now() + retry_every;
-                    continue;
+            let batch = self.flow.lock().next_batch();
+            let Some((changes, upto)) = batch else {
+                tokio::select! {
+                    _ = self.flow.applier.notified() => {}
+                    _ = tokio::time::sleep_until(retry_at) => {
+                        let progress = self.retry_aside().await?;
+                        retry_every = if progress {
+                            RETRY_FIRST
+                        } else {
+                            (retry_every * 2).min(RETRY_MAX)
+                        };
+                        retry_at = Instant::now() + retry_every;
+                    }
                 }
+                continue;
             };
-            let (mut changes, mut upto, mut done) = (first.changes, first.upto, first.done);
-            // The sender marks a page `done` before it would have to wait
-            // for our Ack, so waiting here for the next page is safe.
-            while !done && changes.len() < BATCH_MAX {
-                let Some(next) = pages.recv().await else {
-                    return Ok(());
-                };
-                changes.extend(next.changes);
-                upto = next.upto;
-                done = next.done;
-            }
-            let changes = changes.into_iter().map(|(_, c)| c).collect();
             if self.apply(changes, Some(upto), &[]).await? > 0 {
                 retry_every = RETRY_FIRST;
                 retry_at = Instant::now() + retry_every;
+            }
+            let ack = self.flow.lock().applied(upto);
+            if self.control.send(ack).is_err() {
+                return Err(SessionEnded.into());
             }
         }
     }
@@ -239,11 +223,7 @@ impl PeerApplier {
             self.shared.index.commit(&batch)?;
         }
         if let Some(u) = upto {
-            self.acked.store(u, Ordering::SeqCst);
             self.shared.counters.peer(peer, |p| p.cursor = u);
-            if self.control.send(Message::Ack { upto: u }).is_err() {
-                return Err(SessionEnded.into());
-            }
         }
         Ok(total - aside.len())
     }
@@ -254,7 +234,7 @@ impl PeerApplier {
             peer: self.peer.clone(),
             transfers: self.transfers.clone(),
             control: self.control.clone(),
-            acked: self.acked.clone(),
+            flow: self.flow.clone(),
         }
     }
 
@@ -376,13 +356,6 @@ impl PeerApplier {
     }
 }
 
-/// Whether a change at `changed` goes with the failure of an action on
-/// `failed`: the same path, a path below it, or one above it (a deleted
-/// directory whose removal failed below).
-fn related(changed: &RelPath, failed: &RelPath) -> bool {
-    changed == failed || changed.is_below(failed) || failed.is_below(changed)
-}
-
 /// Applies `group` with the write lock held, setting aside the changes
 /// whose own action fails and applying the rest. `Err` for a failure of
 /// the host as a whole.
@@ -425,10 +398,16 @@ fn apply_isolated(
             Action::Rename { from, to, .. } => vec![from, to],
             a => vec![a.path()],
         };
-        let (failed, kept): (Vec<Change>, Vec<Change>) = rest
-            .into_iter()
-            .partition(|c| paths.iter().any(|p| related(&c.path, p)));
-        if failed.is_empty() {
+        // Changes the actions before the failure recorded are done.
+        let recorded = |c: &Change| {
+            shared
+                .index
+                .entry(&c.path)
+                .ok()
+                .flatten()
+                .is_some_and(|e| e.version >= c.entry.version)
+        };
+        let Some((failed, kept)) = omirr_sync::isolate(rest, &paths, recorded) else {
             // Nothing to blame: no change is to be set aside, so the same
             // batch would fail again.
             return Err(ApplyRemoteError::Apply {
@@ -436,20 +415,7 @@ fn apply_isolated(
                 recorded: 0,
                 action: Some(action),
             });
-        }
-        // Changes the actions before the failure applied and recorded
-        // are done, whatever their relation to it.
-        let failed: Vec<Change> = failed
-            .into_iter()
-            .filter(|c| {
-                shared
-                    .index
-                    .entry(&c.path)
-                    .ok()
-                    .flatten()
-                    .is_none_or(|e| e.version < c.entry.version)
-            })
-            .collect();
+        };
         let not_staged =
             matches!(&error.error, ApplyError::Source { error, .. } if error.is::<NotStaged>());
         if not_staged {

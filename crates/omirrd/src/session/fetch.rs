@@ -15,12 +15,12 @@
 //! files within the in-flight budget, large files a window of
 //! [`LARGE_WINDOW`] bytes at a time (content credit, granted by asking).
 
-use super::rules::Violation;
 use crate::daemon::Shared;
 use omirr_chunk::{Chunk, Recipe, Step};
 use omirr_core::{Content, Hash, IndexView, RelPath};
 use omirr_fs::apply::{ContentSource, SourceError, Wanted};
 use omirr_proto::{Message, MAX_CHUNK};
+use omirr_sync::Violation;
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;

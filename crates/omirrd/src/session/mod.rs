@@ -2,10 +2,11 @@
 //! `proto/PROTOCOL.md` for the messages, their order, and the flow
 //! control that keeps this free of deadlocks).
 //!
-//! The parts, each its own module:
-//! - [`rules`]: the protocol's rules, sans-IO: what the peer may send and
-//!   how much (the change window); a violation ends the session with
-//!   `Error BadMessage`;
+//! The change stream's rules and state are `omirr-sync`'s sans-IO
+//! [`PeerFlow`] (what the peer may send and how much, the window, batches,
+//! acknowledgements); this module drives it with tokio. A violation of the
+//! protocol ends the session with `Error BadMessage` naming it. The other
+//! parts, each its own module:
 //! - [`fetch`]: content from the peer, staged before it is applied;
 //! - [`apply`]: the peer's pages applied in batches, changes that cannot
 //!   be applied set aside, the cursor moved and acknowledged;
@@ -26,23 +27,34 @@
 
 pub mod apply;
 pub mod fetch;
-pub mod rules;
 pub mod serve;
 
 use crate::daemon::Shared;
 use anyhow::{bail, Context, Result};
 use omirr_core::{Change, Seq};
 use omirr_proto::{read_message, write_message, ErrorCode, Hello, Message};
-use rules::{Rules, Violation, Window};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use omirr_sync::{PeerFlow, Violation};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
-/// How many changes the pusher reads from the index at a time: the
-/// largest page it sends.
-const PAGE: usize = 4096;
+/// A session's change stream, shared by the reader, the pusher and the
+/// applier; each holds the lock only for a step of the state machine.
+pub struct Flow {
+    state: Mutex<PeerFlow>,
+    /// Wakes the pusher: an Ack opened the window, or the peer pulled.
+    pub pusher: Notify,
+    /// Wakes the applier: a page arrived.
+    pub applier: Notify,
+}
+
+impl Flow {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, PeerFlow> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 /// Data messages waiting for the writer; a full queue holds back whoever
 /// sends data (the pusher, the server, the fetchers), never the reader.
 const QUEUE: usize = 64;
@@ -97,7 +109,13 @@ where
         p.cursor = cursor;
         p.last_error = None;
     });
-    let _ = control.send(Message::Pull { after: cursor });
+    let (flow, pull) = PeerFlow::new(cursor, omirr_sync::Limits::default());
+    let flow = Arc::new(Flow {
+        state: Mutex::new(flow),
+        pusher: Notify::new(),
+        applier: Notify::new(),
+    });
+    let _ = control.send(pull);
 
     let chunks = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities)
         .iter()
@@ -109,16 +127,14 @@ where
         shared.in_flight,
     ));
     let _close = CloseTransfers(transfers.clone());
-    let acked = Arc::new(AtomicU64::new(cursor));
-    let (pages, pages_rx) = mpsc::unbounded_channel::<apply::Page>();
     let applier = apply::PeerApplier {
         shared: shared.clone(),
         peer: peer.clone(),
         transfers: transfers.clone(),
         control: control.clone(),
-        acked: acked.clone(),
+        flow: flow.clone(),
     };
-    let mut applying = tokio::spawn(applier.run(pages_rx));
+    let mut applying = tokio::spawn(applier.run());
     let _applier = AbortOnDrop(applying.abort_handle());
     let (requests, requests_rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -131,10 +147,7 @@ where
     let _server = AbortOnDrop(server.abort_handle());
     let pinger = tokio::spawn(ping(control.clone()));
     let _pinger = AbortOnDrop(pinger.abort_handle());
-    let (acks, acks_rx) = watch::channel(0);
-    let sent_upto = Arc::new(AtomicU64::new(0));
     let mut pusher: Option<AbortOnDrop> = None;
-    let mut rules = Rules::new(cursor);
 
     loop {
         let msg = tokio::select! {
@@ -159,14 +172,12 @@ where
         };
         shared.counters.peer(&peer, |p| p.frames_received += 1);
         let checked = match msg {
-            Message::Pull { after } => rules.on_pull().map(|()| {
+            Message::Pull { after } => flow.lock().on_pull(after).map(|()| {
                 let task = tokio::spawn(push(
                     shared.clone(),
                     peer.clone(),
-                    after,
                     out.clone(),
-                    acks_rx.clone(),
-                    sent_upto.clone(),
+                    flow.clone(),
                 ));
                 pusher = Some(AbortOnDrop(task.abort_handle()));
             }),
@@ -174,28 +185,17 @@ where
                 changes,
                 upto,
                 done,
-            } => rules
-                .on_changes(&changes, upto, acked.load(Ordering::SeqCst))
-                .map(|()| {
-                    let _ = pages.send(apply::Page {
-                        changes,
-                        upto,
-                        done,
-                    });
-                }),
-            Message::Ack { upto } => {
-                rules
-                    .on_ack(upto, sent_upto.load(Ordering::SeqCst))
-                    .map(|()| {
-                        acks.send_replace(upto);
-                    })
-            }
+            } => flow
+                .lock()
+                .on_changes(changes, upto, done)
+                .map(|()| flow.applier.notify_one()),
+            Message::Ack { upto } => flow.lock().on_ack(upto).map(|()| flow.pusher.notify_one()),
             Message::FileRequest {
                 id,
                 path,
                 hash,
                 size,
-            } => request(&rules, &queued, &requests, id, path, hash, size, |size| {
+            } => request(&queued, &requests, id, path, hash, size, |size| {
                 serve::Job::Ranges(if size == 0 { vec![] } else { vec![(0, size)] })
             }),
             Message::RangeRequest {
@@ -204,7 +204,7 @@ where
                 hash,
                 size,
                 ranges,
-            } => request(&rules, &queued, &requests, id, path, hash, size, |_| {
+            } => request(&queued, &requests, id, path, hash, size, |_| {
                 serve::Job::Ranges(ranges)
             }),
             Message::ChunkRequest {
@@ -212,7 +212,7 @@ where
                 path,
                 hash,
                 size,
-            } => request(&rules, &queued, &requests, id, path, hash, size, |_| {
+            } => request(&queued, &requests, id, path, hash, size, |_| {
                 serve::Job::Chunks
             }),
             m @ (Message::FileData { .. }
@@ -246,7 +246,6 @@ where
 /// Queues one of the peer's requests for the server, within the bound.
 #[allow(clippy::too_many_arguments)]
 fn request(
-    rules: &Rules,
     queued: &AtomicUsize,
     requests: &mpsc::UnboundedSender<(serve::Ask, serve::Job)>,
     id: u64,
@@ -256,7 +255,7 @@ fn request(
     job: impl FnOnce(u64) -> serve::Job,
 ) -> Result<(), Violation> {
     let n = queued.fetch_add(1, Ordering::Relaxed) + 1;
-    if let Err(v) = rules.on_request(n) {
+    if let Err(v) = omirr_sync::check_requests(n) {
         queued.fetch_sub(1, Ordering::Relaxed);
         return Err(v);
     }
@@ -355,104 +354,55 @@ async fn ping(control: mpsc::UnboundedSender<Message>) {
     }
 }
 
-/// Sends the peer everything after `after` that it shares with us, then
-/// follows the index as it moves; never more than the window unacknowledged.
+/// Sends the peer everything after its `Pull` that it shares with us,
+/// then follows the index as it moves, as far as the window allows.
 async fn push(
     shared: Arc<Shared>,
     peer: String,
-    mut after: Seq,
     out: mpsc::Sender<Message>,
-    mut acks: watch::Receiver<Seq>,
-    sent_upto: Arc<AtomicU64>,
+    flow: Arc<Flow>,
 ) -> Result<()> {
     let mut moved = shared.last_seq.subscribe();
-    let mut window = Window::default();
-    let mut told_done = false;
+    let page = flow.lock().limits().page;
     loop {
-        moved.mark_unchanged();
-        let page = shared.index.since(after, PAGE)?;
-        let Some(&(upto, _)) = page.last() else {
-            if !told_done {
-                send_page(
-                    &out,
-                    &mut window,
-                    &mut acks,
-                    &sent_upto,
-                    Vec::new(),
-                    after,
-                    true,
-                )
-                .await?;
-                told_done = true;
-            }
-            moved.changed().await?;
-            continue;
-        };
-        // Only what the peer may have, and not its own changes back.
-        let plan = shared.plan();
-        let changes: Vec<(Seq, Change)> = page
-            .into_iter()
-            .filter(|(_, c)| {
-                c.entry.version.host.as_str() != peer && plan.authorised(&peer, &c.path)
-            })
-            .collect();
-        let last_page = shared.index.last_seq()? == upto;
-        let n = changes.len() as u64;
-        shared.counters.peer(&peer, |p| p.changes_sent += n);
-        for msg in omirr_proto::paginate(changes, upto, last_page)? {
-            let Message::Changes {
-                changes,
-                upto,
-                done,
-            } = msg
-            else {
-                continue;
+        let from = flow.lock().read_from();
+        if let Some(after) = from {
+            moved.mark_unchanged();
+            let read = shared.index.since(after, page)?;
+            let raw_upto = read.last().map(|(s, _)| *s);
+            let last = match raw_upto {
+                Some(u) => shared.index.last_seq()? == u,
+                None => true,
             };
-            send_page(
-                &out,
-                &mut window,
-                &mut acks,
-                &sent_upto,
-                changes,
-                upto,
-                done,
-            )
-            .await?;
+            // Only what the peer may have, and not its own changes back.
+            let plan = shared.plan();
+            let changes: Vec<(Seq, Change)> = read
+                .into_iter()
+                .filter(|(_, c)| {
+                    c.entry.version.host.as_str() != peer && plan.authorised(&peer, &c.path)
+                })
+                .collect();
+            let n = changes.len() as u64;
+            shared.counters.peer(&peer, |p| p.changes_sent += n);
+            flow.lock().on_read(raw_upto, changes, last)?;
         }
-        told_done = last_page;
-        after = upto;
-    }
-}
-
-/// Sends one page once the window has room for it. The page says `done`
-/// if it is the last for now, and also if the window will have no room
-/// for another full page: the receiver then applies what it has and
-/// acknowledges it instead of waiting for a page that would need its Ack.
-async fn send_page(
-    out: &mpsc::Sender<Message>,
-    window: &mut Window,
-    acks: &mut watch::Receiver<Seq>,
-    sent_upto: &AtomicU64,
-    changes: Vec<(Seq, Change)>,
-    upto: Seq,
-    done: bool,
-) -> Result<()> {
-    let n = changes.len();
-    loop {
-        window.acked(*acks.borrow_and_update());
-        if window.fits(n) {
-            break;
+        loop {
+            let next = flow.lock().next_page();
+            let Some(m) = next else { break };
+            out.send(m).await?;
         }
-        acks.changed().await?;
+        let (can_read, caught_up) = {
+            let f = flow.lock();
+            (f.read_from().is_some(), f.caught_up())
+        };
+        if caught_up {
+            tokio::select! {
+                r = moved.changed() => r?,
+                _ = flow.pusher.notified() => {}
+            }
+        } else if !can_read {
+            // The window is full: an Ack opens it.
+            flow.pusher.notified().await;
+        }
     }
-    window.add(upto, n);
-    let done = done || !window.room_for(PAGE);
-    sent_upto.store(upto, Ordering::SeqCst);
-    out.send(Message::Changes {
-        changes,
-        upto,
-        done,
-    })
-    .await?;
-    Ok(())
 }

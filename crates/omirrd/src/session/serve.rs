@@ -3,7 +3,7 @@
 //! the tree holds that content there.
 //!
 //! Requests wait in a queue that the protocol bounds
-//! ([`super::rules::MAX_QUEUED_REQUESTS`]); at most [`SERVING`] are read
+//! ([`omirr_sync::MAX_QUEUED_REQUESTS`]); at most [`SERVING`] are read
 //! from disk at once, each on a blocking thread. The answers go out
 //! through the session's bounded data queue, so a peer that reads slowly
 //! slows only the serving of its own requests.
