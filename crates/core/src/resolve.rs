@@ -73,6 +73,18 @@ impl Action {
     }
 }
 
+/// After a batch stopped at a failed action, whether the accepted change
+/// at `path` must stay unrecorded: an action left `undone` touches the
+/// path, one of its ancestors, or something below it. The tree rule makes
+/// a path's presence depend on its ancestors' entries (and an entry hide
+/// what lies below it), so recording such a change alone would make the
+/// index say what the disk does not hold.
+pub fn held_back(undone: &BTreeSet<RelPath>, path: &RelPath) -> bool {
+    undone.contains(path)
+        || path.ancestors().any(|a| undone.contains(&a))
+        || undone.range(path.below_path_range()).next().is_some()
+}
+
 /// Where a file's content comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

@@ -112,18 +112,19 @@ pub fn apply_remote(
         Ok(()) => (res.actions.len(), None),
         Err(e) => (e.durable, Some(e)),
     };
-    // A change is recorded only if no action on its path is left undone.
-    let undone: std::collections::HashSet<&RelPath> = res.actions[done..]
+    // A change is recorded only if no action left undone touches its
+    // path, an ancestor, or something below it.
+    let undone: std::collections::BTreeSet<RelPath> = res.actions[done..]
         .iter()
         .flat_map(|a| match a {
-            Action::Rename { from, to, .. } => vec![from, to],
-            other => vec![other.path()],
+            Action::Rename { from, to, .. } => vec![from.clone(), to.clone()],
+            other => vec![other.path().clone()],
         })
         .collect();
     let mut out = Batch::new();
     let mut recorded = 0;
     for c in &res.accepted {
-        if undone.contains(&c.path) {
+        if omirr_core::resolve::held_back(&undone, &c.path) {
             continue;
         }
         out.record(c.clone(), StatUpdate::Keep);

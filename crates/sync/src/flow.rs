@@ -322,6 +322,11 @@ impl PeerFlow {
         })
     }
 
+    /// Pages read and waiting for the window.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// The pages sent and not yet acknowledged: (pages, changes).
     pub fn in_flight(&self) -> (usize, usize) {
         self.out.len()

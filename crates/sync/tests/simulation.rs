@@ -1,15 +1,30 @@
-//! Convergence, proven on simulated peers.
+//! Convergence, proven on simulated peers that run the real session
+//! state machine ([`omirr_sync::PeerFlow`]).
 //!
 //! Each schedule runs 3 to 5 peers, each with an in-memory index, a
 //! simulated disk and a clock skewed by up to an hour, over the sans-IO
 //! core. Peers make random local changes (create, modify, delete, rename
-//! files and non-empty directories, mkdir, rmdir, symlink, chmod), push
-//! them to the peers they can reach, and pull "everything after my cursor"
-//! from time to time. The network drops, duplicates and reorders messages
-//! and is partitioned at random. At the end the network heals and peers
-//! pull until nothing moves; then every peer must hold the same tree, that
-//! tree must be what its index says (`tree::present`), and every path's
-//! entry must be the highest version written for it anywhere.
+//! files and non-empty directories, mkdir, rmdir, symlink, chmod); the
+//! watcher's reports are observed and recorded. Every pair of peers that
+//! can reach each other holds a session: two `PeerFlow`s and two in-order
+//! links, exactly the messages the daemon sends (`Pull`, `Changes`,
+//! `Ack`), with the window, page and batch sizes drawn at random per
+//! schedule (windows of one page or one change included). The network is
+//! partitioned at random, which ends sessions (what a lossy network does
+//! to TCP: whatever was in flight is lost, and the new session starts
+//! again from the cursors); peers are stopped and restarted (and scan),
+//! frozen (they do nothing while their sessions stay up) and slow (they
+//! act less often than the others). The applier fails on paths "in the
+//! way", at random: those changes are set aside exactly as the daemon
+//! does ([`omirr_sync::isolate`]) and retried.
+//!
+//! At the end the obstacles go, the network heals and every peer keeps
+//! working until nothing moves; a round in which work is left (a message
+//! in flight, a page to send, a batch to apply, a change set aside) but
+//! nothing can move is a deadlock and fails the schedule. Then every peer
+//! must hold the same tree, that tree must be what its index says
+//! (`tree::present`), and every path's entry must be the highest version
+//! written for it anywhere.
 //!
 //! `cargo test` runs 2,000 schedules. `OMIRR_SIM_SCHEDULES=N` runs more;
 //! `OMIRR_SIM_SEED=S` replays one schedule (the seed is printed on
@@ -20,9 +35,11 @@ use omirr_core::observe::{self, observe, When};
 use omirr_core::resolve::{resolve, Action, Source};
 use omirr_core::tree::{present, Node};
 use omirr_core::{Change, Content, Hlc, HostId, IndexView, Meta, RelPath, Seq, Timestamp, Version};
+use omirr_proto::Message;
+use omirr_sync::{Limits, PeerFlow};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 const HOUR: i64 = 3_600_000_000_000;
 
@@ -39,8 +56,14 @@ struct Peer {
     /// observed.
     dirty: BTreeSet<RelPath>,
     skew_ns: i64,
-    /// The last sequence pushed live to the others.
-    pushed: Seq,
+    /// Changes set aside, by the peer they came from and path.
+    aside: BTreeMap<(usize, RelPath), Change>,
+    /// Paths where the applier fails (a local file in the way).
+    blocked: BTreeSet<RelPath>,
+    /// Does nothing while its sessions stay up.
+    frozen: bool,
+    /// Acts on one step in this many.
+    slowness: u32,
     /// The daemon is stopped: local edits go unobserved, nothing is sent
     /// or received; at restart a scan finds the edits.
     down: bool,
@@ -49,25 +72,36 @@ struct Peer {
     ctimes: HashMap<RelPath, Timestamp>,
 }
 
-struct Msg {
-    from: usize,
-    to: usize,
-    /// Sequences in `(after, upto]` of the sender.
-    after: Seq,
-    upto: Seq,
-    changes: Vec<Change>,
+/// A session between peers `a < b`: each side's flow and what is in
+/// flight each way (`links[0]`: a to b).
+struct Conn {
+    flows: [PeerFlow; 2],
+    links: [VecDeque<Message>; 2],
 }
 
 struct World {
     rng: StdRng,
     peers: Vec<Peer>,
-    net: Vec<Msg>,
+    /// The sessions, by `(a, b)` with `a < b`.
+    conns: BTreeMap<(usize, usize), Conn>,
+    limits: Limits,
     /// `connected[a][b]`: messages from a to b get through.
     connected: Vec<Vec<bool>>,
     now_ns: i64,
     /// The highest version written for each path, anywhere.
     written: HashMap<RelPath, Version>,
     trace: Vec<String>,
+    stats: Stats,
+}
+
+/// What a schedule did, to check that schedules exercise what they claim.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    sessions: usize,
+    batches: usize,
+    /// Times a pusher had pages the window did not take.
+    window_full: usize,
+    set_aside: usize,
 }
 
 fn children(disk: &Disk, dir: &RelPath) -> Vec<RelPath> {
@@ -95,19 +129,34 @@ impl World {
                 disk: Disk::new(),
                 dirty: BTreeSet::new(),
                 skew_ns: rng.random_range(-HOUR..=HOUR),
-                pushed: 0,
+                aside: BTreeMap::new(),
+                blocked: BTreeSet::new(),
+                frozen: false,
+                slowness: if rng.random_bool(0.3) { 4 } else { 1 },
                 down: false,
                 ctimes: HashMap::new(),
             })
             .collect();
+        let limits = if rng.random_bool(0.2) {
+            Limits::default()
+        } else {
+            Limits {
+                window_pages: rng.random_range(1..=4),
+                window_changes: rng.random_range(1..=24),
+                page: rng.random_range(1..=8),
+                batch_max: rng.random_range(1..=32),
+            }
+        };
         World {
             rng,
             peers,
-            net: Vec::new(),
+            conns: BTreeMap::new(),
+            limits,
             connected: vec![vec![true; n]; n],
             now_ns: 10 * 24 * HOUR,
             written: HashMap::new(),
             trace: Vec::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -342,153 +391,377 @@ impl World {
         }
     }
 
-    /// Live push of everything recorded since the last push.
-    fn push(&mut self, i: usize) {
-        if self.peers[i].down {
-            return;
-        }
-        self.flush_watcher(i);
-        let last = self.peers[i].index.last_seq();
-        let after = self.peers[i].pushed;
-        if last == after {
-            return;
-        }
-        let changes: Vec<Change> = self.peers[i]
-            .index
-            .since(after)
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
-        for to in 0..self.peers.len() {
-            if to != i {
-                self.net.push(Msg {
-                    from: i,
-                    to,
-                    after,
-                    upto: last,
-                    changes: changes.clone(),
-                });
-            }
-        }
-        self.peers[i].pushed = last;
+    /// Whether `i` and `j` can hold a session now.
+    fn reachable(&self, i: usize, j: usize) -> bool {
+        let (p, q) = (&self.peers[i], &self.peers[j]);
+        !p.down && !q.down && self.connected[i][j] && self.connected[j][i]
     }
 
-    /// `to` asks `from` for everything after its cursor.
-    fn pull(&mut self, to: usize, from: usize) {
-        let after = self.peers[to].index.cursor(&self.peers[from].host);
-        let upto = self.peers[from].index.last_seq();
-        let changes = self.peers[from]
-            .index
-            .since(after)
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
-        self.net.push(Msg {
-            from,
-            to,
-            after,
-            upto,
-            changes,
-        });
+    /// Opens a session between `i` and `j` if they can reach each other:
+    /// each side starts from its cursor for the other and sends `Pull`.
+    fn connect(&mut self, i: usize, j: usize) {
+        let (a, b) = (i.min(j), i.max(j));
+        if a == b || self.conns.contains_key(&(a, b)) || !self.reachable(a, b) {
+            return;
+        }
+        let (ha, hb) = (self.peers[a].host.clone(), self.peers[b].host.clone());
+        let (fa, pull_a) = PeerFlow::new(self.peers[a].index.cursor(&hb), self.limits);
+        let (fb, pull_b) = PeerFlow::new(self.peers[b].index.cursor(&ha), self.limits);
+        self.conns.insert(
+            (a, b),
+            Conn {
+                flows: [fa, fb],
+                links: [VecDeque::from([pull_a]), VecDeque::from([pull_b])],
+            },
+        );
+        self.stats.sessions += 1;
+        self.log(format!("h{a} <-> h{b} connected"));
     }
 
-    /// Delivers message `k`, perhaps dropping or duplicating it.
-    fn deliver(&mut self, k: usize) {
-        let roll = self.rng.random_range(0..100);
-        let msg = if roll < 10 {
-            // Duplicate: deliver a copy, keep the original in flight.
-            let m = &self.net[k];
-            Msg {
-                from: m.from,
-                to: m.to,
-                after: m.after,
-                upto: m.upto,
-                changes: m.changes.clone(),
-            }
-        } else {
-            self.net.swap_remove(k)
+    /// Ends every session that can no longer be held (a partition, a
+    /// stop): what was in flight is lost.
+    fn drop_unreachable(&mut self) {
+        let gone: Vec<(usize, usize)> = self
+            .conns
+            .keys()
+            .filter(|(a, b)| !self.reachable(*a, *b))
+            .copied()
+            .collect();
+        for k in gone {
+            self.conns.remove(&k);
+            self.log(format!("h{} <-> h{} disconnected", k.0, k.1));
+        }
+    }
+
+    /// Whether peer `i` acts on this step (not frozen, not down, and a
+    /// slow peer only now and then).
+    fn acts(&mut self, i: usize) -> bool {
+        let p = &self.peers[i];
+        if p.down || p.frozen {
+            return false;
+        }
+        let slowness = p.slowness;
+        self.rng.random_ratio(1, slowness)
+    }
+
+    /// The side of session `k` that peer `i` is: 0 or 1.
+    fn side(k: (usize, usize), i: usize) -> usize {
+        usize::from(k.1 == i)
+    }
+
+    /// Peer `i`'s pusher for session `k`: reads its index as the flow
+    /// asks and sends the pages the window takes. Whether it did anything.
+    fn pump(&mut self, k: (usize, usize), i: usize) -> bool {
+        let me = Self::side(k, i);
+        let other_host = self.peers[if me == 0 { k.1 } else { k.0 }].host.clone();
+        let Some(conn) = self.conns.get_mut(&k) else {
+            return false;
         };
-        let down = self.peers[msg.from].down || self.peers[msg.to].down;
-        if roll >= 90 || !self.connected[msg.from][msg.to] || down {
-            self.log(format!("drop {}->{}", msg.from, msg.to));
-            return;
+        let flow = &mut conn.flows[me];
+        let mut moved = false;
+        if let Some(after) = flow.read_from() {
+            let index = &self.peers[i].index;
+            let page = flow.limits().page;
+            let read: Vec<(Seq, Change)> = index.since(after).into_iter().take(page).collect();
+            let raw_upto = read.last().map(|(s, _)| *s);
+            let last = raw_upto.is_none_or(|u| u == index.last_seq());
+            // Not the peer's own changes back, as the daemon does.
+            let changes = read
+                .into_iter()
+                .filter(|(_, c)| c.entry.version.host != other_host)
+                .collect();
+            let was = flow.caught_up();
+            flow.on_read(raw_upto, changes, last).expect("pages fit");
+            moved = raw_upto.is_some() || was != flow.caught_up();
         }
-        self.receive(msg);
+        while let Some(m) = flow.next_page() {
+            conn.links[me].push_back(m);
+            moved = true;
+        }
+        if flow.held() > 0
+            || (flow.read_from().is_none() && !flow.caught_up() && flow.in_flight().0 > 0)
+        {
+            self.stats.window_full += 1;
+        }
+        moved
     }
 
-    fn receive(&mut self, msg: Msg) {
-        let to = msg.to;
+    /// Delivers the next message of session `k` to peer `i`.
+    fn deliver(&mut self, k: (usize, usize), i: usize) -> bool {
+        let me = Self::side(k, i);
+        let Some(conn) = self.conns.get_mut(&k) else {
+            return false;
+        };
+        let Some(m) = conn.links[1 - me].pop_front() else {
+            return false;
+        };
+        let flow = &mut conn.flows[me];
+        let checked = match m {
+            Message::Pull { after } => flow.on_pull(after),
+            Message::Changes {
+                changes,
+                upto,
+                done,
+            } => flow.on_changes(changes, upto, done),
+            Message::Ack { upto } => flow.on_ack(upto),
+            other => panic!("the flow sent {other:?}"),
+        };
+        if let Err(v) = checked {
+            panic!("h{i} refused a message of the session {k:?}: {v}");
+        }
+        true
+    }
+
+    /// Peer `i` applies the next batch of session `k`, if one is
+    /// complete, moves its cursor and acknowledges.
+    fn apply_next(&mut self, k: (usize, usize), i: usize) -> bool {
+        let me = Self::side(k, i);
+        let from = if me == 0 { k.1 } else { k.0 };
+        let Some(conn) = self.conns.get_mut(&k) else {
+            return false;
+        };
+        let Some((changes, upto)) = conn.flows[me].next_batch() else {
+            return false;
+        };
+        self.stats.batches += 1;
+        self.apply_batch(i, from, changes);
+        let host = self.peers[from].host.clone();
+        self.peers[i].index.set_cursor(&host, upto);
+        if let Some(conn) = self.conns.get_mut(&k) {
+            let ack = conn.flows[me].applied(upto);
+            conn.links[me].push_back(ack);
+        }
+        true
+    }
+
+    /// Applies a batch from peer `from` on peer `i` as the daemon does:
+    /// an action on a blocked path fails; the changes that go with it are
+    /// set aside; the rest is applied. Returns the changes set aside.
+    fn apply_batch(&mut self, i: usize, from: usize, changes: Vec<Change>) -> Vec<Change> {
         // The watcher's pending events are handled before a remote batch,
         // so a local change is never overwritten unseen.
-        self.flush_watcher(to);
-        let from_host = self.peers[msg.from].host.clone();
-        let peer = &mut self.peers[to];
-        for c in &msg.changes {
-            peer.hlc.observe(c.entry.version.ts);
-        }
-        let res = resolve(&peer.index, &msg.changes, &|_| false).expect("infallible");
-        let line = format!(
-            "h{to} <- h{} ({}..{}]: {} accepted, actions {:?}",
-            msg.from,
-            msg.after,
-            msg.upto,
-            res.accepted.len(),
-            res.actions
-        );
-        self.log(line);
-        let peer = &mut self.peers[to];
-        for a in &res.actions {
-            if let Err(e) = apply(&mut peer.disk, a) {
-                panic!("h{to}: action {a:?} failed: {e}");
+        self.flush_watcher(i);
+        let mut rest = changes;
+        let mut aside = Vec::new();
+        let mut again = false;
+        loop {
+            let peer = &mut self.peers[i];
+            for c in &rest {
+                peer.hlc.observe(c.entry.version.ts);
+            }
+            let res = resolve(&peer.index, &rest, &|_| false).expect("infallible");
+            let line = format!(
+                "h{i} <- h{from}: {} changes, {} accepted, actions {:?}",
+                rest.len(),
+                res.accepted.len(),
+                res.actions
+            );
+            self.log(line);
+            let peer = &mut self.peers[i];
+            let mut failed = None;
+            for (n, a) in res.actions.iter().enumerate() {
+                let paths: Vec<&RelPath> = match a {
+                    Action::Rename { from, to, .. } => vec![from, to],
+                    a => vec![a.path()],
+                };
+                if paths.iter().any(|p| peer.blocked.contains(*p)) {
+                    failed = Some(n);
+                    break;
+                }
+                if let Err(e) = apply(&mut peer.disk, a) {
+                    // The first round runs on a disk that is what the
+                    // index says; a round after a failure may meet what
+                    // the failed round did and did not record (a renamed
+                    // file already gone), which fails as on a real disk.
+                    assert!(again, "h{i}: action {a:?} failed: {e}");
+                    failed = Some(n);
+                    break;
+                }
+            }
+            let done = failed.unwrap_or(res.actions.len());
+            let undone: BTreeSet<RelPath> = res.actions[done..]
+                .iter()
+                .flat_map(|a| match a {
+                    Action::Rename { from, to, .. } => vec![from.clone(), to.clone()],
+                    a => vec![a.path().clone()],
+                })
+                .collect();
+            for c in &res.accepted {
+                if !omirr_core::resolve::held_back(&undone, &c.path) {
+                    peer.index.record(c.clone());
+                }
+            }
+            let Some(n) = failed else { break };
+            again = true;
+            // What the applier did before the failure, the watcher sees.
+            for a in &res.actions[..n] {
+                match a {
+                    Action::Rename { from, to, .. } => {
+                        peer.dirty.insert(from.clone());
+                        peer.dirty.insert(to.clone());
+                    }
+                    a => {
+                        peer.dirty.insert(a.path().clone());
+                    }
+                }
+            }
+            let failed_action = &res.actions[n];
+            let paths: Vec<&RelPath> = match failed_action {
+                Action::Rename { from, to, .. } => vec![from, to],
+                a => vec![a.path()],
+            };
+            let index = &peer.index;
+            let recorded = |c: &Change| {
+                index
+                    .entry(&c.path)
+                    .expect("infallible")
+                    .is_some_and(|e| e.version >= c.entry.version)
+            };
+            let Some((bad, kept)) = omirr_sync::isolate(rest, &paths, recorded) else {
+                panic!("h{i}: nothing to blame for {failed_action:?}");
+            };
+            self.stats.set_aside += bad.len();
+            self.log(format!("h{i} sets aside from h{from}: {bad:?}"));
+            aside.extend(bad);
+            rest = kept;
+            if rest.is_empty() {
+                break;
             }
         }
-        for c in res.accepted {
-            peer.index.record(c);
+        for c in &aside {
+            self.peers[i]
+                .aside
+                .insert((from, c.path.clone()), c.clone());
         }
-        if let Err(e) = self.check_disk(to) {
+        self.flush_watcher(i);
+        if let Err(e) = self.check_disk(i) {
             panic!("after a remote batch: {e}");
         }
-        let peer = &mut self.peers[to];
-        // Sequences arrive in order only if nothing in between was lost.
-        if msg.after <= peer.index.cursor(&from_host) && msg.upto > peer.index.cursor(&from_host) {
-            peer.index.set_cursor(&from_host, msg.upto);
+        aside
+    }
+
+    /// Peer `i` retries the changes it set aside from `from` (with a live
+    /// session, as the daemon does). Whether any was applied or dropped.
+    fn retry_aside(&mut self, i: usize, from: usize) -> bool {
+        let (a, b) = (i.min(from), i.max(from));
+        if !self.conns.contains_key(&(a, b)) {
+            return false;
         }
+        let kept: Vec<Change> = self.peers[i]
+            .aside
+            .range((from, RelPath::root())..)
+            .take_while(|((f, _), _)| *f == from)
+            .map(|(_, c)| c.clone())
+            .collect();
+        if kept.is_empty() {
+            return false;
+        }
+        let mut again = Vec::new();
+        for c in &kept {
+            self.peers[i].aside.remove(&(from, c.path.clone()));
+            let newer = self.peers[i]
+                .index
+                .entry(&c.path)
+                .expect("infallible")
+                .is_some_and(|e| e.version >= c.entry.version);
+            if !newer {
+                again.push(c.clone());
+            }
+        }
+        let count = again.len();
+        let still = if again.is_empty() {
+            Vec::new()
+        } else {
+            self.apply_batch(i, from, again)
+        };
+        still.len() < kept.len() || count < kept.len()
+    }
+
+    /// Everything in flight or left to do, for the deadlock check.
+    fn work_left(&self, aside: bool) -> bool {
+        self.conns.values().any(|c| {
+            c.links.iter().any(|l| !l.is_empty())
+                || c.flows
+                    .iter()
+                    .any(|f| f.has_pending() || f.read_from().is_some() && !f.caught_up())
+        }) || (aside && self.peers.iter().any(|p| !p.aside.is_empty()))
     }
 
     fn step(&mut self) {
         self.now_ns += self.rng.random_range(0..2_000_000_000);
         let n = self.peers.len();
+        // Dialers retry: a random pair that can reach each other connects.
+        let (a, b) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
+        self.connect(a, b);
+        let i = self.rng.random_range(0..n);
+        let keys: Vec<(usize, usize)> = self.conns.keys().copied().collect();
+        let conn = (!keys.is_empty()).then(|| keys[self.rng.random_range(0..keys.len())]);
+        let side = |k: (usize, usize), first: bool| if first { k.0 } else { k.1 };
+        let first = self.rng.random_bool(0.5);
         match self.rng.random_range(0..100) {
-            0..40 => {
-                let i = self.rng.random_range(0..n);
-                self.local_op(i);
-                if self.rng.random_bool(0.5) {
-                    self.push(i);
+            0..30 => self.local_op(i),
+            30..36 => {
+                if self.acts(i) {
+                    self.flush_watcher(i);
                 }
             }
-            40..50 => {
-                let i = self.rng.random_range(0..n);
-                self.push(i);
-            }
-            50..80 if !self.net.is_empty() => {
-                let k = self.rng.random_range(0..self.net.len());
-                self.deliver(k);
-            }
-            80..88 => {
-                let (a, b) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
-                if a != b && !self.peers[a].down && !self.peers[b].down {
-                    self.pull(a, b);
+            36..56 => {
+                if let Some(k) = conn {
+                    if self.acts(side(k, first)) {
+                        self.deliver(k, side(k, first));
+                    }
                 }
             }
-            88..90 => {
+            56..68 => {
+                if let Some(k) = conn {
+                    if self.acts(side(k, first)) {
+                        self.flush_watcher(side(k, first));
+                        self.pump(k, side(k, first));
+                    }
+                }
+            }
+            68..80 => {
+                if let Some(k) = conn {
+                    if self.acts(side(k, first)) {
+                        self.apply_next(k, side(k, first));
+                    }
+                }
+            }
+            80..82 => {
+                let from = self.rng.random_range(0..n);
+                if from != i && self.acts(i) {
+                    self.retry_aside(i, from);
+                }
+            }
+            82..84 => {
                 // Stop a daemon, or start a stopped one (which scans).
-                let i = self.rng.random_range(0..n);
                 if self.peers[i].down {
                     self.restart(i);
                 } else {
                     self.flush_watcher(i);
                     self.peers[i].down = true;
                     self.log(format!("h{i} stopped"));
+                    self.drop_unreachable();
+                }
+            }
+            84..86 => {
+                // Freeze a daemon (SIGSTOP), or let a frozen one go on.
+                self.peers[i].frozen = !self.peers[i].frozen;
+                self.log(format!("h{i} frozen: {}", self.peers[i].frozen));
+            }
+            86..90 => {
+                // Something local in the way of a path, or gone again.
+                if let Some(p) = self.peers[i].blocked.iter().next().cloned() {
+                    if self.rng.random_bool(0.5) {
+                        self.peers[i].blocked.remove(&p);
+                        return;
+                    }
+                }
+                // A path some host has, so that changes meet it.
+                let other = self.rng.random_range(0..n);
+                if let Some(p) = self.random_existing(other) {
+                    self.log(format!("h{i} blocks {p:?}"));
+                    self.peers[i].blocked.insert(p);
                 }
             }
             90..95 => {
@@ -499,6 +772,7 @@ impl World {
                     }
                 }
                 self.log(format!("partition {:?}", self.connected));
+                self.drop_unreachable();
             }
             _ => {
                 self.connected = vec![vec![true; n]; n];
@@ -512,32 +786,70 @@ impl World {
         self.observe_dirty(i, true);
     }
 
-    /// Heals the network and pulls until a whole round moves nothing.
+    /// Heals the network and lets every peer work until nothing moves,
+    /// first with the obstacles still in place (changes meeting them are
+    /// set aside), then without them (the retries apply them).
     fn heal_and_settle(&mut self) {
         let n = self.peers.len();
         for i in 0..n {
             if self.peers[i].down {
                 self.restart(i);
             }
+            self.peers[i].frozen = false;
+            self.peers[i].slowness = 1;
         }
         self.connected = vec![vec![true; n]; n];
+        self.settle(false);
         for i in 0..n {
-            self.flush_watcher(i);
+            self.peers[i].blocked.clear();
         }
+        self.settle(true);
+    }
+
+    /// Every peer works until nothing moves. A round in which work is
+    /// left (changes set aside too, if `all`) but nothing moves is a
+    /// deadlock.
+    fn settle(&mut self, all: bool) {
+        let n = self.peers.len();
         for round in 0.. {
-            assert!(round < 50, "no quiescence after 50 rounds");
+            assert!(round < 100_000, "no quiescence after 100,000 rounds");
+            for i in 0..n {
+                for j in 0..n {
+                    self.connect(i, j);
+                }
+            }
             let before: Vec<Seq> = self.peers.iter().map(|p| p.index.last_seq()).collect();
-            for to in 0..n {
-                for from in 0..n {
-                    if to != from {
-                        self.pull(to, from);
-                        let m = self.net.pop().expect("just pushed");
-                        self.receive(m);
+            let mut moved = false;
+            for i in 0..n {
+                self.flush_watcher(i);
+            }
+            let keys: Vec<(usize, usize)> = self.conns.keys().copied().collect();
+            for k in keys {
+                for i in [k.0, k.1] {
+                    moved |= self.pump(k, i);
+                    while self.deliver(k, i) {
+                        moved = true;
+                    }
+                    while self.apply_next(k, i) {
+                        moved = true;
+                    }
+                }
+            }
+            if all {
+                for i in 0..n {
+                    for from in 0..n {
+                        if i != from {
+                            moved |= self.retry_aside(i, from);
+                        }
                     }
                 }
             }
             let after: Vec<Seq> = self.peers.iter().map(|p| p.index.last_seq()).collect();
-            if before == after {
+            if !moved && before == after {
+                assert!(
+                    !self.work_left(all),
+                    "deadlock: nothing moves but work is left"
+                );
                 break;
             }
         }
@@ -638,9 +950,11 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
             if !children(disk, path).is_empty() {
                 return Err("rmdir of a non-empty directory".into());
             }
-            disk.remove(path)
-                .map(|_| ())
-                .ok_or_else(|| "remove of a missing path".into())
+            // Already gone is success, as on a real disk: the actions
+            // before a failed one were carried out, and a batch applied
+            // again after a failure meets them done.
+            disk.remove(path);
+            Ok(())
         }
         Action::MakeDir { path, meta } => {
             ensure_parents(disk, path)?;
@@ -795,4 +1109,17 @@ fn a_schedule_really_exchanges_changes() {
         nonempty > 25,
         "only {nonempty} of 50 schedules end with files"
     );
+    // ... and run the session machine through what it must survive.
+    let mut total = Stats::default();
+    for seed in 0..200 {
+        let w = run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        total.sessions += w.stats.sessions;
+        total.batches += w.stats.batches;
+        total.window_full += w.stats.window_full;
+        total.set_aside += w.stats.set_aside;
+    }
+    assert!(total.sessions > 1000, "{total:?}");
+    assert!(total.batches > 2000, "{total:?}");
+    assert!(total.window_full > 200, "full windows: {total:?}");
+    assert!(total.set_aside > 50, "changes set aside: {total:?}");
 }
