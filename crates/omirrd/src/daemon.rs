@@ -1,84 +1,69 @@
 //! The running daemon: the start-up scan, the watcher, the listener, the
 //! dialers and the peer sessions, on one tokio runtime.
 //!
-//! Data flows one way in each direction:
-//! - watcher -> [`omirr_fs::local::record_live`] -> index -> (the index's
+//! The sync engine itself (sessions, recording, applying) is
+//! `omirr-sync`'s [`Engine`]; this module starts it and wires the process
+//! to it. Data flows one way in each direction:
+//! - watcher -> [`omirr_sync::local::record`] -> index -> (the index's
 //!   sequence moves on) -> every session's pusher -> peers;
-//! - peer -> session reader -> [`omirr_fs::local::apply_remote`] (resolver,
-//!   applier) -> index.
-//!
-//! Every write to the disk or the index goes through [`Shared::write`], one
-//! lock, so a remote batch is applied and recorded before the watcher's
-//! events for those very writes are looked at: they match the index and are
-//! not sent back out. Reads of the index (what to send a peer) take no lock.
+//! - peer -> session reader -> applier (resolver, staged content, disk) ->
+//!   index.
 
 use crate::cli::DaemonArgs;
 use crate::plan::Plan;
-use crate::session;
 use anyhow::{Context, Result};
-use omirr_core::{Hlc, HostId, RelPath, Seq, Timestamp};
+use omirr_core::{Hlc, HostId, RelPath};
 use omirr_fs::apply::Applier;
 use omirr_fs::watch::{Debounce, PathFilter, WatchEvent, Watcher};
 use omirr_index::Index;
 use omirr_net::identity::Identity;
 use omirr_net::tls::{self, SharedPins};
+use omirr_sync::engine::{Disk, Store, WriteSide};
+use omirr_sync::{Engine, Policy};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// What every task of the daemon shares.
 pub struct Shared {
-    /// The configuration; SIGHUP swaps it (see [`reload`]).
+    /// The configuration; SIGHUP swaps it (see [`reload_on_sighup`]).
     plan: std::sync::RwLock<Arc<Plan>>,
-    pub host: HostId,
+    /// The sync engine: index, disk, sessions' state, counters.
+    pub engine: Arc<Engine>,
     pub identity: Identity,
     pub pins: SharedPins,
-    pub index: Index,
-    pub tops: Vec<RelPath>,
-    /// The one lock for writing the disk and the index.
-    pub write: Mutex<WriteSide>,
-    /// The index's last sequence: pushers wake when it moves.
-    pub last_seq: watch::Sender<Seq>,
     /// The session with each peer (see [`run_session`] for which one
     /// survives when both hosts dial).
     sessions: Mutex<HashMap<String, Live>>,
-    /// What `omirrd status` shows.
-    pub counters: crate::status::Counters,
-    /// Bytes of file content that may be in flight from each peer.
-    pub in_flight: u64,
-    /// Where content fetched from peers waits until its batch is applied
-    /// (`<state-dir>/stage`, emptied at start).
-    pub stage_dir: std::path::PathBuf,
+}
+
+/// The Distfile plan as the engine's policy.
+struct PlanPolicy(Arc<Plan>);
+
+impl Policy for PlanPolicy {
+    fn host(&self) -> &str {
+        &self.0.host
+    }
+    fn authorised(&self, peer: &str, path: &RelPath) -> bool {
+        self.0.authorised(peer, path)
+    }
+    fn excluded(&self, path: &RelPath) -> bool {
+        self.0.excluded(path)
+    }
+    fn savetargets(&self, path: &RelPath) -> bool {
+        self.0.savetargets(path)
+    }
+    fn after_batch(&self, peer: &str, actions: &[omirr_core::resolve::Action]) {
+        crate::commands::after_batch(&self.0, peer, actions);
+    }
 }
 
 /// A session with a peer: its task, and the host that opened it.
 struct Live {
     task: tokio::task::AbortHandle,
     opened_by: String,
-}
-
-/// What a write needs besides the index.
-pub struct WriteSide {
-    pub hlc: Hlc,
-    pub applier: Applier,
-}
-
-/// Batches of at least this many changes return their memory afterwards.
-pub const LARGE_BATCH: usize = 1024;
-
-/// Hands the memory freed after a large batch back to the system. glibc's
-/// malloc keeps freed memory in the arena of each thread that used it, so
-/// a large batch handled across the runtime's threads stays resident and
-/// the next one adds to it (see docs/benchmarks.md).
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own heap; it takes no pointers
-    // and is safe to call from any thread at any time.
-    unsafe {
-        nix::libc::malloc_trim(0);
-    }
 }
 
 /// Limits glibc's malloc to two arenas (unless `MALLOC_ARENA_MAX` says
@@ -95,25 +80,10 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-/// The wall clock, as the HLC takes it.
-pub fn wall() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(d.as_nanos().min(u64::MAX as u128) as u64)
-}
-
 impl Shared {
     /// The configuration now in force.
     pub fn plan(&self) -> Arc<Plan> {
         self.plan.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Tells the pushers that the index has moved on.
-    pub fn announce(&self) {
-        if let Ok(seq) = self.index.last_seq() {
-            self.last_seq.send_replace(seq);
-        }
     }
 
     /// Whether a session with `peer` is running.
@@ -123,11 +93,6 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .get(peer)
             .is_some_and(|l| !l.task.is_finished())
-    }
-
-    /// Whether `path` is outside what this host mirrors or excluded there.
-    pub fn ignored(&self, path: &RelPath) -> bool {
-        !self.tops.iter().any(|t| path == t || path.is_below(t)) || self.plan().excluded(path)
     }
 }
 
@@ -201,25 +166,32 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let listener = TcpListener::bind((me.host.as_str(), me.port))
         .await
         .with_context(|| format!("cannot listen on {me}"))?;
-    let last = index.last_seq()?;
+    let plan = Arc::new(plan);
+    let engine = Arc::new(Engine::new(
+        Store::new(index)?,
+        Disk {
+            root: plan.root.clone(),
+            tops,
+            write: Mutex::new(WriteSide { hlc, applier }),
+            stage_dir,
+        },
+        Arc::new(PlanPolicy(plan.clone())),
+        &plan.peer_names(),
+        args.in_flight,
+    ));
     let shared = Arc::new(Shared {
-        host,
+        engine,
         identity,
         pins,
-        index,
-        tops,
-        write: Mutex::new(WriteSide { hlc, applier }),
-        last_seq: watch::channel(last).0,
         sessions: Mutex::new(HashMap::new()),
-        counters: crate::status::Counters::new(&plan.peer_names()),
-        in_flight: args.in_flight,
-        stage_dir,
-        plan: std::sync::RwLock::new(Arc::new(plan)),
+        plan: std::sync::RwLock::new(plan),
     });
     let status_socket = crate::status::bind(state_dir)?;
     let s = shared.clone();
     tokio::spawn(crate::status::serve(status_socket, move || {
-        let aside = s
+        let e = &s.engine;
+        let aside = e
+            .store
             .index
             .aside(None)
             .unwrap_or_default()
@@ -232,8 +204,12 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
                 since: a.since,
             })
             .collect();
-        s.counters
-            .snapshot(&s.plan().host, s.index.last_seq().unwrap_or(0), aside)
+        crate::status::snapshot(
+            &e.counters,
+            &s.plan().host,
+            e.store.index.last_seq().unwrap_or(0),
+            aside,
+        )
     }));
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
@@ -248,7 +224,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     stop.wait().await;
     tracing::info!("stopping: finishing the write in progress");
     // Whoever holds the lock is mid-batch; once we have it, nothing is.
-    let _idle = shared.write.lock().unwrap_or_else(|e| e.into_inner());
+    let _idle = shared.engine.disk.lock();
     drop(watcher);
     notify_systemd("STOPPING=1");
     tracing::info!("stopped");
@@ -287,46 +263,7 @@ async fn local_changes(
                 continue;
             }
         };
-        record(&shared, dirty).await;
-    }
-}
-
-async fn record(shared: &Arc<Shared>, dirty: Vec<RelPath>) {
-    // For the debug log: which paths the watcher reported (the first few).
-    let first: Vec<String> = dirty.iter().take(4).map(|p| p.to_string()).collect();
-    let reported = dirty.len();
-    let s = shared.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut w = s.write.lock().unwrap_or_else(|e| e.into_inner());
-        let plan = s.plan();
-        omirr_fs::local::record_live(
-            &s.index,
-            &mut w.hlc,
-            &s.host,
-            &plan.root,
-            &s.tops,
-            &dirty,
-            &|p| plan.excluded(p),
-            wall(),
-        )
-    })
-    .await;
-    match result {
-        Ok(Ok(r)) => {
-            for issue in &r.report.issues {
-                tracing::warn!("{issue}");
-            }
-            if r.report.found.len() + r.report.vanished.len() >= LARGE_BATCH {
-                release_freed_memory();
-            }
-            if r.changes > 0 {
-                tracing::debug!(changes = r.changes, reported, first = ?first, "local changes recorded");
-                shared.counters.add_local(r.changes as u64);
-                shared.announce();
-            }
-        }
-        Ok(Err(e)) => tracing::error!("cannot record local changes: {e}"),
-        Err(e) => tracing::error!("local change task failed: {e}"),
+        omirr_sync::local::record(&shared.engine, dirty).await;
     }
 }
 
@@ -340,7 +277,7 @@ async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: R
         let w = watcher.clone();
         let t = top.clone();
         let watched = tokio::task::spawn_blocking(move || w.retry(&t)).await;
-        record(&shared, vec![top.clone()]).await;
+        omirr_sync::local::record(&shared.engine, vec![top.clone()]).await;
         if let Ok(Ok(())) = watched {
             tracing::info!(top = %top, "now watching");
             return;
@@ -404,6 +341,7 @@ async fn dial(shared: Arc<Shared>, peer: String) {
             Err(e) => {
                 tracing::debug!(%peer, "cannot connect: {e:#}");
                 shared
+                    .engine
                     .counters
                     .peer(&peer, |p| p.last_error = Some(format!("{e:#}")));
             }
@@ -470,7 +408,11 @@ where
                 return tracing::debug!(%peer, "both hosts dialed: keeping the session {keeper} opened");
             }
         }
-        let task = tokio::spawn(session::run(shared.clone(), stream, peer.clone()));
+        let task = tokio::spawn(omirr_sync::session::run(
+            shared.engine.clone(),
+            stream,
+            peer.clone(),
+        ));
         let new = Live {
             task: task.abort_handle(),
             opened_by,
@@ -500,9 +442,9 @@ where
         Err(e) => Some(format!("session failed: {e}")),
     };
     let mut frames = (0, 0);
-    shared.counters.peer(&peer, |p| {
+    shared.engine.counters.peer(&peer, |p| {
         p.connected = false;
-        p.since = Some(crate::status::now_secs());
+        p.since = Some(omirr_sync::counters::now_secs());
         p.queue = 0;
         frames = (p.frames_sent, p.frames_received);
         if error.is_some() {
@@ -550,16 +492,18 @@ async fn reload_on_sighup(shared: Arc<Shared>, args: DaemonArgs) {
             tracing::error!("SIGHUP: this host's name or root changed; restart omirrd for that. Keeping the configuration in force");
             continue;
         }
-        if new.tops() != shared.tops {
+        if new.tops() != shared.engine.disk.tops {
             tracing::warn!(
                 now = ?new.tops(),
-                watched = ?shared.tops,
+                watched = ?shared.engine.disk.tops,
                 "SIGHUP: the mirrored trees changed; restart omirrd to watch and scan them"
             );
         }
         shared.pins.replace(tls::PinSet::from_peers(&new.peers));
         let (before, after) = (old.peer_names(), new.peer_names());
-        *shared.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        let new = Arc::new(new);
+        shared.engine.set_policy(Arc::new(PlanPolicy(new.clone())));
+        *shared.plan.write().unwrap_or_else(|e| e.into_inner()) = new;
         for peer in before.iter().filter(|p| !after.contains(p)) {
             if let Some(session) = shared
                 .sessions
@@ -572,7 +516,7 @@ async fn reload_on_sighup(shared: Arc<Shared>, args: DaemonArgs) {
             tracing::info!(%peer, "no longer a peer: session closed");
         }
         for peer in after.iter().filter(|p| !before.contains(p)) {
-            shared.counters.peer(peer, |_| {});
+            shared.engine.counters.peer(peer, |_| {});
             tokio::spawn(dial(shared.clone(), peer.clone()));
         }
         tracing::info!("SIGHUP: configuration and peers reloaded");

@@ -4,11 +4,12 @@
 //! logging ([`logging`]), detaching, the pid file and syslog
 //! ([`background`]), the configuration as this host applies it ([`plan`]),
 //! the running daemon with its watcher, listener and dialers ([`daemon`]),
-//! one peer session ([`session`]), the Distfile's commands after updates
-//! ([`commands`]), `omirrd status` ([`status`]) and `omirrd demo`
-//! ([`demo`]). The sync rules, the disk and the wire live in the library
-//! crates; this one wires them together and turns every failure into a
-//! message that names what was wrong.
+//! the Distfile's commands after updates ([`commands`]), `omirrd status`
+//! ([`status`]) and `omirrd demo` ([`demo`]). The sync engine (peer
+//! sessions, recording and applying changes) is `omirr-sync`; the sync
+//! rules, the disk and the wire live in the other library crates. This
+//! one wires them together and turns every failure into a message that
+//! names what was wrong.
 
 mod background;
 mod cli;
@@ -17,7 +18,6 @@ mod daemon;
 mod demo;
 mod logging;
 mod plan;
-mod session;
 mod status;
 
 use anyhow::{Context, Result};

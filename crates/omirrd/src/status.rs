@@ -8,36 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+pub use omirr_sync::counters::{now_secs, Counters, PeerStatus};
 
 pub const SOCKET: &str = "omirrd.sock";
-
-/// One peer, as the status shows it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub connected: bool,
-    /// Unix seconds when the current session began, or the last one ended.
-    pub since: Option<u64>,
-    pub frames_sent: u64,
-    pub frames_received: u64,
-    pub changes_sent: u64,
-    pub changes_received: u64,
-    /// Files whose content was asked of the peer.
-    pub files_fetched: u64,
-    /// Of those, files rebuilt from chunks this host held, plus the
-    /// missing ranges (delta transfer).
-    pub files_delta: u64,
-    /// File content received from the peer, in bytes.
-    pub file_bytes_received: u64,
-    /// File content taken from local chunks instead, in bytes.
-    pub file_bytes_reused: u64,
-    /// Messages waiting to be written to the peer.
-    pub queue: usize,
-    /// The last sequence received from the peer and recorded.
-    pub cursor: u64,
-    pub last_error: Option<String>,
-}
 
 /// Everything the status shows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -71,65 +46,18 @@ pub struct AsideStatus {
     pub since: u64,
 }
 
-/// The daemon's live counters.
-#[derive(Default)]
-pub struct Counters {
-    pub local_changes: AtomicU64,
-    pub applied_changes: AtomicU64,
-    peers: Mutex<BTreeMap<String, PeerStatus>>,
-}
-
-impl Counters {
-    pub fn new(peers: &[String]) -> Counters {
-        let c = Counters::default();
-        {
-            let mut map = c.lock();
-            for p in peers {
-                map.insert(p.clone(), PeerStatus::default());
-            }
-        }
-        c
+/// What the status shows now.
+pub fn snapshot(counters: &Counters, host: &str, last_seq: u64, aside: Vec<AsideStatus>) -> Status {
+    Status {
+        aside_count: aside.len(),
+        aside: aside.into_iter().take(ASIDE_SHOWN).collect(),
+        host: host.to_string(),
+        pid: std::process::id(),
+        last_seq,
+        local_changes: counters.local_changes.load(Ordering::Relaxed),
+        applied_changes: counters.applied_changes.load(Ordering::Relaxed),
+        peers: counters.peers(),
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerStatus>> {
-        self.peers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Changes one peer's entry.
-    pub fn peer(&self, name: &str, f: impl FnOnce(&mut PeerStatus)) {
-        let mut peers = self.lock();
-        match peers.get_mut(name) {
-            Some(p) => f(p),
-            None => f(peers.entry(name.to_string()).or_default()),
-        }
-    }
-
-    pub fn add_local(&self, n: u64) {
-        self.local_changes.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn add_applied(&self, n: u64) {
-        self.applied_changes.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self, host: &str, last_seq: u64, aside: Vec<AsideStatus>) -> Status {
-        Status {
-            aside_count: aside.len(),
-            aside: aside.into_iter().take(ASIDE_SHOWN).collect(),
-            host: host.to_string(),
-            pid: std::process::id(),
-            last_seq,
-            local_changes: self.local_changes.load(Ordering::Relaxed),
-            applied_changes: self.applied_changes.load(Ordering::Relaxed),
-            peers: self.lock().clone(),
-        }
-    }
-}
-
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Where the socket of the daemon with this state directory lives.
@@ -285,7 +213,7 @@ mod tests {
             attempts: 3,
             since: 1000,
         }];
-        let s = c.snapshot("alpha", 42, aside);
+        let s = snapshot(&c, "alpha", 42, aside);
         let text = render(&s, 1090);
         assert!(text.contains("omirrd on alpha"), "{text}");
         assert!(text.contains("sequence 42, 3 local changes"), "{text}");

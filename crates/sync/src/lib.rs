@@ -1,8 +1,10 @@
-//! omirr's sync engine, sans-IO: the rules of a peer session as a state
-//! machine that takes events and returns what to do, so that the daemon's
-//! tokio driver and the convergence simulation run the very same code.
+//! omirr's sync engine: the peer sessions, the recording of local
+//! changes and the applying of remote ones, behind narrow handles
+//! ([`engine`]: the store, the disk, the policy, the counters).
 //!
-//! What it owns:
+//! The rules of a session are a sans-IO state machine that takes events
+//! and returns what to do, so that the tokio driver ([`session`]) and the
+//! convergence simulation (`tests/simulation.rs`) run the very same code:
 //! - [`PeerFlow`]: one session's stream of changes in both directions:
 //!   the `Pull`, the `Changes` pages within the window the peer's `Ack`s
 //!   open, batching received pages for the applier, acknowledging them,
@@ -12,14 +14,22 @@
 //!   (they are set aside; the rest of the batch is applied);
 //! - the bounds ([`Limits`], [`MAX_QUEUED_REQUESTS`]).
 //!
-//! What it does not own: sockets, tasks and timers (the daemon's driver,
-//! `omirrd`'s `session` module), the index and the disk (`omirr-index`,
-//! `omirr-fs`), which change wins and what to do on disk (`omirr-core`),
-//! the bytes on the wire (`omirr-proto`). See `proto/PROTOCOL.md`, "Flow
-//! control", for the rules and why they cannot deadlock.
+//! What it does not own: the command line, logging, daemonising, the
+//! listener and dialers, the status socket (`omirrd`); the index and the
+//! disk's rules (`omirr-index`, `omirr-fs`); which change wins and what to
+//! do on disk (`omirr-core`); the bytes on the wire (`omirr-proto`). See
+//! `proto/PROTOCOL.md`, "Flow control", for the session's rules and why
+//! they cannot deadlock.
 
+pub mod counters;
+pub mod engine;
+mod error;
 mod flow;
 mod isolate;
+pub mod local;
+pub mod session;
 
+pub use engine::{Engine, Policy};
+pub use error::SessionError;
 pub use flow::{check_requests, Limits, PeerFlow, Violation, Window, MAX_QUEUED_REQUESTS};
 pub use isolate::{isolate, related};

@@ -29,11 +29,11 @@ pub mod apply;
 pub mod fetch;
 pub mod serve;
 
-use crate::daemon::Shared;
-use anyhow::{bail, Context, Result};
+use crate::engine::Engine as Shared;
+use crate::SessionError;
+use crate::{PeerFlow, Violation};
 use omirr_core::{Change, Seq};
 use omirr_proto::{read_message, write_message, ErrorCode, Hello, Message};
-use omirr_sync::{PeerFlow, Violation};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,7 +64,7 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// A peer silent for this long is gone.
 const SILENCE: Duration = Duration::from_secs(45);
 
-pub async fn run<S>(shared: Arc<Shared>, stream: S, peer: String) -> Result<()>
+pub async fn run<S>(shared: Arc<Shared>, stream: S, peer: String) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -82,11 +82,11 @@ where
     ));
     let _writer = AbortOnDrop(writer.abort_handle());
 
-    let _ = control.send(Message::Hello(Hello::new(&shared.plan().host)));
+    let _ = control.send(Message::Hello(Hello::new(shared.policy().host())));
     let first = tokio::time::timeout(SILENCE, read_message(&mut rd))
         .await
-        .context("no Hello from the peer")??
-        .context("the peer closed before its Hello")?;
+        .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
+        .ok_or(SessionError::ClosedBeforeHello)?;
     let hello = omirr_proto::expect_hello(first).and_then(|h| {
         omirr_proto::check_hello(&h, &peer)?;
         Ok(h)
@@ -98,18 +98,18 @@ where
                 let _ = control.send(m);
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
             }
-            bail!("handshake: {e}");
+            return Err(e.into());
         }
     };
-    let cursor = shared.index.cursor(&omirr_core::HostId::new(&peer))?;
+    let cursor = shared.store.index.cursor(&omirr_core::HostId::new(&peer))?;
     tracing::info!(%peer, cursor, "connected");
     shared.counters.peer(&peer, |p| {
         p.connected = true;
-        p.since = Some(crate::status::now_secs());
+        p.since = Some(crate::counters::now_secs());
         p.cursor = cursor;
         p.last_error = None;
     });
-    let (flow, pull) = PeerFlow::new(cursor, omirr_sync::Limits::default());
+    let (flow, pull) = PeerFlow::new(cursor, crate::Limits::default());
     let flow = Arc::new(Flow {
         state: Mutex::new(flow),
         pusher: Notify::new(),
@@ -155,13 +155,13 @@ where
             done = &mut applying => {
                 return match done {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.context("applying the peer's changes")),
-                    Err(e) => Err(anyhow::anyhow!("the apply task failed: {e}")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
             }
         };
         let msg = match msg {
-            Err(_) => bail!("the peer has been silent for {}s", SILENCE.as_secs()),
+            Err(_) => return Err(SessionError::Silent(SILENCE.as_secs())),
             Ok(Err(e)) => {
                 let _ = control.send(Message::error(ErrorCode::BadMessage, e.to_string()));
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
@@ -231,14 +231,17 @@ where
             }
             Message::Pong { .. } => Ok(()),
             Message::Error { code, message } => {
-                bail!("the peer reports {code:?}: {}", message.escape_debug())
+                return Err(SessionError::Peer {
+                    code,
+                    message: message.escape_debug().to_string(),
+                })
             }
             Message::Hello(_) => Err(Violation("a second Hello".into())),
         };
         if let Err(v) = checked {
             let _ = control.send(Message::error(ErrorCode::BadMessage, v.to_string()));
             let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-            bail!("the peer broke the protocol: {v}");
+            return Err(v.into());
         }
     }
 }
@@ -255,7 +258,7 @@ fn request(
     job: impl FnOnce(u64) -> serve::Job,
 ) -> Result<(), Violation> {
     let n = queued.fetch_add(1, Ordering::Relaxed) + 1;
-    if let Err(v) = omirr_sync::check_requests(n) {
+    if let Err(v) = crate::check_requests(n) {
         queued.fetch_sub(1, Ordering::Relaxed);
         return Err(v);
     }
@@ -282,7 +285,7 @@ async fn write_all<W>(
     mut data: mpsc::Receiver<Message>,
     mut control: mpsc::UnboundedReceiver<Message>,
     mut pong: watch::Receiver<Option<u64>>,
-) -> Result<()>
+) -> Result<(), SessionError>
 where
     W: AsyncWrite + Unpin,
 {
@@ -361,21 +364,21 @@ async fn push(
     peer: String,
     out: mpsc::Sender<Message>,
     flow: Arc<Flow>,
-) -> Result<()> {
-    let mut moved = shared.last_seq.subscribe();
+) -> Result<(), SessionError> {
+    let mut moved = shared.store.last_seq.subscribe();
     let page = flow.lock().limits().page;
     loop {
         let from = flow.lock().read_from();
         if let Some(after) = from {
             moved.mark_unchanged();
-            let read = shared.index.since(after, page)?;
+            let read = shared.store.index.since(after, page)?;
             let raw_upto = read.last().map(|(s, _)| *s);
             let last = match raw_upto {
-                Some(u) => shared.index.last_seq()? == u,
+                Some(u) => shared.store.index.last_seq()? == u,
                 None => true,
             };
             // Only what the peer may have, and not its own changes back.
-            let plan = shared.plan();
+            let plan = shared.policy();
             let changes: Vec<(Seq, Change)> = read
                 .into_iter()
                 .filter(|(_, c)| {

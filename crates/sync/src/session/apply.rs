@@ -16,8 +16,8 @@
 //! same way. See docs/sync-model.md, "Changes set aside".
 
 use super::fetch::{self, NotStaged, SessionEnded, Staged, Transfers};
-use crate::daemon::Shared;
-use anyhow::{Context, Result};
+use crate::engine::Engine as Shared;
+use crate::SessionError;
 use omirr_core::resolve::Action;
 use omirr_core::{Change, HostId, IndexView, RelPath, Seq};
 use omirr_fs::apply::{ApplyError, Wanted};
@@ -67,7 +67,7 @@ struct Outcome {
 impl PeerApplier {
     /// Applies batches as they come until the session ends, and retries
     /// the changes set aside from this peer now and then.
-    pub async fn run(self) -> Result<()> {
+    pub async fn run(self) -> Result<(), SessionError> {
         let mut retry_every = RETRY_FIRST;
         let mut retry_at = Instant::now() + retry_every;
         loop {
@@ -100,9 +100,9 @@ impl PeerApplier {
 
     /// Tries the changes set aside from this peer again; whether any of
     /// them was applied or dropped.
-    async fn retry_aside(&self) -> Result<bool> {
+    async fn retry_aside(&self) -> Result<bool, SessionError> {
         let peer_id = HostId::new(&self.peer);
-        let kept = self.shared.index.aside(Some(&peer_id))?;
+        let kept = self.shared.store.index.aside(Some(&peer_id))?;
         if kept.is_empty() {
             return Ok(false);
         }
@@ -112,6 +112,7 @@ impl PeerApplier {
         for (_, a) in kept {
             let newer = self
                 .shared
+                .store
                 .index
                 .entry(&a.change.path)?
                 .is_some_and(|e| e.version >= a.change.entry.version);
@@ -123,7 +124,7 @@ impl PeerApplier {
             }
         }
         if dropped > 0 {
-            self.shared.index.commit(&superseded)?;
+            self.shared.store.index.commit(&superseded)?;
         }
         if again.is_empty() {
             return Ok(dropped > 0);
@@ -144,8 +145,8 @@ impl PeerApplier {
         changes: Vec<Change>,
         upto: Option<Seq>,
         retried: &[Aside],
-    ) -> Result<usize> {
-        let plan = self.shared.plan();
+    ) -> Result<usize, SessionError> {
+        let plan = self.shared.policy();
         let peer = &self.peer;
         let (allowed, refused): (Vec<Change>, Vec<Change>) = changes
             .into_iter()
@@ -156,10 +157,10 @@ impl PeerApplier {
         let total = allowed.len();
         let groups = self.groups(allowed).await?;
         let mut aside: Vec<(Change, String)> = Vec::new();
-        let mut next: Option<tokio::task::JoinHandle<Result<StagedGroup>>> = None;
+        let mut next: Option<tokio::task::JoinHandle<Result<StagedGroup, SessionError>>> = None;
         for i in 0..groups.len() {
             let staged = match next.take() {
-                Some(h) => h.await.context("staging failed")??,
+                Some(h) => h.await??,
                 None => self.stage(groups[i].clone()).await?,
             };
             // The next group's content comes in while this one is applied.
@@ -191,7 +192,7 @@ impl PeerApplier {
         // The cursor and what was set aside, in one transaction.
         let peer_id = HostId::new(peer);
         let mut batch = Batch::new();
-        let now = crate::status::now_secs();
+        let now = crate::counters::now_secs();
         for (c, reason) in &aside {
             let before = retried.iter().find(|a| a.change == *c);
             let attempts = before.map_or(1, |a| a.attempts.saturating_add(1));
@@ -220,7 +221,7 @@ impl PeerApplier {
             batch.set_cursor(peer_id, u);
         }
         if !batch.is_empty() {
-            self.shared.index.commit(&batch)?;
+            self.shared.store.index.commit(&batch)?;
         }
         if let Some(u) = upto {
             self.shared.counters.peer(peer, |p| p.cursor = u);
@@ -240,7 +241,7 @@ impl PeerApplier {
 
     /// Splits `changes`, in order, into groups whose content to fetch is
     /// at most [`GROUP_BYTES`] each (at least one change each).
-    async fn groups(&self, changes: Vec<Change>) -> Result<Vec<Vec<Change>>> {
+    async fn groups(&self, changes: Vec<Change>) -> Result<Vec<Vec<Change>>, SessionError> {
         if changes.is_empty() {
             return Ok(vec![changes]);
         }
@@ -264,15 +265,14 @@ impl PeerApplier {
     }
 
     /// The files `changes` would fetch, resolved against the index now.
-    async fn wanted(&self, changes: &[Change]) -> Result<Vec<Wanted>> {
+    async fn wanted(&self, changes: &[Change]) -> Result<Vec<Wanted>, SessionError> {
         let shared = self.shared.clone();
         let changes = changes.to_vec();
         let res = tokio::task::spawn_blocking(move || {
-            let plan = shared.plan();
-            omirr_core::resolve::resolve(&shared.index, &changes, &|p| plan.savetargets(p))
+            let plan = shared.policy();
+            omirr_core::resolve::resolve(&shared.store.index, &changes, &|p| plan.savetargets(p))
         })
-        .await
-        .context("resolving a batch failed")??;
+        .await??;
         Ok(res
             .actions
             .into_iter()
@@ -290,7 +290,7 @@ impl PeerApplier {
     }
 
     /// Fetches the content `group` needs; no lock is held.
-    async fn stage(&self, group: Vec<Change>) -> Result<StagedGroup> {
+    async fn stage(&self, group: Vec<Change>) -> Result<StagedGroup, SessionError> {
         let started = std::time::Instant::now();
         let wanted = self.wanted(&group).await?;
         let resolved_ms = started.elapsed().as_millis() as u64;
@@ -306,7 +306,11 @@ impl PeerApplier {
     /// Applies a staged group under the write lock, setting aside each
     /// change that fails on its own; a failure of the host as a whole is
     /// retried after a back-off, for as long as it lasts.
-    async fn apply_group(&self, group: Vec<Change>, staged: Staged) -> Result<Outcome> {
+    async fn apply_group(
+        &self,
+        group: Vec<Change>,
+        staged: Staged,
+    ) -> Result<Outcome, SessionError> {
         let staged = Arc::new(staged);
         let mut wait = HOST_FAULT_FIRST;
         let started = std::time::Instant::now();
@@ -314,8 +318,7 @@ impl PeerApplier {
             let (shared, group2, staged2) = (self.shared.clone(), group.clone(), staged.clone());
             let result =
                 tokio::task::spawn_blocking(move || apply_isolated(&shared, group2, &staged2))
-                    .await
-                    .context("the apply task failed")?;
+                    .await?;
             match result {
                 Ok(out) => {
                     tracing::debug!(peer = %self.peer, changes = group.len(), ms = started.elapsed().as_millis() as u64, "group applied");
@@ -337,21 +340,21 @@ impl PeerApplier {
     }
 
     fn after_group(&self, out: &Outcome) {
-        if out.recorded >= crate::daemon::LARGE_BATCH {
-            crate::daemon::release_freed_memory();
+        if out.recorded >= crate::engine::LARGE_BATCH {
+            crate::engine::release_freed_memory();
         }
         if !out.actions.is_empty() {
             tracing::debug!(peer = %self.peer, actions = out.actions.len(), recorded = out.recorded, "applied");
         }
         // Queues the Distfile's commands for what changed; never waits.
-        crate::commands::after_batch(&self.shared.plan(), &self.peer, &out.actions);
+        self.shared.policy().after_batch(&self.peer, &out.actions);
         let n = out.recorded as u64;
         self.shared.counters.add_applied(n);
         self.shared
             .counters
             .peer(&self.peer, |p| p.changes_received += n);
         if out.recorded > 0 {
-            self.shared.announce();
+            self.shared.store.announce();
         }
     }
 }
@@ -366,13 +369,13 @@ fn apply_isolated(
 ) -> Result<Outcome, ApplyRemoteError> {
     let mut out = Outcome::default();
     let mut rest = group;
-    let mut w = shared.write.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = shared.disk.lock();
     let w = &mut *w;
-    let plan = shared.plan();
+    let plan = shared.policy();
     loop {
         let mut source = staged;
         let result = omirr_fs::local::apply_remote(
-            &shared.index,
+            &shared.store.index,
             &w.applier,
             &mut w.hlc,
             &rest,
@@ -401,13 +404,14 @@ fn apply_isolated(
         // Changes the actions before the failure recorded are done.
         let recorded = |c: &Change| {
             shared
+                .store
                 .index
                 .entry(&c.path)
                 .ok()
                 .flatten()
                 .is_some_and(|e| e.version >= c.entry.version)
         };
-        let Some((failed, kept)) = omirr_sync::isolate(rest, &paths, recorded) else {
+        let Some((failed, kept)) = crate::isolate(rest, &paths, recorded) else {
             // Nothing to blame: no change is to be set aside, so the same
             // batch would fail again.
             return Err(ApplyRemoteError::Apply {

@@ -3,12 +3,12 @@
 //! the tree holds that content there.
 //!
 //! Requests wait in a queue that the protocol bounds
-//! ([`omirr_sync::MAX_QUEUED_REQUESTS`]); at most [`SERVING`] are read
+//! ([`crate::MAX_QUEUED_REQUESTS`]); at most [`SERVING`] are read
 //! from disk at once, each on a blocking thread. The answers go out
 //! through the session's bounded data queue, so a peer that reads slowly
 //! slows only the serving of its own requests.
 
-use crate::daemon::Shared;
+use crate::engine::Engine as Shared;
 use omirr_chunk::Chunk;
 use omirr_core::{Content, Hash, IndexView, RelPath};
 use omirr_proto::{Message, MAX_CHUNK};
@@ -57,7 +57,7 @@ pub fn vouched(
     path: &RelPath,
     file: &std::fs::File,
 ) -> Option<omirr_index::StatKey> {
-    let key = shared.index.stat(path).ok().flatten()?;
+    let key = shared.store.index.stat(path).ok().flatten()?;
     let now = omirr_fs::local::stat_key_of(&file.metadata().ok()?);
     key.unchanged(&now).then_some(key)
 }
@@ -73,6 +73,7 @@ pub fn chunk_list(
     trusted: bool,
 ) -> Result<Vec<Chunk>, String> {
     if let Some(list) = shared
+        .store
         .index
         .chunk_list(hash)
         .map_err(|e| e.to_string())?
@@ -89,6 +90,7 @@ pub fn chunk_list(
         return Err("the file changed since it was recorded".into());
     }
     if let Err(e) = shared
+        .store
         .index
         .set_chunk_list(hash, &omirr_chunk::encode(&cut.chunks))
     {
@@ -173,7 +175,7 @@ pub fn open_for_peer(
     hash: &Hash,
     size: u64,
 ) -> Result<std::fs::File, String> {
-    match shared.index.entry(path) {
+    match shared.store.index.entry(path) {
         Ok(Some(e)) if e.content == (Content::File { size, hash: *hash }) => {}
         Ok(_) => return Err("this host no longer holds that content there".into()),
         Err(e) => return Err(e.to_string()),
@@ -182,12 +184,12 @@ pub fn open_for_peer(
         return Err("not mirrored here".into());
     }
     let full = shared
-        .plan()
+        .disk
         .root
         .join(std::ffi::OsStr::from_bytes(path.as_bytes()));
     // No component may be a symbolic link: the file must lie inside the
     // mirrored tree.
-    let mut at = shared.plan().root.clone();
+    let mut at = shared.disk.root.clone();
     for c in path
         .components()
         .take(path.components().count().saturating_sub(1))

@@ -15,12 +15,12 @@
 //! files within the in-flight budget, large files a window of
 //! [`LARGE_WINDOW`] bytes at a time (content credit, granted by asking).
 
-use crate::daemon::Shared;
+use crate::engine::Engine as Shared;
+use crate::Violation;
 use omirr_chunk::{Chunk, Recipe, Step};
 use omirr_core::{Content, Hash, IndexView, RelPath};
 use omirr_fs::apply::{ContentSource, SourceError, Wanted};
 use omirr_proto::{Message, MAX_CHUNK};
-use omirr_sync::Violation;
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -479,6 +479,7 @@ fn staging_file(shared: &Shared, hash: &Hash) -> Result<(PathBuf, std::fs::File)
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
     let path = shared
+        .disk
         .stage_dir
         .join(format!("{hex}.{}.{n}", std::process::id()));
     let file = std::fs::OpenOptions::new()
@@ -486,7 +487,12 @@ fn staging_file(shared: &Shared, hash: &Hash) -> Result<(PathBuf, std::fs::File)
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|e| format!("cannot stage it in {}: {e}", shared.stage_dir.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot stage it in {}: {e}",
+                shared.disk.stage_dir.display()
+            )
+        })?;
     Ok((path, file))
 }
 
@@ -658,7 +664,7 @@ async fn delta(
     w: &Wanted,
     out: &std::fs::File,
 ) -> Result<(), FetchError> {
-    let old = match shared.index.entry(&w.path) {
+    let old = match shared.store.index.entry(&w.path) {
         Ok(Some(e)) => match e.content {
             Content::File { size, hash } if size >= omirr_chunk::DELTA_MIN && hash != w.hash => {
                 (hash, size)
@@ -761,6 +767,7 @@ async fn delta(
     tracing::debug!(path = %w.path, size, fetched, "delta transfer");
     // Cached only now that the list has proved right.
     if let Err(e) = shared
+        .store
         .index
         .set_chunk_list(&w.hash, &omirr_chunk::encode(&theirs))
     {
