@@ -1175,3 +1175,72 @@ fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
         panic!("{e}\n{}", cluster.logs());
     }
 }
+
+/// A peer that sends the largest pages the protocol allows, as fast as it
+/// can and without waiting for Acks: the receiver holds no more than the
+/// window (16 pages), cuts the peer off with `BadMessage` when it goes
+/// past, and its memory stays under the bound PROTOCOL.md documents.
+#[test]
+fn a_peer_flooding_pages_is_cut_off_at_the_window_in_bounded_memory() {
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    for h in HOSTS {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &HOSTS);
+    cluster.stop("gamma");
+    let alpha = cluster.pid("alpha").expect("pid");
+    let before = peak_rss(alpha);
+
+    // Deletions of long paths that alpha does not have: about 4 MiB per
+    // page, none marked done, so alpha applies nothing before the window
+    // is full. More than 20 pages: 80 MiB and more if alpha took them all.
+    let deep = "x".repeat(200);
+    let changes: Vec<(u64, omirr_proto::Change)> = (0..24 * 1024u64)
+        .map(|i| {
+            let mut c = file_change(
+                &format!("srv/www/{}/f{i}", [deep.as_str(); 19].join("/")),
+                b"",
+            );
+            c.entry.content = omirr_proto::Content::Deleted;
+            c.entry.meta = omirr_proto::Meta::default();
+            (1_000_000 + i, c)
+        })
+        .collect();
+    let upto = changes.last().map(|(s, _)| *s).expect("changes");
+    let mut pages = omirr_proto::paginate(changes, upto, false).expect("pages");
+    assert!(pages.len() > 20, "{} pages", pages.len());
+    let frames: Vec<Vec<u8>> = pages
+        .drain(..)
+        .map(|p| omirr_proto::encode(&p).expect("encode"))
+        .collect();
+    assert!(frames[0].len() > 3 << 20, "pages near the frame limit");
+    rogue(&cluster, "alpha", frames);
+    assert!(
+        wait_until(TIMEOUT, || cluster
+            .log("alpha")
+            .contains("without an Ack (the window is 16 pages")),
+        "alpha cuts the peer off at the window:\n{}",
+        cluster.log("alpha")
+    );
+    let grew = peak_rss(alpha).saturating_sub(before);
+    eprintln!("alpha's peak RSS grew by {} MiB", grew >> 20);
+    // The window's 16 frames of 4 MiB, decoded, and the frame being read.
+    assert!(
+        grew < 160 << 20,
+        "alpha's peak RSS grew by {} MiB",
+        grew >> 20
+    );
+    // Nothing of it was applied, and alpha goes on with beta.
+    assert!(!cluster.root("alpha").join("srv/www/x").exists());
+    fs::write(cluster.root("alpha").join("srv/www/after"), b"after").expect("write");
+    assert!(
+        wait_until(TIMEOUT, || fs::read(
+            cluster.root("beta").join("srv/www/after")
+        )
+        .is_ok_and(|d| d == b"after")),
+        "{}",
+        cluster.logs()
+    );
+}

@@ -60,7 +60,7 @@ pub use handshake::{check_hello, expect_hello, negotiate, HandshakeError, CAPABI
 pub use io::{read_message, write_message, ReadError, WriteError};
 pub use message::{ErrorCode, Hello, Message};
 pub use omirr_chunk::Chunk;
-pub use page::paginate;
+pub use page::{page_cost, paginate};
 
 // What travels inside messages, re-exported so that users of the protocol
 // need not name omirr-core for them.

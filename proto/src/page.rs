@@ -32,7 +32,7 @@ pub fn paginate(
     let mut page: Vec<(Seq, Change)> = Vec::new();
     let mut used = 0usize;
     for (seq, change) in changes {
-        let size = codec::encoded_len(&(seq, &change))?;
+        let size = page_cost(seq, &change)?;
         if size > budget {
             return Err(EncodeError::ChangeTooLarge {
                 seq,
@@ -50,6 +50,17 @@ pub fn paginate(
     }
     pages.push(close(page, Some(upto), done));
     Ok(pages)
+}
+
+/// What one change counts against a page's budget: its encoding, plus
+/// the memory the receiver's decoder reserves for it in the page's list.
+/// The decoder's limit is on what decoding reserves (its variable-length
+/// fields, and every list element at its size in memory), which exceeds
+/// the encoded size: counting only the encoding made pages of long paths
+/// that fit a frame and could not be decoded, so the same page failed the
+/// session at every reconnect.
+pub fn page_cost(seq: Seq, change: &Change) -> Result<usize, EncodeError> {
+    Ok(codec::encoded_len(&(seq, change))? + std::mem::size_of::<(Seq, Change)>())
 }
 
 fn close(changes: Vec<(Seq, Change)>, upto: Option<Seq>, done: bool) -> Message {

@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use omirr_proto::{
-    encode, paginate, Change, Content, EncodeError, InvalidMessage, Message, RelPath, Seq,
-    MAX_CHANGES_PER_PAGE, MAX_FRAME,
+    encode, page_cost, paginate, Change, Content, EncodeError, FrameDecoder, InvalidMessage,
+    Message, RelPath, Seq, MAX_CHANGES_PER_PAGE, MAX_FRAME,
 };
 use proptest::prelude::*;
 
@@ -31,6 +31,14 @@ fn check_pages(input: &[(Seq, Change)], upto: Seq, done: bool) -> Vec<Message> {
         let last = i + 1 == pages.len();
         let frame = encode(page).expect("every page encodes within the limit");
         assert!(frame.len() <= 4 + MAX_FRAME);
+        // ... and decodes within the decoder's limit.
+        let mut decoder = FrameDecoder::new();
+        decoder.feed(&frame);
+        let back = decoder
+            .next_message()
+            .unwrap_or_else(|e| panic!("page {i} does not decode: {e}"))
+            .expect("a whole frame");
+        assert_eq!(&back, page);
         let Message::Changes {
             changes,
             upto: page_upto,
@@ -55,12 +63,16 @@ fn check_pages(input: &[(Seq, Change)], upto: Seq, done: bool) -> Vec<Message> {
             let mut grown = changes.clone();
             grown.push(next);
             let fuller = Message::Changes {
-                changes: grown,
+                changes: grown.clone(),
                 upto: next_seq,
                 done: false,
             };
+            // What the page would count: the encoding plus each change's
+            // place in the decoder's list.
+            let claims = grown.len() * std::mem::size_of::<(Seq, Change)>();
             assert!(
-                changes.len() == MAX_CHANGES_PER_PAGE || payload_len(&fuller) > MAX_FRAME - SLACK,
+                changes.len() == MAX_CHANGES_PER_PAGE
+                    || payload_len(&fuller) + claims > MAX_FRAME - SLACK,
                 "page {i} could have held one more change"
             );
         }
@@ -136,10 +148,17 @@ fn pages_at_the_edge_of_the_limit() {
         upto: 100,
         done: true,
     };
-    // The filler length at which one page would be exactly MAX_FRAME.
+    // The filler length at which one page would count exactly MAX_FRAME:
+    // its encoding plus each change's place in the decoder's list.
+    let claims = 9 * std::mem::size_of::<(Seq, Change)>();
     let probe = 100_000;
-    let edge = probe + MAX_FRAME - payload_len(&whole(with_filler(probe)));
-    assert_eq!(payload_len(&whole(with_filler(edge))), MAX_FRAME);
+    let edge = probe + MAX_FRAME - payload_len(&whole(with_filler(probe))) - claims;
+    assert_eq!(payload_len(&whole(with_filler(edge))) + claims, MAX_FRAME);
+    let costs: usize = with_filler(edge)
+        .iter()
+        .map(|(s, c)| page_cost(*s, c).expect("cost"))
+        .sum();
+    assert!(costs <= MAX_FRAME, "page_cost agrees");
     // Filling a 4 MiB page is slow unoptimised: a few points around the
     // edge, dense just past it, where an overfull page would be made.
     for len in [
