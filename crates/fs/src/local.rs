@@ -104,10 +104,25 @@ pub fn apply_remote(
     savetargets: &dyn Fn(&RelPath) -> bool,
     source: &mut dyn ContentSource,
 ) -> Result<Applied, ApplyRemoteError> {
+    let res = resolve(index, batch, savetargets)?;
+    apply_resolved(index, applier, hlc, batch, res, source)
+}
+
+/// [`apply_remote`] with `batch` already resolved against `index` as it
+/// is now (the caller knows nothing was recorded since): resolving a
+/// batch that touches a large directory looks at everything below it,
+/// which is worth doing once.
+pub fn apply_resolved(
+    index: &Index,
+    applier: &Applier,
+    hlc: &mut Hlc,
+    batch: &[Change],
+    res: omirr_core::resolve::Resolution,
+    source: &mut dyn ContentSource,
+) -> Result<Applied, ApplyRemoteError> {
     for c in batch {
         hlc.observe(c.entry.version.ts);
     }
-    let res = resolve(index, batch, savetargets)?;
     let (done, failure) = match applier.apply(&res.actions, source) {
         Ok(()) => (res.actions.len(), None),
         Err(e) => (e.durable, Some(e)),

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The most content a group of a batch stages before it is applied.
-pub const GROUP_BYTES: u64 = 32 << 20;
+pub const GROUP_BYTES: u64 = 16 << 20;
 /// Set-aside changes are retried this long after the last try at first,
 /// then ever less often, up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(2);
@@ -50,8 +50,22 @@ pub struct PeerApplier {
     pub flow: Arc<super::Flow>,
 }
 
-/// A group of changes with its content staged.
-type StagedGroup = (Vec<Change>, Staged);
+/// A group of changes with its content staged, and its resolution with
+/// the index's last sequence when it was made (reused if the index has
+/// not moved since).
+type StagedGroup = (Vec<Change>, Staged, Option<Resolved>);
+
+/// Changes applied together, and their resolution if already made.
+struct Group {
+    changes: Vec<Change>,
+    resolved: Option<Resolved>,
+}
+
+/// A group's resolution, made before staging.
+struct Resolved {
+    res: omirr_core::resolve::Resolution,
+    at: Seq,
+}
 
 /// What a group's apply came to.
 #[derive(Default)]
@@ -155,28 +169,36 @@ impl PeerApplier {
             tracing::warn!(%peer, path = %c.path, "refused a change: not in a mirror set this host shares with the peer");
         }
         let total = allowed.len();
-        let groups = self.groups(allowed).await?;
+        let mut groups = self.groups(allowed).await?.into_iter();
         let mut aside: Vec<(Change, String)> = Vec::new();
         let mut next: Option<tokio::task::JoinHandle<Result<StagedGroup, SessionError>>> = None;
-        for i in 0..groups.len() {
+        let mut current = groups.next();
+        while let Some(g) = current.take() {
             let staged = match next.take() {
                 Some(h) => h.await??,
-                None => self.stage(groups[i].clone()).await?,
+                None => self.stage(g).await?,
             };
             // The next group's content comes in while this one is applied.
-            if let Some(g) = groups.get(i + 1) {
+            current = groups.next().map(|g| {
                 let me = self.handle();
-                let g = g.clone();
+                let changes = g.changes.clone();
                 next = Some(tokio::spawn(async move { me.stage(g).await }));
-            }
-            let (group, staged) = staged;
-            let mut out = self.apply_group(group, staged).await?;
+                Group {
+                    changes,
+                    resolved: None,
+                }
+            });
+            let (group, staged, resolved) = staged;
+            let mut out = self.apply_group(group, staged, resolved).await?;
             if !out.unstaged.is_empty() {
                 // One more round for what the group needed but did not
                 // stage; whatever still fails then is set aside.
-                let again = std::mem::take(&mut out.unstaged);
-                let (again, staged) = self.stage(again).await?;
-                let more = self.apply_group(again, staged).await?;
+                let again = Group {
+                    changes: std::mem::take(&mut out.unstaged),
+                    resolved: None,
+                };
+                let (again, staged, resolved) = self.stage(again).await?;
+                let more = self.apply_group(again, staged, resolved).await?;
                 out.recorded += more.recorded;
                 out.actions.extend(more.actions);
                 out.aside.extend(more.aside);
@@ -240,12 +262,13 @@ impl PeerApplier {
     }
 
     /// Splits `changes`, in order, into groups whose content to fetch is
-    /// at most [`GROUP_BYTES`] each (at least one change each).
-    async fn groups(&self, changes: Vec<Change>) -> Result<Vec<Vec<Change>>, SessionError> {
-        if changes.is_empty() {
-            return Ok(vec![changes]);
+    /// at most [`GROUP_BYTES`] each (at least one change each). A batch
+    /// that is one group keeps the resolution made to find that out.
+    async fn groups(&self, changes: Vec<Change>) -> Result<Vec<Group>, SessionError> {
+        let (wanted, resolved) = self.wanted(&changes).await?;
+        if wanted.iter().map(|w| w.size).sum::<u64>() <= GROUP_BYTES {
+            return Ok(vec![Group { changes, resolved }]);
         }
-        let wanted = self.wanted(&changes).await?;
         let size: std::collections::HashMap<&RelPath, u64> =
             wanted.iter().map(|w| (&w.path, w.size)).collect();
         let mut groups = Vec::new();
@@ -261,38 +284,50 @@ impl PeerApplier {
             group.push(c.clone());
         }
         groups.push(group);
-        Ok(groups)
-    }
-
-    /// The files `changes` would fetch, resolved against the index now.
-    async fn wanted(&self, changes: &[Change]) -> Result<Vec<Wanted>, SessionError> {
-        let shared = self.shared.clone();
-        let changes = changes.to_vec();
-        let res = tokio::task::spawn_blocking(move || {
-            let plan = shared.policy();
-            omirr_core::resolve::resolve(&shared.store.index, &changes, &|p| plan.savetargets(p))
-        })
-        .await??;
-        Ok(res
-            .actions
+        Ok(groups
             .into_iter()
-            .filter_map(|a| match a {
-                Action::WriteFile {
-                    path,
-                    size,
-                    hash,
-                    source: omirr_core::resolve::Source::Fetch,
-                    ..
-                } if size > 0 => Some(Wanted { path, hash, size }),
-                _ => None,
+            .map(|changes| Group {
+                changes,
+                resolved: None,
             })
             .collect())
     }
 
+    /// The files `changes` would fetch, resolved against the index now,
+    /// and the resolution. A group of no file content needs neither.
+    async fn wanted(
+        &self,
+        changes: &[Change],
+    ) -> Result<(Vec<Wanted>, Option<Resolved>), SessionError> {
+        if !changes
+            .iter()
+            .any(|c| matches!(c.entry.content, omirr_core::Content::File { size, .. } if size > 0))
+        {
+            return Ok((Vec::new(), None));
+        }
+        let shared = self.shared.clone();
+        let changes = changes.to_vec();
+        let (res, at) = tokio::task::spawn_blocking(move || {
+            let plan = shared.policy();
+            let at = shared.store.index.last_seq()?;
+            let res = omirr_core::resolve::resolve(&shared.store.index, &changes, &|p| {
+                plan.savetargets(p)
+            })?;
+            Ok::<_, omirr_index::IndexError>((res, at))
+        })
+        .await??;
+        let wanted = wanted_of(&res);
+        Ok((wanted, Some(Resolved { res, at })))
+    }
+
     /// Fetches the content `group` needs; no lock is held.
-    async fn stage(&self, group: Vec<Change>) -> Result<StagedGroup, SessionError> {
+    async fn stage(&self, group: Group) -> Result<StagedGroup, SessionError> {
         let started = std::time::Instant::now();
-        let wanted = self.wanted(&group).await?;
+        let (wanted, resolved) = match group.resolved {
+            Some(r) => (wanted_of(&r.res), Some(r)),
+            None => self.wanted(&group.changes).await?,
+        };
+        let group = group.changes;
         let resolved_ms = started.elapsed().as_millis() as u64;
         let files = wanted.len();
         let bytes: u64 = wanted.iter().map(|w| w.size).sum();
@@ -300,7 +335,7 @@ impl PeerApplier {
         if files > 0 {
             tracing::debug!(peer = %self.peer, files, bytes, resolved_ms, ms = started.elapsed().as_millis() as u64, "staged");
         }
-        Ok((group, staged))
+        Ok((group, staged, resolved))
     }
 
     /// Applies a staged group under the write lock, setting aside each
@@ -310,14 +345,17 @@ impl PeerApplier {
         &self,
         group: Vec<Change>,
         staged: Staged,
+        resolved: Option<Resolved>,
     ) -> Result<Outcome, SessionError> {
         let staged = Arc::new(staged);
         let mut wait = HOST_FAULT_FIRST;
         let started = std::time::Instant::now();
+        let mut resolved = resolved;
         loop {
             let (shared, group2, staged2) = (self.shared.clone(), group.clone(), staged.clone());
+            let r = resolved.take();
             let result =
-                tokio::task::spawn_blocking(move || apply_isolated(&shared, group2, &staged2))
+                tokio::task::spawn_blocking(move || apply_isolated(&shared, group2, &staged2, r))
                     .await?;
             match result {
                 Ok(out) => {
@@ -359,6 +397,27 @@ impl PeerApplier {
     }
 }
 
+/// The files a resolution fetches.
+fn wanted_of(res: &omirr_core::resolve::Resolution) -> Vec<Wanted> {
+    res.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::WriteFile {
+                path,
+                size,
+                hash,
+                source: omirr_core::resolve::Source::Fetch,
+                ..
+            } if *size > 0 => Some(Wanted {
+                path: path.clone(),
+                hash: *hash,
+                size: *size,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Applies `group` with the write lock held, setting aside the changes
 /// whose own action fails and applying the rest. `Err` for a failure of
 /// the host as a whole.
@@ -366,22 +425,40 @@ fn apply_isolated(
     shared: &Shared,
     group: Vec<Change>,
     staged: &Staged,
+    resolved: Option<Resolved>,
 ) -> Result<Outcome, ApplyRemoteError> {
     let mut out = Outcome::default();
     let mut rest = group;
     let mut w = shared.disk.lock();
     let w = &mut *w;
     let plan = shared.policy();
+    // The resolution made before staging still holds if nothing was
+    // recorded since.
+    let mut resolved = match (resolved, shared.store.index.last_seq()) {
+        (Some(r), Ok(now)) if r.at == now => Some(r.res),
+        _ => None,
+    };
     loop {
         let mut source = staged;
-        let result = omirr_fs::local::apply_remote(
-            &shared.store.index,
-            &w.applier,
-            &mut w.hlc,
-            &rest,
-            &|p| plan.savetargets(p),
-            &mut source,
-        );
+        let index = &shared.store.index;
+        let result = match resolved.take() {
+            Some(res) => omirr_fs::local::apply_resolved(
+                index,
+                &w.applier,
+                &mut w.hlc,
+                &rest,
+                res,
+                &mut source,
+            ),
+            None => omirr_fs::local::apply_remote(
+                index,
+                &w.applier,
+                &mut w.hlc,
+                &rest,
+                &|p| plan.savetargets(p),
+                &mut source,
+            ),
+        };
         let (error, recorded, action) = match result {
             Ok(applied) => {
                 out.recorded += applied.recorded;
