@@ -60,6 +60,15 @@ pub trait ContentSource {
     /// (pipelining). The default does nothing.
     fn prepare(&mut self, _wanted: &[Wanted]) {}
 
+    /// A file that already holds exactly this content (checked by the
+    /// source), which the applier may move into the tree as its
+    /// temporary file instead of copying it. `None` (the default): the
+    /// content is read through [`ContentSource::open`]. If the move fails
+    /// (another filesystem), the file must still be there for `open`.
+    fn take_file(&mut self, _hash: &Hash, _size: u64) -> Option<PathBuf> {
+        None
+    }
+
     /// A reader for the content of `path` that has `hash` and `size`.
     fn open(
         &mut self,
@@ -1183,6 +1192,22 @@ impl<'a> Batch<'a> {
                 return Err(ApplyError::DirNotEmpty { path: path.clone() });
             }
         }
+        if let Source::Fetch = from {
+            if let Some(moved) = self.take_staged(&dir, name, path, size, hash, meta, source)? {
+                self.staged_paths.insert(path.clone());
+                self.staged.push(Staged {
+                    index,
+                    path: path.clone(),
+                    dir,
+                    tmp: moved.0,
+                    file: match self.barrier {
+                        Barrier::Fsync => Some(moved.1),
+                        Barrier::Syncfs => None,
+                    },
+                });
+                return Ok(());
+            }
+        }
         let mut reader: Box<dyn Read + '_> = match from {
             Source::Fetch => source
                 .open(path, hash, size)
@@ -1216,6 +1241,61 @@ impl<'a> Batch<'a> {
             file,
         });
         Ok(())
+    }
+
+    /// A file the source holds ready ([`ContentSource::take_file`]),
+    /// moved into `dir` under a temporary name and given `meta`: no copy.
+    /// `None` if the source has none or it cannot be moved here (another
+    /// filesystem): then the content is copied.
+    #[allow(clippy::too_many_arguments)]
+    fn take_staged(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        path: &RelPath,
+        size: u64,
+        hash: &Hash,
+        meta: &Meta,
+        source: &mut dyn ContentSource,
+    ) -> Result<Option<(Vec<u8>, File)>, ApplyError> {
+        let Some(from) = source.take_file(hash, size) else {
+            return Ok(None);
+        };
+        let moved = with_temp_name(name, path, "move fetched content to", |tmp| {
+            rfs::renameat_with(rfs::CWD, &from, dir, tmp, RenameFlags::NOREPLACE)
+        });
+        let Ok((tmp, ())) = moved else {
+            return Ok(None);
+        };
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let placed = rfs::openat(dir, tmp.as_slice(), flags, Mode::empty())
+            .map(File::from)
+            .map_err(|e| io_error(path, "open fetched content at", e))
+            .and_then(|file| {
+                let got = file
+                    .metadata()
+                    .map_err(|e| ApplyError::ContentRead {
+                        path: path.clone(),
+                        error: e,
+                    })?
+                    .len();
+                if got != size {
+                    return Err(ApplyError::SizeMismatch {
+                        path: path.clone(),
+                        expected: size,
+                        got,
+                    });
+                }
+                self.ap.set_meta_fd(file.as_fd(), path, meta)?;
+                Ok(file)
+            });
+        match placed {
+            Ok(file) => Ok(Some((tmp, file))),
+            Err(e) => {
+                let _ = rfs::unlinkat(dir, tmp.as_slice(), AtFlags::empty());
+                Err(e)
+            }
+        }
     }
 
     /// Steps 2 and 3: barrier 1, then the renames. On failure, every

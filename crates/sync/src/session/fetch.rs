@@ -267,6 +267,9 @@ pub struct Staged {
     failed: HashMap<(Hash, u64), String>,
     /// Bytes of `mem`, given back to the session's budget on drop.
     mem_bytes: u64,
+    /// How many of the batch's files want each content: a staged file is
+    /// moved into the tree by its last user, copied for the others.
+    uses: Mutex<HashMap<(Hash, u64), usize>>,
     transfers: Option<Arc<Transfers>>,
 }
 
@@ -305,6 +308,19 @@ impl Staged {
 }
 
 impl ContentSource for &Staged {
+    fn take_file(&mut self, hash: &Hash, size: u64) -> Option<PathBuf> {
+        let key = (*hash, size);
+        let path = self.files.get(&key)?;
+        let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        let left = uses.entry(key).or_insert(1);
+        if *left > 1 {
+            *left -= 1;
+            return None;
+        }
+        *left = 0;
+        Some(path.clone())
+    }
+
     fn open(
         &mut self,
         path: &RelPath,
@@ -363,11 +379,16 @@ pub async fn stage(
 ) -> Result<Staged, SessionEnded> {
     let mut staged = Staged::default();
     staged.transfers = Some(t.clone());
-    let mut seen = std::collections::HashSet::new();
-    let mut queue: VecDeque<Wanted> = wanted
-        .into_iter()
-        .filter(|w| w.size > 0 && seen.insert((w.hash, w.size)))
-        .collect();
+    let mut uses: HashMap<(Hash, u64), usize> = HashMap::new();
+    let mut queue: VecDeque<Wanted> = VecDeque::new();
+    for w in wanted.into_iter().filter(|w| w.size > 0) {
+        let n = uses.entry((w.hash, w.size)).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            queue.push_back(w);
+        }
+    }
+    staged.uses = Mutex::new(uses);
     let mut running = tokio::task::JoinSet::new();
     let mut used = 0u64;
     loop {
@@ -482,10 +503,14 @@ fn staging_file(shared: &Shared, hash: &Hash) -> Result<(PathBuf, std::fs::File)
         .disk
         .stage_dir
         .join(format!("{hex}.{}.{n}", std::process::id()));
+    use std::os::unix::fs::OpenOptionsExt;
+    // Owner only: the file may become a tree's file as it is (moved in
+    // before its mode is set), and the content may be anybody's secret.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| {
             format!(
@@ -921,5 +946,23 @@ mod tests {
         assert!(read(&[1; 32], 3).unwrap_err().contains("not fetched"));
         drop(staged);
         assert!(!on_disk.exists(), "staged files go with their batch");
+    }
+
+    #[test]
+    fn a_staged_file_is_moved_by_its_last_user_and_copied_for_the_others() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let on_disk = dir.path().join("c");
+        std::fs::write(&on_disk, b"content").expect("write");
+        let h = *blake3::hash(b"content").as_bytes();
+        let mut staged = Staged::default();
+        staged.keep((h, 7), Fetched::File(on_disk.clone()));
+        staged.uses = Mutex::new(HashMap::from([((h, 7), 2)]));
+        let mut src = &staged;
+        assert_eq!(src.take_file(&h, 7), None, "another path wants it too");
+        assert_eq!(src.take_file(&h, 7), Some(on_disk.clone()), "the last one");
+        assert_eq!(src.take_file(&[0; 32], 7), None, "not staged");
+        staged.keep(([5; 32], 1), Fetched::Mem(vec![1]));
+        let mut src = &staged;
+        assert_eq!(src.take_file(&[5; 32], 1), None, "in memory");
     }
 }
