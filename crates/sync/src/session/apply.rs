@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The most content a group of a batch stages before it is applied.
-pub const GROUP_BYTES: u64 = 16 << 20;
+pub const GROUP_BYTES: u64 = 64 << 20;
 /// Set-aside changes are retried this long after the last try at first,
 /// then ever less often, up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(2);

@@ -40,7 +40,7 @@ pub const LARGE_WINDOW: u64 = 4 << 20;
 /// The most requests of ours outstanding at once.
 pub const MAX_REQUESTS: usize = 1024;
 /// Staged content kept in memory, per session; more goes to disk.
-pub const STAGE_MEMORY: u64 = 64 << 20;
+pub const STAGE_MEMORY: u64 = 16 << 20;
 
 /// One piece of an answer.
 pub enum Piece {
