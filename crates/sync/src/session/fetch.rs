@@ -253,6 +253,38 @@ impl Answer<'_> {
     }
 }
 
+impl Answer<'_> {
+    /// The next bytes of an answer to a file or range request; `None` at
+    /// its end.
+    async fn next_data(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
+        match self.next().await? {
+            Piece::Data(d) => Ok(Some(d)),
+            Piece::End => Ok(None),
+            Piece::Unavailable(why) => {
+                Err(FetchError::File(format!("the peer cannot send it: {why}")))
+            }
+            Piece::Chunks(..) => Err(FetchError::File("a chunk list for file data".into())),
+        }
+    }
+}
+
+impl Transfers {
+    /// Asks for the whole of `w` with one `FileRequest`.
+    async fn request_whole<'t>(&'t self, w: &Wanted) -> Result<Answer<'t>, SessionEnded> {
+        let size = w.size;
+        self.request(
+            |id| Message::FileRequest {
+                id,
+                path: w.path.clone(),
+                hash: w.hash,
+                size,
+            },
+            Expect::Data(VecDeque::from([(0, size)])),
+        )
+        .await
+    }
+}
+
 impl Drop for Answer<'_> {
     fn drop(&mut self) {
         self.t.open().remove(&self.id);
@@ -454,27 +486,10 @@ async fn fetch_one(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetched
 /// A small file, whole, into memory (or onto disk past [`STAGE_MEMORY`]).
 async fn fetch_small(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetched, FetchError> {
     let size = w.size;
-    let mut answer = t
-        .request(
-            |id| Message::FileRequest {
-                id,
-                path: w.path.clone(),
-                hash: w.hash,
-                size,
-            },
-            Expect::Data(VecDeque::from([(0, size)])),
-        )
-        .await?;
+    let mut answer = t.request_whole(w).await?;
     let mut buf = Vec::with_capacity(size as usize);
-    loop {
-        match answer.next().await? {
-            Piece::Data(d) => buf.extend_from_slice(&d),
-            Piece::End => break,
-            Piece::Unavailable(why) => {
-                return Err(FetchError::File(format!("the peer cannot send it: {why}")))
-            }
-            Piece::Chunks(..) => return Err(FetchError::File("a chunk list for a file".into())),
-        }
+    while let Some(d) = answer.next_data().await? {
+        buf.extend_from_slice(&d);
     }
     if buf.len() as u64 != size || *blake3::hash(&buf).as_bytes() != w.hash {
         return Err(FetchError::File(
@@ -603,19 +618,13 @@ impl<'t> Ranges<'t> {
             let Some(answer) = self.asked.front_mut() else {
                 return Err(FetchError::File("the peer sent less than asked".into()));
             };
-            match answer.next().await? {
-                Piece::Data(d) => {
+            match answer.next_data().await? {
+                Some(d) => {
                     self.buf = d;
                     self.pos = 0;
                 }
-                Piece::End => {
+                None => {
                     self.asked.pop_front();
-                }
-                Piece::Unavailable(why) => {
-                    return Err(FetchError::File(format!("the peer cannot send it: {why}")))
-                }
-                Piece::Chunks(..) => {
-                    return Err(FetchError::File("a chunk list for ranges".into()))
                 }
             }
         }
@@ -638,34 +647,12 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
             at += n as u64;
         }
     } else {
-        let size = w.size;
-        let mut answer = t
-            .request(
-                |id| Message::FileRequest {
-                    id,
-                    path: w.path.clone(),
-                    hash: w.hash,
-                    size,
-                },
-                Expect::Data(VecDeque::from([(0, size)])),
-            )
-            .await?;
+        let mut answer = t.request_whole(w).await?;
         let mut at = 0u64;
-        loop {
-            match answer.next().await? {
-                Piece::Data(d) => {
-                    hasher.update(&d);
-                    write_at(out, &d, at)?;
-                    at += d.len() as u64;
-                }
-                Piece::End => break,
-                Piece::Unavailable(why) => {
-                    return Err(FetchError::File(format!("the peer cannot send it: {why}")))
-                }
-                Piece::Chunks(..) => {
-                    return Err(FetchError::File("a chunk list for a file".into()))
-                }
-            }
+        while let Some(d) = answer.next_data().await? {
+            hasher.update(&d);
+            write_at(out, &d, at)?;
+            at += d.len() as u64;
         }
     }
     if *hasher.finalize().as_bytes() != w.hash {
