@@ -78,6 +78,27 @@ pub trait ContentSource {
     ) -> Result<Box<dyn Read + '_>, SourceError>;
 }
 
+/// The files `actions` fetch from their [`ContentSource`], in order.
+pub fn wanted(actions: &[Action]) -> Vec<Wanted> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::WriteFile {
+                path,
+                size,
+                hash,
+                source: Source::Fetch,
+                ..
+            } if *size > 0 => Some(Wanted {
+                path: path.clone(),
+                hash: *hash,
+                size: *size,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A file a batch wants from its [`ContentSource`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
@@ -416,23 +437,7 @@ impl Applier {
         actions: &[Action],
         source: &mut dyn ContentSource,
     ) -> Result<(), BatchError> {
-        let wanted: Vec<Wanted> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::WriteFile {
-                    path,
-                    size,
-                    hash,
-                    source: Source::Fetch,
-                    ..
-                } if *size > 0 => Some(Wanted {
-                    path: path.clone(),
-                    hash: *hash,
-                    size: *size,
-                }),
-                _ => None,
-            })
-            .collect();
+        let wanted = wanted(actions);
         if !wanted.is_empty() {
             source.prepare(&wanted);
         }

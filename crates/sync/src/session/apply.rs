@@ -399,23 +399,7 @@ impl PeerApplier {
 
 /// The files a resolution fetches.
 fn wanted_of(res: &omirr_core::resolve::Resolution) -> Vec<Wanted> {
-    res.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::WriteFile {
-                path,
-                size,
-                hash,
-                source: omirr_core::resolve::Source::Fetch,
-                ..
-            } if *size > 0 => Some(Wanted {
-                path: path.clone(),
-                hash: *hash,
-                size: *size,
-            }),
-            _ => None,
-        })
-        .collect()
+    omirr_fs::apply::wanted(&res.actions)
 }
 
 /// Applies `group` with the write lock held, setting aside the changes
