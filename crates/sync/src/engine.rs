@@ -79,6 +79,64 @@ impl Disk {
     }
 }
 
+/// Content some session is fetching for a batch, by (hash, size), with
+/// the session that fetches it. Two peers often offer the same new
+/// content at once (a change forwarded by the one and sent by the other):
+/// the second session leaves it to the first instead of fetching it too,
+/// and looks again once the first has applied it (or after a short wait,
+/// so that a frozen peer's claim delays nobody for long).
+#[derive(Default)]
+pub struct Claims {
+    held: Mutex<std::collections::HashMap<(omirr_core::Hash, u64), u64>>,
+    released: tokio::sync::Notify,
+}
+
+impl Claims {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(omirr_core::Hash, u64), u64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims `key` for `owner`; `false` if another owner holds it.
+    pub fn claim(&self, owner: u64, key: (omirr_core::Hash, u64)) -> bool {
+        *self.lock().entry(key).or_insert(owner) == owner
+    }
+
+    /// Gives up `owner`'s claims on `keys`.
+    pub fn release(&self, owner: u64, keys: &[(omirr_core::Hash, u64)]) {
+        let mut held = self.lock();
+        for k in keys {
+            if held.get(k) == Some(&owner) {
+                held.remove(k);
+            }
+        }
+        drop(held);
+        self.released.notify_waiters();
+    }
+
+    /// Waits until no owner but `owner` holds any of `keys`, or `limit`.
+    pub async fn wait(
+        &self,
+        owner: u64,
+        keys: &[(omirr_core::Hash, u64)],
+        limit: std::time::Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let released = self.released.notified();
+            let busy = {
+                let held = self.lock();
+                keys.iter()
+                    .any(|k| held.get(k).is_some_and(|o| *o != owner))
+            };
+            if !busy || tokio::time::timeout_at(deadline, released).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// The engine of one daemon.
 pub struct Engine {
     pub host: HostId,
@@ -87,6 +145,8 @@ pub struct Engine {
     pub counters: Counters,
     /// Bytes of file content that may be in flight from each peer.
     pub in_flight: u64,
+    /// Content sessions are fetching.
+    pub claims: Claims,
     policy: RwLock<Arc<dyn Policy>>,
 }
 
@@ -104,6 +164,7 @@ impl Engine {
             disk,
             counters: Counters::new(peers),
             in_flight,
+            claims: Claims::default(),
             policy: RwLock::new(policy),
         }
     }
@@ -150,4 +211,38 @@ pub fn wall() -> Timestamp {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     Timestamp(d.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_claim_is_one_sessions_until_released_and_waits_are_bounded() {
+        let c = Claims::default();
+        let k = ([1; 32], 10);
+        assert!(c.claim(1, k));
+        assert!(c.claim(1, k), "already ours");
+        assert!(!c.claim(2, k), "another session's");
+        // A wait for another's claim ends at its limit...
+        let started = std::time::Instant::now();
+        c.wait(2, &[k], Duration::from_millis(50)).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // ... or as soon as it is released.
+        let c = Arc::new(c);
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            c2.wait(2, &[k], Duration::from_secs(10)).await;
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c.release(2, &[k]);
+        assert!(!c.claim(2, k), "only its owner releases it");
+        c.release(1, &[k]);
+        let waited = waiter.await.expect("waiter");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert!(c.claim(2, k), "free again");
+    }
 }

@@ -35,6 +35,8 @@ pub const GROUP_BYTES: u64 = 64 << 20;
 /// then ever less often, up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(2);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How long a second round waits for content another session fetches.
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
 /// The first wait before a batch that failed for the host as a whole is
 /// tried again; it doubles up to [`RETRY_MAX`].
 const HOST_FAULT_FIRST: Duration = Duration::from_secs(1);
@@ -176,20 +178,33 @@ impl PeerApplier {
         while let Some(g) = current.take() {
             let staged = match next.take() {
                 Some(h) => h.await??,
-                None => self.stage(g).await?,
+                None => self.stage(g, true).await?,
             };
             // The next group's content comes in while this one is applied.
             current = groups.next().map(|g| {
                 let me = self.handle();
                 let changes = g.changes.clone();
-                next = Some(tokio::spawn(async move { me.stage(g).await }));
+                next = Some(tokio::spawn(async move { me.stage(g, true).await }));
                 Group {
                     changes,
                     resolved: None,
                 }
             });
-            let (group, staged, resolved) = staged;
+            let (group, staged, mut resolved) = staged;
+            // Changes whose content another session is fetching wait for
+            // the second round.
+            let (group, later): (Vec<Change>, Vec<Change>) =
+                group.into_iter().partition(|c| match c.entry.content {
+                    omirr_core::Content::File { size, hash } => {
+                        !staged.deferred.contains(&(hash, size))
+                    }
+                    _ => true,
+                });
+            if !later.is_empty() {
+                resolved = None;
+            }
             let mut out = self.apply_group(group, staged, resolved).await?;
+            out.unstaged.extend(later);
             if !out.unstaged.is_empty() {
                 // One more round for what the group needed but did not
                 // stage; whatever still fails then is set aside.
@@ -197,7 +212,21 @@ impl PeerApplier {
                     changes: std::mem::take(&mut out.unstaged),
                     resolved: None,
                 };
-                let (again, staged, resolved) = self.stage(again).await?;
+                // Content another session was fetching: once it is
+                // applied, these changes may need nothing more.
+                let keys: Vec<(omirr_core::Hash, u64)> = again
+                    .changes
+                    .iter()
+                    .filter_map(|c| match c.entry.content {
+                        omirr_core::Content::File { size, hash } => Some((hash, size)),
+                        _ => None,
+                    })
+                    .collect();
+                self.shared
+                    .claims
+                    .wait(self.transfers.owner, &keys, CLAIM_WAIT)
+                    .await;
+                let (again, staged, resolved) = self.stage(again, false).await?;
                 let more = self.apply_group(again, staged, resolved).await?;
                 out.recorded += more.recorded;
                 out.actions.extend(more.actions);
@@ -321,7 +350,7 @@ impl PeerApplier {
     }
 
     /// Fetches the content `group` needs; no lock is held.
-    async fn stage(&self, group: Group) -> Result<StagedGroup, SessionError> {
+    async fn stage(&self, group: Group, defer: bool) -> Result<StagedGroup, SessionError> {
         let started = std::time::Instant::now();
         let (wanted, resolved) = match group.resolved {
             Some(r) => (wanted_of(&r.res), Some(r)),
@@ -331,7 +360,8 @@ impl PeerApplier {
         let resolved_ms = started.elapsed().as_millis() as u64;
         let files = wanted.len();
         let bytes: u64 = wanted.iter().map(|w| w.size).sum();
-        let staged = fetch::stage(self.shared.clone(), self.transfers.clone(), wanted).await?;
+        let staged =
+            fetch::stage(self.shared.clone(), self.transfers.clone(), wanted, defer).await?;
         if files > 0 {
             tracing::debug!(peer = %self.peer, files, bytes, resolved_ms, ms = started.elapsed().as_millis() as u64, "staged");
         }

@@ -78,6 +78,8 @@ pub struct Transfers {
     closed: std::sync::atomic::AtomicBool,
     /// The peer, for its counters.
     peer: String,
+    /// This session, as the owner of content claims.
+    pub owner: u64,
 }
 
 /// The session ended (or our side gave up on it): nothing more arrives.
@@ -106,7 +108,9 @@ impl From<SessionEnded> for FetchError {
 
 impl Transfers {
     pub fn new(peer: &str, out: mpsc::Sender<Message>, chunks: bool, budget: u64) -> Transfers {
+        static SESSIONS: AtomicU64 = AtomicU64::new(1);
         Transfers {
+            owner: SESSIONS.fetch_add(1, Ordering::Relaxed),
             peer: peer.to_string(),
             open: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(1),
@@ -302,6 +306,12 @@ pub struct Staged {
     /// How many of the batch's files want each content: a staged file is
     /// moved into the tree by its last user, copied for the others.
     uses: Mutex<HashMap<(Hash, u64), usize>>,
+    /// What this batch claimed (see [`crate::engine::Claims`]), released
+    /// with it.
+    claimed: Vec<(Hash, u64)>,
+    engine: Option<Arc<Shared>>,
+    /// Content left to the session that claimed it first.
+    pub deferred: std::collections::HashSet<(Hash, u64)>,
     transfers: Option<Arc<Transfers>>,
 }
 
@@ -312,6 +322,9 @@ impl Drop for Staged {
         }
         if let Some(t) = &self.transfers {
             t.mem.fetch_sub(self.mem_bytes, Ordering::Relaxed);
+            if let Some(e) = &self.engine {
+                e.claims.release(t.owner, &self.claimed);
+            }
         }
     }
 }
@@ -403,14 +416,31 @@ enum Fetched {
 /// Fetches `wanted` from the peer into a [`Staged`] store: small files
 /// many at a time within the in-flight budget, large ones by windows.
 /// A file that cannot be had is noted as failed (the applier sets its
-/// change aside); only the end of the session stops the whole.
+/// change aside); only the end of the session stops the whole. Content
+/// another session is fetching is left to it if `defer` (its changes
+/// come back as not staged, for a second round).
 pub async fn stage(
     shared: Arc<Shared>,
     t: Arc<Transfers>,
     wanted: Vec<Wanted>,
+    defer: bool,
 ) -> Result<Staged, SessionEnded> {
     let mut staged = Staged::default();
     staged.transfers = Some(t.clone());
+    staged.engine = Some(shared.clone());
+    let wanted: Vec<Wanted> = wanted
+        .into_iter()
+        .filter(|w| {
+            let key = (w.hash, w.size);
+            let ours = shared.claims.claim(t.owner, key);
+            if ours {
+                staged.claimed.push(key);
+            } else if defer {
+                staged.deferred.insert(key);
+            }
+            ours || !defer
+        })
+        .collect();
     let mut uses: HashMap<(Hash, u64), usize> = HashMap::new();
     let mut queue: VecDeque<Wanted> = VecDeque::new();
     for w in wanted.into_iter().filter(|w| w.size > 0) {
