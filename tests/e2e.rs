@@ -22,6 +22,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::time::Duration;
 use support::cluster::{diff_summary, digest, wait_converged, wait_until, Cluster};
+use support::peak_rss;
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -157,6 +158,18 @@ fn status(cluster: &Cluster, host: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// `names` mirroring `/srv/www` (empty on every host), started and
+/// connected.
+fn started_www(names: &[&str]) -> Cluster {
+    let mut cluster = Cluster::new(names, www);
+    for h in names {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, names);
+    cluster
+}
+
 /// Waits until every host reports every peer connected.
 fn wait_connected(cluster: &Cluster, hosts: &[&str]) {
     let ok = wait_until(TIMEOUT, || {
@@ -222,12 +235,7 @@ fn different_trees_converge_and_the_newer_version_wins() {
 fn live_operations_reach_every_host_within_two_seconds() {
     use std::os::unix::fs::PermissionsExt;
     let _one = serial();
-    let mut cluster = Cluster::new(&HOSTS, www);
-    for h in HOSTS {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &HOSTS);
+    let cluster = started_www(&HOSTS);
     let w = |h: &str| cluster.root(h).join("srv/www");
     type Op = (&'static str, &'static str, fn(&std::path::Path));
     let ops: [Op; 12] = [
@@ -321,12 +329,7 @@ fn live_operations_reach_every_host_within_two_seconds() {
 #[test]
 fn the_same_file_written_on_two_hosts_at_once_ends_the_same() {
     let _one = serial();
-    let mut cluster = Cluster::new(&HOSTS, www);
-    for h in HOSTS {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &HOSTS);
+    let cluster = started_www(&HOSTS);
     let (a, b) = (
         cluster.root("alpha").join("srv/www/race"),
         cluster.root("beta").join("srv/www/race"),
@@ -412,12 +415,7 @@ fn a_stopped_host_catches_up_with_few_frames() {
 #[test]
 fn a_host_with_an_unpinned_key_is_refused() {
     let _one = serial();
-    let mut cluster = Cluster::new(&HOSTS, www);
-    for h in HOSTS {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &HOSTS);
+    let mut cluster = started_www(&HOSTS);
     // An impostor takes alpha's name and port with a key of its own.
     cluster.stop("alpha");
     let fake = tempfile::tempdir().expect("tempdir");
@@ -1043,17 +1041,6 @@ fn a_file_still_being_written_is_not_sent_half_written() {
     assert_eq!(peer_counter(&cluster, "beta", "alpha", "files_fetched"), 1);
 }
 
-/// Peak resident memory of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb * 1024
-}
-
 #[test]
 fn a_file_larger_than_the_in_flight_budget_moves_in_bounded_memory() {
     let _one = serial();
@@ -1183,12 +1170,7 @@ fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
 #[test]
 fn a_peer_flooding_pages_is_cut_off_at_the_window_in_bounded_memory() {
     let _one = serial();
-    let mut cluster = Cluster::new(&HOSTS, www);
-    for h in HOSTS {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &HOSTS);
+    let mut cluster = started_www(&HOSTS);
     cluster.stop("gamma");
     let alpha = cluster.pid("alpha").expect("pid");
     let before = peak_rss(alpha);

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::cluster::{diff_summary, digest, wait_converged, Cluster};
+use support::peak_rss;
 
 // ---------------------------------------------------------------------
 // The scale knob
@@ -330,17 +331,6 @@ fn arrival(path: &Path, content: &[u8], since: Instant, wait: Duration) -> Optio
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Peak resident memory of a process, in bytes (`VmHWM`).
-fn peak_rss(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb * 1024
 }
 
 /// Peak RSS of host `name`'s daemon, in MiB, for a report.

@@ -112,3 +112,14 @@ pub fn tls_probe(port: u16, state_dir: &Path, peers_file: &Path, peer: &str) -> 
         !matches!(first, Ok(Ok(Some(omirr_proto::Message::Hello(_)))))
     })
 }
+
+/// Peak resident memory of a process, in bytes (`VmHWM`).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
