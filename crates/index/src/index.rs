@@ -516,18 +516,24 @@ impl Index {
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e).at(p, "opening a table"),
         };
-        let prefix = peer.map(|h| {
-            let mut k = h.as_str().as_bytes().to_vec();
-            k.push(0);
-            k
-        });
+        // One peer's keys are `name NUL path`: the range from `name NUL`
+        // up to `name \x01`.
+        let rows = match peer {
+            Some(h) => {
+                let (mut from, mut to) = (
+                    h.as_str().as_bytes().to_vec(),
+                    h.as_str().as_bytes().to_vec(),
+                );
+                from.push(0);
+                to.push(1);
+                table.range(&from[..]..&to[..])
+            }
+            None => table.iter(),
+        };
         let mut out = Vec::new();
-        for row in table.iter().at(p, "reading set-aside changes")? {
+        for row in rows.at(p, "reading set-aside changes")? {
             let (k, v) = row.at(p, "reading set-aside changes")?;
             let key = k.value();
-            if prefix.as_ref().is_some_and(|pre| !key.starts_with(pre)) {
-                continue;
-            }
             let Some(nul) = key.iter().position(|b| *b == 0) else {
                 return Err(corrupt(p, "a set-aside key without a host name"));
             };
@@ -801,8 +807,6 @@ fn not_redb(path: &Path) -> Option<String> {
     Some("it does not start with redb's magic number".into())
 }
 
-/// Every table, open in one write transaction, and the counters as the
-/// transaction changes them (written back by [`Tables::finish`]).
 /// A peer's change this host could not apply, kept with its reason until
 /// a retry applies it or a newer version of its path supersedes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -816,6 +820,8 @@ pub struct Aside {
     pub since: u64,
 }
 
+/// Every table, open in one write transaction, and the counters as the
+/// transaction changes them (written back by [`Tables::finish`]).
 struct Tables<'t> {
     path: &'t Path,
     txn: &'t WriteTransaction,
