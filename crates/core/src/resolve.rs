@@ -60,6 +60,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every path the action changes: both ends of a rename, otherwise
+    /// [`Action::path`].
+    pub fn paths(&self) -> Vec<&RelPath> {
+        match self {
+            Action::Rename { from, to, .. } => vec![from, to],
+            other => vec![other.path()],
+        }
+    }
+
     pub fn path(&self) -> &RelPath {
         match self {
             Action::Rename { to: path, .. }

@@ -55,11 +55,6 @@ pub type SourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The returned reader is read to its end through a bounded buffer; the
 /// applier itself checks the size and hash, so a source need not.
 pub trait ContentSource {
-    /// The files a batch is going to [`ContentSource::open`], in that
-    /// order, before the first is opened: a source may fetch them ahead
-    /// (pipelining). The default does nothing.
-    fn prepare(&mut self, _wanted: &[Wanted]) {}
-
     /// A file that already holds exactly this content (checked by the
     /// source), which the applier may move into the tree as its
     /// temporary file instead of copying it. `None` (the default): the
@@ -437,10 +432,6 @@ impl Applier {
         actions: &[Action],
         source: &mut dyn ContentSource,
     ) -> Result<(), BatchError> {
-        let wanted = wanted(actions);
-        if !wanted.is_empty() {
-            source.prepare(&wanted);
-        }
         let mut batch = Batch::new(self);
         // A few actions are flushed file by file even in syncfs mode: a
         // syncfs would also wait for every other writer's dirty data on

@@ -131,10 +131,8 @@ pub fn apply_resolved(
     // path, an ancestor, or something below it.
     let undone: std::collections::BTreeSet<RelPath> = res.actions[done..]
         .iter()
-        .flat_map(|a| match a {
-            Action::Rename { from, to, .. } => vec![from.clone(), to.clone()],
-            other => vec![other.path().clone()],
-        })
+        .flat_map(Action::paths)
+        .cloned()
         .collect();
     let mut out = Batch::new();
     let mut recorded = 0;

@@ -560,11 +560,7 @@ impl World {
             let peer = &mut self.peers[i];
             let mut failed = None;
             for (n, a) in res.actions.iter().enumerate() {
-                let paths: Vec<&RelPath> = match a {
-                    Action::Rename { from, to, .. } => vec![from, to],
-                    a => vec![a.path()],
-                };
-                if paths.iter().any(|p| peer.blocked.contains(*p)) {
+                if a.paths().iter().any(|p| peer.blocked.contains(*p)) {
                     failed = Some(n);
                     break;
                 }
@@ -581,10 +577,8 @@ impl World {
             let done = failed.unwrap_or(res.actions.len());
             let undone: BTreeSet<RelPath> = res.actions[done..]
                 .iter()
-                .flat_map(|a| match a {
-                    Action::Rename { from, to, .. } => vec![from.clone(), to.clone()],
-                    a => vec![a.path().clone()],
-                })
+                .flat_map(Action::paths)
+                .cloned()
                 .collect();
             for c in &res.accepted {
                 if !omirr_core::resolve::held_back(&undone, &c.path) {
@@ -595,21 +589,10 @@ impl World {
             again = true;
             // What the applier did before the failure, the watcher sees.
             for a in &res.actions[..n] {
-                match a {
-                    Action::Rename { from, to, .. } => {
-                        peer.dirty.insert(from.clone());
-                        peer.dirty.insert(to.clone());
-                    }
-                    a => {
-                        peer.dirty.insert(a.path().clone());
-                    }
-                }
+                peer.dirty.extend(a.paths().into_iter().cloned());
             }
             let failed_action = &res.actions[n];
-            let paths: Vec<&RelPath> = match failed_action {
-                Action::Rename { from, to, .. } => vec![from, to],
-                a => vec![a.path()],
-            };
+            let paths = failed_action.paths();
             let index = &peer.index;
             let recorded = |c: &Change| {
                 index

@@ -488,10 +488,7 @@ fn apply_isolated(
             Err(e) => return Err(e),
         };
         out.recorded += recorded;
-        let paths: Vec<&RelPath> = match &*action {
-            Action::Rename { from, to, .. } => vec![from, to],
-            a => vec![a.path()],
-        };
+        let paths = action.paths();
         // Changes the actions before the failure recorded are done.
         let recorded = |c: &Change| {
             shared
