@@ -1,7 +1,9 @@
 //! What every part of the engine shares, as narrow handles: the
 //! [`Store`] (index and cursors), the [`Disk`] (the tree, the applier, the
-//! write lock), the [`Policy`] (what the configuration allows), and the
-//! [`Counters`] (a sink for what happened).
+//! write lock, the staging directory), the [`Policy`] (what the
+//! configuration allows), the [`Counters`] (a sink for what happened), and
+//! the [`Claims`] on content that sessions are fetching. Also the memory
+//! and clock helpers the engine's parts share.
 
 use crate::counters::Counters;
 use omirr_core::resolve::Action;

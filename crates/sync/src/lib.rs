@@ -1,6 +1,7 @@
 //! omirr's sync engine: the peer sessions, the recording of local
 //! changes and the applying of remote ones, behind narrow handles
-//! ([`engine`]: the store, the disk, the policy, the counters).
+//! ([`engine`]: the store, the disk, the policy, the counters, the
+//! claims on content being fetched).
 //!
 //! The rules of a session are a sans-IO state machine that takes events
 //! and returns what to do, so that the tokio driver ([`session`]) and the

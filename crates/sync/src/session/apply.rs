@@ -1,8 +1,9 @@
 //! Applying the peer's pages: batches in, changes recorded, cursor moved,
 //! `Ack` out.
 //!
-//! A batch is the pages that arrive back to back (up to [`BATCH_MAX`]
-//! changes), so that both halves of a large rename resolve together. It is
+//! A batch is the pages that arrive back to back (up to
+//! [`crate::Limits::batch_max`] changes; [`crate::PeerFlow`] makes them), so
+//! that both halves of a large rename resolve together. It is
 //! applied in groups of at most [`GROUP_BYTES`] of content to fetch: a
 //! group's content is staged first, with no lock held ([`super::fetch`]),
 //! while the group before it is applied; then the group is applied under
@@ -16,7 +17,7 @@
 //! same way. See docs/sync-model.md, "Changes set aside".
 
 use super::fetch::{self, NotStaged, SessionEnded, Staged, Transfers};
-use crate::engine::Engine as Shared;
+use crate::engine::Engine;
 use crate::SessionError;
 use omirr_core::resolve::Action;
 use omirr_core::{Change, HostId, IndexView, RelPath, Seq};
@@ -42,8 +43,9 @@ const CLAIM_WAIT: Duration = Duration::from_secs(2);
 const HOST_FAULT_FIRST: Duration = Duration::from_secs(1);
 
 /// The applying side of one session.
+#[derive(Clone)]
 pub struct PeerApplier {
-    pub shared: Arc<Shared>,
+    pub engine: Arc<Engine>,
     pub peer: String,
     pub transfers: Arc<Transfers>,
     /// `Ack`s (and errors) for the writer; never waits.
@@ -118,7 +120,7 @@ impl PeerApplier {
     /// them was applied or dropped.
     async fn retry_aside(&self) -> Result<bool, SessionError> {
         let peer_id = HostId::new(&self.peer);
-        let kept = self.shared.store.index.aside(Some(&peer_id))?;
+        let kept = self.engine.store.index.aside(Some(&peer_id))?;
         if kept.is_empty() {
             return Ok(false);
         }
@@ -127,7 +129,7 @@ impl PeerApplier {
         let mut again = Vec::new();
         for (_, a) in kept {
             let newer = self
-                .shared
+                .engine
                 .store
                 .index
                 .entry(&a.change.path)?
@@ -140,7 +142,7 @@ impl PeerApplier {
             }
         }
         if dropped > 0 {
-            self.shared.store.index.commit(&superseded)?;
+            self.engine.store.index.commit(&superseded)?;
         }
         if again.is_empty() {
             return Ok(dropped > 0);
@@ -162,7 +164,7 @@ impl PeerApplier {
         upto: Option<Seq>,
         retried: &[Aside],
     ) -> Result<usize, SessionError> {
-        let plan = self.shared.policy();
+        let plan = self.engine.policy();
         let peer = &self.peer;
         let (allowed, refused): (Vec<Change>, Vec<Change>) = changes
             .into_iter()
@@ -173,24 +175,15 @@ impl PeerApplier {
         let total = allowed.len();
         let mut groups = self.groups(allowed).await?.into_iter();
         let mut aside: Vec<(Change, String)> = Vec::new();
-        let mut next: Option<tokio::task::JoinHandle<Result<StagedGroup, SessionError>>> = None;
-        let mut current = groups.next();
-        while let Some(g) = current.take() {
-            let staged = match next.take() {
-                Some(h) => h.await??,
-                None => self.stage(g, true).await?,
-            };
+        let stage = |g: Group| {
+            let me = self.clone();
+            tokio::spawn(async move { me.stage(g, true).await })
+        };
+        let mut staging = groups.next().map(stage);
+        while let Some(h) = staging.take() {
+            let (group, staged, mut resolved) = h.await??;
             // The next group's content comes in while this one is applied.
-            current = groups.next().map(|g| {
-                let me = self.handle();
-                let changes = g.changes.clone();
-                next = Some(tokio::spawn(async move { me.stage(g, true).await }));
-                Group {
-                    changes,
-                    resolved: None,
-                }
-            });
-            let (group, staged, mut resolved) = staged;
+            staging = groups.next().map(stage);
             // Changes whose content another session is fetching wait for
             // the second round.
             let (group, later): (Vec<Change>, Vec<Change>) =
@@ -222,7 +215,7 @@ impl PeerApplier {
                         _ => None,
                     })
                     .collect();
-                self.shared
+                self.engine
                     .claims
                     .wait(self.transfers.owner, &keys, CLAIM_WAIT)
                     .await;
@@ -272,22 +265,12 @@ impl PeerApplier {
             batch.set_cursor(peer_id, u);
         }
         if !batch.is_empty() {
-            self.shared.store.index.commit(&batch)?;
+            self.engine.store.index.commit(&batch)?;
         }
         if let Some(u) = upto {
-            self.shared.counters.peer(peer, |p| p.cursor = u);
+            self.engine.counters.peer(peer, |p| p.cursor = u);
         }
         Ok(total - aside.len())
-    }
-
-    fn handle(&self) -> PeerApplier {
-        PeerApplier {
-            shared: self.shared.clone(),
-            peer: self.peer.clone(),
-            transfers: self.transfers.clone(),
-            control: self.control.clone(),
-            flow: self.flow.clone(),
-        }
     }
 
     /// Splits `changes`, in order, into groups whose content to fetch is
@@ -334,18 +317,18 @@ impl PeerApplier {
         {
             return Ok((Vec::new(), None));
         }
-        let shared = self.shared.clone();
+        let engine = self.engine.clone();
         let changes = changes.to_vec();
         let (res, at) = tokio::task::spawn_blocking(move || {
-            let plan = shared.policy();
-            let at = shared.store.index.last_seq()?;
-            let res = omirr_core::resolve::resolve(&shared.store.index, &changes, &|p| {
+            let plan = engine.policy();
+            let at = engine.store.index.last_seq()?;
+            let res = omirr_core::resolve::resolve(&engine.store.index, &changes, &|p| {
                 plan.savetargets(p)
             })?;
             Ok::<_, omirr_index::IndexError>((res, at))
         })
         .await??;
-        let wanted = wanted_of(&res);
+        let wanted = omirr_fs::apply::wanted(&res.actions);
         Ok((wanted, Some(Resolved { res, at })))
     }
 
@@ -353,7 +336,7 @@ impl PeerApplier {
     async fn stage(&self, group: Group, defer: bool) -> Result<StagedGroup, SessionError> {
         let started = std::time::Instant::now();
         let (wanted, resolved) = match group.resolved {
-            Some(r) => (wanted_of(&r.res), Some(r)),
+            Some(r) => (omirr_fs::apply::wanted(&r.res.actions), Some(r)),
             None => self.wanted(&group.changes).await?,
         };
         let group = group.changes;
@@ -361,7 +344,7 @@ impl PeerApplier {
         let files = wanted.len();
         let bytes: u64 = wanted.iter().map(|w| w.size).sum();
         let staged =
-            fetch::stage(self.shared.clone(), self.transfers.clone(), wanted, defer).await?;
+            fetch::stage(self.engine.clone(), self.transfers.clone(), wanted, defer).await?;
         if files > 0 {
             tracing::debug!(peer = %self.peer, files, bytes, resolved_ms, ms = started.elapsed().as_millis() as u64, "staged");
         }
@@ -382,10 +365,10 @@ impl PeerApplier {
         let started = std::time::Instant::now();
         let mut resolved = resolved;
         loop {
-            let (shared, group2, staged2) = (self.shared.clone(), group.clone(), staged.clone());
+            let (engine, group2, staged2) = (self.engine.clone(), group.clone(), staged.clone());
             let r = resolved.take();
             let result =
-                tokio::task::spawn_blocking(move || apply_isolated(&shared, group2, &staged2, r))
+                tokio::task::spawn_blocking(move || apply_isolated(&engine, group2, &staged2, r))
                     .await?;
             match result {
                 Ok(out) => {
@@ -394,7 +377,7 @@ impl PeerApplier {
                 }
                 Err(e) => {
                     tracing::error!(peer = %self.peer, "cannot apply the peer's changes, trying again in {}s: {e:#}", wait.as_secs());
-                    self.shared
+                    self.engine
                         .counters
                         .peer(&self.peer, |p| p.last_error = Some(format!("{e:#}")));
                     tokio::time::sleep(wait).await;
@@ -415,46 +398,41 @@ impl PeerApplier {
             tracing::debug!(peer = %self.peer, actions = out.actions.len(), recorded = out.recorded, "applied");
         }
         // Queues the Distfile's commands for what changed; never waits.
-        self.shared.policy().after_batch(&self.peer, &out.actions);
+        self.engine.policy().after_batch(&self.peer, &out.actions);
         let n = out.recorded as u64;
-        self.shared.counters.add_applied(n);
-        self.shared
+        self.engine.counters.add_applied(n);
+        self.engine
             .counters
             .peer(&self.peer, |p| p.changes_received += n);
         if out.recorded > 0 {
-            self.shared.store.announce();
+            self.engine.store.announce();
         }
     }
-}
-
-/// The files a resolution fetches.
-fn wanted_of(res: &omirr_core::resolve::Resolution) -> Vec<Wanted> {
-    omirr_fs::apply::wanted(&res.actions)
 }
 
 /// Applies `group` with the write lock held, setting aside the changes
 /// whose own action fails and applying the rest. `Err` for a failure of
 /// the host as a whole.
 fn apply_isolated(
-    shared: &Shared,
+    engine: &Engine,
     group: Vec<Change>,
     staged: &Staged,
     resolved: Option<Resolved>,
 ) -> Result<Outcome, ApplyRemoteError> {
     let mut out = Outcome::default();
     let mut rest = group;
-    let mut w = shared.disk.lock();
+    let mut w = engine.disk.lock();
     let w = &mut *w;
-    let plan = shared.policy();
+    let plan = engine.policy();
     // The resolution made before staging still holds if nothing was
     // recorded since.
-    let mut resolved = match (resolved, shared.store.index.last_seq()) {
+    let mut resolved = match (resolved, engine.store.index.last_seq()) {
         (Some(r), Ok(now)) if r.at == now => Some(r.res),
         _ => None,
     };
     loop {
         let mut source = staged;
-        let index = &shared.store.index;
+        let index = &engine.store.index;
         let result = match resolved.take() {
             Some(res) => omirr_fs::local::apply_resolved(
                 index,
@@ -491,7 +469,7 @@ fn apply_isolated(
         let paths = action.paths();
         // Changes the actions before the failure recorded are done.
         let recorded = |c: &Change| {
-            shared
+            engine
                 .store
                 .index
                 .entry(&c.path)

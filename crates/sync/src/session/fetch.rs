@@ -14,8 +14,13 @@
 //! allows), so the reader's buffers are bounded by what we request: small
 //! files within the in-flight budget, large files a window of
 //! [`LARGE_WINDOW`] bytes at a time (content credit, granted by asking).
+//!
+//! Content another session is already fetching is left to it
+//! ([`crate::engine::Claims`]): when two peers offer the same new file,
+//! it crosses the network once. A file staged on disk is moved into the
+//! tree by the applier ([`ContentSource::take_file`]), not copied.
 
-use crate::engine::Engine as Shared;
+use crate::engine::Engine;
 use crate::Violation;
 use omirr_chunk::{Chunk, Recipe, Step};
 use omirr_core::{Content, Hash, IndexView, RelPath};
@@ -152,6 +157,21 @@ impl Transfers {
         Ok(Answer { t: self, id, rx })
     }
 
+    /// Asks for the whole of `w` with one `FileRequest`.
+    async fn request_whole<'t>(&'t self, w: &Wanted) -> Result<Answer<'t>, SessionEnded> {
+        let size = w.size;
+        self.request(
+            |id| Message::FileRequest {
+                id,
+                path: w.path.clone(),
+                hash: w.hash,
+                size,
+            },
+            Expect::Data(VecDeque::from([(0, size)])),
+        )
+        .await
+    }
+
     /// Hands a piece of an answer to its transfer, never waiting. A piece
     /// for an unknown id (a transfer given up) is dropped; one that is not
     /// what the request asked for is a [`Violation`].
@@ -255,9 +275,7 @@ impl Answer<'_> {
             ))),
         }
     }
-}
 
-impl Answer<'_> {
     /// The next bytes of an answer to a file or range request; `None` at
     /// its end.
     async fn next_data(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
@@ -269,23 +287,6 @@ impl Answer<'_> {
             }
             Piece::Chunks(..) => Err(FetchError::File("a chunk list for file data".into())),
         }
-    }
-}
-
-impl Transfers {
-    /// Asks for the whole of `w` with one `FileRequest`.
-    async fn request_whole<'t>(&'t self, w: &Wanted) -> Result<Answer<'t>, SessionEnded> {
-        let size = w.size;
-        self.request(
-            |id| Message::FileRequest {
-                id,
-                path: w.path.clone(),
-                hash: w.hash,
-                size,
-            },
-            Expect::Data(VecDeque::from([(0, size)])),
-        )
-        .await
     }
 }
 
@@ -309,10 +310,10 @@ pub struct Staged {
     /// What this batch claimed (see [`crate::engine::Claims`]), released
     /// with it.
     claimed: Vec<(Hash, u64)>,
-    engine: Option<Arc<Shared>>,
     /// Content left to the session that claimed it first.
     pub deferred: std::collections::HashSet<(Hash, u64)>,
-    transfers: Option<Arc<Transfers>>,
+    /// Whose memory budget and claims this store holds (none in tests).
+    holder: Option<(Arc<Engine>, Arc<Transfers>)>,
 }
 
 impl Drop for Staged {
@@ -320,22 +321,14 @@ impl Drop for Staged {
         for p in self.files.values() {
             let _ = std::fs::remove_file(p);
         }
-        if let Some(t) = &self.transfers {
+        if let Some((e, t)) = &self.holder {
             t.mem.fetch_sub(self.mem_bytes, Ordering::Relaxed);
-            if let Some(e) = &self.engine {
-                e.claims.release(t.owner, &self.claimed);
-            }
+            e.claims.release(t.owner, &self.claimed);
         }
     }
 }
 
 impl Staged {
-    /// Whether this content is staged.
-    pub fn has(&self, hash: &Hash, size: u64) -> bool {
-        let k = (*hash, size);
-        self.mem.contains_key(&k) || self.files.contains_key(&k)
-    }
-
     fn keep(&mut self, key: (Hash, u64), got: Fetched) {
         match got {
             Fetched::Mem(v) => {
@@ -420,19 +413,18 @@ enum Fetched {
 /// another session is fetching is left to it if `defer` (its changes
 /// come back as not staged, for a second round).
 pub async fn stage(
-    shared: Arc<Shared>,
+    engine: Arc<Engine>,
     t: Arc<Transfers>,
     wanted: Vec<Wanted>,
     defer: bool,
 ) -> Result<Staged, SessionEnded> {
     let mut staged = Staged::default();
-    staged.transfers = Some(t.clone());
-    staged.engine = Some(shared.clone());
+    staged.holder = Some((engine.clone(), t.clone()));
     let wanted: Vec<Wanted> = wanted
         .into_iter()
         .filter(|w| {
             let key = (w.hash, w.size);
-            let ours = shared.claims.claim(t.owner, key);
+            let ours = engine.claims.claim(t.owner, key);
             if ours {
                 staged.claimed.push(key);
             } else if defer {
@@ -462,7 +454,7 @@ pub async fn stage(
             }
             let Some(w) = queue.pop_front() else { break };
             used += cost;
-            let (s, tt) = (shared.clone(), t.clone());
+            let (s, tt) = (engine.clone(), t.clone());
             running.spawn(async move {
                 let got = fetch_one(&s, &tt, &w).await;
                 (w, cost, got)
@@ -486,14 +478,14 @@ pub async fn stage(
     Ok(staged)
 }
 
-async fn fetch_one(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetched, FetchError> {
-    shared.counters.peer(&t.peer, |p| p.files_fetched += 1);
+async fn fetch_one(engine: &Engine, t: &Transfers, w: &Wanted) -> Result<Fetched, FetchError> {
+    engine.counters.peer(&t.peer, |p| p.files_fetched += 1);
     if w.size < LARGE {
-        return fetch_small(shared, t, w).await;
+        return fetch_small(engine, t, w).await;
     }
-    let out = staging_file(shared, &w.hash).map_err(FetchError::File)?;
+    let out = staging_file(engine, &w.hash).map_err(FetchError::File)?;
     let result = if t.chunks {
-        match delta(shared, t, w, &out.1).await {
+        match delta(engine, t, w, &out.1).await {
             Ok(()) => Ok(()),
             Err(FetchError::Ended) => Err(FetchError::Ended),
             Err(FetchError::File(why)) => {
@@ -514,7 +506,7 @@ async fn fetch_one(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetched
 }
 
 /// A small file, whole, into memory (or onto disk past [`STAGE_MEMORY`]).
-async fn fetch_small(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetched, FetchError> {
+async fn fetch_small(engine: &Engine, t: &Transfers, w: &Wanted) -> Result<Fetched, FetchError> {
     let size = w.size;
     let mut answer = t.request_whole(w).await?;
     let mut buf = Vec::with_capacity(size as usize);
@@ -530,7 +522,7 @@ async fn fetch_small(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetch
         return Ok(Fetched::Mem(buf));
     }
     t.mem.fetch_sub(size, Ordering::Relaxed);
-    let (path, mut file) = staging_file(shared, &w.hash).map_err(FetchError::File)?;
+    let (path, mut file) = staging_file(engine, &w.hash).map_err(FetchError::File)?;
     let written = tokio::task::block_in_place(|| file.write_all(&buf));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&path);
@@ -540,11 +532,11 @@ async fn fetch_small(shared: &Shared, t: &Transfers, w: &Wanted) -> Result<Fetch
 }
 
 /// A new file in the staging directory.
-fn staging_file(shared: &Shared, hash: &Hash) -> Result<(PathBuf, std::fs::File), String> {
+fn staging_file(engine: &Engine, hash: &Hash) -> Result<(PathBuf, std::fs::File), String> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let path = shared
+    let path = engine
         .disk
         .stage_dir
         .join(format!("{hex}.{}.{n}", std::process::id()));
@@ -560,7 +552,7 @@ fn staging_file(shared: &Shared, hash: &Hash) -> Result<(PathBuf, std::fs::File)
         .map_err(|e| {
             format!(
                 "cannot stage it in {}: {e}",
-                shared.disk.stage_dir.display()
+                engine.disk.stage_dir.display()
             )
         })?;
     Ok((path, file))
@@ -701,12 +693,12 @@ fn write_at(out: &std::fs::File, data: &[u8], at: u64) -> Result<(), FetchError>
 /// Delta transfer: the peer's chunk list, the chunks this host holds of
 /// the older version at the same path, and the rest by ranges.
 async fn delta(
-    shared: &Shared,
+    engine: &Engine,
     t: &Transfers,
     w: &Wanted,
     out: &std::fs::File,
 ) -> Result<(), FetchError> {
-    let old = match shared.store.index.entry(&w.path) {
+    let old = match engine.store.index.entry(&w.path) {
         Ok(Some(e)) => match e.content {
             Content::File { size, hash } if size >= omirr_chunk::DELTA_MIN && hash != w.hash => {
                 (hash, size)
@@ -728,9 +720,9 @@ async fn delta(
         )
         .await?;
     let local = tokio::task::block_in_place(|| {
-        super::serve::open_for_peer(shared, &w.path, &old.0, old.1).and_then(|file| {
-            let trusted = super::serve::vouched(shared, &w.path, &file);
-            let list = super::serve::chunk_list(shared, &file, &old.0, old.1, trusted.is_some())?;
+        super::serve::open_for_peer(engine, &w.path, &old.0, old.1).and_then(|file| {
+            let trusted = super::serve::vouched(engine, &w.path, &file);
+            let list = super::serve::chunk_list(engine, &file, &old.0, old.1, trusted.is_some())?;
             Ok((list, file, trusted))
         })
     });
@@ -808,14 +800,14 @@ async fn delta(
     }
     tracing::debug!(path = %w.path, size, fetched, "delta transfer");
     // Cached only now that the list has proved right.
-    if let Err(e) = shared
+    if let Err(e) = engine
         .store
         .index
         .set_chunk_list(&w.hash, &omirr_chunk::encode(&theirs))
     {
         tracing::warn!("cannot cache a chunk list: {e}");
     }
-    shared.counters.peer(&t.peer, |p| {
+    engine.counters.peer(&t.peer, |p| {
         p.files_delta += 1;
         p.file_bytes_reused += size - fetched;
     });
@@ -839,23 +831,22 @@ mod tests {
         }
     }
 
-    fn expect(t: &Transfers, ranges: &[(u64, u64)]) -> (u64, mpsc::UnboundedReceiver<Piece>) {
+    /// An open transfer expecting `expect`, as `request` makes it.
+    fn expect(t: &Transfers, expect: Expect) -> (u64, mpsc::UnboundedReceiver<Piece>) {
         let id = t.ids.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        t.open().insert(
-            id,
-            Transfer {
-                tx,
-                expect: Expect::Data(ranges.iter().copied().collect()),
-            },
-        );
+        t.open().insert(id, Transfer { tx, expect });
         (id, rx)
+    }
+
+    fn ranges(r: &[(u64, u64)]) -> Expect {
+        Expect::Data(r.iter().copied().collect())
     }
 
     #[test]
     fn a_transfer_takes_exactly_the_ranges_it_asked_for_in_order() {
         let (t, _requests) = transfers();
-        let (id, mut rx) = expect(&t, &[(0, 10), (100, 5)]);
+        let (id, mut rx) = expect(&t, ranges(&[(0, 10), (100, 5)]));
         t.route(data(id, 0, 4)).expect("first piece");
         assert!(t.route(data(id, 5, 1)).is_err(), "a gap");
         t.route(data(id, 4, 6)).expect("rest of the first range");
@@ -880,7 +871,7 @@ mod tests {
     fn pieces_for_unknown_or_given_up_transfers_are_dropped() {
         let (t, _requests) = transfers();
         t.route(data(99, 0, 10)).expect("unknown id");
-        let (id, rx) = expect(&t, &[(0, 10)]);
+        let (id, rx) = expect(&t, ranges(&[(0, 10)]));
         drop(rx);
         t.route(data(id, 0, 10))
             .expect("a receiver gone drops the piece");
@@ -891,15 +882,7 @@ mod tests {
     #[test]
     fn chunk_lists_are_bounded_by_the_file_they_describe() {
         let (t, _requests) = transfers();
-        let id = t.ids.fetch_add(1, Ordering::Relaxed);
-        let (tx, _rx) = mpsc::unbounded_channel();
-        t.open().insert(
-            id,
-            Transfer {
-                tx,
-                expect: Expect::Chunks(3),
-            },
-        );
+        let (id, _rx) = expect(&t, Expect::Chunks(3));
         let chunk = |len| Chunk { len, hash: [0; 32] };
         let list = |chunks, last| Message::ChunkList { id, chunks, last };
         assert!(t.route(list(vec![chunk(0)], false)).is_err(), "empty chunk");

@@ -14,8 +14,8 @@
 //!
 //! The tasks of a session, all ending with it:
 //! - the reader (the session's own task) reads every message and hands it
-//!   on without ever waiting: pages to the applier's queue, content to its
-//!   transfer, requests to the server's queue. Each of those queues is
+//!   on without ever waiting: pages and Acks to the [`Flow`], content to
+//!   its transfer, requests to the server's queue. Each of those is
 //!   bounded by the protocol (the window, what we asked for, the request
 //!   bound), not by waiting, so the reader never stalls on the applier, a
 //!   lock or the disk;
@@ -29,7 +29,7 @@ pub mod apply;
 pub mod fetch;
 pub mod serve;
 
-use crate::engine::Engine as Shared;
+use crate::engine::Engine;
 use crate::SessionError;
 use crate::{PeerFlow, Violation};
 use omirr_core::{Change, Seq};
@@ -40,7 +40,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 
-/// A session's change stream, shared by the reader, the pusher and the
+/// A session's change stream, engine by the reader, the pusher and the
 /// applier; each holds the lock only for a step of the state machine.
 pub struct Flow {
     state: Mutex<PeerFlow>,
@@ -55,6 +55,7 @@ impl Flow {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
 /// Data messages waiting for the writer; a full queue holds back whoever
 /// sends data (the pusher, the server, the fetchers), never the reader.
 const QUEUE: usize = 64;
@@ -64,7 +65,7 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// A peer silent for this long is gone.
 const SILENCE: Duration = Duration::from_secs(45);
 
-pub async fn run<S>(shared: Arc<Shared>, stream: S, peer: String) -> Result<(), SessionError>
+pub async fn run<S>(engine: Arc<Engine>, stream: S, peer: String) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -73,7 +74,7 @@ where
     let (control, control_rx) = mpsc::unbounded_channel::<Message>();
     let (pong, pong_rx) = watch::channel(None::<u64>);
     let writer = tokio::spawn(write_all(
-        shared.clone(),
+        engine.clone(),
         peer.clone(),
         wr,
         out_rx,
@@ -82,7 +83,7 @@ where
     ));
     let _writer = AbortOnDrop(writer.abort_handle());
 
-    let _ = control.send(Message::Hello(Hello::new(shared.policy().host())));
+    let _ = control.send(Message::Hello(Hello::new(engine.policy().host())));
     let first = tokio::time::timeout(SILENCE, read_message(&mut rd))
         .await
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
@@ -101,9 +102,9 @@ where
             return Err(e.into());
         }
     };
-    let cursor = shared.store.index.cursor(&omirr_core::HostId::new(&peer))?;
+    let cursor = engine.store.index.cursor(&omirr_core::HostId::new(&peer))?;
     tracing::info!(%peer, cursor, "connected");
-    shared.counters.peer(&peer, |p| {
+    engine.counters.peer(&peer, |p| {
         p.connected = true;
         p.since = Some(crate::counters::now_secs());
         p.cursor = cursor;
@@ -124,11 +125,11 @@ where
         &peer,
         out.clone(),
         chunks,
-        shared.in_flight,
+        engine.in_flight,
     ));
     let _close = CloseTransfers(transfers.clone());
     let applier = apply::PeerApplier {
-        shared: shared.clone(),
+        engine: engine.clone(),
         peer: peer.clone(),
         transfers: transfers.clone(),
         control: control.clone(),
@@ -139,7 +140,7 @@ where
     let (requests, requests_rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let server = tokio::spawn(serve::serve_requests(
-        shared.clone(),
+        engine.clone(),
         out.clone(),
         requests_rx,
         queued.clone(),
@@ -163,18 +164,22 @@ where
         let msg = match msg {
             Err(_) => return Err(SessionError::Silent(SILENCE.as_secs())),
             Ok(Err(e)) => {
-                let _ = control.send(Message::error(ErrorCode::BadMessage, e.to_string()));
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                // An undecodable frame is the peer's fault, and it is
+                // told; a broken connection has nobody to tell.
+                if let omirr_proto::ReadError::Decode(d) = &e {
+                    let _ = control.send(Message::error(ErrorCode::BadMessage, d.to_string()));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                }
                 return Err(e.into());
             }
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(m))) => m,
         };
-        shared.counters.peer(&peer, |p| p.frames_received += 1);
+        engine.counters.peer(&peer, |p| p.frames_received += 1);
         let checked = match msg {
             Message::Pull { after } => flow.lock().on_pull(after).map(|()| {
                 let task = tokio::spawn(push(
-                    shared.clone(),
+                    engine.clone(),
                     peer.clone(),
                     out.clone(),
                     flow.clone(),
@@ -195,33 +200,51 @@ where
                 path,
                 hash,
                 size,
-            } => request(&queued, &requests, id, path, hash, size, |size| {
-                serve::Job::Ranges(if size == 0 { vec![] } else { vec![(0, size)] })
-            }),
+            } => {
+                let ask = serve::Ask {
+                    id,
+                    path,
+                    hash,
+                    size,
+                };
+                request(&queued, &requests, ask, serve::Job::Ranges(vec![(0, size)]))
+            }
             Message::RangeRequest {
                 id,
                 path,
                 hash,
                 size,
                 ranges,
-            } => request(&queued, &requests, id, path, hash, size, |_| {
-                serve::Job::Ranges(ranges)
-            }),
+            } => {
+                let ask = serve::Ask {
+                    id,
+                    path,
+                    hash,
+                    size,
+                };
+                request(&queued, &requests, ask, serve::Job::Ranges(ranges))
+            }
             Message::ChunkRequest {
                 id,
                 path,
                 hash,
                 size,
-            } => request(&queued, &requests, id, path, hash, size, |_| {
-                serve::Job::Chunks
-            }),
+            } => {
+                let ask = serve::Ask {
+                    id,
+                    path,
+                    hash,
+                    size,
+                };
+                request(&queued, &requests, ask, serve::Job::Chunks)
+            }
             m @ (Message::FileData { .. }
             | Message::FileEnd { .. }
             | Message::ChunkList { .. }
             | Message::FileUnavailable { .. }) => {
                 if let Message::FileData { data, .. } = &m {
                     let n = data.len() as u64;
-                    shared.counters.peer(&peer, |p| p.file_bytes_received += n);
+                    engine.counters.peer(&peer, |p| p.file_bytes_received += n);
                 }
                 transfers.route(m)
             }
@@ -247,31 +270,18 @@ where
 }
 
 /// Queues one of the peer's requests for the server, within the bound.
-#[allow(clippy::too_many_arguments)]
 fn request(
     queued: &AtomicUsize,
     requests: &mpsc::UnboundedSender<(serve::Ask, serve::Job)>,
-    id: u64,
-    path: omirr_core::RelPath,
-    hash: omirr_core::Hash,
-    size: u64,
-    job: impl FnOnce(u64) -> serve::Job,
+    ask: serve::Ask,
+    job: serve::Job,
 ) -> Result<(), Violation> {
     let n = queued.fetch_add(1, Ordering::Relaxed) + 1;
     if let Err(v) = crate::check_requests(n) {
         queued.fetch_sub(1, Ordering::Relaxed);
         return Err(v);
     }
-    let job = job(size);
-    let _ = requests.send((
-        serve::Ask {
-            id,
-            path,
-            hash,
-            size,
-        },
-        job,
-    ));
+    let _ = requests.send((ask, job));
     Ok(())
 }
 
@@ -279,7 +289,7 @@ fn request(
 /// is flushed whenever nothing more is queued. Ends after writing an
 /// `Error`.
 async fn write_all<W>(
-    shared: Arc<Shared>,
+    engine: Arc<Engine>,
     peer: String,
     wr: W,
     mut data: mpsc::Receiver<Message>,
@@ -317,7 +327,7 @@ where
         if last || (queued == 0 && control.is_empty()) {
             wr.flush().await?;
         }
-        shared.counters.peer(&peer, |p| {
+        engine.counters.peer(&peer, |p| {
             p.frames_sent += 1;
             p.queue = queued;
         });
@@ -360,25 +370,25 @@ async fn ping(control: mpsc::UnboundedSender<Message>) {
 /// Sends the peer everything after its `Pull` that it shares with us,
 /// then follows the index as it moves, as far as the window allows.
 async fn push(
-    shared: Arc<Shared>,
+    engine: Arc<Engine>,
     peer: String,
     out: mpsc::Sender<Message>,
     flow: Arc<Flow>,
 ) -> Result<(), SessionError> {
-    let mut moved = shared.store.last_seq.subscribe();
+    let mut moved = engine.store.last_seq.subscribe();
     let page = flow.lock().limits().page;
     loop {
         let from = flow.lock().read_from();
         if let Some(after) = from {
             moved.mark_unchanged();
-            let read = shared.store.index.since(after, page)?;
+            let read = engine.store.index.since(after, page)?;
             let raw_upto = read.last().map(|(s, _)| *s);
             let last = match raw_upto {
-                Some(u) => shared.store.index.last_seq()? == u,
+                Some(u) => engine.store.index.last_seq()? == u,
                 None => true,
             };
             // Only what the peer may have, and not its own changes back.
-            let plan = shared.policy();
+            let plan = engine.policy();
             let changes: Vec<(Seq, Change)> = read
                 .into_iter()
                 .filter(|(_, c)| {
@@ -386,7 +396,7 @@ async fn push(
                 })
                 .collect();
             let n = changes.len() as u64;
-            shared.counters.peer(&peer, |p| p.changes_sent += n);
+            engine.counters.peer(&peer, |p| p.changes_sent += n);
             flow.lock().on_read(raw_upto, changes, last)?;
         }
         loop {

@@ -8,7 +8,7 @@
 //! through the session's bounded data queue, so a peer that reads slowly
 //! slows only the serving of its own requests.
 
-use crate::engine::Engine as Shared;
+use crate::engine::Engine;
 use omirr_chunk::Chunk;
 use omirr_core::{Content, Hash, IndexView, RelPath};
 use omirr_proto::{Message, MAX_CHUNK};
@@ -23,7 +23,7 @@ pub const SERVING: usize = 16;
 /// Serves what arrives on `requests` until the session ends; `queued`
 /// counts requests not yet answered (the reader checks it).
 pub async fn serve_requests(
-    shared: Arc<Shared>,
+    engine: Arc<Engine>,
     out: mpsc::Sender<Message>,
     mut requests: mpsc::UnboundedReceiver<(Ask, Job)>,
     queued: Arc<AtomicUsize>,
@@ -33,13 +33,13 @@ pub async fn serve_requests(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let (shared, out, queued) = (shared.clone(), out.clone(), queued.clone());
+        let (engine, out, queued) = (engine.clone(), out.clone(), queued.clone());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let id = ask.id;
             let result = match job {
-                Job::Ranges(ranges) => send_ranges(&shared, &out, ask, ranges),
-                Job::Chunks => send_chunk_list(&shared, &out, ask),
+                Job::Ranges(ranges) => send_ranges(&engine, &out, ask, ranges),
+                Job::Chunks => send_chunk_list(&engine, &out, ask),
             };
             if let Err(reason) = result {
                 let _ = out.blocking_send(Message::FileUnavailable { id, reason });
@@ -53,11 +53,11 @@ pub async fn serve_requests(
 /// index holds for that path: then the file has the content the index
 /// says (the scanner's rule), and need not be hashed to know it.
 pub fn vouched(
-    shared: &Shared,
+    engine: &Engine,
     path: &RelPath,
     file: &std::fs::File,
 ) -> Option<omirr_index::StatKey> {
-    let key = shared.store.index.stat(path).ok().flatten()?;
+    let key = engine.store.index.stat(path).ok().flatten()?;
     let now = omirr_fs::local::stat_key_of(&file.metadata().ok()?);
     key.unchanged(&now).then_some(key)
 }
@@ -66,13 +66,13 @@ pub fn vouched(
 /// or cut now and cached. Unless `trusted` ([`vouched`]), the cut checks
 /// that the file still has that content.
 pub fn chunk_list(
-    shared: &Shared,
+    engine: &Engine,
     file: &std::fs::File,
     hash: &Hash,
     size: u64,
     trusted: bool,
 ) -> Result<Vec<Chunk>, String> {
-    if let Some(list) = shared
+    if let Some(list) = engine
         .store
         .index
         .chunk_list(hash)
@@ -89,7 +89,7 @@ pub fn chunk_list(
     if (!trusted && cut.hash != *hash) || cut.size != size {
         return Err("the file changed since it was recorded".into());
     }
-    if let Err(e) = shared
+    if let Err(e) = engine
         .store
         .index
         .set_chunk_list(hash, &omirr_chunk::encode(&cut.chunks))
@@ -116,10 +116,10 @@ pub enum Job {
 }
 
 /// `Ok` also when the session ended meanwhile: there is nobody to tell.
-fn send_chunk_list(shared: &Shared, out: &mpsc::Sender<Message>, ask: Ask) -> Result<(), String> {
-    let file = open_for_peer(shared, &ask.path, &ask.hash, ask.size)?;
-    let trusted = vouched(shared, &ask.path, &file).is_some();
-    let chunks = chunk_list(shared, &file, &ask.hash, ask.size, trusted)?;
+fn send_chunk_list(engine: &Engine, out: &mpsc::Sender<Message>, ask: Ask) -> Result<(), String> {
+    let file = open_for_peer(engine, &ask.path, &ask.hash, ask.size)?;
+    let trusted = vouched(engine, &ask.path, &file).is_some();
+    let chunks = chunk_list(engine, &file, &ask.hash, ask.size, trusted)?;
     let pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
     for (i, page) in pages.iter().enumerate() {
         let msg = Message::ChunkList {
@@ -135,12 +135,12 @@ fn send_chunk_list(shared: &Shared, out: &mpsc::Sender<Message>, ask: Ask) -> Re
 }
 
 fn send_ranges(
-    shared: &Shared,
+    engine: &Engine,
     out: &mpsc::Sender<Message>,
     ask: Ask,
     ranges: Vec<(u64, u64)>,
 ) -> Result<(), String> {
-    let file = open_for_peer(shared, &ask.path, &ask.hash, ask.size)?;
+    let file = open_for_peer(engine, &ask.path, &ask.hash, ask.size)?;
     for (start, len) in ranges {
         let mut offset = start;
         while offset < start + len {
@@ -170,26 +170,26 @@ fn send_ranges(
 /// says this host holds that content there, and never through a symbolic
 /// link.
 pub fn open_for_peer(
-    shared: &Shared,
+    engine: &Engine,
     path: &RelPath,
     hash: &Hash,
     size: u64,
 ) -> Result<std::fs::File, String> {
-    match shared.store.index.entry(path) {
+    match engine.store.index.entry(path) {
         Ok(Some(e)) if e.content == (Content::File { size, hash: *hash }) => {}
         Ok(_) => return Err("this host no longer holds that content there".into()),
         Err(e) => return Err(e.to_string()),
     }
-    if shared.ignored(path) {
+    if engine.ignored(path) {
         return Err("not mirrored here".into());
     }
-    let full = shared
+    let full = engine
         .disk
         .root
         .join(std::ffi::OsStr::from_bytes(path.as_bytes()));
     // No component may be a symbolic link: the file must lie inside the
     // mirrored tree.
-    let mut at = shared.disk.root.clone();
+    let mut at = engine.disk.root.clone();
     for c in path
         .components()
         .take(path.components().count().saturating_sub(1))
