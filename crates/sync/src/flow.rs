@@ -58,7 +58,7 @@ fn violation(s: impl Into<String>) -> Violation {
 /// Change pages in flight: sent (or received) and not yet acknowledged.
 /// Both sides count the same way.
 #[derive(Debug, Clone)]
-pub struct Window {
+struct Window {
     pages: VecDeque<(Seq, usize)>,
     changes: usize,
     max_pages: usize,
@@ -112,10 +112,6 @@ impl Window {
     /// (pages, changes) in flight.
     pub fn len(&self) -> (usize, usize) {
         (self.pages.len(), self.changes)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pages.is_empty()
     }
 }
 
@@ -372,11 +368,6 @@ impl PeerFlow {
     /// Whether pages wait to be applied.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
-    }
-
-    /// The greatest `Ack` sent.
-    pub fn acked(&self) -> Seq {
-        self.acked
     }
 }
 

@@ -32,5 +32,5 @@ pub mod session;
 
 pub use engine::{Engine, Policy};
 pub use error::SessionError;
-pub use flow::{check_requests, Limits, PeerFlow, Violation, Window, MAX_QUEUED_REQUESTS};
-pub use isolate::{isolate, related};
+pub use flow::{check_requests, Limits, PeerFlow, Violation, MAX_QUEUED_REQUESTS};
+pub use isolate::isolate;
