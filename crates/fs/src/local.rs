@@ -1,7 +1,11 @@
 //! Where the index meets this host's disk, in both directions.
 //!
 //! - [`scan_into_index`]: the disk into the index (the start-up scan).
-//! - [`apply_remote`]: a peer's changes onto the disk, then into the index.
+//! - [`apply_remote`]: a peer's changes onto the disk, then into the index
+//!   ([`apply_resolved`] when the caller has resolved them already). After
+//!   a failed action only the changes no undone action touches are
+//!   recorded ([`omirr_core::resolve::held_back`]), and the error says
+//!   which action failed and whether the host as a whole is at fault.
 //!
 //! [`scan_into_index`] walks the mirrored trees with the index as the
 //! scanner's baseline (its stat cache spares unchanged files a re-read, its

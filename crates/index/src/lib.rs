@@ -10,6 +10,8 @@
 //!   hash and tombstone lookups beside it, with the same semantics as
 //!   [`omirr_core::mem::MemIndex`], its model;
 //! - each peer's cursor, and the clock's last timestamp;
+//! - the peers' changes this host could not apply ([`Aside`]), kept in
+//!   the same transaction as the cursor that moves past them;
 //! - the stat cache and the inode cache ([`StatKey`]), which let a scan
 //!   skip unchanged files and recognise renames and hard links.
 //!

@@ -1,5 +1,6 @@
-//! What the daemon tells `omirrd status`: each peer's session and the
-//! local counters, served as one JSON object on a Unix socket in the state
+//! What the daemon tells `omirrd status`: each peer's session, the local
+//! counters and the changes set aside (the engine keeps them:
+//! `omirr_sync::counters`, the index), served as one JSON object on a Unix socket in the state
 //! directory (`omirrd.sock`, mode 0600: the status names hosts, paths and
 //! errors, which are the administrator's business only).
 
