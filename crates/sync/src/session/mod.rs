@@ -195,49 +195,12 @@ where
                 .on_changes(changes, upto, done)
                 .map(|()| flow.applier.notify_one()),
             Message::Ack { upto } => flow.lock().on_ack(upto).map(|()| flow.pusher.notify_one()),
-            Message::FileRequest {
-                id,
-                path,
-                hash,
-                size,
-            } => {
-                let ask = serve::Ask {
-                    id,
-                    path,
-                    hash,
-                    size,
-                };
-                request(&queued, &requests, ask, serve::Job::Ranges(vec![(0, size)]))
-            }
-            Message::RangeRequest {
-                id,
-                path,
-                hash,
-                size,
-                ranges,
-            } => {
-                let ask = serve::Ask {
-                    id,
-                    path,
-                    hash,
-                    size,
-                };
-                request(&queued, &requests, ask, serve::Job::Ranges(ranges))
-            }
-            Message::ChunkRequest {
-                id,
-                path,
-                hash,
-                size,
-            } => {
-                let ask = serve::Ask {
-                    id,
-                    path,
-                    hash,
-                    size,
-                };
-                request(&queued, &requests, ask, serve::Job::Chunks)
-            }
+            m @ (Message::FileRequest { .. }
+            | Message::RangeRequest { .. }
+            | Message::ChunkRequest { .. }) => match serve::Ask::of(m) {
+                Some((ask, job)) => request(&queued, &requests, ask, job),
+                None => Ok(()),
+            },
             m @ (Message::FileData { .. }
             | Message::FileEnd { .. }
             | Message::ChunkList { .. }

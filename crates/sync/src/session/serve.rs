@@ -107,6 +107,42 @@ pub struct Ask {
     pub size: u64,
 }
 
+impl Ask {
+    /// The request in `m` and what to send for it; `None` if `m` is no
+    /// request.
+    pub fn of(m: Message) -> Option<(Ask, Job)> {
+        let (id, path, hash, size, job) = match m {
+            Message::FileRequest {
+                id,
+                path,
+                hash,
+                size,
+            } => (id, path, hash, size, Job::Ranges(vec![(0, size)])),
+            Message::RangeRequest {
+                id,
+                path,
+                hash,
+                size,
+                ranges,
+            } => (id, path, hash, size, Job::Ranges(ranges)),
+            Message::ChunkRequest {
+                id,
+                path,
+                hash,
+                size,
+            } => (id, path, hash, size, Job::Chunks),
+            _ => return None,
+        };
+        let ask = Ask {
+            id,
+            path,
+            hash,
+            size,
+        };
+        Some((ask, job))
+    }
+}
+
 /// What to send of it.
 pub enum Job {
     /// These byte ranges, in order (a `FileRequest` is the whole file).
