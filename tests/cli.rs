@@ -73,7 +73,10 @@ fn check_prints_the_plan_of_the_example() {
     );
     assert!(text.contains("path       /srv/www"), "{text}");
     assert!(text.contains("except     /etc/nginx/local.conf"), "{text}");
-    assert!(text.contains("options    savetargets"), "{text}");
+    assert!(
+        text.contains("option     savetargets: a file that a peer's change replaces or removes is kept as NAME.OLD"),
+        "{text}"
+    );
     // gamma is subtracted from the tools set.
     let out = site.run(&["check"], &["--host", "gamma"]);
     let text = stdout(&out);
@@ -82,6 +85,76 @@ fn check_prints_the_plan_of_the_example() {
         text.contains("mirror set 'web'") && !text.contains("'tools'"),
         "{text}"
     );
+}
+
+/// `check` says, for every install option a statement gives, what it does
+/// (the text of omirrd.conf(5)'s table); a refused option is an error that
+/// says why, from `check` and from the daemon's start alike.
+#[test]
+fn check_says_what_each_install_option_does_or_why_it_is_refused() {
+    use omirr_config::distfile::{install_option, OptionMeaning};
+    let site = Site::new();
+    let accepted = [
+        "chkreadonly",
+        "compare",
+        "defgroup",
+        "defowner",
+        "history",
+        "nochkgroup",
+        "nochkmode",
+        "nochkowner",
+        "nodescend",
+        "numchkgroup",
+        "numchkowner",
+        "quiet",
+        "remove",
+        "savetargets",
+        "updateperm",
+        "whole",
+    ];
+    write_file(
+        &site.dir.path().join("omirrd.conf"),
+        &format!(
+            "/srv/www -> ( alpha beta )\n\tinstall -o{} ;\n",
+            accepted.join(",")
+        ),
+        0o644,
+    );
+    let out = site.run(&["check"], &["--host", "alpha"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for name in accepted {
+        let Some(OptionMeaning::Does(does)) = install_option(name) else {
+            panic!("{name} is not accepted");
+        };
+        let shown = match name {
+            "defowner" | "defgroup" => format!("{name}=bin"),
+            _ => name.to_string(),
+        };
+        assert!(
+            text.contains(&format!("  option     {shown}: {does}\n")),
+            "{name}: {text}"
+        );
+    }
+
+    write_file(
+        &site.dir.path().join("omirrd.conf"),
+        "/srv/www -> ( alpha beta )\n\tinstall -onochkmode,younger ;\n",
+        0o644,
+    );
+    let Some(OptionMeaning::Refused(why)) = install_option("younger") else {
+        panic!("younger is not refused");
+    };
+    let expected = format!(
+        "{}:2:22: error: install option 'younger' is refused: {why}",
+        site.path("omirrd.conf")
+    );
+    let out = site.run(&["check"], &["--host", "alpha"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    let out = site.run(&[], &["--host", "alpha", "-f"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
 }
 
 #[test]

@@ -531,6 +531,7 @@ fn file_change(path: &str, data: &[u8]) -> omirr_proto::Change {
                 uid: 0,
                 gid: 0,
                 mtime_ns: 0,
+                ..Default::default()
             },
             version: omirr_proto::Version {
                 // Far ahead: it would win, were it accepted.
@@ -1225,4 +1226,124 @@ fn a_peer_flooding_pages_is_cut_off_at_the_window_in_bounded_memory() {
         "{}",
         cluster.logs()
     );
+}
+
+/// `/srv/www` mirrored among `hosts` with `install OPTIONS ;`.
+fn www_with(options: &'static str) -> impl Fn(&[&str]) -> String {
+    move |hosts: &[&str]| format!("{}\tinstall {options} ;\n", www(hosts))
+}
+
+/// Two hosts mirroring `/srv/www` with `install OPTIONS ;`, started and
+/// connected.
+fn started_two_with(options: &'static str) -> Cluster {
+    let two = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&two, www_with(options));
+    for h in two {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &two);
+    cluster
+}
+
+/// With `nochkowner,nochkgroup,nochkmode`, content goes from host to host
+/// but owner, group and mode stay each host's own: a chmod 600 and a
+/// chown 1234:1234 on alpha, then an edit there, give beta the new content
+/// and leave its mode, owner and group as they were. (The chown needs
+/// root; without it only the mode is tried.)
+#[test]
+fn with_nochk_options_content_is_mirrored_but_owner_group_and_mode_are_not() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _one = serial();
+    let cluster = started_two_with("-onochkowner,nochkgroup,nochkmode");
+    let a = cluster.root("alpha").join("srv/www/tool.sh");
+    let b = cluster.root("beta").join("srv/www/tool.sh");
+    fs::write(&a, "v1").expect("write");
+    fs::set_permissions(&a, fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(
+        wait_until(TIMEOUT, || fs::read(&b).is_ok_and(|c| c == b"v1")
+            && fs::metadata(&b).is_ok_and(|m| m.mode() & 0o7777 == 0o644)),
+        "the new file did not reach beta with its mode:\n{}",
+        cluster.logs()
+    );
+    let before = fs::metadata(&b).expect("stat");
+    let root = nix::unistd::geteuid().is_root();
+
+    fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).expect("chmod");
+    if root {
+        std::os::unix::fs::chown(&a, Some(1234), Some(1234)).expect("chown");
+    }
+    // Long enough for the watcher to look at the chmod and chown alone.
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(&a, "v2").expect("write");
+    assert!(
+        wait_until(TIMEOUT, || fs::read(&b).is_ok_and(|c| c == b"v2")),
+        "the edit did not reach beta:\n{}",
+        cluster.logs()
+    );
+    // Anything that would follow the content has time to arrive.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = fs::metadata(&b).expect("stat");
+    assert_eq!(after.mode() & 0o7777, 0o644, "beta's mode changed");
+    assert_eq!(
+        (after.uid(), after.gid()),
+        (before.uid(), before.gid()),
+        "beta's owner or group changed"
+    );
+    let on_a = fs::metadata(&a).expect("stat");
+    assert_eq!(on_a.mode() & 0o7777, 0o600, "alpha keeps its own mode");
+    if root {
+        assert_eq!((on_a.uid(), on_a.gid()), (1234, 1234), "and owner");
+    }
+
+    // The other way round: beta's chmod stays on beta too.
+    fs::set_permissions(&b, fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(&b, "v3").expect("write");
+    assert!(
+        wait_until(TIMEOUT, || fs::read(&a).is_ok_and(|c| c == b"v3")),
+        "beta's edit did not reach alpha:\n{}",
+        cluster.logs()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        fs::metadata(&a).expect("stat").mode() & 0o7777,
+        0o600,
+        "alpha's mode changed"
+    );
+}
+
+/// `savetargets` keeps the file a peer's change replaces as NAME.OLD on
+/// the host that kept it: NAME.OLD is not mirrored, and is not kept again
+/// (no NAME.OLD.OLD) when the next change comes.
+#[test]
+fn savetargets_keeps_old_versions_where_they_were_kept_and_never_cascades() {
+    let _one = serial();
+    let cluster = started_two_with("-osavetargets");
+    let w = |h: &str| cluster.root(h).join("srv/www");
+    let read = |h: &str, f: &str| fs::read_to_string(w(h).join(f)).ok();
+    for (v, old) in [("v1", None), ("v2", Some("v1")), ("v3", Some("v2"))] {
+        fs::write(w("alpha").join("page.html"), v).expect("write");
+        assert!(
+            wait_until(TIMEOUT, || read("beta", "page.html").as_deref() == Some(v)
+                && read("beta", "page.html.OLD").as_deref() == old),
+            "beta does not hold {v} and {old:?}:\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    for h in ["alpha", "beta"] {
+        let mut names: Vec<String> = fs::read_dir(w(h))
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let expected: &[&str] = if h == "beta" {
+            &["page.html", "page.html.OLD"]
+        } else {
+            &["page.html"]
+        };
+        assert_eq!(names, expected, "{h}:\n{}", cluster.logs());
+    }
 }

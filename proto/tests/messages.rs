@@ -79,6 +79,7 @@ fn wire_bytes_match_protocol_md() {
                 uid: 1000,
                 gid: 1000,
                 mtime_ns: -1,
+                ..Default::default()
             },
             version: Version {
                 ts: Timestamp(5),

@@ -144,8 +144,62 @@ pub struct Special {
     pub pos: Pos,
 }
 
-/// rdist's install options (`install -o ...`). Options without a meaning
-/// for a live mirror are accepted with a warning when parsed.
+/// What omirrd makes of an rdist install option: what it does, or why it
+/// is refused. `omirrd check` prints one or the other for every option a
+/// Distfile uses, and the table in omirrd.conf(5) says the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionMeaning {
+    /// Accepted; what it does for omirrd.
+    Does(&'static str),
+    /// An error: why the option cannot mean anything for omirrd.
+    Refused(&'static str),
+}
+
+/// How many numbered generations `history` keeps.
+pub const HISTORY_GENERATIONS: usize = 10;
+
+/// Every rdist install option, in alphabetical order, with its meaning.
+pub const INSTALL_OPTIONS: [(&str, OptionMeaning); 24] = {
+    use OptionMeaning::{Does, Refused};
+    [
+        ("chknfs", Refused("omirrd mirrors a path whatever filesystem holds it; leave NFS mounts out with except")),
+        ("chkreadonly", Does("always on: a read-only filesystem is found when a change is written; the peer's changes wait and are retried, and the error is logged")),
+        ("chksym", Refused("keeping a symbolic link where the other hosts have a file would leave the hosts different for ever")),
+        ("compare", Does("always on: contents are compared by BLAKE3 hash whenever size and times do not prove a file unchanged")),
+        ("defgroup", Does("a group name unknown on this host becomes this group (bin if no value is given) instead of the peer's group number")),
+        ("defowner", Does("an owner name unknown on this host becomes this user (bin if no value is given) instead of the peer's user number")),
+        ("follow", Refused("omirrd mirrors symbolic links as links; following them would copy files from outside the mirrored tree")),
+        ("history", Does("a file that a peer's change replaces or removes is kept as NAME.OLD.1, older ones moving up to NAME.OLD.10; kept files stay on this host")),
+        ("ignlnks", Refused("omirrd never resolves symbolic links, so there are no unresolved links to ignore")),
+        ("nochkgroup", Does("the group of a file or directory that exists on this host is left alone (its content still changes), and a change of group alone is not mirrored; a new file gets its creator's group")),
+        ("nochkmode", Does("the permission bits of a file or directory that exists on this host are left alone (its content still changes), and a change of mode alone is not mirrored; a new file gets its creator's mode")),
+        ("nochkowner", Does("the owner of a file or directory that exists on this host is left alone (its content still changes), and a change of owner alone is not mirrored; a new file gets its creator's owner")),
+        ("nodescend", Does("only the listed paths themselves are mirrored (existence, owner, group, mode), not what lies below a listed directory")),
+        ("noexec", Refused("omirrd chooses what to mirror by path, not by content; leave executables out with except or except_pat")),
+        ("numchkgroup", Does("groups are mirrored by number (gid), not by name")),
+        ("numchkowner", Does("owners are mirrored by number (uid), not by name")),
+        ("quiet", Does("successful special, cmdspecial and notify runs are logged at debug level instead of info; failures are still warnings")),
+        ("remove", Does("always on: a deletion on one host is mirrored to the others, with or without this option")),
+        ("savetargets", Does("a file that a peer's change replaces or removes is kept as NAME.OLD; kept files stay on this host (never mirrored, never kept again)")),
+        ("sparse", Refused("omirrd writes files in full and does not keep their holes")),
+        ("updateperm", Does("always on: a change of owner, group or mode alone is applied without sending the content")),
+        ("verify", Refused("a daemon that only reports differences would mirror nothing; omirrd check shows the plan and omirrd status the state")),
+        ("whole", Does("with install DEST, each source is kept under DEST by its whole path (DEST/srv/www), not by its last name")),
+        ("younger", Refused("omirrd orders changes by version, never by file time: a host refusing a newer version for an older mtime would stay different from the others for ever")),
+    ]
+};
+
+/// What omirrd makes of the install option `name`, if rdist has one.
+pub fn install_option(name: &str) -> Option<OptionMeaning> {
+    INSTALL_OPTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, m)| *m)
+}
+
+/// rdist's install options (`install -o ...`). The refused ones (see
+/// [`INSTALL_OPTIONS`]) are errors when parsed; a configuration that
+/// parsed holds only options omirrd carries out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstallOptions {
     pub chknfs: bool,
@@ -245,8 +299,10 @@ impl MirrorSet {
         self.hosts.iter().filter(move |h| h.name != host)
     }
 
-    /// Whether `path` (absolute, in the Distfile's namespace) is excluded
-    /// by `except` or `except_pat`.
+    /// Whether `path` (absolute, in the Distfile's namespace) is left out:
+    /// by `except` or `except_pat`; below a listed directory with
+    /// `nodescend`; or, with `savetargets` or `history`, a version kept by
+    /// them (see [`is_kept_name`]), which stays on its host.
     pub fn is_excluded(&self, path: &Path) -> bool {
         use std::os::unix::ffi::OsStrExt;
         self.excludes.iter().any(|m| m.matches(path))
@@ -254,7 +310,27 @@ impl MirrorSet {
                 .exclude_patterns
                 .iter()
                 .any(|r| r.is_match(path.as_os_str().as_bytes()))
+            || (self.options.nodescend
+                && !self.paths.iter().any(|p| p.source == path)
+                && self.paths.iter().any(|p| path.starts_with(&p.source)))
+            || (self.keeps_old() && path.file_name().is_some_and(|n| is_kept_name(n.as_bytes())))
     }
+
+    /// Whether files a peer's change replaces are kept (`savetargets` or
+    /// `history`).
+    pub fn keeps_old(&self) -> bool {
+        self.options.savetargets || self.options.history
+    }
+}
+
+/// Whether `name` is one `savetargets` or `history` gives a kept version:
+/// `NAME.OLD` or `NAME.OLD.N`.
+pub fn is_kept_name(name: &[u8]) -> bool {
+    if name.ends_with(b".OLD") {
+        return true;
+    }
+    let digits = name.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && name[..name.len() - digits].ends_with(b".OLD.")
 }
 
 /// Parses a Distfile. `Ok` carries the configuration and its warnings;

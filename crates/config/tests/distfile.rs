@@ -2,7 +2,9 @@
 //! command form, expansion and its order, globbing under a root, and each
 //! class of error with its position.
 
-use omirr_config::distfile::{parse, Config, ParseOptions, PathMatch};
+use omirr_config::distfile::{
+    install_option, parse, Config, OptionMeaning, ParseOptions, PathMatch, INSTALL_OPTIONS,
+};
 use omirr_config::{Diagnostic, Pos, Severity};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -126,53 +128,110 @@ fn login_and_nfs_suffix_on_hosts() {
 
 #[test]
 fn install_options_attached_separate_and_legacy() {
-    let c = parse_ok("/a -> ( x y )\n install -osavetargets,younger ;\n install -o history,defowner=daemon ;\n install -R -b ;");
+    let c = parse_ok("/a -> ( x y )\n install -osavetargets,nochkmode ;\n install -o history,defowner=daemon ;\n install -R -b ;");
     let o = &c.sets[0].options;
-    assert!(o.savetargets && o.younger && o.history && o.remove && o.compare);
+    assert!(o.savetargets && o.nochkmode && o.history && o.remove && o.compare);
     assert_eq!(o.defowner.as_deref(), Some("daemon"));
     assert_eq!(o.defgroup, None);
     assert!(!o.whole);
 }
 
+/// Every rdist option is either carried out, and parses without a word,
+/// or refused with an error that says why; none is accepted and ignored.
 #[test]
-fn every_rdist_option_parses() {
-    let all = "chknfs,chkreadonly,chksym,compare,defgroup=wheel,defowner,follow,history,ignlnks,nochkgroup,nochkmode,nochkowner,nodescend,noexec,numchkgroup,numchkowner,quiet,remove,savetargets,sparse,updateperm,verify,whole,younger";
+fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
+    let accepted = "chkreadonly,compare,defgroup=wheel,defowner,history,nochkgroup,nochkmode,nochkowner,nodescend,numchkgroup,numchkowner,quiet,remove,savetargets,updateperm,whole";
     let root = empty_root();
     let (c, warnings) = parse_ok_in(
-        &format!("/a -> ( x y )\n install -o{all} ;"),
+        &format!("/a -> ( x y )\n install -o{accepted} ;"),
         &opts(root.path()),
     );
     let names = c.sets[0].options.names();
-    assert_eq!(names.len(), 24, "{names:?}");
+    assert_eq!(names.len(), 16, "{names:?}");
     assert!(
         names.contains(&"defowner=bin".to_string()),
         "rdist's default owner"
     );
     assert!(names.contains(&"defgroup=wheel".to_string()));
-    // Options without meaning for a live mirror are named, with their line.
-    let warned: Vec<&str> = warnings
-        .iter()
-        .filter(|w| w.pos.line == 2)
-        .map(|w| w.message.split('\'').nth(1).unwrap_or(""))
-        .collect();
-    for o in [
-        "follow",
-        "verify",
-        "chknfs",
-        "chkreadonly",
-        "chksym",
-        "sparse",
-    ] {
-        assert!(warned.contains(&o), "no warning for {o}: {warned:?}");
+    assert!(
+        warnings.iter().all(|w| w.pos.line != 2),
+        "accepted options say nothing: {warnings:?}"
+    );
+    let refused = [
+        "chknfs", "chksym", "follow", "ignlnks", "noexec", "sparse", "verify", "younger",
+    ];
+    let text = format!("/a -> ( x y )\n install -o{} ;", refused.join(","));
+    let e = errors(&text);
+    assert_eq!(e.len(), refused.len(), "{e:#?}");
+    for ((line, col, msg), name) in e.iter().zip(refused) {
+        assert_eq!(*line, 2);
+        // The error points at the option itself and gives the reason.
+        let at = 1 + text.lines().nth(1).expect("line").find(name).expect("name") as u32;
+        assert_eq!(*col, at, "{msg}");
+        match install_option(name) {
+            Some(OptionMeaning::Refused(why)) => {
+                assert_eq!(*msg, format!("install option '{name}' is refused: {why}"))
+            }
+            other => panic!("{name}: {other:?}"),
+        }
     }
-    assert!(!warned.contains(&"savetargets"));
-    // The warning points at the option itself.
-    let follow = warnings
-        .iter()
-        .find(|w| w.message.contains("'follow'"))
-        .expect("follow warning");
-    let col = 12 + all.find("follow").expect("follow") as u32;
-    assert_eq!(follow.pos, Pos::new(2, col));
+    // rdist's one-letter flags for them too.
+    for (flag, name) in [("-h", "follow"), ("-i", "ignlnks"), ("-y", "younger")] {
+        let (_, _, msg) = one_error(&format!("/a -> ( x y )\n install {flag} ;"));
+        assert!(
+            msg.starts_with(&format!("install option '{name}' is refused: ")),
+            "{msg}"
+        );
+    }
+    // The table has every option once, in order.
+    let all: Vec<&str> = INSTALL_OPTIONS.iter().map(|(n, _)| *n).collect();
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(all, sorted);
+    assert_eq!(all.len(), 24);
+}
+
+/// The table of omirrd.conf(5) says, for every option, what `omirrd
+/// check` says: the same words.
+#[test]
+fn the_manual_table_matches_the_options() {
+    let manual = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/omirrd.conf.5.md"),
+    )
+    .expect("docs/omirrd.conf.5.md");
+    for (name, meaning) in INSTALL_OPTIONS {
+        let row = manual
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}")))
+            .unwrap_or_else(|| panic!("no row for {name} in the manual"));
+        let (kind, text) = match meaning {
+            OptionMeaning::Does(t) => ("accepted", t),
+            OptionMeaning::Refused(t) => ("refused", t),
+        };
+        assert!(
+            row.ends_with(&format!("| {kind} | {text} |")),
+            "the manual's row for {name} does not say what omirrd check says:\n{row}\nexpected: | {kind} | {text} |"
+        );
+    }
+}
+
+/// Kept versions are left out of sets that keep them, and `nodescend`
+/// mirrors only the listed paths themselves.
+#[test]
+fn kept_versions_and_nodescend_leave_paths_out() {
+    let c = parse_ok("/a -> ( x y )\n install -osavetargets ;\n/b -> ( x y )\n/c -> ( x y )\n install -onodescend ;");
+    let (keep, plain, flat) = (&c.sets[0], &c.sets[1], &c.sets[2]);
+    for kept in ["/a/f.OLD", "/a/d/f.OLD.3", "/a/f.OLD.OLD"] {
+        assert!(keep.is_excluded(Path::new(kept)), "{kept}");
+    }
+    for mirrored in ["/a/f", "/a/f.OLDER", "/a/f.OLD.x", "/a/f.OLD."] {
+        assert!(!keep.is_excluded(Path::new(mirrored)), "{mirrored}");
+    }
+    assert!(!plain.is_excluded(Path::new("/b/f.OLD")), "no savetargets");
+    assert!(!flat.is_excluded(Path::new("/c")));
+    assert!(flat.is_excluded(Path::new("/c/f")));
+    assert!(flat.is_excluded(Path::new("/c/d/f")));
 }
 
 #[test]
@@ -413,14 +472,29 @@ ${FILES} :: stamp.cory
     fs::create_dir_all(root.path().join("usr/include/sys")).expect("mkdir");
     fs::write(root.path().join("usr/include/stdio.h"), b"").expect("write");
     fs::write(root.path().join("usr/include/sys/types.h"), b"").expect("write");
-    let (c, warnings) = parse_ok_in(text, &opts(root.path()));
+    // chknfs is refused, with its reason, and is the only error.
+    let errs = match parse(
+        text.as_bytes(),
+        Path::new("omirrd.conf"),
+        &opts(root.path()),
+    ) {
+        Ok(_) => panic!("chknfs is refused"),
+        Err(e) => e.errors().map(|d| d.message.clone()).collect::<Vec<_>>(),
+    };
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("install option 'chknfs' is refused: "),
+        "{errs:?}"
+    );
+    let text = text.replace("install -oremove,chknfs ;", "install -oremove ;");
+    let (c, warnings) = parse_ok_in(&text, &opts(root.path()));
     assert_eq!(c.sets.len(), 3);
     assert_eq!(hosts(&c, 0), ["matisse", "arpa"]);
     let s = sources(&c, 0);
     assert!(s.contains(&"/usr/man/man1".to_string()), "{s:?}");
     assert!(s.contains(&"/usr/include/stdio.h".to_string()), "{s:?}");
     assert!(s.contains(&"/usr/include/sys/types.h".to_string()), "{s:?}");
-    assert!(c.sets[0].options.remove && c.sets[0].options.chknfs);
+    assert!(c.sets[0].options.remove);
     assert!(c.sets[0].is_excluded(Path::new("/usr/lib/aliases.dir")));
     assert!(c.sets[0].is_excluded(Path::new("/usr/games/lib/fortunes")));
     assert!(!c.sets[0].is_excluded(Path::new("/usr/lib/libc.a")));
@@ -434,8 +508,7 @@ ${FILES} :: stamp.cory
         PathBuf::from("/usr/local/lib/dviimp")
     );
     assert_eq!(c.sets[2].notify, ["ralph"]);
-    // chknfs and the '::' statement are reported, not fatal.
-    assert!(warnings.iter().any(|w| w.message.contains("'chknfs'")));
+    // The '::' statement is reported, not fatal.
     assert!(warnings.iter().any(|w| w.message.contains("'::'")));
 }
 

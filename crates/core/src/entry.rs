@@ -43,6 +43,11 @@ impl Content {
 }
 
 /// Metadata mirrored with the content. Tombstones carry zeroes.
+///
+/// Owner and group travel both ways an rdist Distfile may ask for: as
+/// numbers (`numchkowner`, `numchkgroup`) and as the names the recording
+/// host gives those numbers (the default). Which one a receiver uses is
+/// its configuration's business, not the entry's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Meta {
     /// Permission bits (`0o7777`), not the file type.
@@ -51,6 +56,11 @@ pub struct Meta {
     pub gid: u32,
     /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// The name of `uid` on the host that recorded the entry; empty if
+    /// that host has none for it.
+    pub owner: Name,
+    /// The name of `gid` there, likewise.
+    pub group: Name,
 }
 
 impl Meta {
@@ -61,7 +71,105 @@ impl Meta {
         uid: 0,
         gid: 0,
         mtime_ns: 0,
+        owner: Name::EMPTY,
+        group: Name::EMPTY,
     };
+}
+
+/// A user or group name, at most [`Name::MAX`] bytes and without a NUL
+/// byte, held inline so that [`Meta`] stays `Copy`. A longer name is not
+/// kept (the number is used instead; see [`Name::new`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name {
+    len: u8,
+    bytes: [u8; Name::MAX],
+}
+
+impl Name {
+    /// The longest name kept: useradd's and groupadd's limit.
+    pub const MAX: usize = 32;
+    pub const EMPTY: Name = Name {
+        len: 0,
+        bytes: [0; Name::MAX],
+    };
+
+    /// `None` for a name longer than [`Name::MAX`] or holding a NUL byte,
+    /// which no user database can look up.
+    pub fn new(name: &[u8]) -> Option<Name> {
+        if name.len() > Name::MAX || name.contains(&0) {
+            return None;
+        }
+        let mut bytes = [0; Name::MAX];
+        bytes[..name.len()].copy_from_slice(name);
+        Some(Name {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len).min(Name::MAX)]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for Name {
+    fn default() -> Self {
+        Name::EMPTY
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::path::escape(self.as_bytes()))
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Name;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a user or group name of at most {} bytes", Name::MAX)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Name, E> {
+                Name::new(v).ok_or_else(|| {
+                    E::custom(format_args!(
+                        "a user or group name of {} bytes, longer than {} or with a NUL byte",
+                        v.len(),
+                        Name::MAX
+                    ))
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Name, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    if v.len() > Name::MAX {
+                        break;
+                    }
+                    v.push(b);
+                }
+                self.visit_bytes(&v)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
 }
 
 /// One path's state, as a host's index holds it.

@@ -33,7 +33,7 @@ pub mod resolve;
 pub mod tree;
 pub mod version;
 
-pub use entry::{Change, Content, Entry, Hash, Meta};
+pub use entry::{Change, Content, Entry, Hash, Meta, Name};
 pub use path::{PathError, RelPath};
 pub use resolve::{Action, Resolution, Source};
 pub use tree::IndexView;

@@ -176,6 +176,7 @@ mod tests {
             uid: 0,
             gid: 0,
             mtime_ns,
+            ..Default::default()
         };
         let entry = |content, mtime_ns| Entry {
             content,

@@ -21,6 +21,7 @@ fn meta(mode: u32) -> Meta {
         uid: 0,
         gid: 0,
         mtime_ns: 7,
+        ..Default::default()
     }
 }
 

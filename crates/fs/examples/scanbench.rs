@@ -65,6 +65,7 @@ fn run(args: &[String]) -> Result<(), String> {
                     Path::new(dir),
                     &tops,
                     &|_| false,
+                    &omirr_fs::owners::Uniform::default(),
                 )
                 .map_err(|e| e.to_string())?;
                 let ms = start.elapsed().as_secs_f64() * 1000.0;

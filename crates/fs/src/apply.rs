@@ -39,7 +39,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use crate::owners::{self, Check, MetaRules, Rules};
 use omirr_core::{Action, Content, Hash, Meta, PathError, RelPath, Source};
 use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Uid};
 use rustix::fs::{Timespec, Timestamps};
@@ -124,7 +126,8 @@ pub struct ApplyOptions {
     pub set_owner: bool,
     /// How many old versions `SaveOld` keeps. `0` keeps one, named
     /// `NAME.OLD` (rdist's `savetargets`); `N > 0` keeps `NAME.OLD.1`
-    /// (newest) to `NAME.OLD.N`, dropping the oldest.
+    /// (newest) to `NAME.OLD.N`, dropping the oldest. The default of the
+    /// applier's [`Rules`] until [`Applier::set_rules`] replaces them.
     pub history: usize,
     /// How barriers are made. Batches of up to 16 actions use
     /// [`Barrier::Fsync`] whatever this says.
@@ -357,11 +360,33 @@ const FSYNC_THREADS: usize = 8;
 const COPY_BUF: usize = 256 * 1024;
 
 /// Carries out actions inside one mirror root.
-#[derive(Debug)]
 pub struct Applier {
     root_path: PathBuf,
     root: OwnedFd,
     options: ApplyOptions,
+    /// How owners, groups, modes and old versions are kept, per path.
+    rules: Arc<dyn Rules>,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("root", &self.root_path)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the owner, group or mode that the rules keep comes from.
+#[derive(Clone, Copy)]
+enum Was {
+    /// The object being changed, which is there already: kept fields stay
+    /// as they are.
+    Itself,
+    /// A new object that replaces what `lstat` found (nothing: `None`):
+    /// kept fields are copied from it, or, for something new, come from
+    /// the entry.
+    Replacing(Option<rfs::Stat>),
 }
 
 impl Applier {
@@ -381,11 +406,28 @@ impl Applier {
             root: root.to_path_buf(),
             error: e.into(),
         })?;
+        let rules = Arc::new(owners::Uniform(MetaRules {
+            history: options.history,
+            ..MetaRules::default()
+        }));
         Ok(Applier {
             root_path: root.to_path_buf(),
             root: fd,
             options,
+            rules,
         })
+    }
+
+    /// Puts `rules` in force for the next batches: which owners, groups
+    /// and modes are mirrored, and how many old versions are kept (the
+    /// Distfile's install options; see [`crate::owners`]).
+    pub fn set_rules(&mut self, rules: Arc<dyn Rules>) {
+        self.rules = rules;
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<dyn Rules> {
+        self.rules.clone()
     }
 
     pub fn root(&self) -> &Path {
@@ -655,20 +697,47 @@ impl Applier {
         Ok(File::from(fd))
     }
 
-    /// Owner, mode and mtime on an open file or directory. Owner first:
+    /// Owner, mode and mtime on an open file or directory, as the rules
+    /// for `path` say (`was`: where kept fields come from). Owner first:
     /// chown clears the set-id bits, so chmod must come after it.
     fn set_meta_fd(
         &self,
         fd: BorrowedFd<'_>,
         path: &RelPath,
         meta: &Meta,
+        was: Was,
     ) -> Result<(), ApplyError> {
-        if let Some((uid, gid)) = self.owner(path, meta)? {
-            rfs::fchown(fd, Some(uid), Some(gid))
-                .map_err(|e| io_error(path, "set the owner of", e))?;
+        let rules = self.rules.rules(path);
+        let (uid, gid) = self.owner(path, meta, &rules, was)?;
+        let mode = match (rules.keep_mode, was) {
+            (false, _) | (true, Was::Replacing(None)) => Some(meta.mode & 0o7777),
+            (true, Was::Replacing(Some(old))) => {
+                let now = rfs::fstat(fd).map_err(|e| io_error(path, "inspect", e))?;
+                // Only a file's mode is a file's, a directory's a
+                // directory's.
+                if FileType::from_raw_mode(now.st_mode) == FileType::from_raw_mode(old.st_mode) {
+                    Some(old.st_mode & 0o7777)
+                } else {
+                    Some(meta.mode & 0o7777)
+                }
+            }
+            // Kept as it is; but a chown below clears the set-id bits,
+            // which are then put back.
+            (true, Was::Itself) if uid.is_some() || gid.is_some() => Some(
+                rfs::fstat(fd)
+                    .map_err(|e| io_error(path, "inspect", e))?
+                    .st_mode
+                    & 0o7777,
+            ),
+            (true, Was::Itself) => None,
+        };
+        if uid.is_some() || gid.is_some() {
+            rfs::fchown(fd, uid, gid).map_err(|e| io_error(path, "set the owner of", e))?;
         }
-        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777))
-            .map_err(|e| io_error(path, "set the mode of", e))?;
+        if let Some(mode) = mode {
+            rfs::fchmod(fd, Mode::from_raw_mode(mode))
+                .map_err(|e| io_error(path, "set the mode of", e))?;
+        }
         rfs::futimens(fd, &mtime(meta.mtime_ns)).map_err(|e| io_error(path, "set the mtime of", e))
     }
 
@@ -679,29 +748,58 @@ impl Applier {
         name: &[u8],
         path: &RelPath,
         meta: &Meta,
+        was: Was,
     ) -> Result<(), ApplyError> {
-        if let Some((uid, gid)) = self.owner(path, meta)? {
-            rfs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+        let rules = self.rules.rules(path);
+        let (uid, gid) = self.owner(path, meta, &rules, was)?;
+        if uid.is_some() || gid.is_some() {
+            rfs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_error(path, "set the owner of", e))?;
         }
         rfs::utimensat(dir, name, &mtime(meta.mtime_ns), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io_error(path, "set the mtime of", e))
     }
 
-    /// The owner to set, if we set owners.
-    fn owner(&self, path: &RelPath, meta: &Meta) -> Result<Option<(Uid, Gid)>, ApplyError> {
+    /// The owner and group to set, if we set owners: this host's rendering
+    /// of the entry's (see [`crate::owners`]); for a kept one, nothing on
+    /// the object itself, the old object's on a replacement, and the
+    /// entry's (by name) on something new.
+    fn owner(
+        &self,
+        path: &RelPath,
+        meta: &Meta,
+        rules: &MetaRules,
+        was: Was,
+    ) -> Result<(Option<Uid>, Option<Gid>), ApplyError> {
         if !self.options.set_owner {
-            return Ok(None);
+            return Ok((None, None));
         }
+        let by_name = MetaRules {
+            owner: Check::ByName,
+            group: Check::ByName,
+            ..rules.clone()
+        };
+        let uid = match (owners::local_uid(path, meta, rules), was) {
+            (Some(uid), _) => Some(uid),
+            (None, Was::Itself) => None,
+            (None, Was::Replacing(Some(old))) => Some(old.st_uid),
+            (None, Was::Replacing(None)) => owners::local_uid(path, meta, &by_name),
+        };
+        let gid = match (owners::local_gid(path, meta, rules), was) {
+            (Some(gid), _) => Some(gid),
+            (None, Was::Itself) => None,
+            (None, Was::Replacing(Some(old))) => Some(old.st_gid),
+            (None, Was::Replacing(None)) => owners::local_gid(path, meta, &by_name),
+        };
         // -1 means "leave unchanged" to chown; from a peer it is garbage.
-        if meta.uid == u32::MAX || meta.gid == u32::MAX {
+        if uid == Some(u32::MAX) || gid == Some(u32::MAX) {
             return Err(ApplyError::InvalidOwner {
                 path: path.clone(),
                 uid: meta.uid,
                 gid: meta.gid,
             });
         }
-        Ok(Some((Uid::from_raw(meta.uid), Gid::from_raw(meta.gid))))
+        Ok((uid.map(Uid::from_raw), gid.map(Gid::from_raw)))
     }
 
     /// Sets `meta` on whatever is at `name` in `dir` (a symlink gets owner
@@ -713,6 +811,7 @@ impl Applier {
         path: &RelPath,
         meta: &Meta,
         expect: Option<FileType>,
+        was: Was,
     ) -> Result<FileType, ApplyError> {
         let kind = match lstat(dir, name, path)? {
             Some(st) => FileType::from_raw_mode(st.st_mode),
@@ -724,7 +823,7 @@ impl Applier {
             }
         }
         match kind {
-            FileType::Symlink => self.set_symlink_meta(dir, name, path, meta)?,
+            FileType::Symlink => self.set_symlink_meta(dir, name, path, meta, was)?,
             FileType::RegularFile | FileType::Directory => {
                 // O_NOFOLLOW: if it was swapped for a symlink since the
                 // lstat, this fails rather than following it.
@@ -741,7 +840,7 @@ impl Applier {
                 if now != kind {
                     return Err(unexpected(path, kind_name(kind), now));
                 }
-                self.set_meta_fd(fd.as_fd(), path, meta)?;
+                self.set_meta_fd(fd.as_fd(), path, meta, was)?;
             }
             other => return Err(unexpected(path, "file, directory or symlink", other)),
         }
@@ -934,7 +1033,7 @@ impl<'a> Batch<'a> {
 
     fn set_root_meta(&mut self, index: usize, meta: &Meta) -> Result<(), ApplyError> {
         self.ap
-            .set_meta_fd(self.ap.root.as_fd(), &RelPath::root(), meta)?;
+            .set_meta_fd(self.ap.root.as_fd(), &RelPath::root(), meta, Was::Itself)?;
         self.dir_times
             .insert(RelPath::root(), (index, meta.mtime_ns));
         self.touched.insert(RelPath::root());
@@ -986,7 +1085,7 @@ impl<'a> Batch<'a> {
         path: &RelPath,
         tmp: &[u8],
     ) -> Result<(), ApplyError> {
-        let history = self.ap.options.history;
+        let history = self.ap.rules.rules(path).history;
         let newest = if history == 0 {
             old_name(name, 0)
         } else {
@@ -1042,7 +1141,10 @@ impl<'a> Batch<'a> {
             .into_iter()
             .map(|p| p.rebase(from, to).unwrap_or(p))
             .collect();
-        let kind = self.ap.set_meta_at(&tdir, tname, to, meta, None)?;
+        // The file moved is the one this host had: kept fields stay.
+        let kind = self
+            .ap
+            .set_meta_at(&tdir, tname, to, meta, None, Was::Itself)?;
         self.meta_set(index, to, kind, meta);
         Ok(())
     }
@@ -1087,6 +1189,11 @@ impl<'a> Batch<'a> {
         }
         let (dir, name) = self.ap.parent(path, "make a directory at", None)?;
         let existing = lstat(&dir, name, path)?.map(|st| FileType::from_raw_mode(st.st_mode));
+        let was = if existing == Some(FileType::Directory) {
+            Was::Itself
+        } else {
+            Was::Replacing(None)
+        };
         if existing != Some(FileType::Directory) {
             if existing.is_some() {
                 rfs::unlinkat(&dir, name, AtFlags::empty())
@@ -1099,7 +1206,7 @@ impl<'a> Batch<'a> {
         }
         let kind = self
             .ap
-            .set_meta_at(&dir, name, path, meta, Some(FileType::Directory))?;
+            .set_meta_at(&dir, name, path, meta, Some(FileType::Directory), was)?;
         self.meta_set(index, path, kind, meta);
         Ok(())
     }
@@ -1109,7 +1216,9 @@ impl<'a> Batch<'a> {
             return self.set_root_meta(index, meta);
         }
         let (dir, name) = self.ap.parent(path, "set the metadata of", None)?;
-        let kind = self.ap.set_meta_at(&dir, name, path, meta, None)?;
+        let kind = self
+            .ap
+            .set_meta_at(&dir, name, path, meta, None, Was::Itself)?;
         self.meta_set(index, path, kind, meta);
         Ok(())
     }
@@ -1134,10 +1243,11 @@ impl<'a> Batch<'a> {
             });
         }
         let (dir, name) = self.ap.parent(path, "make a symbolic link at", None)?;
+        let old = lstat(&dir, name, path)?;
         let tmp = temp_symlink(target, &dir, name, path)?;
         let placed = self
             .ap
-            .set_symlink_meta(&dir, &tmp, path, meta)
+            .set_symlink_meta(&dir, &tmp, path, meta, Was::Replacing(old))
             .and_then(|()| self.ap.make_room(&dir, name, path))
             .and_then(|()| {
                 rfs::renameat(&dir, tmp.as_slice(), &dir, name)
@@ -1181,15 +1291,19 @@ impl<'a> Batch<'a> {
         let dir = self.staging_dir(path)?;
         let name = path.file_name();
         // Refuse a doomed write before any content moves.
-        if let Some(st) = lstat(&dir, name, path)? {
+        let old = lstat(&dir, name, path)?;
+        if let Some(st) = &old {
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory
                 && !dir_is_empty(&dir, name, path)?
             {
                 return Err(ApplyError::DirNotEmpty { path: path.clone() });
             }
         }
+        let was = Was::Replacing(old);
         if let Source::Fetch = from {
-            if let Some(moved) = self.take_staged(&dir, name, path, size, hash, meta, source)? {
+            if let Some(moved) =
+                self.take_staged(&dir, name, path, size, hash, meta, was, source)?
+            {
                 self.staged_paths.insert(path.clone());
                 self.staged.push(Staged {
                     index,
@@ -1219,7 +1333,7 @@ impl<'a> Batch<'a> {
             .get_or_insert_with(|| crate::scan::AlignedBuf::new(COPY_BUF))
             .get();
         let filled = fill(&file, &mut reader, buf, path, size, hash)
-            .and_then(|()| self.ap.set_meta_fd(file.as_fd(), path, meta));
+            .and_then(|()| self.ap.set_meta_fd(file.as_fd(), path, meta, was));
         if let Err(e) = filled {
             let _ = rfs::unlinkat(&*dir, tmp.as_slice(), AtFlags::empty());
             return Err(e);
@@ -1252,6 +1366,7 @@ impl<'a> Batch<'a> {
         size: u64,
         hash: &Hash,
         meta: &Meta,
+        was: Was,
         source: &mut dyn ContentSource,
     ) -> Result<Option<(Vec<u8>, File)>, ApplyError> {
         let Some(from) = source.take_file(hash, size) else {
@@ -1282,7 +1397,7 @@ impl<'a> Batch<'a> {
                         got,
                     });
                 }
-                self.ap.set_meta_fd(file.as_fd(), path, meta)?;
+                self.ap.set_meta_fd(file.as_fd(), path, meta, was)?;
                 Ok(file)
             });
         match placed {
@@ -1724,6 +1839,7 @@ mod tests {
             uid: 0,
             gid: 0,
             mtime_ns,
+            ..Default::default()
         }
     }
 
@@ -2480,6 +2596,7 @@ mod tests {
             uid: 12345,
             gid: 23456,
             mtime_ns: T,
+            ..Default::default()
         };
         ap.apply(
             &[

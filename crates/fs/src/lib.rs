@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod local;
+pub mod owners;
 pub mod scan;
 pub mod secure;
 pub mod watch;

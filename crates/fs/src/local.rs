@@ -16,9 +16,11 @@
 //! or the new one, and the next scan finds whatever is left.
 
 use crate::apply::{Applier, ContentSource};
+use crate::owners::Rules;
 use crate::scan::{self, BaselineError, Known, ScanBaseline, ScanError, ScanReport, StatKey};
 use omirr_core::observe::{self, observe, When};
 use omirr_core::resolve::{resolve, Action};
+use omirr_core::tree::Node;
 use omirr_core::{Change, Content, Hlc, HostId, IndexView, RelPath, Timestamp};
 use omirr_index::{Batch, Index, IndexError, StatUpdate};
 use std::collections::{BTreeMap, HashMap};
@@ -231,8 +233,11 @@ pub enum Stamp {
 }
 
 /// The start-up scan: walks `tops` under `root` and records every local
-/// change in `index`. `exclude` says which paths are not mirrored; `hlc` is
-/// this host's clock, advanced past everything the index has seen.
+/// change in `index`. `exclude` says which paths are not mirrored, `rules`
+/// which owners, groups and modes are (see [`crate::owners::canonical`]);
+/// `hlc` is this host's clock, advanced past everything the index has
+/// seen.
+#[allow(clippy::too_many_arguments)]
 pub fn scan_into_index(
     index: &Index,
     hlc: &mut Hlc,
@@ -240,8 +245,19 @@ pub fn scan_into_index(
     root: &Path,
     tops: &[RelPath],
     exclude: &dyn Fn(&RelPath) -> bool,
+    rules: &dyn Rules,
 ) -> Result<LocalScan, LocalScanError> {
-    record_scan(index, hlc, host, root, tops, tops, exclude, Stamp::Startup)
+    record_scan(
+        index,
+        hlc,
+        host,
+        root,
+        tops,
+        tops,
+        exclude,
+        rules,
+        Stamp::Startup,
+    )
 }
 
 /// The watcher's batch: looks at `dirty` paths (a file, or a directory and
@@ -257,6 +273,7 @@ pub fn record_live(
     tops: &[RelPath],
     dirty: &[RelPath],
     exclude: &dyn Fn(&RelPath) -> bool,
+    rules: &dyn Rules,
     wall: Timestamp,
 ) -> Result<LocalScan, LocalScanError> {
     let dirty: Vec<RelPath> = dirty
@@ -272,6 +289,7 @@ pub fn record_live(
         tops,
         &dirty,
         exclude,
+        rules,
         Stamp::Live { wall },
     )
 }
@@ -285,6 +303,7 @@ fn record_scan(
     tops: &[RelPath],
     dirty: &[RelPath],
     exclude: &dyn Fn(&RelPath) -> bool,
+    rules: &dyn Rules,
     stamp: Stamp,
 ) -> Result<LocalScan, LocalScanError> {
     // The applier's temporary files are never anyone's changes.
@@ -336,7 +355,7 @@ fn record_scan(
         host,
         paths,
         observe::Disk {
-            at: &mut |p| found.get(p).map(|f| f.node.clone()),
+            at: &mut |p| found.get(p).map(|f| comparable(index, rules, p, &f.node)),
             when: &when,
             in_scope: &in_scope,
         },
@@ -381,6 +400,24 @@ fn record_scan(
         report,
         changes: count,
     })
+}
+
+/// What the scan found at `path`, with the owner, group and mode that this
+/// host renders from the index's entry (or leaves alone) made equal to the
+/// entry's: see [`crate::owners::canonical`].
+fn comparable(index: &Index, rules: &dyn Rules, path: &RelPath, found: &Node) -> Node {
+    let recorded = match index.entry(path) {
+        Ok(Some(e)) if same_kind(&e.content, &found.content) => e.meta,
+        _ => return found.clone(),
+    };
+    Node {
+        content: found.content.clone(),
+        meta: crate::owners::canonical(path, found.meta, &recorded, &rules.rules(path)),
+    }
+}
+
+fn same_kind(a: &Content, b: &Content) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
 /// The stat key to keep for what the scan found: none for a racy file, so

@@ -985,13 +985,16 @@ fn ctime_of(st: &rustix::fs::Stat) -> Timestamp {
     Timestamp(u64::try_from(key_of(st).ctime_ns).unwrap_or(0))
 }
 
+/// The metadata of what `st` describes, with this host's names for its
+/// owner and group.
 fn meta_of(st: &rustix::fs::Stat) -> Meta {
-    Meta {
+    crate::owners::with_names(Meta {
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
         mtime_ns: key_of(st).mtime_ns,
-    }
+        ..Meta::default()
+    })
 }
 
 fn now_ns() -> i64 {
@@ -1187,12 +1190,13 @@ mod tests {
                     size: 5,
                     hash: *blake3::hash(b"hello").as_bytes()
                 },
-                meta: Meta {
+                meta: crate::owners::with_names(Meta {
                     mode: 0o640,
                     uid: md.uid(),
                     gid: md.gid(),
                     mtime_ns: 1_000_000_000_123_456_789,
-                },
+                    ..Default::default()
+                }),
             }
         );
         assert_eq!((f.key.dev, f.key.ino, f.key.size), (md.dev(), md.ino(), 5));

@@ -24,6 +24,7 @@ fn scan(state: &Path, root: &Path, hlc: &mut Hlc) -> omirr_fs::local::LocalScan 
         root,
         &[p("srv/www")],
         &exclude,
+        &omirr_fs::owners::Uniform::default(),
     )
     .expect("scan")
 }
@@ -168,7 +169,18 @@ fn live_batches_record_what_the_watcher_reported() {
     let wall = omirr_core::Timestamp(hlc.last().0 + 1_000);
     let live = |hlc: &mut Hlc, dirty: &[&str]| {
         let dirty: Vec<RelPath> = dirty.iter().map(|d| p(d)).collect();
-        record_live(&index, hlc, &host, &root, &tops, &dirty, &|_| false, wall).expect("live")
+        record_live(
+            &index,
+            hlc,
+            &host,
+            &root,
+            &tops,
+            &dirty,
+            &|_| false,
+            &omirr_fs::owners::Uniform::default(),
+            wall,
+        )
+        .expect("live")
     };
 
     // A directory renamed: the watcher names only the two directories.

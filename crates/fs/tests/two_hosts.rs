@@ -44,6 +44,7 @@ impl Host {
             &self.root,
             &[top()],
             &|_| false,
+            &omirr_fs::owners::Uniform::default(),
         )
         .expect("scan")
         .changes
@@ -231,6 +232,7 @@ fn the_watcher_keeps_the_stat_keys_of_files_the_applier_just_wrote() {
         &[top()],
         &names,
         &|_| false,
+        &omirr_fs::owners::Uniform::default(),
         wall,
     )
     .expect("record_live");

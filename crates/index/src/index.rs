@@ -23,7 +23,11 @@ use std::path::{Path, PathBuf};
 /// The layout version of the database. Bump it whenever a table, a key or
 /// an encoded value changes shape; an omirrd refuses a format it does not
 /// know rather than misread it.
-pub const FORMAT: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: an entry's metadata holds its owner's and group's names too.
+///   A format-1 index is converted when opened ([`Index::convert_from_1`]).
+pub const FORMAT: u32 = 2;
 
 /// The database file's name in the state directory.
 pub const FILE_NAME: &str = "index.redb";
@@ -228,6 +232,11 @@ impl Index {
             .and_then(|g| <[u8; 4]>::try_from(g.value()).ok())
             .map(u32::from_le_bytes)
             .ok_or_else(|| corrupt(p, "its format version is missing or malformed"))?;
+        if format == 1 {
+            drop(meta);
+            drop(txn);
+            return self.convert_from_1();
+        }
         if format != FORMAT {
             let advice = if format > FORMAT {
                 "it was written by a newer omirrd; run that one, or move the file \
@@ -256,6 +265,46 @@ impl Index {
         check_table(p, &txn, STATS)?;
         check_table(p, &txn, INODES)?;
         Ok(())
+    }
+
+    /// Converts a format-1 index to format 2 in one transaction: each
+    /// entry and set-aside change gets empty owner and group names (which
+    /// receivers read as "use the number", format 1's only way). A crash
+    /// leaves format 1, converted again at the next start.
+    fn convert_from_1(&self) -> Result<(), IndexError> {
+        let p = &self.path;
+        let txn = self
+            .db
+            .begin_write()
+            .at(p, "starting to convert the index")?;
+        {
+            let mut entries = txn.open_table(ENTRIES).at(p, "opening a table")?;
+            convert_table(p, &mut entries, "entries", |bytes| {
+                let old: v1::Stored = codec::decode(bytes)?;
+                let entry = old.entry.into_entry();
+                codec::encode(&StoredRef {
+                    seq: old.seq,
+                    entry: &entry,
+                })
+            })?;
+            let mut aside = txn.open_table(ASIDE).at(p, "opening a table")?;
+            convert_table(p, &mut aside, "aside", |bytes| {
+                let old: v1::Aside = codec::decode(bytes)?;
+                codec::encode(&Aside {
+                    change: Change {
+                        path: old.change.path,
+                        entry: old.change.entry.into_entry(),
+                    },
+                    reason: old.reason,
+                    attempts: old.attempts,
+                    since: old.since,
+                })
+            })?;
+            let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
+            meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
+                .at(p, "writing the format")?;
+        }
+        txn.commit().at(p, "committing the converted index")
     }
 
     /// Writes the meta table and creates every table, in one transaction:
@@ -805,6 +854,101 @@ fn not_redb(path: &Path) -> Option<String> {
         return None;
     }
     Some("it does not start with redb's magic number".into())
+}
+
+/// Re-encodes every value of `table` with `convert`, a slice of keys at a
+/// time (a table cannot change while it is iterated).
+fn convert_table(
+    p: &Path,
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+    name: &str,
+    convert: impl Fn(&[u8]) -> Result<Vec<u8>, codec::CodecError>,
+) -> Result<(), IndexError> {
+    let mut from: Bound<Vec<u8>> = Bound::Unbounded;
+    loop {
+        let mut slice = Vec::new();
+        let range = (from.as_ref().map(Vec::as_slice), Bound::Unbounded);
+        for item in table.range::<&[u8]>(range).at(p, "converting the index")? {
+            let (k, v) = item.at(p, "converting the index")?;
+            let new = convert(v.value()).map_err(|e| {
+                corrupt(
+                    p,
+                    format!("a format-1 value of {name} does not decode: {e}"),
+                )
+            })?;
+            slice.push((k.value().to_vec(), new));
+            if slice.len() == 10_000 {
+                break;
+            }
+        }
+        let Some((last, _)) = slice.last() else {
+            return Ok(());
+        };
+        from = Bound::Excluded(last.clone());
+        for (k, v) in &slice {
+            table
+                .insert(k.as_slice(), v.as_slice())
+                .at(p, "converting the index")?;
+        }
+    }
+}
+
+/// Format 1's values, for [`Index::convert_from_1`].
+mod v1 {
+    use omirr_core::{Content, Meta, RelPath, Seq, Version};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Stored {
+        pub seq: Seq,
+        pub entry: Entry,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Entry {
+        content: Content,
+        meta: OldMeta,
+        version: Version,
+    }
+
+    #[derive(Deserialize)]
+    struct OldMeta {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Change {
+        pub path: RelPath,
+        pub entry: Entry,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Aside {
+        pub change: Change,
+        pub reason: String,
+        pub attempts: u32,
+        pub since: u64,
+    }
+
+    impl Entry {
+        pub fn into_entry(self) -> omirr_core::Entry {
+            let m = self.meta;
+            omirr_core::Entry {
+                content: self.content,
+                meta: Meta {
+                    mode: m.mode,
+                    uid: m.uid,
+                    gid: m.gid,
+                    mtime_ns: m.mtime_ns,
+                    ..Meta::default()
+                },
+                version: self.version,
+            }
+        }
+    }
 }
 
 /// A peer's change this host could not apply, kept with its reason until

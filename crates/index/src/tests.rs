@@ -22,6 +22,7 @@ fn change(path: &str, ts: u64, content: Content) -> Change {
                 uid: 1,
                 gid: 2,
                 mtime_ns: ts as i64,
+                ..Default::default()
             },
             version: Version {
                 ts: Timestamp(ts),
@@ -123,7 +124,8 @@ fn reopen_after_clean_close_keeps_everything() {
 
 #[test]
 fn another_format_is_refused_with_advice() {
-    for (found, word) in [(FORMAT + 1, "newer"), (FORMAT - 1, "older")] {
+    // Format 1 is converted (see below); 0 never existed but is older.
+    for (found, word) in [(FORMAT + 1, "newer"), (0, "older")] {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(open(dir.path()));
         let path = dir.path().join(FILE_NAME);
@@ -692,4 +694,82 @@ fn set_aside_changes_persist_per_peer_with_the_cursor_and_are_dropped_by_path() 
         .map(|(h, x)| format!("{h}:{}:{}", x.change.path, x.reason))
         .collect();
     assert_eq!(all, ["a:d:still not empty", "b:e:in the way"]);
+}
+
+/// An index of format 1 (no owner or group names) opens, converted: its
+/// entries and set-aside changes read back with empty names.
+#[test]
+fn a_format_1_index_is_converted_when_opened() {
+    use crate::schema::{ASIDE, ENTRIES};
+    #[derive(serde::Serialize)]
+    struct OldMeta {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+    }
+    #[derive(serde::Serialize)]
+    struct OldEntry {
+        content: Content,
+        meta: OldMeta,
+        version: Version,
+    }
+    let old = || OldEntry {
+        content: file(3, 7),
+        meta: OldMeta {
+            mode: 0o640,
+            uid: 5,
+            gid: 6,
+            mtime_ns: 9,
+        },
+        version: Version {
+            ts: Timestamp(11),
+            host: HostId::new("h"),
+        },
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let ix = open(dir.path());
+        ix.record(&[change("a", 1, Content::Dir)]).expect("record");
+    }
+    let path = dir.path().join(FILE_NAME);
+    {
+        let db = redb::Database::create(&path).expect("raw open");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert(META_FORMAT, &1u32.to_le_bytes()[..])
+                .expect("insert");
+            let mut entries = txn.open_table(ENTRIES).expect("entries");
+            let stored = crate::codec::encode(&(1u64, old())).expect("encode");
+            entries
+                .insert(&b"a"[..], stored.as_slice())
+                .expect("insert");
+            let mut aside = txn.open_table(ASIDE).expect("aside");
+            let a = crate::codec::encode(&((p("b"), old()), "why".to_string(), 2u32, 3u64))
+                .expect("encode");
+            aside
+                .insert(
+                    crate::schema::aside_key("k", &p("b")).as_slice(),
+                    a.as_slice(),
+                )
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let ix = Index::open(dir.path()).expect("a format-1 index opens");
+    let e = ix.entry(&p("a")).expect("read").expect("entry");
+    assert_eq!(e.content, file(3, 7));
+    assert_eq!(
+        (e.meta.mode, e.meta.uid, e.meta.gid, e.meta.mtime_ns),
+        (0o640, 5, 6, 9)
+    );
+    assert!(e.meta.owner.is_empty() && e.meta.group.is_empty());
+    let aside = ix.aside(None).expect("aside");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(aside[0].1.change.entry.meta.uid, 5);
+    assert_eq!(aside[0].1.reason, "why");
+    drop(ix);
+    // Converted for good: it opens again as format 2.
+    Index::open(dir.path()).expect("reopens");
 }

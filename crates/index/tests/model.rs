@@ -55,6 +55,7 @@ fn random_change(rng: &mut Rng) -> Change {
                 uid: 0,
                 gid: 0,
                 mtime_ns: rng.below(1000) as i64,
+                ..Default::default()
             },
             version: Version {
                 // A small range, so ties and older versions are common.

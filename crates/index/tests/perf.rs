@@ -28,6 +28,7 @@ fn tree(ts: u64) -> Vec<(Change, Option<StatKey>)> {
                         uid: 1000,
                         gid: 1000,
                         mtime_ns: 1_700_000_000_000_000_000,
+                        ..Default::default()
                     },
                     version: Version {
                         ts: Timestamp(ts),

@@ -25,8 +25,9 @@
 //!   and not for a path that is gone by then;
 //! - `cmdspecial` runs once per set and batch if any path it names was
 //!   updated or removed (deleting a `conf.d` file needs a reload as much as
-//!   writing one), with `FILES` = the updated files it names, joined with
-//!   `:`, and, an omirr extension, `REMOVED` = the removed ones likewise;
+//!   writing one), with `FILES` = the updated files it names, separated by
+//!   blanks and quoted for sh(1) where needed (see [`join`]), and, an omirr
+//!   extension, `REMOVED` = the removed ones likewise;
 //! - `notify` reports every updated or removed path, directories included:
 //!   one mail per address through `sendmail -t -oi` if a mailer is
 //!   installed, otherwise one INFO log line per address.
@@ -441,7 +442,9 @@ impl SetWork {
     }
 
     fn report(&self, kind: &str, command: &str, peer: &str, what: &str, o: &Outcome) {
-        if o.ok() {
+        if o.ok() && self.set.options.quiet {
+            tracing::debug!(%peer, set = %self.at, command = ?command, "{kind} for {what}: {}", o.summary());
+        } else if o.ok() {
             tracing::info!(%peer, set = %self.at, command = ?command, "{kind} for {what}: {}", o.summary());
         } else {
             tracing::warn!(%peer, set = %self.at, command = ?command, "{kind} for {what}: {}", o.summary());
@@ -456,17 +459,39 @@ fn shell(command: &str) -> Command {
     c
 }
 
-/// Paths joined with `:`, as rdist's `FILES` (a `:` in a name is
-/// ambiguous there too).
+/// Paths for `FILES` and `REMOVED`: separated by blanks, as rdist's, and
+/// each quoted for sh(1) when it holds anything but letters, digits and
+/// `/._-+,:@%=`, so that every name (blanks, colons, quotes and newlines
+/// included) comes back exactly with `eval "set -- $FILES"`, while a list
+/// of ordinary names reads as rdist's (`for f in $FILES`).
 fn join(paths: &[PathBuf]) -> OsString {
     let mut out = Vec::new();
     for (i, p) in paths.iter().enumerate() {
         if i > 0 {
-            out.push(b':');
+            out.push(b' ');
         }
-        out.extend_from_slice(p.as_os_str().as_bytes());
+        sh_quote(p.as_os_str().as_bytes(), &mut out);
     }
     OsString::from_vec(out)
+}
+
+/// `word` as one sh(1) word: as it is if that is safe, else in single
+/// quotes, each `'` written `'\''`.
+fn sh_quote(word: &[u8], out: &mut Vec<u8>) {
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(b);
+    if !word.is_empty() && word.iter().all(plain) {
+        out.extend_from_slice(word);
+        return;
+    }
+    out.push(b'\'');
+    for &b in word {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
 }
 
 /// A path for the log or a mail: one line, whatever its bytes.
@@ -894,7 +919,7 @@ mod tests {
     }
 
     #[test]
-    fn cmdspecial_runs_once_with_files_joined_by_colons() {
+    fn cmdspecial_runs_once_with_files_separated_by_blanks() {
         let s = setup(
             "/srv/www -> ( a b )\n\tcmdspecial \"echo \\\"$FILES|$REMOVED|${FILE-none}\\\" >> OUT/cmd\" ;\n\tcmdspecial /srv/www/nothing \"echo ran >> OUT/never\" ;\n",
             &["srv/www/a", "srv/www/d/b", "srv/www/d/"],
@@ -917,13 +942,42 @@ mod tests {
         assert_eq!(
             s.lines("cmd"),
             Some(vec![format!(
-                "{}:{}|{}|none",
+                "{} {}|{}|none",
                 s.local("srv/www/a"),
                 s.local("srv/www/d/b"),
                 s.local("srv/www/old")
             )])
         );
         assert_eq!(s.lines("never"), None, "names no updated path");
+    }
+
+    /// `:` is legal in a name, and so are blanks, quotes and newlines:
+    /// `FILES` and `REMOVED` give every name back exactly.
+    #[test]
+    fn cmdspecial_names_with_colons_blanks_quotes_and_newlines_come_back_exactly() {
+        let names = [
+            "srv/www/a:b",
+            "srv/www/c d",
+            "srv/www/it's",
+            "srv/www/new\nline",
+        ];
+        let s = setup(
+            "/srv/www -> ( a b )\n\tcmdspecial \"eval \\\"set -- $FILES\\\"; for f; do printf '%s|' \\\"$f\\\"; done >> OUT/files; eval \\\"set -- $REMOVED\\\"; printf '%s|' \\\"$@\\\" >> OUT/removed\" ;\n",
+            &names,
+        );
+        let mut actions: Vec<Action> = names.iter().map(|n| write(n)).collect();
+        actions.push(Action::Remove {
+            path: p("srv/www/gone:x y"),
+            was: Content::Dir,
+        });
+        s.after(&actions, TIMEOUT);
+        let mut sorted = names.to_vec();
+        sorted.sort_unstable();
+        let expected: String = sorted.iter().map(|n| format!("{}|", s.local(n))).collect();
+        let got = std::fs::read_to_string(s.out.path().join("files")).expect("cmdspecial ran");
+        assert_eq!(got, expected);
+        let removed = std::fs::read_to_string(s.out.path().join("removed")).expect("ran");
+        assert_eq!(removed, format!("{}|", s.local("srv/www/gone:x y")));
     }
 
     #[test]

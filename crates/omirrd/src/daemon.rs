@@ -112,8 +112,11 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let stop = stop_signals()?;
     let state_dir = args.state_dir.as_path();
     let index = Index::open(state_dir)?;
-    let applier = Applier::open(&plan.root, Default::default())
+    let plan = Arc::new(plan);
+    let mut applier = Applier::open(&plan.root, Default::default())
         .with_context(|| format!("cannot use the root {}", plan.root.display()))?;
+    // Owners, groups, modes and kept versions as the install options say.
+    applier.set_rules(plan.clone());
     let stale = applier.cleanup_stale_temps_tree()?;
     if stale > 0 {
         tracing::info!(
@@ -143,10 +146,15 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     )?);
 
     let started = std::time::Instant::now();
-    let scan =
-        omirr_fs::local::scan_into_index(&index, &mut hlc, &host, &plan.root, &tops, &|p| {
-            plan.excluded(p)
-        })?;
+    let scan = omirr_fs::local::scan_into_index(
+        &index,
+        &mut hlc,
+        &host,
+        &plan.root,
+        &tops,
+        &|p| plan.excluded(p),
+        &*plan,
+    )?;
     for issue in &scan.report.issues {
         tracing::warn!("{issue}");
     }
@@ -166,7 +174,6 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let listener = TcpListener::bind((me.host.as_str(), me.port))
         .await
         .with_context(|| format!("cannot listen on {me}"))?;
-    let plan = Arc::new(plan);
     let engine = Arc::new(Engine::new(
         Store::new(index)?,
         Disk {
@@ -503,6 +510,9 @@ async fn reload_on_sighup(shared: Arc<Shared>, args: DaemonArgs) {
         let (before, after) = (old.peer_names(), new.peer_names());
         let new = Arc::new(new);
         shared.engine.set_policy(Arc::new(PlanPolicy(new.clone())));
+        // The user database may have changed too.
+        omirr_fs::owners::users().forget();
+        shared.engine.disk.lock().applier.set_rules(new.clone());
         *shared.plan.write().unwrap_or_else(|e| e.into_inner()) = new;
         for peer in before.iter().filter(|p| !after.contains(p)) {
             if let Some(session) = shared

@@ -7,6 +7,7 @@ use omirr_config::distfile::{self, Config, MirrorSet, ParseOptions};
 use omirr_config::peers::{Fingerprint, Peers};
 use omirr_config::{Diagnostic, Pos};
 use omirr_core::RelPath;
+use omirr_fs::owners::{Check, MetaRules};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -216,6 +217,14 @@ impl Plan {
             .any(|(set, _)| set.options.savetargets || set.options.history)
     }
 
+    /// The set whose install options rule `path`: the first, in the
+    /// Distfile's order, that covers it and does not leave it out.
+    fn ruling_set<'a>(&'a self, path: &'a RelPath) -> Option<&'a MirrorSet> {
+        self.covering(path)
+            .find(|(set, named)| !set.is_excluded(named))
+            .map(|(set, _)| set)
+    }
+
     /// The hosts this host mirrors anything with.
     pub fn peer_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
@@ -284,9 +293,16 @@ impl Plan {
             for r in &set.exclude_patterns {
                 let _ = writeln!(s, "  except_pat {}", r.as_str());
             }
-            let options = set.options.names();
-            if !options.is_empty() {
-                let _ = writeln!(s, "  options    {}", options.join(","));
+            // Every option the statement gives, with what it does: the
+            // refused ones never get here (they are errors).
+            for name in set.options.names() {
+                let bare = name.split('=').next().unwrap_or(&name);
+                let does = match distfile::install_option(bare) {
+                    Some(distfile::OptionMeaning::Does(d)) => d,
+                    Some(distfile::OptionMeaning::Refused(why)) => why,
+                    None => "?",
+                };
+                let _ = writeln!(s, "  option     {name}: {does}");
             }
             for c in &set.commands {
                 let kind = if c.once_per_batch {
@@ -310,6 +326,37 @@ impl Plan {
             }
         }
         s
+    }
+}
+
+impl omirr_fs::owners::Rules for Plan {
+    /// The install options of the set that rules `path` (see
+    /// [`Plan::ruling_set`]); the defaults outside every set.
+    fn rules(&self, path: &RelPath) -> MetaRules {
+        self.ruling_set(path)
+            .map(|set| meta_rules(&set.options))
+            .unwrap_or_default()
+    }
+}
+
+/// The owner, group, mode and history rules of a set's install options.
+pub fn meta_rules(o: &distfile::InstallOptions) -> MetaRules {
+    let check = |no: bool, num: bool| match (no, num) {
+        (true, _) => Check::Keep,
+        (false, true) => Check::ByNumber,
+        (false, false) => Check::ByName,
+    };
+    MetaRules {
+        owner: check(o.nochkowner, o.numchkowner),
+        group: check(o.nochkgroup, o.numchkgroup),
+        keep_mode: o.nochkmode,
+        defowner: o.defowner.clone(),
+        defgroup: o.defgroup.clone(),
+        history: if o.history {
+            distfile::HISTORY_GENERATIONS
+        } else {
+            0
+        },
     }
 }
 

@@ -16,6 +16,7 @@ pub async fn record(engine: &Arc<Engine>, dirty: Vec<RelPath>) {
     let result = tokio::task::spawn_blocking(move || {
         let mut w = e.disk.lock();
         let policy = e.policy();
+        let rules = w.applier.rules();
         omirr_fs::local::record_live(
             &e.store.index,
             &mut w.hlc,
@@ -24,6 +25,7 @@ pub async fn record(engine: &Arc<Engine>, dirty: Vec<RelPath>) {
             &e.disk.tops,
             &dirty,
             &|p| policy.excluded(p),
+            &*rules,
             wall(),
         )
     })

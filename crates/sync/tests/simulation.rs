@@ -204,6 +204,7 @@ impl World {
             uid: 0,
             gid: 0,
             mtime_ns: self.rng.random_range(0..1000),
+            ..Default::default()
         }
     }
 

@@ -66,6 +66,7 @@ pub fn entry() -> impl Strategy<Value = Entry> {
                 uid,
                 gid,
                 mtime_ns,
+                ..Default::default()
             },
             version: Version {
                 ts: Timestamp(ts),
@@ -166,6 +167,7 @@ pub fn sample_change(path: &str) -> Change {
                 uid: 1000,
                 gid: 1000,
                 mtime_ns: 1_700_000_000_000_000_000,
+                ..Default::default()
             },
             version: Version {
                 ts: Timestamp(1_700_000_000_000_000_001),

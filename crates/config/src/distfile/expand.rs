@@ -17,7 +17,10 @@
 
 use super::lex::{self, Piece, RawWord};
 use super::parse::{self, Command, ListExpr, SetOp, Statement};
-use super::{HostRef, InstallOptions, MirrorPath, MirrorSet, ParseOptions, PathMatch, Special};
+use super::{
+    install_option, HostRef, InstallOptions, MirrorPath, MirrorSet, OptionMeaning, ParseOptions,
+    PathMatch, Special, INSTALL_OPTIONS,
+};
 use crate::diag::{Diagnostic, Pos};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -777,7 +780,11 @@ impl Expander<'_> {
                     at,
                     format!(
                         "unknown install option '{name}': expected one of {}",
-                        INSTALL_OPTIONS.join(", ")
+                        INSTALL_OPTIONS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
                 return;
@@ -787,56 +794,10 @@ impl Expander<'_> {
         if value.is_some() {
             self.error(at, format!("install option '{name}' takes no value"));
         }
-        if let Some(why) = no_effect(name) {
-            self.warn(
-                at,
-                format!("install option '{name}' has no effect in omirrd: {why}"),
-            );
+        if let Some(OptionMeaning::Refused(why)) = install_option(name) {
+            self.error(at, format!("install option '{name}' is refused: {why}"));
         }
     }
-}
-
-/// rdist's install options, for messages.
-const INSTALL_OPTIONS: [&str; 24] = [
-    "chknfs",
-    "chkreadonly",
-    "chksym",
-    "compare",
-    "defgroup",
-    "defowner",
-    "follow",
-    "history",
-    "ignlnks",
-    "nochkgroup",
-    "nochkmode",
-    "nochkowner",
-    "nodescend",
-    "noexec",
-    "numchkgroup",
-    "numchkowner",
-    "quiet",
-    "remove",
-    "savetargets",
-    "sparse",
-    "updateperm",
-    "verify",
-    "whole",
-    "younger",
-];
-
-/// Why an rdist option means nothing for a live mirror, if it does not.
-fn no_effect(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "follow" => "omirrd never follows symbolic links; it mirrors them as links",
-        "verify" => "a live mirror always applies changes; 'omirrd check' shows what is mirrored",
-        "chknfs" => "omirrd mirrors a path whatever filesystem it is on",
-        "chkreadonly" => {
-            "a change that cannot be written on a read-only filesystem is logged as an error"
-        }
-        "chksym" => "omirrd replaces a symbolic link only with what a peer holds at that path",
-        "sparse" => "files are written in full; holes are not preserved",
-        _ => return None,
-    })
 }
 
 #[derive(Default)]
