@@ -1347,3 +1347,95 @@ fn savetargets_keeps_old_versions_where_they_were_kept_and_never_cascades() {
         assert_eq!(names, expected, "{h}:\n{}", cluster.logs());
     }
 }
+
+/// Owners and groups travel as names and numbers; by default a host gives
+/// the local user and group of the names, falling back to the number (and
+/// saying so once) for a name it does not know. A rogue gamma sends two
+/// directories owned by "root" and by an unknown user, both with numbers
+/// that are not root's. Needs root to set owners.
+#[test]
+fn owners_arrive_by_name_and_unknown_names_fall_back_to_the_number() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: owners cannot be set; skipped");
+        return;
+    }
+    let _one = serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    for h in HOSTS {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &HOSTS);
+    cluster.stop("gamma");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let dir = |path: &str, uid: u32, owner: &str, seq: u64| {
+        let name = |s: &str| omirr_proto::Name::new(s.as_bytes()).expect("name");
+        (
+            seq,
+            omirr_proto::Change {
+                path: omirr_proto::RelPath::new(path.as_bytes()).expect("path"),
+                entry: omirr_proto::Entry {
+                    content: omirr_proto::Content::Dir,
+                    meta: omirr_proto::Meta {
+                        mode: 0o750,
+                        uid,
+                        gid: uid,
+                        mtime_ns: 0,
+                        owner: name(owner),
+                        group: name(owner),
+                    },
+                    version: omirr_proto::Version {
+                        ts: omirr_proto::Timestamp(now),
+                        host: omirr_proto::HostId::new("gamma"),
+                    },
+                },
+            },
+        )
+    };
+    let page = omirr_proto::Message::Changes {
+        changes: vec![
+            dir("srv/www/by-name", 4321, "root", 1_000_000),
+            dir("srv/www/unknown", 4322, "omirr-nobody-here", 1_000_001),
+        ],
+        upto: 1_000_001,
+        done: true,
+    };
+    rogue(
+        &cluster,
+        "alpha",
+        vec![omirr_proto::encode(&page).expect("encode")],
+    );
+    let w = cluster.root("alpha").join("srv/www");
+    assert!(
+        wait_until(TIMEOUT, || w.join("unknown").exists()
+            && w.join("by-name").exists()),
+        "{}",
+        cluster.log("alpha")
+    );
+    let md = fs::metadata(w.join("by-name")).expect("stat");
+    assert_eq!((md.uid(), md.gid()), (0, 0), "root by name, not 4321");
+    let md = fs::metadata(w.join("unknown")).expect("stat");
+    assert_eq!((md.uid(), md.gid()), (4322, 4322), "the number");
+    let log = cluster.log("alpha");
+    assert_eq!(
+        log.matches("user 'omirr-nobody-here'").count(),
+        1,
+        "said once:\n{log}"
+    );
+    assert!(
+        log.contains("is unknown on this host: using the number 4322, as on the peer"),
+        "{log}"
+    );
+    // And beta, which got them from alpha, has the same.
+    let b = cluster.root("beta").join("srv/www");
+    assert!(
+        wait_until(TIMEOUT, || b.join("unknown").exists()),
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(fs::metadata(b.join("by-name")).expect("stat").uid(), 0);
+}

@@ -65,7 +65,7 @@ pub use page::{page_cost, paginate};
 // What travels inside messages, re-exported so that users of the protocol
 // need not name omirr-core for them.
 pub use omirr_core::{
-    Change, Content, Entry, Hash, HostId, Meta, RelPath, Seq, Timestamp, Version,
+    Change, Content, Entry, Hash, HostId, Meta, Name, RelPath, Seq, Timestamp, Version,
 };
 
 /// The protocol version this build speaks. Bumped on every incompatible

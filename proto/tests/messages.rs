@@ -79,7 +79,8 @@ fn wire_bytes_match_protocol_md() {
                 uid: 1000,
                 gid: 1000,
                 mtime_ns: -1,
-                ..Default::default()
+                owner: omirr_proto::Name::new(b"root").expect("name"),
+                group: omirr_proto::Name::EMPTY,
             },
             version: Version {
                 ts: Timestamp(5),
@@ -87,9 +88,11 @@ fn wire_bytes_match_protocol_md() {
             },
         },
     };
-    let mut expected = vec![0, 0, 0, 0x3a, 3, 1, 1, 1, b'a', 0, 4];
+    let mut expected = vec![0, 0, 0, 0x40, 3, 1, 1, 1, b'a', 0, 4];
     expected.extend([7; 32]);
-    expected.extend([251, 0xa4, 1, 251, 0xe8, 3, 251, 0xe8, 3, 1, 5]);
+    // mode, uid, gid, mtime; owner "root", group empty; then ts.
+    expected.extend([251, 0xa4, 1, 251, 0xe8, 3, 251, 0xe8, 3, 1]);
+    expected.extend([4, b'r', b'o', b'o', b't', 0, 5]);
     expected.extend([5, b'a', b'l', b'p', b'h', b'a', 1, 1]);
     assert_eq!(
         encode(&Message::Changes {
@@ -331,4 +334,29 @@ fn encode_into_appends_and_leaves_the_buffer_alone_on_error() {
     assert_eq!(d.next_message(), Ok(Some(Message::Ping { nonce: 1 })));
     assert_eq!(d.next_message(), Ok(Some(Message::Pong { nonce: 1 })));
     assert_eq!(d.next_message(), Ok(None));
+}
+
+/// Owner and group names travel with the numbers, up to 32 bytes; a name
+/// with a NUL byte (which no user database can look up) does not decode.
+#[test]
+fn owner_and_group_names_travel_and_a_nul_in_one_does_not_decode() {
+    let mut c = sample_change("a");
+    let long = "n".repeat(omirr_proto::Name::MAX);
+    c.entry.meta.owner = omirr_proto::Name::new(long.as_bytes()).expect("32 bytes");
+    c.entry.meta.group = omirr_proto::Name::new(b"staff").expect("name");
+    assert!(omirr_proto::Name::new("n".repeat(33).as_bytes()).is_none());
+    assert!(omirr_proto::Name::new(b"a\0b").is_none());
+    let msg = Message::Changes {
+        changes: vec![(1, c)],
+        upto: 1,
+        done: true,
+    };
+    let mut frame = encode(&msg).expect("encode");
+    assert_eq!(decode_all(&frame), Ok(vec![msg]));
+    let at = frame
+        .windows(5)
+        .position(|w| w == b"staff")
+        .expect("the group's bytes");
+    frame[at + 2] = 0;
+    assert!(decode_all(&frame).is_err(), "a NUL in a name decodes");
 }

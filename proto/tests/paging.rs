@@ -185,7 +185,12 @@ fn pages_at_the_edge_of_the_limit() {
 
 #[test]
 fn the_count_limit_splits_pages_of_small_changes() {
-    let input: Vec<(Seq, Change)> = (1..=40_000).map(|i| (i, sample_change("a"))).collect();
+    // Small enough that MAX_CHANGES_PER_PAGE of them fit in a frame.
+    let mut small = sample_change("a");
+    small.entry.version.host = omirr_proto::HostId::new("b");
+    small.entry.version.ts = omirr_proto::Timestamp(1);
+    small.entry.meta.mtime_ns = 0;
+    let input: Vec<(Seq, Change)> = (1..=40_000).map(|i| (i, small.clone())).collect();
     let pages = check_pages(&input, 40_000, true);
     let counts: Vec<usize> = pages
         .iter()

@@ -52,27 +52,37 @@ pub fn content() -> impl Strategy<Value = Content> {
     ]
 }
 
+/// A user or group name: any bytes but NUL, up to the limit.
+pub fn name() -> impl Strategy<Value = omirr_proto::Name> {
+    proptest::collection::vec(1u8..=255, 0..=omirr_proto::Name::MAX)
+        .prop_map(|b| omirr_proto::Name::new(&b).expect("a valid name"))
+}
+
 pub fn entry() -> impl Strategy<Value = Entry> {
     (
         content(),
         (0u32..=0o7777, any::<u32>(), any::<u32>(), any::<i64>()),
+        (name(), name()),
         any::<u64>(),
         host(),
     )
-        .prop_map(|(content, (mode, uid, gid, mtime_ns), ts, host)| Entry {
-            content,
-            meta: Meta {
-                mode,
-                uid,
-                gid,
-                mtime_ns,
-                ..Default::default()
+        .prop_map(
+            |(content, (mode, uid, gid, mtime_ns), (owner, group), ts, host)| Entry {
+                content,
+                meta: Meta {
+                    mode,
+                    uid,
+                    gid,
+                    mtime_ns,
+                    owner,
+                    group,
+                },
+                version: Version {
+                    ts: Timestamp(ts),
+                    host: HostId::new(&host),
+                },
             },
-            version: Version {
-                ts: Timestamp(ts),
-                host: HostId::new(&host),
-            },
-        })
+        )
 }
 
 pub fn change() -> impl Strategy<Value = Change> {
