@@ -208,6 +208,18 @@ mod tests {
     use crate::version::HostId;
 
     #[test]
+    fn names_hold_up_to_32_bytes_without_nul() {
+        let n = Name::new(b"www-data").expect("a name");
+        assert_eq!(n.as_bytes(), b"www-data");
+        assert!(!n.is_empty() && Name::EMPTY.is_empty());
+        assert_eq!(Name::default(), Name::EMPTY);
+        assert!(Name::new(&[b'x'; 32]).is_some());
+        assert!(Name::new(&[b'x'; 33]).is_none(), "too long");
+        assert!(Name::new(b"a\0").is_none(), "NUL");
+        assert_eq!(Name::new(b"\xff\n").expect("bytes").to_string(), "\\xff\\n");
+    }
+
+    #[test]
     fn tombstones_expire_after_the_horizon() {
         let day = 24 * 3600 * 1_000_000_000u64;
         let t = Entry {

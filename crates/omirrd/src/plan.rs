@@ -494,6 +494,37 @@ pub(crate) mod tests {
         );
     }
 
+    /// The install options of the first set that covers a path and does
+    /// not leave it out rule its owner, group, mode and history.
+    #[test]
+    fn the_first_covering_set_rules_owners_modes_and_history() {
+        use omirr_fs::owners::Rules;
+        let conf = "/srv/www/static -> ( a c )\n\tinstall -onochkowner,numchkgroup,nochkmode,defowner=daemon ;\n\texcept /srv/www/static/own ;\n/srv/www -> ( a b )\n\tinstall -ohistory ;\n";
+        let (plan, _dir) = plan("a", conf);
+        let r = plan.rules(&p("srv/www/static/logo.png"));
+        assert_eq!(
+            (r.owner, r.group, r.keep_mode),
+            (Check::Keep, Check::ByNumber, true)
+        );
+        assert_eq!(r.defowner.as_deref(), Some("daemon"));
+        assert_eq!(r.history, 0, "the first set keeps no history");
+        // Left out of the first set: the second rules it.
+        let r = plan.rules(&p("srv/www/static/own/x"));
+        assert_eq!((r.owner, r.keep_mode), (Check::ByName, false));
+        assert_eq!(r.history, distfile::HISTORY_GENERATIONS);
+        assert_eq!(plan.rules(&p("srv/www/index.html")).history, 10);
+        assert!(
+            plan.savetargets(&p("srv/www/static/logo.png")),
+            "any set keeps"
+        );
+        // Outside every set: the defaults.
+        assert_eq!(plan.rules(&p("etc/passwd")), MetaRules::default());
+        // Kept versions are this host's alone.
+        assert!(plan.excluded(&p("srv/www/index.html.OLD.3")));
+        assert!(!plan.authorised("b", &p("srv/www/index.html.OLD")));
+        assert!(plan.authorised("b", &p("srv/www/index.html")));
+    }
+
     #[test]
     fn destinations_are_where_paths_live() {
         let (plan, _dir) = plan("c", CONF);
