@@ -6,8 +6,7 @@ mod common;
 use common::*;
 use omirr_proto::{
     encode, Change, Content, DecodeError, EncodeError, Entry, ErrorCode, FrameDecoder, Hello,
-    HostId, InvalidMessage, Message, Meta, RelPath, Timestamp, Version, MAX_CHANGES_PER_PAGE,
-    MAX_FRAME,
+    HostId, InvalidMessage, Message, Meta, Timestamp, Version, MAX_CHANGES_PER_PAGE, MAX_FRAME,
 };
 use proptest::prelude::*;
 
@@ -51,7 +50,7 @@ fn wire_bytes_match_protocol_md() {
     assert_eq!(
         encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
         [
-            0, 0, 0, 16, 0, 1, 5, b'a', b'l', b'p', b'h', b'a', 1, 6, b'c', b'h', b'u', b'n', b'k',
+            0, 0, 0, 16, 0, 2, 5, b'a', b'l', b'p', b'h', b'a', 1, 6, b'c', b'h', b'u', b'n', b'k',
             b's'
         ]
     );
@@ -60,8 +59,12 @@ fn wire_bytes_match_protocol_md() {
         [0, 0, 0, 5, 1, 4, 2, b'n', b'o']
     );
     assert_eq!(
-        encode(&Message::Pull { after: 300 }).expect("encodes"),
-        [0, 0, 0, 4, 2, 251, 0x2c, 0x01]
+        encode(&Message::Pull {
+            after: 300,
+            own_after: Timestamp(5)
+        })
+        .expect("encodes"),
+        [0, 0, 0, 5, 2, 251, 0x2c, 0x01, 5]
     );
     assert_eq!(
         encode(&Message::Ack { upto: 7 }).expect("encodes"),
@@ -354,7 +357,9 @@ fn frame_with_long_path(len: usize, name: bool) -> Vec<u8> {
     let path: Vec<u8> = if name {
         vec![b'n'; len]
     } else {
-        (0..len).map(|i| if i % 2 == 1 { b'/' } else { b'x' }).collect()
+        (0..len)
+            .map(|i| if i % 2 == 1 { b'/' } else { b'x' })
+            .collect()
     };
     let len16 = u16::try_from(len).expect("fits a u16");
     let mut payload = frame[4..at].to_vec();
@@ -376,8 +381,15 @@ fn paths_longer_than_path_max_or_names_longer_than_name_max_do_not_decode() {
     // message.
     let err = decode_all(&frame_with_long_path(60_001, false)).expect_err("too long");
     let text = err.to_string();
-    assert!(text.contains("60001 bytes") && text.contains("PATH_MAX"), "{text}");
-    assert!(text.len() < 600, "the error repeats the path: {} bytes", text.len());
+    assert!(
+        text.contains("60001 bytes") && text.contains("PATH_MAX"),
+        "{text}"
+    );
+    assert!(
+        text.len() < 600,
+        "the error repeats the path: {} bytes",
+        text.len()
+    );
     let err = decode_all(&frame_with_long_path(4096, false)).expect_err("too long");
     assert!(err.to_string().contains("PATH_MAX"), "{err}");
     let err = decode_all(&frame_with_long_path(256, true)).expect_err("name too long");

@@ -24,9 +24,17 @@ pub enum PathError {
     #[error("path {0} holds a NUL byte")]
     Nul(String),
     #[error("path {path} is {len} bytes long; at most {max} are allowed (PATH_MAX)")]
-    TooLong { path: String, len: usize, max: usize },
+    TooLong {
+        path: String,
+        len: usize,
+        max: usize,
+    },
     #[error("path {path} has a component of {len} bytes; at most {max} are allowed (NAME_MAX)")]
-    NameTooLong { path: String, len: usize, max: usize },
+    NameTooLong {
+        path: String,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// The longest path, in bytes: Linux's `PATH_MAX` (4096) less its NUL.

@@ -5,8 +5,8 @@ use crate::codec;
 use crate::error::IndexError;
 use crate::schema::{
     aside_key, holder_key, inode_key, inode_prefix, split_key, tombstone_key, StatTuple, ASIDE,
-    BY_SEQ, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, MAGIC,
-    META, META_FORMAT, META_MAGIC, STATS, TOMBSTONES,
+    BY_SEQ, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, LATEST,
+    MAGIC, META, META_FORMAT, META_MAGIC, STATS, TOMBSTONES,
 };
 use crate::stat::StatKey;
 use omirr_core::{Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp};
@@ -546,6 +546,22 @@ impl Index {
         Ok(out)
     }
 
+    /// The greatest timestamp of a version made by `host` that this index
+    /// ever recorded (0 if none): what a host that lost its index lacks
+    /// of its own changes lies above this.
+    pub fn latest_of(&self, host: &HostId) -> Result<Timestamp, IndexError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(LATEST) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Timestamp(0)),
+            Err(e) => return Err(e).at(&self.path, "opening a table"),
+        };
+        let got = table
+            .get(host.as_str())
+            .at(&self.path, "reading a host's latest version")?;
+        Ok(Timestamp(got.map_or(0, |g| g.value())))
+    }
+
     /// The chunk list cached for the content with `hash` (opaque bytes;
     /// `omirr-chunk` defines them), if any.
     pub fn chunk_list(&self, hash: &Hash) -> Result<Option<Vec<u8>>, IndexError> {
@@ -837,6 +853,9 @@ struct Tables<'t> {
     hlc: u64,
     /// The counters as read, to write back only what changed.
     was: (Seq, u64),
+    /// Per host, the greatest timestamp of its versions recorded in this
+    /// transaction (merged into [`LATEST`] by [`Tables::finish`]).
+    latest: std::collections::HashMap<omirr_core::HostId, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -859,6 +878,7 @@ impl<'t> Tables<'t> {
             last_seq,
             hlc,
             was: (last_seq, hlc),
+            latest: std::collections::HashMap::new(),
         })
     }
 
@@ -873,6 +893,20 @@ impl<'t> Tables<'t> {
             self.counters
                 .insert(HLC_LAST, self.hlc)
                 .at(p, "writing the clock")?;
+        }
+        if !self.latest.is_empty() {
+            let mut table = self.txn.open_table(LATEST).at(p, "opening a table")?;
+            for (host, ts) in self.latest.drain() {
+                let was = table
+                    .get(host.as_str())
+                    .at(p, "reading a host's latest version")?
+                    .map_or(0, |g| g.value());
+                if ts > was {
+                    table
+                        .insert(host.as_str(), ts)
+                        .at(p, "writing a host's latest version")?;
+                }
+            }
         }
         Ok(())
     }
@@ -903,6 +937,13 @@ impl<'t> Tables<'t> {
             .checked_add(1)
             .ok_or_else(|| corrupt(p, "last_seq is at its maximum"))?;
         self.last_seq = seq;
+        let ts = entry.version.ts.0;
+        match self.latest.get_mut(&entry.version.host) {
+            Some(t) => *t = (*t).max(ts),
+            None => {
+                self.latest.insert(entry.version.host.clone(), ts);
+            }
+        }
         let bytes = codec::encode(&StoredRef { seq, entry }).map_err(|e| IndexError::Encode {
             path: p.to_path_buf(),
             what: "an entry",

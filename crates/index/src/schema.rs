@@ -50,6 +50,13 @@ pub const CHUNK_LISTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chu
 /// docs/sync-model.md). Created on first use, like [`CHUNK_LISTS`].
 pub const ASIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("aside");
 
+/// host name -> the greatest timestamp of a version made by that host
+/// that was ever recorded here. Tells a host whose index is new or
+/// restored which of its own changes it lacks (see
+/// [`crate::Index::latest_of`]). Created on first use, like
+/// [`CHUNK_LISTS`]; an index from before it reads as 0 for every host.
+pub const LATEST: TableDefinition<&str, u64> = TableDefinition::new("latest");
+
 pub fn aside_key(peer: &str, path: &RelPath) -> Vec<u8> {
     let mut k = Vec::with_capacity(peer.len() + 1 + path.as_bytes().len());
     k.extend_from_slice(peer.as_bytes());

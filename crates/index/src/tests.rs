@@ -693,3 +693,52 @@ fn set_aside_changes_persist_per_peer_with_the_cursor_and_are_dropped_by_path() 
         .collect();
     assert_eq!(all, ["a:d:still not empty", "b:e:in the way"]);
 }
+
+#[test]
+fn the_latest_version_of_each_host_is_kept_even_when_superseded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idx = open(dir.path());
+    let h = HostId::new("h");
+    let g = HostId::new("g");
+    assert_eq!(
+        idx.latest_of(&h).expect("latest"),
+        Timestamp(0),
+        "new index"
+    );
+    let mut by_g = change("b", 50, file(1, 1));
+    by_g.entry.version.host = g.clone();
+    idx.record(&[
+        change("a", 10, file(1, 1)),
+        change("a", 30, file(1, 2)),
+        by_g,
+    ])
+    .expect("record");
+    assert_eq!(idx.latest_of(&h).expect("latest"), Timestamp(30));
+    assert_eq!(idx.latest_of(&g).expect("latest"), Timestamp(50));
+    // g's version of a wins over h's later one: h's latest still counts.
+    let mut newer_g = change("a", 40, file(1, 3));
+    newer_g.entry.version.host = g.clone();
+    idx.record(&[newer_g]).expect("record");
+    idx.record(&[change("c", 20, file(1, 4))]).expect("record");
+    assert_eq!(
+        idx.latest_of(&h).expect("latest"),
+        Timestamp(30),
+        "never lowered"
+    );
+    assert_eq!(idx.latest_of(&g).expect("latest"), Timestamp(50));
+    // A version not recorded (older than what is held) does not count.
+    let mut stale = change("b", 45, file(1, 5));
+    stale.entry.version.host = HostId::new("k");
+    idx.record(&[stale]).expect("record");
+    assert_eq!(
+        idx.latest_of(&HostId::new("k")).expect("latest"),
+        Timestamp(0)
+    );
+    drop(idx);
+    let idx = open(dir.path());
+    assert_eq!(
+        idx.latest_of(&h).expect("latest"),
+        Timestamp(30),
+        "persisted"
+    );
+}

@@ -49,6 +49,9 @@ impl Policy for PlanPolicy {
     fn authorised(&self, peer: &str, path: &RelPath) -> bool {
         self.0.authorised(peer, path)
     }
+    fn unshared_below(&self, peer: &str, path: &RelPath) -> Option<RelPath> {
+        self.0.unshared_below(peer, path)
+    }
     fn excluded(&self, path: &RelPath) -> bool {
         self.0.excluded(path)
     }
@@ -167,18 +170,21 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         .await
         .with_context(|| format!("cannot listen on {me}"))?;
     let plan = Arc::new(plan);
-    let engine = Arc::new(Engine::new(
-        Store::new(index)?,
-        Disk {
-            root: plan.root.clone(),
-            tops,
-            write: Mutex::new(WriteSide { hlc, applier }),
-            stage_dir,
-        },
-        Arc::new(PlanPolicy(plan.clone())),
-        &plan.peer_names(),
-        args.in_flight,
-    ));
+    let engine = Arc::new(
+        Engine::new(
+            Store::new(index)?,
+            Disk {
+                root: plan.root.clone(),
+                tops,
+                write: Mutex::new(WriteSide { hlc, applier }),
+                stage_dir,
+            },
+            Arc::new(PlanPolicy(plan.clone())),
+            &plan.peer_names(),
+            args.in_flight,
+        )
+        .with_max_clock_offset(args.max_clock_offset),
+    );
     let shared = Arc::new(Shared {
         engine,
         identity,

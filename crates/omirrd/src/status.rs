@@ -133,8 +133,8 @@ pub fn render(s: &Status, now: u64) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6}  last error",
-        "peer", "state", "chg out", "chg in", "frm out", "frm in", "queue"
+        "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}  last error",
+        "peer", "state", "chg out", "chg in", "frm out", "frm in", "queue", "clock", "refused"
     );
     for (name, p) in &s.peers {
         let state = match (p.connected, p.since) {
@@ -142,9 +142,15 @@ pub fn render(s: &Status, now: u64) -> String {
             (false, Some(t)) => format!("down {}", ago(now, t)),
             (_, None) => "never connected".to_string(),
         };
+        // The peer's clock against ours, as last measured.
+        let clock = match p.clock_offset_ms {
+            Some(ms) if ms.abs() >= 100_000 => format!("{:+}s", ms / 1000),
+            Some(ms) => format!("{:+.1}s", ms as f64 / 1000.0),
+            None => "-".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6}  {}",
+            "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}  {}",
             name,
             state,
             p.changes_sent,
@@ -152,6 +158,8 @@ pub fn render(s: &Status, now: u64) -> String {
             p.frames_sent,
             p.frames_received,
             p.queue,
+            clock,
+            p.refused,
             p.last_error.as_deref().unwrap_or("-").escape_debug()
         );
     }
@@ -201,10 +209,13 @@ mod tests {
             p.since = Some(1000);
             p.changes_sent = 12;
             p.frames_received = 7;
+            p.clock_offset_ms = Some(-1_250);
+            p.refused = 4;
         });
         c.peer("gamma", |p| {
             p.since = Some(400);
             p.last_error = Some("connection refused".into());
+            p.clock_offset_ms = Some(86_400_000);
         });
         c.add_local(3);
         let aside = vec![AsideStatus {
@@ -223,7 +234,7 @@ mod tests {
             .find(|l| l.starts_with("beta"))
             .expect("beta line");
         assert!(
-            beta.contains("up for 1m") && beta.contains(" 12 "),
+            beta.contains("up for 1m") && beta.contains(" 12 ") && beta.contains(" -1.2s       4 "),
             "{beta}"
         );
         let gamma = text
@@ -231,7 +242,9 @@ mod tests {
             .find(|l| l.starts_with("gamma"))
             .expect("gamma line");
         assert!(
-            gamma.contains("down for 11m") && gamma.ends_with("connection refused"),
+            gamma.contains("down for 11m")
+                && gamma.contains(" +86400s ")
+                && gamma.ends_with("connection refused"),
             "{gamma}"
         );
         assert!(

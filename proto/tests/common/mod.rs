@@ -121,7 +121,10 @@ pub fn message() -> impl Strategy<Value = Message> {
             code: ErrorCode::from(code),
             message
         }),
-        any::<u64>().prop_map(|after| Message::Pull { after }),
+        (any::<u64>(), any::<u64>()).prop_map(|(after, own)| Message::Pull {
+            after,
+            own_after: Timestamp(own)
+        }),
         (changes_page(), any::<bool>()).prop_map(|((changes, upto), done)| Message::Changes {
             changes,
             upto,
@@ -146,6 +149,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), text()).prop_map(|(id, reason)| Message::FileUnavailable { id, reason }),
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
+        any::<u64>().prop_map(|wall| Message::Clock { wall }),
     ]
 }
 
@@ -181,7 +185,10 @@ pub fn one_of_each() -> Vec<Message> {
     let all = vec![
         Message::Hello(Hello::new("alpha")),
         Message::error(ErrorCode::BadMessage, "no"),
-        Message::Pull { after: 0 },
+        Message::Pull {
+            after: 0,
+            own_after: Timestamp(7),
+        },
         Message::Changes {
             changes: vec![(1, sample_change("a/\n\u{e9}")), (5, sample_change("b"))],
             upto: 9,
@@ -249,7 +256,8 @@ pub fn one_of_each() -> Vec<Message> {
             | Message::Pong { .. }
             | Message::ChunkRequest { .. }
             | Message::ChunkList { .. }
-            | Message::RangeRequest { .. } => {}
+            | Message::RangeRequest { .. }
+            | Message::Clock { .. } => {}
         }
     }
     all
