@@ -504,9 +504,15 @@ fn rogue(cluster: &Cluster, to: &str, frames: Vec<Vec<u8>>) {
         )
         .await
         .expect("hello");
-        omirr_proto::write_message(&mut s, &omirr_proto::Message::Clock { wall: wall_ns() })
-            .await
-            .expect("clock");
+        omirr_proto::write_message(
+            &mut s,
+            &omirr_proto::Message::Clock {
+                wall: wall_ns(),
+                index: 1,
+            },
+        )
+        .await
+        .expect("clock");
         for f in frames {
             if s.write_all(&f).await.is_err() {
                 break;

@@ -493,6 +493,7 @@ impl DeafPeer {
                             wall: std::time::SystemTime::now()
                                 .duration_since(std::time::UNIX_EPOCH)
                                 .map_or(0, |d| d.as_nanos() as u64),
+                            index: 1,
                         },
                         omirr_proto::Message::Pull {
                             after: 0,

@@ -197,11 +197,14 @@ pub enum Message {
         ranges: Vec<(u64, u64)>,
     },
     /// The sender's wall clock when it sent this, in nanoseconds since the
-    /// epoch: sent right after `Hello` (the second message of a session)
-    /// and again with every `Ping`, so that each side measures the
-    /// other's clock offset and refuses a peer beyond its limit
-    /// ([`ErrorCode::ClockOffset`]).
-    Clock { wall: u64 },
+    /// epoch, and the id of its index. Sent right after `Hello` (the
+    /// second message of a session) and again with every `Ping`, so that
+    /// each side measures the other's clock offset and refuses a peer
+    /// beyond its limit ([`ErrorCode::ClockOffset`]). `index` tells the
+    /// receiver which of the sender's indexes its cursor must count in:
+    /// a host whose index was made anew or restored has another id, and
+    /// its peers ask it for everything again (their `Pull` follows).
+    Clock { wall: u64, index: u64 },
 }
 
 impl Message {

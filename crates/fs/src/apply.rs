@@ -554,6 +554,12 @@ impl Applier {
         dir: &RelPath,
         mut create: Option<&mut BTreeSet<RelPath>>,
     ) -> Result<OwnedFd, ApplyError> {
+        // Most directories exist: one call resolves them beneath the root
+        // ([`crate::beneath`]); the walk below makes what is missing and
+        // says why a path cannot be opened.
+        if let Ok(fd) = crate::beneath::open_dir(&self.root, dir) {
+            return Ok(fd);
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mut cur = rfs::openat(&self.root, ".", flags, Mode::empty())
             .map_err(|e| io_error(&RelPath::root(), "open", e))?;

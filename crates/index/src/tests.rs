@@ -742,3 +742,34 @@ fn the_latest_version_of_each_host_is_kept_even_when_superseded() {
         "persisted"
     );
 }
+
+#[test]
+fn an_index_has_an_id_for_life_and_a_peer_with_a_new_index_starts_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idx = open(dir.path());
+    let id = idx.id();
+    assert_ne!(id, 0);
+    drop(idx);
+    let idx = open(dir.path());
+    assert_eq!(idx.id(), id, "kept across opens");
+    let other = tempfile::tempdir().expect("tempdir");
+    assert_ne!(open(other.path()).id(), id, "another index, another id");
+
+    let peer = HostId::new("b");
+    assert_eq!(idx.peer_index(&peer).expect("peer index"), 0);
+    // A cursor from before ids were kept is trusted when the id is first
+    // heard.
+    idx.set_cursor(&peer, 40).expect("cursor");
+    assert!(!idx.meet_peer_index(&peer, 7).expect("meet"));
+    assert_eq!(idx.cursor(&peer).expect("cursor"), 40);
+    assert_eq!(idx.peer_index(&peer).expect("peer index"), 7);
+    assert!(
+        !idx.meet_peer_index(&peer, 7).expect("meet"),
+        "the same index"
+    );
+    assert_eq!(idx.cursor(&peer).expect("cursor"), 40);
+    // The peer comes back with another index: start over from 0.
+    assert!(idx.meet_peer_index(&peer, 9).expect("meet"));
+    assert_eq!(idx.cursor(&peer).expect("cursor"), 0);
+    assert_eq!(idx.peer_index(&peer).expect("peer index"), 9);
+}

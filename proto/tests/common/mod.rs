@@ -149,7 +149,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), text()).prop_map(|(id, reason)| Message::FileUnavailable { id, reason }),
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
-        any::<u64>().prop_map(|wall| Message::Clock { wall }),
+        (any::<u64>(), any::<u64>()).prop_map(|(wall, index)| Message::Clock { wall, index }),
     ]
 }
 

@@ -84,8 +84,10 @@ where
     let _writer = AbortOnDrop(writer.abort_handle());
 
     let _ = control.send(Message::Hello(Hello::new(engine.policy().host())));
+    let index_id = engine.store.index.id();
     let _ = control.send(Message::Clock {
         wall: crate::engine::wall().0,
+        index: index_id,
     });
     let first = tokio::time::timeout(SILENCE, read_message(&mut rd))
         .await
@@ -112,7 +114,7 @@ where
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
         .ok_or(SessionError::ClosedBeforeHello)?;
     let checked = match second {
-        Message::Clock { wall } => check_clock(&engine, &peer, wall),
+        Message::Clock { wall, index } => check_clock(&engine, &peer, wall).map(|()| index),
         Message::Error { code, message } => {
             return Err(SessionError::Peer {
                 code,
@@ -126,15 +128,22 @@ where
             return Err(v.into());
         }
     };
-    if let Err(e) = checked {
-        let _ = control.send(Message::error(
-            ErrorCode::ClockOffset,
-            e.to_peer(engine.policy().host()),
-        ));
-        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-        return Err(e.into());
+    let their_index = match checked {
+        Ok(index) => index,
+        Err(e) => {
+            let _ = control.send(Message::error(
+                ErrorCode::ClockOffset,
+                e.to_peer(engine.policy().host()),
+            ));
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            return Err(e.into());
+        }
+    };
+    let peer_id = omirr_core::HostId::new(&peer);
+    if engine.store.index.meet_peer_index(&peer_id, their_index)? {
+        tracing::warn!(%peer, "the peer's index is not the one this host's cursor counts in (it was made anew or restored): asking it for everything again");
     }
-    let cursor = engine.store.index.cursor(&omirr_core::HostId::new(&peer))?;
+    let cursor = engine.store.index.cursor(&peer_id)?;
     tracing::info!(%peer, cursor, "connected");
     engine.counters.peer(&peer, |p| {
         p.connected = true;
@@ -181,12 +190,13 @@ where
     let queued = Arc::new(AtomicUsize::new(0));
     let server = tokio::spawn(serve::serve_requests(
         engine.clone(),
+        peer.clone(),
         out.clone(),
         requests_rx,
         queued.clone(),
     ));
     let _server = AbortOnDrop(server.abort_handle());
-    let pinger = tokio::spawn(ping(control.clone()));
+    let pinger = tokio::spawn(ping(control.clone(), index_id));
     let _pinger = AbortOnDrop(pinger.abort_handle());
     let mut pusher: Option<AbortOnDrop> = None;
 
@@ -261,7 +271,7 @@ where
                 Ok(())
             }
             Message::Pong { .. } => Ok(()),
-            Message::Clock { wall } => {
+            Message::Clock { wall, .. } => {
                 if let Err(e) = check_clock(&engine, &peer, wall) {
                     let _ = control.send(Message::error(
                         ErrorCode::ClockOffset,
@@ -376,7 +386,7 @@ impl Drop for CloseTransfers {
 
 /// Pings the peer, with our clock, every [`PING_EVERY`] (the first at
 /// once after the handshake's `Clock`, hence the skipped first tick).
-async fn ping(control: mpsc::UnboundedSender<Message>) {
+async fn ping(control: mpsc::UnboundedSender<Message>, index: u64) {
     let mut tick = tokio::time::interval(PING_EVERY);
     tick.tick().await;
     let mut nonce = 0;
@@ -385,6 +395,7 @@ async fn ping(control: mpsc::UnboundedSender<Message>) {
         nonce += 1;
         let clock = Message::Clock {
             wall: crate::engine::wall().0,
+            index,
         };
         if control.send(clock).is_err() || control.send(Message::Ping { nonce }).is_err() {
             return;

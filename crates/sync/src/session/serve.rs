@@ -24,6 +24,7 @@ pub const SERVING: usize = 16;
 /// counts requests not yet answered (the reader checks it).
 pub async fn serve_requests(
     engine: Arc<Engine>,
+    peer: String,
     out: mpsc::Sender<Message>,
     mut requests: mpsc::UnboundedReceiver<(Ask, Job)>,
     queued: Arc<AtomicUsize>,
@@ -33,13 +34,20 @@ pub async fn serve_requests(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let (engine, out, queued) = (engine.clone(), out.clone(), queued.clone());
+        let (engine, out, queued, peer) =
+            (engine.clone(), out.clone(), queued.clone(), peer.clone());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let id = ask.id;
-            let result = match job {
-                Job::Ranges(ranges) => send_ranges(&engine, &out, ask, ranges),
-                Job::Chunks => send_chunk_list(&engine, &out, ask),
+            // Only what the peer shares with us, as for its changes.
+            let result = if !engine.policy().authorised(&peer, &ask.path) {
+                tracing::warn!(%peer, path = %ask.path, "refused a request: not in a mirror set this host shares with the peer");
+                Err("not in a mirror set this host shares with you".to_string())
+            } else {
+                match job {
+                    Job::Ranges(ranges) => send_ranges(&engine, &out, ask, ranges),
+                    Job::Chunks => send_chunk_list(&engine, &out, ask),
+                }
             };
             if let Err(reason) = result {
                 let _ = out.blocking_send(Message::FileUnavailable { id, reason });
@@ -203,8 +211,9 @@ fn send_ranges(
 }
 
 /// Opens `path` for a peer (or for reusing its chunks): only if the index
-/// says this host holds that content there, and never through a symbolic
-/// link.
+/// says this host holds that content there, by descriptor beneath the
+/// root and never through a symbolic link ([`omirr_fs::beneath`]), and
+/// only a regular file.
 pub fn open_for_peer(
     engine: &Engine,
     path: &RelPath,
@@ -219,28 +228,5 @@ pub fn open_for_peer(
     if engine.ignored(path) {
         return Err("not mirrored here".into());
     }
-    let full = engine
-        .disk
-        .root
-        .join(std::ffi::OsStr::from_bytes(path.as_bytes()));
-    // No component may be a symbolic link: the file must lie inside the
-    // mirrored tree.
-    let mut at = engine.disk.root.clone();
-    for c in path
-        .components()
-        .take(path.components().count().saturating_sub(1))
-    {
-        at.push(std::ffi::OsStr::from_bytes(c));
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => {}
-            _ => return Err("a directory on the way is missing or a symbolic link".into()),
-        }
-    }
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&full)
-        .map_err(|e| e.to_string())
+    omirr_fs::beneath::read_file(&engine.disk.root, path).map_err(|e| e.to_string())
 }
