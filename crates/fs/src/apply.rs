@@ -229,6 +229,23 @@ pub enum ApplyError {
 
     #[error("cannot give {} owner {uid}:{gid}: -1 is not an id", shown(path))]
     InvalidOwner { path: RelPath, uid: u32, gid: u32 },
+
+    #[error(
+        "{} changed on this host since the index recorded it (a local write not yet recorded); it is recorded first, then the newer of the two wins",
+        shown(path)
+    )]
+    ChangedLocally { path: RelPath },
+}
+
+/// What the index knows of the files an apply is about to replace or
+/// remove: a file whose `lstat` no longer matches what was recorded was
+/// written locally since, and the watcher has not recorded that yet.
+/// Replacing it would lose that write (see [`ApplyError::ChangedLocally`]).
+pub trait LocalGuard {
+    /// Whether the non-directory at `path`, with `now` from `lstat`, is
+    /// still what the index recorded there (`true` when the index has no
+    /// stat for it to compare).
+    fn unchanged(&self, path: &RelPath, now: &omirr_index::StatKey) -> bool;
 }
 
 impl ApplyError {
@@ -432,7 +449,31 @@ impl Applier {
         actions: &[Action],
         source: &mut dyn ContentSource,
     ) -> Result<(), BatchError> {
+        self.apply_with(actions, source, None)
+    }
+
+    /// [`Applier::apply`], refusing to replace or remove a file that
+    /// `guard` says changed locally since it was recorded: that action
+    /// fails with [`ApplyError::ChangedLocally`]. The check is made just
+    /// before the file is renamed over or removed, so that only a write in
+    /// that moment can still be lost.
+    pub fn apply_guarded(
+        &self,
+        actions: &[Action],
+        source: &mut dyn ContentSource,
+        guard: &dyn LocalGuard,
+    ) -> Result<(), BatchError> {
+        self.apply_with(actions, source, Some(guard))
+    }
+
+    fn apply_with(
+        &self,
+        actions: &[Action],
+        source: &mut dyn ContentSource,
+        guard: Option<&dyn LocalGuard>,
+    ) -> Result<(), BatchError> {
         let mut batch = Batch::new(self);
+        batch.guard = guard;
         // A few actions are flushed file by file even in syncfs mode: a
         // syncfs would also wait for every other writer's dirty data on
         // the filesystem, which on a busy host costs far more than a few
@@ -786,6 +827,11 @@ struct Staged {
 /// The state of one [`Applier::apply`] call.
 struct Batch<'a> {
     ap: &'a Applier,
+    /// See [`Applier::apply_guarded`].
+    guard: Option<&'a dyn LocalGuard>,
+    /// Paths this batch changed in place (a hard link for `SaveOld`, a
+    /// `chmod`): their stat no longer matches the index, by our doing.
+    changed_here: BTreeSet<RelPath>,
     staged: Vec<Staged>,
     /// The paths of `staged`, for the checks of
     /// [`Batch::must_commit_before`] without a scan per action.
@@ -826,6 +872,8 @@ impl<'a> Batch<'a> {
     fn new(ap: &'a Applier) -> Self {
         Batch {
             ap,
+            guard: None,
+            changed_here: BTreeSet::new(),
             staged: Vec::new(),
             staged_paths: BTreeSet::new(),
             dirs: HashMap::new(),
@@ -932,6 +980,32 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// With a guard, fails if the non-directory `name` in `dir` changed
+    /// since the index recorded it (see [`LocalGuard`]).
+    fn check_unchanged(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        path: &RelPath,
+    ) -> Result<(), ApplyError> {
+        let Some(guard) = self.guard else {
+            return Ok(());
+        };
+        if self.changed_here.contains(path) {
+            return Ok(());
+        }
+        match lstat(dir, name, path)? {
+            Some(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                if guard.unchanged(path, &crate::scan::key_of(&st)) {
+                    Ok(())
+                } else {
+                    Err(ApplyError::ChangedLocally { path: path.clone() })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn touch_parent(&mut self, path: &RelPath) {
         if let Some(parent) = path.parent() {
             self.touched.insert(parent);
@@ -976,6 +1050,10 @@ impl<'a> Batch<'a> {
                 }
             }
         }
+        // What is kept must be what was recorded; the link then changes
+        // the file's ctime, by our doing.
+        self.check_unchanged(&dir, name, path)?;
+        self.changed_here.insert(path.clone());
         let tmp = temp_link(&dir, name, path)?;
         let result = self.shift_generations(&dir, name, path, &tmp);
         if result.is_err() {
@@ -1075,6 +1153,7 @@ impl<'a> Batch<'a> {
         if expected.is_some_and(|want| want != kind) {
             return Err(unexpected(path, was.kind(), kind));
         }
+        self.check_unchanged(&dir, name, path)?;
         if kind == FileType::Directory {
             rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR).map_err(|e| match e {
                 Errno::NOTEMPTY | Errno::EXIST => ApplyError::DirNotEmpty { path: path.clone() },
@@ -1115,6 +1194,7 @@ impl<'a> Batch<'a> {
             return self.set_root_meta(index, meta);
         }
         let (dir, name) = self.ap.parent(path, "set the metadata of", None)?;
+        self.changed_here.insert(path.clone());
         let kind = self.ap.set_meta_at(&dir, name, path, meta, None)?;
         self.meta_set(index, path, kind, meta);
         Ok(())
@@ -1144,6 +1224,7 @@ impl<'a> Batch<'a> {
         let placed = self
             .ap
             .set_symlink_meta(&dir, &tmp, path, meta)
+            .and_then(|()| self.check_unchanged(&dir, name, path))
             .and_then(|()| self.ap.make_room(&dir, name, path))
             .and_then(|()| {
                 rfs::renameat(&dir, tmp.as_slice(), &dir, name)
@@ -1317,10 +1398,13 @@ impl<'a> Batch<'a> {
         let mut rest = staged.iter();
         while let Some(s) = rest.next() {
             let name = s.path.file_name();
-            let placed = self.ap.make_room(&s.dir, name, &s.path).and_then(|()| {
-                rfs::renameat(&*s.dir, s.tmp.as_slice(), &*s.dir, name)
-                    .map_err(|e| io_error(&s.path, "rename into place", e))
-            });
+            let placed = self
+                .check_unchanged(&s.dir, name, &s.path)
+                .and_then(|()| self.ap.make_room(&s.dir, name, &s.path))
+                .and_then(|()| {
+                    rfs::renameat(&*s.dir, s.tmp.as_slice(), &*s.dir, name)
+                        .map_err(|e| io_error(&s.path, "rename into place", e))
+                });
             if let Err(e) = placed {
                 discard(s);
                 rest.for_each(discard);
@@ -2573,6 +2657,62 @@ mod tests {
         ap.apply(&[Action::SaveOld { path: p("f") }], &mut src)
             .expect("nothing");
         assert_eq!(names(dir.path()), ["f.OLD"]);
+    }
+
+    /// A guard that knows one file's stat, taken before the batch.
+    struct KnownStat(RelPath, omirr_index::StatKey);
+
+    impl LocalGuard for KnownStat {
+        fn unchanged(&self, path: &RelPath, now: &omirr_index::StatKey) -> bool {
+            *path != self.0 || self.1.unchanged(now)
+        }
+    }
+
+    fn key(path: &Path) -> omirr_index::StatKey {
+        crate::local::stat_key_of(&fs::symlink_metadata(path).expect("lstat"))
+    }
+
+    #[test]
+    fn the_guard_refuses_to_replace_or_remove_a_file_changed_since_it_was_recorded() {
+        let (dir, ap) = default_setup();
+        let mut src = Mem::with(&[b"v1", b"v2"]);
+        ap.apply(&[write("f", b"v1", meta(0o644, T))], &mut src)
+            .expect("v1");
+        let recorded = KnownStat(p("f"), key(&dir.path().join("f")));
+        // Keeping the old version links it (a new ctime, by our doing):
+        // not a local change.
+        ap.apply_guarded(
+            &[
+                Action::SaveOld { path: p("f") },
+                write("f", b"v2", meta(0o644, T)),
+            ],
+            &mut src,
+            &recorded,
+        )
+        .expect("unchanged since recorded");
+        assert_eq!(fs::read(dir.path().join("f")).expect("f"), b"v2");
+        // Written locally since: neither replaced nor removed.
+        let recorded = KnownStat(p("f"), key(&dir.path().join("f")));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(dir.path().join("f"), b"local").expect("write");
+        let mut src = Mem::with(&[b"v3"]);
+        let err = ap
+            .apply_guarded(&[write("f", b"v3", meta(0o644, T))], &mut src, &recorded)
+            .expect_err("changed locally");
+        assert!(matches!(err.error, ApplyError::ChangedLocally { .. }), "{err:?}");
+        let remove = Action::Remove {
+            path: p("f"),
+            was: Content::File {
+                size: 2,
+                hash: h(b"v2"),
+            },
+        };
+        let err = ap
+            .apply_guarded(std::slice::from_ref(&remove), &mut src, &recorded)
+            .expect_err("changed locally");
+        assert!(matches!(err.error, ApplyError::ChangedLocally { .. }), "{err:?}");
+        assert_eq!(fs::read(dir.path().join("f")).expect("f"), b"local");
+        assert!(temps(dir.path()).is_empty(), "no temporary file left");
     }
 
     #[test]
