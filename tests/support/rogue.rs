@@ -56,8 +56,11 @@ impl Rogue {
                 .expect("TLS");
             let mut greeting = Vec::new();
             for _ in 0..2 {
-                match tokio::time::timeout(Duration::from_secs(10), omirr_proto::read_message(&mut s))
-                    .await
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    omirr_proto::read_message(&mut s),
+                )
+                .await
                 {
                     Ok(Ok(Some(m))) => greeting.push(m),
                     other => panic!("no greeting from {to}: {other:?}"),
@@ -89,9 +92,8 @@ impl Rogue {
     /// has closed the connection.
     pub fn send_raw(&mut self, bytes: &[u8]) -> bool {
         let s = &mut self.stream;
-        self.rt.block_on(async move {
-            s.write_all(bytes).await.is_ok() && s.flush().await.is_ok()
-        })
+        self.rt
+            .block_on(async move { s.write_all(bytes).await.is_ok() && s.flush().await.is_ok() })
     }
 
     /// The next message within `timeout`; `None` when the daemon closed

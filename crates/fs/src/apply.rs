@@ -2699,7 +2699,10 @@ mod tests {
         let err = ap
             .apply_guarded(&[write("f", b"v3", meta(0o644, T))], &mut src, &recorded)
             .expect_err("changed locally");
-        assert!(matches!(err.error, ApplyError::ChangedLocally { .. }), "{err:?}");
+        assert!(
+            matches!(err.error, ApplyError::ChangedLocally { .. }),
+            "{err:?}"
+        );
         let remove = Action::Remove {
             path: p("f"),
             was: Content::File {
@@ -2710,7 +2713,10 @@ mod tests {
         let err = ap
             .apply_guarded(std::slice::from_ref(&remove), &mut src, &recorded)
             .expect_err("changed locally");
-        assert!(matches!(err.error, ApplyError::ChangedLocally { .. }), "{err:?}");
+        assert!(
+            matches!(err.error, ApplyError::ChangedLocally { .. }),
+            "{err:?}"
+        );
         assert_eq!(fs::read(dir.path().join("f")).expect("f"), b"local");
         assert!(temps(dir.path()).is_empty(), "no temporary file left");
     }

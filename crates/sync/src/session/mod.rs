@@ -157,12 +157,16 @@ where
         pusher: Notify::new(),
         applier: Notify::new(),
     });
-    // Which of our own changes we lack, if the index is new or restored.
+    // Which of our own changes we lack: all of them if we hold nothing
+    // from this peer (a new index asks everyone for everything), else
+    // those after the latest of ours the index holds.
+    let own_after = if cursor == 0 {
+        omirr_core::Timestamp(0)
+    } else {
+        engine.store.index.latest_of(&engine.host)?
+    };
     let pull = match pull {
-        Message::Pull { after, .. } => Message::Pull {
-            after,
-            own_after: engine.store.index.latest_of(&engine.host)?,
-        },
+        Message::Pull { after, .. } => Message::Pull { after, own_after },
         other => other,
     };
     let _ = control.send(pull);
