@@ -164,18 +164,54 @@ fn send_chunk_list(engine: &Engine, out: &mpsc::Sender<Message>, ask: Ask) -> Re
     let file = open_for_peer(engine, &ask.path, &ask.hash, ask.size)?;
     let trusted = vouched(engine, &ask.path, &file).is_some();
     let chunks = chunk_list(engine, &file, &ask.hash, ask.size, trusted)?;
-    let pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
-    for (i, page) in pages.iter().enumerate() {
-        let msg = Message::ChunkList {
-            id: ask.id,
-            chunks: page.to_vec(),
-            last: i + 1 == pages.len(),
-        };
+    for msg in list_pages(ask.id, &chunks) {
         if out.blocking_send(msg).is_err() {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// The `ChunkList` pages of `chunks`, the last marked: at least one, so
+/// that every request is answered (an empty file has an empty list).
+fn list_pages(id: u64, chunks: &[Chunk]) -> Vec<Message> {
+    let mut pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
+    if pages.is_empty() {
+        pages.push(&[]);
+    }
+    let n = pages.len();
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, page)| Message::ChunkList {
+            id,
+            chunks: page.to_vec(),
+            last: i + 1 == n,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_chunk_request_is_answered_with_a_last_page() {
+        let lasts = |pages: &[Message]| {
+            pages
+                .iter()
+                .map(|m| matches!(m, Message::ChunkList { last: true, .. }))
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(lasts(&list_pages(1, &[])), [true], "an empty list");
+        let chunk = Chunk {
+            len: 1,
+            hash: [0; 32],
+        };
+        let many = vec![chunk; omirr_proto::MAX_CHUNK_LIST + 1];
+        assert_eq!(lasts(&list_pages(1, &many)), [false, true]);
+        assert_eq!(lasts(&list_pages(1, &many[..3])), [true]);
+    }
 }
 
 fn send_ranges(
