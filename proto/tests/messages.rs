@@ -40,12 +40,12 @@ fn each_variant_round_trips() {
 fn wire_bytes_match_protocol_md() {
     assert_eq!(
         encode(&Message::Hello(Hello {
-            protocol: 1,
+            protocol: 2,
             host: "alpha".into(),
             capabilities: vec![],
         }))
         .expect("encodes"),
-        [0, 0, 0, 9, 0, 1, 5, b'a', b'l', b'p', b'h', b'a', 0]
+        [0, 0, 0, 9, 0, 2, 5, b'a', b'l', b'p', b'h', b'a', 0]
     );
     assert_eq!(
         encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
