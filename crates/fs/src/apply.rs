@@ -279,6 +279,16 @@ pub struct BatchError {
     pub sync_error: Option<Box<ApplyError>>,
 }
 
+/// What [`Applier::cleanup_stale_temps_tree`] did.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    /// Temporary files removed.
+    pub removed: usize,
+    /// Directories that could not be listed and files that could not be
+    /// removed: skipped, for the caller to report.
+    pub skipped: Vec<ApplyError>,
+}
+
 fn batch_message(e: &BatchError) -> String {
     let mut s = match e.index {
         Some(i) => format!("action {i} of the batch failed: {}", e.error),
@@ -324,6 +334,15 @@ pub fn is_temp_name(name: &[u8]) -> bool {
         && name[tag_start..tag_end]
             .iter()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// Whether `name` is one of our temporary names made for `target` (see
+/// [`temp_name`]).
+fn is_temp_name_for(name: &[u8], target: &[u8]) -> bool {
+    let kept = &target[..target.len().min(TEMP_NAME_KEEP)];
+    is_temp_name(name)
+        && name.len() == TEMP_PREFIX.len() + kept.len() + 1 + TEMP_TAG_LEN + TEMP_SUFFIX.len()
+        && &name[TEMP_PREFIX.len()..TEMP_PREFIX.len() + kept.len()] == kept
 }
 
 /// A fresh temporary name for `name`. Uniqueness comes from O_EXCL (and
@@ -535,56 +554,97 @@ impl Applier {
     /// running on this root (at startup): it would delete a running
     /// batch's staged files. Directories with such names are left alone.
     pub fn cleanup_stale_temps(&self, dir: &RelPath) -> Result<usize, ApplyError> {
-        self.cleanup_dir(dir).map(|(removed, _)| removed)
-    }
-
-    /// [`Applier::cleanup_stale_temps`] on every directory of the tree
-    /// (never descending through a symlink). Returns how many were
-    /// removed.
-    pub fn cleanup_stale_temps_tree(&self) -> Result<usize, ApplyError> {
-        let mut removed = 0;
-        let mut todo = vec![RelPath::root()];
-        while let Some(dir) = todo.pop() {
-            let subdirs = match self.cleanup_dir(&dir) {
-                Ok((n, subdirs)) => {
-                    removed += n;
-                    subdirs
-                }
-                // Removed or replaced by someone else since it was listed.
-                Err(ApplyError::SymlinkInPath { .. } | ApplyError::NotADirectory { .. })
-                    if !dir.is_root() =>
-                {
-                    continue
-                }
-                Err(e) if e.is_not_found() && !dir.is_root() => continue,
-                Err(e) => return Err(e),
-            };
-            todo.extend(subdirs.iter().filter_map(|name| dir.join(name).ok()));
+        let (removed, _, failed) = self.cleanup_dir(dir, &|_| true)?;
+        match failed.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(removed),
         }
-        Ok(removed)
     }
 
-    /// Removes the temporary files in `dir`; returns how many, and the
-    /// names of its subdirectories.
-    fn cleanup_dir(&self, dir: &RelPath) -> Result<(usize, Vec<Vec<u8>>), ApplyError> {
+    /// Removes the stale temporary files of the mirrored trees `tops`
+    /// (see [`Applier::cleanup_stale_temps`]): in every directory at or
+    /// below a top (never descending through a symlink; mount points below
+    /// a top are crossed, as the scanner crosses them), and, in the
+    /// directory above each top, those made for the top itself (a top
+    /// that is a file is replaced through one). Nothing else under the
+    /// root is looked at: with the root `/`, a walk of all of it would
+    /// cross /proc, /sys and network mounts.
+    ///
+    /// Nothing stops the clean-up: a directory that cannot be listed or a
+    /// file that cannot be removed is skipped, and reported in
+    /// [`Cleanup::skipped`]. A top that does not exist (yet) or is not a
+    /// directory has nothing below it to clean.
+    pub fn cleanup_stale_temps_tree(&self, tops: &[RelPath]) -> Cleanup {
+        let mut out = Cleanup::default();
+        let tops: BTreeSet<&RelPath> = tops.iter().collect();
+        for &top in &tops {
+            // A top inside another is walked with it.
+            if tops.iter().any(|t| top.is_below(t)) {
+                continue;
+            }
+            if let Some(parent) = top.parent() {
+                let own = |n: &[u8]| is_temp_name_for(n, top.file_name());
+                self.cleanup_walk_step(&parent, &own, &mut out);
+            }
+            let mut todo = vec![top.clone()];
+            while let Some(dir) = todo.pop() {
+                let subdirs = self.cleanup_walk_step(&dir, &|_| true, &mut out);
+                todo.extend(subdirs.iter().filter_map(|name| dir.join(name).ok()));
+            }
+        }
+        out
+    }
+
+    /// One directory of [`Applier::cleanup_stale_temps_tree`]: removes
+    /// the temporary files there that `ours` accepts, and returns the
+    /// names of its subdirectories. Failures go to `out.skipped`.
+    fn cleanup_walk_step(
+        &self,
+        dir: &RelPath,
+        ours: &dyn Fn(&[u8]) -> bool,
+        out: &mut Cleanup,
+    ) -> Vec<Vec<u8>> {
+        match self.cleanup_dir(dir, ours) {
+            Ok((n, subdirs, failed)) => {
+                out.removed += n;
+                out.skipped.extend(failed);
+                subdirs
+            }
+            // Absent, or removed or replaced since it was listed.
+            Err(ApplyError::SymlinkInPath { .. } | ApplyError::NotADirectory { .. }) => Vec::new(),
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => {
+                out.skipped.push(e);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Removes the temporary files in `dir` that `ours` accepts; returns
+    /// how many, the names of its subdirectories, and the files that could
+    /// not be removed.
+    fn cleanup_dir(
+        &self,
+        dir: &RelPath,
+        ours: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<(usize, Vec<Vec<u8>>, Vec<ApplyError>), ApplyError> {
         let fd = self.open_dir(dir, None)?;
         let listing = list_dir(&fd, dir)?;
         let mut removed = 0;
-        for name in listing.temps {
+        let mut failed = Vec::new();
+        for name in listing.temps.iter().filter(|n| ours(n)) {
             match rfs::unlinkat(&fd, name.as_slice(), AtFlags::empty()) {
                 Ok(()) => removed += 1,
                 // Made a directory, or removed, since it was listed.
                 Err(Errno::ISDIR | Errno::NOENT) => {}
-                Err(e) => {
-                    return Err(io_error(
-                        &join_lossy(dir, &name),
-                        "remove stale temporary file",
-                        e,
-                    ))
-                }
+                Err(e) => failed.push(io_error(
+                    &join_lossy(dir, name),
+                    "remove stale temporary file",
+                    e,
+                )),
             }
         }
-        Ok((removed, listing.subdirs))
+        Ok((removed, listing.subdirs, failed))
     }
 
     /// Opens the directory `dir`, one component at a time, refusing
@@ -1675,7 +1735,7 @@ fn dir_is_empty(dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<bool, Appl
     Ok(true)
 }
 
-/// What [`Applier::cleanup_stale_temps_tree`] needs of a directory.
+/// What [`Applier::cleanup_dir`] needs of a directory.
 #[derive(Default)]
 struct Listing {
     /// Non-directories with temporary names.
@@ -2892,7 +2952,9 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).expect("symlink");
 
         assert_eq!(ap.cleanup_stale_temps(&p("a/b")).expect("one dir"), 1);
-        assert_eq!(ap.cleanup_stale_temps_tree().expect("tree"), 2);
+        let done = ap.cleanup_stale_temps_tree(&[RelPath::root()]);
+        assert_eq!(done.removed, 2);
+        assert!(done.skipped.is_empty(), "{:?}", done.skipped);
         assert_eq!(
             names(dir.path()),
             [
@@ -2904,5 +2966,81 @@ mod tests {
         );
         assert_eq!(names(&dir.path().join("a")), ["b"]);
         assert!(outside.path().join(stale).exists());
+    }
+
+    #[test]
+    fn cleanup_looks_only_inside_the_tops_and_skips_what_it_cannot_read() {
+        let (dir, ap) = default_setup();
+        let tag = "0123456789abcdef";
+        let at = |rel: &str| dir.path().join(rel);
+        for d in ["srv/www/a", "srv/www/locked", "etc", "proc"] {
+            fs::create_dir_all(at(d)).expect("mkdir");
+        }
+        let inside = [
+            format!("srv/www/.omirr.x.{tag}.tmp"),
+            format!("srv/www/a/.omirr.y.{tag}.tmp"),
+            // Made for the top itself, in the directory above it.
+            format!("srv/.omirr.www.{tag}.tmp"),
+            // A top that is a file.
+            format!("etc/.omirr.hosts.{tag}.tmp"),
+        ];
+        let outside = [
+            format!("proc/.omirr.z.{tag}.tmp"),
+            format!(".omirr.srv.{tag}.tmp"),
+            format!("srv/.omirr.other.{tag}.tmp"),
+            format!("srv/.omirr.wwwx.{tag}.tmp"),
+            format!("etc/.omirr.passwd.{tag}.tmp"),
+        ];
+        let locked_temp = format!("srv/www/locked/.omirr.l.{tag}.tmp");
+        for f in inside.iter().chain(&outside).chain([&locked_temp]) {
+            fs::write(at(f), b"half").expect("write");
+        }
+        fs::write(at("etc/hosts"), b"127.0.0.1 localhost").expect("write");
+
+        // An unreadable directory: a mode that bars us, and for root
+        // (whom modes do not bar) a file-system identity that is not root,
+        // on the thread that cleans.
+        let root = nix::unistd::geteuid().is_root();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        if root {
+            for d in ["", "srv", "srv/www", "srv/www/a", "etc", "proc"] {
+                nix::unistd::chown(&at(d), Some(nobody), None).expect("chown");
+            }
+        }
+        fs::set_permissions(at("srv/www/locked"), fs::Permissions::from_mode(0o000))
+            .expect("chmod");
+        let tops = [
+            p("srv/www"),
+            p("etc/hosts"),
+            p("srv/www/a"),
+            p("absent/top"),
+        ];
+        let done = std::thread::scope(|s| {
+            s.spawn(|| {
+                if root {
+                    nix::unistd::setfsuid(nobody);
+                }
+                ap.cleanup_stale_temps_tree(&tops)
+            })
+            .join()
+            .expect("cleanup thread")
+        });
+        fs::set_permissions(at("srv/www/locked"), fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+
+        for f in &inside {
+            assert!(!at(f).exists(), "{f} was not removed");
+        }
+        for f in &outside {
+            assert!(at(f).exists(), "{f}, outside the tops, was removed");
+        }
+        assert!(at(&locked_temp).exists());
+        assert!(at("etc/hosts").exists());
+        assert_eq!(done.removed, inside.len());
+        assert_eq!(done.skipped.len(), 1, "{:?}", done.skipped);
+        assert_eq!(
+            done.skipped[0].to_string(),
+            "cannot open directory srv/www/locked: Permission denied"
+        );
     }
 }

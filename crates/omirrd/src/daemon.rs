@@ -117,10 +117,14 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let index = Index::open(state_dir)?;
     let applier = Applier::open(&plan.root, Default::default())
         .with_context(|| format!("cannot use the root {}", plan.root.display()))?;
-    let stale = applier.cleanup_stale_temps_tree()?;
-    if stale > 0 {
+    // Only the mirrored trees: the root may well be `/`.
+    let stale = applier.cleanup_stale_temps_tree(&plan.tops());
+    for e in &stale.skipped {
+        tracing::warn!("start-up clean-up of temporary files skipped: {e}");
+    }
+    if stale.removed > 0 {
         tracing::info!(
-            files = stale,
+            files = stale.removed,
             "removed temporary files left by an interrupted run"
         );
     }
