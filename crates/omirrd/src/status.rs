@@ -259,4 +259,41 @@ mod tests {
         assert_eq!(back.aside_count, 1);
         assert_eq!(back.aside[0].attempts, 3);
     }
+
+    #[test]
+    fn a_peers_error_text_reaches_the_terminal_escaped() {
+        // What a peer says ends up in last_error and in set-aside reasons:
+        // terminal escapes (retitle the window, clear the screen), a bell,
+        // a fake line of its own, a right-to-left override.
+        let evil = "bad\x1b]0;owned\x07\x1b[2J\r\nbeta  up for 1s\u{202e}";
+        let c = Counters::new(&["beta".to_string()]);
+        c.peer("beta", |p| p.last_error = Some(evil.into()));
+        let aside = vec![AsideStatus {
+            peer: "beta".into(),
+            path: "srv/www/\x1b[31mred".into(),
+            reason: evil.into(),
+            attempts: 1,
+            since: 1000,
+        }];
+        let text = render(&snapshot(&c, "alpha", 1, aside), 1000);
+        assert!(
+            !text.contains(|ch: char| ch.is_control() && ch != '\n'),
+            "{text:?}"
+        );
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        // Header, column titles, beta, the aside title and its one change:
+        // the peer's "\r\n" made no line of its own.
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[2].ends_with("bad\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r\\nbeta  up for 1s\\u{202e}"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[4].starts_with("  srv/www/\\u{1b}[31mred from beta: bad\\u{1b}"),
+            "{}",
+            lines[4]
+        );
+    }
 }
