@@ -67,3 +67,62 @@ fn the_start_up_clean_up_looks_only_inside_the_mirrored_trees() {
         cluster.log("alpha")
     );
 }
+
+/// `st_mode & 0o7777`, owner, group and mtime (seconds) of `path`.
+fn looks(path: &std::path::Path) -> (u32, u32, u32, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime())
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn directories_above_a_top_are_left_alone_and_made_like_their_parent() {
+    let _one = serial();
+    let mut cluster = Cluster::new(&["alpha", "beta"], |hosts| {
+        format!("site:\n/home/alice/www -> ( {} )\n", hosts.join(" "))
+    });
+    support::write_file(
+        &cluster.root("alpha").join("home/alice/www/index.html"),
+        "<h1>alice</h1>\n",
+        0o644,
+    );
+    // On beta, /home exists and is private (and, as root, someone
+    // else's); /home/alice does not exist yet.
+    let home = cluster.root("beta").join("home");
+    fs::create_dir(&home).expect("mkdir");
+    if is_root() {
+        nix::unistd::chown(&home, Some(1234.into()), Some(4321.into())).expect("chown");
+    }
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    fs::File::open(&home)
+        .and_then(|d| d.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000)))
+        .expect("mtime");
+    let before = looks(&home);
+
+    cluster.start_all();
+    let page = cluster.root("beta").join("home/alice/www/index.html");
+    assert!(
+        wait_until(TIMEOUT, || page.exists()),
+        "the page did not reach beta:\n{}",
+        cluster.logs()
+    );
+    assert_eq!(looks(&home), before, "beta's /home was changed");
+    let alice = looks(&cluster.root("beta").join("home/alice"));
+    assert_eq!(
+        (alice.0, alice.1, alice.2),
+        (before.0, before.1, before.2),
+        "/home/alice was not made like /home"
+    );
+    assert!(
+        cluster.log("beta").contains(&format!(
+            "created home/alice above the mirrored trees, with mode 0700 and owner {}:{} as home has",
+            before.1, before.2
+        )),
+        "{}",
+        cluster.log("beta")
+    );
+}

@@ -398,6 +398,9 @@ pub struct Applier {
     root_path: PathBuf,
     root: OwnedFd,
     options: ApplyOptions,
+    /// The mirrored trees (see [`Applier::with_tops`]); `None`: all of
+    /// the root.
+    tops: Option<Vec<RelPath>>,
 }
 
 impl Applier {
@@ -421,7 +424,19 @@ impl Applier {
             root_path: root.to_path_buf(),
             root: fd,
             options,
+            tops: None,
         })
+    }
+
+    /// Says which trees of the root are mirrored (the tops of the mirror
+    /// sets); without it, all of the root is. The directories above a top
+    /// belong to the host, not to the mirror: the applier never changes,
+    /// removes or replaces one (the tree rule only implies them, with
+    /// [`Meta::IMPLIED_DIR`]), and makes a missing one with the mode and
+    /// owner of its nearest existing ancestor, saying so in the log.
+    pub fn with_tops(mut self, tops: Vec<RelPath>) -> Applier {
+        self.tops = Some(tops);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -649,7 +664,8 @@ impl Applier {
 
     /// Opens the directory `dir`, one component at a time, refusing
     /// symlinks. With `create`, missing components are made (mode 0755,
-    /// owned by us) and their parents recorded in it.
+    /// owned by us; above the mirrored trees, with the mode and owner of
+    /// their parent) and their parents recorded in it.
     fn open_dir(
         &self,
         dir: &RelPath,
@@ -668,20 +684,26 @@ impl Applier {
             let next = match rfs::openat(&cur, comp, flags, Mode::empty()) {
                 Err(Errno::NOENT) if create.is_some() => {
                     let here = prefix(dir, depth + 1);
-                    match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700)) {
+                    let made = match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700)) {
+                        Ok(()) => true,
                         // Someone made it meanwhile: use theirs.
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(Errno::EXIST) => false,
                         Err(e) => return Err(io_error(&here, "create directory", e)),
-                    }
+                    };
                     if let Some(touched) = create.as_deref_mut() {
                         touched.insert(prefix(dir, depth));
                     }
                     let fd = rfs::openat(&cur, comp, flags, Mode::empty())
                         .map_err(|e| self.walk_error(&cur, comp, dir, depth, e))?;
                     // Created 0700 so it is never wider than intended;
-                    // then what an implied directory gets.
-                    rfs::fchmod(&fd, Mode::from_raw_mode(0o755))
-                        .map_err(|e| io_error(&here, "set the mode of", e))?;
+                    // then what an implied directory gets, or, above the
+                    // mirrored trees, what its parent has.
+                    if !self.outside_tops(&here) {
+                        rfs::fchmod(&fd, Mode::from_raw_mode(0o755))
+                            .map_err(|e| io_error(&here, "set the mode of", e))?;
+                    } else if made {
+                        self.like_parent(&cur, &fd, &here)?;
+                    }
                     Ok(fd)
                 }
                 other => other,
@@ -689,6 +711,48 @@ impl Applier {
             cur = next.map_err(|e| self.walk_error(&cur, comp, dir, depth, e))?;
         }
         Ok(cur)
+    }
+
+    /// Whether `path` lies outside every mirrored tree (see
+    /// [`Applier::with_tops`]): a directory above a top, which is the
+    /// host's and never changed.
+    fn outside_tops(&self, path: &RelPath) -> bool {
+        self.tops
+            .as_ref()
+            .is_some_and(|tops| !tops.iter().any(|t| path == t || path.is_below(t)))
+    }
+
+    /// Gives the directory `fd`, just made at `path` above the mirrored
+    /// trees, the mode and owner of its parent `parent` (the nearest
+    /// existing ancestor: the walk makes the missing ones top down), and
+    /// says so in the log.
+    fn like_parent(
+        &self,
+        parent: &OwnedFd,
+        fd: &OwnedFd,
+        path: &RelPath,
+    ) -> Result<(), ApplyError> {
+        let like = path.parent().unwrap_or_else(RelPath::root);
+        let st = rfs::fstat(parent).map_err(|e| io_error(&like, "inspect", e))?;
+        if self.options.set_owner {
+            rfs::fchown(
+                fd,
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+            )
+            .map_err(|e| io_error(path, "set the owner of", e))?;
+        }
+        let mode = st.st_mode & 0o7777;
+        rfs::fchmod(fd, Mode::from_raw_mode(mode))
+            .map_err(|e| io_error(path, "set the mode of", e))?;
+        tracing::info!(
+            "created {} above the mirrored trees, with mode {mode:04o} and owner {}:{} as {} has",
+            shown(path),
+            st.st_uid,
+            st.st_gid,
+            shown(&like)
+        );
+        Ok(())
     }
 
     /// Explains why component `depth` of `dir` could not be opened.
@@ -1023,6 +1087,9 @@ impl<'a> Batch<'a> {
         action: &Action,
         source: &mut dyn ContentSource,
     ) -> Result<(), ApplyError> {
+        if let Some(done) = self.above_tops(action) {
+            return done;
+        }
         match action {
             Action::SaveOld { path } => self.save_old(path),
             Action::Rename { from, to, meta } => self.rename(index, from, to, meta),
@@ -1063,6 +1130,25 @@ impl<'a> Batch<'a> {
                 }
             }
             _ => Ok(()),
+        }
+    }
+
+    /// An action on a directory above the mirrored trees (see
+    /// [`Applier::with_tops`]): making one only makes sure it exists,
+    /// removing one leaves it. `None` for any other action.
+    fn above_tops(&mut self, action: &Action) -> Option<Result<(), ApplyError>> {
+        let path = action.path();
+        if !self.ap.outside_tops(path) {
+            return None;
+        }
+        match action {
+            Action::MakeDir { .. } => {
+                Some(self.ap.open_dir(path, Some(&mut self.touched)).map(|_| ()))
+            }
+            Action::Remove {
+                was: Content::Dir, ..
+            } => Some(Ok(())),
+            _ => None,
         }
     }
 
@@ -3042,5 +3128,121 @@ mod tests {
             done.skipped[0].to_string(),
             "cannot open directory srv/www/locked: Permission denied"
         );
+    }
+
+    #[test]
+    fn directories_above_the_tops_are_never_changed_and_made_like_their_parent() {
+        let (dir, ap) = default_setup();
+        let ap = ap.with_tops(vec![p("home/alice/www"), p("opt/x")]);
+        let at = |rel: &str| dir.path().join(rel);
+        // The host's own /home: private, someone else's, old.
+        let old = 1_500_000_000_000_000_000;
+        let owner = if is_root() {
+            1234
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        fs::create_dir(at("home")).expect("mkdir");
+        if is_root() {
+            nix::unistd::chown(&at("home"), Some(owner.into()), Some(4321.into())).expect("chown");
+        }
+        fs::set_permissions(at("home"), fs::Permissions::from_mode(0o711)).expect("chmod");
+        fs::write(at("opt"), b"a file where a directory is implied").expect("write");
+        let set_old = || {
+            filetime::set_file_mtime(
+                at("home"),
+                filetime::FileTime::from_unix_time(1_500_000_000, 0),
+            )
+            .expect("mtime")
+        };
+        set_old();
+
+        // What the resolver asks of a new host: the directories above the
+        // top exist only because the top does (Meta::IMPLIED_DIR).
+        let www = meta(0o750, T);
+        let actions = vec![
+            Action::MakeDir {
+                path: p("home"),
+                meta: Meta::IMPLIED_DIR,
+            },
+            Action::MakeDir {
+                path: p("home/alice"),
+                meta: Meta::IMPLIED_DIR,
+            },
+            Action::MakeDir {
+                path: p("home/alice/www"),
+                meta: www,
+            },
+            write("home/alice/www/index.html", b"hi", meta(0o644, T)),
+        ];
+        ap.apply(&actions, &mut Mem::with(&[b"hi"])).expect("apply");
+        let mode = |rel: &str| fs::symlink_metadata(at(rel)).expect("stat").mode() & 0o7777;
+        let ids = |rel: &str| {
+            let m = fs::symlink_metadata(at(rel)).expect("stat");
+            (m.uid(), m.gid())
+        };
+        assert_eq!(
+            mode("home"),
+            0o711,
+            "an existing directory above a top was changed"
+        );
+        assert_eq!(mtime_ns(&at("home")), old);
+        let gid = if is_root() { 4321 } else { ids("home").1 };
+        assert_eq!(ids("home"), (owner, gid));
+        // Made like its nearest existing ancestor.
+        assert_eq!(mode("home/alice"), 0o711);
+        assert_eq!(ids("home/alice"), (owner, gid));
+        // The top itself is mirrored.
+        assert_eq!(mode("home/alice/www"), 0o750);
+        assert_eq!(mtime_ns(&at("home/alice/www")), T);
+        assert_eq!(
+            fs::read(at("home/alice/www/index.html")).expect("read"),
+            b"hi"
+        );
+
+        // Nor are they removed when the top goes, nor fixed again.
+        set_old();
+        let actions = vec![
+            Action::Remove {
+                path: p("home/alice/www/index.html"),
+                was: Content::File {
+                    size: 2,
+                    hash: h(b"hi"),
+                },
+            },
+            Action::Remove {
+                path: p("home/alice/www"),
+                was: Content::Dir,
+            },
+            Action::Remove {
+                path: p("home/alice"),
+                was: Content::Dir,
+            },
+            Action::Remove {
+                path: p("home"),
+                was: Content::Dir,
+            },
+        ];
+        ap.apply(&actions, &mut Mem::default()).expect("apply");
+        assert!(!at("home/alice/www").exists());
+        assert_eq!(mode("home/alice"), 0o711);
+        assert_eq!(mode("home"), 0o711);
+        assert_eq!(mtime_ns(&at("home")), old);
+
+        // What is there instead of an implied directory is not replaced.
+        let err = ap
+            .apply(
+                &[Action::MakeDir {
+                    path: p("opt"),
+                    meta: Meta::IMPLIED_DIR,
+                }],
+                &mut Mem::default(),
+            )
+            .expect_err("a file above a top");
+        assert!(
+            matches!(err.error, ApplyError::NotADirectory { .. }),
+            "{err}"
+        );
+        assert!(at("opt").is_file());
     }
 }

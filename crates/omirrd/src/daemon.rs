@@ -116,7 +116,8 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let state_dir = args.state_dir.as_path();
     let index = Index::open(state_dir)?;
     let applier = Applier::open(&plan.root, Default::default())
-        .with_context(|| format!("cannot use the root {}", plan.root.display()))?;
+        .with_context(|| format!("cannot use the root {}", plan.root.display()))?
+        .with_tops(plan.tops());
     // Only the mirrored trees: the root may well be `/`.
     let stale = applier.cleanup_stale_temps_tree(&plan.tops());
     for e in &stale.skipped {
