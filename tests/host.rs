@@ -126,3 +126,82 @@ fn directories_above_a_top_are_left_alone_and_made_like_their_parent() {
         cluster.log("beta")
     );
 }
+
+#[test]
+fn the_configuration_and_the_key_must_be_roots_in_directories_only_root_can_change() {
+    let cluster = Cluster::new(&["alpha", "beta"], www);
+    let key = cluster.state_dir("alpha").join("key.pem");
+    let run = |daemon: bool| {
+        let (config, peers) = (cluster.config(), cluster.peers());
+        let (root, state) = (cluster.root("alpha"), cluster.state_dir("alpha"));
+        let mut args = vec![if daemon { "-f" } else { "check" }, "--host", "alpha"];
+        for (opt, path) in [
+            ("--config", config),
+            ("--peers", peers),
+            ("--root", &root),
+            ("--state-dir", &state),
+        ] {
+            args.extend([opt, path.to_str().expect("utf-8")]);
+        }
+        // A daemon that starts is stopped by the guard; one that refuses
+        // exits at once.
+        let mut child = std::process::Command::new(support::omirrd_bin())
+            .args(&args)
+            .env_remove("OMIRR_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run omirrd");
+        let _guard = support::KillOnDrop(child.id());
+        let exited = wait_until(Duration::from_secs(5), || {
+            child.try_wait().is_ok_and(|s| s.is_some())
+        });
+        if !exited {
+            return (true, "still running".to_string());
+        }
+        let out = child.wait_with_output().expect("omirrd output");
+        (out.status.success(), support::stderr(&out))
+    };
+    let (ok, err) = run(false);
+    assert!(ok, "{err}");
+
+    // A directory that others can write, above the Distfile, the peers
+    // file and the key.
+    let dir = cluster.dir();
+    let mode = |m: u32| {
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(m)).expect("chmod")
+    };
+    mode(0o777);
+    for daemon in [false, true] {
+        let (ok, err) = run(daemon);
+        assert!(!ok, "accepted below a directory others can write");
+        assert!(
+            err.contains(&format!(
+                "{} lies in {}, which is writable by group and others (mode 0777) without the sticky bit",
+                cluster.config().display(),
+                dir.display()
+            )) && err.contains(&format!("Fix: chmod go-w {}", dir.display())),
+            "{err}"
+        );
+    }
+    mode(0o700);
+
+    if !is_root() {
+        return eprintln!("skipped the owner checks: only root can give files away");
+    }
+    for file in [cluster.config(), cluster.peers(), key.as_path()] {
+        nix::unistd::chown(file, Some(1234.into()), None).expect("chown");
+        for daemon in [false, true] {
+            let (ok, err) = run(daemon);
+            assert!(!ok, "{} owned by uid 1234 was accepted", file.display());
+            assert!(
+                err.contains(&format!("{} is owned by uid 1234", file.display()))
+                    && err.contains(&format!("Fix: chown root {}", file.display())),
+                "{err}"
+            );
+        }
+        nix::unistd::chown(file, Some(0.into()), None).expect("chown");
+    }
+    let (ok, err) = run(false);
+    assert!(ok, "{err}");
+}
