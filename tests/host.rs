@@ -205,3 +205,179 @@ fn the_configuration_and_the_key_must_be_roots_in_directories_only_root_can_chan
     let (ok, err) = run(false);
     assert!(ok, "{err}");
 }
+
+/// The lowest descriptor number process `pid` has free (the next one it
+/// opens gets it), and how many it has open.
+fn descriptors(pid: u32) -> (u64, usize) {
+    let fds: std::collections::BTreeSet<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let free = (0..).find(|n| !fds.contains(n)).unwrap_or(0);
+    (free, fds.len())
+}
+
+/// CPU time process `pid` has used (user and system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    ticks as f64 / hz.max(1) as f64
+}
+
+/// Starts alpha of an alpha/beta cluster with `distfile` (beta stays
+/// down) and waits until it is ready.
+fn alpha_alone(distfile: impl Fn(&[&str]) -> String) -> Cluster {
+    let mut cluster = Cluster::new(&["alpha", "beta"], distfile);
+    for h in ["alpha", "beta"] {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_host("alpha");
+    assert!(
+        cluster.wait_for_log("alpha", "ready", TIMEOUT),
+        "{}",
+        cluster.log("alpha")
+    );
+    cluster
+}
+
+#[test]
+fn connections_that_never_authenticate_are_capped() {
+    let _one = serial();
+    let mut cluster = alpha_alone(www);
+    let pid = cluster.pid("alpha").expect("alpha runs");
+    let (_, before) = descriptors(pid);
+    // 150 connections that say nothing, each of which would hold a
+    // descriptor for the 10 s of the handshake timeout.
+    let port = cluster.port("alpha");
+    let flood: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    let capped = "TLS handshakes are already in progress";
+    assert!(
+        cluster.wait_for_log("alpha", capped, TIMEOUT),
+        "no word of the cap:\n{}",
+        cluster.log("alpha")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, during) = descriptors(pid);
+    assert!(
+        during <= before + 64 + 4,
+        "{during} descriptors open during the flood, {before} before"
+    );
+    assert_eq!(
+        cluster.log("alpha").matches(capped).count(),
+        1,
+        "logged more than once a minute:\n{}",
+        cluster.log("alpha")
+    );
+    // Once they are gone, a real peer gets in.
+    drop(flood);
+    cluster.start_host("beta");
+    let page = cluster.root("beta").join("srv/www/page");
+    fs::write(
+        cluster.root("alpha").join("srv/www/page"),
+        "after the flood",
+    )
+    .expect("write");
+    assert!(
+        wait_until(TIMEOUT, || page.exists()),
+        "beta never synchronised:\n{}",
+        cluster.logs()
+    );
+}
+
+#[test]
+fn accept_loops_back_off_when_out_of_descriptors() {
+    let _one = serial();
+    // Alpha alone in its set: no dialer opens and closes sockets meanwhile.
+    let cluster = alpha_alone(|_| www(&["alpha"]));
+    let pid = cluster.pid("alpha").expect("alpha runs");
+    let (free, _) = descriptors(pid);
+    // A few descriptors left to alpha, then connections to use them up.
+    let mut old = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let set = |soft: u64, old: Option<&mut nix::libc::rlimit>| {
+        let mut now = nix::libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit reads `now` and writes `old`, both live locals.
+        let got = unsafe {
+            nix::libc::prlimit(
+                pid as i32,
+                nix::libc::RLIMIT_NOFILE,
+                std::ptr::null(),
+                &mut now,
+            )
+        };
+        assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
+        if let Some(old) = old {
+            *old = now;
+        }
+        let new = nix::libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: now.rlim_max,
+        };
+        // SAFETY: as above.
+        let set = unsafe {
+            nix::libc::prlimit(
+                pid as i32,
+                nix::libc::RLIMIT_NOFILE,
+                &new,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    set(free + 6, Some(&mut old));
+    let port = cluster.port("alpha");
+    let _flood: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    assert!(
+        cluster.wait_for_log("alpha", "out of file descriptors", TIMEOUT),
+        "alpha never ran out of descriptors:\n{}",
+        cluster.log("alpha")
+    );
+    // Queued on the status socket, which alpha cannot accept now.
+    let socket = cluster.state_dir("alpha").join("omirrd.sock");
+    let _asking = std::os::unix::net::UnixStream::connect(&socket).expect("connect status");
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu, started) = (cpu_seconds(pid), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(pid) - cpu;
+    let took = started.elapsed().as_secs_f64();
+    let log = cluster.log("alpha");
+    set(old.rlim_cur, None);
+    assert!(
+        used < 0.25 * took,
+        "alpha used {used:.2} s of CPU in {took:.2} s, out of descriptors:\n{log}"
+    );
+    let warned = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(what) && l.contains("out of file descriptors"))
+            .count()
+    };
+    assert_eq!(warned("peer listener"), 1, "{log}");
+    assert_eq!(warned("status socket"), 1, "{log}");
+    // With descriptors again, the status answers.
+    let state = cluster.state_dir("alpha");
+    assert!(
+        wait_until(TIMEOUT, || support::omirrd(&[
+            "status",
+            "--state-dir",
+            state.to_str().expect("utf-8")
+        ])
+        .status
+        .success()),
+        "{}",
+        cluster.log("alpha")
+    );
+}

@@ -10,6 +10,7 @@
 //!   index.
 
 use crate::cli::DaemonArgs;
+use crate::listen::{self, HANDSHAKE_TIMEOUT};
 use crate::plan::Plan;
 use anyhow::{Context, Result};
 use omirr_core::{Hlc, HostId, RelPath};
@@ -296,15 +297,23 @@ async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: R
     }
 }
 
+/// Accepts peers' connections: at most [`listen::MAX_HANDSHAKES`]
+/// handshakes at once, and a pause after a failed accept (see
+/// [`crate::listen`]).
 async fn accept(shared: Arc<Shared>, listener: TcpListener) {
+    let mut handshakes = listen::Handshakes::new(listen::MAX_HANDSHAKES);
+    let mut failures = listen::Throttle::default();
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                listen::accept_failed("peer listener", &e, &mut failures).await;
                 continue;
             }
+        };
+        let Some(slot) = handshakes.admit(&from) else {
+            drop(stream);
+            continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -324,6 +333,8 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
                 Ok((name, _)) => name,
                 Err(e) => return tracing::warn!(%from, "refused a connection: {e}"),
             };
+            // Authenticated: the session is no longer a handshake.
+            drop(slot);
             let plan = shared.plan();
             if peer == plan.host || !plan.peer_names().contains(&peer) {
                 return tracing::warn!(%from, %peer, "refused a connection: this host shares no mirror set with it");
@@ -332,8 +343,6 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
         });
     }
 }
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn dial(shared: Arc<Shared>, peer: String) {
     let mut backoff = Duration::from_millis(100);

@@ -86,9 +86,16 @@ pub async fn serve(
     status: impl Fn() -> Status + Send + 'static,
 ) {
     use tokio::io::AsyncWriteExt;
+    let mut failures = crate::listen::Throttle::default();
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
+        let mut conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            // Out of descriptors, the connection stays queued and the
+            // socket ready: without a pause this loop would spin.
+            Err(e) => {
+                crate::listen::accept_failed("status socket", &e, &mut failures).await;
+                continue;
+            }
         };
         let body = match serde_json::to_vec(&status()) {
             Ok(b) => b,
