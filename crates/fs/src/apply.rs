@@ -569,10 +569,10 @@ impl Applier {
     /// running on this root (at startup): it would delete a running
     /// batch's staged files. Directories with such names are left alone.
     pub fn cleanup_stale_temps(&self, dir: &RelPath) -> Result<usize, ApplyError> {
-        let (removed, _, failed) = self.cleanup_dir(dir, &|_| true)?;
-        match failed.into_iter().next() {
+        let done = self.cleanup_dir(dir, &|_| true)?;
+        match done.failed.into_iter().next() {
             Some(e) => Err(e),
-            None => Ok(removed),
+            None => Ok(done.removed),
         }
     }
 
@@ -620,10 +620,10 @@ impl Applier {
         out: &mut Cleanup,
     ) -> Vec<Vec<u8>> {
         match self.cleanup_dir(dir, ours) {
-            Ok((n, subdirs, failed)) => {
-                out.removed += n;
-                out.skipped.extend(failed);
-                subdirs
+            Ok(done) => {
+                out.removed += done.removed;
+                out.skipped.extend(done.failed);
+                done.subdirs
             }
             // Absent, or removed or replaced since it was listed.
             Err(ApplyError::SymlinkInPath { .. } | ApplyError::NotADirectory { .. }) => Vec::new(),
@@ -635,14 +635,12 @@ impl Applier {
         }
     }
 
-    /// Removes the temporary files in `dir` that `ours` accepts; returns
-    /// how many, the names of its subdirectories, and the files that could
-    /// not be removed.
+    /// Removes the temporary files in `dir` that `ours` accepts.
     fn cleanup_dir(
         &self,
         dir: &RelPath,
         ours: &dyn Fn(&[u8]) -> bool,
-    ) -> Result<(usize, Vec<Vec<u8>>, Vec<ApplyError>), ApplyError> {
+    ) -> Result<DirCleanup, ApplyError> {
         let fd = self.open_dir(dir, None)?;
         let listing = list_dir(&fd, dir)?;
         let mut removed = 0;
@@ -659,7 +657,11 @@ impl Applier {
                 )),
             }
         }
-        Ok((removed, listing.subdirs, failed))
+        Ok(DirCleanup {
+            removed,
+            subdirs: listing.subdirs,
+            failed,
+        })
     }
 
     /// Opens the directory `dir`, one component at a time, refusing
@@ -1819,6 +1821,16 @@ fn dir_is_empty(dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<bool, Appl
         }
     }
     Ok(true)
+}
+
+/// What [`Applier::cleanup_dir`] did in one directory.
+struct DirCleanup {
+    /// Temporary files removed.
+    removed: usize,
+    /// The names of its subdirectories, to clean next.
+    subdirs: Vec<Vec<u8>>,
+    /// The temporary files that could not be removed.
+    failed: Vec<ApplyError>,
 }
 
 /// What [`Applier::cleanup_dir`] needs of a directory.
