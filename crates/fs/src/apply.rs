@@ -3256,5 +3256,24 @@ mod tests {
             "{err}"
         );
         assert!(at("opt").is_file());
+        // Nor is a symbolic link (/home -> /data/home): it is refused,
+        // never followed, never removed.
+        fs::create_dir(at("data")).expect("mkdir");
+        std::os::unix::fs::symlink("data", at("srv")).expect("symlink");
+        let ap = ap.with_tops(vec![p("srv/www")]);
+        let err = ap
+            .apply(
+                &[Action::MakeDir {
+                    path: p("srv"),
+                    meta: Meta::IMPLIED_DIR,
+                }],
+                &mut Mem::default(),
+            )
+            .expect_err("a symlink above a top");
+        assert!(
+            matches!(err.error, ApplyError::SymlinkInPath { .. }),
+            "{err}"
+        );
+        assert!(fs::symlink_metadata(at("srv")).expect("kept").is_symlink());
     }
 }
