@@ -125,6 +125,19 @@ fn directories_above_a_top_are_left_alone_and_made_like_their_parent() {
         "{}",
         cluster.log("beta")
     );
+
+    // The top goes on alpha: it goes on beta, the directories above stay.
+    fs::remove_dir_all(cluster.root("alpha").join("home/alice/www")).expect("rm -r");
+    let www = cluster.root("beta").join("home/alice/www");
+    assert!(
+        wait_until(TIMEOUT, || !www.exists()),
+        "the removal did not reach beta:\n{}",
+        cluster.logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(looks(&home), before, "beta's /home was changed");
+    let now = looks(&cluster.root("beta").join("home/alice"));
+    assert_eq!((now.0, now.1, now.2), (alice.0, alice.1, alice.2));
 }
 
 #[test]
