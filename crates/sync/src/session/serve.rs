@@ -191,29 +191,6 @@ fn list_pages(id: u64, chunks: &[Chunk]) -> Vec<Message> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_chunk_request_is_answered_with_a_last_page() {
-        let lasts = |pages: &[Message]| {
-            pages
-                .iter()
-                .map(|m| matches!(m, Message::ChunkList { last: true, .. }))
-                .collect::<Vec<bool>>()
-        };
-        assert_eq!(lasts(&list_pages(1, &[])), [true], "an empty list");
-        let chunk = Chunk {
-            len: 1,
-            hash: [0; 32],
-        };
-        let many = vec![chunk; omirr_proto::MAX_CHUNK_LIST + 1];
-        assert_eq!(lasts(&list_pages(1, &many)), [false, true]);
-        assert_eq!(lasts(&list_pages(1, &many[..3])), [true]);
-    }
-}
-
 fn send_ranges(
     engine: &Engine,
     out: &mpsc::Sender<Message>,
@@ -265,4 +242,27 @@ pub fn open_for_peer(
         return Err("not mirrored here".into());
     }
     omirr_fs::beneath::read_file(&engine.disk.root, path).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_chunk_request_is_answered_with_a_last_page() {
+        let lasts = |pages: &[Message]| {
+            pages
+                .iter()
+                .map(|m| matches!(m, Message::ChunkList { last: true, .. }))
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(lasts(&list_pages(1, &[])), [true], "an empty list");
+        let chunk = Chunk {
+            len: 1,
+            hash: [0; 32],
+        };
+        let many = vec![chunk; omirr_proto::MAX_CHUNK_LIST + 1];
+        assert_eq!(lasts(&list_pages(1, &many)), [false, true]);
+        assert_eq!(lasts(&list_pages(1, &many[..3])), [true]);
+    }
 }
