@@ -468,8 +468,8 @@ fn www_and_private(hosts: &[&str]) -> String {
 }
 
 /// Plays gamma with gamma's real key, but sends what gamma must not:
-/// frames are sent as given, after the greeting. Returns when the peer
-/// closes or after a few seconds.
+/// frames are sent as given, after the greeting (`Hello` and `Clock`).
+/// Returns when the peer closes or after a few seconds.
 fn rogue(cluster: &Cluster, to: &str, frames: Vec<Vec<u8>>) {
     use omirr_net::tls;
     use tokio::io::AsyncWriteExt;
@@ -504,6 +504,15 @@ fn rogue(cluster: &Cluster, to: &str, frames: Vec<Vec<u8>>) {
         )
         .await
         .expect("hello");
+        omirr_proto::write_message(
+            &mut s,
+            &omirr_proto::Message::Clock {
+                wall: wall_ns(),
+                index: 1,
+            },
+        )
+        .await
+        .expect("clock");
         for f in frames {
             if s.write_all(&f).await.is_err() {
                 break;
@@ -516,6 +525,13 @@ fn rogue(cluster: &Cluster, to: &str, frames: Vec<Vec<u8>>) {
         })
         .await;
     });
+}
+
+/// This machine's wall clock, in nanoseconds since the epoch.
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn file_change(path: &str, data: &[u8]) -> omirr_proto::Change {

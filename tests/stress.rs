@@ -442,7 +442,7 @@ struct DeafPeer {
 
 impl DeafPeer {
     /// Connects to host `to` as host `as_host` (with `as_host`'s key,
-    /// which the peers file pins), sends `Hello` and `Pull { after: 0 }`.
+    /// which the peers file pins), sends `Hello`, `Clock` and `Pull { after: 0 }`.
     fn connect(cluster: &Cluster, as_host: &str, to: &str) -> DeafPeer {
         use omirr_net::tls;
         use tokio::io::AsyncWriteExt;
@@ -489,7 +489,16 @@ impl DeafPeer {
                     }
                     for m in [
                         omirr_proto::Message::Hello(omirr_proto::Hello::new(&me)),
-                        omirr_proto::Message::Pull { after: 0 },
+                        omirr_proto::Message::Clock {
+                            wall: std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_nanos() as u64),
+                            index: 1,
+                        },
+                        omirr_proto::Message::Pull {
+                            after: 0,
+                            own_after: omirr_proto::Timestamp(0),
+                        },
                     ] {
                         omirr_proto::write_message(&mut s, &m)
                             .await

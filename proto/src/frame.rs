@@ -172,7 +172,11 @@ mod tests {
 
     #[test]
     fn finish_reports_a_cut_frame() {
-        let frame = encode(&Message::Pull { after: 300 }).expect("encodes");
+        let frame = encode(&Message::Pull {
+            after: 300,
+            own_after: omirr_core::Timestamp(1),
+        })
+        .expect("encodes");
         let mut d = FrameDecoder::new();
         assert_eq!(d.finish(), Ok(()));
         d.feed(&frame[..2]);
@@ -187,7 +191,13 @@ mod tests {
             })
         );
         d.feed(&frame[frame.len() - 1..]);
-        assert_eq!(d.next_message(), Ok(Some(Message::Pull { after: 300 })));
+        assert_eq!(
+            d.next_message(),
+            Ok(Some(Message::Pull {
+                after: 300,
+                own_after: omirr_core::Timestamp(1),
+            }))
+        );
         assert_eq!(d.finish(), Ok(()));
         assert_eq!(d.buffered(), 0);
     }

@@ -9,7 +9,7 @@
 use crate::error::InvalidMessage;
 use crate::serde_helpers;
 use crate::{
-    Change, Chunk, Content, Hash, RelPath, Seq, MAX_CAPABILITIES, MAX_CAPABILITY_LEN,
+    Change, Chunk, Content, Hash, RelPath, Seq, Timestamp, MAX_CAPABILITIES, MAX_CAPABILITY_LEN,
     MAX_CHANGES_PER_PAGE, MAX_CHUNK, MAX_CHUNK_LIST, MAX_HOST_LEN, MAX_RANGES, MAX_TEXT,
     PROTOCOL_VERSION,
 };
@@ -65,6 +65,9 @@ pub enum ErrorCode {
     Internal,
     /// The sender is stopping; try again later.
     ShuttingDown,
+    /// The two hosts' wall clocks differ by more than the receiver allows
+    /// (see [`Message::Clock`]).
+    ClockOffset,
     /// A code this build does not know (sent by a newer peer).
     Other(u32),
 }
@@ -78,6 +81,7 @@ impl From<u32> for ErrorCode {
             4 => ErrorCode::BadMessage,
             5 => ErrorCode::Internal,
             6 => ErrorCode::ShuttingDown,
+            7 => ErrorCode::ClockOffset,
             n => ErrorCode::Other(n),
         }
     }
@@ -92,6 +96,7 @@ impl From<ErrorCode> for u32 {
             ErrorCode::BadMessage => 4,
             ErrorCode::Internal => 5,
             ErrorCode::ShuttingDown => 6,
+            ErrorCode::ClockOffset => 7,
             ErrorCode::Other(n) => n,
         }
     }
@@ -112,7 +117,12 @@ pub enum Message {
     },
     /// "Send me everything you recorded after sequence `after`" (0 for a
     /// peer we have never heard from), then keep sending live changes.
-    Pull { after: Seq },
+    /// `own_after`: the latest timestamp of a change this host made itself
+    /// that its index holds. Changes made by the receiver are normally not
+    /// sent back to it; those of them the sender recorded before this
+    /// `Pull` with a later timestamp are, because the receiver has lost
+    /// them (a new or restored index).
+    Pull { after: Seq, own_after: Timestamp },
     /// A page of the sender's index, in sequence order. Each change carries
     /// the sequence the sender recorded it under. `upto`: with this page the
     /// receiver has everything the sender recorded up to `upto` that it is
@@ -186,6 +196,15 @@ pub enum Message {
         #[serde(deserialize_with = "serde_helpers::ranges")]
         ranges: Vec<(u64, u64)>,
     },
+    /// The sender's wall clock when it sent this, in nanoseconds since the
+    /// epoch, and the id of its index. Sent right after `Hello` (the
+    /// second message of a session) and again with every `Ping`, so that
+    /// each side measures the other's clock offset and refuses a peer
+    /// beyond its limit ([`ErrorCode::ClockOffset`]). `index` tells the
+    /// receiver which of the sender's indexes its cursor must count in:
+    /// a host whose index was made anew or restored has another id, and
+    /// its peers ask it for everything again (their `Pull` follows).
+    Clock { wall: u64, index: u64 },
 }
 
 impl Message {
@@ -206,6 +225,7 @@ impl Message {
             Message::ChunkRequest { .. } => "ChunkRequest",
             Message::ChunkList { .. } => "ChunkList",
             Message::RangeRequest { .. } => "RangeRequest",
+            Message::Clock { .. } => "Clock",
         }
     }
 
@@ -287,7 +307,8 @@ impl Message {
             | Message::FileRequest { .. }
             | Message::FileEnd { .. }
             | Message::Ping { .. }
-            | Message::Pong { .. } => Ok(()),
+            | Message::Pong { .. }
+            | Message::Clock { .. } => Ok(()),
         }
     }
 }
@@ -408,6 +429,7 @@ mod tests {
             (ErrorCode::BadMessage, 4),
             (ErrorCode::Internal, 5),
             (ErrorCode::ShuttingDown, 6),
+            (ErrorCode::ClockOffset, 7),
         ];
         for (code, n) in all {
             assert_eq!(u32::from(code), n);

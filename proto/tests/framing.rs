@@ -78,7 +78,13 @@ fn two_frames_in_one_buffer() {
 
 #[test]
 fn a_frame_and_a_half() {
-    let msgs = [Message::FileEnd { id: 3 }, Message::Pull { after: 1 << 40 }];
+    let msgs = [
+        Message::FileEnd { id: 3 },
+        Message::Pull {
+            after: 1 << 40,
+            own_after: omirr_proto::Timestamp(0),
+        },
+    ];
     let stream = concat(&msgs);
     let first = encode(&msgs[0]).expect("encodes").len();
     let mut d = FrameDecoder::new();

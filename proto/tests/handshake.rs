@@ -31,7 +31,7 @@ fn another_protocol_version_is_refused() {
     assert_eq!(code, ErrorCode::ProtocolVersion);
     assert_eq!(
         message,
-        "peer speaks protocol version 2; this build speaks 1"
+        "peer speaks protocol version 3; this build speaks 2"
     );
 }
 
@@ -71,7 +71,11 @@ fn a_name_other_than_the_certificates_is_refused() {
 fn the_first_message_must_be_hello() {
     let h = Hello::new("beta");
     assert_eq!(expect_hello(Message::Hello(h.clone())), Ok(h));
-    let err = expect_hello(Message::Pull { after: 0 }).expect_err("not a Hello");
+    let err = expect_hello(Message::Pull {
+        after: 0,
+        own_after: omirr_proto::Timestamp(0),
+    })
+    .expect_err("not a Hello");
     assert_eq!(err, HandshakeError::NotHello { got: "Pull" });
     assert_eq!(err.code(), ErrorCode::BadMessage);
     assert!(err.to_message().is_some());

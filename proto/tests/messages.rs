@@ -6,8 +6,7 @@ mod common;
 use common::*;
 use omirr_proto::{
     encode, Change, Content, DecodeError, EncodeError, Entry, ErrorCode, FrameDecoder, Hello,
-    HostId, InvalidMessage, Message, Meta, RelPath, Timestamp, Version, MAX_CHANGES_PER_PAGE,
-    MAX_FRAME,
+    HostId, InvalidMessage, Message, Meta, Timestamp, Version, MAX_CHANGES_PER_PAGE, MAX_FRAME,
 };
 use proptest::prelude::*;
 
@@ -41,17 +40,17 @@ fn each_variant_round_trips() {
 fn wire_bytes_match_protocol_md() {
     assert_eq!(
         encode(&Message::Hello(Hello {
-            protocol: 1,
+            protocol: 2,
             host: "alpha".into(),
             capabilities: vec![],
         }))
         .expect("encodes"),
-        [0, 0, 0, 9, 0, 1, 5, b'a', b'l', b'p', b'h', b'a', 0]
+        [0, 0, 0, 9, 0, 2, 5, b'a', b'l', b'p', b'h', b'a', 0]
     );
     assert_eq!(
         encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
         [
-            0, 0, 0, 16, 0, 1, 5, b'a', b'l', b'p', b'h', b'a', 1, 6, b'c', b'h', b'u', b'n', b'k',
+            0, 0, 0, 16, 0, 2, 5, b'a', b'l', b'p', b'h', b'a', 1, 6, b'c', b'h', b'u', b'n', b'k',
             b's'
         ]
     );
@@ -60,8 +59,12 @@ fn wire_bytes_match_protocol_md() {
         [0, 0, 0, 5, 1, 4, 2, b'n', b'o']
     );
     assert_eq!(
-        encode(&Message::Pull { after: 300 }).expect("encodes"),
-        [0, 0, 0, 4, 2, 251, 0x2c, 0x01]
+        encode(&Message::Pull {
+            after: 300,
+            own_after: Timestamp(5)
+        })
+        .expect("encodes"),
+        [0, 0, 0, 5, 2, 251, 0x2c, 0x01, 5]
     );
     assert_eq!(
         encode(&Message::Ack { upto: 7 }).expect("encodes"),
@@ -292,20 +295,20 @@ fn odd_entries_are_invalid() {
 
 #[test]
 fn encode_refuses_an_oversized_frame() {
-    // One valid path longer than a whole frame.
-    let long = RelPath::new(vec![b'x'; MAX_FRAME]).expect("valid");
-    let msg = Message::FileRequest {
-        id: 1,
-        path: long,
-        hash: [0; 32],
-        size: 0,
+    // Valid paths, more than a whole frame of them.
+    let long = "x/".repeat(2000) + "y";
+    let msg = Message::Changes {
+        changes: (1..=1200).map(|i| (i, sample_change(&long))).collect(),
+        upto: 1200,
+        done: true,
     };
     match encode(&msg) {
         Err(EncodeError::TooLarge { size, max }) => {
             assert!(size > MAX_FRAME);
             assert_eq!(max, MAX_FRAME);
         }
-        other => panic!("expected TooLarge, got {other:?}"),
+        Ok(frame) => panic!("expected TooLarge, got a frame of {} bytes", frame.len()),
+        Err(e) => panic!("expected TooLarge, got {e}"),
     }
     // The largest chunk fits.
     let chunk = Message::FileData {
@@ -359,4 +362,65 @@ fn owner_and_group_names_travel_and_a_nul_in_one_does_not_decode() {
         .expect("the group's bytes");
     frame[at + 2] = 0;
     assert!(decode_all(&frame).is_err(), "a NUL in a name decodes");
+}
+
+/// A change whose path is `len` bytes of `x/x/x...` (or one name of
+/// `len` bytes with `name`), as a frame, built by hand: a path this long
+/// cannot be made with [`RelPath`] any more, so a short one is encoded and
+/// its bytes replaced. bincode writes a length of 251..65536 as the
+/// marker 251 and a little-endian u16.
+fn frame_with_long_path(len: usize, name: bool) -> Vec<u8> {
+    let placeholder = "p/".repeat(150) + "p";
+    let msg = Message::Changes {
+        changes: vec![(1, sample_change(&placeholder))],
+        upto: 1,
+        done: true,
+    };
+    let frame = encode(&msg).expect("encodes");
+    let mut old = vec![251u8, 45, 1]; // 301
+    old.extend_from_slice(placeholder.as_bytes());
+    let at = frame
+        .windows(old.len())
+        .position(|w| w == old.as_slice())
+        .expect("path in frame");
+    let path: Vec<u8> = if name {
+        vec![b'n'; len]
+    } else {
+        (0..len)
+            .map(|i| if i % 2 == 1 { b'/' } else { b'x' })
+            .collect()
+    };
+    let len16 = u16::try_from(len).expect("fits a u16");
+    let mut payload = frame[4..at].to_vec();
+    payload.push(251);
+    payload.extend_from_slice(&len16.to_le_bytes());
+    payload.extend_from_slice(&path);
+    payload.extend_from_slice(&frame[at + old.len()..]);
+    let mut out = header(u32::try_from(payload.len()).expect("small")).to_vec();
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn paths_longer_than_path_max_or_names_longer_than_name_max_do_not_decode() {
+    // Within the bounds: decodes.
+    assert!(decode_all(&frame_with_long_path(4095, false)).is_ok());
+    assert!(decode_all(&frame_with_long_path(255, true)).is_ok());
+    // A 60 KB path of 30,000 components: refused at decode, with a short
+    // message.
+    let err = decode_all(&frame_with_long_path(60_001, false)).expect_err("too long");
+    let text = err.to_string();
+    assert!(
+        text.contains("60001 bytes") && text.contains("PATH_MAX"),
+        "{text}"
+    );
+    assert!(
+        text.len() < 600,
+        "the error repeats the path: {} bytes",
+        text.len()
+    );
+    let err = decode_all(&frame_with_long_path(4096, false)).expect_err("too long");
+    assert!(err.to_string().contains("PATH_MAX"), "{err}");
+    let err = decode_all(&frame_with_long_path(256, true)).expect_err("name too long");
+    assert!(err.to_string().contains("NAME_MAX"), "{err}");
 }

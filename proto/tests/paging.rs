@@ -82,14 +82,26 @@ fn check_pages(input: &[(Seq, Change)], upto: Seq, done: bool) -> Vec<Message> {
     pages
 }
 
-/// `n` changes whose paths and symlink targets are about `len` bytes
-/// each, numbered 1, 3, 5, ...
+/// A path of about `len` bytes (at most what a path may be), in names of
+/// at most 200 bytes.
+fn long_path(i: usize, len: usize) -> RelPath {
+    let mut path = format!("{i}");
+    while path.len() + 2 < len.min(omirr_core::MAX_PATH_LEN - 201) {
+        let name = (len - path.len() - 1).min(200);
+        path.push('/');
+        path.push_str(&"p".repeat(name));
+    }
+    RelPath::new(path).expect("valid")
+}
+
+/// `n` changes whose paths (up to the path limit) and symlink targets
+/// are about `len` bytes each, numbered 1, 3, 5, ...
 fn bulky(n: usize, len: usize) -> Vec<(Seq, Change)> {
     (0..n)
         .map(|i| {
             let mut c = sample_change("x");
-            c.path = RelPath::new(format!("{i}/{}", "p".repeat(len))).expect("valid");
-            if i % 2 == 0 {
+            c.path = long_path(i, len);
+            if i % 2 == 0 || len > omirr_core::MAX_PATH_LEN {
                 c.entry.content = Content::Symlink {
                     target: vec![b't'; len],
                 };
@@ -139,7 +151,9 @@ fn pages_at_the_edge_of_the_limit() {
     let with_filler = |len: usize| {
         let mut input = base.clone();
         let mut c = sample_change("f");
-        c.path = RelPath::new(vec![b'f'; len]).expect("valid");
+        c.entry.content = Content::Symlink {
+            target: vec![b'f'; len],
+        };
         input.push((100, c));
         input
     };

@@ -64,6 +64,8 @@ struct Host {
     child: Option<Child>,
     /// How many times it was started.
     starts: u32,
+    /// Environment variables of this host's `omirrd` only.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -115,6 +117,7 @@ impl Cluster {
                 log: base.join("omirrd.log"),
                 child: None,
                 starts: 0,
+                env: Vec::new(),
             });
         }
         let mut peers_text = String::from("# name  address:port  fingerprint\n");
@@ -186,6 +189,7 @@ impl Cluster {
             Some(filter) => cmd.env("OMIRR_LOG", filter),
             None => cmd.env_remove("OMIRR_LOG"),
         };
+        cmd.envs(h.env.iter().map(|(k, v)| (k, v)));
         h.child = Some(cmd.spawn().expect("start omirrd"));
     }
 
@@ -243,6 +247,14 @@ impl Cluster {
     /// The peers file.
     pub fn peers(&self) -> &Path {
         &self.peers
+    }
+
+    /// Sets an environment variable for host `name`'s `omirrd`, from its
+    /// next start on (e.g. `OMIRR_TEST_CLOCK_SKEW`).
+    pub fn set_env(&mut self, name: &str, key: &str, value: &str) {
+        let h = self.host_mut(name);
+        h.env.retain(|(k, _)| k != key);
+        h.env.push((key.to_string(), value.to_string()));
     }
 
     /// Adds `args` to the command line of every host started from now on.

@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 pub mod cluster;
+pub mod rogue;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -23,6 +23,35 @@ pub enum PathError {
     EmptyComponent(String),
     #[error("path {0} holds a NUL byte")]
     Nul(String),
+    #[error("path {path} is {len} bytes long; at most {max} are allowed (PATH_MAX)")]
+    TooLong {
+        path: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("path {path} has a component of {len} bytes; at most {max} are allowed (NAME_MAX)")]
+    NameTooLong {
+        path: String,
+        len: usize,
+        max: usize,
+    },
+}
+
+/// The longest path, in bytes: Linux's `PATH_MAX` (4096) less its NUL.
+/// Bounding it at decode bounds what one change from a peer can make the
+/// resolver do (it walks and copies every ancestor).
+pub const MAX_PATH_LEN: usize = 4095;
+/// The longest component, in bytes: Linux's `NAME_MAX`.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A path cut for an error message: a path from a peer may be long.
+fn shown_cut(bytes: &[u8]) -> String {
+    const SHOWN: usize = 120;
+    if bytes.len() > SHOWN {
+        format!("{}...", escape(&bytes[..SHOWN]))
+    } else {
+        escape(bytes)
+    }
 }
 
 impl RelPath {
@@ -34,9 +63,16 @@ impl RelPath {
     /// Checks `bytes` and makes a path of them.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<RelPath, PathError> {
         let bytes = bytes.into();
-        let shown = || escape(&bytes);
+        let shown = || shown_cut(&bytes);
         if bytes.is_empty() {
             return Ok(RelPath(bytes));
+        }
+        if bytes.len() > MAX_PATH_LEN {
+            return Err(PathError::TooLong {
+                path: shown(),
+                len: bytes.len(),
+                max: MAX_PATH_LEN,
+            });
         }
         if bytes.contains(&0) {
             return Err(PathError::Nul(shown()));
@@ -48,6 +84,13 @@ impl RelPath {
             match c {
                 b".." => return Err(PathError::DotDot(shown())),
                 b"" | b"." => return Err(PathError::EmptyComponent(shown())),
+                c if c.len() > MAX_NAME_LEN => {
+                    return Err(PathError::NameTooLong {
+                        path: shown(),
+                        len: c.len(),
+                        max: MAX_NAME_LEN,
+                    })
+                }
                 _ => {}
             }
         }
@@ -215,6 +258,26 @@ mod tests {
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s.as_bytes()).expect("valid")
+    }
+
+    #[test]
+    fn paths_and_names_are_bounded_as_linux_bounds_them() {
+        let name = vec![b'n'; MAX_NAME_LEN];
+        assert!(RelPath::new(name.clone()).is_ok());
+        let mut long = name.clone();
+        long.push(b'n');
+        assert!(matches!(
+            RelPath::new(long),
+            Err(PathError::NameTooLong { len: 256, .. })
+        ));
+        let deep: Vec<u8> = (0..MAX_PATH_LEN)
+            .map(|i| if i % 2 == 1 { b'/' } else { b'x' })
+            .collect();
+        let deep = RelPath::new(deep).expect("at the bound");
+        assert!(matches!(
+            deep.join(b"y"),
+            Err(PathError::TooLong { len: 4097, .. })
+        ));
     }
 
     #[test]

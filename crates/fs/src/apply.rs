@@ -232,6 +232,23 @@ pub enum ApplyError {
 
     #[error("cannot give {} owner {uid}:{gid}: -1 is not an id", shown(path))]
     InvalidOwner { path: RelPath, uid: u32, gid: u32 },
+
+    #[error(
+        "{} changed on this host since the index recorded it (a local write not yet recorded); it is recorded first, then the newer of the two wins",
+        shown(path)
+    )]
+    ChangedLocally { path: RelPath },
+}
+
+/// What the index knows of the files an apply is about to replace or
+/// remove: a file whose `lstat` no longer matches what was recorded was
+/// written locally since, and the watcher has not recorded that yet.
+/// Replacing it would lose that write (see [`ApplyError::ChangedLocally`]).
+pub trait LocalGuard {
+    /// Whether the non-directory at `path`, with `now` from `lstat`, is
+    /// still what the index recorded there (`true` when the index has no
+    /// stat for it to compare).
+    fn unchanged(&self, path: &RelPath, now: &omirr_index::StatKey) -> bool;
 }
 
 impl ApplyError {
@@ -263,6 +280,16 @@ pub struct BatchError {
     pub error: ApplyError,
     /// The barrier after a failed action failed too; `durable` is then 0.
     pub sync_error: Option<Box<ApplyError>>,
+}
+
+/// What [`Applier::cleanup_stale_temps_tree`] did.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    /// Temporary files removed.
+    pub removed: usize,
+    /// Directories that could not be listed and files that could not be
+    /// removed: skipped, for the caller to report.
+    pub skipped: Vec<ApplyError>,
 }
 
 fn batch_message(e: &BatchError) -> String {
@@ -310,6 +337,15 @@ pub fn is_temp_name(name: &[u8]) -> bool {
         && name[tag_start..tag_end]
             .iter()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// Whether `name` is one of our temporary names made for `target` (see
+/// [`temp_name`]).
+fn is_temp_name_for(name: &[u8], target: &[u8]) -> bool {
+    let kept = &target[..target.len().min(TEMP_NAME_KEEP)];
+    is_temp_name(name)
+        && name.len() == TEMP_PREFIX.len() + kept.len() + 1 + TEMP_TAG_LEN + TEMP_SUFFIX.len()
+        && &name[TEMP_PREFIX.len()..TEMP_PREFIX.len() + kept.len()] == kept
 }
 
 /// A fresh temporary name for `name`. Uniqueness comes from O_EXCL (and
@@ -364,6 +400,9 @@ pub struct Applier {
     root_path: PathBuf,
     root: OwnedFd,
     options: ApplyOptions,
+    /// The mirrored trees (see [`Applier::with_tops`]); `None`: all of
+    /// the root.
+    tops: Option<Vec<RelPath>>,
     /// How owners, groups, modes and old versions are kept, per path.
     rules: Arc<dyn Rules>,
 }
@@ -373,6 +412,7 @@ impl std::fmt::Debug for Applier {
         f.debug_struct("Applier")
             .field("root", &self.root_path)
             .field("options", &self.options)
+            .field("tops", &self.tops)
             .finish_non_exhaustive()
     }
 }
@@ -414,6 +454,7 @@ impl Applier {
             root_path: root.to_path_buf(),
             root: fd,
             options,
+            tops: None,
             rules,
         })
     }
@@ -428,6 +469,17 @@ impl Applier {
     /// The rules in force.
     pub fn rules(&self) -> Arc<dyn Rules> {
         self.rules.clone()
+    }
+
+    /// Says which trees of the root are mirrored (the tops of the mirror
+    /// sets); without it, all of the root is. The directories above a top
+    /// belong to the host, not to the mirror: the applier never changes,
+    /// removes or replaces one (the tree rule only implies them, with
+    /// [`Meta::IMPLIED_DIR`]), and makes a missing one with the mode and
+    /// owner of its nearest existing ancestor, saying so in the log.
+    pub fn with_tops(mut self, tops: Vec<RelPath>) -> Applier {
+        self.tops = Some(tops);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -474,7 +526,31 @@ impl Applier {
         actions: &[Action],
         source: &mut dyn ContentSource,
     ) -> Result<(), BatchError> {
+        self.apply_with(actions, source, None)
+    }
+
+    /// [`Applier::apply`], refusing to replace or remove a file that
+    /// `guard` says changed locally since it was recorded: that action
+    /// fails with [`ApplyError::ChangedLocally`]. The check is made just
+    /// before the file is renamed over or removed, so that only a write in
+    /// that moment can still be lost.
+    pub fn apply_guarded(
+        &self,
+        actions: &[Action],
+        source: &mut dyn ContentSource,
+        guard: &dyn LocalGuard,
+    ) -> Result<(), BatchError> {
+        self.apply_with(actions, source, Some(guard))
+    }
+
+    fn apply_with(
+        &self,
+        actions: &[Action],
+        source: &mut dyn ContentSource,
+        guard: Option<&dyn LocalGuard>,
+    ) -> Result<(), BatchError> {
         let mut batch = Batch::new(self);
+        batch.guard = guard;
         // A few actions are flushed file by file even in syncfs mode: a
         // syncfs would also wait for every other writer's dirty data on
         // the filesystem, which on a busy host costs far more than a few
@@ -536,66 +612,116 @@ impl Applier {
     /// running on this root (at startup): it would delete a running
     /// batch's staged files. Directories with such names are left alone.
     pub fn cleanup_stale_temps(&self, dir: &RelPath) -> Result<usize, ApplyError> {
-        self.cleanup_dir(dir).map(|(removed, _)| removed)
-    }
-
-    /// [`Applier::cleanup_stale_temps`] on every directory of the tree
-    /// (never descending through a symlink). Returns how many were
-    /// removed.
-    pub fn cleanup_stale_temps_tree(&self) -> Result<usize, ApplyError> {
-        let mut removed = 0;
-        let mut todo = vec![RelPath::root()];
-        while let Some(dir) = todo.pop() {
-            let subdirs = match self.cleanup_dir(&dir) {
-                Ok((n, subdirs)) => {
-                    removed += n;
-                    subdirs
-                }
-                // Removed or replaced by someone else since it was listed.
-                Err(ApplyError::SymlinkInPath { .. } | ApplyError::NotADirectory { .. })
-                    if !dir.is_root() =>
-                {
-                    continue
-                }
-                Err(e) if e.is_not_found() && !dir.is_root() => continue,
-                Err(e) => return Err(e),
-            };
-            todo.extend(subdirs.iter().filter_map(|name| dir.join(name).ok()));
+        let done = self.cleanup_dir(dir, &|_| true)?;
+        match done.failed.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(done.removed),
         }
-        Ok(removed)
     }
 
-    /// Removes the temporary files in `dir`; returns how many, and the
-    /// names of its subdirectories.
-    fn cleanup_dir(&self, dir: &RelPath) -> Result<(usize, Vec<Vec<u8>>), ApplyError> {
+    /// Removes the stale temporary files of the mirrored trees `tops`
+    /// (see [`Applier::cleanup_stale_temps`]): in every directory at or
+    /// below a top (never descending through a symlink; mount points below
+    /// a top are crossed, as the scanner crosses them), and, in the
+    /// directory above each top, those made for the top itself (a top
+    /// that is a file is replaced through one). Nothing else under the
+    /// root is looked at: with the root `/`, a walk of all of it would
+    /// cross /proc, /sys and network mounts.
+    ///
+    /// Nothing stops the clean-up: a directory that cannot be listed or a
+    /// file that cannot be removed is skipped, and reported in
+    /// [`Cleanup::skipped`]. A top that does not exist (yet) or is not a
+    /// directory has nothing below it to clean.
+    pub fn cleanup_stale_temps_tree(&self, tops: &[RelPath]) -> Cleanup {
+        let mut out = Cleanup::default();
+        let tops: BTreeSet<&RelPath> = tops.iter().collect();
+        for &top in &tops {
+            // A top inside another is walked with it.
+            if tops.iter().any(|t| top.is_below(t)) {
+                continue;
+            }
+            if let Some(parent) = top.parent() {
+                let own = |n: &[u8]| is_temp_name_for(n, top.file_name());
+                self.cleanup_walk_step(&parent, &own, &mut out);
+            }
+            let mut todo = vec![top.clone()];
+            while let Some(dir) = todo.pop() {
+                let subdirs = self.cleanup_walk_step(&dir, &|_| true, &mut out);
+                todo.extend(subdirs.iter().filter_map(|name| dir.join(name).ok()));
+            }
+        }
+        out
+    }
+
+    /// One directory of [`Applier::cleanup_stale_temps_tree`]: removes
+    /// the temporary files there that `ours` accepts, and returns the
+    /// names of its subdirectories. Failures go to `out.skipped`.
+    fn cleanup_walk_step(
+        &self,
+        dir: &RelPath,
+        ours: &dyn Fn(&[u8]) -> bool,
+        out: &mut Cleanup,
+    ) -> Vec<Vec<u8>> {
+        match self.cleanup_dir(dir, ours) {
+            Ok(done) => {
+                out.removed += done.removed;
+                out.skipped.extend(done.failed);
+                done.subdirs
+            }
+            // Absent, or removed or replaced since it was listed.
+            Err(ApplyError::SymlinkInPath { .. } | ApplyError::NotADirectory { .. }) => Vec::new(),
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => {
+                out.skipped.push(e);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Removes the temporary files in `dir` that `ours` accepts.
+    fn cleanup_dir(
+        &self,
+        dir: &RelPath,
+        ours: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<DirCleanup, ApplyError> {
         let fd = self.open_dir(dir, None)?;
         let listing = list_dir(&fd, dir)?;
         let mut removed = 0;
-        for name in listing.temps {
+        let mut failed = Vec::new();
+        for name in listing.temps.iter().filter(|n| ours(n)) {
             match rfs::unlinkat(&fd, name.as_slice(), AtFlags::empty()) {
                 Ok(()) => removed += 1,
                 // Made a directory, or removed, since it was listed.
                 Err(Errno::ISDIR | Errno::NOENT) => {}
-                Err(e) => {
-                    return Err(io_error(
-                        &join_lossy(dir, &name),
-                        "remove stale temporary file",
-                        e,
-                    ))
-                }
+                Err(e) => failed.push(io_error(
+                    &join_lossy(dir, name),
+                    "remove stale temporary file",
+                    e,
+                )),
             }
         }
-        Ok((removed, listing.subdirs))
+        Ok(DirCleanup {
+            removed,
+            subdirs: listing.subdirs,
+            failed,
+        })
     }
 
     /// Opens the directory `dir`, one component at a time, refusing
     /// symlinks. With `create`, missing components are made (mode 0755,
-    /// owned by us) and their parents recorded in it.
+    /// owned by us; above the mirrored trees, with the mode and owner of
+    /// their parent) and their parents recorded in it.
     fn open_dir(
         &self,
         dir: &RelPath,
         mut create: Option<&mut BTreeSet<RelPath>>,
     ) -> Result<OwnedFd, ApplyError> {
+        // Most directories exist: one call resolves them beneath the root
+        // ([`crate::beneath`]); the walk below makes what is missing and
+        // says why a path cannot be opened.
+        if let Ok(fd) = crate::beneath::open_dir(&self.root, dir) {
+            return Ok(fd);
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mut cur = rfs::openat(&self.root, ".", flags, Mode::empty())
             .map_err(|e| io_error(&RelPath::root(), "open", e))?;
@@ -603,20 +729,26 @@ impl Applier {
             let next = match rfs::openat(&cur, comp, flags, Mode::empty()) {
                 Err(Errno::NOENT) if create.is_some() => {
                     let here = prefix(dir, depth + 1);
-                    match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700)) {
+                    let made = match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700)) {
+                        Ok(()) => true,
                         // Someone made it meanwhile: use theirs.
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(Errno::EXIST) => false,
                         Err(e) => return Err(io_error(&here, "create directory", e)),
-                    }
+                    };
                     if let Some(touched) = create.as_deref_mut() {
                         touched.insert(prefix(dir, depth));
                     }
                     let fd = rfs::openat(&cur, comp, flags, Mode::empty())
                         .map_err(|e| self.walk_error(&cur, comp, dir, depth, e))?;
                     // Created 0700 so it is never wider than intended;
-                    // then what an implied directory gets.
-                    rfs::fchmod(&fd, Mode::from_raw_mode(0o755))
-                        .map_err(|e| io_error(&here, "set the mode of", e))?;
+                    // then what an implied directory gets, or, above the
+                    // mirrored trees, what its parent has.
+                    if !self.outside_tops(&here) {
+                        rfs::fchmod(&fd, Mode::from_raw_mode(0o755))
+                            .map_err(|e| io_error(&here, "set the mode of", e))?;
+                    } else if made {
+                        self.like_parent(&cur, &fd, &here)?;
+                    }
                     Ok(fd)
                 }
                 other => other,
@@ -624,6 +756,48 @@ impl Applier {
             cur = next.map_err(|e| self.walk_error(&cur, comp, dir, depth, e))?;
         }
         Ok(cur)
+    }
+
+    /// Whether `path` lies outside every mirrored tree (see
+    /// [`Applier::with_tops`]): a directory above a top, which is the
+    /// host's and never changed.
+    fn outside_tops(&self, path: &RelPath) -> bool {
+        self.tops
+            .as_ref()
+            .is_some_and(|tops| !tops.iter().any(|t| path == t || path.is_below(t)))
+    }
+
+    /// Gives the directory `fd`, just made at `path` above the mirrored
+    /// trees, the mode and owner of its parent `parent` (the nearest
+    /// existing ancestor: the walk makes the missing ones top down), and
+    /// says so in the log.
+    fn like_parent(
+        &self,
+        parent: &OwnedFd,
+        fd: &OwnedFd,
+        path: &RelPath,
+    ) -> Result<(), ApplyError> {
+        let like = path.parent().unwrap_or_else(RelPath::root);
+        let st = rfs::fstat(parent).map_err(|e| io_error(&like, "inspect", e))?;
+        if self.options.set_owner {
+            rfs::fchown(
+                fd,
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+            )
+            .map_err(|e| io_error(path, "set the owner of", e))?;
+        }
+        let mode = st.st_mode & 0o7777;
+        rfs::fchmod(fd, Mode::from_raw_mode(mode))
+            .map_err(|e| io_error(path, "set the mode of", e))?;
+        tracing::info!(
+            "created {} above the mirrored trees, with mode {mode:04o} and owner {}:{} as {} has",
+            shown(path),
+            st.st_uid,
+            st.st_gid,
+            shown(&like)
+        );
+        Ok(())
     }
 
     /// Explains why component `depth` of `dir` could not be opened.
@@ -879,6 +1053,11 @@ struct Staged {
 /// The state of one [`Applier::apply`] call.
 struct Batch<'a> {
     ap: &'a Applier,
+    /// See [`Applier::apply_guarded`].
+    guard: Option<&'a dyn LocalGuard>,
+    /// Paths this batch changed in place (a hard link for `SaveOld`, a
+    /// `chmod`): their stat no longer matches the index, by our doing.
+    changed_here: BTreeSet<RelPath>,
     staged: Vec<Staged>,
     /// The paths of `staged`, for the checks of
     /// [`Batch::must_commit_before`] without a scan per action.
@@ -919,6 +1098,8 @@ impl<'a> Batch<'a> {
     fn new(ap: &'a Applier) -> Self {
         Batch {
             ap,
+            guard: None,
+            changed_here: BTreeSet::new(),
             staged: Vec::new(),
             staged_paths: BTreeSet::new(),
             dirs: HashMap::new(),
@@ -1008,6 +1189,9 @@ impl<'a> Batch<'a> {
         action: &Action,
         source: &mut dyn ContentSource,
     ) -> Result<(), ApplyError> {
+        if let Some(done) = self.above_tops(action) {
+            return done;
+        }
         match action {
             Action::SaveOld { path } => self.save_old(path),
             Action::Rename { from, to, meta } => self.rename(index, from, to, meta),
@@ -1022,6 +1206,51 @@ impl<'a> Batch<'a> {
             } => self.stage_write(index, path, *size, hash, meta, from, source),
             Action::MakeSymlink { path, target, meta } => self.make_symlink(path, target, meta),
             Action::SetMeta { path, meta } => self.set_meta(index, path, meta),
+        }
+    }
+
+    /// With a guard, fails if the non-directory `name` in `dir` changed
+    /// since the index recorded it (see [`LocalGuard`]).
+    fn check_unchanged(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        path: &RelPath,
+    ) -> Result<(), ApplyError> {
+        let Some(guard) = self.guard else {
+            return Ok(());
+        };
+        if self.changed_here.contains(path) {
+            return Ok(());
+        }
+        match lstat(dir, name, path)? {
+            Some(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                if guard.unchanged(path, &crate::scan::key_of(&st)) {
+                    Ok(())
+                } else {
+                    Err(ApplyError::ChangedLocally { path: path.clone() })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An action on a directory above the mirrored trees (see
+    /// [`Applier::with_tops`]): making one only makes sure it exists,
+    /// removing one leaves it. `None` for any other action.
+    fn above_tops(&mut self, action: &Action) -> Option<Result<(), ApplyError>> {
+        let path = action.path();
+        if !self.ap.outside_tops(path) {
+            return None;
+        }
+        match action {
+            Action::MakeDir { .. } => {
+                Some(self.ap.open_dir(path, Some(&mut self.touched)).map(|_| ()))
+            }
+            Action::Remove {
+                was: Content::Dir, ..
+            } => Some(Ok(())),
+            _ => None,
         }
     }
 
@@ -1069,6 +1298,10 @@ impl<'a> Batch<'a> {
                 }
             }
         }
+        // What is kept must be what was recorded; the link then changes
+        // the file's ctime, by our doing.
+        self.check_unchanged(&dir, name, path)?;
+        self.changed_here.insert(path.clone());
         let tmp = temp_link(&dir, name, path)?;
         let result = self.shift_generations(&dir, name, path, &tmp);
         if result.is_err() {
@@ -1171,6 +1404,7 @@ impl<'a> Batch<'a> {
         if expected.is_some_and(|want| want != kind) {
             return Err(unexpected(path, was.kind(), kind));
         }
+        self.check_unchanged(&dir, name, path)?;
         if kind == FileType::Directory {
             rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR).map_err(|e| match e {
                 Errno::NOTEMPTY | Errno::EXIST => ApplyError::DirNotEmpty { path: path.clone() },
@@ -1216,6 +1450,7 @@ impl<'a> Batch<'a> {
             return self.set_root_meta(index, meta);
         }
         let (dir, name) = self.ap.parent(path, "set the metadata of", None)?;
+        self.changed_here.insert(path.clone());
         let kind = self
             .ap
             .set_meta_at(&dir, name, path, meta, None, Was::Itself)?;
@@ -1248,6 +1483,7 @@ impl<'a> Batch<'a> {
         let placed = self
             .ap
             .set_symlink_meta(&dir, &tmp, path, meta, Was::Replacing(old))
+            .and_then(|()| self.check_unchanged(&dir, name, path))
             .and_then(|()| self.ap.make_room(&dir, name, path))
             .and_then(|()| {
                 rfs::renameat(&dir, tmp.as_slice(), &dir, name)
@@ -1426,10 +1662,13 @@ impl<'a> Batch<'a> {
         let mut rest = staged.iter();
         while let Some(s) = rest.next() {
             let name = s.path.file_name();
-            let placed = self.ap.make_room(&s.dir, name, &s.path).and_then(|()| {
-                rfs::renameat(&*s.dir, s.tmp.as_slice(), &*s.dir, name)
-                    .map_err(|e| io_error(&s.path, "rename into place", e))
-            });
+            let placed = self
+                .check_unchanged(&s.dir, name, &s.path)
+                .and_then(|()| self.ap.make_room(&s.dir, name, &s.path))
+                .and_then(|()| {
+                    rfs::renameat(&*s.dir, s.tmp.as_slice(), &*s.dir, name)
+                        .map_err(|e| io_error(&s.path, "rename into place", e))
+                });
             if let Err(e) = placed {
                 discard(s);
                 rest.for_each(discard);
@@ -1700,7 +1939,17 @@ fn dir_is_empty(dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<bool, Appl
     Ok(true)
 }
 
-/// What [`Applier::cleanup_stale_temps_tree`] needs of a directory.
+/// What [`Applier::cleanup_dir`] did in one directory.
+struct DirCleanup {
+    /// Temporary files removed.
+    removed: usize,
+    /// The names of its subdirectories, to clean next.
+    subdirs: Vec<Vec<u8>>,
+    /// The temporary files that could not be removed.
+    failed: Vec<ApplyError>,
+}
+
+/// What [`Applier::cleanup_dir`] needs of a directory.
 #[derive(Default)]
 struct Listing {
     /// Non-directories with temporary names.
@@ -2686,6 +2935,68 @@ mod tests {
         assert_eq!(names(dir.path()), ["f.OLD"]);
     }
 
+    /// A guard that knows one file's stat, taken before the batch.
+    struct KnownStat(RelPath, omirr_index::StatKey);
+
+    impl LocalGuard for KnownStat {
+        fn unchanged(&self, path: &RelPath, now: &omirr_index::StatKey) -> bool {
+            *path != self.0 || self.1.unchanged(now)
+        }
+    }
+
+    fn key(path: &Path) -> omirr_index::StatKey {
+        crate::local::stat_key_of(&fs::symlink_metadata(path).expect("lstat"))
+    }
+
+    #[test]
+    fn the_guard_refuses_to_replace_or_remove_a_file_changed_since_it_was_recorded() {
+        let (dir, ap) = default_setup();
+        let mut src = Mem::with(&[b"v1", b"v2"]);
+        ap.apply(&[write("f", b"v1", meta(0o644, T))], &mut src)
+            .expect("v1");
+        let recorded = KnownStat(p("f"), key(&dir.path().join("f")));
+        // Keeping the old version links it (a new ctime, by our doing):
+        // not a local change.
+        ap.apply_guarded(
+            &[
+                Action::SaveOld { path: p("f") },
+                write("f", b"v2", meta(0o644, T)),
+            ],
+            &mut src,
+            &recorded,
+        )
+        .expect("unchanged since recorded");
+        assert_eq!(fs::read(dir.path().join("f")).expect("f"), b"v2");
+        // Written locally since: neither replaced nor removed.
+        let recorded = KnownStat(p("f"), key(&dir.path().join("f")));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(dir.path().join("f"), b"local").expect("write");
+        let mut src = Mem::with(&[b"v3"]);
+        let err = ap
+            .apply_guarded(&[write("f", b"v3", meta(0o644, T))], &mut src, &recorded)
+            .expect_err("changed locally");
+        assert!(
+            matches!(err.error, ApplyError::ChangedLocally { .. }),
+            "{err:?}"
+        );
+        let remove = Action::Remove {
+            path: p("f"),
+            was: Content::File {
+                size: 2,
+                hash: h(b"v2"),
+            },
+        };
+        let err = ap
+            .apply_guarded(std::slice::from_ref(&remove), &mut src, &recorded)
+            .expect_err("changed locally");
+        assert!(
+            matches!(err.error, ApplyError::ChangedLocally { .. }),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(dir.path().join("f")).expect("f"), b"local");
+        assert!(temps(dir.path()).is_empty(), "no temporary file left");
+    }
+
     #[test]
     fn save_old_history_keeps_n_generations() {
         let (dir, ap) = setup(ApplyOptions {
@@ -2857,7 +3168,9 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).expect("symlink");
 
         assert_eq!(ap.cleanup_stale_temps(&p("a/b")).expect("one dir"), 1);
-        assert_eq!(ap.cleanup_stale_temps_tree().expect("tree"), 2);
+        let done = ap.cleanup_stale_temps_tree(&[RelPath::root()]);
+        assert_eq!(done.removed, 2);
+        assert!(done.skipped.is_empty(), "{:?}", done.skipped);
         assert_eq!(
             names(dir.path()),
             [
@@ -2869,5 +3182,216 @@ mod tests {
         );
         assert_eq!(names(&dir.path().join("a")), ["b"]);
         assert!(outside.path().join(stale).exists());
+    }
+
+    #[test]
+    fn cleanup_looks_only_inside_the_tops_and_skips_what_it_cannot_read() {
+        let (dir, ap) = default_setup();
+        let tag = "0123456789abcdef";
+        let at = |rel: &str| dir.path().join(rel);
+        for d in ["srv/www/a", "srv/www/locked", "etc", "proc"] {
+            fs::create_dir_all(at(d)).expect("mkdir");
+        }
+        let inside = [
+            format!("srv/www/.omirr.x.{tag}.tmp"),
+            format!("srv/www/a/.omirr.y.{tag}.tmp"),
+            // Made for the top itself, in the directory above it.
+            format!("srv/.omirr.www.{tag}.tmp"),
+            // A top that is a file.
+            format!("etc/.omirr.hosts.{tag}.tmp"),
+        ];
+        let outside = [
+            format!("proc/.omirr.z.{tag}.tmp"),
+            format!(".omirr.srv.{tag}.tmp"),
+            format!("srv/.omirr.other.{tag}.tmp"),
+            format!("srv/.omirr.wwwx.{tag}.tmp"),
+            format!("etc/.omirr.passwd.{tag}.tmp"),
+        ];
+        let locked_temp = format!("srv/www/locked/.omirr.l.{tag}.tmp");
+        for f in inside.iter().chain(&outside).chain([&locked_temp]) {
+            fs::write(at(f), b"half").expect("write");
+        }
+        fs::write(at("etc/hosts"), b"127.0.0.1 localhost").expect("write");
+
+        // An unreadable directory: a mode that bars us, and for root
+        // (whom modes do not bar) a file-system identity that is not root,
+        // on the thread that cleans.
+        let root = nix::unistd::geteuid().is_root();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        if root {
+            for d in ["", "srv", "srv/www", "srv/www/a", "etc", "proc"] {
+                nix::unistd::chown(&at(d), Some(nobody), None).expect("chown");
+            }
+        }
+        fs::set_permissions(at("srv/www/locked"), fs::Permissions::from_mode(0o000))
+            .expect("chmod");
+        let tops = [
+            p("srv/www"),
+            p("etc/hosts"),
+            p("srv/www/a"),
+            p("absent/top"),
+        ];
+        let done = std::thread::scope(|s| {
+            s.spawn(|| {
+                if root {
+                    nix::unistd::setfsuid(nobody);
+                }
+                ap.cleanup_stale_temps_tree(&tops)
+            })
+            .join()
+            .expect("cleanup thread")
+        });
+        fs::set_permissions(at("srv/www/locked"), fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+
+        for f in &inside {
+            assert!(!at(f).exists(), "{f} was not removed");
+        }
+        for f in &outside {
+            assert!(at(f).exists(), "{f}, outside the tops, was removed");
+        }
+        assert!(at(&locked_temp).exists());
+        assert!(at("etc/hosts").exists());
+        assert_eq!(done.removed, inside.len());
+        assert_eq!(done.skipped.len(), 1, "{:?}", done.skipped);
+        assert_eq!(
+            done.skipped[0].to_string(),
+            "cannot open directory srv/www/locked: Permission denied"
+        );
+    }
+
+    #[test]
+    fn directories_above_the_tops_are_never_changed_and_made_like_their_parent() {
+        let (dir, ap) = default_setup();
+        let ap = ap.with_tops(vec![p("home/alice/www"), p("opt/x")]);
+        let at = |rel: &str| dir.path().join(rel);
+        // The host's own /home: private, someone else's, old.
+        let old = 1_500_000_000_000_000_000;
+        let owner = if is_root() {
+            1234
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        fs::create_dir(at("home")).expect("mkdir");
+        if is_root() {
+            nix::unistd::chown(&at("home"), Some(owner.into()), Some(4321.into())).expect("chown");
+        }
+        fs::set_permissions(at("home"), fs::Permissions::from_mode(0o711)).expect("chmod");
+        fs::write(at("opt"), b"a file where a directory is implied").expect("write");
+        let set_old = || {
+            filetime::set_file_mtime(
+                at("home"),
+                filetime::FileTime::from_unix_time(1_500_000_000, 0),
+            )
+            .expect("mtime")
+        };
+        set_old();
+
+        // What the resolver asks of a new host: the directories above the
+        // top exist only because the top does (Meta::IMPLIED_DIR).
+        let www = meta(0o750, T);
+        let actions = vec![
+            Action::MakeDir {
+                path: p("home"),
+                meta: Meta::IMPLIED_DIR,
+            },
+            Action::MakeDir {
+                path: p("home/alice"),
+                meta: Meta::IMPLIED_DIR,
+            },
+            Action::MakeDir {
+                path: p("home/alice/www"),
+                meta: www,
+            },
+            write("home/alice/www/index.html", b"hi", meta(0o644, T)),
+        ];
+        ap.apply(&actions, &mut Mem::with(&[b"hi"])).expect("apply");
+        let mode = |rel: &str| fs::symlink_metadata(at(rel)).expect("stat").mode() & 0o7777;
+        let ids = |rel: &str| {
+            let m = fs::symlink_metadata(at(rel)).expect("stat");
+            (m.uid(), m.gid())
+        };
+        assert_eq!(
+            mode("home"),
+            0o711,
+            "an existing directory above a top was changed"
+        );
+        assert_eq!(mtime_ns(&at("home")), old);
+        let gid = if is_root() { 4321 } else { ids("home").1 };
+        assert_eq!(ids("home"), (owner, gid));
+        // Made like its nearest existing ancestor.
+        assert_eq!(mode("home/alice"), 0o711);
+        assert_eq!(ids("home/alice"), (owner, gid));
+        // The top itself is mirrored.
+        assert_eq!(mode("home/alice/www"), 0o750);
+        assert_eq!(mtime_ns(&at("home/alice/www")), T);
+        assert_eq!(
+            fs::read(at("home/alice/www/index.html")).expect("read"),
+            b"hi"
+        );
+
+        // Nor are they removed when the top goes, nor fixed again.
+        set_old();
+        let actions = vec![
+            Action::Remove {
+                path: p("home/alice/www/index.html"),
+                was: Content::File {
+                    size: 2,
+                    hash: h(b"hi"),
+                },
+            },
+            Action::Remove {
+                path: p("home/alice/www"),
+                was: Content::Dir,
+            },
+            Action::Remove {
+                path: p("home/alice"),
+                was: Content::Dir,
+            },
+            Action::Remove {
+                path: p("home"),
+                was: Content::Dir,
+            },
+        ];
+        ap.apply(&actions, &mut Mem::default()).expect("apply");
+        assert!(!at("home/alice/www").exists());
+        assert_eq!(mode("home/alice"), 0o711);
+        assert_eq!(mode("home"), 0o711);
+        assert_eq!(mtime_ns(&at("home")), old);
+
+        // What is there instead of an implied directory is not replaced.
+        let err = ap
+            .apply(
+                &[Action::MakeDir {
+                    path: p("opt"),
+                    meta: Meta::IMPLIED_DIR,
+                }],
+                &mut Mem::default(),
+            )
+            .expect_err("a file above a top");
+        assert!(
+            matches!(err.error, ApplyError::NotADirectory { .. }),
+            "{err}"
+        );
+        assert!(at("opt").is_file());
+        // Nor is a symbolic link (/home -> /data/home): it is refused,
+        // never followed, never removed.
+        fs::create_dir(at("data")).expect("mkdir");
+        std::os::unix::fs::symlink("data", at("srv")).expect("symlink");
+        let ap = ap.with_tops(vec![p("srv/www")]);
+        let err = ap
+            .apply(
+                &[Action::MakeDir {
+                    path: p("srv"),
+                    meta: Meta::IMPLIED_DIR,
+                }],
+                &mut Mem::default(),
+            )
+            .expect_err("a symlink above a top");
+        assert!(
+            matches!(err.error, ApplyError::SymlinkInPath { .. }),
+            "{err}"
+        );
+        assert!(fs::symlink_metadata(at("srv")).expect("kept").is_symlink());
     }
 }

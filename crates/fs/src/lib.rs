@@ -2,13 +2,16 @@
 //!
 //! This crate owns every interaction with the local disk that has a safety
 //! rule attached: refusing configuration and key files that others can
-//! write ([`secure`]), applying the resolver's actions inside a mirror root
-//! without ever following a symlink out of it ([`apply`]), scanning trees
+//! write ([`secure`]), opening a path of the tree on a peer's behalf
+//! beneath the root and never through a symlink ([`beneath`]), applying
+//! the resolver's actions inside a mirror root without ever following a
+//! symlink out of it ([`apply`]), scanning trees
 //! ([`scan`]), watching them ([`watch`]), and recording what a scan finds
 //! in the index ([`local`]).
 //! It holds no sync rules (see `omirr-core`) and no network code.
 
 pub mod apply;
+pub mod beneath;
 pub mod local;
 pub mod owners;
 pub mod scan;

@@ -129,7 +129,7 @@ pub fn apply_resolved(
     for c in batch {
         hlc.observe(c.entry.version.ts);
     }
-    let (done, failure) = match applier.apply(&res.actions, source) {
+    let (done, failure) = match applier.apply_guarded(&res.actions, source, &IndexGuard(index)) {
         Ok(()) => (res.actions.len(), None),
         Err(e) => (e.durable, Some(e)),
     };
@@ -189,6 +189,20 @@ pub fn apply_resolved(
                 recorded,
                 action,
             })
+        }
+    }
+}
+
+/// The index's stat keys, as the applier's guard against replacing a
+/// local write the watcher has not recorded yet.
+struct IndexGuard<'i>(&'i Index);
+
+impl crate::apply::LocalGuard for IndexGuard<'_> {
+    fn unchanged(&self, path: &RelPath, now: &StatKey) -> bool {
+        match self.0.stat(path) {
+            // Nothing to compare: as before.
+            Ok(Some(key)) => key.unchanged(now),
+            _ => true,
         }
     }
 }

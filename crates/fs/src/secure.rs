@@ -1,11 +1,24 @@
 //! Reading and writing files that decide what this host trusts.
 //!
 //! The Distfile, the peers file and the TLS key say what this host mirrors
-//! and whom it believes. Whoever can write one of them controls the host,
-//! so a file that group or others can write is refused rather than read
-//! ([`read_secure`], [`check_secure`]). The check is made with `fstat` on
-//! the descriptor that is then read, so the file cannot be swapped between
-//! the check and the read.
+//! and whom it believes. Whoever can write one of them, or replace it,
+//! controls the host, so ([`read_secure`], [`check_secure`]) refuse rather
+//! than read a file
+//!
+//! - that group or others can write;
+//! - that is owned by anyone but root or the user omirrd runs as (the
+//!   owner can always make it writable);
+//! - that lies in a directory, or below one, that is owned by anyone else
+//!   or that group or others can write, unless the directory has the
+//!   sticky bit (`/tmp`): there only an entry's owner (checked) or the
+//!   directory's owner (checked) can rename or remove it. Every directory
+//!   of the file's real path is checked, up to `/`, as sshd's StrictModes
+//!   does; symbolic links on the way are resolved first, so what is
+//!   checked is where the file really is.
+//!
+//! The checks of the file are made with `fstat` on the descriptor that is
+//! then read, so the file cannot be swapped between the check and the
+//! read; its real path is the one the kernel gives for that descriptor.
 //!
 //! Writing such files goes through [`write_atomic`] (or [`write_new`]): a
 //! temporary file created with its final mode, synced, then renamed into
@@ -111,6 +124,48 @@ pub enum SecureFileError {
     )]
     Writable { path: PathBuf, who: Who, mode: u32 },
 
+    #[error(
+        "{} is owned by {}; omirrd trusts only files owned by root or by the user it runs as ({}), since a file's owner can always change it. Fix: chown {} {}",
+        path.display(),
+        user(*uid),
+        fix_owner(*daemon_uid),
+        fix_owner(*daemon_uid),
+        path.display()
+    )]
+    Owner {
+        path: PathBuf,
+        uid: u32,
+        daemon_uid: u32,
+    },
+
+    #[error(
+        "{} lies in {}, which is owned by {}; whoever owns a directory can replace what is in it. Fix: chown {} {}",
+        path.display(),
+        dir.display(),
+        user(*uid),
+        fix_owner(*daemon_uid),
+        dir.display()
+    )]
+    DirectoryOwner {
+        path: PathBuf,
+        dir: PathBuf,
+        uid: u32,
+        daemon_uid: u32,
+    },
+
+    #[error(
+        "{} lies in {}, which is writable by {who} (mode {mode:04o}) without the sticky bit; whoever can write a directory can replace what is in it. Fix: chmod go-w {}",
+        path.display(),
+        dir.display(),
+        dir.display()
+    )]
+    DirectoryWritable {
+        path: PathBuf,
+        dir: PathBuf,
+        who: Who,
+        mode: u32,
+    },
+
     #[error("{} is {kind}, not a regular file", path.display())]
     NotRegular { path: PathBuf, kind: FileKind },
 
@@ -159,10 +214,78 @@ fn describe(error: &io::Error) -> String {
     }
 }
 
+/// A user as messages show it: its name and number, or the number alone.
+fn user(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("{} (uid {uid})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// Whom to give a refused file or directory to: root, or the daemon's
+/// user when it is not root.
+fn fix_owner(daemon_uid: u32) -> String {
+    if daemon_uid == 0 {
+        return "root".to_string();
+    }
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(daemon_uid)) {
+        Ok(Some(u)) => u.name,
+        _ => daemon_uid.to_string(),
+    }
+}
+
+/// Whether `uid` may own what this host trusts: root or the daemon's user.
+fn trusted_owner(uid: u32, daemon_uid: u32) -> bool {
+    uid == 0 || uid == daemon_uid
+}
+
+/// The path of the open file `file` as the kernel knows it (symbolic links
+/// resolved), or, without /proc, `path` resolved.
+fn real_path(file: &File, path: &Path) -> Result<PathBuf, SecureFileError> {
+    use std::os::fd::AsRawFd;
+    let proc = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    match fs::read_link(&proc) {
+        Ok(real) if real.is_absolute() => Ok(real),
+        _ => fs::canonicalize(path).map_err(|e| SecureFileError::io("resolve", path, e)),
+    }
+}
+
+/// Checks every directory of `real` (the real path of `path`) up to `/`:
+/// owned by root or the daemon's user, and not writable by group or
+/// others unless sticky. See the module documentation.
+fn check_directories(path: &Path, real: &Path, daemon_uid: u32) -> Result<(), SecureFileError> {
+    use std::os::unix::fs::MetadataExt;
+    for dir in real.ancestors().skip(1) {
+        let meta = fs::symlink_metadata(dir).map_err(|e| SecureFileError::io("inspect", dir, e))?;
+        if !trusted_owner(meta.uid(), daemon_uid) {
+            return Err(SecureFileError::DirectoryOwner {
+                path: path.to_path_buf(),
+                dir: dir.to_path_buf(),
+                uid: meta.uid(),
+                daemon_uid,
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o1000 == 0 {
+            if let Some(who) = Who::having(mode, 0o2) {
+                return Err(SecureFileError::DirectoryWritable {
+                    path: path.to_path_buf(),
+                    dir: dir.to_path_buf(),
+                    who,
+                    mode,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Opens `path` and checks, on the open descriptor, that it is a regular
-/// file that neither group nor others can write. Returns the file and its
-/// permission bits.
+/// file that neither group nor others can write, owned by root or the
+/// daemon's user, in directories only they can change (see the module
+/// documentation). Returns the file and its permission bits.
 fn open_checked(path: &Path) -> Result<(File, u32), SecureFileError> {
+    use std::os::unix::fs::MetadataExt;
     // O_NONBLOCK so that a FIFO planted at the path cannot hang the daemon
     // in open(); it has no effect on reading a regular file.
     let file = OpenOptions::new()
@@ -189,17 +312,29 @@ fn open_checked(path: &Path) -> Result<(File, u32), SecureFileError> {
             mode,
         });
     }
+    let daemon_uid = nix::unistd::geteuid().as_raw();
+    if !trusted_owner(meta.uid(), daemon_uid) {
+        return Err(SecureFileError::Owner {
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+            daemon_uid,
+        });
+    }
+    check_directories(path, &real_path(&file, path)?, daemon_uid)?;
     Ok((file, mode))
 }
 
 /// Checks that `path` is a regular file that neither group nor others can
-/// write, without reading it.
+/// write, owned and placed as the module documentation says, without
+/// reading it.
 pub fn check_secure(path: &Path) -> Result<(), SecureFileError> {
     open_checked(path).map(|_| ())
 }
 
 /// Reads a configuration, peers or key file, refusing it if it is not a
-/// regular file or if group or others can write it.
+/// regular file, if group or others can write it, or if someone other than
+/// root or the daemon's user owns it or a directory above it (see the
+/// module documentation).
 pub fn read_secure(path: &Path) -> Result<Vec<u8>, SecureFileError> {
     read_secure_with_mode(path).map(|(data, _)| data)
 }
@@ -529,5 +664,110 @@ mod tests {
         assert_eq!(Who::having(0o666, 0o2), Some(Who::GroupAndOthers));
         assert_eq!(Who::having(0o640, 0o7), Some(Who::Group));
         assert_eq!(Who::having(0o600, 0o7), None);
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn chown(path: &Path, uid: u32) {
+        nix::unistd::chown(path, Some(uid.into()), None).expect("chown");
+    }
+
+    #[test]
+    fn files_owned_by_another_user_are_refused_with_advice() {
+        if !is_root() {
+            eprintln!("skipped: only root can give a file away");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = file_with_mode(dir.path(), "omirrd.conf", 0o644);
+        chown(&path, 1234);
+        let err = read_secure(&path).expect_err("someone else's file");
+        assert!(
+            matches!(&err, SecureFileError::Owner { path: p, uid: 1234, daemon_uid: 0 } if p == &path),
+            "{err:?}"
+        );
+        let shown = path.display();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{shown} is owned by uid 1234; omirrd trusts only files owned by root or by the \
+                 user it runs as (root), since a file's owner can always change it. \
+                 Fix: chown root {shown}"
+            )
+        );
+        // Root's own file, and the daemon user's, are trusted.
+        chown(&path, 0);
+        read_secure(&path).expect("root's file");
+    }
+
+    #[test]
+    fn files_in_directories_others_can_change_are_refused_with_advice() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("etc");
+        fs::create_dir(&dir).expect("mkdir");
+        let path = file_with_mode(&dir, "peers", 0o644);
+        let shown = (path.display(), dir.display());
+        for (mode, who) in [
+            (0o777, "group and others"),
+            (0o775, "group"),
+            (0o757, "others"),
+        ] {
+            fs::set_permissions(&dir, Permissions::from_mode(mode)).expect("chmod");
+            let err = read_secure(&path).expect_err("a writable directory");
+            assert!(
+                matches!(&err, SecureFileError::DirectoryWritable { dir: d, mode: m, .. } if d == &dir && *m == mode),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{} lies in {}, which is writable by {who} (mode 0{mode:o}) without the \
+                     sticky bit; whoever can write a directory can replace what is in it. \
+                     Fix: chmod go-w {}",
+                    shown.0, shown.1, shown.1
+                )
+            );
+        }
+        // Sticky, as /tmp: only the file's owner may replace it there.
+        fs::set_permissions(&dir, Permissions::from_mode(0o1777)).expect("chmod");
+        read_secure(&path).expect("in a sticky directory");
+
+        // A symbolic link from a safe place does not hide where the file is.
+        let safe = base.path().join("safe");
+        fs::create_dir(&safe).expect("mkdir");
+        std::os::unix::fs::symlink(&path, safe.join("peers")).expect("symlink");
+        fs::set_permissions(&dir, Permissions::from_mode(0o777)).expect("chmod");
+        assert!(matches!(
+            read_secure(&safe.join("peers")),
+            Err(SecureFileError::DirectoryWritable { dir: d, .. }) if d == dir
+        ));
+        fs::set_permissions(&dir, Permissions::from_mode(0o755)).expect("chmod");
+        read_secure(&safe.join("peers")).expect("a safe place again");
+
+        if !is_root() {
+            eprintln!("skipped the owner checks: only root can give a directory away");
+            return;
+        }
+        // A directory further up, owned by someone else.
+        chown(base.path(), 1234);
+        let err = check_secure(&path).expect_err("someone else's directory");
+        assert!(
+            matches!(&err, SecureFileError::DirectoryOwner { dir: d, uid: 1234, .. } if d == base.path()),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} lies in {}, which is owned by uid 1234; whoever owns a directory can \
+                 replace what is in it. Fix: chown root {}",
+                shown.0,
+                base.path().display(),
+                base.path().display()
+            )
+        );
+        chown(base.path(), 0);
+        check_secure(&path).expect("root's again");
     }
 }

@@ -5,8 +5,8 @@ use crate::codec;
 use crate::error::IndexError;
 use crate::schema::{
     aside_key, holder_key, inode_key, inode_prefix, split_key, tombstone_key, StatTuple, ASIDE,
-    BY_SEQ, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, MAGIC,
-    META, META_FORMAT, META_MAGIC, STATS, TOMBSTONES,
+    BY_SEQ, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, LATEST,
+    MAGIC, META, META_FORMAT, META_ID, META_MAGIC, PEER_INDEXES, STATS, TOMBSTONES,
 };
 use crate::stat::StatKey;
 use omirr_core::{Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp};
@@ -60,6 +60,8 @@ struct Stored {
 pub struct Index {
     pub(crate) db: Database,
     path: PathBuf,
+    /// See [`Index::id`].
+    id: u64,
 }
 
 impl fmt::Debug for Index {
@@ -184,8 +186,9 @@ impl Index {
             }
             Err(source) => return Err(IndexError::Open { path, source }),
         };
-        let ix = Index { db, path };
+        let mut ix = Index { db, path, id: 0 };
         ix.check_or_init()?;
+        ix.id = ix.id_or_init()?;
         Ok(ix)
     }
 
@@ -321,6 +324,88 @@ impl Index {
             Tables::open(p, &txn)?;
         }
         txn.commit().at(p, "committing the new index")
+    }
+
+    /// The index's id, made now if it has none.
+    fn id_or_init(&self) -> Result<u64, IndexError> {
+        let p = &self.path;
+        let txn = self.read()?;
+        let meta = self.table(&txn, META)?;
+        if let Some(g) = meta.get(META_ID).at(p, "reading the id")? {
+            return <[u8; 8]>::try_from(g.value())
+                .map(u64::from_le_bytes)
+                .ok()
+                .filter(|&id| id != 0)
+                .ok_or_else(|| corrupt(p, "its id is malformed"));
+        }
+        drop(meta);
+        drop(txn);
+        let id = new_id();
+        let txn = self
+            .db
+            .begin_write()
+            .at(p, "starting a write transaction")?;
+        {
+            let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
+            meta.insert(META_ID, &id.to_le_bytes()[..])
+                .at(p, "writing the id")?;
+        }
+        txn.commit().at(p, "committing the id")?;
+        Ok(id)
+    }
+
+    /// This index's id: random, made with it, never 0. A peer's cursor
+    /// for this host counts in the index with this id; an index made anew
+    /// (the state directory was lost) or restored from a backup has
+    /// another id or an older sequence, and peers start over from it
+    /// ([`Index::meet_peer_index`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The id of `peer`'s index that its cursor counts in; 0 if unknown.
+    pub fn peer_index(&self, peer: &HostId) -> Result<u64, IndexError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(PEER_INDEXES) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e).at(&self.path, "opening a table"),
+        };
+        let got = table
+            .get(peer.as_str())
+            .at(&self.path, "reading a peer's index id")?;
+        Ok(got.map_or(0, |g| g.value()))
+    }
+
+    /// `peer` says its index has id `id`. If the cursor kept for it
+    /// counts in another index of that peer, the cursor goes back to 0
+    /// (one transaction with the new id) and this returns `true`: the
+    /// peer lost or replaced its index, and everything it has is to be
+    /// asked for again. A cursor kept before ids existed (no id known)
+    /// is trusted.
+    pub fn meet_peer_index(&self, peer: &HostId, id: u64) -> Result<bool, IndexError> {
+        if self.peer_index(peer)? == id {
+            return Ok(false);
+        }
+        self.write(|t| {
+            let mut table = t
+                .txn
+                .open_table(PEER_INDEXES)
+                .at(t.path, "opening a table")?;
+            let known = table
+                .get(peer.as_str())
+                .at(t.path, "reading a peer's index id")?
+                .map_or(0, |g| g.value());
+            table
+                .insert(peer.as_str(), id)
+                .at(t.path, "writing a peer's index id")?;
+            drop(table);
+            let replaced = known != 0 && known != id;
+            if replaced {
+                t.set_cursor(peer, 0)?;
+            }
+            Ok(replaced)
+        })
     }
 
     fn read(&self) -> Result<ReadTransaction, IndexError> {
@@ -593,6 +678,22 @@ impl Index {
             out.push((HostId::new(host), aside));
         }
         Ok(out)
+    }
+
+    /// The greatest timestamp of a version made by `host` that this index
+    /// ever recorded (0 if none): what a host that lost its index lacks
+    /// of its own changes lies above this.
+    pub fn latest_of(&self, host: &HostId) -> Result<Timestamp, IndexError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(LATEST) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Timestamp(0)),
+            Err(e) => return Err(e).at(&self.path, "opening a table"),
+        };
+        let got = table
+            .get(host.as_str())
+            .at(&self.path, "reading a host's latest version")?;
+        Ok(Timestamp(got.map_or(0, |g| g.value())))
     }
 
     /// The chunk list cached for the content with `hash` (opaque bytes;
@@ -951,6 +1052,19 @@ mod v1 {
     }
 }
 
+/// A new index id: random (the standard library's hasher keys come from
+/// the operating system's random source), mixed with the time; never 0.
+fn new_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
 /// A peer's change this host could not apply, kept with its reason until
 /// a retry applies it or a newer version of its path supersedes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -981,6 +1095,9 @@ struct Tables<'t> {
     hlc: u64,
     /// The counters as read, to write back only what changed.
     was: (Seq, u64),
+    /// Per host, the greatest timestamp of its versions recorded in this
+    /// transaction (merged into [`LATEST`] by [`Tables::finish`]).
+    latest: std::collections::HashMap<omirr_core::HostId, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -1003,6 +1120,7 @@ impl<'t> Tables<'t> {
             last_seq,
             hlc,
             was: (last_seq, hlc),
+            latest: std::collections::HashMap::new(),
         })
     }
 
@@ -1017,6 +1135,20 @@ impl<'t> Tables<'t> {
             self.counters
                 .insert(HLC_LAST, self.hlc)
                 .at(p, "writing the clock")?;
+        }
+        if !self.latest.is_empty() {
+            let mut table = self.txn.open_table(LATEST).at(p, "opening a table")?;
+            for (host, ts) in self.latest.drain() {
+                let was = table
+                    .get(host.as_str())
+                    .at(p, "reading a host's latest version")?
+                    .map_or(0, |g| g.value());
+                if ts > was {
+                    table
+                        .insert(host.as_str(), ts)
+                        .at(p, "writing a host's latest version")?;
+                }
+            }
         }
         Ok(())
     }
@@ -1047,6 +1179,13 @@ impl<'t> Tables<'t> {
             .checked_add(1)
             .ok_or_else(|| corrupt(p, "last_seq is at its maximum"))?;
         self.last_seq = seq;
+        let ts = entry.version.ts.0;
+        match self.latest.get_mut(&entry.version.host) {
+            Some(t) => *t = (*t).max(ts),
+            None => {
+                self.latest.insert(entry.version.host.clone(), ts);
+            }
+        }
         let bytes = codec::encode(&StoredRef { seq, entry }).map_err(|e| IndexError::Encode {
             path: p.to_path_buf(),
             what: "an entry",

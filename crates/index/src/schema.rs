@@ -15,6 +15,10 @@ use redb::TableDefinition;
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_MAGIC: &str = "magic";
 pub const META_FORMAT: &str = "format";
+/// A random id made with the index (8 bytes, little-endian; never 0): a
+/// peer's cursor is a sequence of one index, and this says which. Added
+/// to an index that lacks it when it is opened.
+pub const META_ID: &str = "id";
 pub const MAGIC: &[u8] = b"omirr-index";
 
 /// Counters: [`LAST_SEQ`], [`HLC_LAST`].
@@ -49,6 +53,17 @@ pub const CHUNK_LISTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chu
 /// this host could not apply, set aside with its reason (see
 /// docs/sync-model.md). Created on first use, like [`CHUNK_LISTS`].
 pub const ASIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("aside");
+
+/// peer host name -> the id of the peer's index that its cursor in
+/// [`CURSORS`] counts in. Created on first use.
+pub const PEER_INDEXES: TableDefinition<&str, u64> = TableDefinition::new("peer_indexes");
+
+/// host name -> the greatest timestamp of a version made by that host
+/// that was ever recorded here. Tells a host whose index is new or
+/// restored which of its own changes it lacks (see
+/// [`crate::Index::latest_of`]). Created on first use, like
+/// [`CHUNK_LISTS`]; an index from before it reads as 0 for every host.
+pub const LATEST: TableDefinition<&str, u64> = TableDefinition::new("latest");
 
 pub fn aside_key(peer: &str, path: &RelPath) -> Vec<u8> {
     let mut k = Vec::with_capacity(peer.len() + 1 + path.as_bytes().len());

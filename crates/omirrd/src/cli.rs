@@ -106,10 +106,40 @@ pub struct DaemonArgs {
     /// suffixes (powers of 1024).
     #[arg(long, global = true, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
     pub in_flight: u64,
+    /// The most another host's wall clock may differ from this host's:
+    /// a peer further off is refused, and a change stamped further ahead
+    /// than this is set aside. Seconds, or with an s, m or h suffix.
+    #[arg(long, global = true, value_name = "TIME", default_value = "5m", value_parser = parse_duration)]
+    pub max_clock_offset: std::time::Duration,
     /// Define or override a Distfile variable, as rdist's -d. VALUE is
     /// empty, one name, or a parenthesised list.
     #[arg(short = 'd', global = true, value_name = "VAR=VALUE", value_parser = parse_define)]
     pub define: Vec<(String, String)>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "expected a number of seconds with an optional s, m or h, found '{s}'"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, found '{s}'"))?;
+    match n.checked_mul(scale) {
+        Some(0) => Err("the maximum clock offset must be at least 1 second".into()),
+        Some(v) => Ok(std::time::Duration::from_secs(v)),
+        None => Err(format!("'{s}' is too large")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

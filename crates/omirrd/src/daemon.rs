@@ -10,6 +10,7 @@
 //!   index.
 
 use crate::cli::DaemonArgs;
+use crate::listen::{self, HANDSHAKE_TIMEOUT};
 use crate::plan::Plan;
 use anyhow::{Context, Result};
 use omirr_core::{Hlc, HostId, RelPath};
@@ -48,6 +49,9 @@ impl Policy for PlanPolicy {
     }
     fn authorised(&self, peer: &str, path: &RelPath) -> bool {
         self.0.authorised(peer, path)
+    }
+    fn unshared_below(&self, peer: &str, path: &RelPath) -> Option<RelPath> {
+        self.0.unshared_below(peer, path)
     }
     fn excluded(&self, path: &RelPath) -> bool {
         self.0.excluded(path)
@@ -114,13 +118,18 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let index = Index::open(state_dir)?;
     let plan = Arc::new(plan);
     let mut applier = Applier::open(&plan.root, Default::default())
-        .with_context(|| format!("cannot use the root {}", plan.root.display()))?;
+        .with_context(|| format!("cannot use the root {}", plan.root.display()))?
+        .with_tops(plan.tops());
     // Owners, groups, modes and kept versions as the install options say.
     applier.set_rules(plan.clone());
-    let stale = applier.cleanup_stale_temps_tree()?;
-    if stale > 0 {
+    // Only the mirrored trees: the root may well be `/`.
+    let stale = applier.cleanup_stale_temps_tree(&plan.tops());
+    for e in &stale.skipped {
+        tracing::warn!("start-up clean-up of temporary files skipped: {e}");
+    }
+    if stale.removed > 0 {
         tracing::info!(
-            files = stale,
+            files = stale.removed,
             "removed temporary files left by an interrupted run"
         );
     }
@@ -174,18 +183,21 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let listener = TcpListener::bind((me.host.as_str(), me.port))
         .await
         .with_context(|| format!("cannot listen on {me}"))?;
-    let engine = Arc::new(Engine::new(
-        Store::new(index)?,
-        Disk {
-            root: plan.root.clone(),
-            tops,
-            write: Mutex::new(WriteSide { hlc, applier }),
-            stage_dir,
-        },
-        Arc::new(PlanPolicy(plan.clone())),
-        &plan.peer_names(),
-        args.in_flight,
-    ));
+    let engine = Arc::new(
+        Engine::new(
+            Store::new(index)?,
+            Disk {
+                root: plan.root.clone(),
+                tops,
+                write: Mutex::new(WriteSide { hlc, applier }),
+                stage_dir,
+            },
+            Arc::new(PlanPolicy(plan.clone())),
+            &plan.peer_names(),
+            args.in_flight,
+        )
+        .with_max_clock_offset(args.max_clock_offset),
+    );
     let shared = Arc::new(Shared {
         engine,
         identity,
@@ -292,15 +304,23 @@ async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: R
     }
 }
 
+/// Accepts peers' connections: at most [`listen::MAX_HANDSHAKES`]
+/// handshakes at once, and a pause after a failed accept (see
+/// [`crate::listen`]).
 async fn accept(shared: Arc<Shared>, listener: TcpListener) {
+    let mut handshakes = listen::Handshakes::new(listen::MAX_HANDSHAKES);
+    let mut failures = listen::Throttle::default();
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                listen::accept_failed("peer listener", &e, &mut failures).await;
                 continue;
             }
+        };
+        let Some(slot) = handshakes.admit(&from) else {
+            drop(stream);
+            continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -320,6 +340,8 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
                 Ok((name, _)) => name,
                 Err(e) => return tracing::warn!(%from, "refused a connection: {e}"),
             };
+            // Authenticated: the session is no longer a handshake.
+            drop(slot);
             let plan = shared.plan();
             if peer == plan.host || !plan.peer_names().contains(&peer) {
                 return tracing::warn!(%from, %peer, "refused a connection: this host shares no mirror set with it");
@@ -328,8 +350,6 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
         });
     }
 }
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn dial(shared: Arc<Shared>, peer: String) {
     let mut backoff = Duration::from_millis(100);

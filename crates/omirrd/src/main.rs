@@ -16,6 +16,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod demo;
+mod listen;
 mod logging;
 mod plan;
 mod status;

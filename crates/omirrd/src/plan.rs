@@ -211,6 +211,17 @@ impl Plan {
             .any(|(set, named)| set.has_host(peer) && !set.is_excluded(&named))
     }
 
+    /// A path strictly below `path` that this host mirrors in a set that
+    /// does not list `peer`, or that the sets listing `peer` exclude:
+    /// what a tombstone or a file from `peer` at `path` would remove or
+    /// hide, and `peer` may not.
+    pub fn unshared_below(&self, peer: &str, path: &RelPath) -> Option<RelPath> {
+        self.my_paths()
+            .map(|(_, target, _)| target)
+            .filter(|target| target.is_below(path))
+            .find(|target| !self.authorised(peer, target))
+    }
+
     /// Whether an overwritten file at `path` is kept (`savetargets`).
     pub fn savetargets(&self, path: &RelPath) -> bool {
         self.covering(path)
@@ -531,5 +542,37 @@ pub(crate) mod tests {
         assert_eq!(plan.tops(), [p("opt/y"), p("srv/www/static")]);
         assert!(plan.authorised("b", &p("opt/y/bin")));
         assert!(!plan.authorised("b", &p("opt/x/bin")));
+    }
+
+    #[test]
+    fn nested_sets_a_peer_is_not_part_of_are_found_below_a_path() {
+        // The case: c shares /srv/www but not /srv/www/private,
+        // which one statement excludes and another mirrors with b only.
+        let conf =
+            "/srv/www -> ( a b c )\n\texcept /srv/www/private ;\n/srv/www/private -> ( a b )\n";
+        let (plan, _dir) = plan("a", conf);
+        assert_eq!(
+            plan.unshared_below("c", &p("srv/www")),
+            Some(p("srv/www/private"))
+        );
+        assert_eq!(
+            plan.unshared_below("c", &p("srv")),
+            Some(p("srv/www/private"))
+        );
+        assert_eq!(
+            plan.unshared_below("b", &p("srv/www")),
+            None,
+            "b is in both"
+        );
+        assert_eq!(plan.unshared_below("c", &p("srv/www/x")), None);
+        assert_eq!(
+            plan.unshared_below("c", &p("srv/www/private")),
+            None,
+            "strictly below"
+        );
+        // In CONF, c shares static only; b shares www and static.
+        let (plan, _dir) = self::plan("a", CONF);
+        assert_eq!(plan.unshared_below("b", &p("srv/www")), None);
+        assert_eq!(plan.unshared_below("c", &p("srv/www/static")), None);
     }
 }

@@ -86,9 +86,16 @@ pub async fn serve(
     status: impl Fn() -> Status + Send + 'static,
 ) {
     use tokio::io::AsyncWriteExt;
+    let mut failures = crate::listen::Throttle::default();
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
+        let mut conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            // Out of descriptors, the connection stays queued and the
+            // socket ready: without a pause this loop would spin.
+            Err(e) => {
+                crate::listen::accept_failed("status socket", &e, &mut failures).await;
+                continue;
+            }
         };
         let body = match serde_json::to_vec(&status()) {
             Ok(b) => b,
@@ -133,8 +140,8 @@ pub fn render(s: &Status, now: u64) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6}  last error",
-        "peer", "state", "chg out", "chg in", "frm out", "frm in", "queue"
+        "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}  last error",
+        "peer", "state", "chg out", "chg in", "frm out", "frm in", "queue", "clock", "refused"
     );
     for (name, p) in &s.peers {
         let state = match (p.connected, p.since) {
@@ -142,9 +149,15 @@ pub fn render(s: &Status, now: u64) -> String {
             (false, Some(t)) => format!("down {}", ago(now, t)),
             (_, None) => "never connected".to_string(),
         };
+        // The peer's clock against ours, as last measured.
+        let clock = match p.clock_offset_ms {
+            Some(ms) if ms.abs() >= 100_000 => format!("{:+}s", ms / 1000),
+            Some(ms) => format!("{:+.1}s", ms as f64 / 1000.0),
+            None => "-".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6}  {}",
+            "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}  {}",
             name,
             state,
             p.changes_sent,
@@ -152,6 +165,8 @@ pub fn render(s: &Status, now: u64) -> String {
             p.frames_sent,
             p.frames_received,
             p.queue,
+            clock,
+            p.refused,
             p.last_error.as_deref().unwrap_or("-").escape_debug()
         );
     }
@@ -201,10 +216,13 @@ mod tests {
             p.since = Some(1000);
             p.changes_sent = 12;
             p.frames_received = 7;
+            p.clock_offset_ms = Some(-1_250);
+            p.refused = 4;
         });
         c.peer("gamma", |p| {
             p.since = Some(400);
             p.last_error = Some("connection refused".into());
+            p.clock_offset_ms = Some(86_400_000);
         });
         c.add_local(3);
         let aside = vec![AsideStatus {
@@ -223,7 +241,7 @@ mod tests {
             .find(|l| l.starts_with("beta"))
             .expect("beta line");
         assert!(
-            beta.contains("up for 1m") && beta.contains(" 12 "),
+            beta.contains("up for 1m") && beta.contains(" 12 ") && beta.contains(" -1.2s       4 "),
             "{beta}"
         );
         let gamma = text
@@ -231,7 +249,9 @@ mod tests {
             .find(|l| l.starts_with("gamma"))
             .expect("gamma line");
         assert!(
-            gamma.contains("down for 11m") && gamma.ends_with("connection refused"),
+            gamma.contains("down for 11m")
+                && gamma.contains(" +86400s ")
+                && gamma.ends_with("connection refused"),
             "{gamma}"
         );
         assert!(
@@ -245,5 +265,42 @@ mod tests {
         assert_eq!(back.peers["beta"].changes_sent, 12);
         assert_eq!(back.aside_count, 1);
         assert_eq!(back.aside[0].attempts, 3);
+    }
+
+    #[test]
+    fn a_peers_error_text_reaches_the_terminal_escaped() {
+        // What a peer says ends up in last_error and in set-aside reasons:
+        // terminal escapes (retitle the window, clear the screen), a bell,
+        // a fake line of its own, a right-to-left override.
+        let evil = "bad\x1b]0;owned\x07\x1b[2J\r\nbeta  up for 1s\u{202e}";
+        let c = Counters::new(&["beta".to_string()]);
+        c.peer("beta", |p| p.last_error = Some(evil.into()));
+        let aside = vec![AsideStatus {
+            peer: "beta".into(),
+            path: "srv/www/\x1b[31mred".into(),
+            reason: evil.into(),
+            attempts: 1,
+            since: 1000,
+        }];
+        let text = render(&snapshot(&c, "alpha", 1, aside), 1000);
+        assert!(
+            !text.contains(|ch: char| ch.is_control() && ch != '\n'),
+            "{text:?}"
+        );
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        // Header, column titles, beta, the aside title and its one change:
+        // the peer's "\r\n" made no line of its own.
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[2].ends_with("bad\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r\\nbeta  up for 1s\\u{202e}"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[4].starts_with("  srv/www/\\u{1b}[31mred from beta: bad\\u{1b}"),
+            "{}",
+            lines[4]
+        );
     }
 }

@@ -30,6 +30,14 @@ pub struct PeerStatus {
     pub queue: usize,
     /// The last sequence received from the peer and recorded.
     pub cursor: u64,
+    /// The peer's wall clock minus ours, in milliseconds, as last
+    /// measured (see `omirr_sync::admit`).
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
+    /// The peer's changes dropped because the peer may not make them
+    /// (see `omirr_sync::admit`).
+    #[serde(default)]
+    pub refused: u64,
     pub last_error: Option<String>,
 }
 

@@ -21,6 +21,11 @@ pub trait Policy: Send + Sync {
     fn host(&self) -> &str;
     /// Whether `peer` may change `path` (a mirror set lists both hosts).
     fn authorised(&self, peer: &str, path: &RelPath) -> bool;
+    /// A path strictly below `path` that this host mirrors in a set
+    /// `peer` is not part of (or that such a set excludes), if there is
+    /// one: a tombstone or a file from `peer` at `path` would remove or
+    /// hide it, which `peer` may not do.
+    fn unshared_below(&self, peer: &str, path: &RelPath) -> Option<RelPath>;
     /// Whether `path` is not mirrored here (excluded).
     fn excluded(&self, path: &RelPath) -> bool;
     /// Whether an overwritten file at `path` is kept as `.OLD`.
@@ -149,6 +154,9 @@ pub struct Engine {
     pub in_flight: u64,
     /// Content sessions are fetching.
     pub claims: Claims,
+    /// The most a peer's wall clock may differ from ours; see
+    /// [`crate::admit`].
+    pub max_clock_offset: std::time::Duration,
     policy: RwLock<Arc<dyn Policy>>,
 }
 
@@ -167,8 +175,15 @@ impl Engine {
             counters: Counters::new(peers),
             in_flight,
             claims: Claims::default(),
+            max_clock_offset: crate::admit::DEFAULT_MAX_CLOCK_OFFSET,
             policy: RwLock::new(policy),
         }
+    }
+
+    /// The engine with another maximum clock offset (`--max-clock-offset`).
+    pub fn with_max_clock_offset(mut self, max: std::time::Duration) -> Engine {
+        self.max_clock_offset = max;
+        self
     }
 
     /// The configuration now in force.
@@ -207,12 +222,28 @@ pub fn release_freed_memory() {
     }
 }
 
-/// The wall clock, as the HLC takes it.
+/// The wall clock, as the HLC takes it, and as the clock rule compares
+/// with peers.
 pub fn wall() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    Timestamp(d.as_nanos().min(u64::MAX as u128) as u64)
+    let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+    Timestamp(ns.saturating_add_signed(clock_skew_ns()))
+}
+
+/// `OMIRR_TEST_CLOCK_SKEW`: seconds (may be negative) added to every
+/// reading of [`wall`], so that tests can run a host whose clock is off
+/// without changing the machine's clock. Read once; 0 when unset or not
+/// a number.
+fn clock_skew_ns() -> i64 {
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *SKEW.get_or_init(|| {
+        std::env::var("OMIRR_TEST_CLOCK_SKEW")
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map_or(0, |secs| secs.saturating_mul(1_000_000_000))
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub enum SessionError {
     Peer { code: ErrorCode, message: String },
     #[error("the peer broke the protocol: {0}")]
     Protocol(#[from] crate::Violation),
+    #[error(transparent)]
+    Clock(#[from] crate::admit::ClockOffset),
     #[error("the session ended")]
     Ended,
     #[error("{0}")]

@@ -149,7 +149,9 @@ pub struct PeerFlow {
 
 impl PeerFlow {
     /// A session whose `Pull` (returned, to send first) asks the peer for
-    /// what follows `cursor`.
+    /// what follows `cursor`. Its `own_after` is 0: which of its own
+    /// changes a host lacks is for the caller, which knows the index, to
+    /// say.
     pub fn new(cursor: Seq, limits: Limits) -> (PeerFlow, Message) {
         let flow = PeerFlow {
             limits,
@@ -165,7 +167,11 @@ impl PeerFlow {
             applying: false,
             acked: cursor,
         };
-        (flow, Message::Pull { after: cursor })
+        let pull = Message::Pull {
+            after: cursor,
+            own_after: omirr_core::Timestamp(0),
+        };
+        (flow, pull)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -418,7 +424,7 @@ mod tests {
     fn transfer(limits: Limits, total: Seq) {
         let (mut a, pull_a) = PeerFlow::new(0, limits);
         let (mut b, _pull_b) = PeerFlow::new(0, limits);
-        let Message::Pull { after } = pull_a else {
+        let Message::Pull { after, .. } = pull_a else {
             panic!("a Pull first")
         };
         b.on_pull(after).expect("pull");

@@ -13,6 +13,9 @@
 //!   which the driver answers with `Error BadMessage`);
 //! - [`isolate`]: which changes of a batch go with an action that failed
 //!   (they are set aside; the rest of the batch is applied);
+//! - [`admit`]: what a peer may do to this host (its sets, the writer a
+//!   version names, what a change hides below it, timestamps from the
+//!   future) and the clock rule between hosts;
 //! - the bounds ([`Limits`], [`MAX_QUEUED_REQUESTS`]).
 //!
 //! What it does not own: the command line, logging, daemonising, the
@@ -22,6 +25,7 @@
 //! `proto/PROTOCOL.md`, "Flow control", for the session's rules and why
 //! they cannot deadlock.
 
+pub mod admit;
 pub mod counters;
 pub mod engine;
 mod error;

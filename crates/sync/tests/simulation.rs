@@ -498,7 +498,7 @@ impl World {
         };
         let flow = &mut conn.flows[me];
         let checked = match m {
-            Message::Pull { after } => flow.on_pull(after),
+            Message::Pull { after, .. } => flow.on_pull(after),
             Message::Changes {
                 changes,
                 upto,

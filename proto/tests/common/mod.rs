@@ -132,7 +132,10 @@ pub fn message() -> impl Strategy<Value = Message> {
             code: ErrorCode::from(code),
             message
         }),
-        any::<u64>().prop_map(|after| Message::Pull { after }),
+        (any::<u64>(), any::<u64>()).prop_map(|(after, own)| Message::Pull {
+            after,
+            own_after: Timestamp(own)
+        }),
         (changes_page(), any::<bool>()).prop_map(|((changes, upto), done)| Message::Changes {
             changes,
             upto,
@@ -157,6 +160,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), text()).prop_map(|(id, reason)| Message::FileUnavailable { id, reason }),
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
+        (any::<u64>(), any::<u64>()).prop_map(|(wall, index)| Message::Clock { wall, index }),
     ]
 }
 
@@ -193,7 +197,10 @@ pub fn one_of_each() -> Vec<Message> {
     let all = vec![
         Message::Hello(Hello::new("alpha")),
         Message::error(ErrorCode::BadMessage, "no"),
-        Message::Pull { after: 0 },
+        Message::Pull {
+            after: 0,
+            own_after: Timestamp(7),
+        },
         Message::Changes {
             changes: vec![(1, sample_change("a/\n\u{e9}")), (5, sample_change("b"))],
             upto: 9,
@@ -261,7 +268,8 @@ pub fn one_of_each() -> Vec<Message> {
             | Message::Pong { .. }
             | Message::ChunkRequest { .. }
             | Message::ChunkList { .. }
-            | Message::RangeRequest { .. } => {}
+            | Message::RangeRequest { .. }
+            | Message::Clock { .. } => {}
         }
     }
     all

@@ -17,6 +17,7 @@
 //! same way. See docs/sync-model.md, "Changes set aside".
 
 use super::fetch::{self, NotStaged, SessionEnded, Staged, Transfers};
+use crate::admit::Admission;
 use crate::engine::Engine;
 use crate::SessionError;
 use omirr_core::resolve::Action;
@@ -166,15 +167,26 @@ impl PeerApplier {
     ) -> Result<usize, SessionError> {
         let plan = self.engine.policy();
         let peer = &self.peer;
-        let (allowed, refused): (Vec<Change>, Vec<Change>) = changes
-            .into_iter()
-            .partition(|c| plan.authorised(peer, &c.path));
-        for c in &refused {
-            tracing::warn!(%peer, path = %c.path, "refused a change: not in a mirror set this host shares with the peer");
-        }
-        let total = allowed.len();
-        let mut groups = self.groups(allowed).await?.into_iter();
+        let now = crate::engine::wall();
+        let mut allowed = Vec::with_capacity(changes.len());
         let mut aside: Vec<(Change, String)> = Vec::new();
+        let mut refused: Vec<Change> = Vec::new();
+        for c in changes {
+            match crate::admit::admit(&*plan, peer, &c, now, self.engine.max_clock_offset) {
+                Admission::Apply => allowed.push(c),
+                Admission::SetAside(why) => aside.push((c, why)),
+                Admission::Refuse(why) => {
+                    tracing::warn!(%peer, path = %c.path, version = %c.entry.version, "refused a change: {why}");
+                    refused.push(c);
+                }
+            }
+        }
+        if !refused.is_empty() {
+            let n = refused.len() as u64;
+            self.engine.counters.peer(peer, |p| p.refused += n);
+        }
+        let total = allowed.len() + aside.len();
+        let mut groups = self.groups(allowed).await?.into_iter();
         let stage = |g: Group| {
             let me = self.clone();
             tokio::spawn(async move { me.stage(g, true).await })
@@ -257,7 +269,12 @@ impl PeerApplier {
         }
         for a in retried {
             if !aside.iter().any(|(c, _)| *c == a.change) {
-                tracing::info!(%peer, path = %a.change.path, "a change set aside is applied now");
+                if refused.contains(&a.change) {
+                    // Set aside before, refused now (the Distfile changed).
+                    tracing::info!(%peer, path = %a.change.path, "a change set aside is dropped: the peer may not make it");
+                } else {
+                    tracing::info!(%peer, path = %a.change.path, "a change set aside is applied now");
+                }
                 batch.clear_aside(peer_id.clone(), a.change.path.clone());
             }
         }

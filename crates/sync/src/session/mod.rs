@@ -84,6 +84,11 @@ where
     let _writer = AbortOnDrop(writer.abort_handle());
 
     let _ = control.send(Message::Hello(Hello::new(engine.policy().host())));
+    let index_id = engine.store.index.id();
+    let _ = control.send(Message::Clock {
+        wall: crate::engine::wall().0,
+        index: index_id,
+    });
     let first = tokio::time::timeout(SILENCE, read_message(&mut rd))
         .await
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
@@ -102,7 +107,43 @@ where
             return Err(e.into());
         }
     };
-    let cursor = engine.store.index.cursor(&omirr_core::HostId::new(&peer))?;
+    // The peer's clock, second: a session with a host whose clock is too
+    // far off ours never starts.
+    let second = tokio::time::timeout(SILENCE, read_message(&mut rd))
+        .await
+        .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
+        .ok_or(SessionError::ClosedBeforeHello)?;
+    let checked = match second {
+        Message::Clock { wall, index } => check_clock(&engine, &peer, wall).map(|()| index),
+        Message::Error { code, message } => {
+            return Err(SessionError::Peer {
+                code,
+                message: message.escape_debug().to_string(),
+            })
+        }
+        other => {
+            let v = Violation(format!("expected Clock after Hello, got {}", other.kind()));
+            let _ = control.send(Message::error(ErrorCode::BadMessage, v.to_string()));
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            return Err(v.into());
+        }
+    };
+    let their_index = match checked {
+        Ok(index) => index,
+        Err(e) => {
+            let _ = control.send(Message::error(
+                ErrorCode::ClockOffset,
+                e.to_peer(engine.policy().host()),
+            ));
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            return Err(e.into());
+        }
+    };
+    let peer_id = omirr_core::HostId::new(&peer);
+    if engine.store.index.meet_peer_index(&peer_id, their_index)? {
+        tracing::warn!(%peer, "the peer's index is not the one this host's cursor counts in (it was made anew or restored): asking it for everything again");
+    }
+    let cursor = engine.store.index.cursor(&peer_id)?;
     tracing::info!(%peer, cursor, "connected");
     engine.counters.peer(&peer, |p| {
         p.connected = true;
@@ -116,6 +157,18 @@ where
         pusher: Notify::new(),
         applier: Notify::new(),
     });
+    // Which of our own changes we lack: all of them if we hold nothing
+    // from this peer (a new index asks everyone for everything), else
+    // those after the latest of ours the index holds.
+    let own_after = if cursor == 0 {
+        omirr_core::Timestamp(0)
+    } else {
+        engine.store.index.latest_of(&engine.host)?
+    };
+    let pull = match pull {
+        Message::Pull { after, .. } => Message::Pull { after, own_after },
+        other => other,
+    };
     let _ = control.send(pull);
 
     let chunks = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities)
@@ -141,12 +194,13 @@ where
     let queued = Arc::new(AtomicUsize::new(0));
     let server = tokio::spawn(serve::serve_requests(
         engine.clone(),
+        peer.clone(),
         out.clone(),
         requests_rx,
         queued.clone(),
     ));
     let _server = AbortOnDrop(server.abort_handle());
-    let pinger = tokio::spawn(ping(control.clone()));
+    let pinger = tokio::spawn(ping(control.clone(), index_id));
     let _pinger = AbortOnDrop(pinger.abort_handle());
     let mut pusher: Option<AbortOnDrop> = None;
 
@@ -177,12 +231,17 @@ where
         };
         engine.counters.peer(&peer, |p| p.frames_received += 1);
         let checked = match msg {
-            Message::Pull { after } => flow.lock().on_pull(after).map(|()| {
+            Message::Pull { after, own_after } => flow.lock().on_pull(after).map(|()| {
+                let returning = Returning {
+                    own_after,
+                    recorded_by: engine.store.index.last_seq().unwrap_or(0),
+                };
                 let task = tokio::spawn(push(
                     engine.clone(),
                     peer.clone(),
                     out.clone(),
                     flow.clone(),
+                    returning,
                 ));
                 pusher = Some(AbortOnDrop(task.abort_handle()));
             }),
@@ -216,6 +275,17 @@ where
                 Ok(())
             }
             Message::Pong { .. } => Ok(()),
+            Message::Clock { wall, .. } => {
+                if let Err(e) = check_clock(&engine, &peer, wall) {
+                    let _ = control.send(Message::error(
+                        ErrorCode::ClockOffset,
+                        e.to_peer(engine.policy().host()),
+                    ));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                    return Err(e.into());
+                }
+                Ok(())
+            }
             Message::Error { code, message } => {
                 return Err(SessionError::Peer {
                     code,
@@ -318,15 +388,50 @@ impl Drop for CloseTransfers {
     }
 }
 
-async fn ping(control: mpsc::UnboundedSender<Message>) {
+/// Pings the peer, with our clock, every [`PING_EVERY`] (the first at
+/// once after the handshake's `Clock`, hence the skipped first tick).
+async fn ping(control: mpsc::UnboundedSender<Message>, index: u64) {
     let mut tick = tokio::time::interval(PING_EVERY);
+    tick.tick().await;
     let mut nonce = 0;
     loop {
         tick.tick().await;
         nonce += 1;
-        if control.send(Message::Ping { nonce }).is_err() {
+        let clock = Message::Clock {
+            wall: crate::engine::wall().0,
+            index,
+        };
+        if control.send(clock).is_err() || control.send(Message::Ping { nonce }).is_err() {
             return;
         }
+    }
+}
+
+/// Measures the peer's clock against ours from its `Clock` message, shows
+/// it in the status, and checks it against the limit.
+fn check_clock(engine: &Engine, peer: &str, wall: u64) -> Result<(), crate::admit::ClockOffset> {
+    let offset = crate::admit::clock_offset(wall, crate::engine::wall());
+    let ms = i64::try_from(offset / 1_000_000).unwrap_or(i64::MAX);
+    engine.counters.peer(peer, |p| p.clock_offset_ms = Some(ms));
+    crate::admit::check_clock(peer, offset, engine.max_clock_offset)
+}
+
+/// Which of the peer's own changes go back to it: those we recorded
+/// before its `Pull` (at or below `recorded_by`) with a timestamp above
+/// the latest of its own its index holds (`own_after`). A host with its
+/// index intact has them all; one whose index is new or restored gets
+/// back what it wrote. Those recorded later came from it, or through a
+/// host that had them from it, during this session.
+#[derive(Debug, Clone, Copy)]
+struct Returning {
+    own_after: omirr_core::Timestamp,
+    recorded_by: Seq,
+}
+
+impl Returning {
+    fn wanted(&self, seq: Seq, change: &Change, peer: &str) -> bool {
+        change.entry.version.host.as_str() != peer
+            || (seq <= self.recorded_by && change.entry.version.ts > self.own_after)
     }
 }
 
@@ -337,6 +442,7 @@ async fn push(
     peer: String,
     out: mpsc::Sender<Message>,
     flow: Arc<Flow>,
+    returning: Returning,
 ) -> Result<(), SessionError> {
     let mut moved = engine.store.last_seq.subscribe();
     let page = flow.lock().limits().page;
@@ -350,13 +456,12 @@ async fn push(
                 Some(u) => engine.store.index.last_seq()? == u,
                 None => true,
             };
-            // Only what the peer may have, and not its own changes back.
+            // Only what the peer may have, and not its own changes back
+            // unless it lacks them.
             let plan = engine.policy();
             let changes: Vec<(Seq, Change)> = read
                 .into_iter()
-                .filter(|(_, c)| {
-                    c.entry.version.host.as_str() != peer && plan.authorised(&peer, &c.path)
-                })
+                .filter(|(s, c)| returning.wanted(*s, c, &peer) && plan.authorised(&peer, &c.path))
                 .collect();
             let n = changes.len() as u64;
             engine.counters.peer(&peer, |p| p.changes_sent += n);

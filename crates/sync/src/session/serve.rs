@@ -24,6 +24,7 @@ pub const SERVING: usize = 16;
 /// counts requests not yet answered (the reader checks it).
 pub async fn serve_requests(
     engine: Arc<Engine>,
+    peer: String,
     out: mpsc::Sender<Message>,
     mut requests: mpsc::UnboundedReceiver<(Ask, Job)>,
     queued: Arc<AtomicUsize>,
@@ -33,13 +34,20 @@ pub async fn serve_requests(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let (engine, out, queued) = (engine.clone(), out.clone(), queued.clone());
+        let (engine, out, queued, peer) =
+            (engine.clone(), out.clone(), queued.clone(), peer.clone());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let id = ask.id;
-            let result = match job {
-                Job::Ranges(ranges) => send_ranges(&engine, &out, ask, ranges),
-                Job::Chunks => send_chunk_list(&engine, &out, ask),
+            // Only what the peer shares with us, as for its changes.
+            let result = if !engine.policy().authorised(&peer, &ask.path) {
+                tracing::warn!(%peer, path = %ask.path, "refused a request: not in a mirror set this host shares with the peer");
+                Err("not in a mirror set this host shares with you".to_string())
+            } else {
+                match job {
+                    Job::Ranges(ranges) => send_ranges(&engine, &out, ask, ranges),
+                    Job::Chunks => send_chunk_list(&engine, &out, ask),
+                }
             };
             if let Err(reason) = result {
                 let _ = out.blocking_send(Message::FileUnavailable { id, reason });
@@ -156,18 +164,31 @@ fn send_chunk_list(engine: &Engine, out: &mpsc::Sender<Message>, ask: Ask) -> Re
     let file = open_for_peer(engine, &ask.path, &ask.hash, ask.size)?;
     let trusted = vouched(engine, &ask.path, &file).is_some();
     let chunks = chunk_list(engine, &file, &ask.hash, ask.size, trusted)?;
-    let pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
-    for (i, page) in pages.iter().enumerate() {
-        let msg = Message::ChunkList {
-            id: ask.id,
-            chunks: page.to_vec(),
-            last: i + 1 == pages.len(),
-        };
+    for msg in list_pages(ask.id, &chunks) {
         if out.blocking_send(msg).is_err() {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// The `ChunkList` pages of `chunks`, the last marked: at least one, so
+/// that every request is answered (an empty file has an empty list).
+fn list_pages(id: u64, chunks: &[Chunk]) -> Vec<Message> {
+    let mut pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
+    if pages.is_empty() {
+        pages.push(&[]);
+    }
+    let n = pages.len();
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, page)| Message::ChunkList {
+            id,
+            chunks: page.to_vec(),
+            last: i + 1 == n,
+        })
+        .collect()
 }
 
 fn send_ranges(
@@ -203,8 +224,9 @@ fn send_ranges(
 }
 
 /// Opens `path` for a peer (or for reusing its chunks): only if the index
-/// says this host holds that content there, and never through a symbolic
-/// link.
+/// says this host holds that content there, by descriptor beneath the
+/// root and never through a symbolic link ([`omirr_fs::beneath`]), and
+/// only a regular file.
 pub fn open_for_peer(
     engine: &Engine,
     path: &RelPath,
@@ -219,28 +241,28 @@ pub fn open_for_peer(
     if engine.ignored(path) {
         return Err("not mirrored here".into());
     }
-    let full = engine
-        .disk
-        .root
-        .join(std::ffi::OsStr::from_bytes(path.as_bytes()));
-    // No component may be a symbolic link: the file must lie inside the
-    // mirrored tree.
-    let mut at = engine.disk.root.clone();
-    for c in path
-        .components()
-        .take(path.components().count().saturating_sub(1))
-    {
-        at.push(std::ffi::OsStr::from_bytes(c));
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => {}
-            _ => return Err("a directory on the way is missing or a symbolic link".into()),
-        }
+    omirr_fs::beneath::read_file(&engine.disk.root, path).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_chunk_request_is_answered_with_a_last_page() {
+        let lasts = |pages: &[Message]| {
+            pages
+                .iter()
+                .map(|m| matches!(m, Message::ChunkList { last: true, .. }))
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(lasts(&list_pages(1, &[])), [true], "an empty list");
+        let chunk = Chunk {
+            len: 1,
+            hash: [0; 32],
+        };
+        let many = vec![chunk; omirr_proto::MAX_CHUNK_LIST + 1];
+        assert_eq!(lasts(&list_pages(1, &many)), [false, true]);
+        assert_eq!(lasts(&list_pages(1, &many[..3])), [true]);
     }
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&full)
-        .map_err(|e| e.to_string())
 }
