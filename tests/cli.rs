@@ -95,6 +95,7 @@ fn check_says_what_each_install_option_does_or_why_it_is_refused() {
     use omirr_config::distfile::{install_option, OptionMeaning};
     let site = Site::new();
     let accepted = [
+        "chknfs",
         "chkreadonly",
         "compare",
         "defgroup",

@@ -162,7 +162,7 @@ pub const HISTORY_GENERATIONS: usize = 10;
 pub const INSTALL_OPTIONS: [(&str, OptionMeaning); 24] = {
     use OptionMeaning::{Does, Refused};
     [
-        ("chknfs", Refused("omirrd mirrors a path whatever filesystem holds it; leave NFS mounts out with except")),
+        ("chknfs", Does("what lies on an NFS filesystem on this host (by /proc/self/mountinfo, at start and at each reload) is left out here: neither sent nor written; the other hosts mirror it among themselves")),
         ("chkreadonly", Does("always on: a read-only filesystem is found when a change is written; the peer's changes wait and are retried, and the error is logged")),
         ("chksym", Refused("keeping a symbolic link where the other hosts have a file would leave the hosts different for ever")),
         ("compare", Does("always on: contents are compared by BLAKE3 hash whenever size and times do not prove a file unchanged")),

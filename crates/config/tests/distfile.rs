@@ -140,14 +140,14 @@ fn install_options_attached_separate_and_legacy() {
 /// or refused with an error that says why; none is accepted and ignored.
 #[test]
 fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
-    let accepted = "chkreadonly,compare,defgroup=wheel,defowner,history,nochkgroup,nochkmode,nochkowner,nodescend,numchkgroup,numchkowner,quiet,remove,savetargets,updateperm,whole";
+    let accepted = "chknfs,chkreadonly,compare,defgroup=wheel,defowner,history,nochkgroup,nochkmode,nochkowner,nodescend,numchkgroup,numchkowner,quiet,remove,savetargets,updateperm,whole";
     let root = empty_root();
     let (c, warnings) = parse_ok_in(
         &format!("/a -> ( x y )\n install -o{accepted} ;"),
         &opts(root.path()),
     );
     let names = c.sets[0].options.names();
-    assert_eq!(names.len(), 16, "{names:?}");
+    assert_eq!(names.len(), 17, "{names:?}");
     assert!(
         names.contains(&"defowner=bin".to_string()),
         "rdist's default owner"
@@ -158,7 +158,7 @@ fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
         "accepted options say nothing: {warnings:?}"
     );
     let refused = [
-        "chknfs", "chksym", "follow", "ignlnks", "noexec", "sparse", "verify", "younger",
+        "chksym", "follow", "ignlnks", "noexec", "sparse", "verify", "younger",
     ];
     let text = format!("/a -> ( x y )\n install -o{} ;", refused.join(","));
     let e = errors(&text);
@@ -472,29 +472,14 @@ ${FILES} :: stamp.cory
     fs::create_dir_all(root.path().join("usr/include/sys")).expect("mkdir");
     fs::write(root.path().join("usr/include/stdio.h"), b"").expect("write");
     fs::write(root.path().join("usr/include/sys/types.h"), b"").expect("write");
-    // chknfs is refused, with its reason, and is the only error.
-    let errs = match parse(
-        text.as_bytes(),
-        Path::new("omirrd.conf"),
-        &opts(root.path()),
-    ) {
-        Ok(_) => panic!("chknfs is refused"),
-        Err(e) => e.errors().map(|d| d.message.clone()).collect::<Vec<_>>(),
-    };
-    assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(
-        errs[0].starts_with("install option 'chknfs' is refused: "),
-        "{errs:?}"
-    );
-    let text = text.replace("install -oremove,chknfs ;", "install -oremove ;");
-    let (c, warnings) = parse_ok_in(&text, &opts(root.path()));
+    let (c, warnings) = parse_ok_in(text, &opts(root.path()));
     assert_eq!(c.sets.len(), 3);
     assert_eq!(hosts(&c, 0), ["matisse", "arpa"]);
     let s = sources(&c, 0);
     assert!(s.contains(&"/usr/man/man1".to_string()), "{s:?}");
     assert!(s.contains(&"/usr/include/stdio.h".to_string()), "{s:?}");
     assert!(s.contains(&"/usr/include/sys/types.h".to_string()), "{s:?}");
-    assert!(c.sets[0].options.remove);
+    assert!(c.sets[0].options.remove && c.sets[0].options.chknfs);
     assert!(c.sets[0].is_excluded(Path::new("/usr/lib/aliases.dir")));
     assert!(c.sets[0].is_excluded(Path::new("/usr/games/lib/fortunes")));
     assert!(!c.sets[0].is_excluded(Path::new("/usr/lib/libc.a")));

@@ -66,6 +66,22 @@ pub fn load(args: &DaemonArgs) -> Result<Plan, Vec<Diagnostic>> {
             ),
         )),
     }
+    // chknfs: what lies on NFS here is left out here.
+    let config = config.map(|mut config| {
+        if config.sets.iter().any(|s| s.options.chknfs) {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let root = args
+                .root
+                .canonicalize()
+                .unwrap_or_else(|_| args.root.clone());
+            diags.extend(leave_out_nfs(
+                &mut config,
+                &nfs_mounts(&mountinfo, &root),
+                &args.config,
+            ));
+        }
+        config
+    });
     let host = this_host(args, peers.as_ref());
     if let (Some(config), Some(peers)) = (&config, &peers) {
         if peers.get(&host).is_none() {
@@ -98,6 +114,93 @@ pub fn load(args: &DaemonArgs) -> Result<Plan, Vec<Diagnostic>> {
         }),
         _ => Err(diags),
     }
+}
+
+/// The NFS mount points (`nfs`, `nfs4`) of `mountinfo` (the text of
+/// /proc/self/mountinfo) at or below `root`, as absolute paths of the
+/// mirror's namespace (`root` taken off), with their filesystem type.
+pub(crate) fn nfs_mounts(mountinfo: &str, root: &Path) -> Vec<(PathBuf, String)> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(fstype) = right.split(' ').next() else {
+            continue;
+        };
+        if fstype != "nfs" && fstype != "nfs4" {
+            continue;
+        }
+        let Some(point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let point = PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(point)));
+        if let Ok(rest) = point.strip_prefix(root) {
+            out.push((Path::new("/").join(rest), fstype.to_string()));
+        }
+    }
+    out
+}
+
+/// mountinfo's `\ooo` escapes (a blank is `\040`).
+fn unescape_octal(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `chknfs`: each NFS mount at or below a path of a set with the option
+/// becomes an exclusion of that set, with a warning that says so.
+pub(crate) fn leave_out_nfs(
+    config: &mut Config,
+    mounts: &[(PathBuf, String)],
+    file: &Path,
+) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for set in config.sets.iter_mut().filter(|s| s.options.chknfs) {
+        let mut left_out = Vec::new();
+        for p in &set.paths {
+            for (m, fstype) in mounts {
+                let Ok(rest) = m.strip_prefix(&p.target) else {
+                    continue;
+                };
+                let named = if rest.as_os_str().is_empty() {
+                    p.source.clone()
+                } else {
+                    p.source.join(rest)
+                };
+                diags.push(Diagnostic::warning(
+                    file,
+                    set.pos,
+                    format!(
+                        "chknfs: {} is on {fstype} on this host: left out here (neither sent nor written)",
+                        m.display()
+                    ),
+                ));
+                left_out.push(distfile::PathMatch::Path(named));
+            }
+        }
+        set.excludes.extend(left_out);
+    }
+    diags
 }
 
 /// Reads a file that decides what this host does; refuses one that group
@@ -534,6 +637,38 @@ pub(crate) mod tests {
         assert!(plan.excluded(&p("srv/www/index.html.OLD.3")));
         assert!(!plan.authorised("b", &p("srv/www/index.html.OLD")));
         assert!(plan.authorised("b", &p("srv/www/index.html")));
+    }
+
+    /// chknfs: an NFS mount below a set's path is left out of that set
+    /// (of that set only), also where `install DEST` maps it.
+    #[test]
+    fn chknfs_leaves_out_what_is_on_nfs_here() {
+        let mountinfo = "22 27 0:21 / /proc rw - proc proc rw\n\
+            90 27 0:50 / /r/srv/www/shared\\040dir rw - nfs4 server:/x rw\n\
+            91 27 0:51 / /r/opt/y/mnt rw - nfs server:/y rw\n\
+            92 27 0:52 / /elsewhere rw - nfs server:/z rw\n\
+            93 27 0:53 / /r/srv/www/local rw - ext4 /dev/sda1 rw\n";
+        let mounts = nfs_mounts(mountinfo, Path::new("/r"));
+        assert_eq!(
+            mounts,
+            [
+                (PathBuf::from("/srv/www/shared dir"), "nfs4".to_string()),
+                (PathBuf::from("/opt/y/mnt"), "nfs".to_string())
+            ]
+        );
+        let conf = "/srv/www -> ( a b )\n\tinstall -ochknfs ;\n/srv/www/shared\\ dir/sub -> ( a c )\n/opt/x -> ( a b )\n\tinstall -ochknfs /opt/y ;\n";
+        let (mut plan, _dir) = plan("a", conf);
+        let warnings = leave_out_nfs(&mut plan.config, &mounts, Path::new("conf"));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            plan.excluded(&p("opt/y/mnt/f")),
+            "kept at /opt/y, named /opt/x"
+        );
+        assert!(!plan.excluded(&p("opt/y/other")));
+        assert!(!plan.authorised("b", &p("srv/www/shared dir/f")));
+        assert!(plan.authorised("b", &p("srv/www/index.html")));
+        // The other set, without chknfs, still mirrors its part with c.
+        assert!(plan.authorised("c", &p("srv/www/shared dir/sub/f")));
     }
 
     #[test]
