@@ -634,3 +634,44 @@ fn install_destination_is_not_a_pattern() {
     assert_eq!((l, c), (2, 10));
     assert!(m.contains("is a pattern"), "{m}");
 }
+
+// ------------------------------------------------ found by the fuzz harness
+
+/// Found by the fuzz harness (crates/fuzz): MAX_WORDS bounded how many
+/// names a word expands to, not how long they are. Four brace groups of
+/// eight after a 7,000-character name made 4,096 names of 7 KB: over 600
+/// MB held for a 7.5 KB Distfile. Expansion is now capped in characters.
+#[test]
+fn brace_expansion_of_long_names_is_bounded() {
+    let long = "r".repeat(7000);
+    let group = "{a,b,c,d,e,f,g,h}";
+    let text = format!("/{long}{group}{long}{group}{long}{group}{group} -> ( a b )");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].2.contains("characters in all"), "{}", e[0].2);
+    assert_eq!((e[0].0, e[0].1), (1, 1));
+}
+
+/// The same through variables: each definition holds its own copy, so
+/// the cap counts what every expansion of the Distfile produces.
+#[test]
+fn variable_expansion_is_bounded_in_all() {
+    let words: Vec<String> = (0..300).map(|i| format!("name{i:06}")).collect();
+    let mut text = format!("A = ( {} )\n", words.join(" "));
+    // 90,000 names of 20 characters: about 2 M characters each.
+    for i in 0..3 {
+        text.push_str(&format!("B{i} = ${{A}}${{A}}\n"));
+    }
+    text.push_str("/x -> ( a b )\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].2.contains("characters in all"), "{}", e[0].2);
+    // The first two definitions fit; the third does not.
+    assert_eq!(e[0].0, 4);
+    // One definition that size alone is fine.
+    let one = format!(
+        "A = ( {} )\nB = ${{A}}${{A}}\n/x -> ( a b )\n",
+        words.join(" ")
+    );
+    parse_ok(&one);
+}

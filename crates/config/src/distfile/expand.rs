@@ -25,6 +25,14 @@ use std::path::{Path, PathBuf};
 /// Brace expansion that would yield more names than this is refused.
 const MAX_WORDS: usize = 100_000;
 
+/// What expansion may produce for a whole Distfile, in characters, each
+/// name counting its length plus 2 (what holding it costs besides): about
+/// 64 MiB in memory. [`MAX_WORDS`] bounds how many names one word expands
+/// to, not how long they are: four `{a,b,c,d,e,f,g,h}` in a 7 KB word made
+/// 4,096 names of 7 KB each, over 600 MB from a 7.5 KB Distfile (found by
+/// the fuzz harness, crates/fuzz); and each variable holds its own copy.
+const MAX_EXPANDED: usize = 4 << 20;
+
 #[derive(Debug, Clone)]
 struct EChar {
     c: char,
@@ -105,6 +113,11 @@ struct Expander<'a> {
     /// skipped.
     overridden: HashSet<String>,
     diags: Vec<Diagnostic>,
+    /// What expansion has produced so far, against [`MAX_EXPANDED`].
+    expanded: usize,
+    /// Whether the error for going over [`MAX_EXPANDED`] was reported:
+    /// once per Distfile is enough.
+    over_budget: bool,
 }
 
 pub(crate) fn build(
@@ -119,6 +132,8 @@ pub(crate) fn build(
         vars: HashMap::new(),
         overridden: HashSet::new(),
         diags: Vec::new(),
+        expanded: 0,
+        over_budget: false,
     };
     for (name, value) in &options.defines {
         ex.define_from_command_line(name, value);
@@ -180,6 +195,34 @@ impl Expander<'_> {
         self.diags.push(Diagnostic::warning(&self.file, pos, msg));
     }
 
+    /// What expansion may still produce, in [`MAX_EXPANDED`]'s units.
+    fn remaining(&self) -> usize {
+        MAX_EXPANDED.saturating_sub(self.expanded)
+    }
+
+    /// Counts `size` units of expansion of `word` against
+    /// [`MAX_EXPANDED`]: false, and an error (one per Distfile), when
+    /// they do not fit.
+    fn charge(&mut self, pos: Pos, size: usize, word: impl FnOnce() -> String) -> bool {
+        if size <= self.remaining() {
+            self.expanded += size;
+            return true;
+        }
+        self.expanded = MAX_EXPANDED;
+        if !self.over_budget {
+            self.over_budget = true;
+            self.error(
+                pos,
+                format!(
+                    "expanding '{}' takes the Distfile's lists past {MAX_EXPANDED} characters in all: \
+                     list fewer or shorter names",
+                    word()
+                ),
+            );
+        }
+        false
+    }
+
     fn define_from_command_line(&mut self, name: &str, value: &str) {
         let file = PathBuf::from(format!("-d {name}"));
         if !parse::is_identifier(name) {
@@ -234,13 +277,22 @@ impl Expander<'_> {
             for w in self.substitute(w) {
                 let braced = match usage {
                     Use::Verbatim => vec![w],
-                    _ => match expand_braces(w) {
-                        Ok(v) => v,
-                        Err((pos, msg)) => {
-                            self.error(pos, msg);
-                            continue;
+                    _ => {
+                        let pos = w.pos;
+                        match expand_braces(w, self.remaining()) {
+                            Ok(v) => {
+                                let first = || v.first().map(EWord::text).unwrap_or_default();
+                                if !self.charge(pos, expansion_size(&v), first) {
+                                    continue;
+                                }
+                                v
+                            }
+                            Err((pos, msg)) => {
+                                self.error(pos, msg);
+                                continue;
+                            }
                         }
-                    },
+                    }
                 };
                 for w in braced {
                     match usage {
@@ -263,18 +315,31 @@ impl Expander<'_> {
         // A word that is just `${X}` keeps the positions of X's elements,
         // so errors about them point into X's definition.
         if let [Piece::Var { name, pos }] = word.pieces.as_slice() {
-            return match self.vars.get(name) {
-                Some((v, _)) => v.clone(),
-                None => {
-                    self.undefined(name, *pos, None);
-                    Vec::new()
-                }
+            let Some(size) = self.vars.get(name).map(|(v, _)| expansion_size(v)) else {
+                self.undefined(name, *pos, None);
+                return Vec::new();
             };
+            if !self.charge(*pos, size, || word.display()) {
+                return Vec::new();
+            }
+            return self
+                .vars
+                .get(name)
+                .map(|(v, _)| v.clone())
+                .unwrap_or_default();
         }
         let mut acc: Vec<Vec<EChar>> = vec![Vec::new()];
+        // Characters in `acc`: it only grows, so checking each step
+        // against what may still be produced bounds every step.
+        let mut chars = 0usize;
         for (i, piece) in word.pieces.iter().enumerate() {
             match piece {
                 Piece::Char { c, escaped, pos } => {
+                    chars = chars.saturating_add(acc.len());
+                    if chars.saturating_add(2 * acc.len()) > self.remaining() {
+                        self.charge(*pos, usize::MAX, || word.display());
+                        return Vec::new();
+                    }
                     for a in &mut acc {
                         a.push(EChar {
                             c: *c,
@@ -298,18 +363,32 @@ impl Expander<'_> {
                         );
                         return Vec::new();
                     }
+                    let value_chars: usize = values.iter().map(|v| v.chars.len()).sum();
+                    let grown = chars
+                        .saturating_mul(values.len())
+                        .saturating_add(acc.len().saturating_mul(value_chars));
+                    let words = acc.len().saturating_mul(values.len());
+                    if grown.saturating_add(words.saturating_mul(2)) > self.remaining() {
+                        self.charge(*pos, usize::MAX, || word.display());
+                        return Vec::new();
+                    }
+                    chars = grown;
                     acc = acc
                         .iter()
                         .flat_map(|prefix| {
                             values.iter().map(move |v| {
-                                let mut w = prefix.clone();
-                                w.extend(v.chars.iter().cloned());
+                                let mut w = Vec::with_capacity(prefix.len() + v.chars.len());
+                                w.extend_from_slice(prefix);
+                                w.extend_from_slice(&v.chars);
                                 w
                             })
                         })
                         .collect();
                 }
             }
+        }
+        if !self.charge(word.pos, chars + 2 * acc.len(), || word.display()) {
+            return Vec::new();
         }
         acc.into_iter()
             .map(|chars| EWord {
@@ -538,7 +617,9 @@ impl Expander<'_> {
                 });
             }
         }
-        if out.is_empty() && self.error_count() == errors_before {
+        // Over MAX_EXPANDED every list comes out empty: that error is
+        // reported once already.
+        if out.is_empty() && self.error_count() == errors_before && !self.over_budget {
             self.error(
                 expr.pos,
                 "empty host list: expected at least one host after '->'",
@@ -873,9 +954,20 @@ fn map_targets(sources: &[(PathBuf, Pos)], dest: Option<&PathBuf>, whole: bool) 
         .collect()
 }
 
-/// Step 2: csh brace expansion. `{}` stays literal, as in csh.
-fn expand_braces(w: EWord) -> Result<Vec<EWord>, (Pos, String)> {
+/// What holding `words` costs against [`MAX_EXPANDED`].
+fn expansion_size(words: &[EWord]) -> usize {
+    words
+        .iter()
+        .fold(0usize, |n, w| n.saturating_add(w.chars.len() + 2))
+}
+
+/// Step 2: csh brace expansion. `{}` stays literal, as in csh. At most
+/// [`MAX_WORDS`] names, and `budget` units of [`MAX_EXPANDED`] held at
+/// any time.
+fn expand_braces(w: EWord, budget: usize) -> Result<Vec<EWord>, (Pos, String)> {
     let mut done = Vec::new();
+    // What `done` and `todo` hold, in MAX_EXPANDED's units.
+    let mut held = w.chars.len() + 2;
     let mut todo = vec![w];
     while let Some(w) = todo.pop() {
         let cs = &w.chars;
@@ -886,6 +978,7 @@ fn expand_braces(w: EWord) -> Result<Vec<EWord>, (Pos, String)> {
             done.push(w);
             continue;
         };
+        held -= w.chars.len() + 2;
         let mut depth = 0usize;
         let mut close = None;
         let mut commas = Vec::new();
@@ -924,9 +1017,26 @@ fn expand_braces(w: EWord) -> Result<Vec<EWord>, (Pos, String)> {
                 ),
             ));
         }
+        // Each alternative keeps what is around the braces.
+        let around = open + (cs.len() - close - 1) + 2;
+        let made = bounds.windows(2).fold(0usize, |n, pair| {
+            n.saturating_add(around + (pair[1] - pair[0] - 1))
+        });
+        if held.saturating_add(made) > budget {
+            return Err((
+                w.pos,
+                format!(
+                    "brace expansion of '{}' takes the Distfile's lists past {MAX_EXPANDED} characters in all: \
+                     list fewer or shorter names",
+                    w.text()
+                ),
+            ));
+        }
+        held += made;
         // Pushed in reverse so that alternatives come out in written order.
         for pair in bounds.windows(2).rev() {
-            let mut chars = cs[..open].to_vec();
+            let mut chars = Vec::with_capacity(around - 2 + (pair[1] - pair[0] - 1));
+            chars.extend_from_slice(&cs[..open]);
             chars.extend_from_slice(&cs[pair[0] + 1..pair[1]]);
             chars.extend_from_slice(&cs[close + 1..]);
             todo.push(EWord { chars, pos: w.pos });
