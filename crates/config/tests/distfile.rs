@@ -675,3 +675,28 @@ fn variable_expansion_is_bounded_in_all() {
     );
     parse_ok(&one);
 }
+
+/// Found by the fuzz harness (crates/fuzz): the glob crate walks a pattern
+/// one component per stack frame, so `/./././…/*` in a 16 KB Distfile
+/// overflowed the stack of a test thread (2 MiB), and a longer one that of
+/// omirrd. A pattern longer than PATH_MAX is refused before it is walked.
+#[test]
+fn a_glob_pattern_longer_than_path_max_is_refused() {
+    // A pattern as long as a path may be is walked (on this thread's
+    // stack, the test harness's 2 MiB)...
+    let depth = (4096 - 2) / 2;
+    let text = format!("/{}* -> ( a b )", "./".repeat(depth));
+    let root = empty_root();
+    fs::write(root.path().join("f"), b"").expect("write");
+    let (c, _) = parse_ok_in(&text, &opts(root.path()));
+    assert_eq!(sources(&c, 0), ["/f"]);
+    // ... a longer one is refused.
+    let text = format!("/{}* -> ( a b )", "./".repeat(100_000));
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].2.contains("no path is longer than 4096 bytes"),
+        "{}",
+        e[0].2
+    );
+}

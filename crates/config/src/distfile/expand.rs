@@ -25,6 +25,10 @@ use std::path::{Path, PathBuf};
 /// Brace expansion that would yield more names than this is refused.
 const MAX_WORDS: usize = 100_000;
 
+/// The longest path Linux opens (`PATH_MAX`, terminating NUL included):
+/// a longer glob pattern matches nothing.
+const PATH_MAX: usize = 4096;
+
 /// What expansion may produce for a whole Distfile, in characters, each
 /// name counting its length plus 2 (what holding it costs besides): about
 /// 64 MiB in memory. [`MAX_WORDS`] bounds how many names one word expands
@@ -478,6 +482,34 @@ impl Expander<'_> {
         if !w.has_glob_meta() {
             return vec![w];
         }
+        // The glob crate walks a pattern one component per stack frame,
+        // going on down `.` and `..` whether or not the tree is that deep:
+        // `/./././…/*` in a 16 KB Distfile overflowed the stack (found by
+        // the fuzz harness, crates/fuzz). So no pattern longer than a path
+        // can be, and none with `.` or `..` (which `path` refuses later
+        // anyway): the walk goes only as deep as the tree.
+        let len = w.chars.iter().map(|c| c.c.len_utf8()).sum::<usize>();
+        if len > PATH_MAX {
+            self.error(
+                w.pos,
+                format!(
+                    "pattern '{}…' is {len} bytes long: no path is longer than {PATH_MAX} bytes",
+                    w.chars.iter().take(40).map(|c| c.c).collect::<String>()
+                ),
+            );
+            return Vec::new();
+        }
+        let w = match without_dots(w) {
+            Ok(w) => w,
+            Err(w) => {
+                let text = w.text();
+                self.error(
+                    w.pos,
+                    format!("'{text}': '..' is not allowed in mirrored paths"),
+                );
+                return Vec::new();
+            }
+        };
         let Some(root) = self.root.to_str() else {
             self.error(
                 w.pos,
@@ -952,6 +984,34 @@ fn map_targets(sources: &[(PathBuf, Pos)], dest: Option<&PathBuf>, whole: bool) 
             }
         })
         .collect()
+}
+
+/// `w` without `.` components and repeated slashes, which name nothing
+/// more; `Err(w)` if it has a `..` component.
+fn without_dots(w: EWord) -> Result<EWord, EWord> {
+    let parts: Vec<&[EChar]> = w.chars.split(|c| c.c == '/').collect();
+    if parts
+        .iter()
+        .any(|p| p.len() == 2 && p.iter().all(|c| c.c == '.'))
+    {
+        return Err(w);
+    }
+    let last = parts.len() - 1;
+    let mut chars = Vec::with_capacity(w.chars.len());
+    for (i, part) in parts.iter().enumerate() {
+        let dot = part.len() == 1 && part[0].c == '.';
+        // The first part is empty for an absolute pattern, the last one
+        // for a trailing slash: both are kept.
+        if (i > 0 && i < last && part.is_empty()) || dot {
+            continue;
+        }
+        if i > 0 {
+            let slash = w.chars.iter().find(|c| c.c == '/').cloned();
+            chars.extend(slash);
+        }
+        chars.extend_from_slice(part);
+    }
+    Ok(EWord { chars, pos: w.pos })
 }
 
 /// What holding `words` costs against [`MAX_EXPANDED`].
