@@ -700,3 +700,24 @@ fn a_glob_pattern_longer_than_path_max_is_refused() {
         e[0].2
     );
 }
+
+/// Found by the fuzz harness (crates/fuzz): each statement counted all
+/// the errors so far, and each host was looked up in the list so far, so
+/// many bad statements, or one list of many hosts, took quadratic time
+/// (32,000 bad statements: 9 s; 59,049 hosts from 107 bytes: 6.5 s, in a
+/// release build). The limits leave room for a slow debug build.
+#[test]
+fn many_statements_and_many_hosts_take_linear_time() {
+    let started = std::time::Instant::now();
+    let e = errors(&"/a -> ( -bad- )\n".repeat(20_000));
+    assert_eq!(e.len(), 20_000);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+
+    let started = std::time::Instant::now();
+    let nine = "{1,2,3,4,5,6,7,8,9}";
+    let c = parse_ok(&format!("/a -> ( h{nine}{nine}{nine}{nine}{nine} h11111 )"));
+    assert_eq!(c.sets[0].hosts.len(), 59_049);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
