@@ -128,8 +128,9 @@ pub fn run(data: &[u8]) -> u64 {
                 for p in SAMPLE_PATHS {
                     set.is_excluded(Path::new(p));
                 }
-                for h in &set.hosts {
-                    set.peers_of(&h.name).count();
+                if let Some(h) = set.hosts.first() {
+                    assert!(set.has_host(&h.name));
+                    assert_eq!(set.peers_of(&h.name).count(), set.hosts.len() - 1);
                 }
             }
         }
