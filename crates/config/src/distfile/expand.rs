@@ -25,6 +25,12 @@ use std::path::{Path, PathBuf};
 /// Brace expansion that would yield more names than this is refused.
 const MAX_WORDS: usize = 100_000;
 
+/// The most problems the expansion stage records. Each quotes what it is
+/// about, and one word can expand to thousands, each with a problem per
+/// character (`install -Z$D$D…`): found by the fuzz harness (crates/fuzz),
+/// 65,536 diagnostics held 60 MB beside the expansion itself.
+const MAX_DIAGNOSTICS: usize = 1000;
+
 /// The longest path Linux opens (`PATH_MAX`, terminating NUL included):
 /// a longer glob pattern matches nothing.
 const PATH_MAX: usize = 4096;
@@ -121,6 +127,9 @@ struct Expander<'a> {
     /// made a Distfile of many bad statements quadratic (32,000 took 9 s;
     /// found by the fuzz harness, crates/fuzz).
     errors: usize,
+    /// Whether errors, and warnings, were left out (see [`MAX_DIAGNOSTICS`]).
+    more_errors: bool,
+    more_warnings: bool,
     /// What expansion has produced so far, against [`MAX_EXPANDED`].
     expanded: usize,
     /// Whether the error for going over [`MAX_EXPANDED`] was reported:
@@ -141,6 +150,8 @@ pub(crate) fn build(
         overridden: HashSet::new(),
         diags: Vec::new(),
         errors: 0,
+        more_errors: false,
+        more_warnings: false,
         expanded: 0,
         over_budget: false,
     };
@@ -200,13 +211,36 @@ impl Expander<'_> {
         self.push(Diagnostic::error(&self.file, pos, msg));
     }
 
+    /// Records `d`, unless [`MAX_DIAGNOSTICS`] are recorded already:
+    /// then one more says that more errors (or warnings) were left out.
     fn push(&mut self, d: Diagnostic) {
-        self.errors += usize::from(d.is_error());
-        self.diags.push(d);
+        let error = d.is_error();
+        self.errors += usize::from(error);
+        if self.diags.len() < MAX_DIAGNOSTICS {
+            self.diags.push(d);
+            return;
+        }
+        let said = if error {
+            &mut self.more_errors
+        } else {
+            &mut self.more_warnings
+        };
+        if !*said {
+            *said = true;
+            let what = if error { "errors" } else { "warnings" };
+            let msg = format!(
+                "more {what} from here on are not shown: only the first {MAX_DIAGNOSTICS} problems of a Distfile are"
+            );
+            self.diags.push(if error {
+                Diagnostic::error(&self.file, d.pos, msg)
+            } else {
+                Diagnostic::warning(&self.file, d.pos, msg)
+            });
+        }
     }
 
     fn warn(&mut self, pos: Pos, msg: impl Into<String>) {
-        self.diags.push(Diagnostic::warning(&self.file, pos, msg));
+        self.push(Diagnostic::warning(&self.file, pos, msg));
     }
 
     /// What expansion may still produce, in [`MAX_EXPANDED`]'s units.
