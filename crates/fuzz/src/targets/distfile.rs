@@ -27,16 +27,19 @@ pub fn target() -> Target {
         text: true,
         max_len: 16 * KIB,
         bound,
-        bound_text: "96 MiB + 1 KiB per input byte: what expansion may produce in a whole \
-                     Distfile is capped at MAX_EXPANDED, 4 Mi characters, about 64 MiB as \
-                     the expander holds them (crates/config/src/distfile/expand.rs); the \
-                     rest is for the model, compiled patterns and diagnostics",
+        bound_text: "256 MiB + 1 KiB per input byte: what expansion may produce in a whole \
+                     Distfile is capped at MAX_EXPANDED, 4 Mi characters, 64 MiB as the \
+                     expander holds them (16 bytes each), up to 3 times that while a \
+                     substitution builds its product from the step before with vectors' \
+                     growth slack; the rest for diagnostics (at most 1,000, \
+                     MAX_DIAGNOSTICS) and words quoted, compiled patterns and the model \
+                     (crates/config/src/distfile/expand.rs)",
         init,
     }
 }
 
 fn bound(len: usize) -> usize {
-    96 * MIB + KIB * len
+    256 * MIB + KIB * len
 }
 
 /// Two sets of options: with known hosts and `-d` definitions, and
