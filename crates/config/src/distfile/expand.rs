@@ -127,6 +127,11 @@ struct Expander<'a> {
     /// made a Distfile of many bad statements quadratic (32,000 took 9 s;
     /// found by the fuzz harness, crates/fuzz).
     errors: usize,
+    /// Home directories looked up for `~user`, by user (`""` for `~`):
+    /// one lookup each, not one per word. A lookup reads the password
+    /// database; `~user/` before a brace expansion to 20,000 names took a
+    /// second (found by the fuzz harness, crates/fuzz).
+    homes: HashMap<String, Result<String, String>>,
     /// Whether errors, and warnings, were left out (see [`MAX_DIAGNOSTICS`]).
     more_errors: bool,
     more_warnings: bool,
@@ -150,6 +155,7 @@ pub(crate) fn build(
         overridden: HashSet::new(),
         diags: Vec::new(),
         errors: 0,
+        homes: HashMap::new(),
         more_errors: false,
         more_warnings: false,
         expanded: 0,
@@ -499,7 +505,12 @@ impl Expander<'_> {
         } else {
             (String::new(), 0)
         };
-        let home = match home_of(&user) {
+        let home = self
+            .homes
+            .entry(user)
+            .or_insert_with_key(|user| home_of(user))
+            .clone();
+        let home = match home {
             Ok(h) => h,
             Err(msg) => {
                 self.error(w.pos, format!("cannot expand '{}': {msg}", w.text()));
