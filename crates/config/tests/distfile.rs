@@ -692,3 +692,147 @@ fn install_destination_is_not_a_pattern() {
     assert_eq!((l, c), (2, 10));
     assert!(m.contains("is a pattern"), "{m}");
 }
+
+// ------------------------------------------------ found by the fuzz harness
+
+/// Found by the fuzz harness (crates/fuzz): MAX_WORDS bounded how many
+/// names a word expands to, not how long they are. Four brace groups of
+/// eight after a 7,000-character name made 4,096 names of 7 KB: over 600
+/// MB held for a 7.5 KB Distfile. Expansion is now capped in characters.
+#[test]
+fn brace_expansion_of_long_names_is_bounded() {
+    let long = "r".repeat(7000);
+    let group = "{a,b,c,d,e,f,g,h}";
+    let text = format!("/{long}{group}{long}{group}{long}{group}{group} -> ( a b )");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].2.contains("characters in all"), "{}", e[0].2);
+    assert_eq!((e[0].0, e[0].1), (1, 1));
+}
+
+/// The same through variables: each definition holds its own copy, so
+/// the cap counts what every expansion of the Distfile produces.
+#[test]
+fn variable_expansion_is_bounded_in_all() {
+    let words: Vec<String> = (0..300).map(|i| format!("name{i:06}")).collect();
+    let mut text = format!("A = ( {} )\n", words.join(" "));
+    // 90,000 names of 20 characters: about 2 M characters each.
+    for i in 0..3 {
+        text.push_str(&format!("B{i} = ${{A}}${{A}}\n"));
+    }
+    text.push_str("/x -> ( a b )\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].2.contains("characters in all"), "{}", e[0].2);
+    // The first two definitions fit; the third does not.
+    assert_eq!(e[0].0, 4);
+    // One definition that size alone is fine.
+    let one = format!(
+        "A = ( {} )\nB = ${{A}}${{A}}\n/x -> ( a b )\n",
+        words.join(" ")
+    );
+    parse_ok(&one);
+}
+
+/// Found by the fuzz harness (crates/fuzz): the glob crate walks a pattern
+/// one component per stack frame, so `/./././…/*` in a 16 KB Distfile
+/// overflowed the stack of a test thread (2 MiB), and a longer one that of
+/// omirrd. A pattern longer than PATH_MAX is refused before it is walked.
+#[test]
+fn a_glob_pattern_longer_than_path_max_is_refused() {
+    // A pattern as long as a path may be is walked (on this thread's
+    // stack, the test harness's 2 MiB)...
+    let depth = (4096 - 2) / 2;
+    let text = format!("/{}* -> ( a b )", "./".repeat(depth));
+    let root = empty_root();
+    fs::write(root.path().join("f"), b"").expect("write");
+    let (c, _) = parse_ok_in(&text, &opts(root.path()));
+    assert_eq!(sources(&c, 0), ["/f"]);
+    // ... a longer one is refused.
+    let text = format!("/{}* -> ( a b )", "./".repeat(100_000));
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].2.contains("no path is longer than 4096 bytes"),
+        "{}",
+        e[0].2
+    );
+}
+
+/// Found by the fuzz harness (crates/fuzz): each statement counted all
+/// the errors so far, and each host was looked up in the list so far, so
+/// many bad statements, or one list of many hosts, took quadratic time
+/// (32,000 bad statements: 9 s; 59,049 hosts from 107 bytes: 6.5 s, in a
+/// release build). The limits leave room for a slow debug build.
+#[test]
+fn many_statements_and_many_hosts_take_linear_time() {
+    let started = std::time::Instant::now();
+    let e = errors(&"/a -> ( -bad- )\n".repeat(20_000));
+    // The first thousand problems (half of them warnings that /a does
+    // not exist), and one that says more errors were left out.
+    assert_eq!(e.len(), 501);
+    assert!(
+        e[500]
+            .2
+            .starts_with("more errors from here on are not shown"),
+        "{:?}",
+        e[500]
+    );
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+
+    let started = std::time::Instant::now();
+    let nine = "{1,2,3,4,5,6,7,8,9}";
+    let c = parse_ok(&format!("/a -> ( h{nine}{nine}{nine}{nine}{nine} h11111 )"));
+    assert_eq!(c.sets[0].hosts.len(), 59_049);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
+
+/// Found by the fuzz harness (crates/fuzz): one word can expand to
+/// thousands, each with a problem per character, and every diagnostic
+/// quotes what it is about: 65,536 of them held 60 MB beside the
+/// expansion. At most 1,000 are recorded, and one more says so.
+#[test]
+fn diagnostics_of_one_distfile_are_capped() {
+    let d = "$D".repeat(16);
+    let o = ParseOptions {
+        defines: vec![("D".into(), "( x y )".into())],
+        ..opts(empty_root().path())
+    };
+    let text = format!("/a -> ( h k )\n install -Z{d} ;");
+    let e = match parse(text.as_bytes(), Path::new("omirrd.conf"), &o) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.0,
+    };
+    // A thousand, and one or two that say more errors and warnings were
+    // left out.
+    assert!((1001..=1002).contains(&e.len()), "{}", e.len());
+    assert!(
+        e.iter().any(|d| d
+            .message
+            .starts_with("more errors from here on are not shown")),
+        "{:?}",
+        e.last()
+    );
+}
+
+/// Found by the fuzz harness (crates/fuzz): `~user` was looked up in the
+/// password database once per word, so `~nosuchuser/` before a brace
+/// expansion to 20,000 names took a second (an unknown user is the slow
+/// case: every source of the name service is asked). Now once per user.
+#[test]
+fn a_home_directory_is_looked_up_once() {
+    // 59,049 names: 3 s before, in a debug build; 0.1 s now.
+    let nine = "{1,2,3,4,5,6,7,8,9}";
+    let text = format!("( ~nosuchuser4242/{nine}{nine}{nine}{nine}{nine} ) -> ( a b )");
+    let started = std::time::Instant::now();
+    let e = errors(&text);
+    let took = started.elapsed();
+    assert!(
+        e[0].2.contains("unknown user 'nosuchuser4242'"),
+        "{:?}",
+        e[0]
+    );
+    assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
+}

@@ -12,7 +12,7 @@ use serde::Serialize;
 /// The largest value we ever decode. An entry holds at most a symlink
 /// target (`PATH_MAX`, 4 KiB) and a host name; a megabyte is slack, not
 /// a target.
-const LIMIT: usize = 1 << 20;
+pub(crate) const LIMIT: usize = 1 << 20;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<LIMIT>()

@@ -37,17 +37,17 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 
 /// What [`ENTRIES`] holds per path, as encoded.
 #[derive(Serialize)]
-struct StoredRef<'a> {
-    seq: Seq,
-    entry: &'a Entry,
+pub(crate) struct StoredRef<'a> {
+    pub(crate) seq: Seq,
+    pub(crate) entry: &'a Entry,
 }
 
 /// What [`ENTRIES`] holds per path, as decoded. Same field order as
 /// [`StoredRef`].
 #[derive(Deserialize)]
-struct Stored {
-    seq: Seq,
-    entry: Entry,
+pub(crate) struct Stored {
+    pub(crate) seq: Seq,
+    pub(crate) entry: Entry,
 }
 
 /// A host's persisted index: the winning entry per path with its local

@@ -28,6 +28,8 @@
 mod batch;
 mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod schema;
 mod stat;

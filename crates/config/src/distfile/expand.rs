@@ -28,6 +28,24 @@ use std::path::{Path, PathBuf};
 /// Brace expansion that would yield more names than this is refused.
 const MAX_WORDS: usize = 100_000;
 
+/// The most problems the expansion stage records. Each quotes what it is
+/// about, and one word can expand to thousands, each with a problem per
+/// character (`install -Z$D$D…`): found by the fuzz harness (crates/fuzz),
+/// 65,536 diagnostics held 60 MB beside the expansion itself.
+const MAX_DIAGNOSTICS: usize = 1000;
+
+/// The longest path Linux opens (`PATH_MAX`, terminating NUL included):
+/// a longer glob pattern matches nothing.
+const PATH_MAX: usize = 4096;
+
+/// What expansion may produce for a whole Distfile, in characters, each
+/// name counting its length plus 2 (what holding it costs besides): about
+/// 64 MiB in memory. [`MAX_WORDS`] bounds how many names one word expands
+/// to, not how long they are: four `{a,b,c,d,e,f,g,h}` in a 7 KB word made
+/// 4,096 names of 7 KB each, over 600 MB from a 7.5 KB Distfile (found by
+/// the fuzz harness, crates/fuzz); and each variable holds its own copy.
+const MAX_EXPANDED: usize = 4 << 20;
+
 #[derive(Debug, Clone)]
 struct EChar {
     c: char,
@@ -108,6 +126,23 @@ struct Expander<'a> {
     /// skipped.
     overridden: HashSet<String>,
     diags: Vec<Diagnostic>,
+    /// How many of `diags` are errors: counting them at every statement
+    /// made a Distfile of many bad statements quadratic (32,000 took 9 s;
+    /// found by the fuzz harness, crates/fuzz).
+    errors: usize,
+    /// Home directories looked up for `~user`, by user (`""` for `~`):
+    /// one lookup each, not one per word. A lookup reads the password
+    /// database; `~user/` before a brace expansion to 20,000 names took a
+    /// second (found by the fuzz harness, crates/fuzz).
+    homes: HashMap<String, Result<String, String>>,
+    /// Whether errors, and warnings, were left out (see [`MAX_DIAGNOSTICS`]).
+    more_errors: bool,
+    more_warnings: bool,
+    /// What expansion has produced so far, against [`MAX_EXPANDED`].
+    expanded: usize,
+    /// Whether the error for going over [`MAX_EXPANDED`] was reported:
+    /// once per Distfile is enough.
+    over_budget: bool,
 }
 
 pub(crate) fn build(
@@ -122,6 +157,12 @@ pub(crate) fn build(
         vars: HashMap::new(),
         overridden: HashSet::new(),
         diags: Vec::new(),
+        errors: 0,
+        homes: HashMap::new(),
+        more_errors: false,
+        more_warnings: false,
+        expanded: 0,
+        over_budget: false,
     };
     for (name, value) in &options.defines {
         ex.define_from_command_line(name, value);
@@ -176,17 +217,73 @@ pub(crate) fn build(
 
 impl Expander<'_> {
     fn error(&mut self, pos: Pos, msg: impl Into<String>) {
-        self.diags.push(Diagnostic::error(&self.file, pos, msg));
+        self.push(Diagnostic::error(&self.file, pos, msg));
+    }
+
+    /// Records `d`, unless [`MAX_DIAGNOSTICS`] are recorded already:
+    /// then one more says that more errors (or warnings) were left out.
+    fn push(&mut self, d: Diagnostic) {
+        let error = d.is_error();
+        self.errors += usize::from(error);
+        if self.diags.len() < MAX_DIAGNOSTICS {
+            self.diags.push(d);
+            return;
+        }
+        let said = if error {
+            &mut self.more_errors
+        } else {
+            &mut self.more_warnings
+        };
+        if !*said {
+            *said = true;
+            let what = if error { "errors" } else { "warnings" };
+            let msg = format!(
+                "more {what} from here on are not shown: only the first {MAX_DIAGNOSTICS} problems of a Distfile are"
+            );
+            self.diags.push(if error {
+                Diagnostic::error(&self.file, d.pos, msg)
+            } else {
+                Diagnostic::warning(&self.file, d.pos, msg)
+            });
+        }
     }
 
     fn warn(&mut self, pos: Pos, msg: impl Into<String>) {
-        self.diags.push(Diagnostic::warning(&self.file, pos, msg));
+        self.push(Diagnostic::warning(&self.file, pos, msg));
+    }
+
+    /// What expansion may still produce, in [`MAX_EXPANDED`]'s units.
+    fn remaining(&self) -> usize {
+        MAX_EXPANDED.saturating_sub(self.expanded)
+    }
+
+    /// Counts `size` units of expansion of `word` against
+    /// [`MAX_EXPANDED`]: false, and an error (one per Distfile), when
+    /// they do not fit.
+    fn charge(&mut self, pos: Pos, size: usize, word: impl FnOnce() -> String) -> bool {
+        if size <= self.remaining() {
+            self.expanded += size;
+            return true;
+        }
+        self.expanded = MAX_EXPANDED;
+        if !self.over_budget {
+            self.over_budget = true;
+            self.error(
+                pos,
+                format!(
+                    "expanding '{}' takes the Distfile's lists past {MAX_EXPANDED} characters in all: \
+                     list fewer or shorter names",
+                    word()
+                ),
+            );
+        }
+        false
     }
 
     fn define_from_command_line(&mut self, name: &str, value: &str) {
         let file = PathBuf::from(format!("-d {name}"));
         if !parse::is_identifier(name) {
-            self.diags.push(Diagnostic::error(
+            self.push(Diagnostic::error(
                 &file,
                 Pos::new(1, 1),
                 format!("invalid variable name '{name}' in -d: expected NAME=VALUE"),
@@ -197,7 +294,9 @@ impl Expander<'_> {
         let (expr, parse_diags) = parse::parse_value(tokens, &file);
         diags.extend(parse_diags);
         let had_errors = diags.iter().any(Diagnostic::is_error);
-        self.diags.extend(diags);
+        for d in diags {
+            self.push(d);
+        }
         if let (Some(expr), false) = (expr, had_errors) {
             // Variables in a -d value refer to other -d values only.
             let saved = std::mem::replace(&mut self.file, file);
@@ -237,13 +336,22 @@ impl Expander<'_> {
             for w in self.substitute(w) {
                 let braced = match usage {
                     Use::Verbatim => vec![w],
-                    _ => match expand_braces(w) {
-                        Ok(v) => v,
-                        Err((pos, msg)) => {
-                            self.error(pos, msg);
-                            continue;
+                    _ => {
+                        let pos = w.pos;
+                        match expand_braces(w, self.remaining()) {
+                            Ok(v) => {
+                                let first = || v.first().map(EWord::text).unwrap_or_default();
+                                if !self.charge(pos, expansion_size(&v), first) {
+                                    continue;
+                                }
+                                v
+                            }
+                            Err((pos, msg)) => {
+                                self.error(pos, msg);
+                                continue;
+                            }
                         }
-                    },
+                    }
                 };
                 for w in braced {
                     match usage {
@@ -266,18 +374,31 @@ impl Expander<'_> {
         // A word that is just `${X}` keeps the positions of X's elements,
         // so errors about them point into X's definition.
         if let [Piece::Var { name, pos }] = word.pieces.as_slice() {
-            return match self.vars.get(name) {
-                Some((v, _)) => v.clone(),
-                None => {
-                    self.undefined(name, *pos, None);
-                    Vec::new()
-                }
+            let Some(size) = self.vars.get(name).map(|(v, _)| expansion_size(v)) else {
+                self.undefined(name, *pos, None);
+                return Vec::new();
             };
+            if !self.charge(*pos, size, || word.display()) {
+                return Vec::new();
+            }
+            return self
+                .vars
+                .get(name)
+                .map(|(v, _)| v.clone())
+                .unwrap_or_default();
         }
         let mut acc: Vec<Vec<EChar>> = vec![Vec::new()];
+        // Characters in `acc`: it only grows, so checking each step
+        // against what may still be produced bounds every step.
+        let mut chars = 0usize;
         for (i, piece) in word.pieces.iter().enumerate() {
             match piece {
                 Piece::Char { c, escaped, pos } => {
+                    chars = chars.saturating_add(acc.len());
+                    if chars.saturating_add(2 * acc.len()) > self.remaining() {
+                        self.charge(*pos, usize::MAX, || word.display());
+                        return Vec::new();
+                    }
                     for a in &mut acc {
                         a.push(EChar {
                             c: *c,
@@ -301,18 +422,32 @@ impl Expander<'_> {
                         );
                         return Vec::new();
                     }
+                    let value_chars: usize = values.iter().map(|v| v.chars.len()).sum();
+                    let grown = chars
+                        .saturating_mul(values.len())
+                        .saturating_add(acc.len().saturating_mul(value_chars));
+                    let words = acc.len().saturating_mul(values.len());
+                    if grown.saturating_add(words.saturating_mul(2)) > self.remaining() {
+                        self.charge(*pos, usize::MAX, || word.display());
+                        return Vec::new();
+                    }
+                    chars = grown;
                     acc = acc
                         .iter()
                         .flat_map(|prefix| {
                             values.iter().map(move |v| {
-                                let mut w = prefix.clone();
-                                w.extend(v.chars.iter().cloned());
+                                let mut w = Vec::with_capacity(prefix.len() + v.chars.len());
+                                w.extend_from_slice(prefix);
+                                w.extend_from_slice(&v.chars);
                                 w
                             })
                         })
                         .collect();
                 }
             }
+        }
+        if !self.charge(word.pos, chars + 2 * acc.len(), || word.display()) {
+            return Vec::new();
         }
         acc.into_iter()
             .map(|chars| EWord {
@@ -373,7 +508,12 @@ impl Expander<'_> {
         } else {
             (String::new(), 0)
         };
-        let home = match home_of(&user) {
+        let home = self
+            .homes
+            .entry(user)
+            .or_insert_with_key(|user| home_of(user))
+            .clone();
+        let home = match home {
             Ok(h) => h,
             Err(msg) => {
                 self.error(w.pos, format!("cannot expand '{}': {msg}", w.text()));
@@ -402,6 +542,34 @@ impl Expander<'_> {
         if !w.has_glob_meta() {
             return vec![w];
         }
+        // The glob crate walks a pattern one component per stack frame,
+        // going on down `.` and `..` whether or not the tree is that deep:
+        // `/./././…/*` in a 16 KB Distfile overflowed the stack (found by
+        // the fuzz harness, crates/fuzz). So no pattern longer than a path
+        // can be, and none with `.` or `..` (which `path` refuses later
+        // anyway): the walk goes only as deep as the tree.
+        let len = w.chars.iter().map(|c| c.c.len_utf8()).sum::<usize>();
+        if len > PATH_MAX {
+            self.error(
+                w.pos,
+                format!(
+                    "pattern '{}…' is {len} bytes long: no path is longer than {PATH_MAX} bytes",
+                    w.chars.iter().take(40).map(|c| c.c).collect::<String>()
+                ),
+            );
+            return Vec::new();
+        }
+        let w = match without_dots(w) {
+            Ok(w) => w,
+            Err(w) => {
+                let text = w.text();
+                self.error(
+                    w.pos,
+                    format!("'{text}': '..' is not allowed in mirrored paths"),
+                );
+                return Vec::new();
+            }
+        };
         let Some(root) = self.root.to_str() else {
             self.error(
                 w.pos,
@@ -501,12 +669,16 @@ impl Expander<'_> {
     }
 
     fn error_count(&self) -> usize {
-        self.diags.iter().filter(|d| d.is_error()).count()
+        self.errors
     }
 
     fn hosts(&mut self, expr: &ListExpr) -> Vec<HostRef> {
         let errors_before = self.error_count();
         let mut out: Vec<HostRef> = Vec::new();
+        // Looking each name up in `out` made a list of many hosts
+        // quadratic: `h{1,…,9}` five times (59,049 names, 107 bytes) took
+        // 6.5 s (found by the fuzz harness, crates/fuzz).
+        let mut seen: HashSet<String> = HashSet::new();
         for w in self.eval(expr, Use::Names) {
             let text = w.text();
             let (login, host) = match text.rsplit_once('@') {
@@ -533,7 +705,7 @@ impl Expander<'_> {
                 );
                 continue;
             }
-            if !out.iter().any(|h| h.name == host) {
+            if seen.insert(host.to_string()) {
                 out.push(HostRef {
                     name: host.to_string(),
                     login,
@@ -541,7 +713,9 @@ impl Expander<'_> {
                 });
             }
         }
-        if out.is_empty() && self.error_count() == errors_before {
+        // Over MAX_EXPANDED every list comes out empty: that error is
+        // reported once already.
+        if out.is_empty() && self.error_count() == errors_before && !self.over_budget {
             self.error(
                 expr.pos,
                 "empty host list: expected at least one host after '->'",
@@ -834,9 +1008,48 @@ fn map_targets(sources: &[(PathBuf, Pos)], dest: Option<&PathBuf>, whole: bool) 
         .collect()
 }
 
-/// Step 2: csh brace expansion. `{}` stays literal, as in csh.
-fn expand_braces(w: EWord) -> Result<Vec<EWord>, (Pos, String)> {
+/// `w` without `.` components and repeated slashes, which name nothing
+/// more; `Err(w)` if it has a `..` component.
+fn without_dots(w: EWord) -> Result<EWord, EWord> {
+    let parts: Vec<&[EChar]> = w.chars.split(|c| c.c == '/').collect();
+    if parts
+        .iter()
+        .any(|p| p.len() == 2 && p.iter().all(|c| c.c == '.'))
+    {
+        return Err(w);
+    }
+    let last = parts.len() - 1;
+    let mut chars = Vec::with_capacity(w.chars.len());
+    for (i, part) in parts.iter().enumerate() {
+        let dot = part.len() == 1 && part[0].c == '.';
+        // The first part is empty for an absolute pattern, the last one
+        // for a trailing slash: both are kept.
+        if (i > 0 && i < last && part.is_empty()) || dot {
+            continue;
+        }
+        if i > 0 {
+            let slash = w.chars.iter().find(|c| c.c == '/').cloned();
+            chars.extend(slash);
+        }
+        chars.extend_from_slice(part);
+    }
+    Ok(EWord { chars, pos: w.pos })
+}
+
+/// What holding `words` costs against [`MAX_EXPANDED`].
+fn expansion_size(words: &[EWord]) -> usize {
+    words
+        .iter()
+        .fold(0usize, |n, w| n.saturating_add(w.chars.len() + 2))
+}
+
+/// Step 2: csh brace expansion. `{}` stays literal, as in csh. At most
+/// [`MAX_WORDS`] names, and `budget` units of [`MAX_EXPANDED`] held at
+/// any time.
+fn expand_braces(w: EWord, budget: usize) -> Result<Vec<EWord>, (Pos, String)> {
     let mut done = Vec::new();
+    // What `done` and `todo` hold, in MAX_EXPANDED's units.
+    let mut held = w.chars.len() + 2;
     let mut todo = vec![w];
     while let Some(w) = todo.pop() {
         let cs = &w.chars;
@@ -847,6 +1060,7 @@ fn expand_braces(w: EWord) -> Result<Vec<EWord>, (Pos, String)> {
             done.push(w);
             continue;
         };
+        held -= w.chars.len() + 2;
         let mut depth = 0usize;
         let mut close = None;
         let mut commas = Vec::new();
@@ -885,9 +1099,26 @@ fn expand_braces(w: EWord) -> Result<Vec<EWord>, (Pos, String)> {
                 ),
             ));
         }
+        // Each alternative keeps what is around the braces.
+        let around = open + (cs.len() - close - 1) + 2;
+        let made = bounds.windows(2).fold(0usize, |n, pair| {
+            n.saturating_add(around + (pair[1] - pair[0] - 1))
+        });
+        if held.saturating_add(made) > budget {
+            return Err((
+                w.pos,
+                format!(
+                    "brace expansion of '{}' takes the Distfile's lists past {MAX_EXPANDED} characters in all: \
+                     list fewer or shorter names",
+                    w.text()
+                ),
+            ));
+        }
+        held += made;
         // Pushed in reverse so that alternatives come out in written order.
         for pair in bounds.windows(2).rev() {
-            let mut chars = cs[..open].to_vec();
+            let mut chars = Vec::with_capacity(around - 2 + (pair[1] - pair[0] - 1));
+            chars.extend_from_slice(&cs[..open]);
             chars.extend_from_slice(&cs[pair[0] + 1..pair[1]]);
             chars.extend_from_slice(&cs[close + 1..]);
             todo.push(EWord { chars, pos: w.pos });
