@@ -170,6 +170,8 @@ fn change(p: &str, content: Content, ts: u64, host: &str) -> Change {
                 uid: 1000,
                 gid: 100,
                 mtime_ns: 1_700_000_000_000_000_000,
+                owner: omirr_core::Name::new(b"www-data").unwrap_or_default(),
+                group: omirr_core::Name::default(),
             },
             version: Version {
                 ts: Timestamp(ts),
@@ -218,8 +220,18 @@ fn messages() -> Vec<Message> {
             code: ErrorCode::Other(77),
             message: String::new(),
         },
-        Message::Pull { after: 0 },
-        Message::Pull { after: 300 },
+        Message::Pull {
+            after: 0,
+            own_after: Timestamp(0),
+        },
+        Message::Pull {
+            after: 300,
+            own_after: Timestamp(u64::MAX),
+        },
+        Message::Clock {
+            wall: 1_700_000_000_000_000_000,
+            index: 42,
+        },
         Message::Changes {
             changes: changes
                 .iter()
