@@ -60,6 +60,7 @@ fn every_seed_passes_its_target() {
             }
         }
     }
+    targets::distfile::cleanup();
 }
 
 #[test]
