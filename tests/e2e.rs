@@ -471,67 +471,14 @@ fn www_and_private(hosts: &[&str]) -> String {
 /// frames are sent as given, after the greeting (`Hello` and `Clock`).
 /// Returns when the peer closes or after a few seconds.
 fn rogue(cluster: &Cluster, to: &str, frames: Vec<Vec<u8>>) {
-    use omirr_net::tls;
-    use tokio::io::AsyncWriteExt;
-    let identity = omirr_net::identity::load(&cluster.state_dir("gamma")).expect("gamma's key");
-    let text = fs::read_to_string(cluster.peers()).expect("peers");
-    let (peers, _) = omirr_config::peers::Peers::parse(&text, cluster.peers()).expect("peers");
-    let pins = tls::SharedPins::new(tls::PinSet::from_peers(&peers));
-    let config = tls::client_config(&identity, pins, to).expect("config");
-    let port = cluster.port(to);
-    let to = to.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let connector = tokio_rustls::TlsConnector::from(config);
-        let mut s = connector
-            .connect(tls::server_name(&to), tcp)
-            .await
-            .expect("TLS");
-        let hello = omirr_proto::read_message(&mut s)
-            .await
-            .expect("read")
-            .expect("a Hello");
-        assert!(matches!(hello, omirr_proto::Message::Hello(_)), "{hello:?}");
-        omirr_proto::write_message(
-            &mut s,
-            &omirr_proto::Message::Hello(omirr_proto::Hello::new("gamma")),
-        )
-        .await
-        .expect("hello");
-        omirr_proto::write_message(
-            &mut s,
-            &omirr_proto::Message::Clock {
-                wall: wall_ns(),
-                index: 1,
-            },
-        )
-        .await
-        .expect("clock");
-        for f in frames {
-            if s.write_all(&f).await.is_err() {
-                break;
-            }
+    let mut r = support::rogue::Rogue::connect(cluster, "gamma", to, support::rogue::wall_ns());
+    for f in frames {
+        if !r.send_raw(&f) {
+            break;
         }
-        let _ = s.flush().await;
-        // Read until the peer closes (or a few seconds pass).
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            while let Ok(Some(_)) = omirr_proto::read_message(&mut s).await {}
-        })
-        .await;
-    });
-}
-
-/// This machine's wall clock, in nanoseconds since the epoch.
-fn wall_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    }
+    // Read until the peer closes (or a few seconds pass).
+    let _ = r.recv_until(Duration::from_secs(3), |_| false);
 }
 
 fn file_change(path: &str, data: &[u8]) -> omirr_proto::Change {
