@@ -1274,6 +1274,18 @@ fn with_nochk_options_content_is_mirrored_but_owner_group_and_mode_are_not() {
         0o600,
         "alpha's mode changed"
     );
+
+    // A chmod alone on beta, not mirrored, does not make beta take
+    // alpha's next edit for a local write it must not overwrite.
+    fs::set_permissions(&b, fs::Permissions::from_mode(0o604)).expect("chmod");
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(&a, "v4").expect("write");
+    assert!(
+        wait_until(TIMEOUT, || fs::read(&b).is_ok_and(|c| c == b"v4")),
+        "alpha's edit did not reach beta after beta's chmod:\n{}",
+        cluster.logs()
+    );
+    assert_eq!(fs::metadata(&b).expect("stat").mode() & 0o7777, 0o604);
 }
 
 /// `savetargets` keeps the file a peer's change replaces as NAME.OLD on
