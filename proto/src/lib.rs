@@ -30,7 +30,7 @@
 //!   exist once. Core does no I/O either, so nothing is lost;
 //! - session state: cursors, acknowledgements, which request is
 //!   outstanding, whether a peer may change a path. `PROTOCOL.md` says
-//!   what a session must do; the session code in `omirr-net` does it.
+//!   what a session must do; the session code in `omirr-sync` does it.
 //!
 //! Untrusted bytes: decoding never panics, never allocates more than the
 //! frame limit per field, and rejects a frame whose declared length is over

@@ -9,7 +9,11 @@
 //!   sequence-ordered feed peers resume from ([`Index::since`]), and the
 //!   hash and tombstone lookups beside it, with the same semantics as
 //!   [`omirr_core::mem::MemIndex`], its model;
-//! - each peer's cursor, and the clock's last timestamp;
+//! - each peer's cursor, with the id of the peer's index it counts in
+//!   ([`Index::meet_peer_index`]), this index's own id ([`Index::id`]),
+//!   the clock's last timestamp, and each writer's latest version
+//!   recorded ([`Index::latest_of`]), by which a host whose index is new
+//!   gets its own changes back;
 //! - the peers' changes this host could not apply ([`Aside`]), kept in
 //!   the same transaction as the cursor that moves past them;
 //! - the stat cache and the inode cache ([`StatKey`]), which let a scan

@@ -4,6 +4,8 @@
 //! logging ([`logging`]), detaching, the pid file and syslog
 //! ([`background`]), the configuration as this host applies it ([`plan`]),
 //! the running daemon with its watcher, listener and dialers ([`daemon`]),
+//! accepting connections under load ([`listen`]: the handshake cap, the
+//! back-off when descriptors run out),
 //! the Distfile's commands after updates ([`commands`]), `omirrd status`
 //! ([`status`]) and `omirrd demo` ([`demo`]). The sync engine (peer
 //! sessions, recording and applying changes) is `omirr-sync`; the sync
