@@ -101,8 +101,7 @@ where
         Ok(h) => h,
         Err(e) => {
             if let Some(m) = e.to_message() {
-                let _ = control.send(m);
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                tell(&control, writer, m).await;
             }
             return Err(e.into());
         }
@@ -123,19 +122,20 @@ where
         }
         other => {
             let v = Violation(format!("expected Clock after Hello, got {}", other.kind()));
-            let _ = control.send(Message::error(ErrorCode::BadMessage, v.to_string()));
-            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            tell(
+                &control,
+                writer,
+                Message::error(ErrorCode::BadMessage, v.to_string()),
+            )
+            .await;
             return Err(v.into());
         }
     };
     let their_index = match checked {
         Ok(index) => index,
         Err(e) => {
-            let _ = control.send(Message::error(
-                ErrorCode::ClockOffset,
-                e.to_peer(engine.policy().host()),
-            ));
-            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            let m = Message::error(ErrorCode::ClockOffset, e.to_peer(engine.policy().host()));
+            tell(&control, writer, m).await;
             return Err(e.into());
         }
     };
@@ -221,8 +221,12 @@ where
                 // An undecodable frame is the peer's fault, and it is
                 // told; a broken connection has nobody to tell.
                 if let omirr_proto::ReadError::Decode(d) = &e {
-                    let _ = control.send(Message::error(ErrorCode::BadMessage, d.to_string()));
-                    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                    tell(
+                        &control,
+                        writer,
+                        Message::error(ErrorCode::BadMessage, d.to_string()),
+                    )
+                    .await;
                 }
                 return Err(e.into());
             }
@@ -277,11 +281,9 @@ where
             Message::Pong { .. } => Ok(()),
             Message::Clock { wall, .. } => {
                 if let Err(e) = check_clock(&engine, &peer, wall) {
-                    let _ = control.send(Message::error(
-                        ErrorCode::ClockOffset,
-                        e.to_peer(engine.policy().host()),
-                    ));
-                    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                    let m =
+                        Message::error(ErrorCode::ClockOffset, e.to_peer(engine.policy().host()));
+                    tell(&control, writer, m).await;
                     return Err(e.into());
                 }
                 Ok(())
@@ -295,11 +297,26 @@ where
             Message::Hello(_) => Err(Violation("a second Hello".into())),
         };
         if let Err(v) = checked {
-            let _ = control.send(Message::error(ErrorCode::BadMessage, v.to_string()));
-            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            tell(
+                &control,
+                writer,
+                Message::error(ErrorCode::BadMessage, v.to_string()),
+            )
+            .await;
             return Err(v.into());
         }
     }
+}
+
+/// Sends `m`, a refusal, ahead of everything queued, and gives the writer
+/// a moment to put it on the wire before the session ends.
+async fn tell(
+    control: &mpsc::UnboundedSender<Message>,
+    writer: tokio::task::JoinHandle<Result<(), SessionError>>,
+    m: Message,
+) {
+    let _ = control.send(m);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
 }
 
 /// Queues one of the peer's requests for the server, within the bound.
