@@ -140,24 +140,6 @@ fn digests_and_differences() {
     assert!(!wait_until(Duration::from_millis(50), || false));
 }
 
-/// One cluster at a time: the timing bounds below are for three daemons on
-/// two cores, not for several clusters competing.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The status `omirrd status --json` prints for `host`.
-fn status(cluster: &Cluster, host: &str) -> Option<serde_json::Value> {
-    let state = cluster.state_dir(host);
-    let out = support::omirrd(&["status", "--json", "--state-dir", state.to_str()?]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 /// `names` mirroring `/srv/www` (empty on every host), started and
 /// connected.
 fn started_www(names: &[&str]) -> Cluster {
@@ -174,7 +156,7 @@ fn started_www(names: &[&str]) -> Cluster {
 fn wait_connected(cluster: &Cluster, hosts: &[&str]) {
     let ok = wait_until(TIMEOUT, || {
         hosts.iter().all(|h| {
-            status(cluster, h).is_some_and(|s| {
+            cluster.status(h).is_some_and(|s| {
                 s["peers"].as_object().is_some_and(|p| {
                     p.len() == hosts.len() - 1 && p.values().all(|v| v["connected"] == true)
                 })
@@ -189,7 +171,7 @@ fn activity(cluster: &Cluster, hosts: &[&str]) -> Vec<(u64, u64, u64)> {
     hosts
         .iter()
         .map(|h| {
-            let s = status(cluster, h).unwrap_or_default();
+            let s = cluster.status(h).unwrap_or_default();
             (
                 s["last_seq"].as_u64().unwrap_or(0),
                 s["local_changes"].as_u64().unwrap_or(0),
@@ -201,7 +183,7 @@ fn activity(cluster: &Cluster, hosts: &[&str]) -> Vec<(u64, u64, u64)> {
 
 #[test]
 fn different_trees_converge_and_the_newer_version_wins() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = Cluster::new(&HOSTS, www);
     let roots: Vec<std::path::PathBuf> = HOSTS.iter().map(|h| cluster.root(h)).collect();
     let w = |h: &str| roots[HOSTS.iter().position(|x| *x == h).expect("host")].join("srv/www");
@@ -234,7 +216,7 @@ fn different_trees_converge_and_the_newer_version_wins() {
 #[test]
 fn live_operations_reach_every_host_within_two_seconds() {
     use std::os::unix::fs::PermissionsExt;
-    let _one = serial();
+    let _one = support::serial();
     let cluster = started_www(&HOSTS);
     let w = |h: &str| cluster.root(h).join("srv/www");
     type Op = (&'static str, &'static str, fn(&std::path::Path));
@@ -328,7 +310,7 @@ fn live_operations_reach_every_host_within_two_seconds() {
 
 #[test]
 fn the_same_file_written_on_two_hosts_at_once_ends_the_same() {
-    let _one = serial();
+    let _one = support::serial();
     let cluster = started_www(&HOSTS);
     let (a, b) = (
         cluster.root("alpha").join("srv/www/race"),
@@ -348,7 +330,7 @@ fn the_same_file_written_on_two_hosts_at_once_ends_the_same() {
 
 #[test]
 fn a_stopped_host_catches_up_with_few_frames() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = Cluster::new(&HOSTS, www);
     let files = 300;
     let site = cluster.root("alpha").join("srv/www");
@@ -394,7 +376,7 @@ fn a_stopped_host_catches_up_with_few_frames() {
         assert!(!www.join("d2/f2").exists(), "{h}");
     }
     // The restart moved a handful of frames, not the index.
-    let s = self::status(&cluster, "gamma").expect("gamma's status");
+    let s = cluster.status("gamma").expect("gamma's status");
     let frames: u64 = s["peers"]
         .as_object()
         .expect("peers")
@@ -414,7 +396,7 @@ fn a_stopped_host_catches_up_with_few_frames() {
 
 #[test]
 fn a_host_with_an_unpinned_key_is_refused() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = started_www(&HOSTS);
     // An impostor takes alpha's name and port with a key of its own.
     cluster.stop("alpha");
@@ -507,7 +489,7 @@ fn file_change(path: &str, data: &[u8]) -> omirr_proto::Change {
 
 #[test]
 fn changes_outside_the_shared_sets_and_dotdot_paths_are_refused() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = Cluster::new(&HOSTS, www_and_private);
     for h in HOSTS {
         fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
@@ -598,7 +580,7 @@ fn temps(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
 #[test]
 fn a_receiver_killed_mid_transfer_recovers_and_never_shows_partial_content() {
     use std::io::Write;
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = Cluster::new(&HOSTS, www);
     const MIB: usize = 1 << 20;
     let size = 200 * MIB;
@@ -663,7 +645,7 @@ fn a_receiver_killed_mid_transfer_recovers_and_never_shows_partial_content() {
 
 #[test]
 fn sighup_reloads_the_distfile_and_keeps_a_broken_one_out() {
-    let _one = serial();
+    let _one = support::serial();
     let two = ["alpha", "beta"];
     let mut cluster = Cluster::new(&two, www);
     for h in two {
@@ -730,7 +712,7 @@ fn sighup_reloads_the_distfile_and_keeps_a_broken_one_out() {
 
 #[test]
 fn special_runs_after_a_peers_update_and_follows_sighup() {
-    let _one = serial();
+    let _one = support::serial();
     let two = ["alpha", "beta"];
     let marks = tempfile::tempdir().expect("tempdir");
     let first = marks.path().join("first");
@@ -787,7 +769,7 @@ fn special_runs_after_a_peers_update_and_follows_sighup() {
 
 #[test]
 fn sighup_lifting_an_exclusion_mirrors_what_it_covered() {
-    let _one = serial();
+    let _one = support::serial();
     let two = ["alpha", "beta"];
     let with_logs_excluded =
         |hosts: &[&str]| format!("{}\texcept_pat ( \\\\.log$ ) ;\n", www(hosts));
@@ -830,7 +812,8 @@ fn sighup_lifting_an_exclusion_mirrors_what_it_covered() {
 
 /// `peer`'s counters in `host`'s status (see `PeerStatus`).
 fn peer_counter(cluster: &Cluster, host: &str, peer: &str, counter: &str) -> u64 {
-    status(cluster, host)
+    cluster
+        .status(host)
         .and_then(|s| s["peers"][peer][counter].as_u64())
         .unwrap_or_else(|| panic!("{host} shows no {counter} for {peer}"))
 }
@@ -851,7 +834,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn a_small_edit_of_a_large_file_fetches_only_the_changed_chunk() {
-    let _one = serial();
+    let _one = support::serial();
     let hosts = ["alpha", "beta"];
     let mut cluster = Cluster::new(&hosts, www);
     let w = |c: &Cluster, h: &str| c.root(h).join("srv/www");
@@ -904,7 +887,7 @@ fn a_small_edit_of_a_large_file_fetches_only_the_changed_chunk() {
 
 #[test]
 fn renames_chmods_and_deletes_move_no_file_content() {
-    let _one = serial();
+    let _one = support::serial();
     let hosts = ["alpha", "beta"];
     let mut cluster = Cluster::new(&hosts, www);
     let w = |c: &Cluster, h: &str| c.root(h).join("srv/www");
@@ -940,7 +923,7 @@ fn renames_chmods_and_deletes_move_no_file_content() {
 
 #[test]
 fn renaming_a_directory_of_more_entries_than_a_page_moves_no_file_content() {
-    let _one = serial();
+    let _one = support::serial();
     let hosts = ["alpha", "beta"];
     let mut cluster = Cluster::new(&hosts, www);
     let w = |c: &Cluster, h: &str| c.root(h).join("srv/www");
@@ -969,7 +952,7 @@ fn renaming_a_directory_of_more_entries_than_a_page_moves_no_file_content() {
 
 #[test]
 fn a_file_still_being_written_is_not_sent_half_written() {
-    let _one = serial();
+    let _one = support::serial();
     let hosts = ["alpha", "beta"];
     let mut cluster = Cluster::new(&hosts, www);
     for h in hosts {
@@ -1007,7 +990,7 @@ fn a_file_still_being_written_is_not_sent_half_written() {
 
 #[test]
 fn a_file_larger_than_the_in_flight_budget_moves_in_bounded_memory() {
-    let _one = serial();
+    let _one = support::serial();
     let hosts = ["alpha", "beta"];
     let mut cluster = Cluster::new(&hosts, www);
     cluster.add_args(&["--in-flight", "1M"]);
@@ -1056,7 +1039,7 @@ fn a_file_larger_than_the_in_flight_budget_moves_in_bounded_memory() {
 /// retried, and later changes from the same peer still arrive.
 #[test]
 fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
-    let _one = serial();
+    let _one = support::serial();
     let names = ["alpha", "beta"];
     let mut cluster = Cluster::new(&names, www);
     for h in names {
@@ -1086,10 +1069,12 @@ fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
         cluster.logs()
     );
     let aside = wait_until(TIMEOUT, || {
-        status(&cluster, "beta").is_some_and(|s| s["aside_count"].as_u64() == Some(1))
+        cluster
+            .status("beta")
+            .is_some_and(|s| s["aside_count"].as_u64() == Some(1))
     });
     assert!(aside, "beta sets the deletion aside:\n{}", cluster.logs());
-    let s = status(&cluster, "beta").expect("status");
+    let s = cluster.status("beta").expect("status");
     assert_eq!(s["aside"][0]["path"], "srv/www/d", "{s}");
     assert_eq!(s["aside"][0]["peer"], "alpha", "{s}");
     assert!(
@@ -1117,7 +1102,9 @@ fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
     );
     assert!(
         wait_until(TIMEOUT, || {
-            status(&cluster, "beta").is_some_and(|s| s["aside_count"].as_u64() == Some(0))
+            cluster
+                .status("beta")
+                .is_some_and(|s| s["aside_count"].as_u64() == Some(0))
         }),
         "{}",
         cluster.logs()
@@ -1133,7 +1120,7 @@ fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
 /// past, and its memory stays under the bound PROTOCOL.md documents.
 #[test]
 fn a_peer_flooding_pages_is_cut_off_at_the_window_in_bounded_memory() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = started_www(&HOSTS);
     cluster.stop("gamma");
     let alpha = cluster.pid("alpha").expect("pid");
@@ -1217,7 +1204,7 @@ fn started_two_with(options: &'static str) -> Cluster {
 #[test]
 fn with_nochk_options_content_is_mirrored_but_owner_group_and_mode_are_not() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let _one = serial();
+    let _one = support::serial();
     let cluster = started_two_with("-onochkowner,nochkgroup,nochkmode");
     let a = cluster.root("alpha").join("srv/www/tool.sh");
     let b = cluster.root("beta").join("srv/www/tool.sh");
@@ -1293,7 +1280,7 @@ fn with_nochk_options_content_is_mirrored_but_owner_group_and_mode_are_not() {
 /// (no NAME.OLD.OLD) when the next change comes.
 #[test]
 fn savetargets_keeps_old_versions_where_they_were_kept_and_never_cascades() {
-    let _one = serial();
+    let _one = support::serial();
     let cluster = started_two_with("-osavetargets");
     let w = |h: &str| cluster.root(h).join("srv/www");
     let read = |h: &str, f: &str| fs::read_to_string(w(h).join(f)).ok();
@@ -1335,7 +1322,7 @@ fn owners_arrive_by_name_and_unknown_names_fall_back_to_the_number() {
         eprintln!("not root: owners cannot be set; skipped");
         return;
     }
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = Cluster::new(&HOSTS, www);
     for h in HOSTS {
         fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");

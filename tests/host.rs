@@ -13,14 +13,6 @@ use support::cluster::{wait_until, Cluster};
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One cluster at a time: the timing bounds are for a few daemons on two
-/// cores, not for several clusters competing.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// `/srv/www` mirrored among `hosts`.
 fn www(hosts: &[&str]) -> String {
     format!("www:\n/srv/www -> ( {} )\n", hosts.join(" "))
@@ -30,7 +22,7 @@ const TAG: &str = "0123456789abcdef";
 
 #[test]
 fn the_start_up_clean_up_looks_only_inside_the_mirrored_trees() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = Cluster::new(&["alpha", "beta"], www);
     let root = cluster.root("alpha");
     // Temporary names of an interrupted run inside the mirrored tree...
@@ -81,7 +73,7 @@ fn is_root() -> bool {
 
 #[test]
 fn directories_above_a_top_are_left_alone_and_made_like_their_parent() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = Cluster::new(&["alpha", "beta"], |hosts| {
         format!("site:\n/home/alice/www -> ( {} )\n", hosts.join(" "))
     });
@@ -260,7 +252,7 @@ fn alpha_alone(distfile: impl Fn(&[&str]) -> String) -> Cluster {
 
 #[test]
 fn connections_that_never_authenticate_are_capped() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = alpha_alone(www);
     let pid = cluster.pid("alpha").expect("alpha runs");
     let (_, before) = descriptors(pid);
@@ -307,7 +299,7 @@ fn connections_that_never_authenticate_are_capped() {
 
 #[test]
 fn accept_loops_back_off_when_out_of_descriptors() {
-    let _one = serial();
+    let _one = support::serial();
     // Alpha alone in its set: no dialer opens and closes sockets meanwhile.
     let cluster = alpha_alone(|_| www(&["alpha"]));
     let pid = cluster.pid("alpha").expect("alpha runs");

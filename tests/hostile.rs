@@ -16,13 +16,6 @@ use support::rogue::{wall_ns, Rogue};
 const TIMEOUT: Duration = Duration::from_secs(20);
 const HOSTS: [&str; 3] = ["alpha", "beta", "gamma"];
 
-/// One cluster at a time (three daemons on two cores).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// `/srv/www` among all the hosts; `/srv/private` between alpha and beta.
 fn www_and_private(hosts: &[&str]) -> String {
     format!(
@@ -40,18 +33,10 @@ fn nested(hosts: &[&str]) -> String {
     )
 }
 
-/// The status `omirrd status --json` prints for `host`.
-fn status(cluster: &Cluster, host: &str) -> Option<serde_json::Value> {
-    let state = cluster.state_dir(host);
-    let out = support::omirrd(&["status", "--json", "--state-dir", state.to_str()?]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 fn connected(cluster: &Cluster, host: &str, peer: &str) -> bool {
-    status(cluster, host).is_some_and(|s| s["peers"][peer]["connected"] == true)
+    cluster
+        .status(host)
+        .is_some_and(|s| s["peers"][peer]["connected"] == true)
 }
 
 /// Starts `names` with `distfile`, after `prepare` filled their roots,
@@ -118,7 +103,7 @@ fn expect_log(cluster: &Cluster, host: &str, needle: &str) {
 
 #[test]
 fn a_version_from_the_far_future_is_set_aside_and_drags_no_clock() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = started(&HOSTS, www_and_private, |c| {
         for h in HOSTS {
             fs::write(c.root(h).join("srv/www/keep"), b"keep").expect("write");
@@ -135,7 +120,9 @@ fn a_version_from_the_far_future_is_set_aside_and_drags_no_clock() {
     )]));
     expect_log(&cluster, "alpha", "ahead of this host's clock");
     let aside = wait_until(TIMEOUT, || {
-        status(&cluster, "alpha").is_some_and(|s| s["aside_count"] == 1)
+        cluster
+            .status("alpha")
+            .is_some_and(|s| s["aside_count"] == 1)
     });
     assert!(aside, "status shows it set aside:\n{}", cluster.logs());
     drop(rogue);
@@ -164,7 +151,7 @@ fn a_version_from_the_far_future_is_set_aside_and_drags_no_clock() {
 
 #[test]
 fn a_peer_cannot_remove_or_hide_a_nested_set_it_is_not_part_of() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = started(&HOSTS, nested, |c| {
         for h in ["alpha", "beta"] {
             fs::create_dir_all(c.root(h).join("srv/www/private")).expect("mkdir");
@@ -218,7 +205,9 @@ fn a_peer_cannot_remove_or_hide_a_nested_set_it_is_not_part_of() {
             cluster.logs()
         );
     }
-    let refused = status(&cluster, "alpha").map(|s| s["peers"]["gamma"]["refused"].clone());
+    let refused = cluster
+        .status("alpha")
+        .map(|s| s["peers"]["gamma"]["refused"].clone());
     assert_eq!(
         refused,
         Some(serde_json::json!(2)),
@@ -228,7 +217,7 @@ fn a_peer_cannot_remove_or_hide_a_nested_set_it_is_not_part_of() {
 
 #[test]
 fn a_forged_writer_and_an_over_long_path_are_refused() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = started(&HOSTS, www_and_private, |_| {});
     cluster.stop("gamma");
     // A directory "made by" a host that is no peer at all.
@@ -288,7 +277,7 @@ fn a_forged_writer_and_an_over_long_path_are_refused() {
 
 #[test]
 fn content_is_served_only_from_shared_sets_and_never_through_a_symlink() {
-    let _one = serial();
+    let _one = support::serial();
     let secret = b"the secret";
     let mut cluster = started(&HOSTS, www_and_private, |c| {
         fs::create_dir_all(c.root("alpha").join("srv/private")).expect("mkdir");
@@ -349,7 +338,7 @@ fn content_is_served_only_from_shared_sets_and_never_through_a_symlink() {
 
 #[test]
 fn a_host_a_day_ahead_is_refused_and_one_two_minutes_behind_works() {
-    let _one = serial();
+    let _one = support::serial();
     let mut cluster = Cluster::new(&HOSTS, |h: &[&str]| {
         format!("/srv/www -> ( {} )\n", h.join(" "))
     });
@@ -381,7 +370,7 @@ fn a_host_a_day_ahead_is_refused_and_one_two_minutes_behind_works() {
         "gamma",
         "the clock of alpha is 86400 s behind this host's",
     );
-    let shown = status(&cluster, "alpha").map(|s| s["peers"]["gamma"].clone());
+    let shown = cluster.status("alpha").map(|s| s["peers"]["gamma"].clone());
     let shown = shown.expect("alpha's status");
     assert_eq!(shown["connected"], false, "{shown}");
     let offset = shown["clock_offset_ms"].as_i64().expect("an offset");
@@ -424,7 +413,7 @@ fn a_host_a_day_ahead_is_refused_and_one_two_minutes_behind_works() {
 
 #[test]
 fn a_host_that_lost_its_index_and_tree_gets_back_what_it_wrote() {
-    let _one = serial();
+    let _one = support::serial();
     let names = ["alpha", "beta"];
     let mut cluster = started(
         &names,

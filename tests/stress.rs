@@ -110,14 +110,6 @@ macro_rules! figure {
     };
 }
 
-/// One test at a time, also when `--test-threads=1` is forgotten: the
-/// bounds are for a machine running one cluster.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 // ---------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------
@@ -338,40 +330,11 @@ fn peak_mib(cluster: &Cluster, name: &str) -> u64 {
     cluster.pid(name).map_or(0, |p| peak_rss(p) >> 20)
 }
 
-/// What `omirrd status --json` says for `host`; `None` if it does not
-/// answer within 10 s (never ask a stopped host).
-fn status(cluster: &Cluster, host: &str) -> Option<serde_json::Value> {
-    let mut child = Command::new(support::omirrd_bin())
-        .args(["status", "--json", "--state-dir"])
-        .arg(cluster.state_dir(host))
-        .env_remove("OMIRR_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => {
-                let mut out = Vec::new();
-                child.stdout.take()?.read_to_end(&mut out).ok()?;
-                return serde_json::from_slice(&out).ok();
-            }
-            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
 /// Waits until `host` reports each of `peers` connected.
 fn wait_connected(cluster: &Cluster, host: &str, peers: &[&str]) {
     let ok = support::cluster::wait_until(Duration::from_secs(30), || {
-        status(cluster, host)
+        cluster
+            .status(host)
             .is_some_and(|s| peers.iter().all(|p| s["peers"][p]["connected"] == true))
     });
     assert!(
@@ -575,7 +538,7 @@ impl Drop for DeafPeer {
 #[test]
 #[ignore = "stress: run with --ignored (see docs/benchmarks.md)"]
 fn a_large_tree_on_one_host_reaches_two_empty_hosts() {
-    let _one = serial();
+    let _one = support::serial();
     let sc = scale();
     let case = "large tree";
     let mut cluster = cluster(&HOSTS);
@@ -629,7 +592,7 @@ fn a_large_tree_on_one_host_reaches_two_empty_hosts() {
 #[ignore = "stress: run with --ignored (see docs/benchmarks.md)"]
 fn cp_a_into_a_live_host_converges_within_15s() {
     const BOUND: Duration = Duration::from_secs(15);
-    let _one = serial();
+    let _one = support::serial();
     let sc = scale();
     let case = "cp -a";
     let two = ["alpha", "beta"];
@@ -708,7 +671,7 @@ fn cp_a_into_a_live_host_converges_within_15s() {
 #[ignore = "stress: run with --ignored (see docs/benchmarks.md)"]
 fn a_frozen_peer_does_not_delay_the_others() {
     const BOUND: Duration = Duration::from_secs(2);
-    let _one = serial();
+    let _one = support::serial();
     let sc = scale();
     let case = "frozen peer";
     let mut cluster = cluster(&HOSTS);
@@ -717,7 +680,7 @@ fn a_frozen_peer_does_not_delay_the_others() {
     let gamma_pid = cluster.pid("gamma").expect("gamma runs");
     let alpha_www = cluster.root("alpha").join(WWW);
     let received_from_gamma = |c: &Cluster| {
-        status(c, "alpha")
+        c.status("alpha")
             .and_then(|s| s["peers"]["gamma"]["file_bytes_received"].as_u64())
             .unwrap_or(0)
     };
@@ -876,7 +839,7 @@ fn a_frozen_peer_does_not_delay_the_others() {
 #[ignore = "stress: run with --ignored (see docs/benchmarks.md)"]
 fn an_unappliable_change_does_not_block_later_changes() {
     const BOUND: Duration = Duration::from_secs(5);
-    let _one = serial();
+    let _one = support::serial();
     let sc = scale();
     let case = "unappliable change";
     let two = ["alpha", "beta"];
@@ -973,7 +936,7 @@ fn an_unappliable_change_does_not_block_later_changes() {
 fn a_peer_that_stops_reading_does_not_stall_others_or_grow_memory() {
     const BOUND: Duration = Duration::from_secs(2);
     const BIG_MIB: usize = 64;
-    let _one = serial();
+    let _one = support::serial();
     let sc = scale();
     let case = "deaf peer";
     // gamma is in the peers file and the Distfile but never started: the
@@ -1002,7 +965,7 @@ fn a_peer_that_stops_reading_does_not_stall_others_or_grow_memory() {
     );
     let result = converge(&cluster, &two, WWW, load, sc.load_deadline);
     let rss_peak = peak_rss(alpha_pid);
-    let gamma = status(&cluster, "alpha").map(|s| s["peers"]["gamma"].clone());
+    let gamma = cluster.status("alpha").map(|s| s["peers"]["gamma"].clone());
     match &result {
         Ok(t) => figure!(
             sc,

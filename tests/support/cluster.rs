@@ -301,6 +301,36 @@ impl Cluster {
         wait_until(timeout, || self.log(name).contains(needle))
     }
 
+    /// What `omirrd status --json` says for `host`; `None` if it does not
+    /// answer within 10 s (never ask a stopped host).
+    pub fn status(&self, host: &str) -> Option<serde_json::Value> {
+        let mut child = Command::new(omirrd_bin())
+            .args(["status", "--json", "--state-dir"])
+            .arg(self.state_dir(host))
+            .env_remove("OMIRR_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) if s.success() => {
+                    let mut out = Vec::new();
+                    child.stdout.take()?.read_to_end(&mut out).ok()?;
+                    return serde_json::from_slice(&out).ok();
+                }
+                Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Every host's log, for a failure message.
     pub fn logs(&self) -> String {
         let mut s = String::new();

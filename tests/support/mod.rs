@@ -17,6 +17,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// One cluster at a time within a test binary: the time bounds of the
+/// tests are for a few daemons on two cores, not for clusters competing.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The `omirrd` binary under test.
 pub fn omirrd_bin() -> PathBuf {
     std::env::var_os("OMIRRD_BIN")
