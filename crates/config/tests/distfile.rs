@@ -437,36 +437,7 @@ fn command_line_defines_override() {
 
 #[test]
 fn rdist_manual_example_parses() {
-    let text = r#"
-HOSTS = ( matisse root@arpa)
-
-FILES = ( /bin /lib /usr/bin /usr/games
-	/usr/include/{*.h,{stand,sys,vax*,pascal,machine}/*.h}
-	/usr/lib /usr/man/man? /usr/ucb /usr/local/rdist )
-
-EXLIB = ( Mail.rc aliases aliases.dir aliases.pag crontab dshrc
-	sendmail.cf sendmail.fc sendmail.hf sendmail.st uucp vfont )
-
-${FILES} -> ${HOSTS}
-	install -oremove,chknfs ;
-	except /usr/lib/${EXLIB} ;
-	except /usr/games/lib ;
-	special /usr/lib/sendmail "/usr/lib/sendmail -bz" ;
-
-srcs:
-/usr/src/bin -> arpa
-	except_pat ( \\.o\$ /SCCS\$ ) ;
-
-IMAGEN = (ips dviimp catdvi)
-
-imagen:
-/usr/local/${IMAGEN} -> arpa
-	install /usr/local/lib ;
-	notify ralph ;
-
-${FILES} :: stamp.cory
-	notify root@cory ;
-"#;
+    let text = include_str!("data/rdist-example.distfile");
     let root = empty_root();
     fs::create_dir_all(root.path().join("usr/man/man1")).expect("mkdir");
     fs::create_dir_all(root.path().join("usr/include/sys")).expect("mkdir");

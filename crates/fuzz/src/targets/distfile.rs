@@ -182,36 +182,8 @@ fn seeds() -> Vec<Vec<u8>> {
 }
 
 const SEEDS: &[&str] = &[
-    r#"
-HOSTS = ( matisse root@arpa)
-
-FILES = ( /bin /lib /usr/bin /usr/games
-	/usr/include/{*.h,{stand,sys,vax*,pascal,machine}/*.h}
-	/usr/lib /usr/man/man? /usr/ucb /usr/local/rdist )
-
-EXLIB = ( Mail.rc aliases aliases.dir aliases.pag crontab dshrc
-	sendmail.cf sendmail.fc sendmail.hf sendmail.st uucp vfont )
-
-${FILES} -> ${HOSTS}
-	install -oremove,chknfs ;
-	except /usr/lib/${EXLIB} ;
-	except /usr/games/lib ;
-	special /usr/lib/sendmail "/usr/lib/sendmail -bz" ;
-
-srcs:
-/usr/src/bin -> arpa
-	except_pat ( \\.o\$ /SCCS\$ ) ;
-
-IMAGEN = (ips dviimp catdvi)
-
-imagen:
-/usr/local/${IMAGEN} -> arpa
-	install /usr/local/lib ;
-	notify ralph ;
-
-${FILES} :: stamp.cory
-	notify root@cory ;
-"#,
+    // rdist(1)'s example, as the config crate's test parses it.
+    include_str!("../../../config/tests/data/rdist-example.distfile"),
     "HOSTS = ( alpha beta gamma )\nFILES = ( /srv/www /etc/nginx )\n${FILES} -> ${HOSTS}\n\tinstall ;\n",
     "/a -> ( x y )\n/b -> ( x z )",
     "srcs:\n/usr/src -> ( a b )\nimagen: /x -> ( a b )",
