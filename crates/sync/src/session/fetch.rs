@@ -535,7 +535,8 @@ async fn fetch_small(engine: &Engine, t: &Transfers, w: &Wanted) -> Result<Fetch
 fn staging_file(engine: &Engine, hash: &Hash) -> Result<(PathBuf, std::fs::File), String> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = blake3::Hash::from_bytes(*hash).to_hex();
+    let hex = &hex[..16];
     let path = engine
         .disk
         .stage_dir
