@@ -100,7 +100,8 @@ pub fn render(markdown: &str, source_name: &str, version: &str) -> Result<String
     };
     // tbl(1) must run first when the page has a table; man(1) reads the
     // preprocessors from this first line.
-    if markdown.lines().any(|l| l.trim_start().starts_with('|')) {
+    let has_table = markdown.lines().any(|l| l.trim_start().starts_with('|'));
+    if has_table {
         writer.out.push_str("'\\\" t\n");
     }
     let _ = writeln!(
@@ -116,6 +117,12 @@ pub fn render(markdown: &str, source_name: &str, version: &str) -> Result<String
     // Hyphenating option names and paths would garble them, and justified
     // lines stretch the blanks around them.
     writer.out.push_str(".nh\n.ad l\n");
+    if has_table {
+        // A terminal shows one long page, but tbl (groff 1.22) still
+        // checks each wrapped cell against the page length it finds and
+        // warns at every page boundary a long table crosses.
+        writer.out.push_str(".if n .pl 100000v\n");
+    }
     writer.at_line_start = true;
 
     for (event, range) in events {
