@@ -20,6 +20,9 @@ pub const PAGES: [(&str, &str); 2] = [
     ("docs/omirrd.conf.5.md", "docs/man/omirrd.conf.5"),
 ];
 
+/// Inline code up to this many characters is kept on one line.
+const SHORT_CODE: usize = 24;
+
 /// The command that regenerates the committed pages.
 pub const REGENERATE: &str = "cargo run -p omirr-manpage";
 
@@ -193,7 +196,18 @@ impl Writer {
                     h.push_str(&text);
                 }
                 self.push_font('B');
-                self.text(&text, true);
+                if text.chars().count() <= SHORT_CODE {
+                    // A short command or option reads badly split across
+                    // lines: its blanks do not break.
+                    for (i, word) in text.split(' ').enumerate() {
+                        if i > 0 {
+                            self.raw("\\ ");
+                        }
+                        self.text(word, true);
+                    }
+                } else {
+                    self.text(&text, true);
+                }
                 self.pop_font();
             }
             Event::SoftBreak => self.text("\n", false),
@@ -613,8 +627,9 @@ mod tests {
     #[test]
     fn text_is_escaped() {
         assert_eq!(body("a\\b\n.dot\n'quote"), "a\\eb\n\\&.dot\n\\&'quote");
-        assert_eq!(body("`--opt 'x'`"), "\\fB\\-\\-opt \\(aqx\\(aq\\fR");
+        assert_eq!(body("`--opt 'x'`"), "\\fB\\-\\-opt\\ \\(aqx\\(aq\\fR");
         assert_eq!(body("caf\u{e9}"), "caf\\[u00E9]");
+        assert_eq!(body("`-d X=`"), "\\fB\\-d\\ X=\\fR");
     }
 
     #[test]
