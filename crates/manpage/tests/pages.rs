@@ -52,6 +52,7 @@ fn groff_renders_the_pages_without_warnings() {
     for (_, page) in omirr_manpage::PAGES {
         let output = Command::new("groff")
             .args(["-t", "-man", "-Tutf8", "-ww", "-z"])
+            .env("LC_ALL", "C.UTF-8")
             .arg(root.join(page))
             .output()
             .unwrap_or_else(|e| panic!("cannot run groff: {e}"));
@@ -78,6 +79,8 @@ fn man_renders_the_pages() {
             .arg("-l")
             .arg(root.join(page))
             .env("MANWIDTH", "80")
+            // A locale the machine may not have makes man warn on stderr.
+            .env("LC_ALL", "C.UTF-8")
             .env("MANPAGER", "cat")
             .env("PAGER", "cat")
             .output()
