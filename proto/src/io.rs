@@ -41,6 +41,15 @@ pub async fn read_message<R>(r: &mut R) -> Result<Option<Message>, ReadError>
 where
     R: AsyncRead + Unpin + ?Sized,
 {
+    Ok(read_frame(r).await?.map(|(m, _)| m))
+}
+
+/// [`read_message`], with the size of the frame it read (header
+/// included), for the log.
+pub async fn read_frame<R>(r: &mut R) -> Result<Option<(Message, usize)>, ReadError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut got = 0;
     while let Some(rest) = header.get_mut(got..).filter(|s| !s.is_empty()) {
@@ -81,7 +90,7 @@ where
             .into());
         }
     }
-    Ok(Some(decode_payload(&payload)?))
+    Ok(Some((decode_payload(&payload)?, FRAME_HEADER_LEN + len)))
 }
 
 /// Encodes `msg` and writes its frame. Does not flush: the caller decides
@@ -91,7 +100,16 @@ pub async fn write_message<W>(w: &mut W, msg: &Message) -> Result<(), WriteError
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
+    write_frame(w, msg).await.map(|_| ())
+}
+
+/// [`write_message`], returning the size of the frame it wrote (header
+/// included), for the log.
+pub async fn write_frame<W>(w: &mut W, msg: &Message) -> Result<usize, WriteError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
     let frame = encode(msg)?;
     w.write_all(&frame).await?;
-    Ok(())
+    Ok(frame.len())
 }

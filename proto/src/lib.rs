@@ -57,6 +57,8 @@ pub use error::{DecodeError, EncodeError, InvalidMessage};
 pub use frame::{encode, encode_into, FrameDecoder};
 pub use handshake::{check_hello, expect_hello, negotiate, HandshakeError, CAPABILITIES};
 #[cfg(feature = "tokio")]
+pub use io::{read_frame, write_frame};
+#[cfg(feature = "tokio")]
 pub use io::{read_message, write_message, ReadError, WriteError};
 pub use message::{ErrorCode, Hello, Message};
 pub use omirr_chunk::Chunk;
