@@ -273,6 +273,7 @@ fn batch_loop(
         };
         match msg {
             Ok(Ok(event)) => {
+                tracing::trace!("watch event {:?} {:?}", event.kind, event.paths);
                 if event.need_rescan() {
                     sink(WatchEvent::Rescan(tops.clone()));
                     continue;
@@ -330,6 +331,7 @@ fn batch_loop(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         if let Some(batch) = debounce.take_due(Instant::now()) {
+            tracing::trace!("watch batch of {} paths: {:?}", batch.len(), batch);
             sink(WatchEvent::Changed(batch));
         }
     }

@@ -24,6 +24,10 @@
 //! - the pusher: answers the peer's `Pull`, then follows the index live,
 //!   within the window the peer's `Ack`s open;
 //! - the applier, the server, and the pinger.
+//!
+//! Everything a session logs is inside its span, `session{peer=NAME}`, so
+//! that every line says which peer it is about; tasks it spawns carry the
+//! span along. See docs/omirrd.8.md, LOGGING, for what each level shows.
 
 pub mod apply;
 pub mod fetch;
@@ -33,12 +37,14 @@ use crate::engine::Engine;
 use crate::SessionError;
 use crate::{PeerFlow, Violation};
 use omirr_core::{Change, Seq};
-use omirr_proto::{read_message, write_message, ErrorCode, Hello, Message};
+use omirr_fs::shown::{Shown, Size};
+use omirr_proto::{read_frame, write_frame, ErrorCode, Hello, Message, ReadError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
+use tracing::Instrument;
 
 /// A session's change stream, engine by the reader, the pusher and the
 /// applier; each holds the lock only for a step of the state machine.
@@ -65,7 +71,17 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// A peer silent for this long is gone.
 const SILENCE: Duration = Duration::from_secs(45);
 
+/// Runs the session with `peer` on `stream` until it ends, inside its
+/// span.
 pub async fn run<S>(engine: Arc<Engine>, stream: S, peer: String) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("session", peer = %peer);
+    drive(engine, stream, peer).instrument(span).await
+}
+
+async fn drive<S>(engine: Arc<Engine>, stream: S, peer: String) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -73,14 +89,17 @@ where
     let (out, out_rx) = mpsc::channel::<Message>(QUEUE);
     let (control, control_rx) = mpsc::unbounded_channel::<Message>();
     let (pong, pong_rx) = watch::channel(None::<u64>);
-    let writer = tokio::spawn(write_all(
-        engine.clone(),
-        peer.clone(),
-        wr,
-        out_rx,
-        control_rx,
-        pong_rx,
-    ));
+    let writer = tokio::spawn(
+        write_all(
+            engine.clone(),
+            peer.clone(),
+            wr,
+            out_rx,
+            control_rx,
+            pong_rx,
+        )
+        .in_current_span(),
+    );
     let _writer = AbortOnDrop(writer.abort_handle());
 
     let _ = control.send(Message::Hello(Hello::new(engine.policy().host())));
@@ -89,7 +108,7 @@ where
         wall: crate::engine::wall().0,
         index: index_id,
     });
-    let first = tokio::time::timeout(SILENCE, read_message(&mut rd))
+    let first = tokio::time::timeout(SILENCE, read_traced(&mut rd))
         .await
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
         .ok_or(SessionError::ClosedBeforeHello)?;
@@ -108,7 +127,7 @@ where
     };
     // The peer's clock, second: a session with a host whose clock is too
     // far off ours never starts.
-    let second = tokio::time::timeout(SILENCE, read_message(&mut rd))
+    let second = tokio::time::timeout(SILENCE, read_traced(&mut rd))
         .await
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
         .ok_or(SessionError::ClosedBeforeHello)?;
@@ -188,25 +207,28 @@ where
         control: control.clone(),
         flow: flow.clone(),
     };
-    let mut applying = tokio::spawn(applier.run());
+    let mut applying = tokio::spawn(applier.run().in_current_span());
     let _applier = AbortOnDrop(applying.abort_handle());
     let (requests, requests_rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    let server = tokio::spawn(serve::serve_requests(
-        engine.clone(),
-        peer.clone(),
-        out.clone(),
-        requests_rx,
-        queued.clone(),
-    ));
+    let server = tokio::spawn(
+        serve::serve_requests(
+            engine.clone(),
+            peer.clone(),
+            out.clone(),
+            requests_rx,
+            queued.clone(),
+        )
+        .in_current_span(),
+    );
     let _server = AbortOnDrop(server.abort_handle());
-    let pinger = tokio::spawn(ping(control.clone(), index_id));
+    let pinger = tokio::spawn(ping(control.clone(), index_id).in_current_span());
     let _pinger = AbortOnDrop(pinger.abort_handle());
     let mut pusher: Option<AbortOnDrop> = None;
 
     loop {
         let msg = tokio::select! {
-            m = tokio::time::timeout(SILENCE, read_message(&mut rd)) => m,
+            m = tokio::time::timeout(SILENCE, read_traced(&mut rd)) => m,
             done = &mut applying => {
                 return match done {
                     Ok(Ok(())) => Ok(()),
@@ -240,23 +262,32 @@ where
                     own_after,
                     recorded_by: engine.store.index.last_seq().unwrap_or(0),
                 };
-                let task = tokio::spawn(push(
-                    engine.clone(),
-                    peer.clone(),
-                    out.clone(),
-                    flow.clone(),
-                    returning,
-                ));
+                let task = tokio::spawn(
+                    push(
+                        engine.clone(),
+                        peer.clone(),
+                        out.clone(),
+                        flow.clone(),
+                        returning,
+                    )
+                    .in_current_span(),
+                );
                 pusher = Some(AbortOnDrop(task.abort_handle()));
             }),
             Message::Changes {
                 changes,
                 upto,
                 done,
-            } => flow
-                .lock()
-                .on_changes(changes, upto, done)
-                .map(|()| flow.applier.notify_one()),
+            } => {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    for (_, c) in &changes {
+                        tracing::debug!("change in {}", Shown(c));
+                    }
+                }
+                flow.lock()
+                    .on_changes(changes, upto, done)
+                    .map(|()| flow.applier.notify_one())
+            }
             Message::Ack { upto } => flow.lock().on_ack(upto).map(|()| flow.pusher.notify_one()),
             m @ (Message::FileRequest { .. }
             | Message::RangeRequest { .. }
@@ -306,6 +337,18 @@ where
             return Err(v.into());
         }
     }
+}
+
+/// Reads one message, and logs its frame at trace level.
+async fn read_traced<R>(rd: &mut R) -> Result<Option<Message>, ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let read = read_frame(rd).await?;
+    Ok(read.map(|(m, size)| {
+        tracing::trace!("frame in {} {}", m.kind(), Size(size as u64));
+        m
+    }))
 }
 
 /// Sends `m`, a refusal, ahead of everything queued, and gives the writer
@@ -372,7 +415,8 @@ where
             },
         };
         let last = matches!(m, Message::Error { .. });
-        write_message(&mut wr, &m).await?;
+        let size = write_frame(&mut wr, &m).await?;
+        tracing::trace!("frame out {} {}", m.kind(), Size(size as u64));
         let queued = data.len();
         if last || (queued == 0 && control.is_empty()) {
             wr.flush().await?;
@@ -482,6 +526,11 @@ async fn push(
                 .collect();
             let n = changes.len() as u64;
             engine.counters.peer(&peer, |p| p.changes_sent += n);
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                for (_, c) in &changes {
+                    tracing::debug!("change out {}", Shown(c));
+                }
+            }
             flow.lock().on_read(raw_upto, changes, last)?;
         }
         loop {
