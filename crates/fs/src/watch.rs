@@ -273,14 +273,20 @@ fn batch_loop(
         };
         match msg {
             Ok(Ok(event)) => {
-                tracing::trace!("watch event {:?} {:?}", event.kind, event.paths);
+                // Opening and reading change nothing, and the scanner's own
+                // reads would otherwise send it round again.
+                let read = reads_only(&event.kind);
+                tracing::trace!(
+                    "watch event {:?} {:?}{}",
+                    event.kind,
+                    event.paths,
+                    if read { " (a read: ignored)" } else { "" }
+                );
                 if event.need_rescan() {
                     sink(WatchEvent::Rescan(tops.clone()));
                     continue;
                 }
-                // Opening and reading change nothing, and the scanner's own
-                // reads would otherwise send it round again.
-                if reads_only(&event.kind) {
+                if read {
                     continue;
                 }
                 let now = Instant::now();
