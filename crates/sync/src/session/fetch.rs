@@ -822,7 +822,12 @@ async fn delta(
             "the rebuilt file does not match the peer's change".into(),
         ));
     }
-    tracing::debug!(path = %w.path, size, fetched, "delta transfer");
+    tracing::debug!(
+        "delta transfer of {}: {} fetched, {} reused",
+        w.path,
+        omirr_fs::shown::Size(fetched),
+        omirr_fs::shown::Size(size.saturating_sub(fetched))
+    );
     // Cached only now that the list has proved right.
     if let Err(e) = engine
         .store
