@@ -1,8 +1,8 @@
 //! The verbose log: what `-D` shows of live operations (the watcher's
 //! events, the frames, the changes in and out, the files fetched and
-//! served, the resolver's reasons, the actions applied), each line in the
-//! span of the peer it is about; and that the default level shows none of
-//! those per-file lines.
+//! served, the resolver's reasons and why a change is not sent, the
+//! actions applied), each line in the span of the peer it is about; and
+//! that the default level shows none of those per-file lines.
 
 mod support;
 
@@ -121,6 +121,13 @@ fn debug_shows_watcher_events_frames_decisions_and_actions_per_peer() {
     expect(&["DEBUG", span, "change in srv/www/renamed.txt: file 4.9 KiB"]);
     expect(&["DEBUG", span, "change in srv/www/renamed.txt: removed"]);
     expect(&["DEBUG", span, "change out srv/www/from-beta.txt: file 6 B"]);
+    // Alpha's changes, recorded on beta, are not sent back to alpha.
+    expect(&[
+        "TRACE",
+        span,
+        "not sent srv/www/new.txt: file 5 B, version ",
+        "@alpha: the peer wrote it, and has it",
+    ]);
     // Why each version won.
     expect(&[
         "TRACE",

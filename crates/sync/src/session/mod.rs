@@ -522,7 +522,19 @@ async fn push(
             let plan = engine.policy();
             let changes: Vec<(Seq, Change)> = read
                 .into_iter()
-                .filter(|(s, c)| returning.wanted(*s, c, &peer) && plan.authorised(&peer, &c.path))
+                .filter(|(s, c)| {
+                    let why_not = if !returning.wanted(*s, c, &peer) {
+                        Some("the peer wrote it, and has it")
+                    } else if !plan.authorised(&peer, &c.path) {
+                        Some("not in a mirror set this host shares with the peer")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why_not {
+                        tracing::trace!("not sent {}: {why}", Shown(c));
+                    }
+                    why_not.is_none()
+                })
                 .collect();
             let n = changes.len() as u64;
             engine.counters.peer(&peer, |p| p.changes_sent += n);
