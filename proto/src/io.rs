@@ -100,16 +100,7 @@ pub async fn write_message<W>(w: &mut W, msg: &Message) -> Result<(), WriteError
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
-    write_frame(w, msg).await.map(|_| ())
-}
-
-/// [`write_message`], returning the size of the frame it wrote (header
-/// included), for the log.
-pub async fn write_frame<W>(w: &mut W, msg: &Message) -> Result<usize, WriteError>
-where
-    W: AsyncWrite + Unpin + ?Sized,
-{
     let frame = encode(msg)?;
     w.write_all(&frame).await?;
-    Ok(frame.len())
+    Ok(())
 }

@@ -38,7 +38,7 @@ use crate::SessionError;
 use crate::{PeerFlow, Violation};
 use omirr_core::{Change, Seq};
 use omirr_fs::shown::{Shown, Size};
-use omirr_proto::{read_frame, write_frame, ErrorCode, Hello, Message, ReadError};
+use omirr_proto::{read_frame, write_message, ErrorCode, Hello, Message, ReadError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,17 +89,14 @@ where
     let (out, out_rx) = mpsc::channel::<Message>(QUEUE);
     let (control, control_rx) = mpsc::unbounded_channel::<Message>();
     let (pong, pong_rx) = watch::channel(None::<u64>);
-    let writer = tokio::spawn(
-        write_all(
-            engine.clone(),
-            peer.clone(),
-            wr,
-            out_rx,
-            control_rx,
-            pong_rx,
-        )
-        .in_current_span(),
-    );
+    let writer = spawn_in_span(write_all(
+        engine.clone(),
+        peer.clone(),
+        wr,
+        out_rx,
+        control_rx,
+        pong_rx,
+    ));
     let _writer = AbortOnDrop(writer.abort_handle());
 
     let _ = control.send(Message::Hello(Hello::new(engine.policy().host())));
@@ -207,22 +204,19 @@ where
         control: control.clone(),
         flow: flow.clone(),
     };
-    let mut applying = tokio::spawn(applier.run().in_current_span());
+    let mut applying = spawn_in_span(applier.run());
     let _applier = AbortOnDrop(applying.abort_handle());
     let (requests, requests_rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    let server = tokio::spawn(
-        serve::serve_requests(
-            engine.clone(),
-            peer.clone(),
-            out.clone(),
-            requests_rx,
-            queued.clone(),
-        )
-        .in_current_span(),
-    );
+    let server = spawn_in_span(serve::serve_requests(
+        engine.clone(),
+        peer.clone(),
+        out.clone(),
+        requests_rx,
+        queued.clone(),
+    ));
     let _server = AbortOnDrop(server.abort_handle());
-    let pinger = tokio::spawn(ping(control.clone(), index_id).in_current_span());
+    let pinger = spawn_in_span(ping(control.clone(), index_id));
     let _pinger = AbortOnDrop(pinger.abort_handle());
     let mut pusher: Option<AbortOnDrop> = None;
 
@@ -256,38 +250,30 @@ where
             Ok(Ok(Some(m))) => m,
         };
         engine.counters.peer(&peer, |p| p.frames_received += 1);
+        log_changes_in(&msg);
         let checked = match msg {
             Message::Pull { after, own_after } => flow.lock().on_pull(after).map(|()| {
                 let returning = Returning {
                     own_after,
                     recorded_by: engine.store.index.last_seq().unwrap_or(0),
                 };
-                let task = tokio::spawn(
-                    push(
-                        engine.clone(),
-                        peer.clone(),
-                        out.clone(),
-                        flow.clone(),
-                        returning,
-                    )
-                    .in_current_span(),
-                );
+                let task = spawn_in_span(push(
+                    engine.clone(),
+                    peer.clone(),
+                    out.clone(),
+                    flow.clone(),
+                    returning,
+                ));
                 pusher = Some(AbortOnDrop(task.abort_handle()));
             }),
             Message::Changes {
                 changes,
                 upto,
                 done,
-            } => {
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    for (_, c) in &changes {
-                        tracing::debug!("change in {}", Shown(c));
-                    }
-                }
-                flow.lock()
-                    .on_changes(changes, upto, done)
-                    .map(|()| flow.applier.notify_one())
-            }
+            } => flow
+                .lock()
+                .on_changes(changes, upto, done)
+                .map(|()| flow.applier.notify_one()),
             Message::Ack { upto } => flow.lock().on_ack(upto).map(|()| flow.pusher.notify_one()),
             m @ (Message::FileRequest { .. }
             | Message::RangeRequest { .. }
@@ -335,6 +321,27 @@ where
             )
             .await;
             return Err(v.into());
+        }
+    }
+}
+
+/// Spawns `task` inside the current span (the session's), so that its
+/// lines name the peer too.
+fn spawn_in_span<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(task.in_current_span())
+}
+
+/// Each change of a `Changes` page, at debug level.
+fn log_changes_in(msg: &Message) {
+    if let Message::Changes { changes, .. } = msg {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for (_, c) in changes {
+                tracing::debug!("change in {}", Shown(c));
+            }
         }
     }
 }
@@ -415,8 +422,7 @@ where
             },
         };
         let last = matches!(m, Message::Error { .. });
-        let size = write_frame(&mut wr, &m).await?;
-        tracing::trace!("frame out {} {}", m.kind(), Size(size as u64));
+        write_message(&mut wr, &m).await?;
         let queued = data.len();
         if last || (queued == 0 && control.is_empty()) {
             wr.flush().await?;
@@ -425,6 +431,13 @@ where
             p.frames_sent += 1;
             p.queue = queued;
         });
+        // Measured again only when the line is written (the writer keeps
+        // no size); it was just encoded, so it measures.
+        tracing::trace!(
+            "frame out {} {}",
+            m.kind(),
+            Size(omirr_proto::frame_len(&m).unwrap_or(0) as u64)
+        );
         if last {
             return Ok(());
         }
@@ -530,19 +543,15 @@ async fn push(
                     } else {
                         None
                     };
-                    if let Some(why) = why_not {
-                        tracing::trace!("not sent {}: {why}", Shown(c));
+                    match why_not {
+                        Some(why) => tracing::trace!("not sent {}: {why}", Shown(c)),
+                        None => tracing::debug!("change out {}", Shown(c)),
                     }
                     why_not.is_none()
                 })
                 .collect();
             let n = changes.len() as u64;
             engine.counters.peer(&peer, |p| p.changes_sent += n);
-            if tracing::enabled!(tracing::Level::DEBUG) {
-                for (_, c) in &changes {
-                    tracing::debug!("change out {}", Shown(c));
-                }
-            }
             flow.lock().on_read(raw_upto, changes, last)?;
         }
         loop {
