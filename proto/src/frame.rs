@@ -48,6 +48,12 @@ pub fn encode_into(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> 
     result
 }
 
+/// The size of the frame [`encode`] makes of `msg`, header included,
+/// without building it (for the log).
+pub fn frame_len(msg: &Message) -> Result<usize, EncodeError> {
+    Ok(FRAME_HEADER_LEN + codec::encoded_len(msg)?)
+}
+
 /// The payload length a frame header declares, checked against the
 /// limits. Shared by [`FrameDecoder`] and the async reader so that both
 /// refuse the same frames before buffering them.

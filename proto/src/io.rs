@@ -41,6 +41,15 @@ pub async fn read_message<R>(r: &mut R) -> Result<Option<Message>, ReadError>
 where
     R: AsyncRead + Unpin + ?Sized,
 {
+    Ok(read_frame(r).await?.map(|(m, _)| m))
+}
+
+/// [`read_message`], with the size of the frame it read (header
+/// included), for the log.
+pub async fn read_frame<R>(r: &mut R) -> Result<Option<(Message, usize)>, ReadError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut got = 0;
     while let Some(rest) = header.get_mut(got..).filter(|s| !s.is_empty()) {
@@ -81,7 +90,7 @@ where
             .into());
         }
     }
-    Ok(Some(decode_payload(&payload)?))
+    Ok(Some((decode_payload(&payload)?, FRAME_HEADER_LEN + len)))
 }
 
 /// Encodes `msg` and writes its frame. Does not flush: the caller decides

@@ -54,8 +54,11 @@ mod page;
 mod serde_helpers;
 
 pub use error::{DecodeError, EncodeError, InvalidMessage};
+pub use frame::frame_len;
 pub use frame::{encode, encode_into, FrameDecoder};
 pub use handshake::{check_hello, expect_hello, negotiate, HandshakeError, CAPABILITIES};
+#[cfg(feature = "tokio")]
+pub use io::read_frame;
 #[cfg(feature = "tokio")]
 pub use io::{read_message, write_message, ReadError, WriteError};
 pub use message::{ErrorCode, Hello, Message};

@@ -100,3 +100,35 @@ fn zero_length_and_invalid_messages_are_refused() {
     ));
     assert!(sink.is_empty(), "nothing written for a refused message");
 }
+
+/// The sizes the log shows: `read_frame` gives the size of the frame it
+/// read, and `frame_len` the size `encode` makes, header included.
+#[test]
+fn frame_sizes_are_those_on_the_wire() {
+    let msgs = one_of_each();
+    let sizes: Vec<usize> = msgs
+        .iter()
+        .map(|m| omirr_proto::encode(m).expect("encodes").len())
+        .collect();
+    for (m, size) in msgs.iter().zip(&sizes) {
+        assert_eq!(omirr_proto::frame_len(m).expect("measures"), *size, "{m:?}");
+    }
+    let sent = msgs.clone();
+    let got = run(async move {
+        let (mut a, mut b) = tokio::io::duplex(61);
+        let writer = tokio::spawn(async move {
+            for m in &sent {
+                write_message(&mut a, m).await.expect("writes");
+            }
+            a.shutdown().await.expect("shuts down");
+        });
+        let mut got = Vec::new();
+        while let Some(read) = omirr_proto::read_frame(&mut b).await.expect("reads") {
+            got.push(read);
+        }
+        writer.await.expect("writer finished");
+        got
+    });
+    let want: Vec<(Message, usize)> = msgs.into_iter().zip(sizes).collect();
+    assert_eq!(got, want);
+}

@@ -1,6 +1,7 @@
 //! A cluster of `omirrd` hosts on this machine, for end-to-end tests.
 //!
-//! Every host is a real `omirrd -f -v` process with its own root, state
+//! Every host is a real `omirrd -f -v` process (other log options with
+//! [`Cluster::set_log_flags`]) with its own root, state
 //! directory, key and port on 127.0.0.1, all under one temporary directory:
 //!
 //! ```text
@@ -51,6 +52,8 @@ pub struct Cluster {
     hosts: Vec<Host>,
     /// Given to every `omirrd` this cluster starts.
     extra_args: Vec<String>,
+    /// The log options of every `omirrd` started: `-v` unless set.
+    log_flags: Vec<String>,
 }
 
 struct Host {
@@ -138,6 +141,7 @@ impl Cluster {
             peers,
             hosts,
             extra_args: Vec::new(),
+            log_flags: vec!["-v".to_string()],
         }
     }
 
@@ -157,6 +161,7 @@ impl Cluster {
     pub fn start_host(&mut self, name: &str) {
         let (config, peers) = (self.config.clone(), self.peers.clone());
         let extra = self.extra_args.clone();
+        let log_flags = self.log_flags.clone();
         let h = self.host_mut(name);
         if let Some(child) = &mut h.child {
             match child.try_wait() {
@@ -172,7 +177,9 @@ impl Cluster {
             .expect("open a host's log");
         writeln!(log, "==== cluster: start {} of {} ====", h.starts, h.name).expect("write log");
         let mut cmd = Command::new(omirrd_bin());
-        cmd.args(["-f", "-v", "--host", &h.name])
+        cmd.arg("-f")
+            .args(&log_flags)
+            .args(["--host", &h.name])
             .arg("--config")
             .arg(&config)
             .arg("--peers")
@@ -255,6 +262,12 @@ impl Cluster {
         let h = self.host_mut(name);
         h.env.retain(|(k, _)| k != key);
         h.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Replaces `-v` with `flags` (none: the default level) on the command
+    /// line of every host started from now on.
+    pub fn set_log_flags(&mut self, flags: &[&str]) {
+        self.log_flags = flags.iter().map(|f| f.to_string()).collect();
     }
 
     /// Adds `args` to the command line of every host started from now on.

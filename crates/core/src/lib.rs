@@ -9,7 +9,8 @@
 //! - [`tree`]: the tree a host must have on disk, as a pure function of
 //!   its index — which is what makes every host converge;
 //! - [`resolve`]: a batch of remote changes in, the disk actions and index
-//!   updates out;
+//!   updates out, and, for the caller's log, each change's decision and
+//!   its reason;
 //! - [`observe`]: the disk as found (by a scan or the watcher) in, new
 //!   local changes out;
 //! - [`mem`]: an in-memory index, the model the persisted one follows and

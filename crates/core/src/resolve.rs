@@ -14,13 +14,16 @@
 //! 4. `MakeDir`, `WriteFile`, `MakeSymlink`, `SetMeta`, shallowest first.
 //!
 //! The caller carries the actions out in order and then records
-//! `accepted` in its index. Nothing here does I/O.
+//! `accepted` in its index. Nothing here does I/O, logging included:
+//! [`resolve_explained`] hands the caller a [`Decision`] per change, the
+//! reason the change wins or loses, for its log.
 
 use crate::entry::{Change, Content, Entry, Hash, Meta};
 use crate::observe::Overlay;
 use crate::tree::{present, IndexView, Node};
-use crate::RelPath;
+use crate::{RelPath, Version};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 
 /// Something to do on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +119,87 @@ pub struct Resolution {
     pub ours_newer: Vec<RelPath>,
 }
 
+/// What the resolver decided for one change of a batch, and why: the
+/// greater version wins (a later timestamp, or the same timestamp and a
+/// host name that sorts later). Its `Display` is a sentence for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// A newer change for the same path in the same batch replaces it.
+    Superseded {
+        path: &'a RelPath,
+        version: &'a Version,
+        by: &'a Version,
+    },
+    /// The peer's version is newer than this host's, or this host has
+    /// none (`ours`): it is applied.
+    Wins {
+        path: &'a RelPath,
+        theirs: &'a Version,
+        ours: Option<&'a Version>,
+    },
+    /// This host's version is newer: the peer's is not applied, and the
+    /// path goes to [`Resolution::ours_newer`].
+    Loses {
+        path: &'a RelPath,
+        theirs: &'a Version,
+        ours: &'a Version,
+    },
+    /// This host holds this very version already.
+    Duplicate {
+        path: &'a RelPath,
+        version: &'a Version,
+    },
+}
+
+/// Why `newer` beats `older`, in words.
+fn why_greater(newer: &Version, older: &Version) -> String {
+    if newer.ts > older.ts {
+        let ns = newer.ts.0 - older.ts.0;
+        format!("written {:.1?} later", std::time::Duration::from_nanos(ns))
+    } else {
+        format!(
+            "the same time, and {} sorts after {}",
+            newer.host, older.host
+        )
+    }
+}
+
+impl fmt::Display for Decision<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Superseded { path, version, by } => write!(
+                f,
+                "{path}: the peer's version {version} is superseded by {by} in the same batch"
+            ),
+            Decision::Wins {
+                path,
+                theirs,
+                ours: Some(ours),
+            } => write!(
+                f,
+                "{path}: the peer's version {theirs} wins over this host's {ours} ({})",
+                why_greater(theirs, ours)
+            ),
+            Decision::Wins {
+                path,
+                theirs,
+                ours: None,
+            } => write!(
+                f,
+                "{path}: the peer's version {theirs} wins: this host has no entry for it"
+            ),
+            Decision::Loses { path, theirs, ours } => write!(
+                f,
+                "{path}: this host's version {ours} wins over the peer's {theirs} ({}): not applied",
+                why_greater(ours, theirs)
+            ),
+            Decision::Duplicate { path, version } => {
+                write!(f, "{path}: this host has the peer's version {version} already")
+            }
+        }
+    }
+}
+
 /// Resolves `batch` against `view`. `savetargets` says for which paths an
 /// overwritten file must be kept.
 pub fn resolve<V: IndexView>(
@@ -123,24 +207,67 @@ pub fn resolve<V: IndexView>(
     batch: &[Change],
     savetargets: &dyn Fn(&RelPath) -> bool,
 ) -> Result<Resolution, V::Error> {
+    resolve_explained(view, batch, savetargets, &mut |_| {})
+}
+
+/// [`resolve`], telling `decided` what became of each change and why.
+/// Building a [`Decision`] costs no allocation; its text is made only
+/// when the caller formats it.
+pub fn resolve_explained<V: IndexView>(
+    view: &V,
+    batch: &[Change],
+    savetargets: &dyn Fn(&RelPath) -> bool,
+    decided: &mut dyn FnMut(Decision<'_>),
+) -> Result<Resolution, V::Error> {
     let mut res = Resolution::default();
 
     // The newest change per path; duplicates and reorderings vanish here.
     let mut newest: BTreeMap<&RelPath, &Entry> = BTreeMap::new();
     for c in batch {
         match newest.get(&c.path) {
-            Some(e) if e.version >= c.entry.version => {}
-            _ => {
+            Some(e) if e.version >= c.entry.version => {
+                if e.version > c.entry.version {
+                    decided(Decision::Superseded {
+                        path: &c.path,
+                        version: &c.entry.version,
+                        by: &e.version,
+                    });
+                }
+            }
+            old => {
+                if let Some(old) = old {
+                    decided(Decision::Superseded {
+                        path: &c.path,
+                        version: &old.version,
+                        by: &c.entry.version,
+                    });
+                }
                 newest.insert(&c.path, &c.entry);
             }
         }
     }
     let mut overlay = BTreeMap::new();
     for (path, remote) in newest {
-        match view.entry(path)? {
-            Some(local) if local.version > remote.version => res.ours_newer.push(path.clone()),
-            Some(local) if local.version == remote.version => {}
+        let local = view.entry(path)?;
+        match &local {
+            Some(local) if local.version > remote.version => {
+                decided(Decision::Loses {
+                    path,
+                    theirs: &remote.version,
+                    ours: &local.version,
+                });
+                res.ours_newer.push(path.clone());
+            }
+            Some(local) if local.version == remote.version => decided(Decision::Duplicate {
+                path,
+                version: &remote.version,
+            }),
             _ => {
+                decided(Decision::Wins {
+                    path,
+                    theirs: &remote.version,
+                    ours: local.as_ref().map(|l| &l.version),
+                });
                 overlay.insert(path.clone(), remote.clone());
             }
         }

@@ -419,3 +419,44 @@ fn out_of_order_batches_end_the_same() {
     };
     assert_eq!(entries(&a), entries(&b));
 }
+
+/// Every change of a batch gets one decision, with the reason the log
+/// shows: a newer version wins, an older one loses, the same one is
+/// already here, and within a batch the newest of a path supersedes.
+#[test]
+fn every_change_gets_a_decision_with_its_reason() {
+    use omirr_core::resolve::{resolve_explained, Decision};
+    let mut ours_newer = file("srv/kept", 50, 1);
+    ours_newer.entry.version = v(50, "local");
+    let mut same_time = file("srv/tie", 20, 2);
+    same_time.entry.version = v(20, "alpha");
+    let mut ix = MemIndex::default();
+    ix.record(ours_newer.clone());
+    ix.record(same_time);
+    ix.record(file("srv/dup", 30, 3));
+    let batch = [
+        file("srv/kept", 40, 4),
+        file("srv/tie", 20, 5),
+        file("srv/dup", 30, 3),
+        file("srv/new", 10, 6),
+        file("srv/new", 12, 7),
+    ];
+    let mut said = Vec::new();
+    let res = resolve_explained(&ix, &batch, &|_| false, &mut |d: Decision<'_>| {
+        said.push(d.to_string())
+    })
+    .expect("resolve");
+    assert_eq!(
+        said,
+        [
+            "srv/new: the peer's version 10@remote is superseded by 12@remote in the same batch",
+            "srv/dup: this host has the peer's version 30@remote already",
+            "srv/kept: this host's version 50@local wins over the peer's 40@remote (written 10.0ns later): not applied",
+            "srv/new: the peer's version 12@remote wins: this host has no entry for it",
+            "srv/tie: the peer's version 20@remote wins over this host's 20@alpha (the same time, and remote sorts after alpha)",
+        ]
+    );
+    assert_eq!(res.ours_newer, [p("srv/kept")]);
+    let accepted: Vec<&RelPath> = res.accepted.iter().map(|c| &c.path).collect();
+    assert_eq!(accepted, [&p("srv/new"), &p("srv/tie")]);
+}

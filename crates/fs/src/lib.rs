@@ -7,7 +7,8 @@
 //! the resolver's actions inside a mirror root without ever following a
 //! symlink out of it ([`apply`]), scanning trees
 //! ([`scan`]), watching them ([`watch`]), and recording what a scan finds
-//! in the index ([`local`]).
+//! in the index ([`local`]); and how the verbose log shows changes,
+//! actions, sizes and durations ([`shown`]).
 //! It holds no sync rules (see `omirr-core`) and no network code.
 
 pub mod apply;
@@ -16,4 +17,5 @@ pub mod local;
 pub mod owners;
 pub mod scan;
 pub mod secure;
+pub mod shown;
 pub mod watch;

@@ -19,7 +19,7 @@ use crate::apply::{Applier, ContentSource};
 use crate::owners::Rules;
 use crate::scan::{self, BaselineError, Known, ScanBaseline, ScanError, ScanReport, StatKey};
 use omirr_core::observe::{self, observe, When};
-use omirr_core::resolve::{resolve, Action};
+use omirr_core::resolve::{resolve_explained, Action};
 use omirr_core::tree::Node;
 use omirr_core::{Change, Content, Hlc, HostId, IndexView, RelPath, Timestamp};
 use omirr_index::{Batch, Index, IndexError, StatUpdate};
@@ -110,7 +110,9 @@ pub fn apply_remote(
     savetargets: &dyn Fn(&RelPath) -> bool,
     source: &mut dyn ContentSource,
 ) -> Result<Applied, ApplyRemoteError> {
-    let res = resolve(index, batch, savetargets)?;
+    let res = resolve_explained(index, batch, savetargets, &mut |d| {
+        tracing::trace!("decided {d}")
+    })?;
     apply_resolved(index, applier, hlc, batch, res, source)
 }
 
@@ -380,6 +382,7 @@ fn record_scan(
     let changed: std::collections::HashSet<RelPath> =
         changes.iter().map(|c| c.path.clone()).collect();
     for c in changes {
+        tracing::debug!("local change {}", crate::shown::Shown(&c));
         let stat = stat_update(found.get(&c.path).copied());
         batch.record(c, stat);
     }

@@ -273,13 +273,20 @@ fn batch_loop(
         };
         match msg {
             Ok(Ok(event)) => {
+                // Opening and reading change nothing, and the scanner's own
+                // reads would otherwise send it round again.
+                let read = reads_only(&event.kind);
+                tracing::trace!(
+                    "watch event {:?} {:?}{}",
+                    event.kind,
+                    event.paths,
+                    if read { " (a read: ignored)" } else { "" }
+                );
                 if event.need_rescan() {
                     sink(WatchEvent::Rescan(tops.clone()));
                     continue;
                 }
-                // Opening and reading change nothing, and the scanner's own
-                // reads would otherwise send it round again.
-                if reads_only(&event.kind) {
+                if read {
                     continue;
                 }
                 let now = Instant::now();
@@ -330,6 +337,7 @@ fn batch_loop(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         if let Some(batch) = debounce.take_due(Instant::now()) {
+            tracing::trace!("watch batch of {} paths: {:?}", batch.len(), batch);
             sink(WatchEvent::Changed(batch));
         }
     }

@@ -95,10 +95,12 @@ pub struct DaemonArgs {
     /// Stay in the foreground and log to stderr.
     #[arg(short = 'f', long, global = true)]
     pub foreground: bool,
-    /// More log output; repeat for more.
+    /// Also log what moves, per peer: changes, files fetched and served,
+    /// actions applied (DEBUG). -vv is -D.
     #[arg(short = 'v', long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
-    /// Copious debug output: every event, every frame.
+    /// Also log every watcher event, every frame and why each change wins
+    /// or loses (TRACE).
     #[arg(short = 'D', long, global = true)]
     pub debug: bool,
     /// File content that may be in flight from each peer at once: fetched

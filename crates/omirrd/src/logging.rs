@@ -1,5 +1,11 @@
 //! Logging setup. `OMIRR_LOG` (an `EnvFilter` directive such as
 //! `omirr_net=trace,info`) wins over `-v`/`-D`, wherever the log goes.
+//! What the levels hold ([`filter_for`]): INFO what an administrator
+//! must know; DEBUG (`-v`) what moves, a line per change, file and
+//! action; TRACE (`-D`) every watcher event and frame and the reason for
+//! every decision. `-v` and `-D` raise omirr's own crates only: the
+//! libraries under it (TLS, the watcher) stay at INFO unless `OMIRR_LOG`
+//! asks for them.
 //!
 //! Where it goes depends on how the daemon runs ([`background::Mode`]):
 //! - in the foreground (`-f`): standard error, one human line per event;
@@ -47,16 +53,19 @@ static HUMAN: AtomicBool = AtomicBool::new(true);
 /// Whether events also go to syslog.
 static SYSLOG: AtomicBool = AtomicBool::new(false);
 
+/// The log filter `-v` (counted) and `-D` ask for.
+fn filter_for(verbose: u8, debug: bool) -> &'static str {
+    // Every omirr crate's target starts with "omirr" (omirrd, omirr_sync,
+    // omirr_fs, ...), and a directive's target matches by prefix.
+    match (verbose, debug) {
+        (0, false) => "info",
+        (1, false) => "info,omirr=debug",
+        _ => "info,omirr=trace",
+    }
+}
+
 pub fn init(args: &DaemonArgs) -> Result<()> {
-    let level = if args.debug {
-        "trace"
-    } else {
-        match args.verbose {
-            0 => "info",
-            1 => "debug",
-            _ => "trace",
-        }
-    };
+    let level = filter_for(args.verbose, args.debug);
     let filter = match std::env::var("OMIRR_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
             .with_context(|| format!("OMIRR_LOG='{directives}' is not a valid log filter"))?,
@@ -295,6 +304,50 @@ mod tests {
             ]
         );
         assert!(received.iter().all(|d| !d.contains('\x1b')));
+    }
+
+    /// `-v` lets omirr's DEBUG lines through and `-D` (or `-vv`) its TRACE
+    /// lines, and neither lets a library's DEBUG lines through.
+    #[test]
+    fn verbose_and_debug_raise_omirr_only() {
+        use tracing::level_filters::LevelFilter;
+        use tracing_subscriber::layer::Layer;
+        let passes = |filter: &str, target: &'static str, level: Level| {
+            let seen = Arc::new(std::sync::Mutex::new(0));
+            let count = seen.clone();
+            let counting = tracing_subscriber::fmt::layer()
+                .with_writer(move || {
+                    *count.lock().expect("lock") += 1;
+                    std::io::sink()
+                })
+                .with_filter(LevelFilter::TRACE);
+            let subscriber = tracing_subscriber::registry()
+                .with(EnvFilter::new(filter))
+                .with(counting);
+            tracing::subscriber::with_default(subscriber, || match (target, level) {
+                ("omirr_sync::session", Level::DEBUG) => {
+                    tracing::debug!(target: "omirr_sync::session", "x")
+                }
+                ("omirr_sync::session", Level::TRACE) => {
+                    tracing::trace!(target: "omirr_sync::session", "x")
+                }
+                ("omirrd", Level::INFO) => tracing::info!(target: "omirrd", "x"),
+                ("rustls", Level::DEBUG) => tracing::debug!(target: "rustls", "x"),
+                _ => unreachable!("not a case of this test"),
+            });
+            let n = *seen.lock().expect("lock");
+            n > 0
+        };
+        let quiet = filter_for(0, false);
+        let v = filter_for(1, false);
+        let d = filter_for(0, true);
+        assert_eq!(filter_for(2, false), d, "-vv is -D");
+        assert!(passes(quiet, "omirrd", Level::INFO));
+        assert!(!passes(quiet, "omirr_sync::session", Level::DEBUG));
+        assert!(passes(v, "omirr_sync::session", Level::DEBUG));
+        assert!(!passes(v, "omirr_sync::session", Level::TRACE));
+        assert!(passes(d, "omirr_sync::session", Level::TRACE));
+        assert!(!passes(d, "rustls", Level::DEBUG));
     }
 
     #[test]

@@ -9,8 +9,6 @@ use std::sync::Arc;
 /// it) and records what changed, stamped now; wakes the pushers. Errors
 /// are logged: the next report or scan looks again.
 pub async fn record(engine: &Arc<Engine>, dirty: Vec<RelPath>) {
-    // For the debug log: which paths the watcher reported (the first few).
-    let first: Vec<String> = dirty.iter().take(4).map(|p| p.to_string()).collect();
     let reported = dirty.len();
     let e = engine.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -39,7 +37,7 @@ pub async fn record(engine: &Arc<Engine>, dirty: Vec<RelPath>) {
                 release_freed_memory();
             }
             if r.changes > 0 {
-                tracing::debug!(changes = r.changes, reported, first = ?first, "local changes recorded");
+                tracing::debug!(changes = r.changes, reported, "local changes recorded");
                 engine.counters.add_local(r.changes as u64);
                 engine.store.announce();
             }

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The most content a group of a batch stages before it is applied.
 pub const GROUP_BYTES: u64 = 64 << 20;
@@ -189,7 +190,7 @@ impl PeerApplier {
         let mut groups = self.groups(allowed).await?.into_iter();
         let stage = |g: Group| {
             let me = self.clone();
-            tokio::spawn(async move { me.stage(g, true).await })
+            tokio::spawn(async move { me.stage(g, true).await }.in_current_span())
         };
         let mut staging = groups.next().map(stage);
         while let Some(h) = staging.take() {
@@ -336,12 +337,17 @@ impl PeerApplier {
         }
         let engine = self.engine.clone();
         let changes = changes.to_vec();
+        let span = tracing::Span::current();
         let (res, at) = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             let plan = engine.policy();
             let at = engine.store.index.last_seq()?;
-            let res = omirr_core::resolve::resolve(&engine.store.index, &changes, &|p| {
-                plan.savetargets(p)
-            })?;
+            let res = omirr_core::resolve::resolve_explained(
+                &engine.store.index,
+                &changes,
+                &|p| plan.savetargets(p),
+                &mut |d| tracing::trace!("decided {d}"),
+            )?;
             Ok::<_, omirr_index::IndexError>((res, at))
         })
         .await??;
@@ -384,11 +390,26 @@ impl PeerApplier {
         loop {
             let (engine, group2, staged2) = (self.engine.clone(), group.clone(), staged.clone());
             let r = resolved.take();
-            let result =
-                tokio::task::spawn_blocking(move || apply_isolated(&engine, group2, &staged2, r))
-                    .await?;
+            let span = tracing::Span::current();
+            let result = tokio::task::spawn_blocking(move || {
+                let _span = span.enter();
+                apply_isolated(&engine, group2, &staged2, r)
+            })
+            .await?;
             match result {
                 Ok(out) => {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        // Applied as one group, durable together: the
+                        // time is the group's.
+                        let took = omirr_fs::shown::Took(started.elapsed());
+                        let n = out.actions.len();
+                        for a in &out.actions {
+                            tracing::debug!(
+                                "applied {} (one of {n} in {took})",
+                                omirr_fs::shown::Did(a)
+                            );
+                        }
+                    }
                     tracing::debug!(peer = %self.peer, changes = group.len(), ms = started.elapsed().as_millis() as u64, "group applied");
                     return Ok(out);
                 }

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// How long a transfer may go without a piece before it is given up.
 pub const FETCH_STALL: Duration = Duration::from_secs(60);
@@ -456,10 +457,19 @@ pub async fn stage(
             let Some(w) = queue.pop_front() else { break };
             used += cost;
             let (s, tt) = (engine.clone(), t.clone());
-            running.spawn(async move {
-                let got = fetch_one(&s, &tt, &w).await;
-                (w, cost, got)
-            });
+            running.spawn(
+                async move {
+                    // For the debug log only: no clock is read when it is off.
+                    let started =
+                        tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
+                    let got = fetch_one(&s, &tt, &w).await;
+                    if let Some(started) = started {
+                        log_fetched(&w, &got, started.elapsed());
+                    }
+                    (w, cost, got)
+                }
+                .in_current_span(),
+            );
         }
         let Some(done) = running.join_next().await else {
             break;
@@ -477,6 +487,20 @@ pub async fn stage(
         }
     }
     Ok(staged)
+}
+
+/// One line per file fetched, or not, at debug level.
+fn log_fetched(w: &Wanted, got: &Result<Fetched, FetchError>, took: std::time::Duration) {
+    let took = omirr_fs::shown::Took(took);
+    match got {
+        Ok(_) => tracing::debug!(
+            "fetched {} {} in {took}",
+            w.path,
+            omirr_fs::shown::Size(w.size)
+        ),
+        Err(FetchError::File(why)) => tracing::debug!("could not fetch {}: {why}", w.path),
+        Err(FetchError::Ended) => {}
+    }
 }
 
 async fn fetch_one(engine: &Engine, t: &Transfers, w: &Wanted) -> Result<Fetched, FetchError> {
@@ -800,7 +824,12 @@ async fn delta(
             "the rebuilt file does not match the peer's change".into(),
         ));
     }
-    tracing::debug!(path = %w.path, size, fetched, "delta transfer");
+    tracing::debug!(
+        "delta transfer of {}: {} fetched, {} reused",
+        w.path,
+        omirr_fs::shown::Size(fetched),
+        omirr_fs::shown::Size(size.saturating_sub(fetched))
+    );
     // Cached only now that the list has proved right.
     if let Err(e) = engine
         .store

@@ -24,6 +24,10 @@
 //! - the pusher: answers the peer's `Pull`, then follows the index live,
 //!   within the window the peer's `Ack`s open;
 //! - the applier, the server, and the pinger.
+//!
+//! Everything a session logs is inside its span, `session{peer=NAME}`, so
+//! that every line says which peer it is about; tasks it spawns carry the
+//! span along. See docs/omirrd.8.md, LOGGING, for what each level shows.
 
 pub mod apply;
 pub mod fetch;
@@ -33,12 +37,14 @@ use crate::engine::Engine;
 use crate::SessionError;
 use crate::{PeerFlow, Violation};
 use omirr_core::{Change, Seq};
-use omirr_proto::{read_message, write_message, ErrorCode, Hello, Message};
+use omirr_fs::shown::{Shown, Size};
+use omirr_proto::{read_frame, write_message, ErrorCode, Hello, Message, ReadError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
+use tracing::Instrument;
 
 /// A session's change stream, engine by the reader, the pusher and the
 /// applier; each holds the lock only for a step of the state machine.
@@ -65,7 +71,17 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// A peer silent for this long is gone.
 const SILENCE: Duration = Duration::from_secs(45);
 
+/// Runs the session with `peer` on `stream` until it ends, inside its
+/// span.
 pub async fn run<S>(engine: Arc<Engine>, stream: S, peer: String) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("session", peer = %peer);
+    drive(engine, stream, peer).instrument(span).await
+}
+
+async fn drive<S>(engine: Arc<Engine>, stream: S, peer: String) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -73,7 +89,7 @@ where
     let (out, out_rx) = mpsc::channel::<Message>(QUEUE);
     let (control, control_rx) = mpsc::unbounded_channel::<Message>();
     let (pong, pong_rx) = watch::channel(None::<u64>);
-    let writer = tokio::spawn(write_all(
+    let writer = spawn_in_span(write_all(
         engine.clone(),
         peer.clone(),
         wr,
@@ -89,7 +105,7 @@ where
         wall: crate::engine::wall().0,
         index: index_id,
     });
-    let first = tokio::time::timeout(SILENCE, read_message(&mut rd))
+    let first = tokio::time::timeout(SILENCE, read_traced(&mut rd))
         .await
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
         .ok_or(SessionError::ClosedBeforeHello)?;
@@ -108,7 +124,7 @@ where
     };
     // The peer's clock, second: a session with a host whose clock is too
     // far off ours never starts.
-    let second = tokio::time::timeout(SILENCE, read_message(&mut rd))
+    let second = tokio::time::timeout(SILENCE, read_traced(&mut rd))
         .await
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
         .ok_or(SessionError::ClosedBeforeHello)?;
@@ -188,11 +204,11 @@ where
         control: control.clone(),
         flow: flow.clone(),
     };
-    let mut applying = tokio::spawn(applier.run());
+    let mut applying = spawn_in_span(applier.run());
     let _applier = AbortOnDrop(applying.abort_handle());
     let (requests, requests_rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    let server = tokio::spawn(serve::serve_requests(
+    let server = spawn_in_span(serve::serve_requests(
         engine.clone(),
         peer.clone(),
         out.clone(),
@@ -200,13 +216,13 @@ where
         queued.clone(),
     ));
     let _server = AbortOnDrop(server.abort_handle());
-    let pinger = tokio::spawn(ping(control.clone(), index_id));
+    let pinger = spawn_in_span(ping(control.clone(), index_id));
     let _pinger = AbortOnDrop(pinger.abort_handle());
     let mut pusher: Option<AbortOnDrop> = None;
 
     loop {
         let msg = tokio::select! {
-            m = tokio::time::timeout(SILENCE, read_message(&mut rd)) => m,
+            m = tokio::time::timeout(SILENCE, read_traced(&mut rd)) => m,
             done = &mut applying => {
                 return match done {
                     Ok(Ok(())) => Ok(()),
@@ -234,13 +250,14 @@ where
             Ok(Ok(Some(m))) => m,
         };
         engine.counters.peer(&peer, |p| p.frames_received += 1);
+        log_changes_in(&msg);
         let checked = match msg {
             Message::Pull { after, own_after } => flow.lock().on_pull(after).map(|()| {
                 let returning = Returning {
                     own_after,
                     recorded_by: engine.store.index.last_seq().unwrap_or(0),
                 };
-                let task = tokio::spawn(push(
+                let task = spawn_in_span(push(
                     engine.clone(),
                     peer.clone(),
                     out.clone(),
@@ -306,6 +323,39 @@ where
             return Err(v.into());
         }
     }
+}
+
+/// Spawns `task` inside the current span (the session's), so that its
+/// lines name the peer too.
+fn spawn_in_span<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(task.in_current_span())
+}
+
+/// Each change of a `Changes` page, at debug level.
+fn log_changes_in(msg: &Message) {
+    if let Message::Changes { changes, .. } = msg {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for (_, c) in changes {
+                tracing::debug!("change in {}", Shown(c));
+            }
+        }
+    }
+}
+
+/// Reads one message, and logs its frame at trace level.
+async fn read_traced<R>(rd: &mut R) -> Result<Option<Message>, ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let read = read_frame(rd).await?;
+    Ok(read.map(|(m, size)| {
+        tracing::trace!("frame in {} {}", m.kind(), Size(size as u64));
+        m
+    }))
 }
 
 /// Sends `m`, a refusal, ahead of everything queued, and gives the writer
@@ -381,6 +431,13 @@ where
             p.frames_sent += 1;
             p.queue = queued;
         });
+        // Measured again only when the line is written (the writer keeps
+        // no size); it was just encoded, so it measures.
+        tracing::trace!(
+            "frame out {} {}",
+            m.kind(),
+            Size(omirr_proto::frame_len(&m).unwrap_or(0) as u64)
+        );
         if last {
             return Ok(());
         }
@@ -478,7 +535,20 @@ async fn push(
             let plan = engine.policy();
             let changes: Vec<(Seq, Change)> = read
                 .into_iter()
-                .filter(|(s, c)| returning.wanted(*s, c, &peer) && plan.authorised(&peer, &c.path))
+                .filter(|(s, c)| {
+                    let why_not = if !returning.wanted(*s, c, &peer) {
+                        Some("the peer wrote it, and has it")
+                    } else if !plan.authorised(&peer, &c.path) {
+                        Some("not in a mirror set this host shares with the peer")
+                    } else {
+                        None
+                    };
+                    match why_not {
+                        Some(why) => tracing::trace!("not sent {}: {why}", Shown(c)),
+                        None => tracing::debug!("change out {}", Shown(c)),
+                    }
+                    why_not.is_none()
+                })
                 .collect();
             let n = changes.len() as u64;
             engine.counters.peer(&peer, |p| p.changes_sent += n);

@@ -36,19 +36,38 @@ pub async fn serve_requests(
         };
         let (engine, out, queued, peer) =
             (engine.clone(), out.clone(), queued.clone(), peer.clone());
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             let _permit = permit;
             let id = ask.id;
+            // For the debug log only: no clock is read when it is off.
+            let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
+            let path = started.map(|_| ask.path.clone());
             // Only what the peer shares with us, as for its changes.
             let result = if !engine.policy().authorised(&peer, &ask.path) {
                 tracing::warn!(%peer, path = %ask.path, "refused a request: not in a mirror set this host shares with the peer");
                 Err("not in a mirror set this host shares with you".to_string())
             } else {
                 match job {
-                    Job::Ranges(ranges) => send_ranges(&engine, &out, ask, ranges),
-                    Job::Chunks => send_chunk_list(&engine, &out, ask),
+                    Job::Ranges(ranges) => {
+                        send_ranges(&engine, &out, ask, ranges).map(Served::Bytes)
+                    }
+                    Job::Chunks => send_chunk_list(&engine, &out, ask).map(Served::ChunkList),
                 }
             };
+            if let (Some(started), Some(path)) = (started, path) {
+                let took = omirr_fs::shown::Took(started.elapsed());
+                match &result {
+                    Ok(Served::Bytes(n)) => {
+                        tracing::debug!("served {path} {} in {took}", omirr_fs::shown::Size(*n))
+                    }
+                    Ok(Served::ChunkList(n)) => {
+                        tracing::debug!("served the chunk list of {path} ({n} chunks) in {took}")
+                    }
+                    Err(reason) => tracing::debug!("could not serve {path}: {reason}"),
+                }
+            }
             if let Err(reason) = result {
                 let _ = out.blocking_send(Message::FileUnavailable { id, reason });
             }
@@ -159,17 +178,30 @@ pub enum Job {
     Chunks,
 }
 
+/// What was sent for a request, for the log.
+enum Served {
+    /// This many bytes of the file.
+    Bytes(u64),
+    /// A chunk list of this many chunks.
+    ChunkList(usize),
+}
+
 /// `Ok` also when the session ended meanwhile: there is nobody to tell.
-fn send_chunk_list(engine: &Engine, out: &mpsc::Sender<Message>, ask: Ask) -> Result<(), String> {
+/// Returns how many chunks the list has.
+fn send_chunk_list(
+    engine: &Engine,
+    out: &mpsc::Sender<Message>,
+    ask: Ask,
+) -> Result<usize, String> {
     let file = open_for_peer(engine, &ask.path, &ask.hash, ask.size)?;
     let trusted = vouched(engine, &ask.path, &file).is_some();
     let chunks = chunk_list(engine, &file, &ask.hash, ask.size, trusted)?;
     for msg in list_pages(ask.id, &chunks) {
         if out.blocking_send(msg).is_err() {
-            return Ok(());
+            return Ok(chunks.len());
         }
     }
-    Ok(())
+    Ok(chunks.len())
 }
 
 /// The `ChunkList` pages of `chunks`, the last marked: at least one, so
@@ -196,8 +228,9 @@ fn send_ranges(
     out: &mpsc::Sender<Message>,
     ask: Ask,
     ranges: Vec<(u64, u64)>,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let file = open_for_peer(engine, &ask.path, &ask.hash, ask.size)?;
+    let mut sent = 0;
     for (start, len) in ranges {
         let mut offset = start;
         while offset < start + len {
@@ -214,13 +247,14 @@ fn send_ranges(
                 data,
             };
             if out.blocking_send(msg).is_err() {
-                return Ok(());
+                return Ok(sent);
             }
             offset += want as u64;
+            sent += want as u64;
         }
     }
     let _ = out.blocking_send(Message::FileEnd { id: ask.id });
-    Ok(())
+    Ok(sent)
 }
 
 /// Opens `path` for a peer (or for reusing its chunks): only if the index
