@@ -398,7 +398,10 @@ mod tests {
         assert_eq!(c.daemon.state_dir, PathBuf::from("/s"));
         assert_eq!(c.daemon.root, PathBuf::from("/r"));
         let c = parse(&["omirrd", "status", "--json", "--state-dir", "/s", "-v"]);
-        assert!(matches!(c.command, Some(Command::Status { json: true })));
+        assert!(matches!(
+            c.command,
+            Some(Command::Status { json: true, .. })
+        ));
         assert_eq!(c.daemon.state_dir, PathBuf::from("/s"));
         assert_eq!(c.daemon.verbose, 1);
     }

@@ -1,6 +1,7 @@
 //! `omirrd`, the omirr daemon: the process edge of the project.
 //!
-//! This crate owns what runs as a process: the command line ([`cli`]),
+//! This crate owns what runs as a process: the command line and its shell
+//! completions ([`cli`]),
 //! logging ([`logging`]), detaching, the pid file and syslog
 //! ([`background`]), the configuration as this host applies it ([`plan`]),
 //! the running daemon with its watcher, listener and dialers ([`daemon`]),
