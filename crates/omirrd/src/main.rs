@@ -56,7 +56,7 @@ fn main() -> ExitCode {
 /// The warning for a Distfile found only at its old default path.
 fn legacy_config_warning() -> String {
     format!(
-        "reading the Distfile from {}, its old default path; move it to {} (the old path will stop being read)",
+        "reading the Distfile from {}, its old default path; move it to {}",
         cli::LEGACY_CONFIG,
         cli::DEFAULT_CONFIG
     )
@@ -116,7 +116,11 @@ fn run(cli: Cli, legacy_config: bool) -> Result<ExitCode> {
 fn daemon(cli: &Cli, legacy_config: bool) -> Result<ExitCode> {
     logging::init(&cli.daemon)?;
     if legacy_config {
-        tracing::warn!("{}", legacy_config_warning());
+        // SIGHUP reads the path in force, so a moved file needs a restart.
+        tracing::warn!(
+            "{}, then restart omirrd (a reload reads the old path)",
+            legacy_config_warning()
+        );
     }
     let plan = match plan::load(&cli.daemon) {
         Ok(p) => p,
