@@ -768,3 +768,166 @@ fn under_systemd_without_f_the_daemon_stays_and_logs_to_syslog() {
         .iter()
         .any(|d| d.ends_with(": stopped")));
 }
+
+/// What etc/omirrd.service relies on (`Type=notify`): READY=1 reaches
+/// systemd only once peers can connect, whether omirrd runs as the unit
+/// starts it (no `-f`) or in the foreground with `-f`.
+#[test]
+fn ready_reaches_systemd_only_once_the_peer_port_accepts() {
+    for foreground in [false, true] {
+        let site = Site::new();
+        let port = beta_on_a_free_port(&site);
+        let syslog = Syslog::bind(&site);
+        // Enough files that the start-up scan, which comes before the
+        // listener, takes a moment.
+        for i in 0..300 {
+            fs::write(
+                site.dir.path().join(format!("root/srv/www/{i}")),
+                [0u8; 4096],
+            )
+            .expect("write");
+        }
+        let notify_path = site.dir.path().join("notify");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
+        notify
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        let (config, peers, root, state) = (
+            site.path("omirrd.conf"),
+            site.path("peers"),
+            site.path("root"),
+            site.path("state"),
+        );
+        let err_path = site.dir.path().join("stderr");
+        let mut command = std::process::Command::new(support::omirrd_bin());
+        command
+            .args(["--host", "beta", "--config", &config, "--peers", &peers])
+            .args(["--root", &root, "--state-dir", &state])
+            .env_remove("OMIRR_LOG")
+            .env_remove("INVOCATION_ID")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("OMIRR_SYSLOG_SOCKET", &syslog.path)
+            .stdin(std::process::Stdio::null())
+            .stderr(fs::File::create(&err_path).expect("stderr"));
+        if foreground {
+            command.arg("-f");
+        }
+        let mut child = command.spawn().expect("start omirrd");
+        let _guard = support::KillOnDrop(child.id());
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "-f {foreground}: no READY=1 within 30 s ({e}): {}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            )
+        });
+        // The first word to systemd is READY=1, and the port is open by then.
+        assert_eq!(&buf[..n], b"READY=1", "-f {foreground}");
+        let connected = std::net::TcpStream::connect(("127.0.0.1", port));
+        assert!(
+            connected.is_ok(),
+            "-f {foreground}: READY=1 came before port {port} accepted: {connected:?}"
+        );
+        drop(connected);
+        stop(child.id());
+        let status = child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "-f {foreground}: {status}: {}",
+            fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        let n = notify.recv(&mut buf).expect("STOPPING=1");
+        assert_eq!(&buf[..n], b"STOPPING=1", "-f {foreground}");
+    }
+}
+
+/// etc/omirrd.service run as systemd runs it: its ExecStart (the binary
+/// under test for /usr/sbin/omirrd, with the test's paths) with
+/// NOTIFY_SOCKET, then, once READY=1 arrives (when systemd would allow
+/// `systemctl reload`), its ExecReload with $MAINPID. The daemon must
+/// reload, not die of the SIGHUP.
+#[test]
+fn the_units_reload_command_reloads_as_soon_as_ready() {
+    let unit = fs::read_to_string(etc().join("omirrd.service")).expect("etc/omirrd.service");
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("etc/omirrd.service has no {key}="))
+            .to_string()
+    };
+    assert_eq!(setting("Type"), "notify");
+    let exec_start = setting("ExecStart");
+    let mut start = exec_start.split_whitespace();
+    assert_eq!(start.next(), Some("/usr/sbin/omirrd"));
+    let start_args: Vec<&str> = start.collect();
+    let reload = setting("ExecReload");
+
+    let site = Site::new();
+    beta_on_a_free_port(&site);
+    let syslog = Syslog::bind(&site);
+    let notify_path = site.dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let (config, peers, root, state) = (
+        site.path("omirrd.conf"),
+        site.path("peers"),
+        site.path("root"),
+        site.path("state"),
+    );
+    let err_path = site.dir.path().join("stderr");
+    let mut child = std::process::Command::new(support::omirrd_bin())
+        .args(&start_args)
+        .args(["--host", "beta", "--config", &config, "--peers", &peers])
+        .args(["--root", &root, "--state-dir", &state])
+        .env_remove("OMIRR_LOG")
+        .env_remove("INVOCATION_ID")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("OMIRR_SYSLOG_SOCKET", &syslog.path)
+        .stdin(std::process::Stdio::null())
+        .stderr(fs::File::create(&err_path).expect("stderr"))
+        .spawn()
+        .expect("start omirrd");
+    let _guard = support::KillOnDrop(child.id());
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // At once, as `systemctl reload` may: the handler must be in place.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    let logged = syslog.until("configuration and peers reloaded");
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("configuration and peers reloaded")),
+        "SIGHUP at READY=1 did not reload: {logged:#?}\n{}",
+        fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    // systemd substitutes $MAINPID itself; the command runs without a shell.
+    let reload = reload.replace("$MAINPID", &child.id().to_string());
+    let mut words = reload.split_whitespace();
+    let status = std::process::Command::new(words.next().expect("a command"))
+        .args(words)
+        .status()
+        .expect("run ExecReload");
+    assert!(status.success(), "{reload}: {status}");
+    let logged = syslog.until("configuration and peers reloaded");
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("configuration and peers reloaded")),
+        "no reload logged: {logged:#?}\n{}",
+        fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the daemon died of the reload"
+    );
+    stop(child.id());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+}

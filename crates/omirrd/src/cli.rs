@@ -1,8 +1,24 @@
 //! The command line. Its names are an interface used by tooling outside the
 //! project: do not rename them.
 
-use clap::{ArgAction, Args, Parser, Subcommand};
-use std::path::PathBuf;
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+
+/// Where the Distfile is unless `--config` names another.
+pub const DEFAULT_CONFIG: &str = "/etc/omirrd/omirrd.conf";
+
+/// Where the Distfile was before it moved into `/etc/omirrd/`; still read
+/// when only it exists.
+pub const LEGACY_CONFIG: &str = "/etc/omirrd.conf";
+
+/// The commands that use few of the daemon's options, with the ones they
+/// use: their `--help` and completions list only these (see [`command`]).
+const NARROW_COMMANDS: &[(&str, &[&str])] = &[
+    ("keygen", &["state_dir"]),
+    ("id", &["state_dir"]),
+    ("status", &["state_dir"]),
+    ("completions", &[]),
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +46,12 @@ pub enum Command {
     Keygen,
     /// Print this host's fingerprint, in the form the peers file takes.
     Id,
+    /// Print the shell completion script for SHELL on standard output.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: CompletionShell,
+    },
     /// Show the running daemon's peers (connected or not, since when,
     /// changes and frames each way, queue, last error) and local counters,
     /// read from its status socket in the state directory.
@@ -61,12 +83,13 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
-    /// The Distfile.
+    /// The Distfile [without --config, /etc/omirrd.conf is read if only
+    /// it exists].
     #[arg(
         long,
         global = true,
         value_name = "FILE",
-        default_value = "/etc/omirrd.conf"
+        default_value = DEFAULT_CONFIG
     )]
     pub config: PathBuf,
     /// The peers file: how to reach and recognise each host.
@@ -117,6 +140,123 @@ pub struct DaemonArgs {
     /// empty, one name, or a parenthesised list.
     #[arg(short = 'd', global = true, value_name = "VAR=VALUE", value_parser = parse_define)]
     pub define: Vec<(String, String)>,
+}
+
+/// The shells `omirrd completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(shell: CompletionShell) -> Self {
+        match shell {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+/// The command line as `omirrd` parses it, help and completions included.
+///
+/// The daemon's options are global, so that they may come before or after
+/// a command; `keygen`, `id`, `status` and `completions` still accept
+/// them but do not list them, except the ones they use.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    for (name, used) in NARROW_COMMANDS {
+        // clap copies a global option into a command only if the command
+        // has none of that name: a hidden copy keeps it accepted but out
+        // of the command's help.
+        let hidden = globals
+            .iter()
+            .filter(|a| !used.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().hide(true));
+        cmd = cmd.mut_subcommand(name, |sub| sub.args(hidden));
+    }
+    cmd
+}
+
+/// Parses the process's arguments; exits with clap's message and status 2
+/// on a usage error, or after printing help or the version.
+pub fn parse() -> Parsed {
+    let matches = command().get_matches();
+    let config_given =
+        matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => Parsed { cli, config_given },
+        Err(e) => e.exit(),
+    }
+}
+
+/// The parsed command line, and what clap knows beyond the values.
+pub struct Parsed {
+    pub cli: Cli,
+    /// Whether `--config` was on the command line (not the default).
+    pub config_given: bool,
+}
+
+/// The Distfile to read when `--config` was not given: `new` (the
+/// default), unless it does not exist and `legacy` does. Returns the path
+/// and whether it is the legacy one, which the caller warns about once.
+pub fn default_config(new: &Path, legacy: &Path) -> (PathBuf, bool) {
+    // Only a missing file falls back: an unreadable or dangling one at the
+    // new path is the administrator's, and its error should name it.
+    let missing = |p: &Path| {
+        p.symlink_metadata()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    };
+    if missing(new) && !missing(legacy) {
+        (legacy.to_path_buf(), true)
+    } else {
+        (new.to_path_buf(), false)
+    }
+}
+
+/// The completion script for `shell`. Built in memory: clap_complete
+/// panics if its writer fails, and standard output may be a closed pipe.
+pub fn completions(shell: CompletionShell) -> Vec<u8> {
+    // The generators offer hidden options too: here each command gets
+    // only the daemon options it uses, as plain (not global) options.
+    let mut cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .map(|a| a.clone().global(false))
+        .collect();
+    cmd = cmd.mut_args(|a| a.global(false));
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        let used = NARROW_COMMANDS
+            .iter()
+            .find(|(narrow, _)| *narrow == name)
+            .map(|(_, used)| *used);
+        let options = globals
+            .iter()
+            .filter(|a| used.is_none_or(|used| used.contains(&a.get_id().as_str())))
+            .cloned();
+        cmd = cmd.mut_subcommand(name, |sub| sub.args(options));
+    }
+    let name = cmd.get_name().to_string();
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::from(shell),
+        &mut cmd,
+        name,
+        &mut script,
+    );
+    script
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -195,6 +335,137 @@ mod tests {
     #[test]
     fn interface_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    fn long_help(name: &str) -> String {
+        let mut cmd = command();
+        cmd.build();
+        let sub = cmd.find_subcommand_mut(name).expect("a command");
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn narrow_commands_list_only_their_own_options() {
+        for (name, own) in [
+            ("keygen", &["--state-dir"][..]),
+            ("id", &["--state-dir"]),
+            ("status", &["--state-dir", "--json"]),
+            ("completions", &[]),
+        ] {
+            let help = long_help(name);
+            for option in own {
+                assert!(
+                    help.contains(option),
+                    "{name} --help lacks {option}:\n{help}"
+                );
+            }
+            for option in [
+                "--config",
+                "--peers",
+                "--root",
+                "--foreground",
+                "--in-flight",
+                "-d ",
+            ] {
+                assert!(
+                    !help.contains(option),
+                    "{name} --help lists {option}:\n{help}"
+                );
+            }
+        }
+        // The commands that use them still list the daemon's options.
+        for name in ["check", "demo"] {
+            let help = long_help(name);
+            for option in ["--config", "--peers", "--root", "--verbose"] {
+                assert!(
+                    help.contains(option),
+                    "{name} --help lacks {option}:\n{help}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_commands_still_accept_the_daemon_options() {
+        let parse = |args: &[&str]| {
+            let m = command().try_get_matches_from(args).expect("parses");
+            Cli::from_arg_matches(&m).expect("a command line")
+        };
+        let c = parse(&["omirrd", "--state-dir", "/s", "keygen"]);
+        assert!(matches!(c.command, Some(Command::Keygen)));
+        assert_eq!(c.daemon.state_dir, PathBuf::from("/s"));
+        let c = parse(&["omirrd", "id", "--root", "/r", "--state-dir", "/s"]);
+        assert!(matches!(c.command, Some(Command::Id)));
+        assert_eq!(c.daemon.state_dir, PathBuf::from("/s"));
+        assert_eq!(c.daemon.root, PathBuf::from("/r"));
+        let c = parse(&["omirrd", "status", "--json", "--state-dir", "/s", "-v"]);
+        assert!(matches!(
+            c.command,
+            Some(Command::Status { json: true, .. })
+        ));
+        assert_eq!(c.daemon.state_dir, PathBuf::from("/s"));
+        assert_eq!(c.daemon.verbose, 1);
+    }
+
+    #[test]
+    fn completions_name_every_command_for_each_shell() {
+        for shell in [
+            CompletionShell::Bash,
+            CompletionShell::Zsh,
+            CompletionShell::Fish,
+        ] {
+            let script = String::from_utf8(completions(shell)).expect("UTF-8");
+            for word in [
+                "check",
+                "keygen",
+                "id",
+                "status",
+                "demo",
+                "completions",
+                "state-dir",
+            ] {
+                assert!(script.contains(word), "{shell:?} completions lack {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn committed_completions_are_current() {
+        let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/completions");
+        for (shell, file) in [
+            (CompletionShell::Bash, "omirrd.bash"),
+            (CompletionShell::Zsh, "_omirrd"),
+            (CompletionShell::Fish, "omirrd.fish"),
+        ] {
+            let path = etc.join(file);
+            let committed = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                committed == completions(shell),
+                "{} is stale; regenerate with: cargo run -p omirrd -- completions {} > etc/completions/{file}",
+                path.display(),
+                format!("{shell:?}").to_lowercase()
+            );
+        }
+    }
+
+    #[test]
+    fn the_old_distfile_path_is_read_only_when_the_new_one_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let new = dir.path().join("omirrd/omirrd.conf");
+        let legacy = dir.path().join("omirrd.conf");
+        // Neither: the new path, whose error names it.
+        assert_eq!(default_config(&new, &legacy), (new.clone(), false));
+        std::fs::write(&legacy, "").expect("write");
+        assert_eq!(default_config(&new, &legacy), (legacy.clone(), true));
+        std::fs::create_dir(dir.path().join("omirrd")).expect("mkdir");
+        std::fs::write(&new, "").expect("write");
+        assert_eq!(default_config(&new, &legacy), (new.clone(), false));
+        // A dangling link at the new path is not missing: it is an error
+        // to report, not a reason to read another file.
+        std::fs::remove_file(&new).expect("rm");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &new).expect("symlink");
+        assert_eq!(default_config(&new, &legacy), (new.clone(), false));
     }
 
     #[test]
@@ -210,7 +481,7 @@ mod tests {
         assert!(c.daemon.debug);
         let c = Cli::parse_from(["omirrd", "-f"]);
         assert!(c.command.is_none() && c.daemon.foreground);
-        assert_eq!(c.daemon.config, PathBuf::from("/etc/omirrd.conf"));
+        assert_eq!(c.daemon.config, PathBuf::from("/etc/omirrd/omirrd.conf"));
         assert_eq!(c.daemon.peers, PathBuf::from("/etc/omirrd/peers"));
         assert_eq!(c.daemon.state_dir, PathBuf::from("/var/lib/omirrd"));
     }

@@ -114,6 +114,9 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     // Caught from the start: a SIGTERM during a long start-up scan must
     // stop the daemon cleanly too, not kill it.
     let stop = stop_signals()?;
+    // Caught before READY=1 too: systemd may send ExecReload's SIGHUP as
+    // soon as the unit is active, and SIGHUP's default action kills.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let state_dir = args.state_dir.as_path();
     let index = Index::open(state_dir)?;
     let plan = Arc::new(plan);
@@ -236,10 +239,10 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     for peer in shared.plan().peer_names() {
         tokio::spawn(dial(shared.clone(), peer));
     }
+    tokio::spawn(reload_on_sighup(shared.clone(), args.clone(), hup));
     tracing::info!(address = %me, "ready");
     notify_systemd("READY=1");
 
-    tokio::spawn(reload_on_sighup(shared.clone(), args.clone()));
     stop.wait().await;
     tracing::info!("stopping: finishing the write in progress");
     // Whoever holds the lock is mid-batch; once we have it, nothing is.
@@ -493,9 +496,12 @@ where
 /// rules (authorisation, excludes, savetargets, commands) and peers take
 /// effect at once; sessions with hosts no longer listed are closed. This
 /// host's name, root and mirrored trees need a restart.
-async fn reload_on_sighup(shared: Arc<Shared>, args: DaemonArgs) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_sighup(
+    shared: Arc<Shared>,
+    args: DaemonArgs,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let Ok(mut hup) = hup else {
         return tracing::warn!("cannot listen for SIGHUP; restart omirrd to reload");
     };
     while hup.recv().await.is_some() {

@@ -1,6 +1,7 @@
 //! `omirrd`, the omirr daemon: the process edge of the project.
 //!
-//! This crate owns what runs as a process: the command line ([`cli`]),
+//! This crate owns what runs as a process: the command line and its shell
+//! completions ([`cli`]),
 //! logging ([`logging`]), detaching, the pid file and syslog
 //! ([`background`]), the configuration as this host applies it ([`plan`]),
 //! the running daemon with its watcher, listener and dialers ([`daemon`]),
@@ -24,14 +25,26 @@ mod plan;
 mod status;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use cli::{Cli, Command};
+use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     daemon::limit_malloc_arenas();
-    let cli = Cli::parse();
-    match run(cli) {
+    let parsed = cli::parse();
+    let mut cli = parsed.cli;
+    // Only the daemon and `check` read the Distfile (demo writes its own).
+    let legacy_config =
+        matches!(cli.command, None | Some(Command::Check)) && !parsed.config_given && {
+            let (path, legacy) = cli::default_config(
+                Path::new(cli::DEFAULT_CONFIG),
+                Path::new(cli::LEGACY_CONFIG),
+            );
+            cli.daemon.config = path;
+            legacy
+        };
+    match run(cli, legacy_config) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("omirrd: {e:#}");
@@ -40,9 +53,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+/// The warning for a Distfile found only at its old default path.
+fn legacy_config_warning() -> String {
+    format!(
+        "reading the Distfile from {}, its old default path; move it to {}",
+        cli::LEGACY_CONFIG,
+        cli::DEFAULT_CONFIG
+    )
+}
+
+fn run(cli: Cli, legacy_config: bool) -> Result<ExitCode> {
     match &cli.command {
-        Some(Command::Check) => Ok(plan::check(&cli.daemon)),
+        Some(Command::Check) => {
+            if legacy_config {
+                eprintln!("omirrd: warning: {}", legacy_config_warning());
+            }
+            Ok(plan::check(&cli.daemon))
+        }
+        Some(Command::Completions { shell }) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&cli::completions(*shell))
+                .and_then(|()| out.flush())
+                .context("cannot write the completions to standard output")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Status { json }) => status::show(&cli.daemon.state_dir, *json),
         Some(Command::Demo { dir }) => demo::run(dir.as_deref(), &cli.daemon),
         Some(Command::Keygen) => {
@@ -73,14 +107,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", identity.fingerprint);
             Ok(ExitCode::SUCCESS)
         }
-        None => daemon(&cli),
+        None => daemon(&cli, legacy_config),
     }
 }
 
 /// Runs the daemon: loads and checks everything, then mirrors until
 /// SIGTERM or SIGINT.
-fn daemon(cli: &Cli) -> Result<ExitCode> {
+fn daemon(cli: &Cli, legacy_config: bool) -> Result<ExitCode> {
     logging::init(&cli.daemon)?;
+    if legacy_config {
+        // SIGHUP reads the path in force, so a moved file needs a restart.
+        tracing::warn!(
+            "{}, then restart omirrd (a reload reads the old path)",
+            legacy_config_warning()
+        );
+    }
     let plan = match plan::load(&cli.daemon) {
         Ok(p) => p,
         Err(diags) => {
