@@ -5,7 +5,8 @@
 //! ([`background`]), the configuration as this host applies it ([`plan`]),
 //! the running daemon with its watcher, listener and dialers ([`daemon`]),
 //! accepting connections under load ([`listen`]: the handshake cap, the
-//! back-off when descriptors run out),
+//! back-off when descriptors run out), peers going down and coming back
+//! and repeated errors in the log ([`health`]),
 //! the Distfile's commands after updates ([`commands`]), `omirrd status`
 //! ([`status`]) and `omirrd demo` ([`demo`]). The sync engine (peer
 //! sessions, recording and applying changes) is `omirr-sync`; the sync
@@ -18,6 +19,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod demo;
+mod health;
 mod listen;
 mod logging;
 mod plan;

@@ -145,13 +145,24 @@ where
         tracing::warn!(%peer, "the peer's index is not the one this host's cursor counts in (it was made anew or restored): asking it for everything again");
     }
     let cursor = engine.store.index.cursor(&peer_id)?;
-    tracing::info!(%peer, cursor, "connected");
+    let mut was_down = None;
     engine.counters.peer(&peer, |p| {
+        // Down since then (the daemon's record of it): this is the line
+        // that says it is back.
+        was_down = p.since.filter(|_| !p.connected);
         p.connected = true;
         p.since = Some(crate::counters::now_secs());
         p.cursor = cursor;
         p.last_error = None;
     });
+    match was_down {
+        Some(t) => {
+            let down = crate::counters::now_secs().saturating_sub(t);
+            let down = progress::duration(Duration::from_secs(down));
+            tracing::info!(%peer, cursor, "peer {peer} is back (down for {down}): connected");
+        }
+        None => tracing::info!(%peer, cursor, "connected"),
+    }
     let (flow, pull) = PeerFlow::new(cursor, crate::Limits::default());
     let flow = Arc::new(Flow {
         state: Mutex::new(flow),

@@ -1,0 +1,214 @@
+//! Peers going down and coming back, in the log: one line when a peer
+//! goes down (a session that was up ends, or the first failure to reach
+//! it), one when it is back (the session's `connected` line says how long
+//! it was down), and not one per retry in between. An error that repeats
+//! (the same text about the same peer or address) is logged once per
+//! [`REPEAT_WINDOW`], with how many times it came meanwhile.
+//!
+//! Whether a peer is down is the status' own record of it
+//! (`omirr_sync::counters::PeerStatus`: not connected, and `since` set),
+//! so that the log and `omirrd status` cannot disagree.
+
+use omirr_sync::counters::{now_secs, Counters};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often the same error may be logged.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(600);
+
+/// The most different errors remembered; past it, those not seen for a
+/// window are forgotten (an address that stopped connecting, a fixed
+/// error).
+const REMEMBERED: usize = 1024;
+
+/// [`REPEAT_WINDOW`], or, for the tests only, `OMIRR_TEST_REPEAT_MS`.
+fn repeat_window() -> Duration {
+    std::env::var("OMIRR_TEST_REPEAT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(REPEAT_WINDOW, Duration::from_millis)
+}
+
+/// Errors seen lately, by their text, with when each was last logged and
+/// how many times it was held back since.
+pub struct Repeats {
+    window: Duration,
+    seen: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl Default for Repeats {
+    fn default() -> Repeats {
+        Repeats::new(repeat_window())
+    }
+}
+
+impl Repeats {
+    pub fn new(window: Duration) -> Repeats {
+        Repeats {
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the error `key` may be logged now: `Some("")` the first
+    /// time, `Some(" (repeated N times in the last 10m)")` once a window
+    /// has passed since it was last logged, `None` (counted) otherwise.
+    pub fn pass(&self, key: &str) -> Option<String> {
+        self.pass_at(key, Instant::now())
+    }
+
+    fn pass_at(&self, key: &str, now: Instant) -> Option<String> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last, held)) = seen.get_mut(key) {
+            if now.duration_since(*last) < self.window {
+                *held += 1;
+                return None;
+            }
+            let n = std::mem::take(held);
+            *last = now;
+            return Some(if n == 0 {
+                String::new()
+            } else {
+                format!(
+                    " (repeated {n} times in the last {})",
+                    omirr_sync::session::progress::duration(self.window)
+                )
+            });
+        }
+        if seen.len() >= REMEMBERED {
+            let window = self.window;
+            seen.retain(|_, (last, _)| now.duration_since(*last) < window);
+        }
+        // Still full: a flood of different errors; each is logged.
+        if seen.len() < REMEMBERED {
+            seen.insert(key.to_string(), (now, 0));
+        }
+        Some(String::new())
+    }
+
+    /// Marks `key` as logged now (by a line of another wording, such as
+    /// the peer-down line), so that the same error is held back for a
+    /// window.
+    pub fn logged(&self, key: &str) {
+        let _ = self.pass(key);
+    }
+}
+
+/// A session with `peer` that had connected ended (`error` if it failed):
+/// the peer is down, which this logs once.
+pub fn session_lost(
+    repeats: &Repeats,
+    peer: &str,
+    error: Option<&str>,
+    frames: (u64, u64),
+) {
+    match error {
+        None => tracing::info!(
+            %peer,
+            frames_sent = frames.0,
+            frames_received = frames.1,
+            "peer {peer} is down: it closed the session; retrying"
+        ),
+        Some(e) => {
+            repeats.logged(&key(peer, e));
+            tracing::warn!(
+                %peer,
+                frames_sent = frames.0,
+                frames_received = frames.1,
+                "peer {peer} is down: session ended: {e}; retrying"
+            )
+        }
+    }
+}
+
+/// An attempt to reach `peer`, or a session with it that never connected,
+/// failed with `error`. The first failure after the peer was up (or since
+/// the daemon started) says it is down; the ones after are the same
+/// error over and over, logged once per window.
+pub fn attempt_failed(counters: &Counters, repeats: &Repeats, peer: &str, error: &str) {
+    let mut first = false;
+    counters.peer(peer, |p| {
+        if p.since.is_none() && !p.connected {
+            first = true;
+            p.since = Some(now_secs());
+        }
+        p.last_error = Some(error.to_string());
+    });
+    let key = key(peer, error);
+    if first {
+        repeats.logged(&key);
+        return tracing::warn!(%peer, "peer {peer} is down: {error}; retrying");
+    }
+    if let Some(repeated) = repeats.pass(&key) {
+        tracing::warn!(%peer, "cannot reach {peer}: {error}{repeated}");
+    }
+}
+
+fn key(peer: &str, error: &str) -> String {
+    format!("{peer}\0{error}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_error_passes_once_a_window_with_its_count() {
+        let r = Repeats::new(Duration::from_secs(600));
+        let t = Instant::now();
+        assert_eq!(r.pass_at("refused", t).as_deref(), Some(""));
+        assert_eq!(r.pass_at("refused", t + Duration::from_secs(1)), None);
+        assert_eq!(r.pass_at("refused", t + Duration::from_secs(599)), None);
+        assert_eq!(
+            r.pass_at("other", t + Duration::from_secs(2)).as_deref(),
+            Some(""),
+            "another error is its own"
+        );
+        assert_eq!(
+            r.pass_at("refused", t + Duration::from_secs(600)).as_deref(),
+            Some(" (repeated 2 times in the last 10m)")
+        );
+        assert_eq!(r.pass_at("refused", t + Duration::from_secs(601)), None);
+        assert_eq!(
+            r.pass_at("refused", t + Duration::from_secs(1300)).as_deref(),
+            Some(" (repeated 1 times in the last 10m)")
+        );
+        assert_eq!(
+            r.pass_at("refused", t + Duration::from_secs(2000)).as_deref(),
+            Some(""),
+            "nothing held back: nothing to count"
+        );
+    }
+
+    #[test]
+    fn the_first_failure_marks_the_peer_down_and_the_next_are_held_back() {
+        let c = Counters::new(&["beta".to_string()]);
+        let r = Repeats::new(Duration::from_secs(600));
+        attempt_failed(&c, &r, "beta", "connection refused");
+        let since = c.peers()["beta"].since;
+        assert!(since.is_some(), "down since the first failure");
+        attempt_failed(&c, &r, "beta", "connection refused");
+        assert_eq!(c.peers()["beta"].since, since, "still down since then");
+        assert_eq!(r.pass("beta\0connection refused"), None, "held back");
+        assert_eq!(
+            c.peers()["beta"].last_error.as_deref(),
+            Some("connection refused")
+        );
+    }
+
+    #[test]
+    fn memory_of_errors_is_bounded() {
+        let r = Repeats::new(Duration::from_secs(600));
+        let t = Instant::now();
+        for i in 0..REMEMBERED + 10 {
+            assert!(r.pass_at(&format!("e{i}"), t).is_some());
+        }
+        assert!(r.seen.lock().expect("lock").len() <= REMEMBERED);
+        // Once a window has passed, old errors make room.
+        assert!(r
+            .pass_at("late", t + Duration::from_secs(601))
+            .is_some());
+        assert!(r.seen.lock().expect("lock").len() <= 1);
+    }
+}
