@@ -97,12 +97,7 @@ impl Repeats {
 
 /// A session with `peer` that had connected ended (`error` if it failed):
 /// the peer is down, which this logs once.
-pub fn session_lost(
-    repeats: &Repeats,
-    peer: &str,
-    error: Option<&str>,
-    frames: (u64, u64),
-) {
+pub fn session_lost(repeats: &Repeats, peer: &str, error: Option<&str>, frames: (u64, u64)) {
     match error {
         None => tracing::info!(
             %peer,
@@ -166,16 +161,19 @@ mod tests {
             "another error is its own"
         );
         assert_eq!(
-            r.pass_at("refused", t + Duration::from_secs(600)).as_deref(),
+            r.pass_at("refused", t + Duration::from_secs(600))
+                .as_deref(),
             Some(" (repeated 2 times in the last 10m)")
         );
         assert_eq!(r.pass_at("refused", t + Duration::from_secs(601)), None);
         assert_eq!(
-            r.pass_at("refused", t + Duration::from_secs(1300)).as_deref(),
+            r.pass_at("refused", t + Duration::from_secs(1300))
+                .as_deref(),
             Some(" (repeated 1 times in the last 10m)")
         );
         assert_eq!(
-            r.pass_at("refused", t + Duration::from_secs(2000)).as_deref(),
+            r.pass_at("refused", t + Duration::from_secs(2000))
+                .as_deref(),
             Some(""),
             "nothing held back: nothing to count"
         );
@@ -206,9 +204,7 @@ mod tests {
         }
         assert!(r.seen.lock().expect("lock").len() <= REMEMBERED);
         // Once a window has passed, old errors make room.
-        assert!(r
-            .pass_at("late", t + Duration::from_secs(601))
-            .is_some());
+        assert!(r.pass_at("late", t + Duration::from_secs(601)).is_some());
         assert!(r.seen.lock().expect("lock").len() <= 1);
     }
 }

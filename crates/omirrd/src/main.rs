@@ -45,7 +45,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Check) => Ok(plan::check(&cli.daemon)),
-        Some(Command::Status { json }) => status::show(&cli.daemon.state_dir, *json),
+        Some(Command::Status { json, prometheus }) => {
+            let form = match (json, prometheus) {
+                (true, _) => status::Form::Json,
+                (_, true) => status::Form::Prometheus,
+                _ => status::Form::Table,
+            };
+            Ok(status::show(&cli.daemon.state_dir, form))
+        }
         Some(Command::Demo { dir }) => demo::run(dir.as_deref(), &cli.daemon),
         Some(Command::Keygen) => {
             let identity = omirr_net::identity::generate(&cli.daemon.state_dir)?;
