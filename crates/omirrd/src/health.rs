@@ -1,9 +1,11 @@
 //! Peers going down and coming back, in the log: one line when a peer
 //! goes down (a session that was up ends, or the first failure to reach
 //! it), one when it is back (the session's `connected` line says how long
-//! it was down), and not one per retry in between. An error that repeats
-//! (the same text about the same peer or address) is logged once per
-//! [`REPEAT_WINDOW`], with how many times it came meanwhile.
+//! it was down), and not one per retry in between: while a peer stays
+//! down, failures to reach it are logged once per [`REPEAT_WINDOW`], the
+//! latest with how many came meanwhile. A connection refused before its
+//! session (a failed handshake, a pin that does not match) is likewise
+//! logged once per window for the same address and reason.
 //!
 //! Whether a peer is down is the status' own record of it
 //! (`omirr_sync::counters::PeerStatus`: not connected, and `since` set),
@@ -88,16 +90,20 @@ impl Repeats {
     }
 
     /// Marks `key` as logged now (by a line of another wording, such as
-    /// the peer-down line), so that the same error is held back for a
-    /// window.
+    /// the peer-down line), so that it is held back for a window.
     pub fn logged(&self, key: &str) {
-        let _ = self.pass(key);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < REMEMBERED || seen.contains_key(key) {
+            seen.insert(key.to_string(), (Instant::now(), 0));
+        }
     }
 }
 
 /// A session with `peer` that had connected ended (`error` if it failed):
-/// the peer is down, which this logs once.
+/// the peer is down, which this logs once; failures to reach it in the
+/// next window are held back.
 pub fn session_lost(repeats: &Repeats, peer: &str, error: Option<&str>, frames: (u64, u64)) {
+    repeats.logged(&unreachable(peer));
     match error {
         None => tracing::info!(
             %peer,
@@ -105,22 +111,20 @@ pub fn session_lost(repeats: &Repeats, peer: &str, error: Option<&str>, frames: 
             frames_received = frames.1,
             "peer {peer} is down: it closed the session; retrying"
         ),
-        Some(e) => {
-            repeats.logged(&key(peer, e));
-            tracing::warn!(
-                %peer,
-                frames_sent = frames.0,
-                frames_received = frames.1,
-                "peer {peer} is down: session ended: {e}; retrying"
-            )
-        }
+        Some(e) => tracing::warn!(
+            %peer,
+            frames_sent = frames.0,
+            frames_received = frames.1,
+            "peer {peer} is down: session ended: {e}; retrying"
+        ),
     }
 }
 
 /// An attempt to reach `peer`, or a session with it that never connected,
-/// failed with `error`. The first failure after the peer was up (or since
-/// the daemon started) says it is down; the ones after are the same
-/// error over and over, logged once per window.
+/// failed with `error`. The first failure since the daemon started says
+/// the peer is down (once it was up, the end of its session said so); the
+/// ones after are logged once per window, whatever their text (it is the
+/// same failure over and over; the status shows the latest).
 pub fn attempt_failed(counters: &Counters, repeats: &Repeats, peer: &str, error: &str) {
     let mut first = false;
     counters.peer(peer, |p| {
@@ -130,7 +134,7 @@ pub fn attempt_failed(counters: &Counters, repeats: &Repeats, peer: &str, error:
         }
         p.last_error = Some(error.to_string());
     });
-    let key = key(peer, error);
+    let key = unreachable(peer);
     if first {
         repeats.logged(&key);
         return tracing::warn!(%peer, "peer {peer} is down: {error}; retrying");
@@ -140,8 +144,9 @@ pub fn attempt_failed(counters: &Counters, repeats: &Repeats, peer: &str, error:
     }
 }
 
-fn key(peer: &str, error: &str) -> String {
-    format!("{peer}\0{error}")
+/// The key of failures to reach `peer`.
+fn unreachable(peer: &str) -> String {
+    format!("unreachable\0{peer}")
 }
 
 #[cfg(test)]
@@ -188,10 +193,15 @@ mod tests {
         assert!(since.is_some(), "down since the first failure");
         attempt_failed(&c, &r, "beta", "connection refused");
         assert_eq!(c.peers()["beta"].since, since, "still down since then");
-        assert_eq!(r.pass("beta\0connection refused"), None, "held back");
+        attempt_failed(&c, &r, "beta", "TLS handshake timed out");
+        assert_eq!(
+            r.pass("unreachable\0beta"),
+            None,
+            "held back, whatever the text"
+        );
         assert_eq!(
             c.peers()["beta"].last_error.as_deref(),
-            Some("connection refused")
+            Some("TLS handshake timed out")
         );
     }
 
