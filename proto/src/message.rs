@@ -26,7 +26,7 @@ pub struct Hello {
     #[serde(deserialize_with = "serde_helpers::text")]
     pub host: String,
     /// Optional features the sender supports; the session uses those both
-    /// sides list ([`crate::negotiate`]). None are defined yet.
+    /// sides list ([`crate::negotiate`]): [`crate::CAPABILITIES`].
     #[serde(deserialize_with = "serde_helpers::capabilities")]
     pub capabilities: Vec<String>,
 }
