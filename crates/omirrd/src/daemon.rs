@@ -371,8 +371,10 @@ async fn dial(shared: Arc<Shared>, peer: String) {
             Ok(tls) => run_session(shared.clone(), tls, peer.clone(), true).await,
             Err(e) => {
                 tracing::debug!(%peer, "cannot connect: {e:#}");
+                let unreachable = e.downcast_ref::<crate::health::Unreachable>().is_some();
                 let e = format!("{e:#}");
-                crate::health::attempt_failed(&shared.engine.counters, &shared.repeats, &peer, &e);
+                let (c, r) = (&shared.engine.counters, &shared.repeats);
+                crate::health::attempt_failed(c, r, &peer, &e, unreachable);
             }
         }
         // A session that lasted resets the backoff; quick failures grow it.
@@ -394,12 +396,18 @@ async fn connect(
         .get(peer)
         .map(|p| p.address.clone())
         .with_context(|| format!("{peer} is not in the peers file"))?;
-    let stream = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        TcpStream::connect((address.host.as_str(), address.port)),
-    )
-    .await
-    .context("connection timed out")??;
+    let reach = async {
+        let stream = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            TcpStream::connect((address.host.as_str(), address.port)),
+        )
+        .await
+        .context("connection timed out")??;
+        Ok::<_, anyhow::Error>(stream)
+    };
+    let stream = reach
+        .await
+        .map_err(|e| e.context(crate::health::Unreachable(address.to_string())))?;
     stream.set_nodelay(true)?;
     let config = tls::client_config(&shared.identity, shared.pins.clone(), peer)?;
     let connector = tokio_rustls::TlsConnector::from(config);
@@ -486,7 +494,7 @@ where
         crate::health::session_lost(&shared.repeats, &peer, error.as_deref(), frames);
     } else {
         let e = error.unwrap_or_else(|| "the peer closed the session before it began".into());
-        crate::health::attempt_failed(&shared.engine.counters, &shared.repeats, &peer, &e);
+        crate::health::attempt_failed(&shared.engine.counters, &shared.repeats, &peer, &e, false);
     }
 }
 

@@ -2,10 +2,13 @@
 //! goes down (a session that was up ends, or the first failure to reach
 //! it), one when it is back (the session's `connected` line says how long
 //! it was down), and not one per retry in between: while a peer stays
-//! down, failures to reach it are logged once per [`REPEAT_WINDOW`], the
-//! latest with how many came meanwhile. A connection refused before its
-//! session (a failed handshake, a pin that does not match) is likewise
-//! logged once per window for the same address and reason.
+//! down, failures to connect to it at all (refused, timed out: the
+//! expected failure of a host that is down) are logged once per
+//! [`REPEAT_WINDOW`], the latest with how many came meanwhile. A failure
+//! after connecting (a handshake, a session the peer or this host
+//! refuses, a clock too far off) says more, and each one is logged the
+//! first time, then once per window with its count. So is a connection
+//! this host refuses before its session, for the same address and reason.
 //!
 //! Whether a peer is down is the status' own record of it
 //! (`omirr_sync::counters::PeerStatus`: not connected, and `since` set),
@@ -103,7 +106,7 @@ impl Repeats {
 /// the peer is down, which this logs once; failures to reach it in the
 /// next window are held back.
 pub fn session_lost(repeats: &Repeats, peer: &str, error: Option<&str>, frames: (u64, u64)) {
-    repeats.logged(&unreachable(peer));
+    repeats.logged(&unreachable_key(peer));
     match error {
         None => tracing::info!(
             %peer,
@@ -120,12 +123,30 @@ pub fn session_lost(repeats: &Repeats, peer: &str, error: Option<&str>, frames: 
     }
 }
 
+/// What an attempt to connect to a peer's address that failed before any
+/// handshake (refused, timed out) is wrapped in.
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "connecting to {}", self.0)
+    }
+}
+
 /// An attempt to reach `peer`, or a session with it that never connected,
-/// failed with `error`. The first failure since the daemon started says
-/// the peer is down (once it was up, the end of its session said so); the
-/// ones after are logged once per window, whatever their text (it is the
-/// same failure over and over; the status shows the latest).
-pub fn attempt_failed(counters: &Counters, repeats: &Repeats, peer: &str, error: &str) {
+/// failed with `error`; `unreachable` if no connection was made at all.
+/// The first failure since the daemon started says the peer is down (once
+/// it was up, the end of its session said so). After it, failures to
+/// connect are logged once per window whatever their text (the status
+/// shows the latest), others once per window for each text.
+pub fn attempt_failed(
+    counters: &Counters,
+    repeats: &Repeats,
+    peer: &str,
+    error: &str,
+    unreachable: bool,
+) {
     let mut first = false;
     counters.peer(peer, |p| {
         if p.since.is_none() && !p.connected {
@@ -134,8 +155,13 @@ pub fn attempt_failed(counters: &Counters, repeats: &Repeats, peer: &str, error:
         }
         p.last_error = Some(error.to_string());
     });
-    let key = unreachable(peer);
+    let key = if unreachable {
+        unreachable_key(peer)
+    } else {
+        format!("{peer}\0{error}")
+    };
     if first {
+        repeats.logged(&unreachable_key(peer));
         repeats.logged(&key);
         return tracing::warn!(%peer, "peer {peer} is down: {error}; retrying");
     }
@@ -144,8 +170,8 @@ pub fn attempt_failed(counters: &Counters, repeats: &Repeats, peer: &str, error:
     }
 }
 
-/// The key of failures to reach `peer`.
-fn unreachable(peer: &str) -> String {
+/// The key of failures to connect to `peer`.
+fn unreachable_key(peer: &str) -> String {
     format!("unreachable\0{peer}")
 }
 
@@ -188,17 +214,20 @@ mod tests {
     fn the_first_failure_marks_the_peer_down_and_the_next_are_held_back() {
         let c = Counters::new(&["beta".to_string()]);
         let r = Repeats::new(Duration::from_secs(600));
-        attempt_failed(&c, &r, "beta", "connection refused");
+        attempt_failed(&c, &r, "beta", "connection refused", true);
         let since = c.peers()["beta"].since;
         assert!(since.is_some(), "down since the first failure");
-        attempt_failed(&c, &r, "beta", "connection refused");
+        attempt_failed(&c, &r, "beta", "connection refused", true);
         assert_eq!(c.peers()["beta"].since, since, "still down since then");
-        attempt_failed(&c, &r, "beta", "TLS handshake timed out");
+        attempt_failed(&c, &r, "beta", "connection timed out", true);
         assert_eq!(
-            r.pass("unreachable\0beta"),
+            r.pass(&unreachable_key("beta")),
             None,
             "held back, whatever the text"
         );
+        // A failure after connecting is news: logged (so its key is taken).
+        attempt_failed(&c, &r, "beta", "TLS handshake timed out", false);
+        assert_eq!(r.pass("beta\0TLS handshake timed out"), None);
         assert_eq!(
             c.peers()["beta"].last_error.as_deref(),
             Some("TLS handshake timed out")
