@@ -1,6 +1,8 @@
 //! The engine's counters: what each peer's session did, and the local
 //! ones, kept live for `omirrd status`. A sink the engine writes and the
-//! binary reads; nothing in the engine reads them back to decide anything.
+//! binary reads; nothing in the engine reads them back to decide what to
+//! sync (a session reads them only to word its log lines and measure its
+//! rates, see `session::progress`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
