@@ -46,6 +46,16 @@ What is measured
                  that mirror to several hosts: omirrd, syncthing).
   cp             local baseline for `large`: cp of big.bin on the same
                  disk, without and with a following sync.
+  live ingest    the tool running on two empty trees (up once a warm-up
+                 file has arrived on B), then `cp -a` of `small` into A;
+                 the copy's own time, and the time from the copy's end
+                 until B equals A (rsync: its back-to-back loop).
+  million        opt-in (--million), omirrd only: 1,000,000 files of 64
+                 bytes, 1,000 per directory, generated here; initial sync
+                 to an empty host, each daemon's own peak RSS (VmHWM of
+                 that process), the index's size per entry
+                 (index.redb / entries) on each host, and a restart with
+                 nothing changed (as `restart` above).
 
 Tool settings (each at its fastest sensible setting; also in the report)
   omirrd     one daemon per host, `omirrd -f`, a Distfile `/data -> (a b)`,
@@ -88,7 +98,8 @@ import xml.etree.ElementTree as ET
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORKLOADS_PY = os.path.join(HERE, "workloads.py")
-BENCH_ROOT = "/var/tmp/omirr-bench"
+BENCH_ROOT = "/var/tmp/omirr-bench"   # --dir
+MILLION_PER_DIR, MILLION_SIZE = 1000, 64
 TOOLS = ["omirrd", "syncthing", "lsyncd", "unison", "rsync"]
 WORKLOADS = ["small", "large", "real"]
 EDITS = {"small", "large"}
@@ -184,16 +195,20 @@ class Procs:
 
     def hwm_kib(self):
         """Sum of VmHWM over the live processes."""
-        total = 0
+        return sum(self.hwm_by_pid().values())
+
+    def hwm_by_pid(self):
+        """{pid: VmHWM in KiB} of the live processes."""
+        out = {}
         for pid in self.pids():
             try:
                 with open(f"/proc/{pid}/status") as f:
                     for line in f:
                         if line.startswith("VmHWM:"):
-                            total += int(line.split()[1])
+                            out[pid] = int(line.split()[1])
             except OSError:
                 pass
-        return total
+        return out
 
     def signal(self, sig):
         for pid in self.pids():
@@ -227,21 +242,28 @@ class Procs:
 
 
 class RssSampler:
-    """Samples Procs.hwm_kib() every 0.1 s in a thread; .peak_kib is the max."""
+    """Samples Procs.hwm_by_pid() every 0.1 s in a thread; .peak_kib is the
+    max of the sum, .by_pid each process's own max."""
 
     def __init__(self, procs):
-        self.procs, self.peak_kib = procs, 0
+        self.procs, self.peak_kib, self.by_pid = procs, 0, {}
         self.halt = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
+    def _sample(self):
+        now = self.procs.hwm_by_pid()
+        self.peak_kib = max(self.peak_kib, sum(now.values()))
+        for pid, kib in now.items():
+            self.by_pid[pid] = max(self.by_pid.get(pid, 0), kib)
+
     def _loop(self):
         while not self.halt.is_set():
-            self.peak_kib = max(self.peak_kib, self.procs.hwm_kib())
+            self._sample()
             self.halt.wait(0.1)
 
     def stop(self):
-        self.peak_kib = max(self.peak_kib, self.procs.hwm_kib())
+        self._sample()
         self.halt.set()
         self.thread.join()
         return self.peak_kib
@@ -703,6 +725,8 @@ class Bench:
         self.latency = {}     # tool -> [ms]|str
         self.fanout = {}      # tool -> Phase|str
         self.cp = None        # (seconds without sync, seconds with sync)
+        self.ingest = {}      # tool -> (copy seconds, Phase from the copy's end) | str
+        self.million = None   # {"initial": Phase|str, "rss": [MiB per daemon], "index": [B/entry], "restart": Phase|str}
 
     def gen(self, workload):
         path = os.path.join(self.work, "gen", workload)
@@ -848,6 +872,88 @@ class Bench:
         finally:
             tool.stop()
 
+    def live_ingest(self, cls):
+        """`cp -a` of `small` into A while the tool runs on empty trees."""
+        log(f"{cls.name} / live ingest of small")
+        made = self.measure("setup", lambda: self.setup(cls, "ingest", "ab"))
+        if isinstance(made, str):
+            self.ingest[cls.name] = made
+            return
+        tool = made
+        a, b = tool.hosts
+        src = self.gen("small")
+        try:
+            def ingest():
+                getattr(tool, "start_loop", tool.start)()
+                write(os.path.join(a.data, "warm-up"), "up\n")
+                wait_for(lambda: os.path.exists(os.path.join(b.data, "warm-up")),
+                         time.monotonic() + 60, "the warm-up file did not arrive")
+                phase = Phase()
+                run(["cp", "-a", src, os.path.join(a.data, "small")])
+                copied = time.monotonic()
+                copy_seconds = copied - phase.t0
+                phase.t0 = copied  # the time counts from the copy's end; bytes from its start
+                done = wait_converged(Reference(a.data), [b.data], self.deadline())
+                return copy_seconds, phase.finish(max(done, copied))
+            self.ingest[cls.name] = self.measure("live ingest", ingest)
+            r = self.ingest[cls.name]
+            log("  live ingest: " + (f"copy {r[0]:.2f} s, then {fmt_phase(r[1])}" if isinstance(r, tuple) else r))
+        finally:
+            tool.stop()
+
+    def gen_million(self, path):
+        """--million-dirs directories of MILLION_PER_DIR files of MILLION_SIZE
+        bytes at `path`, each file's content derived from its name."""
+        log(f"generating million ({self.args.million_dirs * MILLION_PER_DIR} files)")
+        tmp = path + ".tmp"
+        for d in range(self.args.million_dirs):
+            dd = os.path.join(tmp, f"d{d:04d}")
+            os.makedirs(dd)
+            for i in range(MILLION_PER_DIR):
+                name = f"f{i:04d}"
+                body = f"{d:04d}/{name} ".encode() * (MILLION_SIZE // 11 + 1)
+                with open(os.path.join(dd, name), "wb") as f:
+                    f.write(body[:MILLION_SIZE])
+        os.rename(tmp, path)
+
+    def million_files(self):
+        log("omirrd / million files")
+        res = self.million = {}
+        top = os.path.join(self.work, "omirrd-million")
+        hosts = [Host(top, n) for n in "ab"]
+        failed = self.measure("generate", lambda: self.gen_million(os.path.join(hosts[0].data, "million")))
+        if failed:  # "timeout" or "error"
+            res["initial"] = failed
+            return
+        tool = Omirrd(hosts)
+        tool.prepare()
+        os.sync()
+        try:
+            ref = Reference(hosts[0].data)
+            sampler = RssSampler(tool.procs)
+            res["initial"] = self.measure("initial sync", lambda: self.timed(tool, tool.start, ref))
+            log(f"  initial: {fmt_phase(res['initial'])}")
+            if isinstance(res["initial"], Phase):
+                # the receiver records what it applied; wait until both say they are settled
+                self.measure("settle", lambda: tool.wait_restarted(self.deadline()))
+            sampler.stop()
+            res["rss"] = [kib / 1024 for kib in sampler.by_pid.values()]
+            tool.stop()
+            entries = ref.count + 1  # the tree's entries and its root
+            res["index"] = [os.path.getsize(os.path.join(h.state, "index.redb")) / entries for h in hosts]
+            log(f"  peak RSS per daemon (MiB): {', '.join(f'{m:.0f}' for m in res['rss'])}; "
+                f"index bytes per entry: {', '.join(f'{x:.0f}' for x in res['index'])}")
+            if isinstance(res["initial"], Phase):
+                def restart():
+                    phase = Phase()
+                    tool.start()
+                    tool.wait_restarted(self.deadline())
+                    return phase.finish(time.monotonic())
+                res["restart"] = self.measure("restart", restart)
+                log(f"  restart: {fmt_phase(res['restart'])}")
+        finally:
+            tool.stop()
+
     def cp_baseline(self):
         log("cp baseline / large")
         src = os.path.join(self.gen("large"), "big.bin")
@@ -882,6 +988,11 @@ class Bench:
         if not self.args.skip_latency:
             for t in self.args.tools:
                 self.propagation(TOOL_CLASSES[t])
+        if not self.args.skip_ingest:
+            for t in self.args.tools:
+                self.live_ingest(TOOL_CLASSES[t])
+        if self.args.million:
+            self.million_files()
         if "large" in self.args.workloads and not self.args.skip_cp:
             self.cp_baseline()
 
@@ -961,6 +1072,27 @@ def report(bench, header):
             two = bench.results.get("small", {}).get(t, {}).get("initial")
             out.append(f"| {t} | {cell(two, 'seconds')} | {cell(two, 'bytes')} | {cell(p, 'seconds')} "
                        f"| {cell(p, 'bytes')} | {ratio(p, two, 'seconds')} | {ratio(p, two, 'bytes')} |")
+    if bench.ingest:
+        out += ["\n### Live ingest: `cp -a` of `small` (10,000 files, 83 MiB) into A while the tool runs\n",
+                "| tool | copy (s) | converged after the copy's end (s) | bytes |", "|---|---:|---:|---:|"]
+        for t, r in bench.ingest.items():
+            if isinstance(r, tuple):
+                out.append(f"| {t} | {r[0]:.2f} | {cell(r[1], 'seconds')} | {cell(r[1], 'bytes')} |")
+            else:
+                out.append(f"| {t} | {r} | {r} | {r} |")
+        if "rsync" in bench.ingest:
+            out.append("\nrsync: its back-to-back `rsync -a --delete` loop, as for latency.")
+    if bench.million is not None:
+        m = bench.million
+        n = bench.args.million_dirs * MILLION_PER_DIR
+        out += [f"\n### A million files (omirrd; {n:,} files of {MILLION_SIZE} bytes, "
+                f"{MILLION_PER_DIR:,} per directory; A holds them, B starts empty)\n",
+                "| initial sync (s) | initial bytes | peak RSS per daemon (MiB) | index bytes per entry "
+                "| restart, nothing changed (s) |", "|---:|---:|---:|---:|---:|",
+                f"| {cell(m.get('initial'), 'seconds')} | {cell(m.get('initial'), 'bytes')} "
+                f"| {' / '.join(f'{x:.0f}' for x in m.get('rss', [])) or '–'} "
+                f"| {' / '.join(f'{x:.0f}' for x in m.get('index', [])) or '–'} "
+                f"| {cell(m.get('restart'), 'seconds')} |"]
     if bench.cp:
         out += ["\n### Local baseline: `cp A/big.bin C/big.bin` (`large`, 512 MiB, same disk, source cached; median of 3)\n",
                 "| | time (s) | MiB/s |", "|---|---:|---:|"]
@@ -976,7 +1108,7 @@ def header(args, work):
     lines = ["## Side-by-side: omirrd, syncthing, lsyncd, unison, rsync\n",
              f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
              f"- Kernel: {platform.release()}; CPU: {cpu}; nproc: {os.cpu_count()}",
-             f"- Bench directory: {BENCH_ROOT} on {fs[1]} ({fs[0]}, mounted at {fs[2]})",
+             f"- Bench directory: {args.dir} on {fs[1]} ({fs[0]}, mounted at {fs[2]})",
              f"- Command: `{os.environ.get('BENCH_COMMAND', shlex.join(sys.argv))}`",
              "- Two hosts on 127.0.0.1 in a private network namespace; A holds the workload, "
              "B starts empty. Bytes are `lo` tx bytes (payload + headers) from the start of a phase "
@@ -991,12 +1123,13 @@ def header(args, work):
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path, text):
+def write_doc(path, text, label=""):
     old = open(path).read() if os.path.exists(path) else ""
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in old and END in old.split(BEGIN, 1)[1]:
-        before, rest = old.split(BEGIN, 1)
-        new = before + block + rest.split(END, 1)[1]
+    begin, end = (BEGIN, END) if not label else (f"<!-- bench:{label}:begin -->", f"<!-- bench:{label}:end -->")
+    block = f"{begin}\n{text}{end}"
+    if begin in old and end in old.split(begin, 1)[1]:
+        before, rest = old.split(begin, 1)
+        new = before + block + rest.split(end, 1)[1]
     else:
         new = old + ("\n" if old and not old.endswith("\n") else "") + block + "\n"
     with open(path, "w") as f:
@@ -1017,6 +1150,18 @@ def parse_args(argv):
     p.add_argument("--skip-restart", action="store_true")
     p.add_argument("--skip-fanout", action="store_true")
     p.add_argument("--skip-cp", action="store_true")
+    p.add_argument("--skip-ingest", action="store_true", help="skip the live-ingest phase")
+    p.add_argument("--million", action="store_true",
+                   help="add the million-file phase (omirrd only; two trees of a million files take "
+                        "about 8 GiB on ext4 or tmpfs, and it is long)")
+    p.add_argument("--million-dirs", type=int, default=1000,
+                   help="directories of 1,000 files in the million-file phase (default 1000; fewer for a try)")
+    p.add_argument("--dir", default=BENCH_ROOT,
+                   help=f"where the trees go (default {BENCH_ROOT}, on the normal disk; "
+                        "e.g. /dev/shm/omirr-bench for tmpfs)")
+    p.add_argument("--label", default="",
+                   help="name of this run's block in --doc: with --label tmpfs, the run replaces only "
+                        "the block between <!-- bench:tmpfs:begin --> and <!-- bench:tmpfs:end -->")
     p.add_argument("--timeout", type=float, default=300, help="seconds per phase (default 300)")
     p.add_argument("--keep", action="store_true",
                    help="keep the trees and the tools' logs under /var/tmp/omirr-bench (for a look afterwards)")
@@ -1067,8 +1212,8 @@ def main(argv):
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     Omirrd.binary = os.environ["OMIRRD"]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    os.makedirs(BENCH_ROOT, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="run.", dir=BENCH_ROOT)
+    os.makedirs(args.dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="run.", dir=args.dir)
     started = time.monotonic()
     try:
         head = header(args, work)
@@ -1077,7 +1222,7 @@ def main(argv):
         text = report(bench, head)
         text += f"\nThe whole run took {(time.monotonic() - started) / 60:.1f} minutes.\n"
         print(text)
-        write_doc(args.doc, text)
+        write_doc(args.doc, text, args.label)
         log(f"wrote {args.doc}")
     finally:
         for procs in list(Procs.live):
@@ -1087,7 +1232,7 @@ def main(argv):
         else:
             shutil.rmtree(work, ignore_errors=True)
             try:
-                os.rmdir(BENCH_ROOT)
+                os.rmdir(args.dir)
             except OSError:
                 pass
 

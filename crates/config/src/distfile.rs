@@ -23,6 +23,9 @@
 mod expand;
 mod lex;
 mod parse;
+mod pattern;
+
+pub use pattern::Pattern;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos};
 use std::fmt;
@@ -103,7 +106,7 @@ pub struct MirrorPath {
 #[derive(Debug, Clone)]
 pub enum PathMatch {
     Path(PathBuf),
-    Glob(glob::Pattern),
+    Glob(Pattern),
 }
 
 impl PathMatch {
@@ -111,14 +114,7 @@ impl PathMatch {
     pub fn matches(&self, path: &Path) -> bool {
         match self {
             PathMatch::Path(p) => path.starts_with(p),
-            PathMatch::Glob(g) => {
-                let opts = glob::MatchOptions {
-                    case_sensitive: true,
-                    require_literal_separator: true,
-                    require_literal_leading_dot: true,
-                };
-                path.ancestors().any(|a| g.matches_path_with(a, opts))
-            }
+            PathMatch::Glob(g) => g.matches_path_or_ancestor(path),
         }
     }
 }

@@ -67,10 +67,7 @@ impl Fingerprint {
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(FINGERPRINT_PREFIX)?;
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        f.write_str(&blake3::Hash::from_bytes(self.0).to_hex())
     }
 }
 
@@ -109,19 +106,10 @@ impl FromStr for Fingerprint {
         if hex.len() != FINGERPRINT_HEX_LEN {
             return Err(FingerprintError::WrongLength(hex.len()));
         }
-        let mut bytes = [0u8; 32];
-        for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-            *byte = (hex_value(pair[0]) << 4) | hex_value(pair[1]);
-        }
-        Ok(Fingerprint(bytes))
-    }
-}
-
-/// The value of a lowercase hex digit already checked by the caller.
-fn hex_value(digit: u8) -> u8 {
-    match digit {
-        b'0'..=b'9' => digit - b'0',
-        _ => digit - b'a' + 10,
+        // Checked above, so this cannot fail; the length is what could.
+        blake3::Hash::from_hex(hex)
+            .map(|h| Fingerprint(*h.as_bytes()))
+            .map_err(|_| FingerprintError::WrongLength(hex.len()))
     }
 }
 

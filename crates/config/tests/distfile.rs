@@ -270,6 +270,14 @@ fn except_paths_and_patterns() {
         "glob excludes match files that appear later"
     );
     assert!(!s.is_excluded(Path::new("/etc/ssh/ssh_host_rsa_key.pub")));
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let latin1 = std::ffi::OsStr::from_bytes(b"h\xf4te_key");
+        assert!(
+            s.is_excluded(&Path::new("/etc/ssh").join(latin1)),
+            "a name that is not UTF-8 matches a pattern too"
+        );
+    }
     assert!(s.is_excluded(Path::new("/etc/x/.vimrc.swp")));
     assert!(
         !s.is_excluded(Path::new("/etc/x/swp")),

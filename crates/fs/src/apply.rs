@@ -218,8 +218,8 @@ pub enum ApplyError {
     #[error(
         "content of {} has BLAKE3 hash {}, expected {}",
         shown(path),
-        hex(got),
-        hex(expected)
+        blake3::Hash::from_bytes(*got).to_hex(),
+        blake3::Hash::from_bytes(*expected).to_hex()
     )]
     HashMismatch {
         path: RelPath,
@@ -360,7 +360,8 @@ fn temp_name(name: &[u8]) -> Vec<u8> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     h.update(&nanos.to_le_bytes());
-    let tag = hex(&h.finalize().as_bytes()[..TEMP_TAG_LEN / 2]);
+    let tag = h.finalize().to_hex();
+    let tag = &tag[..TEMP_TAG_LEN];
     let mut t = TEMP_PREFIX.to_vec();
     t.extend_from_slice(&name[..name.len().min(TEMP_NAME_KEEP)]);
     t.push(b'.');
@@ -2053,10 +2054,6 @@ fn shown(path: &RelPath) -> String {
     } else {
         path.to_string()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The system's description of an I/O error, without Rust's

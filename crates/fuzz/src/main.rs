@@ -76,7 +76,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Saves a failing input and says how to replay it.

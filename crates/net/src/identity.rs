@@ -22,9 +22,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use omirr_config::peers::Fingerprint;
 use omirr_fs::secure::{self, SecureFileError, Who};
 use rcgen::{
-    date_time_ymd, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
+use time::{Date, OffsetDateTime};
 use x509_parser::pem::Pem;
 
 /// The private key's file name in the state directory.
@@ -346,10 +347,14 @@ fn issue_certificate(key: &KeyPair) -> Result<rcgen::Certificate, rcgen::Error> 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
-    let (year, month, day) = civil_from_days((now.as_secs() / 86_400).saturating_sub(1));
-    params.not_before = date_time_ymd(year, month, day);
+    let yesterday = (OffsetDateTime::now_utc() - time::Duration::DAY).date();
+    params.not_before = yesterday.midnight().assume_utc();
     // The first of the month exists in every year, unlike 29 February.
-    params.not_after = date_time_ymd(year + VALIDITY_YEARS, month, 1);
+    params.not_after =
+        Date::from_calendar_date(yesterday.year() + VALIDITY_YEARS, yesterday.month(), 1)
+            .unwrap_or(Date::MAX)
+            .midnight()
+            .assume_utc();
 
     // A fresh serial per issue; rcgen's default derives it from the key,
     // which would give a reissued certificate the same serial.
@@ -360,21 +365,6 @@ fn issue_certificate(key: &KeyPair) -> Result<rcgen::Certificate, rcgen::Error> 
     params.serial_number = Some(SerialNumber::from(serial));
 
     params.self_signed(key)
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's algorithm), to feed rcgen without a date library.
-fn civil_from_days(days: u64) -> (i32, u8, u8) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u8;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month, day)
 }
 
 #[cfg(test)]
@@ -666,11 +656,20 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(59), (1970, 3, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_722), (2023, 12, 31));
-        assert_eq!(civil_from_days(20_147), (2025, 2, 28));
+    fn certificate_is_valid_from_yesterday_for_a_century() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let id = generate(tmp.path()).expect("generate");
+        let (_, cert) = x509_parser::parse_x509_certificate(&id.cert_der).expect("parse");
+        let validity = cert.validity();
+        let now = OffsetDateTime::now_utc();
+        let from = validity.not_before.to_datetime();
+        let to = validity.not_after.to_datetime();
+        assert!(from <= now - time::Duration::hours(24), "{from} vs {now}");
+        assert!(from > now - time::Duration::hours(48), "{from} vs {now}");
+        assert_eq!(
+            to.year(),
+            (now - time::Duration::DAY).year() + VALIDITY_YEARS
+        );
+        assert_eq!(to.day(), 1);
     }
 }

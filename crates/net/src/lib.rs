@@ -4,9 +4,11 @@
 //! its self-signed certificate and the fingerprint peers pin; and the
 //! mutual TLS 1.3 between peers ([`tls`]): rustls configurations that trust
 //! exactly the keys pinned in the peers file, reloadable at run time, and
-//! refusals that name the key they refused. Peer sessions arrive here with
-//! the live daemon. It holds no sync rules and parses no
-//! configuration (the peers file is `omirr-config`'s).
+//! refusals that name the key they refused. It opens no sockets itself:
+//! `omirrd` listens and dials and hands each connection to these
+//! configurations, and the sessions over them are `omirr-sync`'s. It holds
+//! no sync rules and parses no configuration (the peers file is
+//! `omirr-config`'s).
 
 pub mod identity;
 pub mod tls;

@@ -485,6 +485,10 @@ where
             p.since = Some(omirr_sync::counters::now_secs());
         }
         p.queue = 0;
+        // Nothing moves until the next session, which catches up anew.
+        p.caught_up = false;
+        p.rate_in = 0;
+        p.rate_out = 0;
         frames = (p.frames_sent, p.frames_received);
         if error.is_some() {
             p.last_error = error.clone();

@@ -19,7 +19,7 @@ use super::lex::{self, Piece, RawWord};
 use super::parse::{self, Command, ListExpr, SetOp, Statement};
 use super::{
     install_option, HostRef, InstallOptions, MirrorPath, MirrorSet, OptionMeaning, ParseOptions,
-    PathMatch, Special, INSTALL_OPTIONS,
+    PathMatch, Pattern, Special, INSTALL_OPTIONS,
 };
 use crate::diag::{Diagnostic, Pos};
 use std::collections::{HashMap, HashSet};
@@ -747,10 +747,10 @@ impl Expander<'_> {
 
     fn path_match(&mut self, w: &EWord) -> Option<PathMatch> {
         if w.has_glob_meta() {
-            match glob::Pattern::new(&w.glob_pattern()) {
+            match Pattern::new(&w.glob_pattern()) {
                 Ok(g) => Some(PathMatch::Glob(g)),
                 Err(e) => {
-                    self.error(w.pos, format!("invalid pattern '{}': {}", w.text(), e.msg));
+                    self.error(w.pos, format!("invalid pattern '{}': {e}", w.text()));
                     None
                 }
             }

@@ -18,7 +18,8 @@
 //! Content another session is already fetching is left to it
 //! ([`crate::engine::Claims`]): when two peers offer the same new file,
 //! it crosses the network once. A file staged on disk is moved into the
-//! tree by the applier ([`ContentSource::take_file`]), not copied.
+//! tree by the applier ([`ContentSource::take_file`]), not copied, when
+//! the state directory is on the tree's filesystem (copied otherwise).
 
 use crate::engine::Engine;
 use crate::Violation;
@@ -535,7 +536,8 @@ async fn fetch_small(engine: &Engine, t: &Transfers, w: &Wanted) -> Result<Fetch
 fn staging_file(engine: &Engine, hash: &Hash) -> Result<(PathBuf, std::fs::File), String> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = blake3::Hash::from_bytes(*hash).to_hex();
+    let hex = &hex[..16];
     let path = engine
         .disk
         .stage_dir
