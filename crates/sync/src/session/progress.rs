@@ -147,12 +147,14 @@ impl Progress {
         // What the catch-up brought is its total: live changes applied in
         // the same batches are not its own.
         Some(format!(
-            "caught up with {}: {} files, {} in {} ({} changes)",
+            "caught up with {}: {} file{}, {} in {} ({} change{})",
             self.peer,
             total.files,
+            if total.files == 1 { "" } else { "s" },
             size(total.bytes),
             duration(took),
-            total.changes
+            total.changes,
+            if total.changes == 1 { "" } else { "s" },
         ))
     }
 
