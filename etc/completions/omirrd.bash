@@ -365,7 +365,7 @@ _omirrd() {
             return 0
             ;;
         omirrd__subcmd__status)
-            opts="-h --json --state-dir --help"
+            opts="-h --json --prometheus --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

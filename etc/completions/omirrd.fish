@@ -33,8 +33,8 @@ complete -c omirrd -n "__fish_omirrd_needs_command" -l in-flight -d 'File conten
 complete -c omirrd -n "__fish_omirrd_needs_command" -l max-clock-offset -d 'The most another host\'s wall clock may differ from this host\'s: a peer further off is refused, and a change stamped further ahead than this is set aside. Seconds, or with an s, m or h suffix' -r
 complete -c omirrd -n "__fish_omirrd_needs_command" -s d -d 'Define or override a Distfile variable, as rdist\'s -d. VALUE is empty, one name, or a parenthesised list' -r
 complete -c omirrd -n "__fish_omirrd_needs_command" -s f -l foreground -d 'Stay in the foreground and log to stderr'
-complete -c omirrd -n "__fish_omirrd_needs_command" -s v -l verbose -d 'More log output; repeat for more'
-complete -c omirrd -n "__fish_omirrd_needs_command" -s D -l debug -d 'Copious debug output: every event, every frame'
+complete -c omirrd -n "__fish_omirrd_needs_command" -s v -l verbose -d 'Also log what moves, per peer: changes, files fetched and served, actions applied (DEBUG). -vv is -D'
+complete -c omirrd -n "__fish_omirrd_needs_command" -s D -l debug -d 'Also log every watcher event, every frame and why each change wins or loses (TRACE)'
 complete -c omirrd -n "__fish_omirrd_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c omirrd -n "__fish_omirrd_needs_command" -s V -l version -d 'Print version'
 complete -c omirrd -n "__fish_omirrd_needs_command" -f -a "check" -d 'Validate the Distfile and the peers file and show what this host mirrors with whom. Exits 0 only if there is no error'
@@ -53,8 +53,8 @@ complete -c omirrd -n "__fish_omirrd_using_subcommand check" -l in-flight -d 'Fi
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -l max-clock-offset -d 'The most another host\'s wall clock may differ from this host\'s: a peer further off is refused, and a change stamped further ahead than this is set aside. Seconds, or with an s, m or h suffix' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s d -d 'Define or override a Distfile variable, as rdist\'s -d. VALUE is empty, one name, or a parenthesised list' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s f -l foreground -d 'Stay in the foreground and log to stderr'
-complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s v -l verbose -d 'More log output; repeat for more'
-complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s D -l debug -d 'Copious debug output: every event, every frame'
+complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s v -l verbose -d 'Also log what moves, per peer: changes, files fetched and served, actions applied (DEBUG). -vv is -D'
+complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s D -l debug -d 'Also log every watcher event, every frame and why each change wins or loses (TRACE)'
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s h -l help -d 'Print help'
 complete -c omirrd -n "__fish_omirrd_using_subcommand keygen" -l state-dir -d 'Where the key pair, certificate and index live' -r -F
 complete -c omirrd -n "__fish_omirrd_using_subcommand keygen" -s h -l help -d 'Print help'
@@ -62,8 +62,9 @@ complete -c omirrd -n "__fish_omirrd_using_subcommand id" -l state-dir -d 'Where
 complete -c omirrd -n "__fish_omirrd_using_subcommand id" -s h -l help -d 'Print help'
 complete -c omirrd -n "__fish_omirrd_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c omirrd -n "__fish_omirrd_using_subcommand status" -l state-dir -d 'Where the key pair, certificate and index live' -r -F
-complete -c omirrd -n "__fish_omirrd_using_subcommand status" -l json -d 'Print the status as one JSON object'
-complete -c omirrd -n "__fish_omirrd_using_subcommand status" -s h -l help -d 'Print help'
+complete -c omirrd -n "__fish_omirrd_using_subcommand status" -l json -d 'Print the status as one JSON object (schema: omirrd(8))'
+complete -c omirrd -n "__fish_omirrd_using_subcommand status" -l prometheus -d 'Print the status as metrics in the Prometheus text format, for node_exporter\'s textfile collector'
+complete -c omirrd -n "__fish_omirrd_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l config -d 'The Distfile [without --config, /etc/omirrd.conf is read if only it exists]' -r -F
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l peers -d 'The peers file: how to reach and recognise each host' -r -F
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l host -d 'This host\'s name in the Distfile and the peers file [default: the machine\'s host name]' -r
@@ -73,8 +74,8 @@ complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l in-flight -d 'Fil
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l max-clock-offset -d 'The most another host\'s wall clock may differ from this host\'s: a peer further off is refused, and a change stamped further ahead than this is set aside. Seconds, or with an s, m or h suffix' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s d -d 'Define or override a Distfile variable, as rdist\'s -d. VALUE is empty, one name, or a parenthesised list' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s f -l foreground -d 'Stay in the foreground and log to stderr'
-complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s v -l verbose -d 'More log output; repeat for more'
-complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s D -l debug -d 'Copious debug output: every event, every frame'
+complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s v -l verbose -d 'Also log what moves, per peer: changes, files fetched and served, actions applied (DEBUG). -vv is -D'
+complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s D -l debug -d 'Also log every watcher event, every frame and why each change wins or loses (TRACE)'
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "check" -d 'Validate the Distfile and the peers file and show what this host mirrors with whom. Exits 0 only if there is no error'
 complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "keygen" -d 'Create this host\'s key pair and certificate in the state directory and print its fingerprint'

@@ -112,6 +112,10 @@ pub const MAX_RANGES: usize = 64 * 1024;
 /// `ChunkRequest`, `ChunkList` and `RangeRequest`.
 pub const CAP_CHUNKS: &str = "chunks";
 
+/// The capability for progress reports: the message `Backlog`, the size
+/// of the answer to a `Pull`.
+pub const CAP_BACKLOG: &str = "backlog";
+
 /// The longest host name, in bytes (a DNS name's limit).
 pub const MAX_HOST_LEN: usize = 255;
 

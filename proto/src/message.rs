@@ -26,7 +26,7 @@ pub struct Hello {
     #[serde(deserialize_with = "serde_helpers::text")]
     pub host: String,
     /// Optional features the sender supports; the session uses those both
-    /// sides list ([`crate::negotiate`]). None are defined yet.
+    /// sides list ([`crate::negotiate`]): [`crate::CAPABILITIES`].
     #[serde(deserialize_with = "serde_helpers::capabilities")]
     pub capabilities: Vec<String>,
 }
@@ -205,6 +205,19 @@ pub enum Message {
     /// a host whose index was made anew or restored has another id, and
     /// its peers ask it for everything again (their `Pull` follows).
     Clock { wall: u64, index: u64 },
+    /// Capability [`crate::CAP_BACKLOG`]: the size of the answer to the
+    /// receiver's `Pull`, sent once, after the first `Changes` page or
+    /// later: the sender's changes after the `Pull`'s `after` up to
+    /// sequence `upto` (its last sequence when the `Pull` arrived) that it
+    /// sends the receiver, how many of them are files with content, and
+    /// their total size in bytes. Only for progress reports: nothing in
+    /// the session depends on it.
+    Backlog {
+        upto: Seq,
+        changes: u64,
+        files: u64,
+        bytes: u64,
+    },
 }
 
 impl Message {
@@ -226,6 +239,7 @@ impl Message {
             Message::ChunkList { .. } => "ChunkList",
             Message::RangeRequest { .. } => "RangeRequest",
             Message::Clock { .. } => "Clock",
+            Message::Backlog { .. } => "Backlog",
         }
     }
 
@@ -308,7 +322,8 @@ impl Message {
             | Message::FileEnd { .. }
             | Message::Ping { .. }
             | Message::Pong { .. }
-            | Message::Clock { .. } => Ok(()),
+            | Message::Clock { .. }
+            | Message::Backlog { .. } => Ok(()),
         }
     }
 }

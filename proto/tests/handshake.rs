@@ -104,5 +104,8 @@ fn capabilities_are_the_intersection() {
     assert!(negotiate(&[], &theirs).is_empty());
     assert!(negotiate(&["cdc"], &[]).is_empty());
     // This build's Hello lists what it supports.
-    assert_eq!(Hello::new("a").capabilities, [omirr_proto::CAP_CHUNKS]);
+    assert_eq!(
+        Hello::new("a").capabilities,
+        [omirr_proto::CAP_CHUNKS, omirr_proto::CAP_BACKLOG]
+    );
 }

@@ -50,8 +50,8 @@ fn wire_bytes_match_protocol_md() {
     assert_eq!(
         encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
         [
-            0, 0, 0, 16, 0, 2, 5, b'a', b'l', b'p', b'h', b'a', 1, 6, b'c', b'h', b'u', b'n', b'k',
-            b's'
+            0, 0, 0, 24, 0, 2, 5, b'a', b'l', b'p', b'h', b'a', 2, 6, b'c', b'h', b'u', b'n', b'k',
+            b's', 7, b'b', b'a', b'c', b'k', b'l', b'o', b'g'
         ]
     );
     assert_eq!(

@@ -329,7 +329,8 @@ impl Cluster {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
             match child.try_wait() {
-                Ok(Some(s)) if s.success() => {
+                // 0 healthy, 1 degraded: both answered.
+                Ok(Some(s)) if matches!(s.code(), Some(0 | 1)) => {
                     let mut out = Vec::new();
                     child.stdout.take()?.read_to_end(&mut out).ok()?;
                     return serde_json::from_slice(&out).ok();

@@ -55,10 +55,17 @@ pub enum Command {
     /// Show the running daemon's peers (connected or not, since when,
     /// changes and frames each way, queue, last error) and local counters,
     /// read from its status socket in the state directory.
+    ///
+    /// Exits 0 when every peer is connected and caught up, 1 when one is
+    /// not, 2 when no daemon answers.
     Status {
-        /// Print the status as one JSON object.
-        #[arg(long)]
+        /// Print the status as one JSON object (schema: omirrd(8)).
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Print the status as metrics in the Prometheus text format, for
+        /// node_exporter's textfile collector.
+        #[arg(long)]
+        prometheus: bool,
     },
     /// Try omirr out: run three hosts on this machine that mirror one tree.
     ///

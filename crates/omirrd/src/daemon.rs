@@ -38,6 +38,8 @@ pub struct Shared {
     /// The session with each peer (see [`run_session`] for which one
     /// survives when both hosts dial).
     sessions: Mutex<HashMap<String, Live>>,
+    /// Errors logged lately, held back when they repeat.
+    repeats: crate::health::Repeats,
 }
 
 /// The Distfile plan as the engine's policy.
@@ -206,6 +208,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         identity,
         pins,
         sessions: Mutex::new(HashMap::new()),
+        repeats: Default::default(),
         plan: std::sync::RwLock::new(plan),
     });
     let status_socket = crate::status::bind(state_dir)?;
@@ -335,13 +338,14 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
-                    return tracing::warn!(%from, "refused a connection: {}", tls::handshake_failure(&e));
+                    let e = tls::handshake_failure(&e).to_string();
+                    return refused(&shared, &from, &e);
                 }
                 Err(_) => return tracing::warn!(%from, "TLS handshake timed out"),
             };
             let peer = match tls::peer_identity(tls.get_ref().1, &shared.pins) {
                 Ok((name, _)) => name,
-                Err(e) => return tracing::warn!(%from, "refused a connection: {e}"),
+                Err(e) => return refused(&shared, &from, &e.to_string()),
             };
             // Authenticated: the session is no longer a handshake.
             drop(slot);
@@ -370,10 +374,10 @@ async fn dial(shared: Arc<Shared>, peer: String) {
             Ok(tls) => run_session(shared.clone(), tls, peer.clone(), true).await,
             Err(e) => {
                 tracing::debug!(%peer, "cannot connect: {e:#}");
-                shared
-                    .engine
-                    .counters
-                    .peer(&peer, |p| p.last_error = Some(format!("{e:#}")));
+                let unreachable = e.downcast_ref::<crate::health::Unreachable>().is_some();
+                let e = format!("{e:#}");
+                let (c, r) = (&shared.engine.counters, &shared.repeats);
+                crate::health::attempt_failed(c, r, &peer, &e, unreachable);
             }
         }
         // A session that lasted resets the backoff; quick failures grow it.
@@ -395,12 +399,18 @@ async fn connect(
         .get(peer)
         .map(|p| p.address.clone())
         .with_context(|| format!("{peer} is not in the peers file"))?;
-    let stream = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        TcpStream::connect((address.host.as_str(), address.port)),
-    )
-    .await
-    .context("connection timed out")??;
+    let reach = async {
+        let stream = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            TcpStream::connect((address.host.as_str(), address.port)),
+        )
+        .await
+        .context("connection timed out")??;
+        Ok::<_, anyhow::Error>(stream)
+    };
+    let stream = reach
+        .await
+        .map_err(|e| e.context(crate::health::Unreachable(address.to_string())))?;
     stream.set_nodelay(true)?;
     let config = tls::client_config(&shared.identity, shared.pins.clone(), peer)?;
     let connector = tokio_rustls::TlsConnector::from(config);
@@ -410,11 +420,7 @@ async fn connect(
     )
     .await
     .context("TLS handshake timed out")?
-    .map_err(|e| {
-        let reason = tls::handshake_failure(&e);
-        tracing::warn!(%peer, "TLS handshake failed: {reason}");
-        anyhow::anyhow!("{reason}")
-    })?;
+    .map_err(|e| anyhow::anyhow!("TLS handshake failed: {}", tls::handshake_failure(&e)))?;
     Ok(tls)
 }
 
@@ -472,22 +478,39 @@ where
         Err(e) => Some(format!("session failed: {e}")),
     };
     let mut frames = (0, 0);
+    let mut was_up = false;
     shared.engine.counters.peer(&peer, |p| {
+        was_up = p.connected;
         p.connected = false;
-        p.since = Some(omirr_sync::counters::now_secs());
+        if was_up {
+            // Down since now; a session that never connected leaves the
+            // peer down since whenever it went.
+            p.since = Some(omirr_sync::counters::now_secs());
+        }
         p.queue = 0;
+        // Nothing moves until the next session, which catches up anew.
+        p.caught_up = false;
+        p.rate_in = 0;
+        p.rate_out = 0;
         frames = (p.frames_sent, p.frames_received);
         if error.is_some() {
             p.last_error = error.clone();
         }
     });
-    match error {
-        None => {
-            tracing::info!(%peer, frames_sent = frames.0, frames_received = frames.1, "session ended")
-        }
-        Some(e) => {
-            tracing::warn!(%peer, frames_sent = frames.0, frames_received = frames.1, "session ended: {e}")
-        }
+    if was_up {
+        crate::health::session_lost(&shared.repeats, &peer, error.as_deref(), frames);
+    } else {
+        let e = error.unwrap_or_else(|| "the peer closed the session before it began".into());
+        crate::health::attempt_failed(&shared.engine.counters, &shared.repeats, &peer, &e, false);
+    }
+}
+
+/// A connection refused before its session: logged once per
+/// [`crate::health::REPEAT_WINDOW`] for the same address and reason.
+fn refused(shared: &Shared, from: &std::net::SocketAddr, reason: &str) {
+    let key = format!("{}\0{reason}", from.ip());
+    if let Some(repeated) = shared.repeats.pass(&key) {
+        tracing::warn!(%from, "refused a connection: {reason}{repeated}");
     }
 }
 

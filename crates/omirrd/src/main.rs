@@ -6,7 +6,8 @@
 //! ([`background`]), the configuration as this host applies it ([`plan`]),
 //! the running daemon with its watcher, listener and dialers ([`daemon`]),
 //! accepting connections under load ([`listen`]: the handshake cap, the
-//! back-off when descriptors run out),
+//! back-off when descriptors run out), peers going down and coming back
+//! and repeated errors in the log ([`health`]),
 //! the Distfile's commands after updates ([`commands`]), `omirrd status`
 //! ([`status`]) and `omirrd demo` ([`demo`]). The sync engine (peer
 //! sessions, recording and applying changes) is `omirr-sync`; the sync
@@ -19,6 +20,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod demo;
+mod health;
 mod listen;
 mod logging;
 mod plan;
@@ -77,7 +79,14 @@ fn run(cli: Cli, legacy_config: bool) -> Result<ExitCode> {
                 .context("cannot write the completions to standard output")?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Status { json }) => status::show(&cli.daemon.state_dir, *json),
+        Some(Command::Status { json, prometheus }) => {
+            let form = match (json, prometheus) {
+                (true, _) => status::Form::Json,
+                (_, true) => status::Form::Prometheus,
+                _ => status::Form::Table,
+            };
+            Ok(status::show(&cli.daemon.state_dir, form))
+        }
         Some(Command::Demo { dir }) => demo::run(dir.as_deref(), &cli.daemon),
         Some(Command::Keygen) => {
             let identity = omirr_net::identity::generate(&cli.daemon.state_dir)?;

@@ -3,12 +3,29 @@
 //! `omirr_sync::counters`, the index), served as one JSON object on a Unix socket in the state
 //! directory (`omirrd.sock`, mode 0600: the status names hosts, paths and
 //! errors, which are the administrator's business only).
+//!
+//! `omirrd status` shows it as a table, as that JSON (`--json`, whose
+//! schema [`SCHEMA`] numbers, documented in docs/omirrd.8.md), or as
+//! metrics in the Prometheus text format (`--prometheus`); its exit code
+//! says whether the mirror is healthy ([`exit_code`]).
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// The version of the status' JSON form. Raised when a field changes
+/// meaning or goes; a new field does not raise it.
+pub const SCHEMA: u32 = 1;
+
+/// How `omirrd status` prints the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Table,
+    Json,
+    Prometheus,
+}
 use std::sync::atomic::Ordering;
 
 pub use omirr_sync::counters::{now_secs, Counters, PeerStatus};
@@ -18,6 +35,9 @@ pub const SOCKET: &str = "omirrd.sock";
 /// Everything the status shows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
+    /// [`SCHEMA`].
+    #[serde(default)]
+    pub schema: u32,
     pub host: String,
     pub pid: u32,
     pub last_seq: u64,
@@ -49,7 +69,14 @@ pub struct AsideStatus {
 
 /// What the status shows now.
 pub fn snapshot(counters: &Counters, host: &str, last_seq: u64, aside: Vec<AsideStatus>) -> Status {
+    let mut peers = counters.peers();
+    for a in &aside {
+        if let Some(p) = peers.get_mut(&a.peer) {
+            p.aside += 1;
+        }
+    }
     Status {
+        schema: SCHEMA,
         aside_count: aside.len(),
         aside: aside.into_iter().take(ASIDE_SHOWN).collect(),
         host: host.to_string(),
@@ -57,7 +84,7 @@ pub fn snapshot(counters: &Counters, host: &str, last_seq: u64, aside: Vec<Aside
         last_seq,
         local_changes: counters.local_changes.load(Ordering::Relaxed),
         applied_changes: counters.applied_changes.load(Ordering::Relaxed),
-        peers: counters.peers(),
+        peers,
     }
 }
 
@@ -105,8 +132,40 @@ pub async fn serve(
     }
 }
 
-/// `omirrd status`: asks the daemon and prints what it says.
-pub fn show(state_dir: &Path, json: bool) -> Result<ExitCode> {
+/// `omirrd status`: asks the daemon and prints what it says. Exits 0 when
+/// every peer is connected and caught up, 1 when not, 2 when no daemon
+/// answers (see [`exit_code`]).
+pub fn show(state_dir: &Path, form: Form) -> ExitCode {
+    let body = match ask(state_dir) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("omirrd: {e:#}");
+            if form == Form::Prometheus {
+                print!("{}", prometheus_down());
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let status: Status = match serde_json::from_str(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "omirrd: unreadable status from {}: {e}",
+                socket_path(state_dir).display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match form {
+        Form::Json => println!("{body}"),
+        Form::Prometheus => print!("{}", prometheus(&status)),
+        Form::Table => print!("{}", render(&status, now_secs())),
+    }
+    ExitCode::from(exit_code(&status))
+}
+
+/// What the daemon with this state directory answers.
+fn ask(state_dir: &Path) -> Result<String> {
     use std::io::Read;
     let path = socket_path(state_dir);
     let mut conn = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
@@ -116,17 +175,25 @@ pub fn show(state_dir: &Path, json: bool) -> Result<ExitCode> {
             state_dir.display()
         )
     })?;
+    // A daemon that accepts and never answers (stopped with SIGSTOP) must
+    // not hang a monitoring check.
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .with_context(|| format!("cannot use {}", path.display()))?;
     let mut body = String::new();
     conn.read_to_string(&mut body)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if json {
-        println!("{body}");
-        return Ok(ExitCode::SUCCESS);
+    Ok(body)
+}
+
+/// 0 when every peer is connected and caught up (or there is none), 1
+/// otherwise: the exit code of `omirrd status` when the daemon answers.
+pub fn exit_code(s: &Status) -> u8 {
+    let healthy = s.peers.values().all(|p| p.connected && p.caught_up);
+    if healthy {
+        0
+    } else {
+        1
     }
-    let status: Status = serde_json::from_str(&body)
-        .with_context(|| format!("unreadable status from {}", path.display()))?;
-    print!("{}", render(&status, now_secs()));
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The status as a table for people.
@@ -145,6 +212,7 @@ pub fn render(s: &Status, now: u64) -> String {
     );
     for (name, p) in &s.peers {
         let state = match (p.connected, p.since) {
+            (true, Some(t)) if !p.caught_up => format!("catching up {}", ago(now, t)),
             (true, Some(t)) => format!("up {}", ago(now, t)),
             (false, Some(t)) => format!("down {}", ago(now, t)),
             (_, None) => "never connected".to_string(),
@@ -168,6 +236,28 @@ pub fn render(s: &Status, now: u64) -> String {
             clock,
             p.refused,
             p.last_error.as_deref().unwrap_or("-").escape_debug()
+        );
+    }
+    if !s.peers.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<28} {:<28} {:>10} {:>10} {:>6}",
+            "peer", "backlog in (chg files size)", "backlog out", "in/s", "out/s", "aside"
+        );
+    }
+    for (name, p) in &s.peers {
+        let backlog = |b: &omirr_sync::counters::Backlog| {
+            format!("{} {} {}", b.changes, b.files, size(b.bytes))
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<28} {:<28} {:>10} {:>10} {:>6}",
+            name,
+            backlog(&p.backlog_in),
+            backlog(&p.backlog_out),
+            size(p.rate_in),
+            size(p.rate_out),
+            p.aside
         );
     }
     if s.aside_count > 0 {
@@ -194,6 +284,189 @@ pub fn render(s: &Status, now: u64) -> String {
     out
 }
 
+use omirr_sync::session::progress::size;
+
+/// The status when no daemon answers, as metrics: `omirrd_up 0`, so that
+/// a textfile collector's file says so instead of going stale.
+pub fn prometheus_down() -> String {
+    "# HELP omirrd_up Whether the daemon answered omirrd status.\n# TYPE omirrd_up gauge\nomirrd_up 0\n".to_string()
+}
+
+/// The status as metrics in the Prometheus text format (version 0.0.4),
+/// every peer's series labelled `peer`. Written by hand: a dozen series
+/// from one snapshot need no registry (see docs/omirrd.8.md for the list).
+pub fn prometheus(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    family(
+        "omirrd_up",
+        "gauge",
+        "Whether the daemon answered omirrd status.",
+        vec![(String::new(), 1.0)],
+    );
+    family(
+        "omirrd_healthy",
+        "gauge",
+        "1 when every peer is connected and caught up (omirrd status exits 0).",
+        vec![(String::new(), f64::from(u8::from(exit_code(s) == 0)))],
+    );
+    family(
+        "omirrd_index_sequence",
+        "gauge",
+        "The last sequence of this host's index.",
+        vec![(String::new(), s.last_seq as f64)],
+    );
+    family(
+        "omirrd_local_changes_total",
+        "counter",
+        "Local changes recorded since the daemon started.",
+        vec![(String::new(), s.local_changes as f64)],
+    );
+    family(
+        "omirrd_applied_changes_total",
+        "counter",
+        "Peers' changes applied since the daemon started.",
+        vec![(String::new(), s.applied_changes as f64)],
+    );
+    family(
+        "omirrd_aside_changes",
+        "gauge",
+        "Peers' changes set aside on this host.",
+        vec![(String::new(), s.aside_count as f64)],
+    );
+    let peer = |name: &str| format!("{{peer=\"{}\"}}", label(name));
+    let dir = |name: &str, d: &str| format!("{{peer=\"{}\",direction=\"{d}\"}}", label(name));
+    let per_peer = |f: &dyn Fn(&PeerStatus) -> f64| -> Vec<(String, f64)> {
+        s.peers.iter().map(|(n, p)| (peer(n), f(p))).collect()
+    };
+    let both = |f_in: &dyn Fn(&PeerStatus) -> f64,
+                f_out: &dyn Fn(&PeerStatus) -> f64|
+     -> Vec<(String, f64)> {
+        s.peers
+            .iter()
+            .flat_map(|(n, p)| [(dir(n, "in"), f_in(p)), (dir(n, "out"), f_out(p))])
+            .collect()
+    };
+    family(
+        "omirrd_peer_connected",
+        "gauge",
+        "1 when a session with the peer is up.",
+        per_peer(&|p| f64::from(u8::from(p.connected))),
+    );
+    family(
+        "omirrd_peer_caught_up",
+        "gauge",
+        "1 when the session's catch-up is over.",
+        per_peer(&|p| f64::from(u8::from(p.connected && p.caught_up))),
+    );
+    family(
+        "omirrd_peer_state_since_seconds",
+        "gauge",
+        "Unix time when the peer's session began, or when it went down (0: never seen).",
+        per_peer(&|p| p.since.unwrap_or(0) as f64),
+    );
+    family(
+        "omirrd_peer_backlog_changes",
+        "gauge",
+        "Changes still to come from (in) or go to (out) the peer.",
+        both(&|p| p.backlog_in.changes as f64, &|p| {
+            p.backlog_out.changes as f64
+        }),
+    );
+    family(
+        "omirrd_peer_backlog_files",
+        "gauge",
+        "Of those, files with content.",
+        both(&|p| p.backlog_in.files as f64, &|p| {
+            p.backlog_out.files as f64
+        }),
+    );
+    family(
+        "omirrd_peer_backlog_bytes",
+        "gauge",
+        "The size of that content, in bytes.",
+        both(&|p| p.backlog_in.bytes as f64, &|p| {
+            p.backlog_out.bytes as f64
+        }),
+    );
+    family(
+        "omirrd_peer_rate_bytes_per_second",
+        "gauge",
+        "File content received (in) and sent (out) per second, over the last 5 s.",
+        both(&|p| p.rate_in as f64, &|p| p.rate_out as f64),
+    );
+    family(
+        "omirrd_peer_changes_total",
+        "counter",
+        "Changes received (in) and sent (out) since the daemon started.",
+        both(&|p| p.changes_received as f64, &|p| p.changes_sent as f64),
+    );
+    family(
+        "omirrd_peer_frames_total",
+        "counter",
+        "Messages received (in) and sent (out) since the daemon started.",
+        both(&|p| p.frames_received as f64, &|p| p.frames_sent as f64),
+    );
+    family(
+        "omirrd_peer_file_bytes_total",
+        "counter",
+        "File content received (in) and sent (out), in bytes.",
+        both(&|p| p.file_bytes_received as f64, &|p| {
+            p.file_bytes_sent as f64
+        }),
+    );
+    family(
+        "omirrd_peer_file_bytes_reused_total",
+        "counter",
+        "File content taken from local chunks instead of the peer, in bytes.",
+        per_peer(&|p| p.file_bytes_reused as f64),
+    );
+    family(
+        "omirrd_peer_refused_changes_total",
+        "counter",
+        "The peer's changes refused (it may not make them).",
+        per_peer(&|p| p.refused as f64),
+    );
+    family(
+        "omirrd_peer_aside_changes",
+        "gauge",
+        "The peer's changes set aside on this host.",
+        per_peer(&|p| p.aside as f64),
+    );
+    family(
+        "omirrd_peer_queue_messages",
+        "gauge",
+        "Messages waiting to be written to the peer.",
+        per_peer(&|p| p.queue as f64),
+    );
+    let clocks: Vec<(String, f64)> = s
+        .peers
+        .iter()
+        .filter_map(|(n, p)| p.clock_offset_ms.map(|ms| (peer(n), ms as f64 / 1000.0)))
+        .collect();
+    family(
+        "omirrd_peer_clock_offset_seconds",
+        "gauge",
+        "The peer's wall clock minus this host's, as last measured.",
+        clocks,
+    );
+    out
+}
+
+/// A label value: backslash, double quote and line feed escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn ago(now: u64, then: u64) -> String {
     let d = now.saturating_sub(then);
     match d {
@@ -213,6 +486,7 @@ mod tests {
         let c = Counters::new(&["beta".to_string(), "gamma".to_string()]);
         c.peer("beta", |p| {
             p.connected = true;
+            p.caught_up = true;
             p.since = Some(1000);
             p.changes_sent = 12;
             p.frames_received = 7;
@@ -289,18 +563,74 @@ mod tests {
         );
         assert!(!text.contains('\u{202e}'), "{text:?}");
         let lines: Vec<&str> = text.lines().collect();
-        // Header, column titles, beta, the aside title and its one change:
-        // the peer's "\r\n" made no line of its own.
-        assert_eq!(lines.len(), 5, "{text}");
+        // Header, column titles, beta, the second table's titles and beta,
+        // the aside title and its one change: the peer's "\r\n" made no
+        // line of its own.
+        assert_eq!(lines.len(), 7, "{text}");
         assert!(
             lines[2].ends_with("bad\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r\\nbeta  up for 1s\\u{202e}"),
             "{}",
             lines[2]
         );
         assert!(
-            lines[4].starts_with("  srv/www/\\u{1b}[31mred from beta: bad\\u{1b}"),
+            lines[6].starts_with("  srv/www/\\u{1b}[31mred from beta: bad\\u{1b}"),
             "{}",
-            lines[4]
+            lines[6]
         );
+    }
+
+    #[test]
+    fn the_exit_code_is_0_only_when_every_peer_is_up_and_caught_up() {
+        let c = Counters::new(&["beta".to_string(), "gamma".to_string()]);
+        let up = |p: &mut PeerStatus| {
+            p.connected = true;
+            p.caught_up = true;
+        };
+        c.peer("beta", up);
+        assert_eq!(
+            exit_code(&snapshot(&c, "alpha", 1, Vec::new())),
+            1,
+            "gamma down"
+        );
+        c.peer("gamma", |p| {
+            p.connected = true;
+            p.since = Some(0);
+        });
+        let s = snapshot(&c, "alpha", 1, Vec::new());
+        assert_eq!(exit_code(&s), 1, "gamma catching up");
+        assert!(render(&s, 0).contains("catching up"), "{}", render(&s, 0));
+        c.peer("gamma", up);
+        assert_eq!(exit_code(&snapshot(&c, "alpha", 1, Vec::new())), 0);
+        let alone = Counters::new(&[]);
+        assert_eq!(
+            exit_code(&snapshot(&alone, "alpha", 1, Vec::new())),
+            0,
+            "no peer"
+        );
+    }
+
+    #[test]
+    fn metrics_carry_every_peer_with_escaped_labels() {
+        let c = Counters::new(&["beta".to_string(), "we\"ird\\".to_string()]);
+        c.peer("beta", |p| {
+            p.connected = true;
+            p.backlog_in.files = 7;
+            p.backlog_out.bytes = 1 << 20;
+            p.clock_offset_ms = Some(-1500);
+        });
+        let text = prometheus(&snapshot(&c, "alpha", 9, Vec::new()));
+        for line in [
+            "omirrd_up 1",
+            "omirrd_healthy 0",
+            "omirrd_index_sequence 9",
+            "omirrd_peer_connected{peer=\"beta\"} 1",
+            "omirrd_peer_backlog_files{peer=\"beta\",direction=\"in\"} 7",
+            "omirrd_peer_backlog_bytes{peer=\"beta\",direction=\"out\"} 1048576",
+            "omirrd_peer_clock_offset_seconds{peer=\"beta\"} -1.5",
+            "omirrd_peer_connected{peer=\"we\\\"ird\\\\\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(prometheus_down().ends_with("omirrd_up 0\n"));
     }
 }

@@ -1,6 +1,8 @@
 //! The engine's counters: what each peer's session did, and the local
 //! ones, kept live for `omirrd status`. A sink the engine writes and the
-//! binary reads; nothing in the engine reads them back to decide anything.
+//! binary reads; nothing in the engine reads them back to decide what to
+//! sync (a session reads them only to word its log lines and measure its
+//! rates, see `session::progress`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,6 +41,83 @@ pub struct PeerStatus {
     #[serde(default)]
     pub refused: u64,
     pub last_error: Option<String>,
+    /// Whether this session's catch-up is over: everything the peer had
+    /// recorded when the session began is applied here (see
+    /// `session::progress`). Without the `backlog` capability the peer
+    /// does not say how much that is, and a session counts as caught up
+    /// from its start.
+    #[serde(default)]
+    pub caught_up: bool,
+    /// What the catch-up has yet to bring from the peer.
+    #[serde(default)]
+    pub backlog_in: Backlog,
+    /// What this host has yet to send the peer, or sent and not yet seen
+    /// acknowledged.
+    #[serde(default)]
+    pub backlog_out: Backlog,
+    /// File content sent to the peer, in bytes.
+    #[serde(default)]
+    pub file_bytes_sent: u64,
+    /// File content received and sent, in bytes per second, over the last
+    /// report interval (5 s).
+    #[serde(default)]
+    pub rate_in: u64,
+    #[serde(default)]
+    pub rate_out: u64,
+    /// The peer's changes set aside here (filled in by the status, from
+    /// the index).
+    #[serde(default)]
+    pub aside: u64,
+}
+
+/// An amount of changes: how many, how many of them are files with
+/// content, and the size of that content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    pub changes: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Backlog {
+    /// Counts one change.
+    pub fn add(&mut self, change: &omirr_core::Change) {
+        self.changes += 1;
+        if let omirr_core::Content::File { size, .. } = change.entry.content {
+            self.files += 1;
+            self.bytes += size;
+        }
+    }
+
+    /// The amount of `changes`.
+    pub fn of<'c>(changes: impl IntoIterator<Item = &'c omirr_core::Change>) -> Backlog {
+        let mut b = Backlog::default();
+        for c in changes {
+            b.add(c);
+        }
+        b
+    }
+
+    pub fn plus(self, o: Backlog) -> Backlog {
+        Backlog {
+            changes: self.changes + o.changes,
+            files: self.files + o.files,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+
+    /// What is left of `self` once `o` is done, never below zero.
+    pub fn minus(self, o: Backlog) -> Backlog {
+        Backlog {
+            changes: self.changes.saturating_sub(o.changes),
+            files: self.files.saturating_sub(o.files),
+            bytes: self.bytes.saturating_sub(o.bytes),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes == 0
+    }
 }
 
 /// The daemon's live counters.

@@ -161,6 +161,14 @@ pub fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
         (any::<u64>(), any::<u64>()).prop_map(|(wall, index)| Message::Clock { wall, index }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(upto, changes, files, bytes)| Message::Backlog {
+                upto,
+                changes,
+                files,
+                bytes
+            }
+        ),
     ]
 }
 
@@ -269,7 +277,8 @@ pub fn one_of_each() -> Vec<Message> {
             | Message::ChunkRequest { .. }
             | Message::ChunkList { .. }
             | Message::RangeRequest { .. }
-            | Message::Clock { .. } => {}
+            | Message::Clock { .. }
+            | Message::Backlog { .. } => {}
         }
     }
     all

@@ -232,6 +232,12 @@ fn messages() -> Vec<Message> {
             wall: 1_700_000_000_000_000_000,
             index: 42,
         },
+        Message::Backlog {
+            upto: 3000,
+            changes: 2990,
+            files: 2900,
+            bytes: 1 << 33,
+        },
         Message::Changes {
             changes: changes
                 .iter()

@@ -54,6 +54,8 @@ pub struct PeerApplier {
     pub control: mpsc::UnboundedSender<Message>,
     /// The change stream: batches come from it, Acks go back to it.
     pub flow: Arc<super::Flow>,
+    /// The catch-up, counted as batches are applied.
+    pub progress: Arc<super::progress::Progress>,
 }
 
 /// A group of changes with its content staged, and its resolution with
@@ -107,9 +109,16 @@ impl PeerApplier {
                 }
                 continue;
             };
+            // Counted only during the catch-up: one pass over the batch.
+            let amount =
+                (!self.progress.caught_up()).then(|| crate::counters::Backlog::of(&changes));
             if self.apply(changes, Some(upto), &[]).await? > 0 {
                 retry_every = RETRY_FIRST;
                 retry_at = Instant::now() + retry_every;
+            }
+            if let Some(amount) = amount {
+                let line = self.progress.on_applied(amount, upto);
+                self.progress.settle(&self.engine, line);
             }
             let ack = self.flow.lock().applied(upto);
             if self.control.send(ack).is_err() {

@@ -31,6 +31,7 @@
 
 pub mod apply;
 pub mod fetch;
+pub mod progress;
 pub mod serve;
 
 use crate::engine::Engine;
@@ -160,13 +161,24 @@ where
         tracing::warn!(%peer, "the peer's index is not the one this host's cursor counts in (it was made anew or restored): asking it for everything again");
     }
     let cursor = engine.store.index.cursor(&peer_id)?;
-    tracing::info!(%peer, cursor, "connected");
+    let mut was_down = None;
     engine.counters.peer(&peer, |p| {
+        // Down since then (the daemon's record of it): this is the line
+        // that says it is back.
+        was_down = p.since.filter(|_| !p.connected);
         p.connected = true;
         p.since = Some(crate::counters::now_secs());
         p.cursor = cursor;
         p.last_error = None;
     });
+    match was_down {
+        Some(t) => {
+            let down = crate::counters::now_secs().saturating_sub(t);
+            let down = progress::duration(Duration::from_secs(down));
+            tracing::info!(%peer, cursor, "peer {peer} is back (down for {down}): connected");
+        }
+        None => tracing::info!(%peer, cursor, "connected"),
+    }
     let (flow, pull) = PeerFlow::new(cursor, crate::Limits::default());
     let flow = Arc::new(Flow {
         state: Mutex::new(flow),
@@ -187,9 +199,17 @@ where
     };
     let _ = control.send(pull);
 
-    let chunks = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities)
-        .iter()
-        .any(|c| c == omirr_proto::CAP_CHUNKS);
+    let negotiated = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities);
+    let chunks = negotiated.iter().any(|c| c == omirr_proto::CAP_CHUNKS);
+    let backlog = negotiated.iter().any(|c| c == omirr_proto::CAP_BACKLOG);
+    let progress = Arc::new(progress::Progress::new(&peer, cursor, backlog));
+    engine.counters.peer(&peer, |p| {
+        p.caught_up = progress.caught_up();
+        p.backlog_in = Default::default();
+        p.backlog_out = Default::default();
+    });
+    let reporter = tokio::spawn(progress::report(engine.clone(), progress.clone()));
+    let _reporter = AbortOnDrop(reporter.abort_handle());
     let transfers = Arc::new(fetch::Transfers::new(
         &peer,
         out.clone(),
@@ -203,6 +223,7 @@ where
         transfers: transfers.clone(),
         control: control.clone(),
         flow: flow.clone(),
+        progress: progress.clone(),
     };
     let mut applying = spawn_in_span(applier.run());
     let _applier = AbortOnDrop(applying.abort_handle());
@@ -219,6 +240,7 @@ where
     let pinger = spawn_in_span(ping(control.clone(), index_id));
     let _pinger = AbortOnDrop(pinger.abort_handle());
     let mut pusher: Option<AbortOnDrop> = None;
+    let mut counter: Option<AbortOnDrop> = None;
 
     loop {
         let msg = tokio::select! {
@@ -263,8 +285,19 @@ where
                     out.clone(),
                     flow.clone(),
                     returning,
+                    progress.clone(),
                 ));
                 pusher = Some(AbortOnDrop(task.abort_handle()));
+                let counting = tokio::spawn(send_backlog(
+                    engine.clone(),
+                    peer.clone(),
+                    out.clone(),
+                    after,
+                    returning,
+                    progress.clone(),
+                    backlog,
+                ));
+                counter = Some(AbortOnDrop(counting.abort_handle()));
             }),
             Message::Changes {
                 changes,
@@ -274,7 +307,10 @@ where
                 .lock()
                 .on_changes(changes, upto, done)
                 .map(|()| flow.applier.notify_one()),
-            Message::Ack { upto } => flow.lock().on_ack(upto).map(|()| flow.pusher.notify_one()),
+            Message::Ack { upto } => flow.lock().on_ack(upto).map(|()| {
+                progress.on_ack(upto);
+                flow.pusher.notify_one()
+            }),
             m @ (Message::FileRequest { .. }
             | Message::RangeRequest { .. }
             | Message::ChunkRequest { .. }) => match serve::Ask::of(m) {
@@ -312,6 +348,24 @@ where
                 })
             }
             Message::Hello(_) => Err(Violation("a second Hello".into())),
+            Message::Backlog {
+                upto,
+                changes,
+                files,
+                bytes,
+            } => {
+                if backlog {
+                    let total = crate::counters::Backlog {
+                        changes,
+                        files,
+                        bytes,
+                    };
+                    progress.settle(&engine, progress.on_backlog(upto, total));
+                    Ok(())
+                } else {
+                    Err(Violation("Backlog without the capability backlog".into()))
+                }
+            }
         };
         if let Err(v) = checked {
             tell(
@@ -422,6 +476,10 @@ where
             },
         };
         let last = matches!(m, Message::Error { .. });
+        let content = match &m {
+            Message::FileData { data, .. } => data.len() as u64,
+            _ => 0,
+        };
         write_message(&mut wr, &m).await?;
         let queued = data.len();
         if last || (queued == 0 && control.is_empty()) {
@@ -429,6 +487,7 @@ where
         }
         engine.counters.peer(&peer, |p| {
             p.frames_sent += 1;
+            p.file_bytes_sent += content;
             p.queue = queued;
         });
         // Measured again only when the line is written (the writer keeps
@@ -517,6 +576,7 @@ async fn push(
     out: mpsc::Sender<Message>,
     flow: Arc<Flow>,
     returning: Returning,
+    progress: Arc<progress::Progress>,
 ) -> Result<(), SessionError> {
     let mut moved = engine.store.last_seq.subscribe();
     let page = flow.lock().limits().page;
@@ -552,6 +612,16 @@ async fn push(
                 .collect();
             let n = changes.len() as u64;
             engine.counters.peer(&peer, |p| p.changes_sent += n);
+            if let Some(u) = raw_upto {
+                let amount = crate::counters::Backlog::of(changes.iter().map(|(_, c)| c));
+                let initial = crate::counters::Backlog::of(
+                    changes
+                        .iter()
+                        .filter(|(s, _)| *s <= returning.recorded_by)
+                        .map(|(_, c)| c),
+                );
+                progress.on_read(u, amount, initial);
+            }
             flow.lock().on_read(raw_upto, changes, last)?;
         }
         loop {
@@ -573,4 +643,41 @@ async fn push(
             flow.pusher.notified().await;
         }
     }
+}
+
+/// Counts what the answer to the peer's `Pull { after }` holds (what the
+/// pusher sends of what we had recorded by then), for the status, and
+/// tells the peer if it speaks `backlog`. One read of those changes, on a
+/// blocking thread, while the pusher sends them.
+async fn send_backlog(
+    engine: Arc<Engine>,
+    peer: String,
+    out: mpsc::Sender<Message>,
+    after: Seq,
+    returning: Returning,
+    progress: Arc<progress::Progress>,
+    tell: bool,
+) -> Result<(), SessionError> {
+    let upto = returning.recorded_by;
+    let e = engine.clone();
+    let counted = tokio::task::spawn_blocking(move || {
+        let page = crate::Limits::default().page;
+        let plan = e.policy();
+        progress::count(&e, after, upto, page, |seq, c| {
+            returning.wanted(seq, c, &peer) && plan.authorised(&peer, &c.path)
+        })
+    })
+    .await?;
+    let total = counted?;
+    progress.on_total_out(upto, total);
+    if tell {
+        out.send(Message::Backlog {
+            upto,
+            changes: total.changes,
+            files: total.files,
+            bytes: total.bytes,
+        })
+        .await?;
+    }
+    Ok(())
 }
