@@ -237,9 +237,9 @@ fn a_catch_up_reports_its_progress_and_its_end() {
     let log = cluster.log("beta")[mark..].to_string();
     let done = since(&["caught up with alpha"]);
     assert_eq!(done.len(), 1, "{log}");
-    // 3000 files of 2000 to 2099 bytes: 6,148,500 bytes, 5.86 MiB.
+    // 3000 files of 2000 to 2099 bytes: 6,148,500 bytes, 5.9 MiB.
     assert!(
-        done[0].contains("caught up with alpha: 3000 files, 5.86 MiB in "),
+        done[0].contains("caught up with alpha: 3000 files, 5.9 MiB in "),
         "{}",
         done[0]
     );

@@ -309,9 +309,9 @@ pub async fn report(engine: Arc<Engine>, progress: Arc<Progress>) {
     }
 }
 
-/// A size for people: `12.4 MiB`.
+/// A size for people: `12.4 MiB` (as the verbose log writes sizes).
 pub fn size(bytes: u64) -> String {
-    humansize::format_size(bytes, humansize::BINARY)
+    omirr_fs::shown::Size(bytes).to_string()
 }
 
 /// A duration for people, to the second (to the millisecond below one
@@ -368,7 +368,7 @@ mod tests {
         let line = p.line().expect("progress");
         assert!(
             line.starts_with(
-                "catching up with beta: 1 of 4 changes, 1 of 4 files, 1000 B of 3.91 KiB, "
+                "catching up with beta: 1 of 4 changes, 1 of 4 files, 1000 B of 3.9 KiB, "
             ),
             "{line}"
         );
@@ -381,7 +381,7 @@ mod tests {
             )
             .expect("the caught-up line");
         assert!(
-            done.starts_with("caught up with beta: 4 files, 3.91 KiB in ")
+            done.starts_with("caught up with beta: 4 files, 3.9 KiB in ")
                 && done.ends_with("(4 changes)"),
             "{done}"
         );
@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn sizes_and_durations_read_as_people_write_them() {
         assert_eq!(size(0), "0 B");
-        assert_eq!(size(3 << 20), "3 MiB");
+        assert_eq!(size(3 << 20), "3.0 MiB");
         assert_eq!(duration(Duration::from_millis(193_456)), "3m 13s");
         assert_eq!(duration(Duration::from_micros(1_500)), "1ms");
     }
