@@ -66,7 +66,19 @@ pub struct Debounce {
     writing: HashMap<RelPath, (Instant, Instant)>,
     /// Due paths that wait for their writer.
     held: BTreeSet<RelPath>,
+    /// Renames whose old name was reported and whose new name was not yet
+    /// (by the kernel's rename cookie): when each began.
+    renaming: HashMap<usize, Instant>,
 }
+
+/// How long a batch waits for the new name of a rename whose old name it
+/// holds. The kernel queues both names at once, but the watcher's thread
+/// hands them on one at a time and may be descheduled between them; a
+/// batch cut there would hold the old name alone, so that the move is
+/// recorded as a removal and a new file, and the file's content is sent
+/// again. A rename out of the watched tree has no new name: the batch goes
+/// this much later.
+pub const RENAME_PAIRING: Duration = Duration::from_millis(50);
 
 impl Debounce {
     /// `settle` is 2 s and `max_hold` 30 s; see [`Debounce::with_hold`].
@@ -95,7 +107,25 @@ impl Debounce {
             last: None,
             writing: HashMap::new(),
             held: BTreeSet::new(),
+            renaming: HashMap::new(),
         }
+    }
+
+    /// A rename's old name was reported (`cookie` pairs it with its new
+    /// name): no batch is cut until its new name is, or [`RENAME_PAIRING`]
+    /// has passed.
+    pub fn rename_from(&mut self, cookie: usize, now: Instant) {
+        self.renaming.insert(cookie, now);
+    }
+
+    /// A rename's new name was reported.
+    pub fn rename_to(&mut self, cookie: usize) {
+        self.renaming.remove(&cookie);
+    }
+
+    /// Until when an unpaired rename holds the batch back.
+    fn pairing_until(&self) -> Option<Instant> {
+        self.renaming.values().map(|&t| t + RENAME_PAIRING).max()
     }
 
     /// Something changed at `path`.
@@ -129,7 +159,10 @@ impl Debounce {
     /// When something is due, if anything is pending or held.
     pub fn deadline(&self) -> Option<Instant> {
         let batch = match (self.first, self.last) {
-            (Some(first), Some(last)) => Some((last + self.quiet).min(first + self.max_delay)),
+            (Some(first), Some(last)) => {
+                let at = (last + self.quiet).min(first + self.max_delay);
+                Some(self.pairing_until().map_or(at, |p| at.max(p)))
+            }
             _ => None,
         };
         let writer = self
@@ -162,8 +195,11 @@ impl Debounce {
                 due.insert(p);
             }
         }
+        self.renaming.retain(|_, &mut t| t + RENAME_PAIRING > now);
         let batch_due = match (self.first, self.last) {
-            (Some(first), Some(last)) => (last + self.quiet).min(first + self.max_delay) <= now,
+            (Some(first), Some(last)) => {
+                (last + self.quiet).min(first + self.max_delay) <= now && self.renaming.is_empty()
+            }
             _ => false,
         };
         if batch_due {
@@ -290,6 +326,18 @@ fn batch_loop(
                     continue;
                 }
                 let now = Instant::now();
+                if let Some(cookie) = event.attrs.tracker() {
+                    use notify::event::{ModifyKind, RenameMode};
+                    match event.kind {
+                        notify::EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                            debounce.rename_from(cookie, now)
+                        }
+                        notify::EventKind::Modify(ModifyKind::Name(
+                            RenameMode::To | RenameMode::Both,
+                        )) => debounce.rename_to(cookie),
+                        _ => {}
+                    }
+                }
                 let writing = Writing::of(&event.kind);
                 for p in &event.paths {
                     if let Some(rel) = relative(&root, p) {
@@ -410,6 +458,40 @@ mod tests {
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s.as_bytes()).expect("path")
+    }
+
+    #[test]
+    fn a_batch_is_not_cut_between_the_two_names_of_a_rename() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debounce::new(ms(2), ms(100));
+        d.push(p("large"), t0);
+        d.rename_from(7, t0);
+        // The new name comes later than the quiet time: still one batch.
+        assert_eq!(d.take_due(t0 + ms(10)), None);
+        assert!(d.deadline().is_some_and(|at| at >= t0 + RENAME_PAIRING));
+        d.rename_to(7);
+        d.push(p("renamed/large"), t0 + ms(10));
+        assert_eq!(d.take_due(t0 + ms(11)), None);
+        assert_eq!(
+            d.take_due(t0 + ms(12)),
+            Some(vec![p("large"), p("renamed/large")])
+        );
+    }
+
+    #[test]
+    fn a_rename_out_of_the_tree_holds_the_batch_only_so_long() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debounce::new(ms(2), ms(100));
+        d.push(p("gone"), t0);
+        d.rename_from(9, t0);
+        assert_eq!(d.take_due(t0 + RENAME_PAIRING - ms(1)), None);
+        assert_eq!(d.deadline(), Some(t0 + RENAME_PAIRING));
+        assert_eq!(d.take_due(t0 + RENAME_PAIRING), Some(vec![p("gone")]));
+        // The next batch is not held by the old rename.
+        d.push(p("next"), t0 + ms(60));
+        assert_eq!(d.take_due(t0 + ms(62)), Some(vec![p("next")]));
     }
 
     #[test]
