@@ -1133,9 +1133,12 @@ def write_doc(path, text, label=""):
     old = open(path).read() if os.path.exists(path) else ""
     begin, end = (BEGIN, END) if not label else (f"<!-- bench:{label}:begin -->", f"<!-- bench:{label}:end -->")
     block = f"{begin}\n{text}{end}"
-    if begin in old and end in old.split(begin, 1)[1]:
-        before, rest = old.split(begin, 1)
-        new = before + block + rest.split(end, 1)[1]
+    # A marker counts only on a line of its own, so that prose may name it.
+    lines = old.split("\n")
+    if begin in lines and end in lines[lines.index(begin):]:
+        b = lines.index(begin)
+        e = b + lines[b:].index(end)
+        new = "\n".join(lines[:b] + [block] + lines[e + 1:])
     else:
         new = old + ("\n" if old and not old.endswith("\n") else "") + block + "\n"
     with open(path, "w") as f:
