@@ -14,6 +14,12 @@ const READ_STEP: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The stream ended without its closing handshake: with TLS, the peer
+    /// sent no close_notify (rustls reports `UnexpectedEof`). An omirrd
+    /// that stops does not send one, so this is also how a peer's normal
+    /// stop looks.
+    #[error("the connection ended without the peer's TLS close_notify (its omirrd stopped or was killed, or its host or the network went down)")]
+    Cut,
     #[error("reading a frame: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -53,7 +59,7 @@ where
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut got = 0;
     while let Some(rest) = header.get_mut(got..).filter(|s| !s.is_empty()) {
-        let n = r.read(rest).await?;
+        let n = r.read(rest).await.map_err(read_error)?;
         if n == 0 {
             if got == 0 {
                 return Ok(None);
@@ -78,7 +84,7 @@ where
         let filled = payload.len();
         payload.resize(payload.capacity().min(len), 0);
         let n = match payload.get_mut(filled..) {
-            Some(space) => r.read(space).await?,
+            Some(space) => r.read(space).await.map_err(read_error)?,
             None => 0,
         };
         payload.truncate(filled + n);
@@ -91,6 +97,13 @@ where
         }
     }
     Ok(Some((decode_payload(&payload)?, FRAME_HEADER_LEN + len)))
+}
+
+fn read_error(e: std::io::Error) -> ReadError {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ReadError::Cut,
+        _ => ReadError::Io(e),
+    }
 }
 
 /// Encodes `msg` and writes its frame. Does not flush: the caller decides

@@ -132,3 +132,37 @@ fn frame_sizes_are_those_on_the_wire() {
     let want: Vec<(Message, usize)> = msgs.into_iter().zip(sizes).collect();
     assert_eq!(got, want);
 }
+
+/// A stream that ends as rustls reports a peer gone without close_notify.
+struct CutAfter<'a>(&'a [u8]);
+
+impl tokio::io::AsyncRead for CutAfter<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.0.is_empty() {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "peer closed connection without sending TLS close_notify",
+            )));
+        }
+        let n = self.0.len().min(buf.remaining());
+        buf.put_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn a_connection_cut_without_close_notify_says_so_between_and_inside_frames() {
+    let frame = omirr_proto::encode(&Message::Hello(Hello::new("alpha"))).expect("encodes");
+    for cut in [0, 2, frame.len() - 1] {
+        let err = run(read_message(&mut CutAfter(&frame[..cut]))).expect_err("cut");
+        assert!(matches!(err, ReadError::Cut), "cut at {cut}: {err:?}");
+        assert!(err.to_string().contains("close_notify"), "{err}");
+    }
+    let mut whole = CutAfter(&frame);
+    assert!(run(read_message(&mut whole)).expect("a frame").is_some());
+}
