@@ -8,7 +8,7 @@ use crate::index::{Stored, StoredRef};
 use crate::Aside;
 use omirr_core::{Entry, Seq};
 
-/// An [`ENTRIES`](crate::schema::ENTRIES) value: the entry and its seq.
+/// An `entries` table value: the entry and its seq.
 pub fn decode_entry(bytes: &[u8]) -> Result<(Seq, Entry), CodecError> {
     let st: Stored = codec::decode(bytes)?;
     Ok((st.seq, st.entry))
@@ -19,7 +19,7 @@ pub fn encode_entry(seq: Seq, entry: &Entry) -> Result<Vec<u8>, CodecError> {
     codec::encode(&StoredRef { seq, entry })
 }
 
-/// An [`ASIDE`](crate::schema::ASIDE) value.
+/// An `aside` table value.
 pub fn decode_aside(bytes: &[u8]) -> Result<Aside, CodecError> {
     codec::decode(bytes)
 }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 ///
 /// - 1: the first.
 /// - 2: an entry's metadata holds its owner's and group's names too.
-///   A format-1 index is converted when opened ([`Index::convert_from_1`]).
+///   A format-1 index is converted when opened (`Index::convert_from_1`).
 pub const FORMAT: u32 = 2;
 
 /// The database file's name in the state directory.

@@ -4,7 +4,7 @@
 //! completions ([`cli`]),
 //! logging ([`logging`]), detaching, the pid file and syslog
 //! ([`background`]), the configuration as this host applies it ([`plan`]),
-//! the running daemon with its watcher, listener and dialers ([`daemon`]),
+//! the running daemon with its watcher, listener and dialers ([`mod@daemon`]),
 //! accepting connections under load ([`listen`]: the handshake cap, the
 //! back-off when descriptors run out), peers going down and coming back
 //! and repeated errors in the log ([`health`]),

@@ -100,7 +100,7 @@ fn init() {
     options();
 }
 
-/// Removes the tree [`init`] made; for the end of a run.
+/// Removes the tree `init` made; for the end of a run.
 pub fn cleanup() {
     if let Some(o) = options().first() {
         let _ = std::fs::remove_dir_all(&o.root);
