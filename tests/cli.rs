@@ -719,33 +719,9 @@ fn under_systemd_without_f_the_daemon_stays_and_logs_to_syslog() {
     let site = Site::new();
     beta_on_a_free_port(&site);
     let syslog = Syslog::bind(&site);
-    let notify_path = site.dir.path().join("notify");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
-    notify
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .expect("timeout");
-    let err_path = site.dir.path().join("stderr");
-    let (config, peers, root, state) = (
-        site.path("omirrd.conf"),
-        site.path("peers"),
-        site.path("root"),
-        site.path("state"),
-    );
-    let mut child = std::process::Command::new(support::omirrd_bin())
-        .args(["--host", "beta", "--config", &config, "--peers", &peers])
-        .args(["--root", &root, "--state-dir", &state])
-        .env_remove("OMIRR_LOG")
-        .env_remove("INVOCATION_ID")
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("OMIRR_SYSLOG_SOCKET", &syslog.path)
-        .stdin(std::process::Stdio::null())
-        .stderr(fs::File::create(&err_path).expect("stderr"))
-        .spawn()
-        .expect("start omirrd");
-    let _guard = support::KillOnDrop(child.id());
-    let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
-    assert_eq!(&buf[..n], b"READY=1");
+    let mut unit = UnderSystemd::start(&site, &syslog, &[], 20);
+    assert_eq!(unit.next_message("READY=1"), b"READY=1");
+    let (child, err_path) = (&mut unit.child, unit.stderr.clone());
     // Not forked: the pid file names the process systemd started.
     let pid_file = site.dir.path().join("state/omirrd.pid");
     assert_eq!(pid_in(&pid_file), child.id());
@@ -769,6 +745,65 @@ fn under_systemd_without_f_the_daemon_stays_and_logs_to_syslog() {
         .any(|d| d.ends_with(": stopped")));
 }
 
+/// omirrd started as systemd starts a unit: with NOTIFY_SOCKET (a socket
+/// of the test's, read with `timeout`), without INVOCATION_ID or
+/// OMIRR_LOG, logging to the test's syslog; `extra` goes before the
+/// site's own options. The process is killed if the test fails.
+struct UnderSystemd {
+    child: std::process::Child,
+    notify: std::os::unix::net::UnixDatagram,
+    stderr: std::path::PathBuf,
+    _guard: support::KillOnDrop,
+}
+
+impl UnderSystemd {
+    fn start(site: &Site, syslog: &Syslog, extra: &[&str], timeout: u64) -> UnderSystemd {
+        let notify_path = site.dir.path().join("notify");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
+        notify
+            .set_read_timeout(Some(std::time::Duration::from_secs(timeout)))
+            .expect("timeout");
+        let (config, peers, root, state) = (
+            site.path("omirrd.conf"),
+            site.path("peers"),
+            site.path("root"),
+            site.path("state"),
+        );
+        let stderr = site.dir.path().join("stderr");
+        let child = std::process::Command::new(support::omirrd_bin())
+            .args(extra)
+            .args(["--host", "beta", "--config", &config, "--peers", &peers])
+            .args(["--root", &root, "--state-dir", &state])
+            .env_remove("OMIRR_LOG")
+            .env_remove("INVOCATION_ID")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("OMIRR_SYSLOG_SOCKET", &syslog.path)
+            .stdin(std::process::Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("stderr"))
+            .spawn()
+            .expect("start omirrd");
+        let _guard = support::KillOnDrop(child.id());
+        UnderSystemd {
+            child,
+            notify,
+            stderr,
+            _guard,
+        }
+    }
+
+    /// The next message to systemd, or a panic with the daemon's stderr.
+    fn next_message(&self, what: &str) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        match self.notify.recv(&mut buf) {
+            Ok(n) => buf[..n].to_vec(),
+            Err(e) => panic!(
+                "{what}: nothing reached NOTIFY_SOCKET ({e}): {}",
+                fs::read_to_string(&self.stderr).unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// What etc/omirrd.service relies on (`Type=notify`): READY=1 reaches
 /// systemd only once peers can connect, whether omirrd runs as the unit
 /// starts it (no `-f`) or in the foreground with `-f`.
@@ -787,57 +822,32 @@ fn ready_reaches_systemd_only_once_the_peer_port_accepts() {
             )
             .expect("write");
         }
-        let notify_path = site.dir.path().join("notify");
-        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
-        notify
-            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-            .expect("timeout");
-        let (config, peers, root, state) = (
-            site.path("omirrd.conf"),
-            site.path("peers"),
-            site.path("root"),
-            site.path("state"),
-        );
-        let err_path = site.dir.path().join("stderr");
-        let mut command = std::process::Command::new(support::omirrd_bin());
-        command
-            .args(["--host", "beta", "--config", &config, "--peers", &peers])
-            .args(["--root", &root, "--state-dir", &state])
-            .env_remove("OMIRR_LOG")
-            .env_remove("INVOCATION_ID")
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("OMIRR_SYSLOG_SOCKET", &syslog.path)
-            .stdin(std::process::Stdio::null())
-            .stderr(fs::File::create(&err_path).expect("stderr"));
-        if foreground {
-            command.arg("-f");
-        }
-        let mut child = command.spawn().expect("start omirrd");
-        let _guard = support::KillOnDrop(child.id());
-        let mut buf = [0u8; 256];
-        let n = notify.recv(&mut buf).unwrap_or_else(|e| {
-            panic!(
-                "-f {foreground}: no READY=1 within 30 s ({e}): {}",
-                fs::read_to_string(&err_path).unwrap_or_default()
-            )
-        });
+        let extra: &[&str] = if foreground { &["-f"] } else { &[] };
+        let mut unit = UnderSystemd::start(&site, &syslog, extra, 30);
         // The first word to systemd is READY=1, and the port is open by then.
-        assert_eq!(&buf[..n], b"READY=1", "-f {foreground}");
+        assert_eq!(
+            unit.next_message(&format!("-f {foreground}")),
+            b"READY=1",
+            "-f {foreground}"
+        );
         let connected = std::net::TcpStream::connect(("127.0.0.1", port));
         assert!(
             connected.is_ok(),
             "-f {foreground}: READY=1 came before port {port} accepted: {connected:?}"
         );
         drop(connected);
-        stop(child.id());
-        let status = child.wait().expect("wait");
+        stop(unit.child.id());
+        let status = unit.child.wait().expect("wait");
         assert!(
             status.success(),
             "-f {foreground}: {status}: {}",
-            fs::read_to_string(&err_path).unwrap_or_default()
+            fs::read_to_string(&unit.stderr).unwrap_or_default()
         );
-        let n = notify.recv(&mut buf).expect("STOPPING=1");
-        assert_eq!(&buf[..n], b"STOPPING=1", "-f {foreground}");
+        assert_eq!(
+            unit.next_message("STOPPING=1"),
+            b"STOPPING=1",
+            "-f {foreground}"
+        );
     }
 }
 
@@ -865,34 +875,9 @@ fn the_units_reload_command_reloads_as_soon_as_ready() {
     let site = Site::new();
     beta_on_a_free_port(&site);
     let syslog = Syslog::bind(&site);
-    let notify_path = site.dir.path().join("notify");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
-    notify
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .expect("timeout");
-    let (config, peers, root, state) = (
-        site.path("omirrd.conf"),
-        site.path("peers"),
-        site.path("root"),
-        site.path("state"),
-    );
-    let err_path = site.dir.path().join("stderr");
-    let mut child = std::process::Command::new(support::omirrd_bin())
-        .args(&start_args)
-        .args(["--host", "beta", "--config", &config, "--peers", &peers])
-        .args(["--root", &root, "--state-dir", &state])
-        .env_remove("OMIRR_LOG")
-        .env_remove("INVOCATION_ID")
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("OMIRR_SYSLOG_SOCKET", &syslog.path)
-        .stdin(std::process::Stdio::null())
-        .stderr(fs::File::create(&err_path).expect("stderr"))
-        .spawn()
-        .expect("start omirrd");
-    let _guard = support::KillOnDrop(child.id());
-    let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
-    assert_eq!(&buf[..n], b"READY=1");
+    let mut unit = UnderSystemd::start(&site, &syslog, &start_args, 30);
+    assert_eq!(unit.next_message("READY=1"), b"READY=1");
+    let (child, err_path) = (&mut unit.child, unit.stderr.clone());
     // At once, as `systemctl reload` may: the handler must be in place.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

@@ -27,6 +27,16 @@ fn new_cluster(names: &[&str]) -> Cluster {
     cluster
 }
 
+/// Starts alpha and beta and waits until they are connected to each other.
+fn start_connected(cluster: &mut Cluster) {
+    cluster.start_all();
+    assert!(
+        wait_until(TIMEOUT, || both_connected(cluster)),
+        "{}",
+        cluster.logs()
+    );
+}
+
 /// The lines of `host`'s log that contain every one of `words`.
 fn lines_with(cluster: &Cluster, host: &str, words: &[&str]) -> Vec<String> {
     lines_after(cluster, host, 0, words)
@@ -85,12 +95,7 @@ fn both_connected(cluster: &Cluster) -> bool {
 fn a_peer_going_down_and_coming_back_is_one_line_each() {
     let _one = support::serial();
     let mut cluster = new_cluster(&["alpha", "beta"]);
-    cluster.start_all();
-    assert!(
-        wait_until(TIMEOUT, || both_connected(&cluster)),
-        "{}",
-        cluster.logs()
-    );
+    start_connected(&mut cluster);
     // From here on: the lines about beta's stop and restart.
     let mark = cluster.log("alpha").len();
     let log_path = cluster.log_path("alpha");
@@ -196,12 +201,7 @@ fn a_catch_up_reports_its_progress_and_its_end() {
     let _one = support::serial();
     let mut cluster = new_cluster(&["alpha", "beta"]);
     cluster.set_env("beta", "OMIRR_TEST_PROGRESS_MS", "100");
-    cluster.start_all();
-    assert!(
-        wait_until(TIMEOUT, || both_connected(&cluster)),
-        "{}",
-        cluster.logs()
-    );
+    start_connected(&mut cluster);
     cluster.stop("beta");
     // 3000 small files written while beta is away, in 30 directories.
     let site = cluster.root("alpha").join("srv/www");
@@ -298,12 +298,7 @@ fn status_exits_0_when_healthy_1_when_degraded_2_when_no_daemon_answers() {
 fn status_prometheus_is_valid_text_format() {
     let _one = support::serial();
     let mut cluster = new_cluster(&["alpha", "beta"]);
-    cluster.start_all();
-    assert!(
-        wait_until(TIMEOUT, || both_connected(&cluster)),
-        "{}",
-        cluster.logs()
-    );
+    start_connected(&mut cluster);
     cluster.stop("beta");
     assert!(
         wait_until(TIMEOUT, || status(&cluster, "alpha", &[]).status.code()
