@@ -1,0 +1,143 @@
+//! The index's record format, byte for byte. An index file outlives the
+//! binary that wrote it: if one of these tests fails, the bytes omirrd
+//! stores have changed, and an index written by the previous release would
+//! be misread. Then bump `omirr_index::FORMAT` and convert the older
+//! format when an index is opened (as `Index::convert_from_1` does), and
+//! only then update the bytes here.
+
+use omirr_core::{Change, Content, Entry, HostId, Meta, Name, RelPath, Timestamp, Version};
+use omirr_index::fuzzing::{decode_aside, decode_entry, encode_aside, encode_entry};
+use omirr_index::{Aside, FORMAT};
+
+fn name(s: &str) -> Name {
+    Name::new(s.as_bytes()).expect("a valid name")
+}
+
+fn meta(mode: u32) -> Meta {
+    Meta {
+        mode,
+        uid: 33,
+        gid: 1000,
+        mtime_ns: 1_764_633_600_123_456_789,
+        owner: name("www-data"),
+        group: name("staff"),
+    }
+}
+
+fn version(host: &str) -> Version {
+    Version {
+        ts: Timestamp(1_764_633_600_987_654_321),
+        host: HostId::new(host),
+    }
+}
+
+/// One entry of each kind, with the bytes format 2 stores for it under
+/// sequence 4242.
+fn entries() -> Vec<(Entry, &'static str)> {
+    let mut hash = [0u8; 32];
+    for (i, b) in hash.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    vec![
+        (
+            Entry {
+                content: Content::File { size: 12_595, hash },
+                meta: meta(0o644),
+                version: version("alpha"),
+            },
+            FILE,
+        ),
+        (
+            Entry {
+                content: Content::Dir,
+                meta: meta(0o2775),
+                version: version("beta"),
+            },
+            DIR,
+        ),
+        (
+            Entry {
+                content: Content::Symlink {
+                    target: b"../shared/\xffconf".to_vec(),
+                },
+                meta: Meta {
+                    owner: Name::EMPTY,
+                    ..meta(0o777)
+                },
+                version: version("gamma"),
+            },
+            SYMLINK,
+        ),
+        (
+            Entry {
+                content: Content::Deleted,
+                meta: Meta::default(),
+                version: version("alpha"),
+            },
+            TOMBSTONE,
+        ),
+    ]
+}
+
+const FILE: &str = "fb921000fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c706861";
+const DIR: &str = "fb921001fbfd0521fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d180462657461";
+const SYMLINK: &str = "fb9210020f2e2e2f7368617265642fff636f6e66fbff0121fbe803fd2a9a27dcd179fa3000057374616666fdb1689621e93c7d180567616d6d61";
+const TOMBSTONE: &str = "fb921003000000000000fdb1689621e93c7d1805616c706861";
+const ASIDE: &str = "127372762f7777772f696e6465782e68746d6c00fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c7068613863616e6e6f74207772697465207372762f7777772f696e6465782e68746d6c3a204e6f207370616365206c656674206f6e2064657669636503fc002c2e69";
+
+fn hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+#[test]
+fn the_format_is_2() {
+    assert_eq!(FORMAT, 2, "a new format needs new golden bytes below");
+}
+
+#[test]
+fn entries_are_stored_as_format_2_lays_them_out() {
+    let mut changed = Vec::new();
+    for (entry, golden) in entries() {
+        let bytes = encode_entry(4242, &entry).expect("encodes");
+        if hex(&bytes) != golden {
+            changed.push(format!(
+                "{:?} is now stored as {}",
+                entry.content,
+                hex(&bytes)
+            ));
+            continue;
+        }
+        let stored = data_encoding::HEXLOWER
+            .decode(golden.as_bytes())
+            .expect("hex");
+        assert_eq!(
+            decode_entry(&stored).expect("decodes"),
+            (4242, entry),
+            "the stored bytes read back"
+        );
+    }
+    assert!(changed.is_empty(), "{}", changed.join("\n"));
+}
+
+#[test]
+fn a_set_aside_change_is_stored_as_format_2_lays_it_out() {
+    let (entry, _) = entries().swap_remove(0);
+    let aside = Aside {
+        change: Change {
+            path: RelPath::new(b"srv/www/index.html".to_vec()).expect("path"),
+            entry,
+        },
+        reason: "cannot write srv/www/index.html: No space left on device".into(),
+        attempts: 3,
+        since: 1_764_633_600,
+    };
+    let bytes = encode_aside(&aside).expect("encodes");
+    assert_eq!(hex(&bytes), ASIDE);
+    let stored = data_encoding::HEXLOWER
+        .decode(ASIDE.as_bytes())
+        .expect("hex");
+    let back = decode_aside(&stored).expect("decodes");
+    assert_eq!(back.change, aside.change);
+    assert_eq!(back.reason, aside.reason);
+    assert_eq!((back.attempts, back.since), (3, 1_764_633_600));
+}
