@@ -208,7 +208,7 @@ where
         p.backlog_in = Default::default();
         p.backlog_out = Default::default();
     });
-    let reporter = tokio::spawn(progress::report(engine.clone(), progress.clone()));
+    let reporter = spawn_in_span(progress::report(engine.clone(), progress.clone()));
     let _reporter = AbortOnDrop(reporter.abort_handle());
     let transfers = Arc::new(fetch::Transfers::new(
         &peer,
@@ -288,7 +288,7 @@ where
                     progress.clone(),
                 ));
                 pusher = Some(AbortOnDrop(task.abort_handle()));
-                let counting = tokio::spawn(send_backlog(
+                let counting = spawn_in_span(send_backlog(
                     engine.clone(),
                     peer.clone(),
                     out.clone(),
@@ -566,6 +566,25 @@ impl Returning {
         change.entry.version.host.as_str() != peer
             || (seq <= self.recorded_by && change.entry.version.ts > self.own_after)
     }
+
+    /// Why the change recorded at `seq` is not sent to `peer`, or `None`
+    /// if it is: the one rule for what the pusher sends and what the
+    /// `Backlog` counts.
+    fn not_sent(
+        &self,
+        plan: &dyn crate::Policy,
+        peer: &str,
+        seq: Seq,
+        change: &Change,
+    ) -> Option<&'static str> {
+        if !self.wanted(seq, change, peer) {
+            Some("the peer wrote it, and has it")
+        } else if !plan.authorised(peer, &change.path) {
+            Some("not in a mirror set this host shares with the peer")
+        } else {
+            None
+        }
+    }
 }
 
 /// Sends the peer everything after its `Pull` that it shares with us,
@@ -596,13 +615,7 @@ async fn push(
             let changes: Vec<(Seq, Change)> = read
                 .into_iter()
                 .filter(|(s, c)| {
-                    let why_not = if !returning.wanted(*s, c, &peer) {
-                        Some("the peer wrote it, and has it")
-                    } else if !plan.authorised(&peer, &c.path) {
-                        Some("not in a mirror set this host shares with the peer")
-                    } else {
-                        None
-                    };
+                    let why_not = returning.not_sent(plan.as_ref(), &peer, *s, c);
                     match why_not {
                         Some(why) => tracing::trace!("not sent {}: {why}", Shown(c)),
                         None => tracing::debug!("change out {}", Shown(c)),
@@ -664,7 +677,7 @@ async fn send_backlog(
         let page = crate::Limits::default().page;
         let plan = e.policy();
         progress::count(&e, after, upto, page, |seq, c| {
-            returning.wanted(seq, c, &peer) && plan.authorised(&peer, &c.path)
+            returning.not_sent(plan.as_ref(), &peer, seq, c).is_none()
         })
     })
     .await?;

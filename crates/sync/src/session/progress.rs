@@ -41,7 +41,6 @@ pub struct Progress {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     /// What the peer said its answer to our `Pull` holds, and up to which
     /// of its sequences.
@@ -50,7 +49,7 @@ struct State {
     done_in: Backlog,
     /// The cursor the applier last moved to.
     cursor: Seq,
-    started: Option<Instant>,
+    started: Instant,
     /// The catch-up is over (or there is none to follow).
     caught_up: bool,
     /// The counters say so too.
@@ -76,10 +75,17 @@ impl Progress {
         Progress {
             peer: peer.to_string(),
             state: Mutex::new(State {
+                total_in: None,
+                done_in: Backlog::default(),
                 cursor,
+                started: Instant::now(),
                 caught_up: !backlog,
-                started: Some(Instant::now()),
-                ..State::default()
+                told: false,
+                total_out: None,
+                initial_read: Backlog::default(),
+                read: Backlog::default(),
+                acked: Backlog::default(),
+                unacked: VecDeque::new(),
             }),
         }
     }
@@ -143,7 +149,7 @@ impl Progress {
             tracing::debug!(peer = %self.peer, "nothing to catch up with");
             return None;
         }
-        let took = s.started.map_or(Duration::ZERO, |t| t.elapsed());
+        let took = s.started.elapsed();
         // What the catch-up brought is its total: live changes applied in
         // the same batches are not its own.
         Some(format!(
@@ -164,7 +170,7 @@ impl Progress {
         if s.caught_up {
             return None;
         }
-        let elapsed = s.started.map_or(Duration::ZERO, |t| t.elapsed());
+        let elapsed = s.started.elapsed();
         let done = s.done_in;
         let Some((_, total)) = s.total_in else {
             return Some(format!(
