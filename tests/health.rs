@@ -37,6 +37,17 @@ fn start_connected(cluster: &mut Cluster) {
     );
 }
 
+/// Stops beta and waits until alpha's `status` exits 1 (degraded).
+fn stop_beta_until_alpha_is_degraded(cluster: &mut Cluster) {
+    cluster.stop("beta");
+    assert!(
+        wait_until(TIMEOUT, || status(cluster, "alpha", &[]).status.code()
+            == Some(1)),
+        "{}",
+        cluster.log("alpha")
+    );
+}
+
 /// The lines of `host`'s log that contain every one of `words`.
 fn lines_with(cluster: &Cluster, host: &str, words: &[&str]) -> Vec<String> {
     lines_after(cluster, host, 0, words)
@@ -273,13 +284,7 @@ fn status_exits_0_when_healthy_1_when_degraded_2_when_no_daemon_answers() {
     let s: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(s["schema"], 1, "{s}");
     assert_eq!(s["peers"]["beta"]["caught_up"], true, "{s}");
-    cluster.stop("beta");
-    assert!(
-        wait_until(TIMEOUT, || status(&cluster, "alpha", &[]).status.code()
-            == Some(1)),
-        "{}",
-        cluster.log("alpha")
-    );
+    stop_beta_until_alpha_is_degraded(&mut cluster);
     let table = support::stdout(&status(&cluster, "alpha", &[]));
     assert!(
         table
@@ -299,13 +304,7 @@ fn status_prometheus_is_valid_text_format() {
     let _one = support::serial();
     let mut cluster = new_cluster(&["alpha", "beta"]);
     start_connected(&mut cluster);
-    cluster.stop("beta");
-    assert!(
-        wait_until(TIMEOUT, || status(&cluster, "alpha", &[]).status.code()
-            == Some(1)),
-        "{}",
-        cluster.log("alpha")
-    );
+    stop_beta_until_alpha_is_degraded(&mut cluster);
     let out = status(&cluster, "alpha", &["--prometheus"]);
     assert_eq!(out.status.code(), Some(1), "{}", support::stderr(&out));
     let text = support::stdout(&out);

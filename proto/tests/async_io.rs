@@ -17,6 +17,27 @@ fn run<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// `msgs` written to a pipe of 61 bytes (so that reads and writes are
+/// partial) and read back until end of stream: each with its frame size.
+fn through_a_pipe(msgs: &[Message]) -> Vec<(Message, usize)> {
+    let sent = msgs.to_vec();
+    run(async move {
+        let (mut a, mut b) = tokio::io::duplex(61);
+        let writer = tokio::spawn(async move {
+            for m in &sent {
+                write_message(&mut a, m).await.expect("writes");
+            }
+            a.shutdown().await.expect("shuts down");
+        });
+        let mut got = Vec::new();
+        while let Some(read) = omirr_proto::read_frame(&mut b).await.expect("reads") {
+            got.push(read);
+        }
+        writer.await.expect("writer finished");
+        got
+    })
+}
+
 #[test]
 fn messages_cross_a_pipe_and_eof_ends_cleanly() {
     let msgs = {
@@ -28,22 +49,7 @@ fn messages_cross_a_pipe_and_eof_ends_cleanly() {
         });
         m
     };
-    let sent = msgs.clone();
-    let got = run(async move {
-        let (mut a, mut b) = tokio::io::duplex(61);
-        let writer = tokio::spawn(async move {
-            for m in &sent {
-                write_message(&mut a, m).await.expect("writes");
-            }
-            a.shutdown().await.expect("shuts down");
-        });
-        let mut got = Vec::new();
-        while let Some(m) = read_message(&mut b).await.expect("reads") {
-            got.push(m);
-        }
-        writer.await.expect("writer finished");
-        got
-    });
+    let got: Vec<Message> = through_a_pipe(&msgs).into_iter().map(|(m, _)| m).collect();
     assert_eq!(got, msgs);
 }
 
@@ -113,22 +119,7 @@ fn frame_sizes_are_those_on_the_wire() {
     for (m, size) in msgs.iter().zip(&sizes) {
         assert_eq!(omirr_proto::frame_len(m).expect("measures"), *size, "{m:?}");
     }
-    let sent = msgs.clone();
-    let got = run(async move {
-        let (mut a, mut b) = tokio::io::duplex(61);
-        let writer = tokio::spawn(async move {
-            for m in &sent {
-                write_message(&mut a, m).await.expect("writes");
-            }
-            a.shutdown().await.expect("shuts down");
-        });
-        let mut got = Vec::new();
-        while let Some(read) = omirr_proto::read_frame(&mut b).await.expect("reads") {
-            got.push(read);
-        }
-        writer.await.expect("writer finished");
-        got
-    });
+    let got = through_a_pipe(&msgs);
     let want: Vec<(Message, usize)> = msgs.into_iter().zip(sizes).collect();
     assert_eq!(got, want);
 }
