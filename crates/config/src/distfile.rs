@@ -15,6 +15,9 @@
 //! Every stage reports all the problems it finds, with file, line and
 //! column; the result is an error only if one of them is an error.
 //!
+//! The patterns of `except`, `special` and `cmdspecial`, matched against
+//! paths as they appear, are [`Pattern`]s (module `pattern`).
+//!
 //! What a statement means for omirrd: `sources -> hosts` declares that the
 //! listed hosts keep the source paths identical among themselves. A host
 //! takes part in the sets that name it; the other hosts of a set are its

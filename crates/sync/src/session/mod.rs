@@ -23,7 +23,9 @@
 //!   (`Ack`, `Pong`, errors) first, then the bounded data queue;
 //! - the pusher: answers the peer's `Pull`, then follows the index live,
 //!   within the window the peer's `Ack`s open;
-//! - the applier, the server, and the pinger.
+//! - the applier, the server, and the pinger;
+//! - the catch-up's reporter, and once per `Pull` the counter of what
+//!   the answer holds, for the peer's `Backlog` ([`progress`]).
 //!
 //! Everything a session logs is inside its span, `session{peer=NAME}`, so
 //! that every line says which peer it is about; tasks it spawns carry the
