@@ -148,6 +148,12 @@ fn bytes_range(r: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> (Bound<&[u8]>, Bound<&[u
     )
 }
 
+/// redb's page cache. Its default, 1 GiB, would let the cache of a
+/// million-entry index hold the daemon's whole resident size; the
+/// kernel's page cache keeps the file's hot pages anyway, so a small
+/// cache costs a `pread` per miss, not a disk read.
+const CACHE_BYTES: usize = 64 << 20;
+
 impl Index {
     /// Opens the index in `state_dir`, creating it if there is none. The
     /// directory must exist. Refuses, with an error saying what to do, a
@@ -162,7 +168,11 @@ impl Index {
         // redb asserts on some damaged files (one cut short, say) instead
         // of returning an error; at open, where the file is still
         // untrusted, that is an unusable index, not a reason to die.
-        let created = std::panic::catch_unwind(|| Database::create(&path));
+        let created = std::panic::catch_unwind(|| {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+        });
         let created = created.map_err(|panic| IndexError::NotAnIndex {
             path: path.clone(),
             why: format!(
