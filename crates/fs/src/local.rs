@@ -295,6 +295,10 @@ const DEPARTED_MAX: usize = 100_000;
 /// bytes per change).
 const GROUP_ENTRIES: usize = 20_000;
 
+/// At most this many index rows for the upper levels of the tops (see
+/// [`Upper`]) are held for the whole scan.
+const UPPER_MAX: usize = 100_000;
+
 /// The start-up scan: walks `tops` under `root` and records every local
 /// change in `index`, piece by piece (see the module doc). `exclude` says
 /// which paths are not mirrored, `rules` which owners, groups and modes
@@ -310,14 +314,35 @@ pub fn scan_into_index(
     exclude: &dyn Fn(&RelPath) -> bool,
     rules: &dyn Rules,
 ) -> Result<StartupScan, LocalScanError> {
-    scan_in_pieces(index, hlc, host, root, tops, exclude, rules, usize::MAX)
+    let hooks = PieceHooks::default();
+    scan_in_pieces(index, hlc, host, root, tops, exclude, rules, hooks)
 }
 
-/// [`scan_into_index`] that stops after `pieces` pieces, as if killed
-/// there: for tests of what the next scan heals.
+/// How [`scan_into_index_with`] deviates from [`scan_into_index`]: for
+/// tests of the piece boundaries.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct PieceHooks {
+    /// Stop before the piece after this many, as if killed there (what
+    /// was not committed yet is lost).
+    pub stop_after: usize,
+    /// Commit once the pieces since the last commit found this many paths.
+    pub group_entries: usize,
+}
+
+impl Default for PieceHooks {
+    fn default() -> PieceHooks {
+        PieceHooks {
+            stop_after: usize::MAX,
+            group_entries: GROUP_ENTRIES,
+        }
+    }
+}
+
+/// [`scan_into_index`] with test hooks.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
-pub fn scan_into_index_stopping_after(
+pub fn scan_into_index_with(
     index: &Index,
     hlc: &mut Hlc,
     host: &HostId,
@@ -325,9 +350,9 @@ pub fn scan_into_index_stopping_after(
     tops: &[RelPath],
     exclude: &dyn Fn(&RelPath) -> bool,
     rules: &dyn Rules,
-    pieces: usize,
+    hooks: PieceHooks,
 ) -> Result<StartupScan, LocalScanError> {
-    scan_in_pieces(index, hlc, host, root, tops, exclude, rules, pieces)
+    scan_in_pieces(index, hlc, host, root, tops, exclude, rules, hooks)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -339,7 +364,7 @@ fn scan_in_pieces(
     tops: &[RelPath],
     exclude: &dyn Fn(&RelPath) -> bool,
     rules: &dyn Rules,
-    limit: usize,
+    hooks: PieceHooks,
 ) -> Result<StartupScan, LocalScanError> {
     hlc.observe(index.hlc_last()?);
     // Changes found by any piece were made after everything seen before the
@@ -347,6 +372,8 @@ fn scan_in_pieces(
     let floor = hlc.last();
     let mut out = StartupScan::default();
     let mut departed = Departed::default();
+    let upper = Upper::load(index, tops)?;
+    let upper = upper.as_ref();
     let mut batch = Batch::new();
     let mut pending = 0;
     // Depth first, in path order, so that a directory's piece runs before
@@ -357,7 +384,7 @@ fn scan_in_pieces(
         .map(|t| (t, 0))
         .collect();
     while let Some((dir, depth)) = todo.pop() {
-        if out.pieces >= limit {
+        if out.pieces >= hooks.stop_after {
             // As a kill here would: what is not committed is not recorded.
             return Ok(out);
         }
@@ -370,6 +397,10 @@ fn scan_in_pieces(
             floor,
             cut: &children,
             departed: &departed,
+            // A piece without subdirectories of its own is scanned whole
+            // (and its rows read from the index); one split around its
+            // subdirectories has its rows in `upper`.
+            upper: upper.filter(|_| !children.is_empty()),
         };
         let r = record_scan(
             index,
@@ -401,7 +432,7 @@ fn scan_in_pieces(
         s.hashed_bytes += t.hashed_bytes;
         out.issues.extend(report.issues);
         pending += report.found.len() + report.vanished.len();
-        if pending >= GROUP_ENTRIES {
+        if pending >= hooks.group_entries {
             commit_group(index, hlc, &mut batch)?;
             pending = 0;
         }
@@ -430,6 +461,53 @@ struct Piece<'p> {
     /// neither scanned nor judged here.
     cut: &'p [RelPath],
     departed: &'p Departed,
+    upper: Option<&'p Upper>,
+}
+
+/// The index's rows for the paths at most [`SPLIT_DEPTH`] levels below
+/// the tops: all that the pieces split around their subdirectories need,
+/// read in one pass rather than a pass over the whole subtree per such
+/// piece.
+#[derive(Default)]
+struct Upper {
+    stats: BTreeMap<RelPath, StatKey>,
+    entries: BTreeMap<RelPath, omirr_core::Entry>,
+}
+
+impl Upper {
+    /// `None` if the tops hold more than [`UPPER_MAX`] such rows (a tree
+    /// of millions of entries but two levels deep): the pieces then read
+    /// their own rows, rather than all of them being held for the scan.
+    fn load(index: &Index, tops: &[RelPath]) -> Result<Option<Upper>, IndexError> {
+        let mut upper = Upper::default();
+        for top in scan::normalise_tops(tops) {
+            let shallow = |p: &RelPath| depth_below(p, &top) <= SPLIT_DEPTH;
+            // TODO(lead): a streaming range (the index's read view) would
+            // spare holding every row below the top for a moment here.
+            let own = index.entry(&top)?.map(|e| (top.clone(), e));
+            upper.entries.extend(
+                own.into_iter()
+                    .chain(index.below(&top)?)
+                    .filter(|(p, _)| shallow(p)),
+            );
+            let own = index.stat(&top)?.map(|k| (top.clone(), k));
+            upper.stats.extend(
+                own.into_iter()
+                    .chain(index.stats_below(&top)?)
+                    .filter(|(p, _)| shallow(p)),
+            );
+            if upper.entries.len() > UPPER_MAX {
+                return Ok(None);
+            }
+        }
+        Ok(Some(upper))
+    }
+}
+
+/// How many levels `path` lies below `top` (0 for the top itself); only
+/// meaningful for a path at or below it.
+fn depth_below(path: &RelPath, top: &RelPath) -> usize {
+    path.components().count() - top.components().count()
 }
 
 /// What earlier pieces of a scan knew of the paths they found vanished:
@@ -525,7 +603,8 @@ fn record_scan(
         }
     };
     let departed = piece.as_ref().map(|p| p.departed);
-    let baseline = IndexBaseline::load(index, dirty, cut, departed)?;
+    let upper = piece.as_ref().and_then(|p| p.upper);
+    let baseline = IndexBaseline::load(index, dirty, cut, departed, upper)?;
     let report = scan::scan(root, dirty, exclude, &baseline)?;
 
     let found: HashMap<&RelPath, &scan::Found> =
@@ -678,6 +757,64 @@ struct IndexBaseline<'a> {
     departed: Option<&'a Departed>,
 }
 
+/// The index's rows at and below one top of a piece, in path order.
+struct Rows {
+    stats: Vec<(RelPath, StatKey)>,
+    entries: Vec<(RelPath, omirr_core::Entry)>,
+}
+
+impl Rows {
+    /// Everything at and below `top`, from the index.
+    fn whole(index: &Index, top: &RelPath) -> Result<Rows, IndexError> {
+        let own = index.stat(top)?.map(|k| (top.clone(), k));
+        let stats = own.into_iter().chain(index.stats_below(top)?).collect();
+        let own = index.entry(top)?.map(|e| (top.clone(), e));
+        let entries = own.into_iter().chain(index.below(top)?).collect();
+        Ok(Rows { stats, entries })
+    }
+
+    /// What a piece split around the `cut` subdirectories of `top` needs:
+    /// `top` and its children from `upper`, and, from the index, whatever
+    /// lies below a child that is not cut (a directory gone from disk, or
+    /// no longer a directory), so that all of it is found vanished.
+    fn upper(index: &Index, upper: &Upper, top: &RelPath, cut: &Cut) -> Result<Rows, IndexError> {
+        let near = |p: &RelPath| p == top || p.parent().as_ref() == Some(top);
+        let mut stats: BTreeMap<RelPath, StatKey> = BTreeMap::new();
+        let mut entries: BTreeMap<RelPath, omirr_core::Entry> = BTreeMap::new();
+        let own = upper.entries.get(top).map(|e| (top, e));
+        for (p, e) in own
+            .into_iter()
+            .chain(upper.entries.range(top.below_path_range()))
+        {
+            if near(p) && !cut.holds(p) {
+                entries.insert(p.clone(), e.clone());
+            }
+        }
+        let own = upper.stats.get(top).map(|k| (top, k));
+        for (p, k) in own
+            .into_iter()
+            .chain(upper.stats.range(top.below_path_range()))
+        {
+            if near(p) && !cut.holds(p) {
+                stats.insert(p.clone(), *k);
+            }
+        }
+        let gone_dirs: Vec<RelPath> = entries
+            .iter()
+            .filter(|(p, e)| *p != top && e.content.is_dir())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for dir in gone_dirs {
+            entries.extend(index.below(&dir)?);
+            stats.extend(index.stats_below(&dir)?);
+        }
+        Ok(Rows {
+            stats: stats.into_iter().collect(),
+            entries: entries.into_iter().collect(),
+        })
+    }
+}
+
 /// Subdirectories of the tops left to other pieces, by their bytes.
 struct Cut(HashSet<Vec<u8>>);
 
@@ -714,21 +851,17 @@ impl<'a> IndexBaseline<'a> {
         tops: &[RelPath],
         cut: &[RelPath],
         departed: Option<&'a Departed>,
+        upper: Option<&Upper>,
     ) -> Result<IndexBaseline<'a>, IndexError> {
         let cut = Cut::new(cut);
         let mut stats = HashMap::new();
         let mut live = BTreeMap::new();
         for top in tops {
-            let own = index.stat(top)?.map(|k| (top.clone(), k));
-            // TODO(lead): with a streaming range from the index (the read
-            // view being added to omirr-index) a piece cut above a large
-            // subtree would not hold the whole subtree's rows here for a
-            // moment; only the uncut ones are kept.
-            stats.extend(
-                own.into_iter()
-                    .chain(index.stats_below(top)?)
-                    .filter(|(p, _)| !cut.holds(p)),
-            );
+            let rows = match upper {
+                Some(upper) => Rows::upper(index, upper, top, &cut)?,
+                None => Rows::whole(index, top)?,
+            };
+            stats.extend(rows.stats);
             // Entries hidden under a newer non-directory ancestor (the old
             // children of a deleted or renamed directory, see
             // `omirr_core::tree`) are not expected on disk: left out, the
@@ -740,11 +873,7 @@ impl<'a> IndexBaseline<'a> {
                     blockers.insert(a, e.version);
                 }
             }
-            let own = index.entry(top)?.map(|e| (top.clone(), e));
-            for (p, e) in own.into_iter().chain(index.below(top)?) {
-                if cut.holds(&p) {
-                    continue;
-                }
+            for (p, e) in rows.entries {
                 let hidden = p
                     .ancestors()
                     .any(|a| blockers.get(&a).is_some_and(|v| *v > e.version));
