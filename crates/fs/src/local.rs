@@ -388,11 +388,14 @@ fn scan_in_pieces(
             // As a kill here would: what is not committed is not recorded.
             return Ok(out);
         }
-        let children = if depth < SPLIT_DEPTH && !exclude(&dir) {
+        let mut children = if depth < SPLIT_DEPTH && !exclude(&dir) {
             scan::child_dirs(root, &dir).unwrap_or_default()
         } else {
             Vec::new()
         };
+        // An excluded directory is left alone by its parent's piece; no
+        // piece of its own is needed for that.
+        children.retain(|c| !exclude(c));
         let piece = Piece {
             floor,
             cut: &children,

@@ -180,6 +180,9 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         ms = started.elapsed().as_millis() as u64,
         "start-up scan done"
     );
+    // The scan's pieces were freed one by one on the main thread; hand
+    // the memory back rather than keep the largest piece's resident.
+    omirr_sync::engine::release_freed_memory();
 
     let me = plan
         .peers
