@@ -425,3 +425,25 @@ fn a_scan_stopped_between_pieces_is_healed_by_the_next() {
         );
     }
 }
+
+#[test]
+fn an_excluded_directory_in_a_split_piece_is_left_alone_not_vanished() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (root, state) = (tmp.path().join("root"), tmp.path().join("state"));
+    fs::create_dir_all(&state).expect("mkdir");
+    piece_tree(&root);
+    let www = root.join("srv/www");
+    let mut hlc = Hlc::default();
+    scan(&state, &root, &mut hlc);
+    // Known to the index, then excluded (the helper excludes `*.swp`).
+    fs::rename(www.join("q"), www.join("q.swp")).expect("rename");
+    fs::create_dir_all(www.join("p/cache.swp/inner")).expect("mkdir");
+    fs::write(www.join("p/cache.swp/inner/c"), b"c").expect("write");
+    let r = scan(&state, &root, &mut hlc);
+    // q and what was below it are gone from where the index knew them;
+    // nothing at or below the excluded directories is recorded.
+    assert_eq!(r.vanished, 4, "{r:?}");
+    let tree = present_tree(&state);
+    assert!(tree.iter().all(|(p, _, _)| !p.contains(".swp")), "{tree:?}");
+    assert_eq!(tree, reference(&root));
+}
