@@ -11,19 +11,30 @@
 //! scanner's baseline (its stat cache spares unchanged files a re-read, its
 //! inode cache recognises renames made while the daemon was down), turns
 //! what differs into versioned local changes with
-//! [`omirr_core::observe`], and records them, with the new stat keys, in
-//! one index transaction: a kill at any moment leaves either the old index
-//! or the new one, and the next scan finds whatever is left.
+//! [`omirr_core::observe`], and records them, with the new stat keys.
+//! It works in pieces, so that its memory is bounded by the largest piece
+//! rather than the tree: each directory up to [`SPLIT_DEPTH`] levels below
+//! a top is one piece without its subdirectories, each subdirectory below
+//! those one piece with everything under it. A piece preloads only its own
+//! baseline and is recorded in its own index transaction: a kill at any
+//! moment leaves every piece either recorded or not, and the next scan
+//! finds whatever is left. A rename made while down from one piece into
+//! another is still recognised by its inode: in the order the pieces run,
+//! either the new path comes first (the index still knows the old one), or
+//! the old path was found vanished by an earlier piece of the same scan,
+//! which remembers what it knew of the inode ([`Departed`]).
 
 use crate::apply::{Applier, ContentSource};
 use crate::owners::Rules;
-use crate::scan::{self, BaselineError, Known, ScanBaseline, ScanError, ScanReport, StatKey};
+use crate::scan::{
+    self, BaselineError, Known, ScanBaseline, ScanError, ScanIssue, ScanReport, ScanStats, StatKey,
+};
 use omirr_core::observe::{self, observe, When};
 use omirr_core::resolve::{resolve_explained, Action};
 use omirr_core::tree::Node;
 use omirr_core::{Change, Content, Hlc, HostId, IndexView, RelPath, Timestamp};
 use omirr_index::{Batch, Index, IndexError, StatUpdate};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -248,11 +259,51 @@ pub enum Stamp {
     Live { wall: Timestamp },
 }
 
+/// What a start-up scan did, summed over its pieces (what each piece found
+/// is dropped once it is recorded).
+#[derive(Debug, Default)]
+pub struct StartupScan {
+    pub stats: ScanStats,
+    /// Paths found on disk.
+    pub entries: u64,
+    /// Known paths found gone.
+    pub vanished: u64,
+    /// Paths found renamed while nobody watched ([`scan::Found::renamed_from`]).
+    pub renamed: u64,
+    /// Paths the scan could not establish.
+    pub issues: Vec<ScanIssue>,
+    /// How many local changes were recorded.
+    pub changes: usize,
+    /// How many pieces the scan ran in.
+    pub pieces: usize,
+}
+
+/// Directories at most this many levels below a top are scanned (and
+/// recorded) without their subdirectories; each of their subdirectories is
+/// a piece of its own, whole if deeper. Two levels split a tree of the
+/// shape `top/project/part/...` into one piece per `part`.
+pub const SPLIT_DEPTH: usize = 2;
+
+/// At most this many paths found vanished are remembered for the later
+/// pieces of a scan (to recognise a rename out of an earlier piece); past
+/// it a renamed file is read again, which is slower but no less right.
+const DEPARTED_MAX: usize = 100_000;
+
+/// Pieces are committed together until they found this many paths: one
+/// transaction (and its fsyncs) per small directory would cost more than
+/// the scan on a disk. The batch of a group stays small (a few hundred
+/// bytes per change).
+const GROUP_ENTRIES: usize = 20_000;
+
+/// At most this many index rows for the upper levels of the tops (see
+/// [`Upper`]) are held for the whole scan.
+const UPPER_MAX: usize = 100_000;
+
 /// The start-up scan: walks `tops` under `root` and records every local
-/// change in `index`. `exclude` says which paths are not mirrored, `rules`
-/// which owners, groups and modes are (see [`crate::owners::canonical`]);
-/// `hlc` is this host's clock, advanced past everything the index has
-/// seen.
+/// change in `index`, piece by piece (see the module doc). `exclude` says
+/// which paths are not mirrored, `rules` which owners, groups and modes
+/// are (see [`crate::owners::canonical`]); `hlc` is this host's clock,
+/// advanced past everything the index has seen.
 #[allow(clippy::too_many_arguments)]
 pub fn scan_into_index(
     index: &Index,
@@ -262,18 +313,224 @@ pub fn scan_into_index(
     tops: &[RelPath],
     exclude: &dyn Fn(&RelPath) -> bool,
     rules: &dyn Rules,
-) -> Result<LocalScan, LocalScanError> {
-    record_scan(
-        index,
-        hlc,
-        host,
-        root,
-        tops,
-        tops,
-        exclude,
-        rules,
-        Stamp::Startup,
-    )
+) -> Result<StartupScan, LocalScanError> {
+    let hooks = PieceHooks::default();
+    scan_in_pieces(index, hlc, host, root, tops, exclude, rules, hooks)
+}
+
+/// How [`scan_into_index_with`] deviates from [`scan_into_index`]: for
+/// tests of the piece boundaries.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct PieceHooks {
+    /// Stop before the piece after this many, as if killed there (what
+    /// was not committed yet is lost).
+    pub stop_after: usize,
+    /// Commit once the pieces since the last commit found this many paths.
+    pub group_entries: usize,
+}
+
+impl Default for PieceHooks {
+    fn default() -> PieceHooks {
+        PieceHooks {
+            stop_after: usize::MAX,
+            group_entries: GROUP_ENTRIES,
+        }
+    }
+}
+
+/// [`scan_into_index`] with test hooks.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn scan_into_index_with(
+    index: &Index,
+    hlc: &mut Hlc,
+    host: &HostId,
+    root: &Path,
+    tops: &[RelPath],
+    exclude: &dyn Fn(&RelPath) -> bool,
+    rules: &dyn Rules,
+    hooks: PieceHooks,
+) -> Result<StartupScan, LocalScanError> {
+    scan_in_pieces(index, hlc, host, root, tops, exclude, rules, hooks)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_in_pieces(
+    index: &Index,
+    hlc: &mut Hlc,
+    host: &HostId,
+    root: &Path,
+    tops: &[RelPath],
+    exclude: &dyn Fn(&RelPath) -> bool,
+    rules: &dyn Rules,
+    hooks: PieceHooks,
+) -> Result<StartupScan, LocalScanError> {
+    hlc.observe(index.hlc_last()?);
+    // Changes found by any piece were made after everything seen before the
+    // scan began: one floor for all of them.
+    let floor = hlc.last();
+    let mut out = StartupScan::default();
+    let mut departed = Departed::default();
+    let upper = Upper::load(index, tops)?;
+    let upper = upper.as_ref();
+    let mut batch = Batch::new();
+    let mut pending = 0;
+    // Depth first, in path order, so that a directory's piece runs before
+    // those below it.
+    let mut todo: Vec<(RelPath, usize)> = scan::normalise_tops(tops)
+        .into_iter()
+        .rev()
+        .map(|t| (t, 0))
+        .collect();
+    while let Some((dir, depth)) = todo.pop() {
+        if out.pieces >= hooks.stop_after {
+            // As a kill here would: what is not committed is not recorded.
+            return Ok(out);
+        }
+        let mut children = if depth < SPLIT_DEPTH && !exclude(&dir) {
+            scan::child_dirs(root, &dir).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        // An excluded directory is left alone by its parent's piece; no
+        // piece of its own is needed for that.
+        children.retain(|c| !exclude(c));
+        let piece = Piece {
+            floor,
+            cut: &children,
+            departed: &departed,
+            // A piece without subdirectories of its own is scanned whole
+            // (and its rows read from the index); one split around its
+            // subdirectories has its rows in `upper`.
+            upper: upper.filter(|_| !children.is_empty()),
+        };
+        let r = record_scan(
+            index,
+            hlc,
+            host,
+            root,
+            tops,
+            std::slice::from_ref(&dir),
+            exclude,
+            rules,
+            Stamp::Startup,
+            Some(piece),
+            &mut batch,
+        )?;
+        for (path, k) in r.departing {
+            departed.remember(&path, k);
+        }
+        let report = r.report;
+        out.pieces += 1;
+        out.changes += r.changes;
+        out.entries += report.found.len() as u64;
+        out.vanished += report.vanished.len() as u64;
+        out.renamed += report.renames().count() as u64;
+        let (s, t) = (&mut out.stats, report.stats);
+        s.files += t.files;
+        s.dirs += t.dirs;
+        s.symlinks += t.symlinks;
+        s.hashed_files += t.hashed_files;
+        s.hashed_bytes += t.hashed_bytes;
+        out.issues.extend(report.issues);
+        pending += report.found.len() + report.vanished.len();
+        if pending >= hooks.group_entries {
+            commit_group(index, hlc, &mut batch)?;
+            pending = 0;
+        }
+        todo.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
+    }
+    commit_group(index, hlc, &mut batch)?;
+    Ok(out)
+}
+
+/// Commits what the pieces since the last commit recorded, and empties
+/// `batch`. Nothing to record (a restart with nothing changed) writes
+/// nothing: the clock moved only by what was read from the index.
+fn commit_group(index: &Index, hlc: &Hlc, batch: &mut Batch) -> Result<(), IndexError> {
+    if !batch.is_empty() {
+        batch.observe_hlc(hlc.last());
+        index.commit(batch)?;
+    }
+    *batch = Batch::new();
+    Ok(())
+}
+
+/// One piece of a start-up scan, beyond what a live scan has.
+struct Piece<'p> {
+    floor: Timestamp,
+    /// Directories below the piece's top that are pieces of their own:
+    /// neither scanned nor judged here.
+    cut: &'p [RelPath],
+    departed: &'p Departed,
+    upper: Option<&'p Upper>,
+}
+
+/// The index's rows for the paths at most [`SPLIT_DEPTH`] levels below
+/// the tops: all that the pieces split around their subdirectories need,
+/// read in one pass rather than a pass over the whole subtree per such
+/// piece.
+#[derive(Default)]
+struct Upper {
+    stats: BTreeMap<RelPath, StatKey>,
+    entries: BTreeMap<RelPath, omirr_core::Entry>,
+}
+
+impl Upper {
+    /// `None` if the tops hold more than [`UPPER_MAX`] such rows (a tree
+    /// of millions of entries but two levels deep): the pieces then read
+    /// their own rows, rather than all of them being held for the scan.
+    fn load(index: &Index, tops: &[RelPath]) -> Result<Option<Upper>, IndexError> {
+        let mut upper = Upper::default();
+        for top in scan::normalise_tops(tops) {
+            let shallow = |p: &RelPath| depth_below(p, &top) <= SPLIT_DEPTH;
+            // TODO(lead): a streaming range (the index's read view) would
+            // spare holding every row below the top for a moment here.
+            let own = index.entry(&top)?.map(|e| (top.clone(), e));
+            upper.entries.extend(
+                own.into_iter()
+                    .chain(index.below(&top)?)
+                    .filter(|(p, _)| shallow(p)),
+            );
+            let own = index.stat(&top)?.map(|k| (top.clone(), k));
+            upper.stats.extend(
+                own.into_iter()
+                    .chain(index.stats_below(&top)?)
+                    .filter(|(p, _)| shallow(p)),
+            );
+            if upper.entries.len() > UPPER_MAX {
+                return Ok(None);
+            }
+        }
+        Ok(Some(upper))
+    }
+}
+
+/// How many levels `path` lies below `top` (0 for the top itself); only
+/// meaningful for a path at or below it.
+fn depth_below(path: &RelPath, top: &RelPath) -> usize {
+    path.components().count() - top.components().count()
+}
+
+/// What earlier pieces of a scan knew of the paths they found vanished:
+/// the index no longer does once they are recorded, and a later piece may
+/// find the same inode under its new name.
+#[derive(Default)]
+struct Departed {
+    known: HashMap<RelPath, Known>,
+    inodes: HashMap<(u64, u64), RelPath>,
+}
+
+impl Departed {
+    fn remember(&mut self, path: &RelPath, known: Known) {
+        if self.known.len() >= DEPARTED_MAX {
+            return;
+        }
+        self.inodes
+            .insert((known.key.dev, known.key.ino), path.clone());
+        self.known.insert(path.clone(), known);
+    }
 }
 
 /// The watcher's batch: looks at `dirty` paths (a file, or a directory and
@@ -297,7 +554,8 @@ pub fn record_live(
         .filter(|d| tops.iter().any(|t| *d == t || d.is_below(t)))
         .cloned()
         .collect();
-    record_scan(
+    let mut batch = Batch::new();
+    let r = record_scan(
         index,
         hlc,
         host,
@@ -307,7 +565,15 @@ pub fn record_live(
         exclude,
         rules,
         Stamp::Live { wall },
-    )
+        None,
+        &mut batch,
+    )?;
+    batch.observe_hlc(hlc.last());
+    index.commit(&batch)?;
+    Ok(LocalScan {
+        report: r.report,
+        changes: r.changes,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -321,13 +587,27 @@ fn record_scan(
     exclude: &dyn Fn(&RelPath) -> bool,
     rules: &dyn Rules,
     stamp: Stamp,
-) -> Result<LocalScan, LocalScanError> {
-    // The applier's temporary files are never anyone's changes.
-    let exclude = &|p: &RelPath| exclude(p) || crate::apply::is_temp_name(p.file_name());
-    hlc.observe(index.hlc_last()?);
-    // Changes found now were made after everything seen before.
-    let floor = hlc.last();
-    let baseline = IndexBaseline::load(index, dirty)?;
+    piece: Option<Piece<'_>>,
+    batch: &mut Batch,
+) -> Result<Recorded, LocalScanError> {
+    let cut = piece.as_ref().map_or(&[][..], |p| p.cut);
+    let cut_set = Cut::new(cut);
+    let is_cut = |p: &RelPath| cut_set.holds(p);
+    // The applier's temporary files are never anyone's changes; the cut
+    // directories are other pieces'.
+    let exclude =
+        &|p: &RelPath| exclude(p) || crate::apply::is_temp_name(p.file_name()) || is_cut(p);
+    let floor = match &piece {
+        Some(p) => p.floor,
+        None => {
+            hlc.observe(index.hlc_last()?);
+            // Changes found now were made after everything seen before.
+            hlc.last()
+        }
+    };
+    let departed = piece.as_ref().map(|p| p.departed);
+    let upper = piece.as_ref().and_then(|p| p.upper);
+    let baseline = IndexBaseline::load(index, dirty, cut, departed, upper)?;
     let report = scan::scan(root, dirty, exclude, &baseline)?;
 
     let found: HashMap<&RelPath, &scan::Found> =
@@ -342,6 +622,7 @@ fn record_scan(
         tops.iter().any(|t| p == t || p.is_below(t))
             && (dirty_set.contains(p) || p.ancestors().any(|a| dirty_set.contains(&a)))
             && !exclude(p)
+            && !is_cut(p)
             && !unknown.iter().any(|u| p == *u || p.is_below(u))
     };
     let when = |p: &RelPath| match (stamp, found.get(p), vanished.get(p)) {
@@ -377,7 +658,6 @@ fn record_scan(
         },
     )?;
 
-    let mut batch = Batch::new();
     let count = changes.len();
     let changed: std::collections::HashSet<RelPath> =
         changes.iter().map(|c| c.path.clone()).collect();
@@ -411,12 +691,29 @@ fn record_scan(
     for v in &report.vanished {
         batch.forget_stat(v.path.clone());
     }
-    batch.observe_hlc(hlc.last());
-    index.commit(&batch)?;
-    Ok(LocalScan {
+    // Once recorded, the index forgets what it knew of the vanished paths'
+    // inodes; the scan's later pieces may still meet them renamed.
+    let mut departing = Vec::new();
+    if piece.is_some() {
+        for v in &report.vanished {
+            if let Ok(Some(k)) = baseline.known(&v.path) {
+                departing.push((v.path.clone(), k));
+            }
+        }
+    }
+    Ok(Recorded {
         report,
         changes: count,
+        departing,
     })
+}
+
+/// What one [`record_scan`] put in its batch.
+struct Recorded {
+    report: ScanReport,
+    changes: usize,
+    /// What the baseline knew of the paths found vanished.
+    departing: Vec<(RelPath, Known)>,
 }
 
 /// What the scan found at `path`, with the owner, group and mode that this
@@ -447,25 +744,127 @@ fn stat_update(found: Option<&scan::Found>) -> StatUpdate {
     }
 }
 
-/// The persisted index as the scanner's baseline, read once per scan: one
-/// range read per scanned top rather than two lookups per file. It holds
-/// the stat keys and live entries below the tops in memory for the scan's
-/// duration; paths outside them (the old name of something renamed in) are
-/// looked up in the index.
+/// The persisted index as the scanner's baseline, read once per scan (or
+/// piece of one): one range read per scanned top rather than two lookups
+/// per file. It holds the stat keys and live entries below the tops in
+/// memory for the scan's duration, but for those in the cut directories
+/// (other pieces'); paths elsewhere (the old name of something renamed in)
+/// are looked up in the index, then among the paths earlier pieces found
+/// vanished.
 struct IndexBaseline<'a> {
     index: &'a Index,
     tops: Vec<RelPath>,
+    cut: Cut,
     stats: HashMap<RelPath, StatKey>,
     live: BTreeMap<RelPath, Content>,
+    departed: Option<&'a Departed>,
+}
+
+/// The index's rows at and below one top of a piece, in path order.
+struct Rows {
+    stats: Vec<(RelPath, StatKey)>,
+    entries: Vec<(RelPath, omirr_core::Entry)>,
+}
+
+impl Rows {
+    /// Everything at and below `top`, from the index.
+    fn whole(index: &Index, top: &RelPath) -> Result<Rows, IndexError> {
+        let own = index.stat(top)?.map(|k| (top.clone(), k));
+        let stats = own.into_iter().chain(index.stats_below(top)?).collect();
+        let own = index.entry(top)?.map(|e| (top.clone(), e));
+        let entries = own.into_iter().chain(index.below(top)?).collect();
+        Ok(Rows { stats, entries })
+    }
+
+    /// What a piece split around the `cut` subdirectories of `top` needs:
+    /// `top` and its children from `upper`, and, from the index, whatever
+    /// lies below a child that is not cut (a directory gone from disk, or
+    /// no longer a directory), so that all of it is found vanished.
+    fn upper(index: &Index, upper: &Upper, top: &RelPath, cut: &Cut) -> Result<Rows, IndexError> {
+        let near = |p: &RelPath| p == top || p.parent().as_ref() == Some(top);
+        let mut stats: BTreeMap<RelPath, StatKey> = BTreeMap::new();
+        let mut entries: BTreeMap<RelPath, omirr_core::Entry> = BTreeMap::new();
+        let own = upper.entries.get(top).map(|e| (top, e));
+        for (p, e) in own
+            .into_iter()
+            .chain(upper.entries.range(top.below_path_range()))
+        {
+            if near(p) && !cut.holds(p) {
+                entries.insert(p.clone(), e.clone());
+            }
+        }
+        let own = upper.stats.get(top).map(|k| (top, k));
+        for (p, k) in own
+            .into_iter()
+            .chain(upper.stats.range(top.below_path_range()))
+        {
+            if near(p) && !cut.holds(p) {
+                stats.insert(p.clone(), *k);
+            }
+        }
+        let gone_dirs: Vec<RelPath> = entries
+            .iter()
+            .filter(|(p, e)| *p != top && e.content.is_dir())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for dir in gone_dirs {
+            entries.extend(index.below(&dir)?);
+            stats.extend(index.stats_below(&dir)?);
+        }
+        Ok(Rows {
+            stats: stats.into_iter().collect(),
+            entries: entries.into_iter().collect(),
+        })
+    }
+}
+
+/// Subdirectories of the tops left to other pieces, by their bytes.
+struct Cut(HashSet<Vec<u8>>);
+
+impl Cut {
+    fn new(dirs: &[RelPath]) -> Cut {
+        Cut(dirs.iter().map(|d| d.as_bytes().to_vec()).collect())
+    }
+
+    /// Whether `path` is a cut directory or below one: a look at each of
+    /// its ancestors' bytes, not at each cut directory.
+    fn holds(&self, path: &RelPath) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
+        let bytes = path.as_bytes();
+        let prefixes = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .map(|(i, _)| &bytes[..i])
+            .chain(std::iter::once(bytes));
+        for prefix in prefixes {
+            if self.0.contains(prefix) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 impl<'a> IndexBaseline<'a> {
-    fn load(index: &'a Index, tops: &[RelPath]) -> Result<IndexBaseline<'a>, IndexError> {
+    fn load(
+        index: &'a Index,
+        tops: &[RelPath],
+        cut: &[RelPath],
+        departed: Option<&'a Departed>,
+        upper: Option<&Upper>,
+    ) -> Result<IndexBaseline<'a>, IndexError> {
+        let cut = Cut::new(cut);
         let mut stats = HashMap::new();
         let mut live = BTreeMap::new();
         for top in tops {
-            let own = index.stat(top)?.map(|k| (top.clone(), k));
-            stats.extend(own.into_iter().chain(index.stats_below(top)?));
+            let rows = match upper {
+                Some(upper) => Rows::upper(index, upper, top, &cut)?,
+                None => Rows::whole(index, top)?,
+            };
+            stats.extend(rows.stats);
             // Entries hidden under a newer non-directory ancestor (the old
             // children of a deleted or renamed directory, see
             // `omirr_core::tree`) are not expected on disk: left out, the
@@ -477,8 +876,7 @@ impl<'a> IndexBaseline<'a> {
                     blockers.insert(a, e.version);
                 }
             }
-            let own = index.entry(top)?.map(|e| (top.clone(), e));
-            for (p, e) in own.into_iter().chain(index.below(top)?) {
+            for (p, e) in rows.entries {
                 let hidden = p
                     .ancestors()
                     .any(|a| blockers.get(&a).is_some_and(|v| *v > e.version));
@@ -493,13 +891,15 @@ impl<'a> IndexBaseline<'a> {
         Ok(IndexBaseline {
             index,
             tops: tops.to_vec(),
+            cut,
             stats,
             live,
+            departed,
         })
     }
 
     fn preloaded(&self, path: &RelPath) -> bool {
-        self.tops.iter().any(|t| path == t || path.is_below(t))
+        self.tops.iter().any(|t| path == t || path.is_below(t)) && !self.cut.holds(path)
     }
 }
 
@@ -508,6 +908,12 @@ impl ScanBaseline for IndexBaseline<'_> {
         let (key, content) = if self.preloaded(path) {
             (self.stats.get(path).copied(), self.live.get(path).cloned())
         } else {
+            // Found vanished by an earlier piece: the index has forgotten
+            // its stat key (and may hold a tombstone, or an entry hidden
+            // under one).
+            if let Some(k) = self.departed.and_then(|d| d.known.get(path)) {
+                return Ok(Some(k.clone()));
+            }
             let content = self
                 .index
                 .entry(path)?
@@ -526,7 +932,13 @@ impl ScanBaseline for IndexBaseline<'_> {
     }
 
     fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError> {
-        Ok(self.index.path_of_inode(dev, ino)?)
+        if let Some(p) = self.index.path_of_inode(dev, ino)? {
+            return Ok(Some(p));
+        }
+        Ok(self
+            .departed
+            .and_then(|d| d.inodes.get(&(dev, ino)))
+            .cloned())
     }
 
     fn is_live(&self, path: &RelPath) -> Result<bool, BaselineError> {
@@ -542,6 +954,7 @@ impl ScanBaseline for IndexBaseline<'_> {
         f: &mut dyn FnMut(&RelPath),
     ) -> Result<(), BaselineError> {
         if self.preloaded(dir) {
+            // The cut directories' rows were never loaded.
             for p in self.live.range(dir.below_path_range()).map(|(p, _)| p) {
                 f(p);
             }

@@ -339,8 +339,47 @@ pub fn scan(
     Ok(walker.report)
 }
 
+/// The directories directly below `dir` (relative to `root`), in byte
+/// order, found without following a symlink on the way or among the
+/// entries (a symlink to a directory is not one). `None` if `dir` cannot
+/// be opened as a directory or listed: the caller then scans it whole, and
+/// the scan reports why. A listing, not a promise: the caller's scan looks
+/// at each entry again.
+pub fn child_dirs(root: &Path, dir: &RelPath) -> Option<Vec<RelPath>> {
+    let mut fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    for comp in dir.components() {
+        fd = rustix::fs::openat(&fd, comp, DIR_FLAGS, Mode::empty()).ok()?;
+    }
+    let mut out = Vec::new();
+    for entry in Dir::read_from(&fd).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let kind = match entry.file_type() {
+            // Filesystems without d_type: ask.
+            FileType::Unknown => match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => FileType::from_raw_mode(st.st_mode),
+                Err(_) => continue,
+            },
+            known => known,
+        };
+        if kind == FileType::Directory {
+            out.push(dir.join(name).ok()?);
+        }
+    }
+    out.sort_unstable();
+    Some(out)
+}
+
 /// Sorted, deduplicated, and without tops below other tops.
-fn normalise_tops(tops: &[RelPath]) -> Vec<RelPath> {
+pub(crate) fn normalise_tops(tops: &[RelPath]) -> Vec<RelPath> {
     let mut sorted: Vec<RelPath> = tops.to_vec();
     sorted.sort();
     sorted.dedup();

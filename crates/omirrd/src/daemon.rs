@@ -169,16 +169,20 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         &|p| plan.excluded(p),
         &*plan,
     )?;
-    for issue in &scan.report.issues {
+    for issue in &scan.issues {
         tracing::warn!("{issue}");
     }
     tracing::info!(
-        entries = scan.report.found.len(),
-        hashed = scan.report.stats.hashed_files,
+        entries = scan.entries,
+        hashed = scan.stats.hashed_files,
         changes = scan.changes,
+        pieces = scan.pieces,
         ms = started.elapsed().as_millis() as u64,
         "start-up scan done"
     );
+    // The scan's pieces were freed one by one on the main thread; hand
+    // the memory back rather than keep the largest piece's resident.
+    omirr_sync::engine::release_freed_memory();
 
     let me = plan
         .peers
