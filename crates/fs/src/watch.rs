@@ -28,8 +28,15 @@ use std::time::{Duration, Instant};
 /// What the watcher reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
-    /// Paths where something may have changed.
-    Changed(Vec<RelPath>),
+    /// Paths where something may have changed: a file, or a directory
+    /// and everything below it, except for the directories among
+    /// `attrs_only` (a subset of `paths`), which were reported for their
+    /// own metadata alone (`IN_ATTRIB`: a chmod, a chown, times set): what
+    /// lies below them had no event, and need not be walked.
+    Changed {
+        paths: Vec<RelPath>,
+        attrs_only: Vec<RelPath>,
+    },
     /// Events were lost (the kernel's queue overflowed): these tops must
     /// be rescanned.
     Rescan(Vec<RelPath>),
@@ -60,6 +67,9 @@ pub struct Debounce {
     settle: Duration,
     max_hold: Duration,
     pending: BTreeSet<RelPath>,
+    /// Pending paths that had no event but a change of their own
+    /// metadata.
+    attrs_only: BTreeSet<RelPath>,
     first: Option<Instant>,
     last: Option<Instant>,
     /// Files written and not closed: (first write, last write).
@@ -103,6 +113,7 @@ impl Debounce {
             settle,
             max_hold,
             pending: BTreeSet::new(),
+            attrs_only: BTreeSet::new(),
             first: None,
             last: None,
             writing: HashMap::new(),
@@ -130,6 +141,21 @@ impl Debounce {
 
     /// Something changed at `path`.
     pub fn push(&mut self, path: RelPath, now: Instant) {
+        self.attrs_only.remove(&path);
+        self.pend(path, now);
+    }
+
+    /// The metadata of `path` itself changed (`IN_ATTRIB`). Unless
+    /// something else is reported at `path` before the batch is cut, it
+    /// is among the batch's `attrs_only`.
+    pub fn touched(&mut self, path: RelPath, now: Instant) {
+        if !self.pending.contains(&path) {
+            self.attrs_only.insert(path.clone());
+        }
+        self.pend(path, now);
+    }
+
+    fn pend(&mut self, path: RelPath, now: Instant) {
         self.pending.insert(path);
         self.first.get_or_insert(now);
         self.last = Some(now);
@@ -182,7 +208,14 @@ impl Debounce {
 
     /// The paths due at `now`, if any.
     pub fn take_due(&mut self, now: Instant) -> Option<Vec<RelPath>> {
+        self.take_due_split(now).map(|(due, _)| due)
+    }
+
+    /// The paths due at `now`, if any, and which of them had only their
+    /// own metadata changed ([`Debounce::touched`]).
+    pub fn take_due_split(&mut self, now: Instant) -> Option<(Vec<RelPath>, Vec<RelPath>)> {
         let mut due = BTreeSet::new();
+        let mut attrs_only = Vec::new();
         let released: Vec<RelPath> = self
             .writing
             .iter()
@@ -205,10 +238,14 @@ impl Debounce {
         if batch_due {
             self.first = None;
             self.last = None;
+            let touched = std::mem::take(&mut self.attrs_only);
             for p in std::mem::take(&mut self.pending) {
                 if self.writing.contains_key(&p) {
                     self.held.insert(p);
                 } else {
+                    if touched.contains(&p) {
+                        attrs_only.push(p.clone());
+                    }
                     due.insert(p);
                 }
             }
@@ -216,7 +253,7 @@ impl Debounce {
         if due.is_empty() {
             None
         } else {
-            Some(due.into_iter().collect())
+            Some((due.into_iter().collect(), attrs_only))
         }
     }
 }
@@ -359,6 +396,9 @@ fn batch_loop(
                                 Writing::Open if !debounce.is_writing(&rel) && !is_file(p) => {}
                                 Writing::Open | Writing::Created => debounce.written(rel, now),
                                 Writing::Closed => debounce.closed(rel, now),
+                                Writing::No if attrs_only(&event.kind) => {
+                                    debounce.touched(rel, now)
+                                }
                                 Writing::No => debounce.push(rel, now),
                             }
                         }
@@ -384,9 +424,14 @@ fn batch_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        if let Some(batch) = debounce.take_due(Instant::now()) {
-            tracing::trace!("watch batch of {} paths: {:?}", batch.len(), batch);
-            sink(WatchEvent::Changed(batch));
+        if let Some((paths, attrs_only)) = debounce.take_due_split(Instant::now()) {
+            tracing::trace!(
+                "watch batch of {} paths ({} for their metadata alone): {:?}",
+                paths.len(),
+                attrs_only.len(),
+                paths
+            );
+            sink(WatchEvent::Changed { paths, attrs_only });
         }
     }
 }
@@ -417,6 +462,12 @@ impl Writing {
 
 fn is_file(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// `IN_ATTRIB`: the path's own metadata changed, nothing below it.
+fn attrs_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    matches!(kind, EventKind::Modify(ModifyKind::Metadata(_)))
 }
 
 fn reads_only(kind: &notify::EventKind) -> bool {
@@ -519,6 +570,31 @@ mod tests {
     }
 
     #[test]
+    fn a_path_is_attrs_only_if_nothing_else_was_reported_there() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debounce::new(ms(2), ms(100));
+        d.touched(p("chmodded"), t0);
+        d.touched(p("created"), t0);
+        d.push(p("created"), t0);
+        d.push(p("moved"), t0);
+        d.touched(p("moved"), t0);
+        assert_eq!(
+            d.take_due_split(t0 + ms(2)),
+            Some((
+                vec![p("chmodded"), p("created"), p("moved")],
+                vec![p("chmodded")]
+            ))
+        );
+        // The next batch starts afresh.
+        d.push(p("chmodded"), t0 + ms(10));
+        assert_eq!(
+            d.take_due_split(t0 + ms(12)),
+            Some((vec![p("chmodded")], vec![]))
+        );
+    }
+
+    #[test]
     fn a_file_being_written_waits_for_its_close_or_for_quiet() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -591,7 +667,7 @@ mod tests {
         while !(seen.contains(&p("srv/www/e")) && seen.contains(&p("srv/www/d"))) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(WatchEvent::Changed(paths)) => seen.extend(paths),
+                Ok(WatchEvent::Changed { paths, .. }) => seen.extend(paths),
                 Ok(other) => panic!("{other:?}"),
                 Err(_) => break,
             }
@@ -606,6 +682,49 @@ mod tests {
             "{seen:?}"
         );
         assert!(!seen.contains(&p("srv/www/a.swp")), "{seen:?}");
+    }
+
+    #[test]
+    fn a_directory_whose_mode_changed_is_reported_for_its_metadata_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir_all(root.join("srv/www/old")).expect("mkdir");
+        let (tx, rx) = mpsc::channel();
+        let ms = Duration::from_millis;
+        let _w = Watcher::start(
+            &root,
+            &[p("srv/www")],
+            Arc::new(|_: &RelPath| false),
+            // Long enough a pause that the mkdir and the chmod share a
+            // batch.
+            Debounce::new(ms(100), ms(1000)),
+            move |e| {
+                let _ = tx.send(e);
+            },
+        )
+        .expect("watch");
+        let mode = std::fs::Permissions::from_mode(0o700);
+        std::fs::set_permissions(root.join("srv/www/old"), mode.clone()).expect("chmod");
+        // A new directory whose mode is set at once is still walked.
+        std::fs::create_dir(root.join("srv/www/new")).expect("mkdir");
+        std::fs::set_permissions(root.join("srv/www/new"), mode).expect("chmod");
+        let deadline = Instant::now() + ms(1500);
+        let (mut seen, mut attrs) = (BTreeSet::new(), BTreeSet::new());
+        while let Ok(e) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match e {
+                WatchEvent::Changed { paths, attrs_only } => {
+                    assert!(attrs_only.iter().all(|a| paths.contains(a)), "a subset");
+                    seen.extend(paths);
+                    attrs.extend(attrs_only);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(seen.contains(&p("srv/www/old")), "{seen:?}");
+        assert!(seen.contains(&p("srv/www/new")), "{seen:?}");
+        assert!(attrs.contains(&p("srv/www/old")), "{attrs:?}");
+        assert!(!attrs.contains(&p("srv/www/new")), "{attrs:?}");
     }
 
     #[test]
@@ -639,7 +758,7 @@ mod tests {
         let mut seen = BTreeSet::new();
         while let Ok(e) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             match e {
-                WatchEvent::Changed(paths) => seen.extend(paths),
+                WatchEvent::Changed { paths, .. } => seen.extend(paths),
                 other => panic!("{other:?}"),
             }
         }

@@ -276,11 +276,11 @@ async fn local_changes(
     watcher: Arc<Watcher>,
 ) {
     while let Some(event) = events.recv().await {
-        let dirty = match event {
-            WatchEvent::Changed(paths) => paths,
+        let (dirty, attrs_only) = match event {
+            WatchEvent::Changed { paths, attrs_only } => (paths, attrs_only),
             WatchEvent::Rescan(tops) => {
                 tracing::warn!("the kernel dropped file events: rescanning");
-                tops
+                (tops, Vec::new())
             }
             WatchEvent::Degraded { top, reason } => {
                 tracing::warn!("{reason}");
@@ -288,7 +288,7 @@ async fn local_changes(
                 continue;
             }
         };
-        omirr_sync::local::record(&shared.engine, dirty).await;
+        omirr_sync::local::record(&shared.engine, dirty, attrs_only).await;
     }
 }
 
@@ -302,7 +302,7 @@ async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: R
         let w = watcher.clone();
         let t = top.clone();
         let watched = tokio::task::spawn_blocking(move || w.retry(&t)).await;
-        omirr_sync::local::record(&shared.engine, vec![top.clone()]).await;
+        omirr_sync::local::record(&shared.engine, vec![top.clone()], Vec::new()).await;
         if let Ok(Ok(())) = watched {
             tracing::info!(top = %top, "now watching");
             return;
