@@ -276,11 +276,19 @@ async fn local_changes(
     watcher: Arc<Watcher>,
 ) {
     while let Some(event) = events.recv().await {
-        let (dirty, attrs_only) = match event {
-            WatchEvent::Changed { paths, attrs_only } => (paths, attrs_only),
+        let dirty = match event {
+            WatchEvent::Changed {
+                paths,
+                attrs_only,
+                still_written,
+            } => omirr_sync::local::Dirty {
+                paths,
+                attrs_only,
+                still_written,
+            },
             WatchEvent::Rescan(tops) => {
                 tracing::warn!("the kernel dropped file events: rescanning");
-                (tops, Vec::new())
+                omirr_sync::local::Dirty::all(tops)
             }
             WatchEvent::Degraded { top, reason } => {
                 tracing::warn!("{reason}");
@@ -288,7 +296,7 @@ async fn local_changes(
                 continue;
             }
         };
-        omirr_sync::local::record(&shared.engine, dirty, attrs_only).await;
+        omirr_sync::local::record(&shared.engine, dirty).await;
     }
 }
 
@@ -302,7 +310,8 @@ async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: R
         let w = watcher.clone();
         let t = top.clone();
         let watched = tokio::task::spawn_blocking(move || w.retry(&t)).await;
-        omirr_sync::local::record(&shared.engine, vec![top.clone()], Vec::new()).await;
+        let dirty = omirr_sync::local::Dirty::all(vec![top.clone()]);
+        omirr_sync::local::record(&shared.engine, dirty).await;
         if let Ok(Ok(())) = watched {
             tracing::info!(top = %top, "now watching");
             return;

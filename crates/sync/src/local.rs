@@ -6,12 +6,38 @@ use omirr_core::{Content, IndexView, RelPath};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// Looks at `dirty` paths (a file, or a directory and everything below
-/// it, except the directories among `attrs_only`, whose own metadata
-/// alone was reported changed) and records what changed, stamped now;
+/// What the watcher reported (see `omirr_fs::watch::WatchEvent`).
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// Files, or directories and everything below them...
+    pub paths: Vec<RelPath>,
+    /// ...except below the directories among these, whose own metadata
+    /// alone was reported changed.
+    pub attrs_only: Vec<RelPath>,
+    /// Files still being written: left alone (each is reported once
+    /// closed).
+    pub still_written: Vec<RelPath>,
+}
+
+impl Dirty {
+    /// `paths` and everything below them.
+    pub fn all(paths: Vec<RelPath>) -> Dirty {
+        Dirty {
+            paths,
+            ..Dirty::default()
+        }
+    }
+}
+
+/// Looks at the `dirty` paths and records what changed, stamped now;
 /// wakes the pushers. Errors are logged: the next report or scan looks
 /// again.
-pub async fn record(engine: &Arc<Engine>, dirty: Vec<RelPath>, attrs_only: Vec<RelPath>) {
+pub async fn record(engine: &Arc<Engine>, dirty: Dirty) {
+    let Dirty {
+        paths: dirty,
+        attrs_only,
+        still_written,
+    } = dirty;
     let reported = dirty.len();
     let e = engine.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -23,6 +49,7 @@ pub async fn record(engine: &Arc<Engine>, dirty: Vec<RelPath>, attrs_only: Vec<R
             return Ok(None);
         }
         let shallow = Shallow::new(&e, &dirty, &attrs_only);
+        let still_written: HashSet<RelPath> = still_written.into_iter().collect();
         let policy = e.policy();
         let rules = w.applier.rules();
         omirr_fs::local::record_live(
@@ -32,7 +59,7 @@ pub async fn record(engine: &Arc<Engine>, dirty: Vec<RelPath>, attrs_only: Vec<R
             &e.disk.root,
             &e.disk.tops,
             &dirty,
-            &|p| policy.excluded(p) || shallow.leaves_alone(p),
+            &|p| policy.excluded(p) || still_written.contains(p) || shallow.leaves_alone(p),
             &*rules,
             wall(),
         )
