@@ -337,6 +337,13 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
             drop(stream);
             continue;
         };
+        // As on the dialing side: requests, answers and Acks are small
+        // writes that wait for each other; Nagle's algorithm would hold
+        // each behind the peer's delayed ACK (40 ms), on whichever host
+        // accepted the session.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%from, "cannot set TCP_NODELAY: {e}");
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
             let config = match tls::server_config(&shared.identity, shared.pins.clone()) {
