@@ -220,7 +220,7 @@ fn live_operations_reach_every_host_within_two_seconds() {
     let cluster = started_www(&HOSTS);
     let w = |h: &str| cluster.root(h).join("srv/www");
     type Op = (&'static str, &'static str, fn(&std::path::Path));
-    let ops: [Op; 12] = [
+    let ops: [Op; 14] = [
         ("create", "alpha", |w| {
             fs::write(w.join("f"), "one\n").expect("write")
         }),
@@ -263,6 +263,17 @@ fn live_operations_reach_every_host_within_two_seconds() {
             fs::set_permissions(w.join("renamed/x"), fs::Permissions::from_mode(0o600))
                 .expect("chmod")
         }),
+        // A directory's own metadata: looked at without a walk below it.
+        ("chmod a directory", "beta", |w| {
+            fs::set_permissions(w.join("renamed"), fs::Permissions::from_mode(0o750))
+                .expect("chmod")
+        }),
+        // ... but what is reported with it below it is looked at too.
+        ("write in a directory and chmod it", "gamma", |w| {
+            fs::write(w.join("renamed/h"), "new\n").expect("write");
+            fs::set_permissions(w.join("renamed"), fs::Permissions::from_mode(0o755))
+                .expect("chmod")
+        }),
         ("editor-style save", "beta", |w| {
             fs::write(w.join(".renamed-g.new"), "saved by an editor\n").expect("write");
             fs::rename(w.join(".renamed-g.new"), w.join("renamed/g")).expect("rename over");
@@ -295,6 +306,15 @@ fn live_operations_reach_every_host_within_two_seconds() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{h}");
+        let mode = fs::metadata(w(h).join("renamed"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "{h}");
+        assert_eq!(
+            fs::read_to_string(w(h).join("renamed/h")).expect("read"),
+            "new\n"
+        );
     }
     // Once activity stops, the hosts go quiet: no change records for 2 s.
     std::thread::sleep(Duration::from_millis(300));

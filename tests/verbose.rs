@@ -97,8 +97,14 @@ fn debug_shows_watcher_events_frames_decisions_and_actions_per_peer() {
     // The watcher's events: beta's own file, and the applier's writes.
     expect(&["TRACE", "watch event", "srv/www/from-beta.txt"]);
     expect(&["TRACE", "watch event", "srv/www/new.txt"]);
-    expect(&["TRACE", "watch event Modify(Name(", "srv/www/renamed.txt"]);
-    expect(&["TRACE", "watch event Remove(File)", "srv/www/renamed.txt"]);
+    expect(&["TRACE", "watch event MOVED_TO srv/www/renamed.txt"]);
+    expect(&["TRACE", "watch event DELETE srv/www/renamed.txt"]);
+    expect(&["TRACE", "watch event MOVED_TO srv/www/new.txt"]);
+    expect(&[
+        "TRACE",
+        "watch event MOVED_FROM srv/www/.omirr.new.txt.",
+        "(the applier's temporary file: ignored)",
+    ]);
     expect(&["TRACE", "watch batch", "srv/www/from-beta.txt"]);
     expect(&["DEBUG", "local change srv/www/from-beta.txt: file 6 B"]);
     // Frames both ways, with their type and size, in the peer's span.

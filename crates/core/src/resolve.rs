@@ -247,8 +247,13 @@ pub fn resolve_explained<V: IndexView>(
         }
     }
     let mut overlay = BTreeMap::new();
+    // Directories that stay directories: see below.
+    let mut stays_dir = std::collections::HashSet::new();
     for (path, remote) in newest {
         let local = view.entry(path)?;
+        if remote.content.is_dir() && local.as_ref().is_some_and(|l| l.content.is_dir()) {
+            stays_dir.insert(path.clone());
+        }
         match &local {
             Some(local) if local.version > remote.version => {
                 decided(Decision::Loses {
@@ -284,6 +289,12 @@ pub fn resolve_explained<V: IndexView>(
             if !a.is_root() {
                 affected.insert(a);
             }
+        }
+        // A directory that stays one (its metadata changed) hides and
+        // uncovers nothing: only a non-directory ancestor does (see
+        // `crate::tree`). Nothing below it is affected by the change.
+        if stays_dir.contains(path) {
+            continue;
         }
         // Everything below, and the directories in between, which may
         // have no entry of their own (present only for what they hold).

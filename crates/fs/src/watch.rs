@@ -1,9 +1,12 @@
 //! Watching the mirrored trees: kernel events in, batches of dirty paths
 //! out.
 //!
-//! [`Watcher`] puts a recursive inotify watch (through `notify`) on every
-//! mirrored top and turns each event into the path it names, relative to
-//! the root. Paths are gathered for a few milliseconds ([`Debounce`]: a
+//! [`Watcher`] puts an inotify watch on every directory of every mirrored
+//! top (and on each directory created or moved in later) and turns each
+//! event into the path it names, relative to the root. One thread reads
+//! the kernel's events straight from the inotify descriptor, many per
+//! read, and batches them: no thread hand-off or allocation per event,
+//! and no events for opening or reading files are asked for. Paths are gathered for a few milliseconds ([`Debounce`]: a
 //! batch is due once events have paused for `quiet`, or `max_delay` after
 //! its first event, whichever is first) and handed to the caller, who
 //! looks at them with [`crate::local::record_live`]. The watcher says
@@ -18,18 +21,32 @@
 //! excluded paths are dropped here.
 
 use omirr_core::RelPath;
-use std::collections::{BTreeSet, HashMap};
+use rustix::fd::OwnedFd;
+use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the watcher reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
-    /// Paths where something may have changed.
-    Changed(Vec<RelPath>),
+    /// Paths where something may have changed: a file, or a directory
+    /// and everything below it, except for the directories among
+    /// `attrs_only` (a subset of `paths`), which were reported for their
+    /// own metadata alone (`IN_ATTRIB`: a chmod, a chown, times set): what
+    /// lies below them had no event, and need not be walked.
+    /// `still_written` are files being written (created or modified and
+    /// not yet closed) when the batch was cut: a walk of a directory
+    /// above one must leave it alone, or a peer would get it
+    /// half-written. Each comes in a batch of its own once its writer
+    /// closes it (or it settles).
+    Changed {
+        paths: Vec<RelPath>,
+        attrs_only: Vec<RelPath>,
+        still_written: Vec<RelPath>,
+    },
     /// Events were lost (the kernel's queue overflowed): these tops must
     /// be rescanned.
     Rescan(Vec<RelPath>),
@@ -60,6 +77,9 @@ pub struct Debounce {
     settle: Duration,
     max_hold: Duration,
     pending: BTreeSet<RelPath>,
+    /// Pending paths that had no event but a change of their own
+    /// metadata.
+    attrs_only: BTreeSet<RelPath>,
     first: Option<Instant>,
     last: Option<Instant>,
     /// Files written and not closed: (first write, last write).
@@ -103,6 +123,7 @@ impl Debounce {
             settle,
             max_hold,
             pending: BTreeSet::new(),
+            attrs_only: BTreeSet::new(),
             first: None,
             last: None,
             writing: HashMap::new(),
@@ -130,6 +151,29 @@ impl Debounce {
 
     /// Something changed at `path`.
     pub fn push(&mut self, path: RelPath, now: Instant) {
+        self.attrs_only.remove(&path);
+        self.pend(path, now);
+    }
+
+    /// `path` was removed or renamed away: whoever wrote it, nothing is
+    /// left there to wait for.
+    pub fn gone(&mut self, path: RelPath, now: Instant) {
+        self.writing.remove(&path);
+        self.held.remove(&path);
+        self.push(path, now);
+    }
+
+    /// The metadata of `path` itself changed (`IN_ATTRIB`). Unless
+    /// something else is reported at `path` before the batch is cut, it
+    /// is among the batch's `attrs_only`.
+    pub fn touched(&mut self, path: RelPath, now: Instant) {
+        if !self.pending.contains(&path) {
+            self.attrs_only.insert(path.clone());
+        }
+        self.pend(path, now);
+    }
+
+    fn pend(&mut self, path: RelPath, now: Instant) {
         self.pending.insert(path);
         self.first.get_or_insert(now);
         self.last = Some(now);
@@ -147,6 +191,11 @@ impl Debounce {
     /// Whether `path` is a file written and not yet closed.
     pub fn is_writing(&self, path: &RelPath) -> bool {
         self.writing.contains_key(path)
+    }
+
+    /// The files written and not yet closed.
+    pub fn still_written(&self) -> Vec<RelPath> {
+        self.writing.keys().cloned().collect()
     }
 
     /// The writer of `path` closed it.
@@ -182,7 +231,14 @@ impl Debounce {
 
     /// The paths due at `now`, if any.
     pub fn take_due(&mut self, now: Instant) -> Option<Vec<RelPath>> {
+        self.take_due_split(now).map(|(due, _)| due)
+    }
+
+    /// The paths due at `now`, if any, and which of them had only their
+    /// own metadata changed ([`Debounce::touched`]).
+    pub fn take_due_split(&mut self, now: Instant) -> Option<(Vec<RelPath>, Vec<RelPath>)> {
         let mut due = BTreeSet::new();
+        let mut attrs_only = Vec::new();
         let released: Vec<RelPath> = self
             .writing
             .iter()
@@ -205,10 +261,14 @@ impl Debounce {
         if batch_due {
             self.first = None;
             self.last = None;
+            let touched = std::mem::take(&mut self.attrs_only);
             for p in std::mem::take(&mut self.pending) {
                 if self.writing.contains_key(&p) {
                     self.held.insert(p);
                 } else {
+                    if touched.contains(&p) {
+                        attrs_only.push(p.clone());
+                    }
                     due.insert(p);
                 }
             }
@@ -216,21 +276,145 @@ impl Debounce {
         if due.is_empty() {
             None
         } else {
-            Some(due.into_iter().collect())
+            Some((due.into_iter().collect(), attrs_only))
         }
     }
 }
 
 /// A running watch over the mirrored tops; dropping it stops it.
 pub struct Watcher {
-    inner: std::sync::Mutex<notify::RecommendedWatcher>,
-    root: PathBuf,
+    watches: Arc<Mutex<Watches>>,
+    /// Wakes the watcher's thread to stop.
+    stop: OwnedFd,
     _batcher: std::thread::JoinHandle<()>,
 }
 
 /// Which paths the watcher reports: inside a top, not excluded, not the
 /// applier's temporary files.
 pub type PathFilter = Arc<dyn Fn(&RelPath) -> bool + Send + Sync>;
+
+/// What every directory is watched for. Not `IN_OPEN`, `IN_ACCESS` or
+/// `IN_CLOSE_NOWRITE`: reading changes nothing, and the scanner's and the
+/// server's own reads would each cost an event. Never through a symlink.
+const WATCH: WatchFlags = WatchFlags::ATTRIB
+    .union(WatchFlags::CREATE)
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::CLOSE_WRITE)
+    .union(WatchFlags::MODIFY)
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::DONT_FOLLOW)
+    .union(WatchFlags::ONLYDIR)
+    .union(WatchFlags::EXCL_UNLINK);
+
+/// A top is watched for its own removal or move too (its parent is not
+/// watched).
+const WATCH_TOP: WatchFlags = WATCH
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF);
+
+/// Bytes read from the inotify descriptor at once: hundreds of events.
+const READ_BUF: usize = 64 << 10;
+
+/// Why a directory could not be watched.
+#[derive(Debug)]
+enum WatchFailure {
+    /// `fs.inotify.max_user_watches` is reached.
+    Limit,
+    NotFound,
+    Other(std::io::Error),
+}
+
+/// The inotify descriptor and which directory each watch is on.
+struct Watches {
+    fd: Arc<OwnedFd>,
+    root: PathBuf,
+    by_wd: HashMap<i32, RelPath>,
+    by_path: BTreeMap<RelPath, i32>,
+}
+
+impl Watches {
+    /// Watches `dir` and every directory below it (not through symlinks).
+    /// Directories that vanish meanwhile are skipped; the watch limit
+    /// stops the walk. `Err` only for `dir` itself or the limit.
+    fn add_tree(&mut self, dir: &RelPath, top: bool) -> Result<(), WatchFailure> {
+        let mut stack = vec![dir.clone()];
+        let mut first = true;
+        while let Some(d) = stack.pop() {
+            let flags = if top && first { WATCH_TOP } else { WATCH };
+            match self.add_one(&d, flags) {
+                Ok(()) => {}
+                Err(WatchFailure::Limit) => return Err(WatchFailure::Limit),
+                Err(e) if first => return Err(e),
+                // Gone, or not a directory any more: its parent's event
+                // says so.
+                Err(_) => continue,
+            }
+            first = false;
+            let Ok(entries) = std::fs::read_dir(under(&self.root, &d)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                // The entry's own type, from the listing: a symlink to a
+                // directory is not followed.
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    if let Ok(child) = d.join(entry.file_name().as_bytes()) {
+                        stack.push(child);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_one(&mut self, dir: &RelPath, flags: WatchFlags) -> Result<(), WatchFailure> {
+        let full = under(&self.root, dir);
+        match inotify::add_watch(&*self.fd, &full, flags) {
+            Ok(wd) => {
+                // The same directory again (or another path to it) has
+                // the same descriptor: the newest path wins.
+                if let Some(old) = self.by_wd.insert(wd, dir.clone()) {
+                    if old != *dir {
+                        self.by_path.remove(&old);
+                    }
+                }
+                self.by_path.insert(dir.clone(), wd);
+                Ok(())
+            }
+            Err(rustix::io::Errno::NOSPC) => Err(WatchFailure::Limit),
+            Err(rustix::io::Errno::NOENT) => Err(WatchFailure::NotFound),
+            Err(e) => Err(WatchFailure::Other(e.into())),
+        }
+    }
+
+    /// Stops watching `dir` and everything below it (moved away: if it
+    /// was moved inside the tree, its new name is watched anew).
+    fn remove_tree(&mut self, dir: &RelPath) {
+        let below: Vec<RelPath> = std::iter::once(dir.clone())
+            .filter(|d| self.by_path.contains_key(d))
+            .chain(
+                self.by_path
+                    .range(dir.below_path_range())
+                    .map(|(p, _)| p.clone()),
+            )
+            .collect();
+        for p in below {
+            if let Some(wd) = self.by_path.remove(&p) {
+                self.by_wd.remove(&wd);
+                let _ = inotify::remove_watch(&*self.fd, wd);
+            }
+        }
+    }
+
+    /// The kernel dropped watch `wd` (its directory is gone).
+    fn forget(&mut self, wd: i32) {
+        if let Some(p) = self.by_wd.remove(&wd) {
+            if self.by_path.get(&p) == Some(&wd) {
+                self.by_path.remove(&p);
+            }
+        }
+    }
+}
 
 impl Watcher {
     /// Watches `tops` under `root` and calls `sink` with every batch, from
@@ -244,40 +428,49 @@ impl Watcher {
         debounce: Debounce,
         sink: impl Fn(WatchEvent) + Send + 'static,
     ) -> Result<Watcher, WatchError> {
-        use notify::Watcher as _;
-        let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
-        let config = notify::Config::default().with_follow_symlinks(false);
-        let mut inner = notify::RecommendedWatcher::new(
-            move |e| {
-                let _ = tx.send(e);
-            },
-            config,
+        let start = |e: rustix::io::Errno| WatchError::Start(std::io::Error::from(e).to_string());
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .map_err(start)?;
+        let stop = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )
-        .map_err(|e| WatchError::Start(e.to_string()))?;
-        // notify reports absolute paths, whatever the root was given as.
+        .map_err(start)?;
+        let stop_for_thread = stop
+            .try_clone()
+            .map_err(|e| WatchError::Start(e.to_string()))?;
+        // Paths are kept relative to the root, whatever it was given as.
         let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
-        let root_for_retry = root.clone();
+        let mut watches = Watches {
+            fd: Arc::new(fd),
+            root: root.clone(),
+            by_wd: HashMap::new(),
+            by_path: BTreeMap::new(),
+        };
         let tops = tops.to_vec();
         let mut degraded = Vec::new();
         for top in &tops {
-            let dir = under(&root, top);
-            if let Err(e) = inner.watch(&dir, notify::RecursiveMode::Recursive) {
+            if let Err(e) = watches.add_tree(top, true) {
                 degraded.push(WatchEvent::Degraded {
                     top: top.clone(),
-                    reason: describe(&e, &dir),
+                    reason: describe(&e, &under(&root, top)),
                 });
             }
         }
         for d in degraded {
             sink(d);
         }
+        let watches = Arc::new(Mutex::new(watches));
+        let w = watches.clone();
         let batcher = std::thread::Builder::new()
             .name("omirr-watch".into())
-            .spawn(move || batch_loop(rx, root, tops, exclude, debounce, sink))
+            .spawn(move || {
+                batch_loop(&w, &stop_for_thread, &tops, &exclude, debounce, &sink);
+            })
             .map_err(|e| WatchError::Start(e.to_string()))?;
         Ok(Watcher {
-            inner: std::sync::Mutex::new(inner),
-            root: root_for_retry,
+            watches,
+            stop,
             _batcher: batcher,
         })
     }
@@ -285,133 +478,206 @@ impl Watcher {
     /// Tries again to watch a top reported [`WatchEvent::Degraded`] (it
     /// did not exist, or the watch limit was reached). `Err` says why not.
     pub fn retry(&self, top: &RelPath) -> Result<(), String> {
-        use notify::Watcher as _;
-        let dir = under(&self.root, top);
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
-            .watch(&dir, notify::RecursiveMode::Recursive)
-            .map_err(|e| describe(&e, &dir))
+        let mut w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = under(&w.root, top);
+        w.add_tree(top, true).map_err(|e| describe(&e, &dir))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
+    }
+}
+
+/// Waits for the inotify descriptor to be readable, or `stop`, or the
+/// debounce's deadline; whether to go on.
+fn wait(fd: &OwnedFd, stop: &OwnedFd, deadline: Option<Instant>) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let timeout = deadline.map(|at| {
+        let d = at.saturating_duration_since(Instant::now());
+        Timespec {
+            tv_sec: d.as_secs() as _,
+            tv_nsec: d.subsec_nanos() as _,
+        }
+    });
+    let mut fds = [
+        PollFd::new(fd, PollFlags::IN),
+        PollFd::new(stop, PollFlags::IN),
+    ];
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(_) => fds[1].revents().is_empty(),
+        Err(rustix::io::Errno::INTR) => true,
+        Err(e) => {
+            tracing::error!("watching stopped: {}", std::io::Error::from(e));
+            false
+        }
     }
 }
 
 fn batch_loop(
-    rx: mpsc::Receiver<notify::Result<notify::Event>>,
-    root: PathBuf,
-    tops: Vec<RelPath>,
-    exclude: PathFilter,
+    watches: &Mutex<Watches>,
+    stop: &OwnedFd,
+    tops: &[RelPath],
+    exclude: &PathFilter,
     mut debounce: Debounce,
-    sink: impl Fn(WatchEvent),
+    sink: &impl Fn(WatchEvent),
 ) {
+    let fd = watches.lock().unwrap_or_else(|e| e.into_inner()).fd.clone();
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); READ_BUF];
     loop {
-        let msg = match debounce.deadline() {
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-        };
-        match msg {
-            Ok(Ok(event)) => {
-                // Opening and reading change nothing, and the scanner's own
-                // reads would otherwise send it round again.
-                let read = reads_only(&event.kind);
-                tracing::trace!(
-                    "watch event {:?} {:?}{}",
-                    event.kind,
-                    event.paths,
-                    if read { " (a read: ignored)" } else { "" }
-                );
-                if event.need_rescan() {
-                    sink(WatchEvent::Rescan(tops.clone()));
-                    continue;
-                }
-                if read {
-                    continue;
-                }
-                let now = Instant::now();
-                if let Some(cookie) = event.attrs.tracker() {
-                    use notify::event::{ModifyKind, RenameMode};
-                    match event.kind {
-                        notify::EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-                            debounce.rename_from(cookie, now)
-                        }
-                        notify::EventKind::Modify(ModifyKind::Name(
-                            RenameMode::To | RenameMode::Both,
-                        )) => debounce.rename_to(cookie),
-                        _ => {}
-                    }
-                }
-                let writing = Writing::of(&event.kind);
-                for p in &event.paths {
-                    if let Some(rel) = relative(&root, p) {
-                        let inside = tops.iter().any(|t| rel == *t || rel.is_below(t));
-                        if inside && !exclude(&rel) && !crate::apply::is_temp_name(rel.file_name())
-                        {
-                            match writing {
-                                // A symlink, a FIFO or a directory has no
-                                // writer to wait for.
-                                Writing::Created if !is_file(p) => debounce.push(rel, now),
-                                // IN_MODIFY on a directory means only that
-                                // its mtime was set alone (utimensat with
-                                // UTIME_OMIT), which is how the applier
-                                // puts back the times of the directories
-                                // it wrote in. Reporting it would rescan
-                                // the whole directory after every applied
-                                // batch; a change of its entries has
-                                // events of its own.
-                                Writing::Open if !debounce.is_writing(&rel) && !is_file(p) => {}
-                                Writing::Open | Writing::Created => debounce.written(rel, now),
-                                Writing::Closed => debounce.closed(rel, now),
-                                Writing::No => debounce.push(rel, now),
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(Err(e)) => {
-                // Which top lost its watches is not always known: report
-                // the ones the error names, or all.
-                let named: Vec<RelPath> =
-                    e.paths.iter().filter_map(|p| relative(&root, p)).collect();
-                let affected: Vec<&RelPath> = tops
-                    .iter()
-                    .filter(|t| named.is_empty() || named.iter().any(|n| n == *t || n.is_below(t)))
-                    .collect();
-                for top in affected {
-                    sink(WatchEvent::Degraded {
-                        top: top.clone(),
-                        reason: describe(&e, &under(&root, top)),
-                    });
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        if !wait(&fd, stop, debounce.deadline()) {
+            return;
         }
-        if let Some(batch) = debounce.take_due(Instant::now()) {
-            tracing::trace!("watch batch of {} paths: {:?}", batch.len(), batch);
-            sink(WatchEvent::Changed(batch));
+        let mut reader = inotify::Reader::new(&*fd, &mut buf);
+        let mut w = watches.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let event = match reader.next() {
+                Ok(e) => e,
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => break,
+                Err(e) => {
+                    tracing::error!("cannot read file events: {}", std::io::Error::from(e));
+                    break;
+                }
+            };
+            let now = Instant::now();
+            let flags = event.events();
+            let name = event.file_name().map(|n| n.to_bytes());
+            if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                tracing::trace!("watch event Q_OVERFLOW");
+                sink(WatchEvent::Rescan(tops.to_vec()));
+                continue;
+            }
+            if flags.contains(ReadFlags::IGNORED) {
+                w.forget(event.wd());
+                continue;
+            }
+            let Some(dir) = w.by_wd.get(&event.wd()) else {
+                continue;
+            };
+            // The applier's temporary files are never anyone's changes:
+            // dropped before they cost anything.
+            let temp = name.is_some_and(crate::apply::is_temp_name);
+            tracing::trace!(
+                "watch event {} {dir}{}{}{}",
+                Kinds(flags),
+                if name.is_some() { "/" } else { "" },
+                String::from_utf8_lossy(name.unwrap_or_default()),
+                if temp {
+                    " (the applier's temporary file: ignored)"
+                } else {
+                    ""
+                }
+            );
+            if temp {
+                continue;
+            }
+            let rel = match name {
+                Some(n) => match dir.join(n) {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                },
+                None => dir.clone(),
+            };
+            let is_dir = flags.contains(ReadFlags::ISDIR);
+            if flags.contains(ReadFlags::MOVED_FROM) {
+                debounce.rename_from(event.cookie() as usize, now);
+                if is_dir {
+                    w.remove_tree(&rel);
+                }
+            }
+            if flags.contains(ReadFlags::MOVED_TO) {
+                debounce.rename_to(event.cookie() as usize);
+            }
+            if is_dir && flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
+                // What is created in it before its watch begins is found
+                // by the walk of the dirty directory that follows.
+                if let Err(WatchFailure::Limit) = w.add_tree(&rel, false) {
+                    let root = w.root.clone();
+                    for top in tops.iter().filter(|t| rel == **t || rel.is_below(t)) {
+                        sink(WatchEvent::Degraded {
+                            top: top.clone(),
+                            reason: describe(&WatchFailure::Limit, &under(&root, top)),
+                        });
+                    }
+                }
+            }
+            let inside = tops.iter().any(|t| rel == *t || rel.is_below(t));
+            if !inside || exclude(&rel) {
+                continue;
+            }
+            if flags.contains(ReadFlags::CREATE) && !is_dir {
+                // A symlink, a FIFO or a socket has no writer to wait for.
+                if is_file(&under(&w.root, &rel)) {
+                    debounce.written(rel, now);
+                } else {
+                    debounce.push(rel, now);
+                }
+            } else if flags.contains(ReadFlags::MODIFY) {
+                // IN_MODIFY on a directory means only that its mtime was
+                // set alone (utimensat with UTIME_OMIT), which is how the
+                // applier puts back the times of the directories it wrote
+                // in. Reporting it would rescan the whole directory after
+                // every applied batch; a change of its entries has events
+                // of its own.
+                if !is_dir {
+                    debounce.written(rel, now);
+                }
+            } else if flags.contains(ReadFlags::CLOSE_WRITE) {
+                debounce.closed(rel, now);
+            } else if flags.contains(ReadFlags::ATTRIB) {
+                debounce.touched(rel, now);
+            } else if flags.intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM) {
+                debounce.gone(rel, now);
+            } else {
+                // Created directories, removals, both names of renames, a
+                // top removed or moved itself.
+                debounce.push(rel, now);
+            }
+        }
+        drop(w);
+        if let Some((paths, attrs_only)) = debounce.take_due_split(Instant::now()) {
+            tracing::trace!(
+                "watch batch of {} paths ({} for their metadata alone): {:?}",
+                paths.len(),
+                attrs_only.len(),
+                paths
+            );
+            let still_written = debounce.still_written();
+            sink(WatchEvent::Changed {
+                paths,
+                attrs_only,
+                still_written,
+            });
         }
     }
 }
 
-/// What an event says about a file's writer.
-#[derive(Clone, Copy)]
-enum Writing {
-    /// Written: possibly still open for writing.
-    Open,
-    /// Created: if a regular file, possibly open for writing.
-    Created,
-    /// Closed after writing.
-    Closed,
-    No,
-}
+/// An event's kinds by their inotify names, for the trace log.
+struct Kinds(ReadFlags);
 
-impl Writing {
-    fn of(kind: &notify::EventKind) -> Writing {
-        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
-        match kind {
-            EventKind::Create(CreateKind::File) => Writing::Created,
-            EventKind::Modify(ModifyKind::Data(_)) => Writing::Open,
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Writing::Closed,
-            _ => Writing::No,
+impl std::fmt::Display for Kinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [(ReadFlags, &str); 10] = [
+            (ReadFlags::CREATE, "CREATE"),
+            (ReadFlags::MODIFY, "MODIFY"),
+            (ReadFlags::CLOSE_WRITE, "CLOSE_WRITE"),
+            (ReadFlags::ATTRIB, "ATTRIB"),
+            (ReadFlags::MOVED_FROM, "MOVED_FROM"),
+            (ReadFlags::MOVED_TO, "MOVED_TO"),
+            (ReadFlags::DELETE, "DELETE"),
+            (ReadFlags::DELETE_SELF, "DELETE_SELF"),
+            (ReadFlags::MOVE_SELF, "MOVE_SELF"),
+            (ReadFlags::ISDIR, "ISDIR"),
+        ];
+        let mut first = true;
+        for (flag, name) in NAMES {
+            if self.0.contains(flag) {
+                write!(f, "{}{name}", if first { "" } else { "|" })?;
+                first = false;
+            }
         }
+        Ok(())
     }
 }
 
@@ -419,27 +685,18 @@ fn is_file(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
 }
 
-fn reads_only(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => false,
-        EventKind::Access(_) => true,
-        _ => false,
-    }
-}
-
 /// What an administrator should read about a watch failure.
-fn describe(e: &notify::Error, dir: &Path) -> String {
-    match e.kind {
-        notify::ErrorKind::MaxFilesWatch => format!(
+fn describe(e: &WatchFailure, dir: &Path) -> String {
+    match e {
+        WatchFailure::Limit => format!(
             "the inotify watch limit is reached while watching {}: changes there are found by periodic rescans until the limit is raised (sysctl fs.inotify.max_user_watches=N; see /proc/sys/fs/inotify/max_user_watches)",
             dir.display()
         ),
-        notify::ErrorKind::PathNotFound => format!(
+        WatchFailure::NotFound => format!(
             "{} does not exist yet: it is looked at by periodic rescans",
             dir.display()
         ),
-        _ => format!("cannot watch {}: {e}", dir.display()),
+        WatchFailure::Other(e) => format!("cannot watch {}: {e}", dir.display()),
     }
 }
 
@@ -447,14 +704,10 @@ fn under(root: &Path, p: &RelPath) -> PathBuf {
     root.join(std::ffi::OsStr::from_bytes(p.as_bytes()))
 }
 
-fn relative(root: &Path, p: &Path) -> Option<RelPath> {
-    let rest = p.strip_prefix(root).ok()?;
-    RelPath::new(rest.as_os_str().as_bytes().to_vec()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s.as_bytes()).expect("path")
@@ -516,6 +769,47 @@ mod tests {
         }
         assert_eq!(d.deadline(), Some(t0 + ms(150)));
         assert_eq!(d.take_due(t0 + ms(150)), Some(vec![p("c")]));
+    }
+
+    #[test]
+    fn a_path_is_attrs_only_if_nothing_else_was_reported_there() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debounce::new(ms(2), ms(100));
+        d.touched(p("chmodded"), t0);
+        d.touched(p("created"), t0);
+        d.push(p("created"), t0);
+        d.push(p("moved"), t0);
+        d.touched(p("moved"), t0);
+        assert_eq!(
+            d.take_due_split(t0 + ms(2)),
+            Some((
+                vec![p("chmodded"), p("created"), p("moved")],
+                vec![p("chmodded")]
+            ))
+        );
+        // The next batch starts afresh.
+        d.push(p("chmodded"), t0 + ms(10));
+        assert_eq!(
+            d.take_due_split(t0 + ms(12)),
+            Some((vec![p("chmodded")], vec![]))
+        );
+    }
+
+    #[test]
+    fn a_file_written_and_removed_is_waited_for_no_more() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debounce::new(ms(2), ms(100));
+        d.written(p("download"), t0);
+        d.written(p("log"), t0);
+        assert_eq!(d.take_due(t0 + ms(5)), None, "both held");
+        let mut written = d.still_written();
+        written.sort();
+        assert_eq!(written, vec![p("download"), p("log")]);
+        d.gone(p("download"), t0 + ms(10));
+        assert_eq!(d.take_due(t0 + ms(12)), Some(vec![p("download")]));
+        assert_eq!(d.still_written(), vec![p("log")]);
     }
 
     #[test]
@@ -591,7 +885,7 @@ mod tests {
         while !(seen.contains(&p("srv/www/e")) && seen.contains(&p("srv/www/d"))) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(WatchEvent::Changed(paths)) => seen.extend(paths),
+                Ok(WatchEvent::Changed { paths, .. }) => seen.extend(paths),
                 Ok(other) => panic!("{other:?}"),
                 Err(_) => break,
             }
@@ -606,6 +900,110 @@ mod tests {
             "{seen:?}"
         );
         assert!(!seen.contains(&p("srv/www/a.swp")), "{seen:?}");
+    }
+
+    /// Every path reported until nothing has come for `quiet`.
+    fn gather(rx: &mpsc::Receiver<WatchEvent>, quiet: Duration) -> BTreeSet<RelPath> {
+        let mut seen = BTreeSet::new();
+        while let Ok(e) = rx.recv_timeout(quiet) {
+            match e {
+                WatchEvent::Changed { paths, .. } => seen.extend(paths),
+                other => panic!("{other:?}"),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn directories_created_or_moved_in_are_watched_at_their_new_names() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir_all(root.join("srv/www")).expect("mkdir");
+        std::fs::create_dir_all(root.join("outside/moved/deep")).expect("mkdir");
+        let (tx, rx) = mpsc::channel();
+        let ms = Duration::from_millis;
+        let w = Watcher::start(
+            &root,
+            &[p("srv/www")],
+            Arc::new(|_: &RelPath| false),
+            Debounce::new(ms(5), ms(100)),
+            move |e| {
+                let _ = tx.send(e);
+            },
+        )
+        .expect("watch");
+        std::fs::create_dir_all(root.join("srv/www/a/b")).expect("mkdir");
+        std::fs::rename(root.join("outside/moved"), root.join("srv/www/in")).expect("mv");
+        let seen = gather(&rx, ms(300));
+        assert!(seen.contains(&p("srv/www/a")), "{seen:?}");
+        assert!(seen.contains(&p("srv/www/in")), "{seen:?}");
+        // Now watched, below too, at the names they have now.
+        std::fs::write(root.join("srv/www/a/b/f"), b"x").expect("write");
+        std::fs::write(root.join("srv/www/in/deep/g"), b"y").expect("write");
+        std::fs::rename(root.join("srv/www/a"), root.join("srv/www/c")).expect("mv");
+        let seen = gather(&rx, ms(300));
+        assert!(seen.contains(&p("srv/www/a/b/f")), "{seen:?}");
+        assert!(seen.contains(&p("srv/www/in/deep/g")), "{seen:?}");
+        std::fs::write(root.join("srv/www/c/b/h"), b"z").expect("write");
+        // Moved out of the tops: no longer reported.
+        std::fs::rename(root.join("srv/www/in"), root.join("outside/back")).expect("mv");
+        std::fs::write(root.join("outside/back/deep/k"), b"k").expect("write");
+        let seen = gather(&rx, ms(300));
+        assert!(seen.contains(&p("srv/www/c/b/h")), "{seen:?}");
+        assert!(seen.contains(&p("srv/www/in")), "{seen:?}");
+        assert!(seen.iter().all(|s| s.is_below(&p("srv/www"))), "{seen:?}");
+        assert!(!seen.contains(&p("srv/www/in/deep/k")), "{seen:?}");
+        // Dropping the watcher stops its thread (and drops the sink).
+        drop(w);
+        assert_eq!(
+            rx.recv_timeout(ms(2000)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn a_directory_whose_mode_changed_is_reported_for_its_metadata_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir_all(root.join("srv/www/old")).expect("mkdir");
+        let (tx, rx) = mpsc::channel();
+        let ms = Duration::from_millis;
+        let _w = Watcher::start(
+            &root,
+            &[p("srv/www")],
+            Arc::new(|_: &RelPath| false),
+            // Long enough a pause that the mkdir and the chmod share a
+            // batch.
+            Debounce::new(ms(100), ms(1000)),
+            move |e| {
+                let _ = tx.send(e);
+            },
+        )
+        .expect("watch");
+        let mode = std::fs::Permissions::from_mode(0o700);
+        std::fs::set_permissions(root.join("srv/www/old"), mode.clone()).expect("chmod");
+        // A new directory whose mode is set at once is still walked.
+        std::fs::create_dir(root.join("srv/www/new")).expect("mkdir");
+        std::fs::set_permissions(root.join("srv/www/new"), mode).expect("chmod");
+        let deadline = Instant::now() + ms(1500);
+        let (mut seen, mut attrs) = (BTreeSet::new(), BTreeSet::new());
+        while let Ok(e) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match e {
+                WatchEvent::Changed {
+                    paths, attrs_only, ..
+                } => {
+                    assert!(attrs_only.iter().all(|a| paths.contains(a)), "a subset");
+                    seen.extend(paths);
+                    attrs.extend(attrs_only);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(seen.contains(&p("srv/www/old")), "{seen:?}");
+        assert!(seen.contains(&p("srv/www/new")), "{seen:?}");
+        assert!(attrs.contains(&p("srv/www/old")), "{attrs:?}");
+        assert!(!attrs.contains(&p("srv/www/new")), "{attrs:?}");
     }
 
     #[test]
@@ -639,7 +1037,7 @@ mod tests {
         let mut seen = BTreeSet::new();
         while let Ok(e) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             match e {
-                WatchEvent::Changed(paths) => seen.extend(paths),
+                WatchEvent::Changed { paths, .. } => seen.extend(paths),
                 other => panic!("{other:?}"),
             }
         }

@@ -281,10 +281,18 @@ async fn local_changes(
 ) {
     while let Some(event) = events.recv().await {
         let dirty = match event {
-            WatchEvent::Changed(paths) => paths,
+            WatchEvent::Changed {
+                paths,
+                attrs_only,
+                still_written,
+            } => omirr_sync::local::Dirty {
+                paths,
+                attrs_only,
+                still_written,
+            },
             WatchEvent::Rescan(tops) => {
                 tracing::warn!("the kernel dropped file events: rescanning");
-                tops
+                omirr_sync::local::Dirty::all(tops)
             }
             WatchEvent::Degraded { top, reason } => {
                 tracing::warn!("{reason}");
@@ -306,7 +314,8 @@ async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: R
         let w = watcher.clone();
         let t = top.clone();
         let watched = tokio::task::spawn_blocking(move || w.retry(&t)).await;
-        omirr_sync::local::record(&shared.engine, vec![top.clone()]).await;
+        let dirty = omirr_sync::local::Dirty::all(vec![top.clone()]);
+        omirr_sync::local::record(&shared.engine, dirty).await;
         if let Ok(Ok(())) = watched {
             tracing::info!(top = %top, "now watching");
             return;
@@ -332,6 +341,13 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
             drop(stream);
             continue;
         };
+        // As on the dialing side: requests, answers and Acks are small
+        // writes that wait for each other; Nagle's algorithm would hold
+        // each behind the peer's delayed ACK (40 ms), on whichever host
+        // accepted the session.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%from, "cannot set TCP_NODELAY: {e}");
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
             let config = match tls::server_config(&shared.identity, shared.pins.clone()) {

@@ -3,8 +3,9 @@
 //! the tree holds that content there.
 //!
 //! Requests wait in a queue that the protocol bounds
-//! ([`crate::MAX_QUEUED_REQUESTS`]); at most [`SERVING`] are read
-//! from disk at once, each on a blocking thread. The answers go out
+//! ([`crate::MAX_QUEUED_REQUESTS`]); they are served in batches of up to
+//! [`SERVE_BATCH`], in order, each batch on a blocking thread, at most
+//! [`SERVING`] batches at once. The answers go out
 //! through the session's bounded data queue, so a peer that reads slowly
 //! slows only the serving of its own requests.
 
@@ -17,8 +18,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Requests of the peer's read from disk at once.
+/// Batches of the peer's requests read from disk at once.
 pub const SERVING: usize = 16;
+/// Requests served by one blocking task, in order: the peer asks for a
+/// group's small files hundreds at a time, and a thread hand-off per file
+/// cost more than reading it.
+pub const SERVE_BATCH: usize = 64;
 
 /// Serves what arrives on `requests` until the session ends; `queued`
 /// counts requests not yet answered (the reader checks it).
@@ -30,49 +35,62 @@ pub async fn serve_requests(
     queued: Arc<AtomicUsize>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(SERVING));
-    while let Some((ask, job)) = requests.recv().await {
+    while let Some(first) = requests.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
+        // Whatever else is queued by now joins the batch.
+        let mut batch = vec![first];
+        while batch.len() < SERVE_BATCH {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
         let (engine, out, queued, peer) =
             (engine.clone(), out.clone(), queued.clone(), peer.clone());
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _span = span.enter();
             let _permit = permit;
-            let id = ask.id;
-            // For the debug log only: no clock is read when it is off.
-            let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
-            let path = started.map(|_| ask.path.clone());
-            // Only what the peer shares with us, as for its changes.
-            let result = if !engine.policy().authorised(&peer, &ask.path) {
-                tracing::warn!(%peer, path = %ask.path, "refused a request: not in a mirror set this host shares with the peer");
-                Err("not in a mirror set this host shares with you".to_string())
-            } else {
-                match job {
-                    Job::Ranges(ranges) => {
-                        send_ranges(&engine, &out, ask, ranges).map(Served::Bytes)
-                    }
-                    Job::Chunks => send_chunk_list(&engine, &out, ask).map(Served::ChunkList),
-                }
-            };
-            if let (Some(started), Some(path)) = (started, path) {
-                let took = omirr_fs::shown::Took(started.elapsed());
-                match &result {
-                    Ok(Served::Bytes(n)) => {
-                        tracing::debug!("served {path} {} in {took}", omirr_fs::shown::Size(*n))
-                    }
-                    Ok(Served::ChunkList(n)) => {
-                        tracing::debug!("served the chunk list of {path} ({n} chunks) in {took}")
-                    }
-                    Err(reason) => tracing::debug!("could not serve {path}: {reason}"),
-                }
+            for (ask, job) in batch {
+                serve_one(&engine, &peer, &out, ask, job);
+                queued.fetch_sub(1, Ordering::Relaxed);
             }
-            if let Err(reason) = result {
-                let _ = out.blocking_send(Message::FileUnavailable { id, reason });
-            }
-            queued.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Answers one request (with the content, or with why not).
+fn serve_one(engine: &Engine, peer: &str, out: &mpsc::Sender<Message>, ask: Ask, job: Job) {
+    let id = ask.id;
+    // For the debug log only: no clock is read when it is off.
+    let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
+    let path = started.map(|_| ask.path.clone());
+    // Only what the peer shares with us, as for its changes.
+    let result = if !engine.policy().authorised(peer, &ask.path) {
+        tracing::warn!(%peer, path = %ask.path, "refused a request: not in a mirror set this host shares with the peer");
+        Err("not in a mirror set this host shares with you".to_string())
+    } else {
+        match job {
+            Job::Ranges(ranges) => send_ranges(engine, out, ask, ranges).map(Served::Bytes),
+            Job::Chunks => send_chunk_list(engine, out, ask).map(Served::ChunkList),
+        }
+    };
+    if let (Some(started), Some(path)) = (started, path) {
+        let took = omirr_fs::shown::Took(started.elapsed());
+        match &result {
+            Ok(Served::Bytes(n)) => {
+                tracing::debug!("served {path} {} in {took}", omirr_fs::shown::Size(*n))
+            }
+            Ok(Served::ChunkList(n)) => {
+                tracing::debug!("served the chunk list of {path} ({n} chunks) in {took}")
+            }
+            Err(reason) => tracing::debug!("could not serve {path}: {reason}"),
+        }
+    }
+    if let Err(reason) = result {
+        let _ = out.blocking_send(Message::FileUnavailable { id, reason });
     }
 }
 
