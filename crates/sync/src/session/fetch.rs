@@ -48,6 +48,9 @@ pub const LARGE_WINDOW: u64 = 4 << 20;
 pub const MAX_REQUESTS: usize = 1024;
 /// Staged content kept in memory, per session; more goes to disk.
 pub const STAGE_MEMORY: u64 = 16 << 20;
+/// Bytes of a large file staged between two starts of their writeback
+/// ([`StageWriter`]).
+pub const WRITEBACK: u64 = 8 << 20;
 
 /// One piece of an answer.
 pub enum Piece {
@@ -683,6 +686,7 @@ impl<'t> Ranges<'t> {
 /// The whole file by windows of ranges (`FileRequest` without `chunks`).
 async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), FetchError> {
     let mut hasher = blake3::Hasher::new();
+    let mut out = StageWriter::new(out);
     if t.chunks {
         let mut ranges = Ranges::new(t, w, &[(0, w.size)]);
         let mut at = 0u64;
@@ -691,7 +695,7 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
             let n = (w.size - at).min(buf.len() as u64) as usize;
             ranges.read_exact(&mut buf[..n]).await?;
             hasher.update(&buf[..n]);
-            write_at(out, &buf[..n], at)?;
+            out.write_at(&buf[..n], at)?;
             at += n as u64;
         }
     } else {
@@ -699,7 +703,7 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
         let mut at = 0u64;
         while let Some(d) = answer.next_data().await? {
             hasher.update(&d);
-            write_at(out, &d, at)?;
+            out.write_at(&d, at)?;
             at += d.len() as u64;
         }
     }
@@ -711,9 +715,50 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
     Ok(())
 }
 
-fn write_at(out: &std::fs::File, data: &[u8], at: u64) -> Result<(), FetchError> {
-    tokio::task::block_in_place(|| out.write_all_at(data, at))
-        .map_err(|e| FetchError::File(format!("cannot stage it: {e}")))
+/// A large file being staged, written front to back. Every [`WRITEBACK`]
+/// bytes it starts the kernel's writeback of what it wrote, without
+/// waiting for it: the disk writes while the rest arrives, and the fsync
+/// the applier makes before its rename (durability is the applier's, not
+/// this) finds little left to write.
+struct StageWriter<'f> {
+    file: &'f std::fs::File,
+    /// Bytes before this offset have had their writeback started.
+    started: u64,
+}
+
+impl<'f> StageWriter<'f> {
+    fn new(file: &'f std::fs::File) -> StageWriter<'f> {
+        StageWriter { file, started: 0 }
+    }
+
+    fn write_at(&mut self, data: &[u8], at: u64) -> Result<(), FetchError> {
+        let end = at + data.len() as u64;
+        tokio::task::block_in_place(|| {
+            self.file.write_all_at(data, at)?;
+            if end >= self.started + WRITEBACK {
+                start_writeback(self.file, self.started, end - self.started);
+                self.started = end;
+            }
+            Ok(())
+        })
+        .map_err(|e: std::io::Error| FetchError::File(format!("cannot stage it: {e}")))
+    }
+}
+
+/// Starts the writeback of `len` bytes at `offset` of `file`
+/// (`sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: it waits for no
+/// write to finish, and makes nothing durable). A hint only, so its
+/// failure (a filesystem without it) is ignored.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the call takes a descriptor, which `file` keeps open for
+    // its duration, and integers; it reads or writes no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 /// Delta transfer: the peer's chunk list, the chunks this host holds of
@@ -786,6 +831,7 @@ async fn delta(
     let fetched = recipe.remote_bytes();
     let mut remote = Ranges::new(t, w, &recipe.ranges);
     let mut hasher = blake3::Hasher::new();
+    let mut out = StageWriter::new(out);
     let mut at = 0u64;
     let mut buf = Vec::new();
     for step in recipe.steps {
@@ -806,7 +852,7 @@ async fn delta(
             }
         }
         hasher.update(&buf);
-        write_at(out, &buf, at)?;
+        out.write_at(&buf, at)?;
         at += buf.len() as u64;
     }
     if let Some(k) = &trusted {
