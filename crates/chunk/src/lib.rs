@@ -39,6 +39,33 @@ pub struct Chunk {
     pub hash: Hash,
 }
 
+/// Bytes of a chunk's hash that a compact list ([`Digest`]) sends.
+pub const DIGEST_LEN: usize = 8;
+
+/// A chunk as a compact list names it: its length and the first
+/// [`DIGEST_LEN`] bytes of its hash, about a third of a [`Chunk`] on the
+/// wire. Enough to find which chunks a host already holds: a false match
+/// (two in 2^64 for a pair of chunks of the same length) only makes a
+/// rebuilt file that fails the whole file's hash, and the receiver then
+/// fetches the file whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Digest {
+    pub len: u32,
+    pub prefix: [u8; DIGEST_LEN],
+}
+
+impl Chunk {
+    /// How a compact list names this chunk.
+    pub fn digest(&self) -> Digest {
+        let mut prefix = [0; DIGEST_LEN];
+        prefix.copy_from_slice(&self.hash[..DIGEST_LEN]);
+        Digest {
+            len: self.len,
+            prefix,
+        }
+    }
+}
+
 /// A file cut into chunks, with the hash and size of the whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunked {
@@ -175,25 +202,47 @@ impl Recipe {
     /// Matches the new version's `chunks` against what the host holds:
     /// `have` maps a chunk hash to (source, offset in it).
     pub fn new(chunks: &[Chunk], have: &HashMap<Hash, (usize, u64)>) -> Recipe {
+        Recipe::build(chunks.iter().map(|c| {
+            let local = have.get(&c.hash).map(|&(source, from)| Step::Local {
+                source,
+                from,
+                chunk: *c,
+            });
+            (c.len, local)
+        }))
+    }
+
+    /// [`Recipe::new`] for a compact list: `have` maps the digest of each
+    /// chunk the host holds to (source, offset in it, the chunk), and a
+    /// [`Step::Local`] names the host's chunk, with its whole hash.
+    pub fn from_digests(digests: &[Digest], have: &HashMap<Digest, (usize, u64, Chunk)>) -> Recipe {
+        Recipe::build(digests.iter().map(|d| {
+            let local = have.get(d).map(|&(source, from, chunk)| Step::Local {
+                source,
+                from,
+                chunk,
+            });
+            (d.len, local)
+        }))
+    }
+
+    /// The recipe of chunks of these lengths, each local or not.
+    fn build(chunks: impl ExactSizeIterator<Item = (u32, Option<Step>)>) -> Recipe {
         let mut steps = Vec::with_capacity(chunks.len());
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         let mut at = 0u64;
-        for c in chunks {
-            match have.get(&c.hash) {
-                Some(&(source, from)) => steps.push(Step::Local {
-                    source,
-                    from,
-                    chunk: *c,
-                }),
+        for (len, local) in chunks {
+            match local {
+                Some(step) => steps.push(step),
                 None => {
-                    steps.push(Step::Remote { len: c.len });
+                    steps.push(Step::Remote { len });
                     match ranges.last_mut() {
-                        Some((start, len)) if *start + *len == at => *len += c.len as u64,
-                        _ => ranges.push((at, c.len as u64)),
+                        Some((start, l)) if *start + *l == at => *l += len as u64,
+                        _ => ranges.push((at, len as u64)),
                     }
                 }
             }
-            at += c.len as u64;
+            at += len as u64;
         }
         Recipe { steps, ranges }
     }
@@ -387,6 +436,30 @@ mod tests {
         assert_eq!(taken, remote.len());
         assert_eq!(rebuilt, new);
         assert!(recipe.remote_bytes() < 400_000, "{}", recipe.remote_bytes());
+    }
+
+    #[test]
+    fn digests_make_the_recipe_full_hashes_make() {
+        let old = random(4 << 20, 8);
+        let mut new = old.clone();
+        new[2_000_000..2_100_000].copy_from_slice(&random(100_000, 9));
+        let (old_chunks, new_chunks) = (chunk_bytes(&old), chunk_bytes(&new));
+        let by_hash = Recipe::new(&new_chunks, &have(&old_chunks));
+        let mut at = 0;
+        let mut by_digest = HashMap::new();
+        for c in &old_chunks {
+            by_digest.entry(c.digest()).or_insert((0, at, *c));
+            at += c.len as u64;
+        }
+        let digests: Vec<Digest> = new_chunks.iter().map(Chunk::digest).collect();
+        let compact = Recipe::from_digests(&digests, &by_digest);
+        assert_eq!(compact, by_hash);
+        assert!(!compact.ranges.is_empty() && compact.remote_bytes() < 600_000);
+        // A digest of another length is another chunk.
+        let mut longer = digests.clone();
+        longer[0].len += 1;
+        let r = Recipe::from_digests(&longer, &by_digest);
+        assert_eq!(r.ranges.first(), Some(&(0, longer[0].len as u64)));
     }
 
     #[test]

@@ -23,7 +23,7 @@
 
 use crate::engine::Engine;
 use crate::Violation;
-use omirr_chunk::{Chunk, Recipe, Step};
+use omirr_chunk::{Chunk, Digest, Recipe, Step};
 use omirr_core::{Content, Hash, IndexView, RelPath};
 use omirr_fs::apply::{ContentSource, SourceError, Wanted};
 use omirr_proto::{Message, MAX_CHUNK};
@@ -56,6 +56,7 @@ pub const WRITEBACK: u64 = 8 << 20;
 pub enum Piece {
     Data(Vec<u8>),
     Chunks(Vec<Chunk>, bool),
+    Digests(Vec<Digest>, bool),
     End,
     Unavailable(String),
 }
@@ -80,6 +81,9 @@ pub struct Transfers {
     out: mpsc::Sender<Message>,
     /// Whether the peer speaks `chunks`.
     pub chunks: bool,
+    /// Whether the peer speaks `chunk-digests`: its chunk lists are then
+    /// asked for compact ([`Digest`]s).
+    pub digests: bool,
     /// Bytes of small files that may be requested and not yet received.
     pub budget: u64,
     /// Staged bytes now held in memory.
@@ -126,10 +130,18 @@ impl Transfers {
             ids: AtomicU64::new(1),
             out,
             chunks,
+            digests: false,
             budget,
             mem: AtomicU64::new(0),
             closed: Default::default(),
         }
+    }
+
+    /// Chunk lists are to be asked for compact (`chunk-digests`) if
+    /// `digests`.
+    pub fn with_digests(mut self, digests: bool) -> Transfers {
+        self.digests = digests;
+        self
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Transfer>> {
@@ -226,25 +238,15 @@ impl Transfers {
                 let Some(t) = open.get_mut(&id) else {
                     return Ok(());
                 };
-                let Expect::Chunks(left) = &mut t.expect else {
-                    return Err(Violation(format!("a chunk list for file request {id}")));
-                };
-                if chunks
-                    .iter()
-                    .any(|c| c.len == 0 || c.len as usize > MAX_CHUNK)
-                {
-                    return Err(Violation(format!(
-                        "a chunk of request {id} is empty or longer than {MAX_CHUNK} bytes"
-                    )));
-                }
-                let n = chunks.len() as u64;
-                if n > *left {
-                    return Err(Violation(format!(
-                        "more chunks for request {id} than its file can have"
-                    )));
-                }
-                *left -= n;
+                take_list(id, &mut t.expect, chunks.iter().map(|c| c.len))?;
                 (id, Piece::Chunks(chunks, last), last)
+            }
+            Message::ChunkDigests { id, digests, last } => {
+                let Some(t) = open.get_mut(&id) else {
+                    return Ok(());
+                };
+                take_list(id, &mut t.expect, digests.iter().map(|c| c.len))?;
+                (id, Piece::Digests(digests, last), last)
             }
             Message::FileUnavailable { id, reason } => (id, Piece::Unavailable(reason), true),
             _ => return Ok(()),
@@ -260,6 +262,34 @@ impl Transfers {
         }
         Ok(())
     }
+}
+
+/// Checks a page of request `id`'s chunk list, of chunks of these
+/// lengths, against what the request may still receive, and counts it.
+fn take_list(
+    id: u64,
+    expect: &mut Expect,
+    lens: impl ExactSizeIterator<Item = u32>,
+) -> Result<(), Violation> {
+    let Expect::Chunks(left) = expect else {
+        return Err(Violation(format!("a chunk list for file request {id}")));
+    };
+    let n = lens.len() as u64;
+    if lens
+        .into_iter()
+        .any(|len| len == 0 || len as usize > MAX_CHUNK)
+    {
+        return Err(Violation(format!(
+            "a chunk of request {id} is empty or longer than {MAX_CHUNK} bytes"
+        )));
+    }
+    if n > *left {
+        return Err(Violation(format!(
+            "more chunks for request {id} than its file can have"
+        )));
+    }
+    *left -= n;
+    Ok(())
 }
 
 /// The answer to one request: its pieces as they arrive.
@@ -290,7 +320,9 @@ impl Answer<'_> {
             Piece::Unavailable(why) => {
                 Err(FetchError::File(format!("the peer cannot send it: {why}")))
             }
-            Piece::Chunks(..) => Err(FetchError::File("a chunk list for file data".into())),
+            Piece::Chunks(..) | Piece::Digests(..) => {
+                Err(FetchError::File("a chunk list for file data".into()))
+            }
         }
     }
 }
@@ -779,13 +811,26 @@ async fn delta(
         _ => return Err(FetchError::File("no older version here".into())),
     };
     let size = w.size;
+    let compact = t.digests;
     let mut answer = t
         .request(
-            |id| Message::ChunkRequest {
-                id,
-                path: w.path.clone(),
-                hash: w.hash,
-                size,
+            |id| {
+                let (path, hash) = (w.path.clone(), w.hash);
+                if compact {
+                    Message::DigestRequest {
+                        id,
+                        path,
+                        hash,
+                        size,
+                    }
+                } else {
+                    Message::ChunkRequest {
+                        id,
+                        path,
+                        hash,
+                        size,
+                    }
+                }
             },
             Expect::Chunks(size / omirr_chunk::MIN as u64 + 1),
         )
@@ -797,11 +842,18 @@ async fn delta(
             Ok((list, file, trusted))
         })
     });
-    let mut theirs = Vec::new();
+    // The peer's list: whole hashes, or digests if asked for.
+    let (mut theirs, mut digests) = (Vec::new(), Vec::new());
     loop {
         match answer.next().await? {
             Piece::Chunks(c, last) => {
                 theirs.extend(c);
+                if last {
+                    break;
+                }
+            }
+            Piece::Digests(d, last) => {
+                digests.extend(d);
                 if last {
                     break;
                 }
@@ -813,18 +865,32 @@ async fn delta(
         }
     }
     drop(answer);
+    if !theirs.is_empty() && !digests.is_empty() {
+        return Err(FetchError::File("a chunk list of two kinds".into()));
+    }
     let (ours, file, trusted) = local.map_err(FetchError::File)?;
-    let total: u64 = theirs.iter().map(|c| c.len as u64).sum();
+    let total: u64 = theirs.iter().map(|c| c.len as u64).sum::<u64>()
+        + digests.iter().map(|d| d.len as u64).sum::<u64>();
     if total != size {
         return Err(FetchError::File(format!(
             "the peer's chunk list covers {total} bytes, not {size}"
         )));
     }
-    let have = omirr_chunk::offsets(&ours)
-        .into_iter()
-        .map(|(h, at)| (h, (0, at)))
-        .collect();
-    let recipe = Recipe::new(&theirs, &have);
+    let recipe = if digests.is_empty() {
+        let have = omirr_chunk::offsets(&ours)
+            .into_iter()
+            .map(|(h, at)| (h, (0, at)))
+            .collect();
+        Recipe::new(&theirs, &have)
+    } else {
+        let mut have = HashMap::with_capacity(ours.len());
+        let mut at = 0u64;
+        for c in &ours {
+            have.entry(c.digest()).or_insert((0, at, *c));
+            at += c.len as u64;
+        }
+        Recipe::from_digests(&digests, &have)
+    };
     if recipe.ranges.len() > omirr_proto::MAX_RANGES {
         return Err(FetchError::File("too many ranges for one request".into()));
     }
@@ -834,9 +900,14 @@ async fn delta(
     let mut out = StageWriter::new(out);
     let mut at = 0u64;
     let mut buf = Vec::new();
+    // The new version's list with whole hashes, for the index's cache:
+    // a compact list has none, so each is the local chunk's or, for the
+    // peer's bytes, hashed here.
+    let mut list = Vec::with_capacity(recipe.steps.len());
     for step in recipe.steps {
         match step {
             Step::Local { from, chunk, .. } => {
+                list.push(chunk);
                 buf.resize(chunk.len as usize, 0);
                 tokio::task::block_in_place(|| file.read_exact_at(&mut buf, from))
                     .map_err(|e| FetchError::File(format!("reading the older version: {e}")))?;
@@ -849,6 +920,10 @@ async fn delta(
             Step::Remote { len } => {
                 buf.resize(len as usize, 0);
                 remote.read_exact(&mut buf).await?;
+                list.push(Chunk {
+                    len,
+                    hash: *blake3::hash(&buf).as_bytes(),
+                });
             }
         }
         hasher.update(&buf);
@@ -880,7 +955,7 @@ async fn delta(
     if let Err(e) = engine
         .store
         .index
-        .set_chunk_list(&w.hash, &omirr_chunk::encode(&theirs))
+        .set_chunk_list(&w.hash, &omirr_chunk::encode(&list))
     {
         tracing::warn!("cannot cache a chunk list: {e}");
     }
@@ -976,6 +1051,46 @@ mod tests {
         assert!(
             t.route(data(id, 0, 1)).is_err(),
             "file data for a chunk request"
+        );
+    }
+
+    #[test]
+    fn compact_chunk_lists_are_bounded_alike() {
+        let (t, _requests) = transfers();
+        let (id, mut rx) = expect(&t, Expect::Chunks(3));
+        let digest = |len| Digest {
+            len,
+            prefix: [0; 8],
+        };
+        let list = |digests, last| Message::ChunkDigests { id, digests, last };
+        assert!(
+            t.route(list(vec![digest(0)], false)).is_err(),
+            "empty chunk"
+        );
+        assert!(
+            t.route(list(vec![digest(MAX_CHUNK as u32 + 1)], false))
+                .is_err(),
+            "a chunk longer than any cut makes"
+        );
+        t.route(list(vec![digest(1), digest(2)], false))
+            .expect("two");
+        assert!(
+            t.route(list(vec![digest(1), digest(2)], true)).is_err(),
+            "more chunks than the file can have"
+        );
+        t.route(list(vec![digest(5)], true)).expect("the last one");
+        assert!(t.open().is_empty(), "the last page ends the transfer");
+        assert!(matches!(rx.try_recv(), Ok(Piece::Digests(d, false)) if d.len() == 2));
+        assert!(matches!(rx.try_recv(), Ok(Piece::Digests(d, true)) if d.len() == 1));
+        let (id, _rx) = expect(&t, ranges(&[(0, 10)]));
+        assert!(
+            t.route(Message::ChunkDigests {
+                id,
+                digests: vec![digest(1)],
+                last: true
+            })
+            .is_err(),
+            "a chunk list for a file request"
         );
     }
 
