@@ -48,6 +48,9 @@ pub const LARGE_WINDOW: u64 = 4 << 20;
 pub const MAX_REQUESTS: usize = 1024;
 /// Staged content kept in memory, per session; more goes to disk.
 pub const STAGE_MEMORY: u64 = 16 << 20;
+/// The most bytes of the older version's chunks a delta transfer reuses
+/// with one read (and one write).
+pub const LOCAL_RUN: u64 = 4 << 20;
 /// Bytes of a large file staged between two starts of their writeback
 /// ([`StageWriter`]).
 pub const WRITEBACK: u64 = 8 << 20;
@@ -904,17 +907,41 @@ async fn delta(
     // a compact list has none, so each is the local chunk's or, for the
     // peer's bytes, hashed here.
     let mut list = Vec::with_capacity(recipe.steps.len());
-    for step in recipe.steps {
+    let mut steps = recipe.steps.into_iter().peekable();
+    while let Some(step) = steps.next() {
         match step {
             Step::Local { from, chunk, .. } => {
+                // With the local chunks that follow it in the older
+                // version too, up to LOCAL_RUN bytes: one read and one
+                // write for many chunks (an edit leaves long runs).
+                let first = list.len();
                 list.push(chunk);
-                buf.resize(chunk.len as usize, 0);
+                let mut end = from + chunk.len as u64;
+                while let Some(&Step::Local {
+                    from: next, chunk, ..
+                }) = steps.peek()
+                {
+                    if next != end || end - from + chunk.len as u64 > LOCAL_RUN {
+                        break;
+                    }
+                    list.push(chunk);
+                    end += chunk.len as u64;
+                    steps.next();
+                }
+                buf.resize((end - from) as usize, 0);
                 tokio::task::block_in_place(|| file.read_exact_at(&mut buf, from))
                     .map_err(|e| FetchError::File(format!("reading the older version: {e}")))?;
-                if trusted.is_none() && *blake3::hash(&buf).as_bytes() != chunk.hash {
-                    return Err(FetchError::File(
-                        "the older version changed while it was being reused".into(),
-                    ));
+                if trusted.is_none() {
+                    let mut o = 0;
+                    for c in &list[first..] {
+                        let bytes = &buf[o..o + c.len as usize];
+                        if *blake3::hash(bytes).as_bytes() != c.hash {
+                            return Err(FetchError::File(
+                                "the older version changed while it was being reused".into(),
+                            ));
+                        }
+                        o += c.len as usize;
+                    }
                 }
             }
             Step::Remote { len } => {
