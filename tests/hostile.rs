@@ -312,14 +312,22 @@ fn content_is_served_only_from_shared_sets_and_never_through_a_symlink() {
         hash,
         size,
     });
+    rogue.send(&Message::DigestRequest {
+        id: 4,
+        path: RelPath::new(&b"srv/private/secret"[..]).expect("path"),
+        hash,
+        size,
+    });
     let mut unavailable = Vec::new();
-    while unavailable.len() < 3 {
+    while unavailable.len() < 4 {
         match rogue.recv(TIMEOUT) {
             Some(Message::FileUnavailable { id, reason }) => unavailable.push((id, reason)),
             Some(Message::FileData { id, data, .. }) => {
                 panic!("alpha served {} bytes for request {id}", data.len())
             }
-            Some(Message::ChunkList { id, .. }) => panic!("alpha sent a chunk list for {id}"),
+            Some(Message::ChunkList { id, .. } | Message::ChunkDigests { id, .. }) => {
+                panic!("alpha sent a chunk list for {id}")
+            }
             Some(_) => {}
             None => panic!("alpha answered only {unavailable:?}:\n{}", cluster.logs()),
         }
@@ -331,6 +339,10 @@ fn content_is_served_only_from_shared_sets_and_never_through_a_symlink() {
     );
     assert!(
         unavailable[2].1.contains("not in a mirror set"),
+        "{unavailable:?}"
+    );
+    assert!(
+        unavailable[3].1.contains("not in a mirror set"),
         "{unavailable:?}"
     );
     expect_log(&cluster, "alpha", "refused a request");

@@ -62,7 +62,7 @@ pub use io::read_frame;
 #[cfg(feature = "tokio")]
 pub use io::{read_message, write_message, ReadError, WriteError};
 pub use message::{ErrorCode, Hello, Message};
-pub use omirr_chunk::Chunk;
+pub use omirr_chunk::{Chunk, Digest};
 pub use page::{page_cost, paginate};
 
 // What travels inside messages, re-exported so that users of the protocol
@@ -111,6 +111,11 @@ pub const MAX_RANGES: usize = 64 * 1024;
 /// The capability for delta transfer of large files: the messages
 /// `ChunkRequest`, `ChunkList` and `RangeRequest`.
 pub const CAP_CHUNKS: &str = "chunks";
+
+/// The capability for compact chunk lists: the messages `DigestRequest`
+/// and `ChunkDigests`, a chunk list with a short prefix of each hash (12
+/// bytes a chunk instead of 36).
+pub const CAP_DIGESTS: &str = "chunk-digests";
 
 /// The capability for progress reports: the message `Backlog`, the size
 /// of the answer to a `Pull`.

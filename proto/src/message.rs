@@ -9,9 +9,9 @@
 use crate::error::InvalidMessage;
 use crate::serde_helpers;
 use crate::{
-    Change, Chunk, Content, Hash, RelPath, Seq, Timestamp, MAX_CAPABILITIES, MAX_CAPABILITY_LEN,
-    MAX_CHANGES_PER_PAGE, MAX_CHUNK, MAX_CHUNK_LIST, MAX_HOST_LEN, MAX_RANGES, MAX_TEXT,
-    PROTOCOL_VERSION,
+    Change, Chunk, Content, Digest, Hash, RelPath, Seq, Timestamp, MAX_CAPABILITIES,
+    MAX_CAPABILITY_LEN, MAX_CHANGES_PER_PAGE, MAX_CHUNK, MAX_CHUNK_LIST, MAX_HOST_LEN, MAX_RANGES,
+    MAX_TEXT, PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -218,6 +218,23 @@ pub enum Message {
         files: u64,
         bytes: u64,
     },
+    /// Capability [`crate::CAP_DIGESTS`]: a `ChunkRequest` answered by
+    /// `ChunkDigests` pages (or `FileUnavailable`) instead of `ChunkList`.
+    DigestRequest {
+        id: u64,
+        path: RelPath,
+        hash: Hash,
+        size: u64,
+    },
+    /// Capability [`crate::CAP_DIGESTS`]: a page of request `id`'s chunk
+    /// list, in file order, each chunk named by its length and the first
+    /// bytes of its hash; `last` ends it.
+    ChunkDigests {
+        id: u64,
+        #[serde(deserialize_with = "serde_helpers::digests")]
+        digests: Vec<Digest>,
+        last: bool,
+    },
 }
 
 impl Message {
@@ -240,6 +257,8 @@ impl Message {
             Message::RangeRequest { .. } => "RangeRequest",
             Message::Clock { .. } => "Clock",
             Message::Backlog { .. } => "Backlog",
+            Message::DigestRequest { .. } => "DigestRequest",
+            Message::ChunkDigests { .. } => "ChunkDigests",
         }
     }
 
@@ -314,10 +333,23 @@ impl Message {
                     None => Ok(()),
                 }
             }
+            Message::ChunkDigests { digests, .. } => {
+                if digests.len() > MAX_CHUNK_LIST {
+                    return Err(InvalidMessage::TooManyChunks {
+                        count: digests.len(),
+                        max: MAX_CHUNK_LIST,
+                    });
+                }
+                match digests.iter().find(|c| c.len == 0) {
+                    Some(_) => Err(InvalidMessage::EmptyChunk),
+                    None => Ok(()),
+                }
+            }
             Message::RangeRequest { ranges, size, .. } => check_ranges(ranges, *size),
             Message::Pull { .. }
             | Message::Ack { .. }
             | Message::ChunkRequest { .. }
+            | Message::DigestRequest { .. }
             | Message::FileRequest { .. }
             | Message::FileEnd { .. }
             | Message::Ping { .. }
@@ -534,6 +566,30 @@ mod tests {
             last: true,
         };
         assert_eq!(empty.validate(), Err(InvalidMessage::EmptyChunk));
+        let empty = Message::ChunkDigests {
+            id: 1,
+            digests: vec![Digest {
+                len: 0,
+                prefix: [0; 8],
+            }],
+            last: true,
+        };
+        assert_eq!(empty.validate(), Err(InvalidMessage::EmptyChunk));
+        let too_many = Message::ChunkDigests {
+            id: 1,
+            digests: vec![
+                Digest {
+                    len: 1,
+                    prefix: [0; 8],
+                };
+                MAX_CHUNK_LIST + 1
+            ],
+            last: true,
+        };
+        assert!(matches!(
+            too_many.validate(),
+            Err(InvalidMessage::TooManyChunks { .. })
+        ));
     }
 
     #[test]

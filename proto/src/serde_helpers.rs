@@ -8,7 +8,7 @@
 //! peer declared.
 
 use crate::{
-    Change, Chunk, Seq, MAX_CAPABILITIES, MAX_CHANGES_PER_PAGE, MAX_CHUNK_LIST, MAX_RANGES,
+    Change, Chunk, Digest, Seq, MAX_CAPABILITIES, MAX_CHANGES_PER_PAGE, MAX_CHUNK_LIST, MAX_RANGES,
 };
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serializer};
@@ -76,6 +76,11 @@ pub(crate) fn changes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Seq, Chang
 
 /// A page of a chunk list: at most [`MAX_CHUNK_LIST`].
 pub(crate) fn chunk_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Chunk>, D::Error> {
+    bounded(d, MAX_CHUNK_LIST, "chunks in a list")
+}
+
+/// A page of a compact chunk list: at most [`MAX_CHUNK_LIST`].
+pub(crate) fn digests<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Digest>, D::Error> {
     bounded(d, MAX_CHUNK_LIST, "chunks in a list")
 }
 

@@ -106,6 +106,10 @@ fn capabilities_are_the_intersection() {
     // This build's Hello lists what it supports.
     assert_eq!(
         Hello::new("a").capabilities,
-        [omirr_proto::CAP_CHUNKS, omirr_proto::CAP_BACKLOG]
+        [
+            omirr_proto::CAP_CHUNKS,
+            omirr_proto::CAP_BACKLOG,
+            omirr_proto::CAP_DIGESTS
+        ]
     );
 }

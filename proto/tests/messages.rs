@@ -50,9 +50,16 @@ fn wire_bytes_match_protocol_md() {
     assert_eq!(
         encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
         [
-            0, 0, 0, 24, 0, 2, 5, b'a', b'l', b'p', b'h', b'a', 2, 6, b'c', b'h', b'u', b'n', b'k',
-            b's', 7, b'b', b'a', b'c', b'k', b'l', b'o', b'g'
+            &[0, 0, 0, 38, 0, 2, 5][..],
+            b"alpha",
+            &[3, 6],
+            b"chunks",
+            &[7],
+            b"backlog",
+            &[13],
+            b"chunk-digests"
         ]
+        .concat()
     );
     assert_eq!(
         encode(&Message::error(ErrorCode::BadMessage, "no")).expect("encodes"),

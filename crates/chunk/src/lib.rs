@@ -39,6 +39,33 @@ pub struct Chunk {
     pub hash: Hash,
 }
 
+/// Bytes of a chunk's hash that a compact list ([`Digest`]) sends.
+pub const DIGEST_LEN: usize = 8;
+
+/// A chunk as a compact list names it: its length and the first
+/// [`DIGEST_LEN`] bytes of its hash, about a third of a [`Chunk`] on the
+/// wire. Enough to find which chunks a host already holds: a false match
+/// (two in 2^64 for a pair of chunks of the same length) only makes a
+/// rebuilt file that fails the whole file's hash, and the receiver then
+/// fetches the file whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Digest {
+    pub len: u32,
+    pub prefix: [u8; DIGEST_LEN],
+}
+
+impl Chunk {
+    /// How a compact list names this chunk.
+    pub fn digest(&self) -> Digest {
+        let mut prefix = [0; DIGEST_LEN];
+        prefix.copy_from_slice(&self.hash[..DIGEST_LEN]);
+        Digest {
+            len: self.len,
+            prefix,
+        }
+    }
+}
+
 /// A file cut into chunks, with the hash and size of the whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunked {
@@ -57,22 +84,67 @@ pub fn chunk_reader(r: impl Read) -> io::Result<Chunked> {
 /// [`Chunked::hash`] is all zeros): for a caller that already knows what
 /// the content is, it is one pass over the data fewer.
 pub fn chunk_reader_with(r: impl Read, whole_hash: bool) -> io::Result<Chunked> {
+    cut_stream(r, whole_hash, READ_BLOCK)
+}
+
+/// Bytes [`chunk_reader`] reads at once: many chunks a read, each cut and
+/// hashed where it was read to (no copy per chunk, as fastcdc's
+/// `StreamCDC` makes).
+const READ_BLOCK: usize = 4 << 20;
+
+/// The cut of `r` by a buffer of `block` bytes (at least twice [`MAX`]):
+/// the same chunks as [`chunk_bytes`] of the whole, because a cut looks at
+/// most [`MAX`] bytes ahead of the chunk's start, and the buffer always
+/// holds that much unless the source has ended.
+fn cut_stream(mut r: impl Read, whole_hash: bool, block: usize) -> io::Result<Chunked> {
+    let max = MAX as usize;
+    let block = block.max(2 * max);
     let mut whole = whole_hash.then(blake3::Hasher::new);
     let mut chunks = Vec::new();
     let mut size = 0u64;
-    for c in fastcdc::v2020::StreamCDC::new(r, MIN, AVG, MAX) {
-        let c = c.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(e) => e,
-            other => io::Error::other(other.to_string()),
-        })?;
-        if let Some(w) = whole.as_mut() {
-            w.update(&c.data);
+    let mut buf = vec![0u8; block];
+    // buf[start..end] is read and not yet in a chunk.
+    let (mut start, mut end, mut eof) = (0usize, 0usize, false);
+    loop {
+        if !eof && end - start < max {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            let before = end;
+            while end < block {
+                match r.read(&mut buf[end..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => end += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(w) = whole.as_mut() {
+                w.update(&buf[before..end]);
+            }
         }
-        size += c.length as u64;
-        chunks.push(Chunk {
-            len: c.length as u32,
-            hash: *blake3::hash(&c.data).as_bytes(),
-        });
+        if start == end {
+            break;
+        }
+        // The tables are made once per block read, not once per chunk.
+        let cdc = fastcdc::v2020::FastCDC::new(&buf[..end], MIN, AVG, MAX);
+        while start < end && (eof || end - start >= max) {
+            let (_, cut) = cdc.cut(start, end - start);
+            if cut <= start {
+                // fastcdc ends a source it cannot cut with 0.
+                return Err(io::Error::other("the chunker made an empty chunk"));
+            }
+            let len = cut - start;
+            chunks.push(Chunk {
+                len: len as u32,
+                hash: *blake3::hash(&buf[start..cut]).as_bytes(),
+            });
+            size += len as u64;
+            start = cut;
+        }
     }
     Ok(Chunked {
         chunks,
@@ -130,25 +202,47 @@ impl Recipe {
     /// Matches the new version's `chunks` against what the host holds:
     /// `have` maps a chunk hash to (source, offset in it).
     pub fn new(chunks: &[Chunk], have: &HashMap<Hash, (usize, u64)>) -> Recipe {
+        Recipe::build(chunks.iter().map(|c| {
+            let local = have.get(&c.hash).map(|&(source, from)| Step::Local {
+                source,
+                from,
+                chunk: *c,
+            });
+            (c.len, local)
+        }))
+    }
+
+    /// [`Recipe::new`] for a compact list: `have` maps the digest of each
+    /// chunk the host holds to (source, offset in it, the chunk), and a
+    /// [`Step::Local`] names the host's chunk, with its whole hash.
+    pub fn from_digests(digests: &[Digest], have: &HashMap<Digest, (usize, u64, Chunk)>) -> Recipe {
+        Recipe::build(digests.iter().map(|d| {
+            let local = have.get(d).map(|&(source, from, chunk)| Step::Local {
+                source,
+                from,
+                chunk,
+            });
+            (d.len, local)
+        }))
+    }
+
+    /// The recipe of chunks of these lengths, each local or not.
+    fn build(chunks: impl ExactSizeIterator<Item = (u32, Option<Step>)>) -> Recipe {
         let mut steps = Vec::with_capacity(chunks.len());
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         let mut at = 0u64;
-        for c in chunks {
-            match have.get(&c.hash) {
-                Some(&(source, from)) => steps.push(Step::Local {
-                    source,
-                    from,
-                    chunk: *c,
-                }),
+        for (len, local) in chunks {
+            match local {
+                Some(step) => steps.push(step),
                 None => {
-                    steps.push(Step::Remote { len: c.len });
+                    steps.push(Step::Remote { len });
                     match ranges.last_mut() {
-                        Some((start, len)) if *start + *len == at => *len += c.len as u64,
-                        _ => ranges.push((at, c.len as u64)),
+                        Some((start, l)) if *start + *l == at => *l += len as u64,
+                        _ => ranges.push((at, len as u64)),
                     }
                 }
             }
-            at += c.len as u64;
+            at += len as u64;
         }
         Recipe { steps, ranges }
     }
@@ -218,6 +312,54 @@ mod tests {
         assert!(last.len <= MAX);
         // Around the average: 4 MiB in 40 to 100 chunks.
         assert!((40..=100).contains(&c.chunks.len()), "{}", c.chunks.len());
+    }
+
+    /// A reader that hands out at most `step` bytes a read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = out.len().min(self.step).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_stream_cuts_as_the_whole_in_memory_whatever_its_reads() {
+        // Incompressible data, and runs of zeros where only MAX cuts.
+        let mut data = random(5 << 20, 11);
+        data[1 << 20..(1 << 20) + 3 * MAX as usize].fill(0);
+        let expected = chunk_bytes(&data);
+        for (block, step) in [
+            (0, usize::MAX),
+            (2 * MAX as usize, 4096),
+            (READ_BLOCK, 100_003),
+        ] {
+            for len in [data.len(), data.len() - 1, 3 * MAX as usize + 17, 1000] {
+                let data = &data[..len];
+                let r = Trickle { data, step };
+                let c = cut_stream(r, true, block).expect("read");
+                assert_eq!(
+                    c.chunks,
+                    chunk_bytes(data),
+                    "block {block}, step {step}, {len} bytes"
+                );
+                assert_eq!(c.size, len as u64);
+                assert_eq!(c.hash, *blake3::hash(data).as_bytes());
+            }
+        }
+        let c = cut_stream(&data[..], false, READ_BLOCK).expect("read");
+        assert_eq!(c.chunks, expected);
+        assert_eq!(c.hash, [0; 32], "no whole hash asked for");
+        assert_eq!(
+            cut_stream(io::empty(), true, 0).expect("empty").chunks,
+            vec![]
+        );
     }
 
     #[test]
@@ -294,6 +436,30 @@ mod tests {
         assert_eq!(taken, remote.len());
         assert_eq!(rebuilt, new);
         assert!(recipe.remote_bytes() < 400_000, "{}", recipe.remote_bytes());
+    }
+
+    #[test]
+    fn digests_make_the_recipe_full_hashes_make() {
+        let old = random(4 << 20, 8);
+        let mut new = old.clone();
+        new[2_000_000..2_100_000].copy_from_slice(&random(100_000, 9));
+        let (old_chunks, new_chunks) = (chunk_bytes(&old), chunk_bytes(&new));
+        let by_hash = Recipe::new(&new_chunks, &have(&old_chunks));
+        let mut at = 0;
+        let mut by_digest = HashMap::new();
+        for c in &old_chunks {
+            by_digest.entry(c.digest()).or_insert((0, at, *c));
+            at += c.len as u64;
+        }
+        let digests: Vec<Digest> = new_chunks.iter().map(Chunk::digest).collect();
+        let compact = Recipe::from_digests(&digests, &by_digest);
+        assert_eq!(compact, by_hash);
+        assert!(!compact.ranges.is_empty() && compact.remote_bytes() < 600_000);
+        // A digest of another length is another chunk.
+        let mut longer = digests.clone();
+        longer[0].len += 1;
+        let r = Recipe::from_digests(&longer, &by_digest);
+        assert_eq!(r.ranges.first(), Some(&(0, longer[0].len as u64)));
     }
 
     #[test]

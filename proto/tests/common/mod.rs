@@ -161,6 +161,27 @@ pub fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
         (any::<u64>(), any::<u64>()).prop_map(|(wall, index)| Message::Clock { wall, index }),
+        (any::<u64>(), rel_path(), any::<[u8; 32]>(), any::<u64>()).prop_map(
+            |(id, path, hash, size)| Message::DigestRequest {
+                id,
+                path,
+                hash,
+                size
+            }
+        ),
+        (
+            any::<u64>(),
+            prop::collection::vec((1u32..=1 << 18, any::<[u8; 8]>()), 0..20),
+            any::<bool>()
+        )
+            .prop_map(|(id, digests, last)| Message::ChunkDigests {
+                id,
+                digests: digests
+                    .into_iter()
+                    .map(|(len, prefix)| omirr_proto::Digest { len, prefix })
+                    .collect(),
+                last
+            }),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(upto, changes, files, bytes)| Message::Backlog {
                 upto,
@@ -260,6 +281,26 @@ pub fn one_of_each() -> Vec<Message> {
             size: 5 << 20,
             ranges: vec![(0, 10), (70_000, 65_536)],
         },
+        Message::DigestRequest {
+            id: 5,
+            path: p("big"),
+            hash: [2; 32],
+            size: 5 << 20,
+        },
+        Message::ChunkDigests {
+            id: 5,
+            digests: vec![
+                omirr_proto::Digest {
+                    len: 70_000,
+                    prefix: [3; 8],
+                },
+                omirr_proto::Digest {
+                    len: 1,
+                    prefix: [4; 8],
+                },
+            ],
+            last: true,
+        },
     ];
     for m in &all {
         match m {
@@ -278,7 +319,9 @@ pub fn one_of_each() -> Vec<Message> {
             | Message::ChunkList { .. }
             | Message::RangeRequest { .. }
             | Message::Clock { .. }
-            | Message::Backlog { .. } => {}
+            | Message::Backlog { .. }
+            | Message::DigestRequest { .. }
+            | Message::ChunkDigests { .. } => {}
         }
     }
     all

@@ -11,8 +11,8 @@ use super::{Target, KIB, MIB};
 use crate::gen::{Fnv, Rng};
 use omirr_proto::{
     check_hello, encode, expect_hello, negotiate, paginate, Change, Chunk, Content, DecodeError,
-    Entry, ErrorCode, FrameDecoder, Hello, HostId, Message, Meta, RelPath, Timestamp, Version,
-    CAPABILITIES, FRAME_HEADER_LEN, MAX_CHUNK, MAX_FRAME,
+    Digest, Entry, ErrorCode, FrameDecoder, Hello, HostId, Message, Meta, RelPath, Timestamp,
+    Version, CAPABILITIES, FRAME_HEADER_LEN, MAX_CHUNK, MAX_FRAME,
 };
 
 pub fn target() -> Target {
@@ -308,6 +308,26 @@ fn messages() -> Vec<Message> {
             hash: [2; 32],
             size: 1 << 30,
             ranges: vec![(0, 10), (65536, 4096)],
+        },
+        Message::DigestRequest {
+            id: 6,
+            path: path("big.iso"),
+            hash: [2; 32],
+            size: 1 << 30,
+        },
+        Message::ChunkDigests {
+            id: 6,
+            digests: vec![
+                Digest {
+                    len: 65536,
+                    prefix: [3; 8],
+                },
+                Digest {
+                    len: 1,
+                    prefix: [4; 8],
+                },
+            ],
+            last: true,
         },
     ]
 }

@@ -23,7 +23,7 @@
 
 use crate::engine::Engine;
 use crate::Violation;
-use omirr_chunk::{Chunk, Recipe, Step};
+use omirr_chunk::{Chunk, Digest, Recipe, Step};
 use omirr_core::{Content, Hash, IndexView, RelPath};
 use omirr_fs::apply::{ContentSource, SourceError, Wanted};
 use omirr_proto::{Message, MAX_CHUNK};
@@ -48,11 +48,18 @@ pub const LARGE_WINDOW: u64 = 4 << 20;
 pub const MAX_REQUESTS: usize = 1024;
 /// Staged content kept in memory, per session; more goes to disk.
 pub const STAGE_MEMORY: u64 = 16 << 20;
+/// The most bytes of the older version's chunks a delta transfer reuses
+/// with one read (and one write).
+pub const LOCAL_RUN: u64 = 4 << 20;
+/// Bytes of a large file staged between two starts of their writeback
+/// ([`StageWriter`]).
+pub const WRITEBACK: u64 = 8 << 20;
 
 /// One piece of an answer.
 pub enum Piece {
     Data(Vec<u8>),
     Chunks(Vec<Chunk>, bool),
+    Digests(Vec<Digest>, bool),
     End,
     Unavailable(String),
 }
@@ -77,6 +84,9 @@ pub struct Transfers {
     out: mpsc::Sender<Message>,
     /// Whether the peer speaks `chunks`.
     pub chunks: bool,
+    /// Whether the peer speaks `chunk-digests`: its chunk lists are then
+    /// asked for compact ([`Digest`]s).
+    pub digests: bool,
     /// Bytes of small files that may be requested and not yet received.
     pub budget: u64,
     /// Staged bytes now held in memory.
@@ -123,10 +133,18 @@ impl Transfers {
             ids: AtomicU64::new(1),
             out,
             chunks,
+            digests: false,
             budget,
             mem: AtomicU64::new(0),
             closed: Default::default(),
         }
+    }
+
+    /// Chunk lists are to be asked for compact (`chunk-digests`) if
+    /// `digests`.
+    pub fn with_digests(mut self, digests: bool) -> Transfers {
+        self.digests = digests;
+        self
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Transfer>> {
@@ -223,25 +241,15 @@ impl Transfers {
                 let Some(t) = open.get_mut(&id) else {
                     return Ok(());
                 };
-                let Expect::Chunks(left) = &mut t.expect else {
-                    return Err(Violation(format!("a chunk list for file request {id}")));
-                };
-                if chunks
-                    .iter()
-                    .any(|c| c.len == 0 || c.len as usize > MAX_CHUNK)
-                {
-                    return Err(Violation(format!(
-                        "a chunk of request {id} is empty or longer than {MAX_CHUNK} bytes"
-                    )));
-                }
-                let n = chunks.len() as u64;
-                if n > *left {
-                    return Err(Violation(format!(
-                        "more chunks for request {id} than its file can have"
-                    )));
-                }
-                *left -= n;
+                take_list(id, &mut t.expect, chunks.iter().map(|c| c.len))?;
                 (id, Piece::Chunks(chunks, last), last)
+            }
+            Message::ChunkDigests { id, digests, last } => {
+                let Some(t) = open.get_mut(&id) else {
+                    return Ok(());
+                };
+                take_list(id, &mut t.expect, digests.iter().map(|c| c.len))?;
+                (id, Piece::Digests(digests, last), last)
             }
             Message::FileUnavailable { id, reason } => (id, Piece::Unavailable(reason), true),
             _ => return Ok(()),
@@ -257,6 +265,34 @@ impl Transfers {
         }
         Ok(())
     }
+}
+
+/// Checks a page of request `id`'s chunk list, of chunks of these
+/// lengths, against what the request may still receive, and counts it.
+fn take_list(
+    id: u64,
+    expect: &mut Expect,
+    lens: impl ExactSizeIterator<Item = u32>,
+) -> Result<(), Violation> {
+    let Expect::Chunks(left) = expect else {
+        return Err(Violation(format!("a chunk list for file request {id}")));
+    };
+    let n = lens.len() as u64;
+    if lens
+        .into_iter()
+        .any(|len| len == 0 || len as usize > MAX_CHUNK)
+    {
+        return Err(Violation(format!(
+            "a chunk of request {id} is empty or longer than {MAX_CHUNK} bytes"
+        )));
+    }
+    if n > *left {
+        return Err(Violation(format!(
+            "more chunks for request {id} than its file can have"
+        )));
+    }
+    *left -= n;
+    Ok(())
 }
 
 /// The answer to one request: its pieces as they arrive.
@@ -287,7 +323,9 @@ impl Answer<'_> {
             Piece::Unavailable(why) => {
                 Err(FetchError::File(format!("the peer cannot send it: {why}")))
             }
-            Piece::Chunks(..) => Err(FetchError::File("a chunk list for file data".into())),
+            Piece::Chunks(..) | Piece::Digests(..) => {
+                Err(FetchError::File("a chunk list for file data".into()))
+            }
         }
     }
 }
@@ -683,6 +721,7 @@ impl<'t> Ranges<'t> {
 /// The whole file by windows of ranges (`FileRequest` without `chunks`).
 async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), FetchError> {
     let mut hasher = blake3::Hasher::new();
+    let mut out = StageWriter::new(out);
     if t.chunks {
         let mut ranges = Ranges::new(t, w, &[(0, w.size)]);
         let mut at = 0u64;
@@ -691,7 +730,7 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
             let n = (w.size - at).min(buf.len() as u64) as usize;
             ranges.read_exact(&mut buf[..n]).await?;
             hasher.update(&buf[..n]);
-            write_at(out, &buf[..n], at)?;
+            out.write_at(&buf[..n], at)?;
             at += n as u64;
         }
     } else {
@@ -699,7 +738,7 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
         let mut at = 0u64;
         while let Some(d) = answer.next_data().await? {
             hasher.update(&d);
-            write_at(out, &d, at)?;
+            out.write_at(&d, at)?;
             at += d.len() as u64;
         }
     }
@@ -711,9 +750,50 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
     Ok(())
 }
 
-fn write_at(out: &std::fs::File, data: &[u8], at: u64) -> Result<(), FetchError> {
-    tokio::task::block_in_place(|| out.write_all_at(data, at))
-        .map_err(|e| FetchError::File(format!("cannot stage it: {e}")))
+/// A large file being staged, written front to back. Every [`WRITEBACK`]
+/// bytes it starts the kernel's writeback of what it wrote, without
+/// waiting for it: the disk writes while the rest arrives, and the fsync
+/// the applier makes before its rename (durability is the applier's, not
+/// this) finds little left to write.
+struct StageWriter<'f> {
+    file: &'f std::fs::File,
+    /// Bytes before this offset have had their writeback started.
+    started: u64,
+}
+
+impl<'f> StageWriter<'f> {
+    fn new(file: &'f std::fs::File) -> StageWriter<'f> {
+        StageWriter { file, started: 0 }
+    }
+
+    fn write_at(&mut self, data: &[u8], at: u64) -> Result<(), FetchError> {
+        let end = at + data.len() as u64;
+        tokio::task::block_in_place(|| {
+            self.file.write_all_at(data, at)?;
+            if end >= self.started + WRITEBACK {
+                start_writeback(self.file, self.started, end - self.started);
+                self.started = end;
+            }
+            Ok(())
+        })
+        .map_err(|e: std::io::Error| FetchError::File(format!("cannot stage it: {e}")))
+    }
+}
+
+/// Starts the writeback of `len` bytes at `offset` of `file`
+/// (`sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: it waits for no
+/// write to finish, and makes nothing durable). A hint only, so its
+/// failure (a filesystem without it) is ignored.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the call takes a descriptor, which `file` keeps open for
+    // its duration, and integers; it reads or writes no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 /// Delta transfer: the peer's chunk list, the chunks this host holds of
@@ -734,13 +814,26 @@ async fn delta(
         _ => return Err(FetchError::File("no older version here".into())),
     };
     let size = w.size;
+    let compact = t.digests;
     let mut answer = t
         .request(
-            |id| Message::ChunkRequest {
-                id,
-                path: w.path.clone(),
-                hash: w.hash,
-                size,
+            |id| {
+                let (path, hash) = (w.path.clone(), w.hash);
+                if compact {
+                    Message::DigestRequest {
+                        id,
+                        path,
+                        hash,
+                        size,
+                    }
+                } else {
+                    Message::ChunkRequest {
+                        id,
+                        path,
+                        hash,
+                        size,
+                    }
+                }
             },
             Expect::Chunks(size / omirr_chunk::MIN as u64 + 1),
         )
@@ -752,11 +845,18 @@ async fn delta(
             Ok((list, file, trusted))
         })
     });
-    let mut theirs = Vec::new();
+    // The peer's list: whole hashes, or digests if asked for.
+    let (mut theirs, mut digests) = (Vec::new(), Vec::new());
     loop {
         match answer.next().await? {
             Piece::Chunks(c, last) => {
                 theirs.extend(c);
+                if last {
+                    break;
+                }
+            }
+            Piece::Digests(d, last) => {
+                digests.extend(d);
                 if last {
                     break;
                 }
@@ -768,45 +868,93 @@ async fn delta(
         }
     }
     drop(answer);
+    if !theirs.is_empty() && !digests.is_empty() {
+        return Err(FetchError::File("a chunk list of two kinds".into()));
+    }
     let (ours, file, trusted) = local.map_err(FetchError::File)?;
-    let total: u64 = theirs.iter().map(|c| c.len as u64).sum();
+    let total: u64 = theirs.iter().map(|c| c.len as u64).sum::<u64>()
+        + digests.iter().map(|d| d.len as u64).sum::<u64>();
     if total != size {
         return Err(FetchError::File(format!(
             "the peer's chunk list covers {total} bytes, not {size}"
         )));
     }
-    let have = omirr_chunk::offsets(&ours)
-        .into_iter()
-        .map(|(h, at)| (h, (0, at)))
-        .collect();
-    let recipe = Recipe::new(&theirs, &have);
+    let recipe = if digests.is_empty() {
+        let have = omirr_chunk::offsets(&ours)
+            .into_iter()
+            .map(|(h, at)| (h, (0, at)))
+            .collect();
+        Recipe::new(&theirs, &have)
+    } else {
+        let mut have = HashMap::with_capacity(ours.len());
+        let mut at = 0u64;
+        for c in &ours {
+            have.entry(c.digest()).or_insert((0, at, *c));
+            at += c.len as u64;
+        }
+        Recipe::from_digests(&digests, &have)
+    };
     if recipe.ranges.len() > omirr_proto::MAX_RANGES {
         return Err(FetchError::File("too many ranges for one request".into()));
     }
     let fetched = recipe.remote_bytes();
     let mut remote = Ranges::new(t, w, &recipe.ranges);
     let mut hasher = blake3::Hasher::new();
+    let mut out = StageWriter::new(out);
     let mut at = 0u64;
     let mut buf = Vec::new();
-    for step in recipe.steps {
+    // The new version's list with whole hashes, for the index's cache:
+    // a compact list has none, so each is the local chunk's or, for the
+    // peer's bytes, hashed here.
+    let mut list = Vec::with_capacity(recipe.steps.len());
+    let mut steps = recipe.steps.into_iter().peekable();
+    while let Some(step) = steps.next() {
         match step {
             Step::Local { from, chunk, .. } => {
-                buf.resize(chunk.len as usize, 0);
+                // With the local chunks that follow it in the older
+                // version too, up to LOCAL_RUN bytes: one read and one
+                // write for many chunks (an edit leaves long runs).
+                let first = list.len();
+                list.push(chunk);
+                let mut end = from + chunk.len as u64;
+                while let Some(&Step::Local {
+                    from: next, chunk, ..
+                }) = steps.peek()
+                {
+                    if next != end || end - from + chunk.len as u64 > LOCAL_RUN {
+                        break;
+                    }
+                    list.push(chunk);
+                    end += chunk.len as u64;
+                    steps.next();
+                }
+                buf.resize((end - from) as usize, 0);
                 tokio::task::block_in_place(|| file.read_exact_at(&mut buf, from))
                     .map_err(|e| FetchError::File(format!("reading the older version: {e}")))?;
-                if trusted.is_none() && *blake3::hash(&buf).as_bytes() != chunk.hash {
-                    return Err(FetchError::File(
-                        "the older version changed while it was being reused".into(),
-                    ));
+                if trusted.is_none() {
+                    let mut o = 0;
+                    for c in &list[first..] {
+                        let bytes = &buf[o..o + c.len as usize];
+                        if *blake3::hash(bytes).as_bytes() != c.hash {
+                            return Err(FetchError::File(
+                                "the older version changed while it was being reused".into(),
+                            ));
+                        }
+                        o += c.len as usize;
+                    }
                 }
             }
             Step::Remote { len } => {
                 buf.resize(len as usize, 0);
                 remote.read_exact(&mut buf).await?;
+                list.push(Chunk {
+                    len,
+                    hash: *blake3::hash(&buf).as_bytes(),
+                });
             }
         }
         hasher.update(&buf);
-        write_at(out, &buf, at)?;
+        out.write_at(&buf, at)?;
         at += buf.len() as u64;
     }
     if let Some(k) = &trusted {
@@ -834,7 +982,7 @@ async fn delta(
     if let Err(e) = engine
         .store
         .index
-        .set_chunk_list(&w.hash, &omirr_chunk::encode(&theirs))
+        .set_chunk_list(&w.hash, &omirr_chunk::encode(&list))
     {
         tracing::warn!("cannot cache a chunk list: {e}");
     }
@@ -930,6 +1078,46 @@ mod tests {
         assert!(
             t.route(data(id, 0, 1)).is_err(),
             "file data for a chunk request"
+        );
+    }
+
+    #[test]
+    fn compact_chunk_lists_are_bounded_alike() {
+        let (t, _requests) = transfers();
+        let (id, mut rx) = expect(&t, Expect::Chunks(3));
+        let digest = |len| Digest {
+            len,
+            prefix: [0; 8],
+        };
+        let list = |digests, last| Message::ChunkDigests { id, digests, last };
+        assert!(
+            t.route(list(vec![digest(0)], false)).is_err(),
+            "empty chunk"
+        );
+        assert!(
+            t.route(list(vec![digest(MAX_CHUNK as u32 + 1)], false))
+                .is_err(),
+            "a chunk longer than any cut makes"
+        );
+        t.route(list(vec![digest(1), digest(2)], false))
+            .expect("two");
+        assert!(
+            t.route(list(vec![digest(1), digest(2)], true)).is_err(),
+            "more chunks than the file can have"
+        );
+        t.route(list(vec![digest(5)], true)).expect("the last one");
+        assert!(t.open().is_empty(), "the last page ends the transfer");
+        assert!(matches!(rx.try_recv(), Ok(Piece::Digests(d, false)) if d.len() == 2));
+        assert!(matches!(rx.try_recv(), Ok(Piece::Digests(d, true)) if d.len() == 1));
+        let (id, _rx) = expect(&t, ranges(&[(0, 10)]));
+        assert!(
+            t.route(Message::ChunkDigests {
+                id,
+                digests: vec![digest(1)],
+                last: true
+            })
+            .is_err(),
+            "a chunk list for a file request"
         );
     }
 

@@ -204,6 +204,7 @@ where
     let negotiated = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities);
     let chunks = negotiated.iter().any(|c| c == omirr_proto::CAP_CHUNKS);
     let backlog = negotiated.iter().any(|c| c == omirr_proto::CAP_BACKLOG);
+    let digests = negotiated.iter().any(|c| c == omirr_proto::CAP_DIGESTS);
     let progress = Arc::new(progress::Progress::new(&peer, cursor, backlog));
     engine.counters.peer(&peer, |p| {
         p.caught_up = progress.caught_up();
@@ -212,12 +213,9 @@ where
     });
     let reporter = spawn_in_span(progress::report(engine.clone(), progress.clone()));
     let _reporter = AbortOnDrop(reporter.abort_handle());
-    let transfers = Arc::new(fetch::Transfers::new(
-        &peer,
-        out.clone(),
-        chunks,
-        engine.in_flight,
-    ));
+    let transfers = Arc::new(
+        fetch::Transfers::new(&peer, out.clone(), chunks, engine.in_flight).with_digests(digests),
+    );
     let _close = CloseTransfers(transfers.clone());
     let applier = apply::PeerApplier {
         engine: engine.clone(),
@@ -315,13 +313,15 @@ where
             }),
             m @ (Message::FileRequest { .. }
             | Message::RangeRequest { .. }
-            | Message::ChunkRequest { .. }) => match serve::Ask::of(m) {
+            | Message::ChunkRequest { .. }
+            | Message::DigestRequest { .. }) => match serve::Ask::of(m) {
                 Some((ask, job)) => request(&queued, &requests, ask, job),
                 None => Ok(()),
             },
             m @ (Message::FileData { .. }
             | Message::FileEnd { .. }
             | Message::ChunkList { .. }
+            | Message::ChunkDigests { .. }
             | Message::FileUnavailable { .. }) => {
                 if let Message::FileData { data, .. } = &m {
                     let n = data.len() as u64;

@@ -74,7 +74,9 @@ fn serve_one(engine: &Engine, peer: &str, out: &mpsc::Sender<Message>, ask: Ask,
     } else {
         match job {
             Job::Ranges(ranges) => send_ranges(engine, out, ask, ranges).map(Served::Bytes),
-            Job::Chunks => send_chunk_list(engine, out, ask).map(Served::ChunkList),
+            Job::Chunks { compact } => {
+                send_chunk_list(engine, out, ask, compact).map(Served::ChunkList)
+            }
         }
     };
     if let (Some(started), Some(path)) = (started, path) {
@@ -175,7 +177,13 @@ impl Ask {
                 path,
                 hash,
                 size,
-            } => (id, path, hash, size, Job::Chunks),
+            } => (id, path, hash, size, Job::Chunks { compact: false }),
+            Message::DigestRequest {
+                id,
+                path,
+                hash,
+                size,
+            } => (id, path, hash, size, Job::Chunks { compact: true }),
             _ => return None,
         };
         let ask = Ask {
@@ -192,8 +200,8 @@ impl Ask {
 pub enum Job {
     /// These byte ranges, in order (a `FileRequest` is the whole file).
     Ranges(Vec<(u64, u64)>),
-    /// Its chunk list.
-    Chunks,
+    /// Its chunk list, as [`omirr_chunk::Digest`]s if `compact`.
+    Chunks { compact: bool },
 }
 
 /// What was sent for a request, for the log.
@@ -210,11 +218,12 @@ fn send_chunk_list(
     engine: &Engine,
     out: &mpsc::Sender<Message>,
     ask: Ask,
+    compact: bool,
 ) -> Result<usize, String> {
     let file = open_for_peer(engine, &ask.path, &ask.hash, ask.size)?;
     let trusted = vouched(engine, &ask.path, &file).is_some();
     let chunks = chunk_list(engine, &file, &ask.hash, ask.size, trusted)?;
-    for msg in list_pages(ask.id, &chunks) {
+    for msg in list_pages(ask.id, &chunks, compact) {
         if out.blocking_send(msg).is_err() {
             return Ok(chunks.len());
         }
@@ -222,9 +231,10 @@ fn send_chunk_list(
     Ok(chunks.len())
 }
 
-/// The `ChunkList` pages of `chunks`, the last marked: at least one, so
-/// that every request is answered (an empty file has an empty list).
-fn list_pages(id: u64, chunks: &[Chunk]) -> Vec<Message> {
+/// The `ChunkList` (or if `compact`, `ChunkDigests`) pages of `chunks`,
+/// the last marked: at least one, so that every request is answered (an
+/// empty file has an empty list).
+fn list_pages(id: u64, chunks: &[Chunk], compact: bool) -> Vec<Message> {
     let mut pages: Vec<&[Chunk]> = chunks.chunks(omirr_proto::MAX_CHUNK_LIST).collect();
     if pages.is_empty() {
         pages.push(&[]);
@@ -233,10 +243,21 @@ fn list_pages(id: u64, chunks: &[Chunk]) -> Vec<Message> {
     pages
         .into_iter()
         .enumerate()
-        .map(|(i, page)| Message::ChunkList {
-            id,
-            chunks: page.to_vec(),
-            last: i + 1 == n,
+        .map(|(i, page)| {
+            let last = i + 1 == n;
+            if compact {
+                Message::ChunkDigests {
+                    id,
+                    digests: page.iter().map(Chunk::digest).collect(),
+                    last,
+                }
+            } else {
+                Message::ChunkList {
+                    id,
+                    chunks: page.to_vec(),
+                    last,
+                }
+            }
         })
         .collect()
 }
@@ -305,16 +326,28 @@ mod tests {
         let lasts = |pages: &[Message]| {
             pages
                 .iter()
-                .map(|m| matches!(m, Message::ChunkList { last: true, .. }))
+                .map(|m| {
+                    matches!(
+                        m,
+                        Message::ChunkList { last: true, .. }
+                            | Message::ChunkDigests { last: true, .. }
+                    )
+                })
                 .collect::<Vec<bool>>()
         };
-        assert_eq!(lasts(&list_pages(1, &[])), [true], "an empty list");
         let chunk = Chunk {
             len: 1,
-            hash: [0; 32],
+            hash: [7; 32],
         };
         let many = vec![chunk; omirr_proto::MAX_CHUNK_LIST + 1];
-        assert_eq!(lasts(&list_pages(1, &many)), [false, true]);
-        assert_eq!(lasts(&list_pages(1, &many[..3])), [true]);
+        for compact in [false, true] {
+            assert_eq!(lasts(&list_pages(1, &[], compact)), [true], "an empty list");
+            assert_eq!(lasts(&list_pages(1, &many, compact)), [false, true]);
+            assert_eq!(lasts(&list_pages(1, &many[..3], compact)), [true]);
+        }
+        let Message::ChunkDigests { digests, .. } = &list_pages(1, &many[..3], true)[0] else {
+            panic!("a compact list is digests");
+        };
+        assert_eq!(digests, &vec![chunk.digest(); 3]);
     }
 }
