@@ -35,6 +35,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
+mod reader;
+mod record;
 mod schema;
 mod stat;
 
@@ -43,6 +45,7 @@ pub use error::IndexError;
 pub use index::Aside;
 pub use index::{Index, FILE_NAME, FORMAT};
 pub use omirr_core::{Seq, Timestamp};
+pub use reader::IndexReader;
 pub use stat::StatKey;
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The tables of format 1 and how their keys are built.
+//! The tables of format 3 and how their keys are built.
 //!
 //! Paths are stored as their raw bytes, so redb's byte order is
 //! [`RelPath`]'s order and "everything below a directory" is one range
@@ -29,19 +29,28 @@ pub const LAST_SEQ: &str = "last_seq";
 /// The greatest timestamp the clock has issued or seen.
 pub const HLC_LAST: &str = "hlc_last";
 
-/// path -> codec([`crate::index::Stored`]): the winning entry and its seq.
+/// path -> the winning entry, its seq and the path's cached stat (see
+/// [`crate::record`] for the bytes).
 pub const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// Format 2's entries table, renamed while it is converted (within the
+/// converting transaction only).
+pub const ENTRIES_V2: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries_v2");
 /// seq -> path, only each path's latest sequence.
 pub const BY_SEQ: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq");
-/// hash ++ path, for every live file entry.
+/// The first [`HOLDER_PREFIX`] bytes of the hash ++ path, for every live
+/// file entry: a lookup checks the full hash in the entry, and the key is
+/// 24 bytes shorter than with the whole hash.
 pub const HOLDERS: TableDefinition<&[u8], ()> = TableDefinition::new("holders");
 /// timestamp (big-endian) ++ path, for every tombstone: expiry is a range.
 pub const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("tombstones");
 /// peer host name -> highest sequence received from it.
 pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-/// path -> (dev, ino, size, mtime_ns, ctime_ns): the stat cache.
+/// path -> (dev, ino, size, mtime_ns, ctime_ns): the stat cache of paths
+/// that have no entry (rare: a stat is kept in its path's entry value,
+/// see [`ENTRIES`]).
 pub const STATS: TableDefinition<&[u8], StatTuple> = TableDefinition::new("stats");
-/// dev (big-endian) ++ ino (big-endian) ++ path, for every stat.
+/// ino (big-endian) ++ path, for every cached stat: a lookup checks the
+/// device in the stat.
 pub const INODES: TableDefinition<&[u8], ()> = TableDefinition::new("inodes");
 
 /// content hash -> its chunk list, as `omirr-chunk` encodes it. A cache:
@@ -75,9 +84,12 @@ pub fn aside_key(peer: &str, path: &RelPath) -> Vec<u8> {
 
 pub type StatTuple = (u64, u64, u64, i64, i64);
 
+/// How many bytes of a content hash key the holders table.
+pub const HOLDER_PREFIX: usize = 8;
+
 pub fn holder_key(hash: &Hash, path: &RelPath) -> Vec<u8> {
-    let mut k = Vec::with_capacity(hash.len() + path.as_bytes().len());
-    k.extend_from_slice(hash);
+    let mut k = Vec::with_capacity(HOLDER_PREFIX + path.as_bytes().len());
+    k.extend_from_slice(&hash[..HOLDER_PREFIX]);
     k.extend_from_slice(path.as_bytes());
     k
 }
@@ -89,16 +101,15 @@ pub fn tombstone_key(ts: u64, path: &RelPath) -> Vec<u8> {
     k
 }
 
-pub fn inode_prefix(dev: u64, ino: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&dev.to_be_bytes());
-    k[8..].copy_from_slice(&ino.to_be_bytes());
-    k
+pub const INODE_PREFIX: usize = 8;
+
+pub fn inode_prefix(ino: u64) -> [u8; INODE_PREFIX] {
+    ino.to_be_bytes()
 }
 
-pub fn inode_key(dev: u64, ino: u64, path: &RelPath) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16 + path.as_bytes().len());
-    k.extend_from_slice(&inode_prefix(dev, ino));
+pub fn inode_key(ino: u64, path: &RelPath) -> Vec<u8> {
+    let mut k = Vec::with_capacity(INODE_PREFIX + path.as_bytes().len());
+    k.extend_from_slice(&inode_prefix(ino));
     k.extend_from_slice(path.as_bytes());
     k
 }

@@ -1,0 +1,156 @@
+//! How many bytes the index takes per entry, and where they go, for a
+//! tree shaped like the benchmark's million files (`bench/run --million`):
+//! `million/dDDDD/fFFFF`, 1,000 files of 64 bytes per directory, each with
+//! its own hash, stat and inode.
+//!
+//! `cargo run --release -p omirr-index --example density -- N [BATCH]`:
+//! N files recorded in transactions of BATCH changes (default 1,000, as a
+//! receiver records what it applied; 0 = one transaction, as a sender
+//! records its start-up scan). Prints the file size per entry, redb's
+//! per-table account, then the size after a compaction.
+
+use omirr_core::entry::Meta;
+use omirr_core::{Change, Content, Entry, HostId, Name, RelPath, Timestamp, Version};
+use omirr_index::{Batch, Index, StatKey, StatUpdate};
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args.next().map_or(Ok(100_000), |a| a.parse())?;
+    let batch: u64 = args.next().map_or(Ok(1_000), |a| a.parse())?;
+    let dir = tempfile::tempdir_in(std::env::var("DENSITY_DIR").unwrap_or("/dev/shm".into()))?;
+    let mut index = Index::open(dir.path())?;
+    let host = HostId::new("a");
+    let name = Name::new(b"root").ok_or("name")?;
+    let meta = |mode| Meta {
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 1_764_633_600_123_456_789,
+        owner: name,
+        group: name,
+    };
+    let mut ts = 1_764_633_600_000_000_000u64;
+    let mut changes: Vec<(Change, StatUpdate)> = Vec::new();
+    let dirs = n.div_ceil(1000);
+    let mut push = |path: String, content: Content, mode: u32, ino: u64, ts: u64| {
+        let stat = StatKey {
+            dev: 2049,
+            ino,
+            size: if let Content::File { size, .. } = content {
+                size
+            } else {
+                4096
+            },
+            mtime_ns: 1_764_633_600_123_456_789,
+            ctime_ns: 1_764_633_600_123_456_789 + ino as i64,
+        };
+        changes.push((
+            Change {
+                path: RelPath::new(path.into_bytes()).expect("path"),
+                entry: Entry {
+                    content,
+                    meta: meta(mode),
+                    version: Version {
+                        ts: Timestamp(ts),
+                        host: host.clone(),
+                    },
+                },
+            },
+            StatUpdate::Set(stat),
+        ));
+    };
+    ts += 1;
+    push("million".into(), Content::Dir, 0o755, 1, ts);
+    for d in 0..dirs {
+        ts += 1;
+        push(format!("million/d{d:04}"), Content::Dir, 0o755, 2 + d, ts);
+        for f in 0..1000.min(n - d * 1000) {
+            let i = d * 1000 + f;
+            let mut hash = [0u8; 32];
+            for (j, b) in hash.iter_mut().enumerate() {
+                *b = (i
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .rotate_left(j as u32 * 7)
+                    >> 3) as u8;
+            }
+            ts += 1;
+            push(
+                format!("million/d{d:04}/f{f:04}"),
+                Content::File { size: 64, hash },
+                0o644,
+                10_000 + i,
+                ts,
+            );
+        }
+    }
+    let entries = changes.len() as u64;
+    let per = if batch == 0 { entries } else { batch } as usize;
+    let start = Instant::now();
+    for chunk in changes.chunks(per) {
+        let mut b = Batch::new();
+        for (c, s) in chunk {
+            b.record(c.clone(), *s);
+        }
+        index.commit(&b)?;
+    }
+    let took = start.elapsed();
+    let file = index.path().to_path_buf();
+    let size = std::fs::metadata(&file)?.len();
+    println!(
+        "{entries} entries, batches of {per}: recorded in {:.2} s; file {} bytes = {:.0} B/entry",
+        took.as_secs_f64(),
+        size,
+        size as f64 / entries as f64
+    );
+    report(&index, entries)?;
+    let start = Instant::now();
+    let below = omirr_core::IndexView::below(&index, &RelPath::root())?.len();
+    let t_below = start.elapsed();
+    let start = Instant::now();
+    let stats = index.stats_below(&RelPath::root())?.len();
+    let t_stats = start.elapsed();
+    println!(
+        "below(root): {below} in {:.0} ms; stats_below(root): {stats} in {:.0} ms",
+        t_below.as_secs_f64() * 1e3,
+        t_stats.as_secs_f64() * 1e3
+    );
+    let start = Instant::now();
+    index.compact()?;
+    let size = std::fs::metadata(&file)?.len();
+    println!(
+        "after compact ({:.2} s): file {} bytes = {:.0} B/entry",
+        start.elapsed().as_secs_f64(),
+        size,
+        size as f64 / entries as f64
+    );
+    report(&index, entries)?;
+    Ok(())
+}
+
+fn report(index: &Index, entries: u64) -> Result<(), Box<dyn std::error::Error>> {
+    println!(
+        "  {:<14} {:>9} {:>12} {:>11} {:>11} {:>8} {:>7} {:>8}",
+        "table", "rows", "stored B", "meta B", "frag B", "leaves", "branch", "B/entry"
+    );
+    for t in index.space_report()? {
+        let pages = t.leaf_pages + t.branch_pages;
+        let per = if t.name == "(database)" {
+            t.leaf_pages as f64 * t.rows as f64 / entries as f64
+        } else {
+            pages as f64 * 4096.0 / entries as f64
+        };
+        println!(
+            "  {:<14} {:>9} {:>12} {:>11} {:>11} {:>8} {:>7} {:>8.1}",
+            t.name,
+            t.rows,
+            t.stored_bytes,
+            t.metadata_bytes,
+            t.fragmented_bytes,
+            t.leaf_pages,
+            t.branch_pages,
+            per
+        );
+    }
+    Ok(())
+}
