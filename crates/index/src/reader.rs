@@ -4,9 +4,7 @@
 use crate::error::IndexError;
 use crate::index::{corrupt, decode_path, Ctx, Index};
 use crate::record::RawRecord;
-use crate::schema::{
-    inode_prefix, BY_SEQ, ENTRIES, HOLDERS, HOLDER_PREFIX, INODES, INODE_PREFIX, STATS,
-};
+use crate::schema::{inode_prefix, BY_SEQ, ENTRIES, HOLDERS, HOLDER_PREFIX, INODES, STATS};
 use crate::stat::StatKey;
 use omirr_core::{Change, Entry, Hash, IndexView, RelPath, Seq};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
@@ -193,8 +191,9 @@ pub(crate) fn read_inode_paths(
     if limit == 0 {
         return Ok(out);
     }
-    with_prefix(db, inodes, &inode_prefix(ino), |k| {
-        let path = &k[INODE_PREFIX..];
+    let prefix = inode_prefix(ino);
+    with_prefix(db, inodes, &prefix, |k| {
+        let path = &k[prefix.len()..];
         // The key holds the inode only: a file of another device with the
         // same inode number is skipped here.
         if read_stat(db, entries, stats, path)?.is_some_and(|s| s.dev == dev && s.ino == ino) {

@@ -49,7 +49,7 @@ pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 /// that have no entry (rare: a stat is kept in its path's entry value,
 /// see [`ENTRIES`]).
 pub const STATS: TableDefinition<&[u8], StatTuple> = TableDefinition::new("stats");
-/// ino (big-endian) ++ path, for every cached stat: a lookup checks the
+/// [`inode_prefix`] ++ path, for every cached stat: a lookup checks the
 /// device in the stat.
 pub const INODES: TableDefinition<&[u8], ()> = TableDefinition::new("inodes");
 
@@ -101,15 +101,21 @@ pub fn tombstone_key(ts: u64, path: &RelPath) -> Vec<u8> {
     k
 }
 
-pub const INODE_PREFIX: usize = 8;
-
-pub fn inode_prefix(ino: u64) -> [u8; INODE_PREFIX] {
-    ino.to_be_bytes()
+/// An inode number as a key prefix: its byte count, then its
+/// significant bytes, big-endian (4 bytes for a typical inode number, not
+/// 8). The count first keeps numeric order, and makes no number's prefix
+/// a prefix of another's.
+pub fn inode_prefix(ino: u64) -> Vec<u8> {
+    let bytes = ino.to_be_bytes();
+    let skip = (ino.leading_zeros() / 8) as usize;
+    let mut k = Vec::with_capacity(1 + 8 - skip);
+    k.push((8 - skip) as u8);
+    k.extend_from_slice(&bytes[skip..]);
+    k
 }
 
 pub fn inode_key(ino: u64, path: &RelPath) -> Vec<u8> {
-    let mut k = Vec::with_capacity(INODE_PREFIX + path.as_bytes().len());
-    k.extend_from_slice(&inode_prefix(ino));
+    let mut k = inode_prefix(ino);
     k.extend_from_slice(path.as_bytes());
     k
 }
@@ -117,4 +123,35 @@ pub fn inode_key(ino: u64, path: &RelPath) -> Vec<u8> {
 /// Splits a composite key into its fixed-width prefix and the path.
 pub fn split_key(key: &[u8], prefix_len: usize) -> Option<(&[u8], &[u8])> {
     (key.len() >= prefix_len).then(|| key.split_at(prefix_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inode_prefix;
+
+    #[test]
+    fn inode_prefixes_keep_numeric_order_and_are_prefix_free() {
+        let inos = [
+            0,
+            1,
+            255,
+            256,
+            65_535,
+            65_536,
+            1 << 40,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for w in inos.windows(2) {
+            assert!(inode_prefix(w[0]) < inode_prefix(w[1]), "{w:?}");
+        }
+        for a in inos {
+            for b in inos {
+                if a != b {
+                    assert!(!inode_prefix(b).starts_with(&inode_prefix(a)), "{a} {b}");
+                }
+            }
+        }
+        assert_eq!(inode_prefix(1_234_567), [3, 0x12, 0xd6, 0x87]);
+    }
 }
