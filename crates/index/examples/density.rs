@@ -8,6 +8,9 @@
 //! receiver records what it applied; 0 = one transaction, as a sender
 //! records its start-up scan). Prints the file size per entry, redb's
 //! per-table account, then the size after a compaction.
+//!
+//! `... --example density -- open DIR` opens the index in DIR (converting
+//! one of an older format) and prints the same, with the time it took.
 
 use omirr_core::entry::Meta;
 use omirr_core::{Change, Content, Entry, HostId, Name, RelPath, Timestamp, Version};
@@ -15,7 +18,10 @@ use omirr_index::{Batch, Index, StatKey, StatUpdate};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("open") {
+        return open(&args.nth(1).ok_or("open DIR")?);
+    }
     let n: u64 = args.next().map_or(Ok(100_000), |a| a.parse())?;
     let batch: u64 = args.next().map_or(Ok(1_000), |a| a.parse())?;
     let dir = tempfile::tempdir_in(std::env::var("DENSITY_DIR").unwrap_or("/dev/shm".into()))?;
@@ -115,6 +121,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t_below.as_secs_f64() * 1e3,
         t_stats.as_secs_f64() * 1e3
     );
+    // Lookups one by one, each in its own read transaction, and through
+    // one reader.
+    let sample: Vec<RelPath> = changes
+        .iter()
+        .step_by(10)
+        .map(|(c, _)| c.path.clone())
+        .collect();
+    let start = Instant::now();
+    for path in &sample {
+        omirr_core::IndexView::entry(&index, path)?;
+    }
+    let one_by_one = start.elapsed();
+    let start = Instant::now();
+    let reader = index.reader()?;
+    for path in &sample {
+        omirr_core::IndexView::entry(&reader, path)?;
+    }
+    drop(reader);
+    let read_once = start.elapsed();
+    println!(
+        "{} entry lookups: {:.2} us each by Index, {:.2} us each by one IndexReader",
+        sample.len(),
+        one_by_one.as_secs_f64() * 1e6 / sample.len() as f64,
+        read_once.as_secs_f64() * 1e6 / sample.len() as f64
+    );
     let start = Instant::now();
     index.compact()?;
     let size = std::fs::metadata(&file)?.len();
@@ -152,5 +183,26 @@ fn report(index: &Index, entries: u64) -> Result<(), Box<dyn std::error::Error>>
             per
         );
     }
+    Ok(())
+}
+
+/// Opens (and so converts) the index in `dir`, and reports on it.
+fn open(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let file = std::path::Path::new(dir).join(omirr_index::FILE_NAME);
+    let before = std::fs::metadata(&file)?.len();
+    let start = Instant::now();
+    let index = Index::open(std::path::Path::new(dir))?;
+    let took = start.elapsed();
+    let entries = index.len()?;
+    let size = std::fs::metadata(&file)?.len();
+    println!(
+        "opened in {:.2} s: {entries} entries; file {before} bytes before, {size} after = {:.0} B/entry",
+        took.as_secs_f64(),
+        size as f64 / entries as f64
+    );
+    report(&index, entries)?;
+    let start = Instant::now();
+    index.verify()?;
+    println!("verified in {:.2} s", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -119,6 +119,15 @@ fn counter(
         .map_or(0, |g| g.value()))
 }
 
+/// What [`Index::open`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Opened {
+    /// A new index, or one of this format.
+    AsIs,
+    /// An index of an older format, now converted.
+    Converted,
+}
+
 /// redb's page cache. Its default, 1 GiB, would let the cache of a
 /// million-entry index hold the daemon's whole resident size; the
 /// kernel's page cache keeps the file's hot pages anyway, so a small
@@ -168,7 +177,13 @@ impl Index {
             Err(source) => return Err(IndexError::Open { path, source }),
         };
         let mut ix = Index { db, path, id: 0 };
-        ix.check_or_init()?;
+        if ix.check_or_init()? == Opened::Converted {
+            // The conversion rewrote every entry: the file holds the old
+            // layout's pages as free space (a million entries: 1 GiB for
+            // 250 MB of data). Compacting is worth its seconds once; if it
+            // cannot be done the index is still whole, only larger.
+            let _ = ix.db.compact();
+        }
         ix.id = ix.id_or_init()?;
         Ok(ix)
     }
@@ -178,7 +193,7 @@ impl Index {
         &self.path
     }
 
-    fn check_or_init(&self) -> Result<(), IndexError> {
+    fn check_or_init(&self) -> Result<Opened, IndexError> {
         let p = &self.path;
         let not_ours = |why: &str| IndexError::NotAnIndex {
             path: p.clone(),
@@ -197,7 +212,7 @@ impl Index {
                     return Err(not_ours("a redb database without omirr's meta table"));
                 }
                 drop(txn);
-                return self.init();
+                return self.init().map(|()| Opened::AsIs);
             }
             Err(
                 TableError::TableTypeMismatch { .. }
@@ -222,7 +237,7 @@ impl Index {
             if format == 1 {
                 self.convert_from_1()?;
             }
-            return self.convert_from_2();
+            return self.convert_from_2().map(|()| Opened::Converted);
         }
         if format != FORMAT {
             let advice = if format > FORMAT {
@@ -251,7 +266,7 @@ impl Index {
         check_table(p, &txn, CURSORS)?;
         check_table(p, &txn, STATS)?;
         check_table(p, &txn, INODES)?;
-        Ok(())
+        Ok(Opened::AsIs)
     }
 
     /// Converts a format-1 index to format 2 in one transaction: each
