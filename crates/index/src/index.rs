@@ -10,8 +10,9 @@ use crate::reader::{
 use crate::record;
 use crate::schema::{
     aside_key, holder_key, inode_key, split_key, tombstone_key, StatTuple, ASIDE, BY_SEQ,
-    CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, ENTRIES_V2, HLC_LAST, HOLDERS, INODES, LAST_SEQ,
-    LATEST, MAGIC, META, META_FORMAT, META_ID, META_MAGIC, PEER_INDEXES, STATS, TOMBSTONES,
+    BY_SEQ_V2, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, ENTRIES_V2, HLC_LAST, HOLDERS, INODES,
+    LAST_SEQ, LATEST, MAGIC, META, META_FORMAT, META_ID, META_MAGIC, PEER_INDEXES, STATS,
+    TOMBSTONES,
 };
 use crate::stat::StatKey;
 use omirr_core::{Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp};
@@ -322,6 +323,7 @@ impl Index {
             .begin_write()
             .at(p, "starting to convert the index")?;
         txn.rename_table(ENTRIES, ENTRIES_V2).at(p, what)?;
+        txn.rename_table(BY_SEQ, BY_SEQ_V2).at(p, what)?;
         txn.delete_table(HOLDERS).at(p, what)?;
         txn.delete_table(INODES).at(p, what)?;
         {
@@ -330,6 +332,25 @@ impl Index {
             let mut holders = txn.open_table(HOLDERS).at(p, what)?;
             let mut stats = txn.open_table(STATS).at(p, what)?;
             let mut inodes = txn.open_table(INODES).at(p, what)?;
+            // The sequences as they were, copied in fill order (format 2
+            // left its leaves half full).
+            {
+                let old_seqs = txn.open_table(BY_SEQ_V2).at(p, what)?;
+                let mut by_seq = txn.open_table(BY_SEQ).at(p, what)?;
+                let mut rows = Vec::new();
+                for row in old_seqs.iter().at(p, what)? {
+                    let (k, v) = row.at(p, what)?;
+                    rows.push((k.value(), v.value().to_vec()));
+                    if rows.len() == PENDING_ROWS {
+                        for (k, v) in fill_order(std::mem::take(&mut rows)) {
+                            by_seq.insert(k, &v[..]).at(p, what)?;
+                        }
+                    }
+                }
+                for (k, v) in fill_order(rows) {
+                    by_seq.insert(k, &v[..]).at(p, what)?;
+                }
+            }
             // Entries, a slice at a time: each with its stat, and its holder.
             let mut rows = Vec::new();
             let mut flush = |rows: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<(), IndexError> {
@@ -395,6 +416,7 @@ impl Index {
             }
         }
         txn.delete_table(ENTRIES_V2).at(p, what)?;
+        txn.delete_table(BY_SEQ_V2).at(p, what)?;
         {
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
             meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])

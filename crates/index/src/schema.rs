@@ -37,6 +37,9 @@ pub const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries
 pub const ENTRIES_V2: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries_v2");
 /// seq -> path, only each path's latest sequence.
 pub const BY_SEQ: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq");
+/// Format 2's by_seq, renamed while it is copied into a fuller one
+/// (within the converting transaction only).
+pub const BY_SEQ_V2: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq_v2");
 /// The first [`HOLDER_PREFIX`] bytes of the hash ++ path, for every live
 /// file entry: a lookup checks the full hash in the entry, and the key is
 /// 24 bytes shorter than with the whole hash.
