@@ -9,10 +9,10 @@ use crate::reader::{
 };
 use crate::record;
 use crate::schema::{
-    aside_key, holder_key, inode_key, split_key, tombstone_key, StatTuple, ASIDE, BY_SEQ,
-    BY_SEQ_V2, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, ENTRIES_V2, HLC_LAST, HOLDERS, INODES,
-    LAST_SEQ, LATEST, MAGIC, META, META_FORMAT, META_ID, META_MAGIC, PEER_INDEXES, STATS,
-    TOMBSTONES,
+    aside_key, entry_inode_key, holder_key, loose_inode_key, split_key, tombstone_key, StatTuple,
+    ASIDE, BY_SEQ, BY_SEQ_V2, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, ENTRIES_V2, HLC_LAST,
+    HOLDERS, INODES, LAST_SEQ, LATEST, MAGIC, META, META_FORMAT, META_ID, META_MAGIC, PEER_INDEXES,
+    STATS, TOMBSTONES,
 };
 use crate::stat::StatKey;
 use omirr_core::{Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp};
@@ -37,8 +37,10 @@ use std::path::{Path, PathBuf};
 /// - 3: a third of the bytes per entry: an entry value is hand-encoded
 ///   (`record`) and holds the path's cached stat (the stats table keeps
 ///   only paths without an entry); holders are keyed by 8 bytes of the
-///   hash, inodes by the inode number alone. A format-2 index is
-///   converted when opened (`Index::convert_from_2`).
+///   hash and the holder's sequence, inodes by the inode number and the
+///   sequence of the entry with the stat (or the path of a stat without
+///   one). A format-2 index is converted when opened
+///   (`Index::convert_from_2`).
 pub const FORMAT: u32 = 3;
 
 /// The database file's name in the state directory.
@@ -374,7 +376,12 @@ impl Index {
                     .map(|g| StatKey::from(g.value()));
                 if let Content::File { hash, .. } = &st.entry.content {
                     holders
-                        .insert(holder_key(hash, &path).as_slice(), ())
+                        .insert(holder_key(hash, st.seq).as_slice(), ())
+                        .at(p, what)?;
+                }
+                if let Some(s) = &stat {
+                    inodes
+                        .insert(entry_inode_key(s.ino, st.seq).as_slice(), ())
                         .at(p, what)?;
                 }
                 rows.push((
@@ -386,8 +393,8 @@ impl Index {
                 }
             }
             flush(&mut rows)?;
-            // Every stat gets its inode row; those of paths with an entry
-            // now live there.
+            // The stats of paths with an entry now live there; the others
+            // stay, with their inode rows.
             let mut from: Bound<Vec<u8>> = Bound::Unbounded;
             loop {
                 let mut slice = Vec::new();
@@ -405,12 +412,13 @@ impl Index {
                 };
                 from = Bound::Excluded(last.clone());
                 for (k, stat, has_entry) in &slice {
-                    let path = decode_path(p, "stats", k)?;
-                    inodes
-                        .insert(inode_key(stat.ino, &path).as_slice(), ())
-                        .at(p, what)?;
                     if *has_entry {
                         stats.remove(&k[..]).at(p, what)?;
+                    } else {
+                        let path = decode_path(p, "stats", k)?;
+                        inodes
+                            .insert(loose_inode_key(stat.ino, &path).as_slice(), ())
+                            .at(p, what)?;
                     }
                 }
             }
@@ -872,9 +880,11 @@ impl Index {
     fn inode_paths(&self, dev: u64, ino: u64, limit: usize) -> Result<Vec<RelPath>, IndexError> {
         let txn = self.read()?;
         let entries = self.table(&txn, ENTRIES)?;
+        let by_seq = self.table(&txn, BY_SEQ)?;
         let stats = self.table(&txn, STATS)?;
         let inodes = self.table(&txn, INODES)?;
-        read_inode_paths(&self.path, &entries, &stats, &inodes, dev, ino, limit)
+        let tables = (&entries, &by_seq, &stats, &inodes);
+        read_inode_paths(&self.path, tables, dev, ino, limit)
     }
 
     /// Checks that the tables agree with each other: every entry has its
@@ -899,9 +909,8 @@ impl Index {
         let mut files = 0u64;
         let mut deleted = 0u64;
         let mut stat_count = 0u64;
-        let mut has_inode = |path: &RelPath, s: &StatKey| -> Result<(), IndexError> {
+        let mut has_inode = |path: &RelPath, s: &StatKey, ik: Vec<u8>| -> Result<(), IndexError> {
             stat_count += 1;
-            let ik = inode_key(s.ino, path);
             if inodes.get(ik.as_slice()).at(p, "reading inodes")?.is_none() {
                 problems.push(format!(
                     "{path}'s inode {}:{} is not in the inode table",
@@ -937,7 +946,7 @@ impl Index {
             match &entry.content {
                 Content::File { hash, .. } => {
                     files += 1;
-                    let k = holder_key(hash, &path);
+                    let k = holder_key(hash, seq);
                     if holders
                         .get(k.as_slice())
                         .at(p, "reading holders")?
@@ -961,7 +970,7 @@ impl Index {
                 Content::Dir | Content::Symlink { .. } => {}
             }
             if let Some(s) = stat {
-                has_inode(&path, &s)?;
+                has_inode(&path, &s, entry_inode_key(s.ino, seq))?;
             }
         }
         for row in stats.iter().at(p, "scanning stats")? {
@@ -970,7 +979,8 @@ impl Index {
             if entries.get(k.value()).at(p, "reading an entry")?.is_some() {
                 entry_problems.push(format!("{path} has a stat both in its entry and apart"));
             }
-            has_inode(&path, &StatKey::from(v.value()))?;
+            let s = StatKey::from(v.value());
+            has_inode(&path, &s, loose_inode_key(s.ino, &path))?;
         }
         problems.splice(0..0, entry_problems);
         // Each entry found its own row above; equal counts mean there are
@@ -1409,16 +1419,21 @@ impl<'t> Tables<'t> {
         }
         // The stat the path has now: in the entry replaced, or kept apart
         // while the path had no entry (it moves into the new entry).
+        // Its rows keyed by the old sequence (or by the path) go.
         let had_stat = match &old {
             Some((old_seq, old_entry, old_stat)) => {
                 self.pending_by_seq.remove(*old_seq);
-                self.unindex(path, old_entry)?;
+                self.unindex(path, *old_seq, old_entry)?;
+                if let Some(s) = old_stat {
+                    self.pending_inodes.remove(entry_inode_key(s.ino, *old_seq));
+                }
                 *old_stat
             }
             None => {
                 let loose = self.loose_stat(path.as_bytes())?;
-                if loose.is_some() {
+                if let Some(s) = loose {
                     self.pending_stats.remove(path.as_bytes().to_vec());
+                    self.pending_inodes.remove(loose_inode_key(s.ino, path));
                 }
                 loose
             }
@@ -1443,7 +1458,7 @@ impl<'t> Tables<'t> {
         self.put_record(path, seq, entry, new_stat.as_ref());
         self.pending_by_seq.put(seq, path.as_bytes().to_vec());
         match &entry.content {
-            Content::File { hash, .. } => self.pending_holders.put(holder_key(hash, path), ()),
+            Content::File { hash, .. } => self.pending_holders.put(holder_key(hash, seq), ()),
             Content::Deleted => {
                 self.tombstones
                     .insert(tombstone_key(entry.version.ts.0, path).as_slice(), ())
@@ -1451,7 +1466,9 @@ impl<'t> Tables<'t> {
             }
             Content::Dir | Content::Symlink { .. } => {}
         }
-        self.reindex_inode(path, had_stat, new_stat);
+        if let Some(s) = new_stat {
+            self.pending_inodes.put(entry_inode_key(s.ino, seq), ());
+        }
         if self.pending_entries.rows.len() >= PENDING_ROWS {
             self.flush()?;
         }
@@ -1459,9 +1476,9 @@ impl<'t> Tables<'t> {
     }
 
     /// Removes the secondary rows of `old`, the entry being replaced.
-    fn unindex(&mut self, path: &RelPath, old: &Entry) -> Result<(), IndexError> {
+    fn unindex(&mut self, path: &RelPath, seq: Seq, old: &Entry) -> Result<(), IndexError> {
         match &old.content {
-            Content::File { hash, .. } => self.pending_holders.remove(holder_key(hash, path)),
+            Content::File { hash, .. } => self.pending_holders.remove(holder_key(hash, seq)),
             Content::Deleted => {
                 // Tombstones are few: written through, not held back.
                 self.tombstones
@@ -1483,12 +1500,20 @@ impl<'t> Tables<'t> {
 
     /// Sets or drops `path`'s stat, keeping the inode table in step.
     fn update_stat(&mut self, path: &RelPath, stat: Option<StatKey>) -> Result<(), IndexError> {
-        let old = match self.record_of(path.as_bytes())? {
+        let ino = |s: Option<StatKey>| s.map(|k| k.ino);
+        match self.record_of(path.as_bytes())? {
             Some((seq, entry, old)) => {
                 if old != stat {
                     self.put_record(path, seq, &entry, stat.as_ref());
                 }
-                old
+                if ino(old) != ino(stat) {
+                    if let Some(o) = old {
+                        self.pending_inodes.remove(entry_inode_key(o.ino, seq));
+                    }
+                    if let Some(n) = stat {
+                        self.pending_inodes.put(entry_inode_key(n.ino, seq), ());
+                    }
+                }
             }
             None => {
                 let old = self.loose_stat(path.as_bytes())?;
@@ -1497,24 +1522,17 @@ impl<'t> Tables<'t> {
                     None if old.is_some() => self.pending_stats.remove(path.as_bytes().to_vec()),
                     None => {}
                 }
-                old
+                if ino(old) != ino(stat) {
+                    if let Some(o) = old {
+                        self.pending_inodes.remove(loose_inode_key(o.ino, path));
+                    }
+                    if let Some(n) = stat {
+                        self.pending_inodes.put(loose_inode_key(n.ino, path), ());
+                    }
+                }
             }
-        };
-        self.reindex_inode(path, old, stat);
+        }
         Ok(())
-    }
-
-    /// Moves `path`'s inode row from the inode of `old` to that of `new`.
-    fn reindex_inode(&mut self, path: &RelPath, old: Option<StatKey>, new: Option<StatKey>) {
-        if old.map(|k| k.ino) == new.map(|k| k.ino) {
-            return;
-        }
-        if let Some(old) = old {
-            self.pending_inodes.remove(inode_key(old.ino, path));
-        }
-        if let Some(new) = new {
-            self.pending_inodes.put(inode_key(new.ino, path), ());
-        }
     }
 
     fn set_cursor(&mut self, peer: &HostId, seq: Seq) -> Result<(), IndexError> {
@@ -1551,9 +1569,12 @@ impl<'t> Tables<'t> {
             };
             self.pending_entries.remove(path.as_bytes().to_vec());
             self.pending_by_seq.remove(seq);
-            // The stat outlives the entry (its inode row stays as it is).
+            // The stat outlives the entry, kept apart from now on.
             if let Some(stat) = stat {
                 self.pending_stats.put(path.as_bytes().to_vec(), stat);
+                self.pending_inodes.remove(entry_inode_key(stat.ino, seq));
+                self.pending_inodes
+                    .put(loose_inode_key(stat.ino, &path), ());
             }
             n += 1;
         }
@@ -1579,8 +1600,9 @@ impl IndexView for Index {
     fn holder_of(&self, hash: &Hash) -> Result<Option<RelPath>, IndexError> {
         let txn = self.read()?;
         let entries = self.table(&txn, ENTRIES)?;
+        let by_seq = self.table(&txn, BY_SEQ)?;
         let holders = self.table(&txn, HOLDERS)?;
-        read_holder_of(&self.path, &entries, &holders, hash)
+        read_holder_of(&self.path, &entries, &by_seq, &holders, hash)
     }
 }
 

@@ -4,7 +4,10 @@
 use crate::error::IndexError;
 use crate::index::{corrupt, decode_path, Ctx, Index};
 use crate::record::RawRecord;
-use crate::schema::{inode_prefix, BY_SEQ, ENTRIES, HOLDERS, HOLDER_PREFIX, INODES, STATS};
+use crate::schema::{
+    holder_seq, inode_of, inode_prefix, InodeOf, BY_SEQ, ENTRIES, HOLDERS, HOLDER_PREFIX, INODES,
+    STATS,
+};
 use crate::stat::StatKey;
 use omirr_core::{Change, Entry, Hash, IndexView, RelPath, Seq};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
@@ -156,20 +159,42 @@ fn with_prefix<V: redb::Value + 'static>(
     Ok(())
 }
 
+/// The path at `seq`, if its entry is still there: `check` says whether
+/// the entry is the one wanted.
+fn path_at(
+    db: &Path,
+    entries: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    by_seq: &impl ReadableTable<u64, &'static [u8]>,
+    seq: Seq,
+    check: impl FnOnce(&RawRecord<'_>) -> bool,
+) -> Result<Option<RelPath>, IndexError> {
+    let Some(path) = by_seq.get(seq).at(db, "reading sequences")? else {
+        return Ok(None);
+    };
+    let path = path.value();
+    if with_record(db, entries, path, |r| r.seq == seq && check(&r))? == Some(true) {
+        return decode_path(db, "by_seq", path).map(Some);
+    }
+    Ok(None)
+}
+
 /// The first path in path order whose entry is a live file with `hash`.
 pub(crate) fn read_holder_of(
     db: &Path,
     entries: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    by_seq: &impl ReadableTable<u64, &'static [u8]>,
     holders: &impl ReadableTable<&'static [u8], ()>,
     hash: &Hash,
 ) -> Result<Option<RelPath>, IndexError> {
-    let mut found = None;
+    let mut found: Option<RelPath> = None;
     with_prefix(db, holders, &hash[..HOLDER_PREFIX], |k| {
-        let path = &k[HOLDER_PREFIX..];
-        // Another hash with the same prefix: its row is skipped.
-        if with_record(db, entries, path, |r| r.hash() == Some(&hash[..]))? == Some(true) {
-            found = Some(decode_path(db, "holders", path)?);
-            return Ok(false);
+        let seq = holder_seq(k).ok_or_else(|| corrupt(db, "a holders key is malformed"))?;
+        // Another hash with the same prefix is skipped by the check.
+        let path = path_at(db, entries, by_seq, seq, |r| r.hash() == Some(&hash[..]))?;
+        if let Some(path) = path {
+            if found.as_ref().is_none_or(|f| path < *f) {
+                found = Some(path);
+            }
         }
         Ok(true)
     })?;
@@ -180,27 +205,41 @@ pub(crate) fn read_holder_of(
 /// most `limit`.
 pub(crate) fn read_inode_paths(
     db: &Path,
-    entries: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    stats: &impl ReadableTable<&'static [u8], crate::schema::StatTuple>,
-    inodes: &impl ReadableTable<&'static [u8], ()>,
+    tables: (
+        &impl ReadableTable<&'static [u8], &'static [u8]>,
+        &impl ReadableTable<u64, &'static [u8]>,
+        &impl ReadableTable<&'static [u8], crate::schema::StatTuple>,
+        &impl ReadableTable<&'static [u8], ()>,
+    ),
     dev: u64,
     ino: u64,
     limit: usize,
 ) -> Result<Vec<RelPath>, IndexError> {
+    let (entries, by_seq, stats, inodes) = tables;
     let mut out = Vec::new();
-    if limit == 0 {
-        return Ok(out);
-    }
     let prefix = inode_prefix(ino);
+    // The key holds the inode only: a file of another device with the
+    // same inode number is skipped by the checks.
+    let same = |s: &StatKey| s.dev == dev && s.ino == ino;
     with_prefix(db, inodes, &prefix, |k| {
-        let path = &k[prefix.len()..];
-        // The key holds the inode only: a file of another device with the
-        // same inode number is skipped here.
-        if read_stat(db, entries, stats, path)?.is_some_and(|s| s.dev == dev && s.ino == ino) {
-            out.push(decode_path(db, "inodes", path)?);
+        let rest = &k[prefix.len()..];
+        match inode_of(rest).ok_or_else(|| corrupt(db, "an inodes key is malformed"))? {
+            InodeOf::Entry(seq) => {
+                let stat_is = |r: &RawRecord<'_>| r.stat.as_ref().is_some_and(same);
+                out.extend(path_at(db, entries, by_seq, seq, stat_is)?);
+            }
+            InodeOf::Loose(path) => {
+                let got = stats.get(path).at(db, "reading a stat")?;
+                if got.is_some_and(|g| same(&StatKey::from(g.value()))) {
+                    out.push(decode_path(db, "inodes", path)?);
+                }
+            }
         }
-        Ok(out.len() < limit)
+        Ok(true)
     })?;
+    out.sort();
+    out.dedup();
+    out.truncate(limit);
     Ok(out)
 }
 
@@ -299,8 +338,8 @@ impl<'a> IndexReader<'a> {
         ino: u64,
         limit: usize,
     ) -> Result<Vec<RelPath>, IndexError> {
-        let (p, e, s, i) = (self.path, &self.entries, &self.stats, &self.inodes);
-        read_inode_paths(p, e, s, i, dev, ino, limit)
+        let tables = (&self.entries, &self.by_seq, &self.stats, &self.inodes);
+        read_inode_paths(self.path, tables, dev, ino, limit)
     }
 
     /// See [`Index::since`].
@@ -323,7 +362,7 @@ impl IndexView for IndexReader<'_> {
     /// The first holder in path order, as [`omirr_core::mem::MemIndex`]
     /// answers.
     fn holder_of(&self, hash: &Hash) -> Result<Option<RelPath>, IndexError> {
-        read_holder_of(self.path, &self.entries, &self.holders, hash)
+        read_holder_of(self.path, &self.entries, &self.by_seq, &self.holders, hash)
     }
 }
 

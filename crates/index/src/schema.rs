@@ -7,7 +7,7 @@
 //! a prefix range, and one key per (prefix, path) pair keeps several paths
 //! per hash or inode without a read-modify-write of a list.
 
-use omirr_core::{Hash, RelPath};
+use omirr_core::{Hash, RelPath, Seq};
 use redb::TableDefinition;
 
 /// Magic string, format version. Its type must never change, so that any
@@ -40,9 +40,9 @@ pub const BY_SEQ: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq");
 /// Format 2's by_seq, renamed while it is copied into a fuller one
 /// (within the converting transaction only).
 pub const BY_SEQ_V2: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq_v2");
-/// The first [`HOLDER_PREFIX`] bytes of the hash ++ path, for every live
-/// file entry: a lookup checks the full hash in the entry, and the key is
-/// 24 bytes shorter than with the whole hash.
+/// [`holder_key`]: 8 bytes of the hash and the sequence, for every live
+/// file entry. A lookup checks the full hash in the entry; the key is a
+/// fifth of format 2's (the whole hash and the path).
 pub const HOLDERS: TableDefinition<&[u8], ()> = TableDefinition::new("holders");
 /// timestamp (big-endian) ++ path, for every tombstone: expiry is a range.
 pub const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("tombstones");
@@ -52,8 +52,9 @@ pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 /// that have no entry (rare: a stat is kept in its path's entry value,
 /// see [`ENTRIES`]).
 pub const STATS: TableDefinition<&[u8], StatTuple> = TableDefinition::new("stats");
-/// [`inode_prefix`] ++ path, for every cached stat: a lookup checks the
-/// device in the stat.
+/// [`entry_inode_key`] or [`loose_inode_key`]: the inode, then the
+/// sequence of the entry holding the stat or the path of a stat kept
+/// apart, for every cached stat. A lookup checks the device in the stat.
 pub const INODES: TableDefinition<&[u8], ()> = TableDefinition::new("inodes");
 
 /// content hash -> its chunk list, as `omirr-chunk` encodes it. A cache:
@@ -90,11 +91,49 @@ pub type StatTuple = (u64, u64, u64, i64, i64);
 /// How many bytes of a content hash key the holders table.
 pub const HOLDER_PREFIX: usize = 8;
 
-pub fn holder_key(hash: &Hash, path: &RelPath) -> Vec<u8> {
-    let mut k = Vec::with_capacity(HOLDER_PREFIX + path.as_bytes().len());
-    k.extend_from_slice(&hash[..HOLDER_PREFIX]);
-    k.extend_from_slice(path.as_bytes());
+/// A number as a key part: its byte count, then its significant bytes,
+/// big-endian (3 or 4 bytes for a typical inode number or sequence, not
+/// 8). The count first keeps numeric order, and makes no number's bytes a
+/// prefix of another's.
+pub fn ordered_u64(v: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    put_ordered_u64(&mut k, v);
     k
+}
+
+fn put_ordered_u64(k: &mut Vec<u8>, v: u64) {
+    let skip = (v.leading_zeros() / 8) as usize;
+    k.push((8 - skip) as u8);
+    k.extend_from_slice(&v.to_be_bytes()[skip..]);
+}
+
+/// The number at the start of `bytes` (see [`ordered_u64`]) and the rest.
+pub fn take_ordered_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (&n, rest) = bytes.split_first()?;
+    let n = usize::from(n);
+    if n > 8 || rest.len() < n {
+        return None;
+    }
+    let mut be = [0u8; 8];
+    be[8 - n..].copy_from_slice(&rest[..n]);
+    Some((u64::from_be_bytes(be), &rest[n..]))
+}
+
+/// A holders key: the hash's first [`HOLDER_PREFIX`] bytes, then the
+/// holder's sequence (whose `by_seq` row names its path).
+pub fn holder_key(hash: &Hash, seq: Seq) -> Vec<u8> {
+    let mut k = Vec::with_capacity(HOLDER_PREFIX + 9);
+    k.extend_from_slice(&hash[..HOLDER_PREFIX]);
+    put_ordered_u64(&mut k, seq);
+    k
+}
+
+/// The sequence of a holders key.
+pub fn holder_seq(key: &[u8]) -> Option<Seq> {
+    match take_ordered_u64(key.get(HOLDER_PREFIX..)?)? {
+        (seq, []) => Some(seq),
+        _ => None,
+    }
 }
 
 pub fn tombstone_key(ts: u64, path: &RelPath) -> Vec<u8> {
@@ -104,23 +143,49 @@ pub fn tombstone_key(ts: u64, path: &RelPath) -> Vec<u8> {
     k
 }
 
-/// An inode number as a key prefix: its byte count, then its
-/// significant bytes, big-endian (4 bytes for a typical inode number, not
-/// 8). The count first keeps numeric order, and makes no number's prefix
-/// a prefix of another's.
 pub fn inode_prefix(ino: u64) -> Vec<u8> {
-    let bytes = ino.to_be_bytes();
-    let skip = (ino.leading_zeros() / 8) as usize;
-    let mut k = Vec::with_capacity(1 + 8 - skip);
-    k.push((8 - skip) as u8);
-    k.extend_from_slice(&bytes[skip..]);
+    ordered_u64(ino)
+}
+
+/// After the inode in an inodes key: a sequence follows (a path with an
+/// entry, whose stat is in it).
+const INODE_OF_ENTRY: u8 = 0;
+/// After the inode in an inodes key: a path follows (its stat is in the
+/// stats table).
+const INODE_OF_LOOSE: u8 = 1;
+
+/// The inodes key of the stat in the entry at `seq`.
+pub fn entry_inode_key(ino: u64, seq: Seq) -> Vec<u8> {
+    let mut k = inode_prefix(ino);
+    k.push(INODE_OF_ENTRY);
+    put_ordered_u64(&mut k, seq);
     k
 }
 
-pub fn inode_key(ino: u64, path: &RelPath) -> Vec<u8> {
+/// The inodes key of the stat of `path`, which has no entry.
+pub fn loose_inode_key(ino: u64, path: &RelPath) -> Vec<u8> {
     let mut k = inode_prefix(ino);
+    k.push(INODE_OF_LOOSE);
     k.extend_from_slice(path.as_bytes());
     k
+}
+
+/// Whose stat an inodes key is, from what follows its inode.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InodeOf<'a> {
+    Entry(Seq),
+    Loose(&'a [u8]),
+}
+
+pub fn inode_of(rest: &[u8]) -> Option<InodeOf<'_>> {
+    match rest.split_first()? {
+        (&INODE_OF_ENTRY, seq) => match take_ordered_u64(seq)? {
+            (seq, []) => Some(InodeOf::Entry(seq)),
+            _ => None,
+        },
+        (&INODE_OF_LOOSE, path) => Some(InodeOf::Loose(path)),
+        _ => None,
+    }
 }
 
 /// Splits a composite key into its fixed-width prefix and the path.
@@ -130,7 +195,7 @@ pub fn split_key(key: &[u8], prefix_len: usize) -> Option<(&[u8], &[u8])> {
 
 #[cfg(test)]
 mod tests {
-    use super::inode_prefix;
+    use super::{inode_of, inode_prefix, take_ordered_u64, InodeOf};
 
     #[test]
     fn inode_prefixes_keep_numeric_order_and_are_prefix_free() {
@@ -156,5 +221,19 @@ mod tests {
             }
         }
         assert_eq!(inode_prefix(1_234_567), [3, 0x12, 0xd6, 0x87]);
+        for v in inos {
+            assert_eq!(take_ordered_u64(&inode_prefix(v)), Some((v, &[][..])));
+        }
+        assert_eq!(take_ordered_u64(&[9, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(take_ordered_u64(&[2, 1]), None);
+        let p = omirr_core::RelPath::new(&b"a/b"[..]).expect("path");
+        let k = super::loose_inode_key(5, &p);
+        assert_eq!(inode_of(&k[2..]), Some(InodeOf::Loose(b"a/b")));
+        let k = super::entry_inode_key(5, 300);
+        assert_eq!(inode_of(&k[2..]), Some(InodeOf::Entry(300)));
+        assert_eq!(
+            super::holder_seq(&super::holder_key(&[7; 32], 300)),
+            Some(300)
+        );
     }
 }
