@@ -93,12 +93,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let entries = changes.len() as u64;
     let per = if batch == 0 { entries } else { batch } as usize;
     let start = Instant::now();
-    for chunk in changes.chunks(per) {
-        let mut b = Batch::new();
-        for (c, s) in chunk {
-            b.record(c.clone(), *s);
+    // DENSITY_READER_MS=N: a thread holds a read transaction N ms at a
+    // time meanwhile, as a daemon serving its peer does.
+    let hold_ms: u64 = std::env::var("DENSITY_READER_MS").map_or(Ok(0), |v| v.parse())?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<(), Box<dyn std::error::Error>> {
+        if hold_ms > 0 {
+            let (index, done) = (&index, &done);
+            scope.spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let reader = index.reader();
+                    std::thread::sleep(std::time::Duration::from_millis(hold_ms));
+                    drop(reader);
+                }
+            });
         }
-        index.commit(&b)?;
+        let result = changes.chunks(per).try_for_each(|chunk| {
+            let mut b = Batch::new();
+            for (c, s) in chunk {
+                b.record(c.clone(), *s);
+            }
+            index.commit(&b).map(drop)
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(result?)
+    })?;
+    // DENSITY_RESTAT=N: then forget every stat and set it again, N paths
+    // per transaction, as a receiver's watcher does for racy files.
+    if let Ok(n) = std::env::var("DENSITY_RESTAT") {
+        let n: usize = n.parse()?;
+        for set in [false, true] {
+            for chunk in changes.chunks(n) {
+                let updates: Vec<_> = chunk
+                    .iter()
+                    .map(|(c, s)| match s {
+                        StatUpdate::Set(k) if set => (c.path.clone(), Some(*k)),
+                        _ => (c.path.clone(), None),
+                    })
+                    .collect();
+                index.update_stats(&updates)?;
+            }
+        }
     }
     let took = start.elapsed();
     let file = index.path().to_path_buf();
