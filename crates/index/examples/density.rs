@@ -108,10 +108,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             });
         }
+        // DENSITY_RESTAT: the entries are first recorded without a stat.
+        let first = if std::env::var("DENSITY_RESTAT").is_ok() {
+            StatUpdate::Keep
+        } else {
+            StatUpdate::Forget
+        };
         let result = changes.chunks(per).try_for_each(|chunk| {
             let mut b = Batch::new();
             for (c, s) in chunk {
-                b.record(c.clone(), *s);
+                b.record(
+                    c.clone(),
+                    if first == StatUpdate::Keep { first } else { *s },
+                );
             }
             index.commit(&b).map(drop)
         });

@@ -1210,18 +1210,19 @@ impl<K: Ord, V> Pending<K, V> {
 }
 
 /// The order to insert rows sorted by key in so that redb's leaves end up
-/// about 9/10 full rather than half. redb splits a full leaf into two
+/// about 5/6 full rather than half. redb splits a full leaf into two
 /// halves, so ascending inserts (a scan's paths, sequences, inode
 /// numbers) leave every leaf behind them half full for good, and the
-/// file twice the size of its data. Inserting 5 rows in 9 first leaves
-/// half-full leaves with room for the other 4, inserted next. (Measured
-/// on a million entries, examples/density.rs: leaves 81% full with 3 in
-/// 5, 85% with 5 in 9, 86% with 6 in 11; fewer first risks a second
-/// split of leaves that get longer rows than their neighbours.)
+/// file twice the size of its data. Inserting 3 rows in 5 first leaves
+/// half-full leaves with room for the other 2, inserted next. Fuller is
+/// worse: a receiver records entries first and their stats later, and
+/// the 6-10 bytes a stat adds split leaves filled to 9/10 (measured on a
+/// million entries, examples/density.rs with DENSITY_RESTAT: the entries
+/// table took 161 B/entry with 5 rows in 9 first, 110 with 3 in 5).
 fn fill_order<T>(sorted: Vec<T>) -> Vec<T> {
     let (mut first, mut second) = (Vec::with_capacity(sorted.len()), Vec::new());
     for (i, row) in sorted.into_iter().enumerate() {
-        if i % 9 < 5 {
+        if i % 5 < 3 {
             first.push(row);
         } else {
             second.push(row);
