@@ -24,6 +24,12 @@ fn config() -> impl bincode::config::Config {
 #[error("{0}")]
 pub struct CodecError(String);
 
+impl CodecError {
+    pub fn new(why: String) -> CodecError {
+        CodecError(why)
+    }
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(e.to_string()))
 }

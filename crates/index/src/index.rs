@@ -3,10 +3,16 @@
 use crate::batch::{Batch, StatUpdate};
 use crate::codec;
 use crate::error::IndexError;
+use crate::reader::{
+    bad_record, read_below, read_entry, read_holder_of, read_inode_paths, read_since, read_stat,
+    read_stats_below,
+};
+use crate::record;
 use crate::schema::{
-    aside_key, holder_key, inode_key, inode_prefix, split_key, tombstone_key, StatTuple, ASIDE,
-    BY_SEQ, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, LATEST,
-    MAGIC, META, META_FORMAT, META_ID, META_MAGIC, PEER_INDEXES, STATS, TOMBSTONES,
+    aside_key, entry_inode_key, holder_key, loose_inode_key, split_key, tombstone_key, StatTuple,
+    ASIDE, BY_SEQ, BY_SEQ_V2, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, ENTRIES_V2, HLC_LAST,
+    HOLDERS, INODES, LAST_SEQ, LATEST, MAGIC, META, META_FORMAT, META_ID, META_MAGIC, PEER_INDEXES,
+    STATS, TOMBSTONES,
 };
 use crate::stat::StatKey;
 use omirr_core::{Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp};
@@ -15,6 +21,7 @@ use redb::{
     StorageError, Table, TableDefinition, TableError, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::ops::Bound;
@@ -27,7 +34,14 @@ use std::path::{Path, PathBuf};
 /// - 1: the first.
 /// - 2: an entry's metadata holds its owner's and group's names too.
 ///   A format-1 index is converted when opened (`Index::convert_from_1`).
-pub const FORMAT: u32 = 2;
+/// - 3: a third of the bytes per entry: an entry value is hand-encoded
+///   (`record`) and holds the path's cached stat (the stats table keeps
+///   only paths without an entry); holders are keyed by 8 bytes of the
+///   hash and the holder's sequence, inodes by the inode number and the
+///   sequence of the entry with the stat (or the path of a stat without
+///   one). A format-2 index is converted when opened
+///   (`Index::convert_from_2`).
+pub const FORMAT: u32 = 3;
 
 /// The database file's name in the state directory.
 pub const FILE_NAME: &str = "index.redb";
@@ -35,15 +49,16 @@ pub const FILE_NAME: &str = "index.redb";
 /// The first bytes of every redb file (redb's own magic number).
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
-/// What [`ENTRIES`] holds per path, as encoded.
+/// What [`ENTRIES`] held per path in format 2, as encoded (by
+/// [`Index::convert_from_1`]).
 #[derive(Serialize)]
 pub(crate) struct StoredRef<'a> {
     pub(crate) seq: Seq,
     pub(crate) entry: &'a Entry,
 }
 
-/// What [`ENTRIES`] holds per path, as decoded. Same field order as
-/// [`StoredRef`].
+/// What [`ENTRIES`] held per path in format 2, as decoded (by
+/// [`Index::convert_from_2`]). Same field order as [`StoredRef`].
 #[derive(Deserialize)]
 pub(crate) struct Stored {
     pub(crate) seq: Seq,
@@ -71,7 +86,7 @@ impl fmt::Debug for Index {
 }
 
 /// Adds the database path and what was being done to a redb error.
-trait Ctx<T> {
+pub(crate) trait Ctx<T> {
     fn at(self, path: &Path, what: &'static str) -> Result<T, IndexError>;
 }
 
@@ -85,28 +100,15 @@ impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
     }
 }
 
-fn corrupt(path: &Path, detail: impl Into<String>) -> IndexError {
+pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> IndexError {
     IndexError::Corrupt {
         path: path.to_path_buf(),
         detail: detail.into(),
     }
 }
 
-fn decode_path(db: &Path, table: &str, bytes: &[u8]) -> Result<RelPath, IndexError> {
+pub(crate) fn decode_path(db: &Path, table: &str, bytes: &[u8]) -> Result<RelPath, IndexError> {
     RelPath::new(bytes).map_err(|e| corrupt(db, format!("{table} holds a bad path: {e}")))
-}
-
-fn get_stored(
-    db: &Path,
-    entries: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    path: &RelPath,
-) -> Result<Option<Stored>, IndexError> {
-    match entries.get(path.as_bytes()).at(db, "reading an entry")? {
-        None => Ok(None),
-        Some(g) => codec::decode(g.value())
-            .map(Some)
-            .map_err(|e| corrupt(db, format!("the entry for {path} does not decode: {e}"))),
-    }
 }
 
 fn counter(
@@ -120,32 +122,13 @@ fn counter(
         .map_or(0, |g| g.value()))
 }
 
-/// Keys of `table` that start with `prefix`, in order, at most `limit`.
-fn with_prefix<V: redb::Value + 'static>(
-    db: &Path,
-    table: &impl ReadableTable<&'static [u8], V>,
-    prefix: &[u8],
-    limit: usize,
-) -> Result<Vec<Vec<u8>>, IndexError> {
-    let mut out = Vec::new();
-    for row in table.range(prefix..).at(db, "scanning a table")? {
-        if out.len() >= limit {
-            break;
-        }
-        let (k, _) = row.at(db, "scanning a table")?;
-        if !k.value().starts_with(prefix) {
-            break;
-        }
-        out.push(k.value().to_vec());
-    }
-    Ok(out)
-}
-
-fn bytes_range(r: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> (Bound<&[u8]>, Bound<&[u8]>) {
-    (
-        r.0.as_ref().map(Vec::as_slice),
-        r.1.as_ref().map(Vec::as_slice),
-    )
+/// What [`Index::open`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Opened {
+    /// A new index, or one of this format.
+    AsIs,
+    /// An index of an older format, now converted.
+    Converted,
 }
 
 /// redb's page cache. Its default, 1 GiB, would let the cache of a
@@ -197,7 +180,13 @@ impl Index {
             Err(source) => return Err(IndexError::Open { path, source }),
         };
         let mut ix = Index { db, path, id: 0 };
-        ix.check_or_init()?;
+        if ix.check_or_init()? == Opened::Converted {
+            // The conversion rewrote every entry: the file holds the old
+            // layout's pages as free space (a million entries: 1 GiB for
+            // 250 MB of data). Compacting is worth its seconds once; if it
+            // cannot be done the index is still whole, only larger.
+            let _ = ix.db.compact();
+        }
         ix.id = ix.id_or_init()?;
         Ok(ix)
     }
@@ -207,7 +196,7 @@ impl Index {
         &self.path
     }
 
-    fn check_or_init(&self) -> Result<(), IndexError> {
+    fn check_or_init(&self) -> Result<Opened, IndexError> {
         let p = &self.path;
         let not_ours = |why: &str| IndexError::NotAnIndex {
             path: p.clone(),
@@ -226,7 +215,7 @@ impl Index {
                     return Err(not_ours("a redb database without omirr's meta table"));
                 }
                 drop(txn);
-                return self.init();
+                return self.init().map(|()| Opened::AsIs);
             }
             Err(
                 TableError::TableTypeMismatch { .. }
@@ -245,10 +234,13 @@ impl Index {
             .and_then(|g| <[u8; 4]>::try_from(g.value()).ok())
             .map(u32::from_le_bytes)
             .ok_or_else(|| corrupt(p, "its format version is missing or malformed"))?;
-        if format == 1 {
+        if format == 1 || format == 2 {
             drop(meta);
             drop(txn);
-            return self.convert_from_1();
+            if format == 1 {
+                self.convert_from_1()?;
+            }
+            return self.convert_from_2().map(|()| Opened::Converted);
         }
         if format != FORMAT {
             let advice = if format > FORMAT {
@@ -277,7 +269,7 @@ impl Index {
         check_table(p, &txn, CURSORS)?;
         check_table(p, &txn, STATS)?;
         check_table(p, &txn, INODES)?;
-        Ok(())
+        Ok(Opened::AsIs)
     }
 
     /// Converts a format-1 index to format 2 in one transaction: each
@@ -313,6 +305,127 @@ impl Index {
                     since: old.since,
                 })
             })?;
+            let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
+            meta.insert(META_FORMAT, &2u32.to_le_bytes()[..])
+                .at(p, "writing the format")?;
+        }
+        txn.commit().at(p, "committing the converted index")
+    }
+
+    /// Converts a format-2 index to format 3 in one transaction: each
+    /// entry is re-encoded with its path's stat, the stats of paths with
+    /// an entry leave the stats table, and the holders and inodes tables
+    /// are rebuilt with their shorter keys from the entries and stats. A
+    /// crash leaves format 2, converted again at the next start.
+    fn convert_from_2(&self) -> Result<(), IndexError> {
+        let p = &self.path;
+        let what = "converting the index";
+        let txn = self
+            .db
+            .begin_write()
+            .at(p, "starting to convert the index")?;
+        txn.rename_table(ENTRIES, ENTRIES_V2).at(p, what)?;
+        txn.rename_table(BY_SEQ, BY_SEQ_V2).at(p, what)?;
+        txn.delete_table(HOLDERS).at(p, what)?;
+        txn.delete_table(INODES).at(p, what)?;
+        {
+            let old = txn.open_table(ENTRIES_V2).at(p, what)?;
+            let mut entries = txn.open_table(ENTRIES).at(p, what)?;
+            let mut holders = txn.open_table(HOLDERS).at(p, what)?;
+            let mut stats = txn.open_table(STATS).at(p, what)?;
+            let mut inodes = txn.open_table(INODES).at(p, what)?;
+            // The sequences as they were, copied in fill order (format 2
+            // left its leaves half full).
+            {
+                let old_seqs = txn.open_table(BY_SEQ_V2).at(p, what)?;
+                let mut by_seq = txn.open_table(BY_SEQ).at(p, what)?;
+                let mut rows = Vec::new();
+                for row in old_seqs.iter().at(p, what)? {
+                    let (k, v) = row.at(p, what)?;
+                    rows.push((k.value(), v.value().to_vec()));
+                    if rows.len() == PENDING_ROWS {
+                        for (k, v) in fill_order(std::mem::take(&mut rows)) {
+                            by_seq.insert(k, &v[..]).at(p, what)?;
+                        }
+                    }
+                }
+                for (k, v) in fill_order(rows) {
+                    by_seq.insert(k, &v[..]).at(p, what)?;
+                }
+            }
+            // Entries, a slice at a time: each with its stat, and its holder.
+            let mut rows = Vec::new();
+            let mut flush = |rows: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<(), IndexError> {
+                for (k, v) in fill_order(std::mem::take(rows)) {
+                    entries.insert(&k[..], &v[..]).at(p, what)?;
+                }
+                Ok(())
+            };
+            for row in old.iter().at(p, what)? {
+                let (k, v) = row.at(p, what)?;
+                let path = decode_path(p, "entries", k.value())?;
+                let st: Stored = codec::decode(v.value()).map_err(|e| {
+                    corrupt(
+                        p,
+                        format!("a format-2 entry for {path} does not decode: {e}"),
+                    )
+                })?;
+                let stat = stats
+                    .get(k.value())
+                    .at(p, what)?
+                    .map(|g| StatKey::from(g.value()));
+                if let Content::File { hash, .. } = &st.entry.content {
+                    holders
+                        .insert(holder_key(hash, st.seq).as_slice(), ())
+                        .at(p, what)?;
+                }
+                if let Some(s) = &stat {
+                    inodes
+                        .insert(entry_inode_key(s.ino, st.seq).as_slice(), ())
+                        .at(p, what)?;
+                }
+                rows.push((
+                    k.value().to_vec(),
+                    record::encode(st.seq, &st.entry, stat.as_ref()),
+                ));
+                if rows.len() == PENDING_ROWS {
+                    flush(&mut rows)?;
+                }
+            }
+            flush(&mut rows)?;
+            // The stats of paths with an entry now live there; the others
+            // stay, with their inode rows.
+            let mut from: Bound<Vec<u8>> = Bound::Unbounded;
+            loop {
+                let mut slice = Vec::new();
+                let range = (from.as_ref().map(Vec::as_slice), Bound::Unbounded);
+                for row in stats.range::<&[u8]>(range).at(p, what)? {
+                    let (k, v) = row.at(p, what)?;
+                    let has_entry = old.get(k.value()).at(p, what)?.is_some();
+                    slice.push((k.value().to_vec(), StatKey::from(v.value()), has_entry));
+                    if slice.len() == 10_000 {
+                        break;
+                    }
+                }
+                let Some((last, _, _)) = slice.last() else {
+                    break;
+                };
+                from = Bound::Excluded(last.clone());
+                for (k, stat, has_entry) in &slice {
+                    if *has_entry {
+                        stats.remove(&k[..]).at(p, what)?;
+                    } else {
+                        let path = decode_path(p, "stats", k)?;
+                        inodes
+                            .insert(loose_inode_key(stat.ino, &path).as_slice(), ())
+                            .at(p, what)?;
+                    }
+                }
+            }
+        }
+        txn.delete_table(ENTRIES_V2).at(p, what)?;
+        txn.delete_table(BY_SEQ_V2).at(p, what)?;
+        {
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
             meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
                 .at(p, "writing the format")?;
@@ -418,7 +531,7 @@ impl Index {
         })
     }
 
-    fn read(&self) -> Result<ReadTransaction, IndexError> {
+    pub(crate) fn read(&self) -> Result<ReadTransaction, IndexError> {
         self.db
             .begin_read()
             .at(&self.path, "starting a read transaction")
@@ -547,34 +660,10 @@ impl Index {
     /// each path's latest sequence is kept, so a path appears once, at
     /// its latest change.
     pub fn since(&self, seq: Seq, limit: usize) -> Result<Vec<(Seq, Change)>, IndexError> {
-        let p = &self.path;
-        let Some(from) = seq.checked_add(1) else {
-            return Ok(Vec::new());
-        };
         let txn = self.read()?;
         let by_seq = self.table(&txn, BY_SEQ)?;
         let entries = self.table(&txn, ENTRIES)?;
-        let mut out = Vec::new();
-        for row in by_seq.range(from..).at(p, "reading sequences")? {
-            if out.len() >= limit {
-                break;
-            }
-            let (s, path) = row.at(p, "reading sequences")?;
-            let (s, path) = (s.value(), decode_path(p, "by_seq", path.value())?);
-            let stored = get_stored(p, &entries, &path)?
-                .filter(|st| st.seq == s)
-                .ok_or_else(|| {
-                    corrupt(p, format!("sequence {s} names {path}, which is not at {s}"))
-                })?;
-            out.push((
-                s,
-                Change {
-                    path,
-                    entry: stored.entry,
-                },
-            ));
-        }
-        Ok(out)
+        read_since(&self.path, &entries, &by_seq, seq, limit)
     }
 
     /// The last local sequence issued; 0 for a new index.
@@ -761,32 +850,18 @@ impl Index {
     /// `path`'s cached stat.
     pub fn stat(&self, path: &RelPath) -> Result<Option<StatKey>, IndexError> {
         let txn = self.read()?;
+        let entries = self.table(&txn, ENTRIES)?;
         let stats = self.table(&txn, STATS)?;
-        let got = stats
-            .get(path.as_bytes())
-            .at(&self.path, "reading a stat")?;
-        Ok(got.map(|g| StatKey::from(g.value())))
+        read_stat(&self.path, &entries, &stats, path.as_bytes())
     }
 
     /// Every cached stat strictly below `dir` (everything but the root's
     /// own for the root), in path order: one range scan.
     pub fn stats_below(&self, dir: &RelPath) -> Result<Vec<(RelPath, StatKey)>, IndexError> {
-        let p = &self.path;
         let txn = self.read()?;
+        let entries = self.table(&txn, ENTRIES)?;
         let stats = self.table(&txn, STATS)?;
-        let range = dir.below_range();
-        let mut out = Vec::new();
-        for row in stats
-            .range::<&[u8]>(bytes_range(&range))
-            .at(p, "scanning stats")?
-        {
-            let (k, v) = row.at(p, "scanning stats")?;
-            out.push((
-                decode_path(p, "stats", k.value())?,
-                StatKey::from(v.value()),
-            ));
-        }
-        Ok(out)
+        read_stats_below(&self.path, &entries, &stats, dir)
     }
 
     /// A path whose cached stat has this inode: the first in path order
@@ -804,11 +879,12 @@ impl Index {
 
     fn inode_paths(&self, dev: u64, ino: u64, limit: usize) -> Result<Vec<RelPath>, IndexError> {
         let txn = self.read()?;
+        let entries = self.table(&txn, ENTRIES)?;
+        let by_seq = self.table(&txn, BY_SEQ)?;
+        let stats = self.table(&txn, STATS)?;
         let inodes = self.table(&txn, INODES)?;
-        with_prefix(&self.path, &inodes, &inode_prefix(dev, ino), limit)?
-            .iter()
-            .map(|k| decode_path(&self.path, "inodes", &k[16..]))
-            .collect()
+        let tables = (&entries, &by_seq, &stats, &inodes);
+        read_inode_paths(&self.path, tables, dev, ino, limit)
     }
 
     /// Checks that the tables agree with each other: every entry has its
@@ -832,58 +908,81 @@ impl Index {
         let mut problems: Vec<String> = Vec::new();
         let mut files = 0u64;
         let mut deleted = 0u64;
+        let mut stat_count = 0u64;
+        let mut has_inode = |path: &RelPath, s: &StatKey, ik: Vec<u8>| -> Result<(), IndexError> {
+            stat_count += 1;
+            if inodes.get(ik.as_slice()).at(p, "reading inodes")?.is_none() {
+                problems.push(format!(
+                    "{path}'s inode {}:{} is not in the inode table",
+                    s.dev, s.ino
+                ));
+            }
+            Ok(())
+        };
+        let mut entry_problems = Vec::new();
         for row in entries.iter().at(p, "scanning entries")? {
             let (k, v) = row.at(p, "scanning entries")?;
             let path = decode_path(p, "entries", k.value())?;
-            let st: Stored = match codec::decode(v.value()) {
+            let (seq, entry, stat) = match record::decode(v.value()) {
                 Ok(st) => st,
                 Err(e) => {
-                    problems.push(format!("the entry for {path} does not decode: {e}"));
+                    entry_problems.push(format!("the entry for {path} does not decode: {e}"));
                     continue;
                 }
             };
-            if st.seq > last_seq {
-                problems.push(format!("{path} is at {} above last_seq {last_seq}", st.seq));
+            if seq > last_seq {
+                entry_problems.push(format!("{path} is at {seq} above last_seq {last_seq}"));
             }
-            if st.entry.version.ts.0 > hlc {
-                problems.push(format!(
+            if entry.version.ts.0 > hlc {
+                entry_problems.push(format!(
                     "{path}'s version {} is above the clock {hlc}",
-                    st.entry.version
+                    entry.version
                 ));
             }
-            let back = by_seq.get(st.seq).at(p, "reading sequences")?;
+            let back = by_seq.get(seq).at(p, "reading sequences")?;
             if back.as_ref().map(|g| g.value()) != Some(path.as_bytes()) {
-                problems.push(format!(
-                    "{path} is at {} but by_seq does not say so",
-                    st.seq
-                ));
+                entry_problems.push(format!("{path} is at {seq} but by_seq does not say so"));
             }
-            match &st.entry.content {
+            match &entry.content {
                 Content::File { hash, .. } => {
                     files += 1;
-                    let k = holder_key(hash, &path);
+                    let k = holder_key(hash, seq);
                     if holders
                         .get(k.as_slice())
                         .at(p, "reading holders")?
                         .is_none()
                     {
-                        problems.push(format!("{path} is not among its hash's holders"));
+                        entry_problems.push(format!("{path} is not among its hash's holders"));
                     }
                 }
                 Content::Deleted => {
                     deleted += 1;
-                    let k = tombstone_key(st.entry.version.ts.0, &path);
+                    let k = tombstone_key(entry.version.ts.0, &path);
                     if tombstones
                         .get(k.as_slice())
                         .at(p, "reading tombstones")?
                         .is_none()
                     {
-                        problems.push(format!("{path} is deleted but not among the tombstones"));
+                        entry_problems
+                            .push(format!("{path} is deleted but not among the tombstones"));
                     }
                 }
                 Content::Dir | Content::Symlink { .. } => {}
             }
+            if let Some(s) = stat {
+                has_inode(&path, &s, entry_inode_key(s.ino, seq))?;
+            }
         }
+        for row in stats.iter().at(p, "scanning stats")? {
+            let (k, v) = row.at(p, "scanning stats")?;
+            let path = decode_path(p, "stats", k.value())?;
+            if entries.get(k.value()).at(p, "reading an entry")?.is_some() {
+                entry_problems.push(format!("{path} has a stat both in its entry and apart"));
+            }
+            let s = StatKey::from(v.value());
+            has_inode(&path, &s, loose_inode_key(s.ino, &path))?;
+        }
+        problems.splice(0..0, entry_problems);
         // Each entry found its own row above; equal counts mean there are
         // no rows without an entry.
         let n = entries.len().at(p, "counting entries")?;
@@ -895,20 +994,6 @@ impl Index {
         for (table, rows, want) in counts {
             if rows != want {
                 problems.push(format!("{table} has {rows} rows for {want} entries"));
-            }
-        }
-        let mut stat_count = 0u64;
-        for row in stats.iter().at(p, "scanning stats")? {
-            let (k, v) = row.at(p, "scanning stats")?;
-            let path = decode_path(p, "stats", k.value())?;
-            let s = StatKey::from(v.value());
-            stat_count += 1;
-            let ik = inode_key(s.dev, s.ino, &path);
-            if inodes.get(ik.as_slice()).at(p, "reading inodes")?.is_none() {
-                problems.push(format!(
-                    "{path}'s inode {}:{} is not in the inode table",
-                    s.dev, s.ino
-                ));
             }
         }
         let inode_count = inodes.len().at(p, "counting")?;
@@ -1088,6 +1173,69 @@ pub struct Aside {
     pub since: u64,
 }
 
+/// Writes to one table held back until the transaction's rows are known,
+/// so that they can be applied in [`fill_order`]. `None` removes the key.
+/// Reads in the same transaction look here first.
+struct Pending<K: Ord, V> {
+    rows: BTreeMap<K, Option<V>>,
+}
+
+impl<K: Ord, V> Pending<K, V> {
+    fn new() -> Self {
+        Pending {
+            rows: BTreeMap::new(),
+        }
+    }
+
+    fn put(&mut self, k: K, v: V) {
+        self.rows.insert(k, Some(v));
+    }
+
+    fn remove(&mut self, k: K) {
+        self.rows.insert(k, None);
+    }
+
+    /// The removals, then the insertions in [`fill_order`].
+    fn drain(&mut self) -> (Vec<K>, Vec<(K, V)>) {
+        let mut removed = Vec::new();
+        let mut put = Vec::new();
+        for (k, v) in std::mem::take(&mut self.rows) {
+            match v {
+                None => removed.push(k),
+                Some(v) => put.push((k, v)),
+            }
+        }
+        (removed, fill_order(put))
+    }
+}
+
+/// The order to insert rows sorted by key in so that redb's leaves end up
+/// about 5/6 full rather than half. redb splits a full leaf into two
+/// halves, so ascending inserts (a scan's paths, sequences, inode
+/// numbers) leave every leaf behind them half full for good, and the
+/// file twice the size of its data. Inserting 3 rows in 5 first leaves
+/// half-full leaves with room for the other 2, inserted next. Fuller is
+/// worse: a receiver records entries first and their stats later, and
+/// the 6-10 bytes a stat adds split leaves filled to 9/10 (measured on a
+/// million entries, examples/density.rs with DENSITY_RESTAT: the entries
+/// table took 161 B/entry with 5 rows in 9 first, 110 with 3 in 5).
+fn fill_order<T>(sorted: Vec<T>) -> Vec<T> {
+    let (mut first, mut second) = (Vec::with_capacity(sorted.len()), Vec::new());
+    for (i, row) in sorted.into_iter().enumerate() {
+        if i % 5 < 3 {
+            first.push(row);
+        } else {
+            second.push(row);
+        }
+    }
+    first.extend(second);
+    first
+}
+
+/// How many entry writes [`Tables`] holds back before applying them: a
+/// bound on memory in a large transaction (a start-up scan's).
+const PENDING_ROWS: usize = 16_384;
+
 /// Every table, open in one write transaction, and the counters as the
 /// transaction changes them (written back by [`Tables::finish`]).
 struct Tables<'t> {
@@ -1101,6 +1249,11 @@ struct Tables<'t> {
     cursors: Table<'t, &'static str, u64>,
     stats: Table<'t, &'static [u8], StatTuple>,
     inodes: Table<'t, &'static [u8], ()>,
+    pending_entries: Pending<Vec<u8>, Vec<u8>>,
+    pending_by_seq: Pending<u64, Vec<u8>>,
+    pending_holders: Pending<Vec<u8>, ()>,
+    pending_stats: Pending<Vec<u8>, StatKey>,
+    pending_inodes: Pending<Vec<u8>, ()>,
     last_seq: Seq,
     hlc: u64,
     /// The counters as read, to write back only what changed.
@@ -1109,6 +1262,9 @@ struct Tables<'t> {
     /// transaction (merged into [`LATEST`] by [`Tables::finish`]).
     latest: std::collections::HashMap<omirr_core::HostId, u64>,
 }
+
+/// A path's entry value, decoded.
+type Record = (Seq, Entry, Option<StatKey>);
 
 impl<'t> Tables<'t> {
     fn open(p: &'t Path, txn: &'t WriteTransaction) -> Result<Tables<'t>, IndexError> {
@@ -1127,6 +1283,11 @@ impl<'t> Tables<'t> {
             cursors: txn.open_table(CURSORS).at(p, what)?,
             stats: txn.open_table(STATS).at(p, what)?,
             inodes: txn.open_table(INODES).at(p, what)?,
+            pending_entries: Pending::new(),
+            pending_by_seq: Pending::new(),
+            pending_holders: Pending::new(),
+            pending_stats: Pending::new(),
+            pending_inodes: Pending::new(),
             last_seq,
             hlc,
             was: (last_seq, hlc),
@@ -1134,8 +1295,56 @@ impl<'t> Tables<'t> {
         })
     }
 
+    /// Applies the held-back writes to the tables.
+    fn flush(&mut self) -> Result<(), IndexError> {
+        let p = self.path;
+        let (gone, put) = self.pending_entries.drain();
+        for k in gone {
+            self.entries.remove(&k[..]).at(p, "removing an entry")?;
+        }
+        for (k, v) in put {
+            self.entries
+                .insert(&k[..], &v[..])
+                .at(p, "writing an entry")?;
+        }
+        let (gone, put) = self.pending_by_seq.drain();
+        for k in gone {
+            // A missing row is tolerated (verify reports it): failing
+            // would wedge every later batch that touches its path.
+            self.by_seq.remove(k).at(p, "removing an old sequence")?;
+        }
+        for (k, v) in put {
+            self.by_seq.insert(k, &v[..]).at(p, "writing a sequence")?;
+        }
+        let (gone, put) = self.pending_holders.drain();
+        for k in gone {
+            self.holders.remove(&k[..]).at(p, "removing a holder")?;
+        }
+        for (k, ()) in put {
+            self.holders.insert(&k[..], ()).at(p, "writing a holder")?;
+        }
+        let (gone, put) = self.pending_stats.drain();
+        for k in gone {
+            self.stats.remove(&k[..]).at(p, "removing a stat")?;
+        }
+        for (k, v) in put {
+            self.stats
+                .insert(&k[..], StatTuple::from(v))
+                .at(p, "writing a stat")?;
+        }
+        let (gone, put) = self.pending_inodes.drain();
+        for k in gone {
+            self.inodes.remove(&k[..]).at(p, "removing an inode")?;
+        }
+        for (k, ()) in put {
+            self.inodes.insert(&k[..], ()).at(p, "writing an inode")?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<(), IndexError> {
         let p = self.path;
+        self.flush()?;
         if self.last_seq != self.was.0 {
             self.counters
                 .insert(LAST_SEQ, self.last_seq)
@@ -1163,27 +1372,73 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// `path`'s entry value as this transaction has it.
+    fn record_of(&self, path: &[u8]) -> Result<Option<Record>, IndexError> {
+        let p = self.path;
+        if let Some(v) = self.pending_entries.rows.get(path) {
+            return v
+                .as_deref()
+                .map(|b| record::decode(b).map_err(|e| bad_record(p, path, e)))
+                .transpose();
+        }
+        match self.entries.get(path).at(p, "reading an entry")? {
+            None => Ok(None),
+            Some(g) => record::decode(g.value())
+                .map(Some)
+                .map_err(|e| bad_record(p, path, e)),
+        }
+    }
+
+    fn put_record(&mut self, path: &RelPath, seq: Seq, entry: &Entry, stat: Option<&StatKey>) {
+        self.pending_entries
+            .put(path.as_bytes().to_vec(), record::encode(seq, entry, stat));
+    }
+
+    /// The stat of `path` kept apart because it has no entry.
+    fn loose_stat(&self, path: &[u8]) -> Result<Option<StatKey>, IndexError> {
+        if let Some(v) = self.pending_stats.rows.get(path) {
+            return Ok(*v);
+        }
+        let got = self.stats.get(path).at(self.path, "reading a stat")?;
+        Ok(got.map(|g| StatKey::from(g.value())))
+    }
+
     fn record(&mut self, change: &Change, stat: StatUpdate) -> Result<Option<Seq>, IndexError> {
         let p = self.path;
         let (path, entry) = (&change.path, &change.entry);
         self.hlc = self.hlc.max(entry.version.ts.0);
-        let old = get_stored(p, &self.entries, path)?;
-        if let Some(old) = &old {
-            if old.entry.version >= entry.version {
-                if old.entry == *entry {
+        let old = self.record_of(path.as_bytes())?;
+        if let Some((_, old_entry, _)) = &old {
+            if old_entry.version >= entry.version {
+                if old_entry == entry {
                     self.stat_update(path, stat)?;
                 } else if stat != StatUpdate::Keep {
                     self.update_stat(path, None)?;
                 }
                 return Ok(None);
             }
-            // A missing row is tolerated here (verify reports it): failing
-            // would wedge every later batch that touches this path.
-            self.by_seq
-                .remove(old.seq)
-                .at(p, "removing an old sequence")?;
-            self.unindex(path, &old.entry)?;
         }
+        // The stat the path has now: in the entry replaced, or kept apart
+        // while the path had no entry (it moves into the new entry).
+        // Its rows keyed by the old sequence (or by the path) go.
+        let had_stat = match &old {
+            Some((old_seq, old_entry, old_stat)) => {
+                self.pending_by_seq.remove(*old_seq);
+                self.unindex(path, *old_seq, old_entry)?;
+                if let Some(s) = old_stat {
+                    self.pending_inodes.remove(entry_inode_key(s.ino, *old_seq));
+                }
+                *old_stat
+            }
+            None => {
+                let loose = self.loose_stat(path.as_bytes())?;
+                if let Some(s) = loose {
+                    self.pending_stats.remove(path.as_bytes().to_vec());
+                    self.pending_inodes.remove(loose_inode_key(s.ino, path));
+                }
+                loose
+            }
+        };
         let seq = self
             .last_seq
             .checked_add(1)
@@ -1196,23 +1451,15 @@ impl<'t> Tables<'t> {
                 self.latest.insert(entry.version.host.clone(), ts);
             }
         }
-        let bytes = codec::encode(&StoredRef { seq, entry }).map_err(|e| IndexError::Encode {
-            path: p.to_path_buf(),
-            what: "an entry",
-            detail: format!("{path}: {e}"),
-        })?;
-        self.entries
-            .insert(path.as_bytes(), bytes.as_slice())
-            .at(p, "writing an entry")?;
-        self.by_seq
-            .insert(seq, path.as_bytes())
-            .at(p, "writing a sequence")?;
+        let new_stat = match stat {
+            StatUpdate::Keep => had_stat,
+            StatUpdate::Set(k) => Some(k),
+            StatUpdate::Forget => None,
+        };
+        self.put_record(path, seq, entry, new_stat.as_ref());
+        self.pending_by_seq.put(seq, path.as_bytes().to_vec());
         match &entry.content {
-            Content::File { hash, .. } => {
-                self.holders
-                    .insert(holder_key(hash, path).as_slice(), ())
-                    .at(p, "writing a holder")?;
-            }
+            Content::File { hash, .. } => self.pending_holders.put(holder_key(hash, seq), ()),
             Content::Deleted => {
                 self.tombstones
                     .insert(tombstone_key(entry.version.ts.0, path).as_slice(), ())
@@ -1220,23 +1467,24 @@ impl<'t> Tables<'t> {
             }
             Content::Dir | Content::Symlink { .. } => {}
         }
-        self.stat_update(path, stat)?;
+        if let Some(s) = new_stat {
+            self.pending_inodes.put(entry_inode_key(s.ino, seq), ());
+        }
+        if self.pending_entries.rows.len() >= PENDING_ROWS {
+            self.flush()?;
+        }
         Ok(Some(seq))
     }
 
     /// Removes the secondary rows of `old`, the entry being replaced.
-    fn unindex(&mut self, path: &RelPath, old: &Entry) -> Result<(), IndexError> {
-        let p = self.path;
+    fn unindex(&mut self, path: &RelPath, seq: Seq, old: &Entry) -> Result<(), IndexError> {
         match &old.content {
-            Content::File { hash, .. } => {
-                self.holders
-                    .remove(holder_key(hash, path).as_slice())
-                    .at(p, "removing a holder")?;
-            }
+            Content::File { hash, .. } => self.pending_holders.remove(holder_key(hash, seq)),
             Content::Deleted => {
+                // Tombstones are few: written through, not held back.
                 self.tombstones
                     .remove(tombstone_key(old.version.ts.0, path).as_slice())
-                    .at(p, "removing a tombstone")?;
+                    .at(self.path, "removing a tombstone")?;
             }
             Content::Dir | Content::Symlink { .. } => {}
         }
@@ -1253,32 +1501,37 @@ impl<'t> Tables<'t> {
 
     /// Sets or drops `path`'s stat, keeping the inode table in step.
     fn update_stat(&mut self, path: &RelPath, stat: Option<StatKey>) -> Result<(), IndexError> {
-        let p = self.path;
-        let old = match stat {
-            Some(k) => self
-                .stats
-                .insert(path.as_bytes(), StatTuple::from(k))
-                .at(p, "writing a stat")?
-                .map(|g| StatKey::from(g.value())),
-            None => self
-                .stats
-                .remove(path.as_bytes())
-                .at(p, "removing a stat")?
-                .map(|g| StatKey::from(g.value())),
-        };
-        let same_inode = |a: &StatKey, b: &StatKey| (a.dev, a.ino) == (b.dev, b.ino);
-        if let Some(old) = old {
-            if stat.is_some_and(|new| same_inode(&old, &new)) {
-                return Ok(());
+        let ino = |s: Option<StatKey>| s.map(|k| k.ino);
+        match self.record_of(path.as_bytes())? {
+            Some((seq, entry, old)) => {
+                if old != stat {
+                    self.put_record(path, seq, &entry, stat.as_ref());
+                }
+                if ino(old) != ino(stat) {
+                    if let Some(o) = old {
+                        self.pending_inodes.remove(entry_inode_key(o.ino, seq));
+                    }
+                    if let Some(n) = stat {
+                        self.pending_inodes.put(entry_inode_key(n.ino, seq), ());
+                    }
+                }
             }
-            self.inodes
-                .remove(inode_key(old.dev, old.ino, path).as_slice())
-                .at(p, "removing an inode")?;
-        }
-        if let Some(new) = stat {
-            self.inodes
-                .insert(inode_key(new.dev, new.ino, path).as_slice(), ())
-                .at(p, "writing an inode")?;
+            None => {
+                let old = self.loose_stat(path.as_bytes())?;
+                match stat {
+                    Some(k) => self.pending_stats.put(path.as_bytes().to_vec(), k),
+                    None if old.is_some() => self.pending_stats.remove(path.as_bytes().to_vec()),
+                    None => {}
+                }
+                if ino(old) != ino(stat) {
+                    if let Some(o) = old {
+                        self.pending_inodes.remove(loose_inode_key(o.ino, path));
+                    }
+                    if let Some(n) = stat {
+                        self.pending_inodes.put(loose_inode_key(n.ino, path), ());
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1310,15 +1563,20 @@ impl<'t> Tables<'t> {
             self.tombstones
                 .remove(key.as_slice())
                 .at(p, "removing a tombstone")?;
-            let old = match get_stored(p, &self.entries, &path)? {
-                Some(old) if old.entry.is_expired_tombstone(now, horizon_ns) => old,
+            let (seq, stat) = match self.record_of(path.as_bytes())? {
+                Some((seq, e, stat)) if e.is_expired_tombstone(now, horizon_ns) => (seq, stat),
                 // A stray row (verify reports those); the entry stays.
                 _ => continue,
             };
-            self.entries
-                .remove(path.as_bytes())
-                .at(p, "removing an entry")?;
-            self.by_seq.remove(old.seq).at(p, "removing a sequence")?;
+            self.pending_entries.remove(path.as_bytes().to_vec());
+            self.pending_by_seq.remove(seq);
+            // The stat outlives the entry, kept apart from now on.
+            if let Some(stat) = stat {
+                self.pending_stats.put(path.as_bytes().to_vec(), stat);
+                self.pending_inodes.remove(entry_inode_key(stat.ino, seq));
+                self.pending_inodes
+                    .put(loose_inode_key(stat.ino, &path), ());
+            }
             n += 1;
         }
         Ok(n)
@@ -1330,37 +1588,89 @@ impl IndexView for Index {
 
     fn entry(&self, path: &RelPath) -> Result<Option<Entry>, IndexError> {
         let txn = self.read()?;
-        let entries = self.table(&txn, ENTRIES)?;
-        Ok(get_stored(&self.path, &entries, path)?.map(|st| st.entry))
+        read_entry(&self.path, &self.table(&txn, ENTRIES)?, path)
     }
 
     fn below(&self, dir: &RelPath) -> Result<Vec<(RelPath, Entry)>, IndexError> {
-        let p = &self.path;
         let txn = self.read()?;
-        let entries = self.table(&txn, ENTRIES)?;
-        let range = dir.below_range();
-        let mut out = Vec::new();
-        for row in entries
-            .range::<&[u8]>(bytes_range(&range))
-            .at(p, "scanning entries")?
-        {
-            let (k, v) = row.at(p, "scanning entries")?;
-            let path = decode_path(p, "entries", k.value())?;
-            let st: Stored = codec::decode(v.value())
-                .map_err(|e| corrupt(p, format!("the entry for {path} does not decode: {e}")))?;
-            out.push((path, st.entry));
-        }
-        Ok(out)
+        read_below(&self.path, &self.table(&txn, ENTRIES)?, dir)
     }
 
     /// The first holder in path order, as [`omirr_core::mem::MemIndex`]
     /// answers.
     fn holder_of(&self, hash: &Hash) -> Result<Option<RelPath>, IndexError> {
         let txn = self.read()?;
+        let entries = self.table(&txn, ENTRIES)?;
+        let by_seq = self.table(&txn, BY_SEQ)?;
         let holders = self.table(&txn, HOLDERS)?;
-        match with_prefix(&self.path, &holders, hash, 1)?.first() {
-            Some(k) => decode_path(&self.path, "holders", &k[hash.len()..]).map(Some),
-            None => Ok(None),
+        read_holder_of(&self.path, &entries, &by_seq, &holders, hash)
+    }
+}
+
+/// redb's account of one table's space, for measuring the layout (see
+/// `examples/density.rs`).
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct TableSpace {
+    pub name: String,
+    pub rows: u64,
+    pub stored_bytes: u64,
+    pub metadata_bytes: u64,
+    pub fragmented_bytes: u64,
+    pub leaf_pages: u64,
+    pub branch_pages: u64,
+}
+
+impl Index {
+    /// Every table's space as redb counts it, then the database's
+    /// (named "(database)", with allocated pages as its leaf pages).
+    /// For measurements, not for the daemon.
+    #[doc(hidden)]
+    pub fn space_report(&self) -> Result<Vec<TableSpace>, IndexError> {
+        let p = &self.path;
+        let txn = self.read()?;
+        let mut out = Vec::new();
+        let handles: Vec<_> = txn.list_tables().at(p, "listing tables")?.collect();
+        for handle in handles {
+            let name = redb::TableHandle::name(&handle).to_string();
+            let table = txn.open_untyped_table(handle).at(p, "opening a table")?;
+            let stats = table.stats().at(p, "table stats")?;
+            out.push(TableSpace {
+                name,
+                rows: table.len().at(p, "counting")?,
+                stored_bytes: stats.stored_bytes(),
+                metadata_bytes: stats.metadata_bytes(),
+                fragmented_bytes: stats.fragmented_bytes(),
+                leaf_pages: stats.leaf_pages(),
+                branch_pages: stats.branch_pages(),
+            });
         }
+        drop(txn);
+        let txn = self
+            .db
+            .begin_write()
+            .at(p, "starting a write transaction")?;
+        let s = txn.stats().at(p, "database stats")?;
+        out.push(TableSpace {
+            name: "(database)".into(),
+            rows: s.page_size() as u64,
+            stored_bytes: s.stored_bytes(),
+            metadata_bytes: s.metadata_bytes(),
+            fragmented_bytes: s.fragmented_bytes(),
+            leaf_pages: s.allocated_pages(),
+            branch_pages: s.branch_pages(),
+        });
+        txn.abort().at(p, "aborting")?;
+        Ok(out)
+    }
+
+    /// Compacts the database file (redb's `compact`): frees the pages
+    /// no table uses and truncates the file. For measurements.
+    #[doc(hidden)]
+    pub fn compact(&mut self) -> Result<bool, IndexError> {
+        let p = self.path.clone();
+        self.db
+            .compact()
+            .map_err(|e| corrupt(&p, format!("compaction failed: {e}")))
     }
 }

@@ -22,7 +22,9 @@
 //! It does not decide anything: which change wins, what the tree must be
 //! and what to do on disk are `omirr-core`'s rules; scanning, hashing and
 //! applying are the filesystem side's. It only stores and answers, and
-//! implements [`omirr_core::IndexView`] so the core's rules can read it.
+//! implements [`omirr_core::IndexView`] so the core's rules can read it
+//! ([`Index::reader`] gives an [`IndexReader`], which answers many
+//! lookups from one read transaction).
 //!
 //! The layout is versioned ([`FORMAT`]); an index of another format, or a
 //! file that is not an index, is refused with an error that says what to
@@ -35,6 +37,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
+mod reader;
+mod record;
 mod schema;
 mod stat;
 
@@ -43,6 +47,7 @@ pub use error::IndexError;
 pub use index::Aside;
 pub use index::{Index, FILE_NAME, FORMAT};
 pub use omirr_core::{Seq, Timestamp};
+pub use reader::IndexReader;
 pub use stat::StatKey;
 
 #[cfg(test)]

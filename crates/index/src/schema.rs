@@ -1,4 +1,4 @@
-//! The tables of format 1 and how their keys are built.
+//! The tables of format 3 and how their keys are built.
 //!
 //! Paths are stored as their raw bytes, so redb's byte order is
 //! [`RelPath`]'s order and "everything below a directory" is one range
@@ -7,7 +7,7 @@
 //! a prefix range, and one key per (prefix, path) pair keeps several paths
 //! per hash or inode without a read-modify-write of a list.
 
-use omirr_core::{Hash, RelPath};
+use omirr_core::{Hash, RelPath, Seq};
 use redb::TableDefinition;
 
 /// Magic string, format version. Its type must never change, so that any
@@ -29,19 +29,32 @@ pub const LAST_SEQ: &str = "last_seq";
 /// The greatest timestamp the clock has issued or seen.
 pub const HLC_LAST: &str = "hlc_last";
 
-/// path -> codec([`crate::index::Stored`]): the winning entry and its seq.
+/// path -> the winning entry, its seq and the path's cached stat (see
+/// [`crate::record`] for the bytes).
 pub const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// Format 2's entries table, renamed while it is converted (within the
+/// converting transaction only).
+pub const ENTRIES_V2: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries_v2");
 /// seq -> path, only each path's latest sequence.
 pub const BY_SEQ: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq");
-/// hash ++ path, for every live file entry.
+/// Format 2's by_seq, renamed while it is copied into a fuller one
+/// (within the converting transaction only).
+pub const BY_SEQ_V2: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq_v2");
+/// [`holder_key`]: 8 bytes of the hash and the sequence, for every live
+/// file entry. A lookup checks the full hash in the entry; the key is a
+/// fifth of format 2's (the whole hash and the path).
 pub const HOLDERS: TableDefinition<&[u8], ()> = TableDefinition::new("holders");
 /// timestamp (big-endian) ++ path, for every tombstone: expiry is a range.
 pub const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("tombstones");
 /// peer host name -> highest sequence received from it.
 pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-/// path -> (dev, ino, size, mtime_ns, ctime_ns): the stat cache.
+/// path -> (dev, ino, size, mtime_ns, ctime_ns): the stat cache of paths
+/// that have no entry (rare: a stat is kept in its path's entry value,
+/// see [`ENTRIES`]).
 pub const STATS: TableDefinition<&[u8], StatTuple> = TableDefinition::new("stats");
-/// dev (big-endian) ++ ino (big-endian) ++ path, for every stat.
+/// [`entry_inode_key`] or [`loose_inode_key`]: the inode, then the
+/// sequence of the entry holding the stat or the path of a stat kept
+/// apart, for every cached stat. A lookup checks the device in the stat.
 pub const INODES: TableDefinition<&[u8], ()> = TableDefinition::new("inodes");
 
 /// content hash -> its chunk list, as `omirr-chunk` encodes it. A cache:
@@ -75,11 +88,52 @@ pub fn aside_key(peer: &str, path: &RelPath) -> Vec<u8> {
 
 pub type StatTuple = (u64, u64, u64, i64, i64);
 
-pub fn holder_key(hash: &Hash, path: &RelPath) -> Vec<u8> {
-    let mut k = Vec::with_capacity(hash.len() + path.as_bytes().len());
-    k.extend_from_slice(hash);
-    k.extend_from_slice(path.as_bytes());
+/// How many bytes of a content hash key the holders table.
+pub const HOLDER_PREFIX: usize = 8;
+
+/// A number as a key part: its byte count, then its significant bytes,
+/// big-endian (3 or 4 bytes for a typical inode number or sequence, not
+/// 8). The count first keeps numeric order, and makes no number's bytes a
+/// prefix of another's.
+pub fn ordered_u64(v: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    put_ordered_u64(&mut k, v);
     k
+}
+
+fn put_ordered_u64(k: &mut Vec<u8>, v: u64) {
+    let skip = (v.leading_zeros() / 8) as usize;
+    k.push((8 - skip) as u8);
+    k.extend_from_slice(&v.to_be_bytes()[skip..]);
+}
+
+/// The number at the start of `bytes` (see [`ordered_u64`]) and the rest.
+pub fn take_ordered_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (&n, rest) = bytes.split_first()?;
+    let n = usize::from(n);
+    if n > 8 || rest.len() < n {
+        return None;
+    }
+    let mut be = [0u8; 8];
+    be[8 - n..].copy_from_slice(&rest[..n]);
+    Some((u64::from_be_bytes(be), &rest[n..]))
+}
+
+/// A holders key: the hash's first [`HOLDER_PREFIX`] bytes, then the
+/// holder's sequence (whose `by_seq` row names its path).
+pub fn holder_key(hash: &Hash, seq: Seq) -> Vec<u8> {
+    let mut k = Vec::with_capacity(HOLDER_PREFIX + 9);
+    k.extend_from_slice(&hash[..HOLDER_PREFIX]);
+    put_ordered_u64(&mut k, seq);
+    k
+}
+
+/// The sequence of a holders key.
+pub fn holder_seq(key: &[u8]) -> Option<Seq> {
+    match take_ordered_u64(key.get(HOLDER_PREFIX..)?)? {
+        (seq, []) => Some(seq),
+        _ => None,
+    }
 }
 
 pub fn tombstone_key(ts: u64, path: &RelPath) -> Vec<u8> {
@@ -89,21 +143,97 @@ pub fn tombstone_key(ts: u64, path: &RelPath) -> Vec<u8> {
     k
 }
 
-pub fn inode_prefix(dev: u64, ino: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&dev.to_be_bytes());
-    k[8..].copy_from_slice(&ino.to_be_bytes());
+pub fn inode_prefix(ino: u64) -> Vec<u8> {
+    ordered_u64(ino)
+}
+
+/// After the inode in an inodes key: a sequence follows (a path with an
+/// entry, whose stat is in it).
+const INODE_OF_ENTRY: u8 = 0;
+/// After the inode in an inodes key: a path follows (its stat is in the
+/// stats table).
+const INODE_OF_LOOSE: u8 = 1;
+
+/// The inodes key of the stat in the entry at `seq`.
+pub fn entry_inode_key(ino: u64, seq: Seq) -> Vec<u8> {
+    let mut k = inode_prefix(ino);
+    k.push(INODE_OF_ENTRY);
+    put_ordered_u64(&mut k, seq);
     k
 }
 
-pub fn inode_key(dev: u64, ino: u64, path: &RelPath) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16 + path.as_bytes().len());
-    k.extend_from_slice(&inode_prefix(dev, ino));
+/// The inodes key of the stat of `path`, which has no entry.
+pub fn loose_inode_key(ino: u64, path: &RelPath) -> Vec<u8> {
+    let mut k = inode_prefix(ino);
+    k.push(INODE_OF_LOOSE);
     k.extend_from_slice(path.as_bytes());
     k
+}
+
+/// Whose stat an inodes key is, from what follows its inode.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InodeOf<'a> {
+    Entry(Seq),
+    Loose(&'a [u8]),
+}
+
+pub fn inode_of(rest: &[u8]) -> Option<InodeOf<'_>> {
+    match rest.split_first()? {
+        (&INODE_OF_ENTRY, seq) => match take_ordered_u64(seq)? {
+            (seq, []) => Some(InodeOf::Entry(seq)),
+            _ => None,
+        },
+        (&INODE_OF_LOOSE, path) => Some(InodeOf::Loose(path)),
+        _ => None,
+    }
 }
 
 /// Splits a composite key into its fixed-width prefix and the path.
 pub fn split_key(key: &[u8], prefix_len: usize) -> Option<(&[u8], &[u8])> {
     (key.len() >= prefix_len).then(|| key.split_at(prefix_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{inode_of, inode_prefix, take_ordered_u64, InodeOf};
+
+    #[test]
+    fn inode_prefixes_keep_numeric_order_and_are_prefix_free() {
+        let inos = [
+            0,
+            1,
+            255,
+            256,
+            65_535,
+            65_536,
+            1 << 40,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for w in inos.windows(2) {
+            assert!(inode_prefix(w[0]) < inode_prefix(w[1]), "{w:?}");
+        }
+        for a in inos {
+            for b in inos {
+                if a != b {
+                    assert!(!inode_prefix(b).starts_with(&inode_prefix(a)), "{a} {b}");
+                }
+            }
+        }
+        assert_eq!(inode_prefix(1_234_567), [3, 0x12, 0xd6, 0x87]);
+        for v in inos {
+            assert_eq!(take_ordered_u64(&inode_prefix(v)), Some((v, &[][..])));
+        }
+        assert_eq!(take_ordered_u64(&[9, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(take_ordered_u64(&[2, 1]), None);
+        let p = omirr_core::RelPath::new(&b"a/b"[..]).expect("path");
+        let k = super::loose_inode_key(5, &p);
+        assert_eq!(inode_of(&k[2..]), Some(InodeOf::Loose(b"a/b")));
+        let k = super::entry_inode_key(5, 300);
+        assert_eq!(inode_of(&k[2..]), Some(InodeOf::Entry(300)));
+        assert_eq!(
+            super::holder_seq(&super::holder_key(&[7; 32], 300)),
+            Some(300)
+        );
+    }
 }

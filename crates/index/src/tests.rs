@@ -853,3 +853,183 @@ fn an_index_has_an_id_for_life_and_a_peer_with_a_new_index_starts_over() {
     assert_eq!(idx.cursor(&peer).expect("cursor"), 0);
     assert_eq!(idx.peer_index(&peer).expect("peer index"), 9);
 }
+
+/// An index of format 2 (bincode entries, a stat table of every stat,
+/// holders by the whole hash, inodes by device and inode) opens,
+/// converted, and answers as an index that recorded the same history in
+/// format 3.
+#[test]
+fn a_format_2_index_is_converted_when_opened_and_answers_the_same() {
+    use crate::schema::{COUNTERS, ENTRIES, HLC_LAST, HOLDERS, LAST_SEQ, STATS, TOMBSTONES};
+    use redb::TableDefinition;
+    // Two hashes alike in their first 8 bytes: the holders table's prefix.
+    let mut h1 = [1u8; 32];
+    let mut h2 = [1u8; 32];
+    h1[31] = 1;
+    h2[31] = 2;
+    let changes = [
+        change("a", 1, Content::Dir),
+        change("a/f", 2, Content::File { size: 5, hash: h2 }),
+        change("a/e", 3, Content::File { size: 5, hash: h1 }),
+        change(
+            "a/l",
+            4,
+            Content::Symlink {
+                target: b"f".to_vec(),
+            },
+        ),
+        change("gone", 5, Content::Deleted),
+    ];
+    let stats = [
+        (p("a/f"), stat(21, 5)),
+        (p("a/e"), stat(22, 5)),
+        (p("no-entry"), stat(23, 1)),
+    ];
+    let reference = tempfile::tempdir().expect("tempdir");
+    let native = open(reference.path());
+    native.record(&changes).expect("record");
+    native
+        .update_stats(
+            &stats
+                .iter()
+                .map(|(p, s)| (p.clone(), Some(*s)))
+                .collect::<Vec<_>>(),
+        )
+        .expect("stats");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = redb::Database::create(dir.path().join(FILE_NAME)).expect("raw create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert(META_MAGIC, crate::schema::MAGIC)
+                .expect("magic");
+            meta.insert(META_FORMAT, &2u32.to_le_bytes()[..])
+                .expect("format");
+            let mut counters = txn.open_table(COUNTERS).expect("counters");
+            counters.insert(LAST_SEQ, 5).expect("last_seq");
+            counters.insert(HLC_LAST, 5).expect("hlc");
+            let mut entries = txn.open_table(ENTRIES).expect("entries");
+            let mut by_seq = txn.open_table(BY_SEQ).expect("by_seq");
+            let mut holders = txn.open_table(HOLDERS).expect("holders");
+            let mut tombstones = txn.open_table(TOMBSTONES).expect("tombstones");
+            for (seq, c) in (1u64..).zip(&changes) {
+                let v = crate::codec::encode(&(seq, &c.entry)).expect("encode");
+                let path = c.path.as_bytes();
+                entries.insert(path, v.as_slice()).expect("entry");
+                by_seq.insert(seq, path).expect("by_seq");
+                match &c.entry.content {
+                    Content::File { hash, .. } => {
+                        let k = [&hash[..], path].concat();
+                        holders.insert(k.as_slice(), ()).expect("holder");
+                    }
+                    Content::Deleted => {
+                        let k = [&c.entry.version.ts.0.to_be_bytes()[..], path].concat();
+                        tombstones.insert(k.as_slice(), ()).expect("tombstone");
+                    }
+                    _ => {}
+                }
+            }
+            let mut stat_table = txn.open_table(STATS).expect("stats");
+            let inode_def: TableDefinition<&[u8], ()> = TableDefinition::new("inodes");
+            let mut inodes = txn.open_table(inode_def).expect("inodes");
+            for (path, s) in &stats {
+                stat_table
+                    .insert(path.as_bytes(), crate::schema::StatTuple::from(*s))
+                    .expect("stat");
+                let k = [
+                    &s.dev.to_be_bytes()[..],
+                    &s.ino.to_be_bytes()[..],
+                    path.as_bytes(),
+                ]
+                .concat();
+                inodes.insert(k.as_slice(), ()).expect("inode");
+            }
+            txn.open_table(crate::schema::CURSORS).expect("cursors");
+        }
+        txn.commit().expect("commit");
+    }
+    let ix = Index::open(dir.path()).expect("a format-2 index opens");
+    ix.verify().expect("consistent after conversion");
+    let root = RelPath::root();
+    assert_eq!(
+        ix.below(&root).expect("below"),
+        native.below(&root).expect("below")
+    );
+    assert_eq!(
+        ix.since(0, usize::MAX).expect("since"),
+        native.since(0, usize::MAX).expect("since")
+    );
+    assert_eq!(
+        ix.stats_below(&root).expect("stats"),
+        native.stats_below(&root).expect("stats")
+    );
+    assert_eq!(ix.stats_below(&root).expect("stats").len(), 3);
+    for (path, s) in &stats {
+        assert_eq!(ix.stat(path).expect("stat"), Some(*s));
+        assert_eq!(
+            ix.path_of_inode(s.dev, s.ino).expect("inode"),
+            Some(path.clone())
+        );
+    }
+    assert_eq!(ix.holder_of(&h1).expect("holder"), Some(p("a/e")));
+    assert_eq!(ix.holder_of(&h2).expect("holder"), Some(p("a/f")));
+    assert_eq!(ix.len().expect("len"), 5);
+    assert_eq!(ix.last_seq().expect("last_seq"), 5);
+    // The stat of a path without an entry moves into the entry made.
+    ix.record(&[change("no-entry", 9, file(1, 4))])
+        .expect("record");
+    assert_eq!(ix.stat(&p("no-entry")).expect("stat"), Some(stat(23, 1)));
+    ix.verify().expect("consistent");
+    drop(ix);
+    let ix = Index::open(dir.path()).expect("reopens as format 3");
+    ix.verify().expect("consistent");
+}
+
+/// A reader answers as the index does, from one read transaction, and
+/// does not see what is committed after it was made.
+#[test]
+fn a_reader_answers_as_the_index_as_of_when_it_was_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    ix.record_with_stats(&[
+        (change("d", 1, Content::Dir), Some(stat(1, 0))),
+        (change("d/f", 2, file(3, 7)), Some(stat(2, 3))),
+        (change("g", 3, Content::Deleted), None),
+    ])
+    .expect("record");
+    ix.set_stat(&p("loose"), stat(3, 1)).expect("stat");
+    let r = ix.reader().expect("reader");
+    let root = RelPath::root();
+    for path in ["d", "d/f", "g", "loose", "none"].map(p) {
+        assert_eq!(
+            r.entry(&path).expect("entry"),
+            ix.entry(&path).expect("entry")
+        );
+        assert_eq!(r.stat(&path).expect("stat"), ix.stat(&path).expect("stat"));
+    }
+    assert_eq!(
+        r.below(&root).expect("below"),
+        ix.below(&root).expect("below")
+    );
+    assert_eq!(
+        r.stats_below(&root).expect("stats"),
+        ix.stats_below(&root).expect("stats")
+    );
+    assert_eq!(r.holder_of(&[7; 32]).expect("holder"), Some(p("d/f")));
+    assert_eq!(r.path_of_inode(7, 3).expect("inode"), Some(p("loose")));
+    assert_eq!(r.paths_of_inode(7, 2).expect("inodes"), [p("d/f")]);
+    assert_eq!(
+        r.since(0, 10).expect("since"),
+        ix.since(0, 10).expect("since")
+    );
+    // The core's rules read it like any view.
+    assert!(omirr_core::tree::present(&r, &p("d/f"))
+        .expect("present")
+        .is_some());
+    ix.record(&[change("d/f", 9, Content::Deleted)])
+        .expect("record");
+    assert!(r.entry(&p("d/f")).expect("entry").expect("old").is_live());
+    assert!(!ix.entry(&p("d/f")).expect("entry").expect("new").is_live());
+}

@@ -6,8 +6,10 @@
 //! only then update the bytes here.
 
 use omirr_core::{Change, Content, Entry, HostId, Meta, Name, RelPath, Timestamp, Version};
-use omirr_index::fuzzing::{decode_aside, decode_entry, encode_aside, encode_entry};
-use omirr_index::{Aside, FORMAT};
+use omirr_index::fuzzing::{
+    decode_aside, decode_entry, decode_record, encode_aside, encode_entry, encode_record,
+};
+use omirr_index::{Aside, StatKey, FORMAT};
 
 fn name(s: &str) -> Name {
     Name::new(s.as_bytes()).expect("a valid name")
@@ -31,7 +33,7 @@ fn version(host: &str) -> Version {
     }
 }
 
-/// One entry of each kind, with the bytes format 2 stores for it under
+/// One entry of each kind, with the bytes format 3 stores for it under
 /// sequence 4242.
 fn entries() -> Vec<(Entry, &'static str)> {
     let mut hash = [0u8; 32];
@@ -79,10 +81,13 @@ fn entries() -> Vec<(Entry, &'static str)> {
     ]
 }
 
-const FILE: &str = "fb921000fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c706861";
-const DIR: &str = "fb921001fbfd0521fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d180462657461";
-const SYMLINK: &str = "fb9210020f2e2e2f7368617265642fff636f6e66fbff0121fbe803fd2a9a27dcd179fa3000057374616666fdb1689621e93c7d180567616d6d61";
-const TOMBSTONE: &str = "fb921003000000000000fdb1689621e93c7d1805616c706861";
+const FILE: &str = "922100b1689621e93c7d1805616c706861b362000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa40321e80715cd13eee83c7d18087777772d64617461057374616666";
+const DIR: &str =
+    "922101b1689621e93c7d180462657461fd0b21e80715cd13eee83c7d18087777772d64617461057374616666";
+const SYMLINK: &str = "922102b1689621e93c7d180567616d6d610f2e2e2f7368617265642fff636f6e66ff0321e80715cd13eee83c7d1800057374616666";
+const TOMBSTONE: &str = "922113b1689621e93c7d1805616c706861";
+/// The file above with its path's cached stat (see `stat()`).
+const FILE_WITH_STAT: &str = "922164b1689621e93c7d1805616c706861b362000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa40321e80715cd13eee83c7d18087777772d64617461057374616666811087ad4bd4a742";
 const ASIDE: &str = "127372762f7777772f696e6465782e68746d6c00fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c7068613863616e6e6f74207772697465207372762f7777772f696e6465782e68746d6c3a204e6f207370616365206c656674206f6e2064657669636503fc002c2e69";
 
 fn hex(bytes: &[u8]) -> String {
@@ -90,12 +95,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn the_format_is_2() {
-    assert_eq!(FORMAT, 2, "a new format needs new golden bytes below");
+fn the_format_is_3() {
+    assert_eq!(FORMAT, 3, "a new format needs new golden bytes below");
 }
 
 #[test]
-fn entries_are_stored_as_format_2_lays_them_out() {
+fn entries_are_stored_as_format_3_lays_them_out() {
     let mut changed = Vec::new();
     for (entry, golden) in entries() {
         let bytes = encode_entry(4242, &entry).expect("encodes");
@@ -119,8 +124,34 @@ fn entries_are_stored_as_format_2_lays_them_out() {
     assert!(changed.is_empty(), "{}", changed.join("\n"));
 }
 
+/// A stat like a scan's: the file's size and mtime (stored as flags), a
+/// ctime a little later.
+fn stat() -> StatKey {
+    StatKey {
+        dev: 2049,
+        ino: 1_234_567,
+        size: 12_595,
+        mtime_ns: 1_764_633_600_123_456_789,
+        ctime_ns: 1_764_633_600_123_999_999,
+    }
+}
+
 #[test]
-fn a_set_aside_change_is_stored_as_format_2_lays_it_out() {
+fn an_entry_with_its_stat_is_stored_as_format_3_lays_it_out() {
+    let (entry, _) = entries().swap_remove(0);
+    let bytes = encode_record(4242, &entry, Some(&stat()));
+    assert_eq!(hex(&bytes), FILE_WITH_STAT);
+    let stored = data_encoding::HEXLOWER
+        .decode(FILE_WITH_STAT.as_bytes())
+        .expect("hex");
+    assert_eq!(
+        decode_record(&stored).expect("decodes"),
+        (4242, entry, Some(stat()))
+    );
+}
+
+#[test]
+fn a_set_aside_change_is_stored_as_format_3_lays_it_out() {
     let (entry, _) = entries().swap_remove(0);
     let aside = Aside {
         change: Change {

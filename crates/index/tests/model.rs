@@ -127,6 +127,40 @@ fn compare(ix: &Index, model: &MemIndex, rng: &mut Rng, ctx: &str) {
             "{ctx}: cursor"
         );
     }
+    // A reader answers the same, from its one read transaction.
+    let r = ix.reader().expect("reader");
+    assert_eq!(
+        r.since(0, usize::MAX).expect("since"),
+        full,
+        "{ctx}: reader since(0)"
+    );
+    assert_eq!(
+        r.below(&RelPath::root()).expect("below root"),
+        all,
+        "{ctx}: reader entries"
+    );
+    for p in PATHS {
+        let p = RelPath::new(*p).expect("valid path");
+        assert_eq!(
+            r.entry(&p).expect("entry"),
+            model.entry(&p).expect("model"),
+            "{ctx}: reader {p}"
+        );
+        assert_eq!(
+            r.below(&p).expect("below"),
+            model.below(&p).expect("model"),
+            "{ctx}: reader below {p}"
+        );
+    }
+    for h in HASHES {
+        let h = [*h; 32];
+        assert_eq!(
+            r.holder_of(&h).expect("holder"),
+            model.holder_of(&h).expect("model"),
+            "{ctx}: reader holder"
+        );
+    }
+    drop(r);
     ix.verify().unwrap_or_else(|e| panic!("{ctx}: {e}"));
 }
 
