@@ -646,13 +646,16 @@ fn record_scan(
         })
         .map(|f| f.path.clone())
         .chain(report.vanished.iter().map(|v| v.path.clone()));
+    // One read transaction for every lookup of this observe: nothing is
+    // committed before it ends (the caller commits the batch).
+    let view = index.reader()?;
     let changes = observe(
-        index,
+        &view,
         hlc,
         host,
         paths,
         observe::Disk {
-            at: &mut |p| found.get(p).map(|f| comparable(index, rules, p, &f.node)),
+            at: &mut |p| found.get(p).map(|f| comparable(&view, rules, p, &f.node)),
             when: &when,
             in_scope: &in_scope,
         },
@@ -719,8 +722,13 @@ struct Recorded {
 /// What the scan found at `path`, with the owner, group and mode that this
 /// host renders from the index's entry (or leaves alone) made equal to the
 /// entry's: see [`crate::owners::canonical`].
-fn comparable(index: &Index, rules: &dyn Rules, path: &RelPath, found: &Node) -> Node {
-    let recorded = match index.entry(path) {
+fn comparable(
+    view: &impl IndexView<Error = IndexError>,
+    rules: &dyn Rules,
+    path: &RelPath,
+    found: &Node,
+) -> Node {
+    let recorded = match view.entry(path) {
         Ok(Some(e)) if same_kind(&e.content, &found.content) => e.meta,
         _ => return found.clone(),
     };

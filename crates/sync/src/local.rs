@@ -102,7 +102,10 @@ pub async fn record(engine: &Arc<Engine>, dirty: Dirty) {
 /// be checked is kept.
 fn not_applied_here(engine: &Engine, dirty: Vec<RelPath>) -> Vec<RelPath> {
     use std::os::unix::ffi::OsStrExt;
-    let index = &engine.store.index;
+    // One read transaction for the whole batch, not two per path.
+    let Ok(index) = engine.store.index.reader() else {
+        return dirty;
+    };
     let root = &engine.disk.root;
     let recorded = |path: &RelPath| -> Option<bool> {
         let full = root.join(std::ffi::OsStr::from_bytes(path.as_bytes()));
