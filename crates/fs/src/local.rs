@@ -22,7 +22,7 @@
 //! another is still recognised by its inode: in the order the pieces run,
 //! either the new path comes first (the index still knows the old one), or
 //! the old path was found vanished by an earlier piece of the same scan,
-//! which remembers what it knew of the inode ([`Departed`]).
+//! which remembers what it knew of the inode (`Departed`).
 
 use crate::apply::{Applier, ContentSource};
 use crate::owners::Rules;

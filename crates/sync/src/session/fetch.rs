@@ -52,7 +52,7 @@ pub const STAGE_MEMORY: u64 = 16 << 20;
 /// with one read (and one write).
 pub const LOCAL_RUN: u64 = 4 << 20;
 /// Bytes of a large file staged between two starts of their writeback
-/// ([`StageWriter`]).
+/// (`StageWriter`).
 pub const WRITEBACK: u64 = 8 << 20;
 
 /// One piece of an answer.
