@@ -315,7 +315,7 @@ pub fn scan_into_index(
     rules: &dyn Rules,
 ) -> Result<StartupScan, LocalScanError> {
     let hooks = PieceHooks::default();
-    scan_in_pieces(index, hlc, host, root, tops, exclude, rules, hooks)
+    scan_into_index_with(index, hlc, host, root, tops, exclude, rules, hooks)
 }
 
 /// How [`scan_into_index_with`] deviates from [`scan_into_index`]: for
@@ -343,20 +343,6 @@ impl Default for PieceHooks {
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub fn scan_into_index_with(
-    index: &Index,
-    hlc: &mut Hlc,
-    host: &HostId,
-    root: &Path,
-    tops: &[RelPath],
-    exclude: &dyn Fn(&RelPath) -> bool,
-    rules: &dyn Rules,
-    hooks: PieceHooks,
-) -> Result<StartupScan, LocalScanError> {
-    scan_in_pieces(index, hlc, host, root, tops, exclude, rules, hooks)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn scan_in_pieces(
     index: &Index,
     hlc: &mut Hlc,
     host: &HostId,
