@@ -469,20 +469,28 @@ impl Upper {
     /// their own rows, rather than all of them being held for the scan.
     fn load(index: &Index, tops: &[RelPath]) -> Result<Option<Upper>, IndexError> {
         let mut upper = Upper::default();
+        // One read transaction, one pass over the rows below each top,
+        // keeping only the shallow ones.
+        let view = index.reader()?;
         for top in scan::normalise_tops(tops) {
             let shallow = |p: &RelPath| depth_below(p, &top) <= SPLIT_DEPTH;
-            // TODO(lead): a streaming range (the index's read view) would
-            // spare holding every row below the top for a moment here.
-            let own = index.entry(&top)?.map(|e| (top.clone(), e));
-            upper.entries.extend(
-                own.into_iter()
-                    .chain(index.below(&top)?)
-                    .filter(|(p, _)| shallow(p)),
-            );
-            let own = index.stat(&top)?.map(|k| (top.clone(), k));
+            upper
+                .entries
+                .extend(view.entry(&top)?.map(|e| (top.clone(), e)));
+            upper
+                .stats
+                .extend(view.stat(&top)?.map(|k| (top.clone(), k)));
+            view.for_each_below(&top, |p, e, stat| {
+                if shallow(&p) {
+                    if let Some(k) = stat {
+                        upper.stats.insert(p.clone(), k);
+                    }
+                    upper.entries.insert(p, e);
+                }
+            })?;
             upper.stats.extend(
-                own.into_iter()
-                    .chain(index.stats_below(&top)?)
+                view.loose_stats_below(&top)?
+                    .into_iter()
                     .filter(|(p, _)| shallow(p)),
             );
             if upper.entries.len() > UPPER_MAX {

@@ -322,6 +322,51 @@ impl<'a> IndexReader<'a> {
         read_stats_below(self.path, &self.entries, &self.stats, dir)
     }
 
+    /// Every entry below `dir` with its stat, in path order, handed to
+    /// `f` one at a time: one pass, nothing held. Stats of paths without
+    /// an entry are [`IndexReader::loose_stats_below`]'s.
+    pub fn for_each_below(
+        &self,
+        dir: &RelPath,
+        mut f: impl FnMut(RelPath, Entry, Option<StatKey>),
+    ) -> Result<(), IndexError> {
+        let db = self.path;
+        let range = dir.below_range();
+        for row in self
+            .entries
+            .range::<&[u8]>(bytes_range(&range))
+            .at(db, "scanning entries")?
+        {
+            let (k, v) = row.at(db, "scanning entries")?;
+            let raw = RawRecord::parse(v.value()).map_err(|e| bad_record(db, k.value(), e))?;
+            f(
+                decode_path(db, "entries", k.value())?,
+                raw.entry(),
+                raw.stat,
+            );
+        }
+        Ok(())
+    }
+
+    /// The stats below `dir` of paths that have no entry, in path order.
+    pub fn loose_stats_below(&self, dir: &RelPath) -> Result<Vec<(RelPath, StatKey)>, IndexError> {
+        let db = self.path;
+        let range = dir.below_range();
+        let mut out = Vec::new();
+        for row in self
+            .stats
+            .range::<&[u8]>(bytes_range(&range))
+            .at(db, "scanning stats")?
+        {
+            let (k, v) = row.at(db, "scanning stats")?;
+            out.push((
+                decode_path(db, "stats", k.value())?,
+                StatKey::from(v.value()),
+            ));
+        }
+        Ok(out)
+    }
+
     /// See [`Index::path_of_inode`].
     pub fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, IndexError> {
         Ok(self.paths_of_inode_up_to(dev, ino, 1)?.into_iter().next())
