@@ -2,10 +2,14 @@
 //!
 //! Paths are stored as their raw bytes, so redb's byte order is
 //! [`RelPath`]'s order and "everything below a directory" is one range
-//! (see [`RelPath::below_range`]). Secondary indexes are sets of composite
-//! keys (fixed-width prefix, then the path) with unit values: a lookup is
-//! a prefix range, and one key per (prefix, path) pair keeps several paths
-//! per hash or inode without a read-modify-write of a list.
+//! (see [`RelPath::below_range`]). An entry's value also holds its
+//! path's stat; [`STATS`] keeps only the stats of paths without an entry.
+//! Secondary indexes are sets of composite keys with unit values: a
+//! prefix (8 bytes of a hash, an inode, a timestamp), then what names the
+//! row (the entry's sequence, or a path where there is no entry). A lookup
+//! is a prefix range that checks the full hash or the device in the
+//! entry, and one key per row keeps several paths per hash or inode
+//! without a read-modify-write of a list.
 
 use omirr_core::{Hash, RelPath, Seq};
 use redb::TableDefinition;
