@@ -713,6 +713,22 @@ mod tests {
         RelPath::new(s.as_bytes()).expect("path")
     }
 
+    /// A watcher of `tops` under `root` whose events arrive on the
+    /// returned channel.
+    fn watch_into_channel(
+        root: &Path,
+        tops: &[RelPath],
+        exclude: PathFilter,
+        debounce: Debounce,
+    ) -> (Watcher, mpsc::Receiver<WatchEvent>) {
+        let (tx, rx) = mpsc::channel();
+        let w = Watcher::start(root, tops, exclude, debounce, move |e| {
+            let _ = tx.send(e);
+        })
+        .expect("watch");
+        (w, rx)
+    }
+
     #[test]
     fn a_batch_is_not_cut_between_the_two_names_of_a_rename() {
         let t0 = Instant::now();
@@ -849,20 +865,10 @@ mod tests {
         let root = tmp.path().to_path_buf();
         std::fs::create_dir_all(root.join("srv/www")).expect("mkdir");
         std::fs::create_dir_all(root.join("srv/other")).expect("mkdir");
-        let (tx, rx) = mpsc::channel();
         let tops = [p("srv/www"), p("missing/top")];
         let exclude: PathFilter = Arc::new(|p: &RelPath| p.file_name().ends_with(b".swp"));
         let ms = Duration::from_millis;
-        let _w = Watcher::start(
-            &root,
-            &tops,
-            exclude,
-            Debounce::new(ms(5), ms(100)),
-            move |e| {
-                let _ = tx.send(e);
-            },
-        )
-        .expect("watch");
+        let (_w, rx) = watch_into_channel(&root, &tops, exclude, Debounce::new(ms(5), ms(100)));
         // The missing top is reported, not fatal.
         match rx.recv_timeout(ms(2000)).expect("degraded") {
             WatchEvent::Degraded { top, reason } => {
@@ -920,18 +926,13 @@ mod tests {
         let root = tmp.path().to_path_buf();
         std::fs::create_dir_all(root.join("srv/www")).expect("mkdir");
         std::fs::create_dir_all(root.join("outside/moved/deep")).expect("mkdir");
-        let (tx, rx) = mpsc::channel();
         let ms = Duration::from_millis;
-        let w = Watcher::start(
+        let (w, rx) = watch_into_channel(
             &root,
             &[p("srv/www")],
             Arc::new(|_: &RelPath| false),
             Debounce::new(ms(5), ms(100)),
-            move |e| {
-                let _ = tx.send(e);
-            },
-        )
-        .expect("watch");
+        );
         std::fs::create_dir_all(root.join("srv/www/a/b")).expect("mkdir");
         std::fs::rename(root.join("outside/moved"), root.join("srv/www/in")).expect("mv");
         let seen = gather(&rx, ms(300));
@@ -967,20 +968,15 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
         std::fs::create_dir_all(root.join("srv/www/old")).expect("mkdir");
-        let (tx, rx) = mpsc::channel();
         let ms = Duration::from_millis;
-        let _w = Watcher::start(
+        // Long enough a pause that the mkdir and the chmod share a
+        // batch.
+        let (_w, rx) = watch_into_channel(
             &root,
             &[p("srv/www")],
             Arc::new(|_: &RelPath| false),
-            // Long enough a pause that the mkdir and the chmod share a
-            // batch.
             Debounce::new(ms(100), ms(1000)),
-            move |e| {
-                let _ = tx.send(e);
-            },
-        )
-        .expect("watch");
+        );
         let mode = std::fs::Permissions::from_mode(0o700);
         std::fs::set_permissions(root.join("srv/www/old"), mode.clone()).expect("chmod");
         // A new directory whose mode is set at once is still walked.
@@ -1011,20 +1007,15 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
         std::fs::create_dir_all(root.join("srv/www/d")).expect("mkdir");
-        let (tx, rx) = mpsc::channel();
         let ms = Duration::from_millis;
         // A writer is waited for for 300 ms: a directory held as one
         // would turn up after that.
-        let _w = Watcher::start(
+        let (_w, rx) = watch_into_channel(
             &root,
             &[p("srv/www")],
             Arc::new(|_: &RelPath| false),
             Debounce::with_hold(ms(5), ms(100), ms(300), ms(600)),
-            move |e| {
-                let _ = tx.send(e);
-            },
-        )
-        .expect("watch");
+        );
         // Setting only the mtime is IN_MODIFY, as for a write (the
         // applier does this to the directories it puts entries in).
         filetime::set_file_mtime(
