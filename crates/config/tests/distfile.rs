@@ -796,22 +796,17 @@ fn diagnostics_of_one_distfile_are_capped() {
     );
 }
 
-/// Found by the fuzz harness (crates/fuzz): `~user` was looked up in the
-/// password database once per word, so `~nosuchuser/` before a brace
-/// expansion to 20,000 names took a second (an unknown user is the slow
-/// case: every source of the name service is asked). Now once per user.
+/// An unknown `~user` before a large brace expansion is one error, not one
+/// per word. (That the password database is asked once per user, not once
+/// per word, is counted by a unit test in `expand.rs`.)
 #[test]
-fn a_home_directory_is_looked_up_once() {
-    // 59,049 names: 3 s before, in a debug build; 0.1 s now.
+fn an_unknown_home_directory_is_one_error() {
     let nine = "{1,2,3,4,5,6,7,8,9}";
     let text = format!("( ~nosuchuser4242/{nine}{nine}{nine}{nine}{nine} ) -> ( a b )");
-    let started = std::time::Instant::now();
     let e = errors(&text);
-    let took = started.elapsed();
     assert!(
         e[0].2.contains("unknown user 'nosuchuser4242'"),
         "{:?}",
         e[0]
     );
-    assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
 }

@@ -1127,8 +1127,17 @@ fn expand_braces(w: EWord, budget: usize) -> Result<Vec<EWord>, (Pos, String)> {
     Ok(done)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread asked the password database: the test
+    /// below counts lookups instead of timing them.
+    static HOME_LOOKUPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn home_of(user: &str) -> Result<String, String> {
     use nix::unistd::{Uid, User};
+    #[cfg(test)]
+    HOME_LOOKUPS.with(|n| n.set(n.get() + 1));
     if user.is_empty() {
         if let Ok(Some(u)) = User::from_uid(Uid::effective()) {
             return Ok(u.dir.to_string_lossy().into_owned());
@@ -1158,4 +1167,39 @@ pub(crate) fn join_under(root: &Path, path: &Path) -> PathBuf {
 fn last_line(s: &str) -> &str {
     let l = s.lines().last().unwrap_or(s).trim();
     l.strip_prefix("error: ").unwrap_or(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the fuzz harness (crates/fuzz): `~user` was looked up in
+    /// the password database once per word, so `~nosuchuser/` before a
+    /// brace expansion to 59,049 names took 3 s in a debug build (an
+    /// unknown user is the slow case: every name service is asked). Now
+    /// once per user, whatever the number of words.
+    #[test]
+    fn a_home_directory_is_looked_up_once_per_user() {
+        let nine = "{1,2,3,4,5,6,7,8,9}";
+        let text = format!(
+            "( ~nosuchuser4242/{nine}{nine}{nine} ~nosuchuser4243/{nine} ~/{nine} ) -> ( a b )"
+        );
+        let (tokens, _) = crate::distfile::lex::lex(&text, Path::new("omirrd.conf"));
+        let (stmts, _) = crate::distfile::parse::parse(tokens, Path::new("omirrd.conf"));
+        let options = ParseOptions {
+            root: PathBuf::from("/nonexistent-omirr-root"),
+            defines: Vec::new(),
+            known_hosts: None,
+        };
+        HOME_LOOKUPS.with(|n| n.set(0));
+        let (_, diags) = build(&stmts, Path::new("omirrd.conf"), &options);
+        // Three users: two unknown ones and the current one.
+        assert_eq!(HOME_LOOKUPS.with(|n| n.get()), 3);
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("unknown user 'nosuchuser4242'")),
+            "{diags:?}"
+        );
+    }
 }
