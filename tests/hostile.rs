@@ -348,6 +348,43 @@ fn content_is_served_only_from_shared_sets_and_never_through_a_symlink() {
     expect_log(&cluster, "alpha", "refused a request");
 }
 
+/// A peer that did not list `chunk-digests` (an older build) never sends
+/// `DigestRequest`; one that does is broken, and the session ends with an
+/// error that names the message, instead of being served.
+#[test]
+fn a_request_for_a_capability_not_negotiated_ends_the_session() {
+    let _one = support::serial();
+    let mut cluster = started(&HOSTS, www_and_private, |c| {
+        fs::create_dir_all(c.root("alpha").join("srv/www")).expect("mkdir");
+        fs::write(c.root("alpha").join("srv/www/page"), b"a page").expect("write");
+    });
+    cluster.stop("gamma");
+    let mut hello = omirr_proto::Hello::new("gamma");
+    hello.capabilities.clear();
+    let mut rogue = Rogue::connect_with(&cluster, "gamma", "alpha", wall_ns(), hello);
+    let hash = *blake3::hash(b"a page").as_bytes();
+    rogue.send(&Message::DigestRequest {
+        id: 1,
+        path: RelPath::new(&b"srv/www/page"[..]).expect("path"),
+        hash,
+        size: 6,
+    });
+    let answer = rogue.recv_until(TIMEOUT, |m| {
+        matches!(
+            m,
+            Message::Error { .. } | Message::ChunkDigests { .. } | Message::FileUnavailable { .. }
+        )
+    });
+    match answer {
+        Some(Message::Error { message, .. }) => assert!(
+            message.contains("DigestRequest without the capability chunk-digests"),
+            "{message}"
+        ),
+        other => panic!("alpha answered {other:?}:\n{}", cluster.logs()),
+    }
+    expect_log(&cluster, "alpha", "DigestRequest without the capability");
+}
+
 #[test]
 fn a_host_a_day_ahead_is_refused_and_one_two_minutes_behind_works() {
     let _one = support::serial();

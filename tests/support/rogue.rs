@@ -31,6 +31,18 @@ impl Rogue {
     /// directory), reads the daemon's `Hello` and `Clock`, and sends its
     /// own `Hello` and a `Clock` reading `wall`.
     pub fn connect(cluster: &Cluster, as_host: &str, to: &str, wall: u64) -> Rogue {
+        Rogue::connect_with(cluster, as_host, to, wall, omirr_proto::Hello::new(as_host))
+    }
+
+    /// As [`Rogue::connect`], greeting with `hello` (an older peer's
+    /// capabilities, say).
+    pub fn connect_with(
+        cluster: &Cluster,
+        as_host: &str,
+        to: &str,
+        wall: u64,
+        hello: omirr_proto::Hello,
+    ) -> Rogue {
         use omirr_net::tls;
         let identity =
             omirr_net::identity::load(&cluster.state_dir(as_host)).expect("the host's key");
@@ -43,7 +55,6 @@ impl Rogue {
             .enable_all()
             .build()
             .expect("runtime");
-        let as_host = as_host.to_string();
         let to = to.to_string();
         let (stream, greeting) = rt.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -66,10 +77,7 @@ impl Rogue {
                     other => panic!("no greeting from {to}: {other:?}"),
                 }
             }
-            for m in [
-                Message::Hello(omirr_proto::Hello::new(&as_host)),
-                Message::Clock { wall, index: 1 },
-            ] {
+            for m in [Message::Hello(hello), Message::Clock { wall, index: 1 }] {
                 omirr_proto::write_message(&mut s, &m).await.expect("greet");
             }
             s.flush().await.expect("flush");

@@ -311,6 +311,14 @@ where
                 progress.on_ack(upto);
                 flow.pusher.notify_one()
             }),
+            // Optional requests only from a peer that negotiated them: an
+            // older peer never sends them, so one that does is broken.
+            Message::ChunkRequest { .. } if !chunks => Err(Violation(
+                "ChunkRequest without the capability chunks".into(),
+            )),
+            Message::DigestRequest { .. } if !digests => Err(Violation(
+                "DigestRequest without the capability chunk-digests".into(),
+            )),
             m @ (Message::FileRequest { .. }
             | Message::RangeRequest { .. }
             | Message::ChunkRequest { .. }
