@@ -86,9 +86,10 @@ impl Span {
     }
 
     /// The key bounds of the span's paths strictly below its top, for a
-    /// byte-ordered map; the top itself, if [`Span::contains`] it, sorts
-    /// before all of them.
-    pub fn below_bounds(&self) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    /// byte-ordered map, or `None` if there are none (a range whose
+    /// start follows its end, which a map's range refuses). The top
+    /// itself, if [`Span::contains`] it, sorts before all of them.
+    pub fn below_bounds(&self) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
         let (lo, hi) = self.top.below_range();
         let lo = match &self.after {
             Some(a) if bound_below(&lo, a.as_bytes()) => Bound::Excluded(a.as_bytes().to_vec()),
@@ -98,7 +99,14 @@ impl Span {
             Some(u) if bound_above(&hi, u.as_bytes()) => Bound::Included(u.as_bytes().to_vec()),
             _ => hi,
         };
-        (lo, hi)
+        let empty = match (&lo, &hi) {
+            (Bound::Included(l), Bound::Included(h)) => l > h,
+            (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(h) | Bound::Included(h)) => {
+                l >= h
+            }
+            _ => false,
+        };
+        (!empty).then_some((lo, hi))
     }
 }
 
@@ -322,6 +330,7 @@ pub fn entries_page<S: EntrySource>(
                 Content::Symlink { target } => target.len(),
                 _ => 0,
             }
+            + e.version.host.as_str().len()
             + 128;
         if out.len() == MAX_ENTRIES_PAGE || (!out.is_empty() && bytes + size > max_bytes) {
             complete = false;
@@ -826,6 +835,44 @@ mod tests {
             }
         }
         assert_eq!(v.found(), 10);
+    }
+
+    #[test]
+    fn span_bounds_agree_with_contains() {
+        let mut m = tree("srv", 3, 3);
+        for extra in ["srv", "srv-x", "srv.y", "srw", "sr"] {
+            m.record(Change {
+                path: p(extra),
+                entry: file(1, 1),
+            });
+        }
+        let keys: Vec<RelPath> = m.iter().map(|(k, _)| k.clone()).collect();
+        let mut bounds: Vec<Option<RelPath>> = keys.iter().cloned().map(Some).collect();
+        bounds.push(None);
+        for after in &bounds {
+            for upto in &bounds {
+                let span = Span {
+                    top: p("srv"),
+                    after: after.clone(),
+                    upto: upto.clone(),
+                };
+                let mut by_bounds: Vec<&RelPath> = Vec::new();
+                if span.contains(&span.top) && keys.contains(&span.top) {
+                    by_bounds.push(&span.top);
+                }
+                if let Some(b) = span.below_bounds() {
+                    let range = (
+                        b.0.as_ref().map(|v| v.as_slice()),
+                        b.1.as_ref().map(|v| v.as_slice()),
+                    );
+                    by_bounds.extend(keys.iter().filter(|k| {
+                        std::ops::RangeBounds::contains(&range, &k.as_bytes())
+                    }));
+                }
+                let by_contains: Vec<&RelPath> = keys.iter().filter(|k| span.contains(k)).collect();
+                assert_eq!(by_bounds, by_contains, "{span:?}");
+            }
+        }
     }
 
     #[test]
