@@ -217,6 +217,18 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     });
     let status_socket = crate::status::bind(state_dir)?;
     let s = shared.clone();
+    let v = shared.clone();
+    let verify = move |deep: bool| {
+        let v = v.clone();
+        async move {
+            let report = crate::verify::run(v, deep).await;
+            serde_json::to_vec(&report).unwrap_or_else(|e| {
+                serde_json::json!({ "error": e.to_string() })
+                    .to_string()
+                    .into_bytes()
+            })
+        }
+    };
     tokio::spawn(crate::status::serve(status_socket, move || {
         let e = &s.engine;
         let aside = e
@@ -239,7 +251,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
             e.store.index.last_seq().unwrap_or(0),
             aside,
         )
-    }));
+    }, verify));
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
     tokio::spawn(accept(shared.clone(), listener));
