@@ -389,7 +389,10 @@ impl Verifier {
     /// A comparison of each of `tops` whole.
     pub fn new(tops: impl IntoIterator<Item = RelPath>) -> Verifier {
         Verifier {
-            queue: tops.into_iter().map(|t| Ask::Summary(Span::whole(t))).collect(),
+            queue: tops
+                .into_iter()
+                .map(|t| Ask::Summary(Span::whole(t)))
+                .collect(),
             differences: Vec::new(),
             found: 0,
             asked: 0,
@@ -562,7 +565,9 @@ pub fn check_summary(span: &Span, buckets: &[Bucket]) -> Result<(), String> {
             return Err("a bucket before the last one is open at the end".into());
         };
         if !span.contains(upto) || prev.as_ref().is_some_and(|p| upto <= p) {
-            return Err(format!("bucket boundary {upto} is out of order or outside the span"));
+            return Err(format!(
+                "bucket boundary {upto} is out of order or outside the span"
+            ));
         }
         prev = Some(upto.clone());
     }
@@ -759,7 +764,8 @@ mod tests {
         assert!(!complete);
         assert!(page.len() < 30 && !page.is_empty());
         let mut v = Verifier::new([]);
-        v.on_entries(&empty, &span, page.clone(), false).expect("page");
+        v.on_entries(&empty, &span, page.clone(), false)
+            .expect("page");
         assert_eq!(v.found(), page.len() as u64);
         let Some(Ask::Entries(rest)) = v.next_ask() else {
             panic!("no question for the rest");
@@ -865,9 +871,10 @@ mod tests {
                         b.0.as_ref().map(|v| v.as_slice()),
                         b.1.as_ref().map(|v| v.as_slice()),
                     );
-                    by_bounds.extend(keys.iter().filter(|k| {
-                        std::ops::RangeBounds::contains(&range, &k.as_bytes())
-                    }));
+                    by_bounds.extend(
+                        keys.iter()
+                            .filter(|k| std::ops::RangeBounds::contains(&range, &k.as_bytes())),
+                    );
                 }
                 let by_contains: Vec<&RelPath> = keys.iter().filter(|k| span.contains(k)).collect();
                 assert_eq!(by_bounds, by_contains, "{span:?}");

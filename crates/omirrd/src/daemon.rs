@@ -229,29 +229,33 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
             })
         }
     };
-    tokio::spawn(crate::status::serve(status_socket, move || {
-        let e = &s.engine;
-        let aside = e
-            .store
-            .index
-            .aside(None)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(peer, a)| crate::status::AsideStatus {
-                peer: peer.to_string(),
-                path: a.change.path.to_string(),
-                reason: a.reason,
-                attempts: a.attempts,
-                since: a.since,
-            })
-            .collect();
-        crate::status::snapshot(
-            &e.counters,
-            &s.plan().host,
-            e.store.index.last_seq().unwrap_or(0),
-            aside,
-        )
-    }, verify));
+    tokio::spawn(crate::status::serve(
+        status_socket,
+        move || {
+            let e = &s.engine;
+            let aside = e
+                .store
+                .index
+                .aside(None)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(peer, a)| crate::status::AsideStatus {
+                    peer: peer.to_string(),
+                    path: a.change.path.to_string(),
+                    reason: a.reason,
+                    attempts: a.attempts,
+                    since: a.since,
+                })
+                .collect();
+            crate::status::snapshot(
+                &e.counters,
+                &s.plan().host,
+                e.store.index.last_seq().unwrap_or(0),
+                aside,
+            )
+        },
+        verify,
+    ));
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
     tokio::spawn(accept(shared.clone(), listener));

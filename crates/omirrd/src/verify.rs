@@ -121,12 +121,19 @@ impl EntryView {
             (_, _, Some(t)) => format!("{} -> {t}", self.kind),
             _ => self.kind.clone(),
         };
-        format!(
-            "{what}, mode {:04o}, mtime {}, version {} by {}",
-            self.mode,
-            time(self.mtime_ns),
+        let version = format!(
+            "version {} by {}",
             time(i64::try_from(self.version_ts).unwrap_or(i64::MAX)),
             self.version_host
+        );
+        // A tombstone's metadata is zeroes: not worth a word.
+        if self.kind == "deleted" {
+            return format!("{what}, {version}");
+        }
+        format!(
+            "{what}, mode {:04o}, mtime {}, {version}",
+            self.mode,
+            time(self.mtime_ns)
         )
     }
 }
@@ -187,12 +194,13 @@ pub async fn run(shared: Arc<Shared>, deep: bool) -> Report {
         let engine = shared.engine.clone();
         tasks.spawn(async move {
             let shown: Vec<String> = tops.iter().map(|t| t.to_string()).collect();
+            // Questions of a first comparison that was retried.
             let mut asked = 0;
             let mut result = omirr_sync::verify::compare(&engine, &peer, tops.clone()).await;
             if let Ok(c) = &result {
-                asked += c.asked;
                 if c.found > 0 {
                     // Maybe a change in flight: look again.
+                    asked = c.asked;
                     tokio::time::sleep(RETRY_AFTER).await;
                     result = omirr_sync::verify::compare(&engine, &peer, tops).await;
                 }
@@ -250,7 +258,11 @@ pub async fn run(shared: Arc<Shared>, deep: bool) -> Report {
 
 /// Why a peer could not be asked, with its session's last error.
 fn unavailable(engine: &omirr_sync::Engine, peer: &str, why: &str) -> String {
-    let last = engine.counters.peers().get(peer).and_then(|p| p.last_error.clone());
+    let last = engine
+        .counters
+        .peers()
+        .get(peer)
+        .and_then(|p| p.last_error.clone());
     match last {
         Some(e) if !why.contains("older") => format!("{why}; its last error: {e}"),
         _ => why.to_string(),
@@ -585,11 +597,24 @@ mod tests {
         );
         let text = render(&r);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "alpha and beta: 2 path(s) differ (srv; 3 questions)");
+        assert_eq!(
+            lines[0],
+            "alpha and beta: 2 path(s) differ (srv; 3 questions)"
+        );
         assert_eq!(lines[1], "  srv/a\\nb");
-        assert!(lines[2].contains("alpha") && lines[2].contains("2023-11-14T22:13:20.000000000Z by alpha"), "{text}");
-        assert!(lines[3].contains("beta") && lines[3].contains("2023-11-14T22:13:21.000000000Z"), "{text}");
-        assert!(lines[2].contains("file 5 B blake3 0123456789ab, mode 0644"), "{text}");
+        assert!(
+            lines[2].contains("alpha")
+                && lines[2].contains("2023-11-14T22:13:20.000000000Z by alpha"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("beta") && lines[3].contains("2023-11-14T22:13:21.000000000Z"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("file 5 B blake3 0123456789ab, mode 0644"),
+            "{text}"
+        );
         assert!(lines[6].ends_with("no entry"), "{text}");
     }
 }

@@ -122,7 +122,10 @@ pub struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         let mut links = self.links.lock();
-        if links.get(&self.peer).is_some_and(|l| l.serial == self.serial) {
+        if links
+            .get(&self.peer)
+            .is_some_and(|l| l.serial == self.serial)
+        {
             links.remove(&self.peer);
         }
     }
@@ -191,7 +194,12 @@ impl Link {
 /// the session: answered from our index on a blocking thread, the answer
 /// queued for the writer. Never waits; more than
 /// [`MAX_VERIFY_REQUESTS`] at once is a violation.
-pub fn answer(engine: &Arc<Engine>, link: &Arc<Link>, peer: &str, question: Message) -> Result<(), Violation> {
+pub fn answer(
+    engine: &Arc<Engine>,
+    link: &Arc<Link>,
+    peer: &str,
+    question: Message,
+) -> Result<(), Violation> {
     if !link.capable {
         return Err(Violation(format!(
             "{} without the capability verify",
