@@ -675,6 +675,85 @@ mod tests {
     }
 
     #[test]
+    fn verify_messages_have_sane_spans_buckets_and_pages() {
+        let path = |s: &str| RelPath::new(s.as_bytes().to_vec()).expect("path");
+        let span = |after: Option<&str>, upto: Option<&str>| Span {
+            top: path("srv"),
+            after: after.map(path),
+            upto: upto.map(path),
+        };
+        let ask = |s: Span| Message::SummaryRequest { id: 1, span: s };
+        assert_eq!(ask(span(None, None)).validate(), Ok(()));
+        assert_eq!(ask(span(Some("srv"), Some("srv/b"))).validate(), Ok(()));
+        for bad in [
+            span(Some("etc/a"), None),
+            span(None, Some("srv-x")),
+            span(Some("srv/b"), Some("srv/a")),
+            span(Some("srv/a"), Some("srv/a")),
+        ] {
+            assert!(
+                matches!(
+                    ask(bad.clone()).validate(),
+                    Err(InvalidMessage::BadSpan { .. })
+                ),
+                "{bad:?}"
+            );
+            let entries = Message::EntriesRequest { id: 1, span: bad };
+            assert!(matches!(
+                entries.validate(),
+                Err(InvalidMessage::BadSpan { .. })
+            ));
+        }
+        let bucket = Bucket {
+            upto: None,
+            count: 1,
+            hash: [0; 32],
+        };
+        for (n, ok) in [(0, false), (1, true), (MAX_BUCKETS, true), (MAX_BUCKETS + 1, false)] {
+            let m = Message::Summary {
+                id: 1,
+                buckets: vec![bucket.clone(); n],
+            };
+            assert_eq!(m.validate().is_ok(), ok, "{n} buckets");
+        }
+        let change = |p: &str| Change {
+            path: path(p),
+            entry: omirr_core::Entry {
+                content: Content::Dir,
+                meta: Default::default(),
+                version: omirr_core::Version {
+                    ts: Timestamp(1),
+                    host: omirr_core::HostId::new("a"),
+                },
+            },
+        };
+        let page = |entries: Vec<Change>| Message::Entries {
+            id: 1,
+            entries,
+            complete: true,
+        };
+        assert_eq!(page(vec![change("a"), change("b")]).validate(), Ok(()));
+        assert!(matches!(
+            page(vec![change("b"), change("a")]).validate(),
+            Err(InvalidMessage::EntryOutOfSpan { .. })
+        ));
+        assert!(matches!(
+            page(vec![change("a"), change("a")]).validate(),
+            Err(InvalidMessage::EntryOutOfSpan { .. })
+        ));
+        let mut bad_mode = change("a");
+        bad_mode.entry.meta.mode = 0o170000;
+        assert!(matches!(
+            page(vec![bad_mode]).validate(),
+            Err(InvalidMessage::BadMode { .. })
+        ));
+        assert!(matches!(
+            page(vec![change("a"); MAX_VERIFY_ENTRIES + 1]).validate(),
+            Err(InvalidMessage::TooManyEntries { .. })
+        ));
+    }
+
+    #[test]
     fn hello_limits() {
         let mut h = Hello::new("alpha");
         assert_eq!(Message::Hello(h.clone()).validate(), Ok(()));

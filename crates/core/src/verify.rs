@@ -50,6 +50,9 @@ pub const MAX_DIFFERENCES: usize = 10_000;
 /// the comparison going.
 pub const MAX_ASKS: u64 = 1_000_000;
 
+/// A range of keys of a byte-ordered map: lower and upper bound.
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 /// A mirrored top and a range `(after, upto]` of paths at or below it, in
 /// byte order. `None` bounds are open.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,7 +92,7 @@ impl Span {
     /// byte-ordered map, or `None` if there are none (a range whose
     /// start follows its end, which a map's range refuses). The top
     /// itself, if [`Span::contains`] it, sorts before all of them.
-    pub fn below_bounds(&self) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+    pub fn below_bounds(&self) -> Option<KeyRange> {
         let (lo, hi) = self.top.below_range();
         let lo = match &self.after {
             Some(a) if bound_below(&lo, a.as_bytes()) => Bound::Excluded(a.as_bytes().to_vec()),
@@ -758,9 +761,7 @@ mod tests {
         let a = tree("srv", 3, 10);
         let empty = MemIndex::default();
         let span = Span::whole(p("srv"));
-        let (page, complete) = match entries_page(&a, &span, 600) {
-            Ok(r) => r,
-        };
+        let Ok((page, complete)) = entries_page(&a, &span, 600);
         assert!(!complete);
         assert!(page.len() < 30 && !page.is_empty());
         let mut v = Verifier::new([]);
@@ -830,7 +831,7 @@ mod tests {
             match ask {
                 Ask::Summary(span) => {
                     // A lazy peer: one bucket for the whole span.
-                    let Ok(mut one) = bucket_with(&b, &span, &[span.upto.clone()]);
+                    let Ok(mut one) = bucket_with(&b, &span, std::slice::from_ref(&span.upto));
                     one.truncate(1);
                     v.on_summary(&a, &span, &one).expect("summary");
                 }
