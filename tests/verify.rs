@@ -264,3 +264,97 @@ fn set_mtime(file: &std::path::Path, (secs, nanos): (i64, i64)) {
         .and_then(|f| f.set_times(times))
         .expect("set mtime");
 }
+
+/// A peer asking about alpha's index sees only what a mirror set shares
+/// with it, and one that answers a question never asked is refused.
+#[test]
+fn a_rogue_peer_learns_nothing_it_does_not_share_and_cannot_answer_unasked() {
+    use omirr_proto::{Message, Span};
+    use support::rogue::{wall_ns, Rogue};
+    let _serial = support::serial();
+    let distfile = |hosts: &[&str]| {
+        format!(
+            "www:\n/srv/www -> ( {} )\n\nprivate:\n/srv/private -> ( alpha beta )\n",
+            hosts.join(" ")
+        )
+    };
+    let mut cluster = Cluster::new(&HOSTS, distfile);
+    fs::create_dir_all(cluster.root("alpha").join("srv/www")).expect("mkdir");
+    fs::create_dir_all(cluster.root("alpha").join("srv/private")).expect("mkdir");
+    fs::write(cluster.root("alpha").join("srv/www/open"), "open").expect("write");
+    fs::write(cluster.root("alpha").join("srv/private/secret"), "secret").expect("write");
+    cluster.start_host("alpha");
+    assert!(
+        cluster.wait_for_log("alpha", "ready", TIMEOUT),
+        "{}",
+        cluster.logs()
+    );
+    // gamma's key, gamma's name: gamma shares srv/www with alpha, not
+    // srv/private.
+    let mut rogue = Rogue::connect(&cluster, "gamma", "alpha", wall_ns());
+    let summary_of = |rogue: &mut Rogue, id: u64, top: &str| {
+        rogue.send(&Message::SummaryRequest {
+            id,
+            span: Span {
+                top: path(top),
+                after: None,
+                upto: None,
+            },
+        });
+        match rogue.recv_until(TIMEOUT, |m| matches!(m, Message::Summary { .. })) {
+            Some(Message::Summary { id: got, buckets }) => {
+                assert_eq!(got, id);
+                buckets
+            }
+            other => panic!("no summary: {other:?}\n{}", cluster.logs()),
+        }
+    };
+    let private = summary_of(&mut rogue, 1, "srv/private");
+    assert_eq!(private.len(), 1, "{private:?}");
+    assert_eq!(
+        private[0].count, 0,
+        "alpha summarised its private tree for gamma"
+    );
+    let www = summary_of(&mut rogue, 2, "srv/www");
+    let total: u64 = www.iter().map(|b| b.count).sum();
+    assert_eq!(total, 2, "srv/www and srv/www/open: {www:?}");
+    rogue.send(&Message::EntriesRequest {
+        id: 3,
+        span: Span {
+            top: path("srv"),
+            after: None,
+            upto: None,
+        },
+    });
+    let entries = match rogue.recv_until(TIMEOUT, |m| matches!(m, Message::Entries { .. })) {
+        Some(Message::Entries {
+            entries, complete, ..
+        }) => {
+            assert!(complete);
+            entries
+        }
+        other => panic!("no entries: {other:?}\n{}", cluster.logs()),
+    };
+    let paths: Vec<String> = entries.iter().map(|c| c.path.to_string()).collect();
+    assert_eq!(paths, ["srv/www", "srv/www/open"]);
+
+    // An answer to no question ends the session, with the reason.
+    rogue.send(&Message::Summary {
+        id: 99,
+        buckets: vec![omirr_proto::Bucket {
+            upto: None,
+            count: 0,
+            hash: [0; 32],
+        }],
+    });
+    let refused = rogue.recv_until(TIMEOUT, |m| matches!(m, Message::Error { .. }));
+    match refused {
+        Some(Message::Error { message, .. }) => {
+            assert!(
+                message.contains("answers no outstanding question"),
+                "{message}"
+            )
+        }
+        other => panic!("not refused: {other:?}\n{}", cluster.logs()),
+    }
+}

@@ -709,7 +709,12 @@ mod tests {
             count: 1,
             hash: [0; 32],
         };
-        for (n, ok) in [(0, false), (1, true), (MAX_BUCKETS, true), (MAX_BUCKETS + 1, false)] {
+        for (n, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_BUCKETS, true),
+            (MAX_BUCKETS + 1, false),
+        ] {
             let m = Message::Summary {
                 id: 1,
                 buckets: vec![bucket.clone(); n],

@@ -137,7 +137,11 @@ pub fn span() -> impl Strategy<Value = omirr_proto::Span> {
 /// 1 to [`omirr_proto::MAX_BUCKETS`] buckets.
 pub fn buckets() -> impl Strategy<Value = Vec<omirr_proto::Bucket>> {
     prop::collection::vec(
-        (prop::option::of(rel_path()), any::<u64>(), any::<[u8; 32]>())
+        (
+            prop::option::of(rel_path()),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+        )
             .prop_map(|(upto, count, hash)| omirr_proto::Bucket { upto, count, hash }),
         1..=omirr_proto::MAX_BUCKETS,
     )

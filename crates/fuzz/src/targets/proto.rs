@@ -362,7 +362,7 @@ fn messages() -> Vec<Message> {
         },
         Message::Entries {
             id: 8,
-            entries: changes[..2].to_vec(),
+            entries: vec![changes[1].clone(), changes[0].clone()],
             complete: false,
         },
     ]
