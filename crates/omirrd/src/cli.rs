@@ -379,6 +379,7 @@ mod tests {
             ("keygen", &["--state-dir"][..]),
             ("id", &["--state-dir"]),
             ("status", &["--state-dir", "--json"]),
+            ("verify", &["--state-dir", "--deep", "--json"]),
             ("completions", &[]),
         ] {
             let help = long_help(name);
@@ -449,6 +450,7 @@ mod tests {
                 "keygen",
                 "id",
                 "status",
+                "verify",
                 "demo",
                 "completions",
                 "state-dir",

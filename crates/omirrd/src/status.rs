@@ -667,6 +667,22 @@ mod tests {
     }
 
     #[test]
+    fn requests_are_status_by_default_verify_by_name_and_nothing_else() {
+        assert_eq!(Request::parse(b""), Ok(Request::Status));
+        assert_eq!(Request::parse(b"status"), Ok(Request::Status));
+        assert_eq!(
+            Request::parse(b" verify\r"),
+            Ok(Request::Verify { deep: false })
+        );
+        assert_eq!(
+            Request::parse(b"verify --deep"),
+            Ok(Request::Verify { deep: true })
+        );
+        let bad = Request::parse(b"verify --shallow").expect_err("unknown");
+        assert!(bad.contains("verify --shallow"), "{bad}");
+    }
+
+    #[test]
     fn the_exit_code_is_0_only_when_every_peer_is_up_and_caught_up() {
         let c = Counters::new(&["beta".to_string(), "gamma".to_string()]);
         let up = |p: &mut PeerStatus| {

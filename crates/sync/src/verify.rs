@@ -331,3 +331,31 @@ fn kind(ask: &Ask) -> &'static str {
         Ask::Entries(_) => "EntriesRequest",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_go_to_their_question_once_and_unasked_ones_are_violations() {
+        let links = Arc::new(Links::default());
+        let (out, _rx) = mpsc::channel(4);
+        let (link, guard) = links.register("beta", out.clone(), true);
+        let (tx, mut rx) = oneshot::channel();
+        link.pending().insert(7, tx);
+        let summary = |id| Message::Summary {
+            id,
+            buckets: Vec::new(),
+        };
+        link.route(summary(7)).expect("asked");
+        assert!(matches!(rx.try_recv(), Ok(Message::Summary { id: 7, .. })));
+        assert!(link.route(summary(7)).is_err(), "answered already");
+        assert!(link.route(summary(8)).is_err(), "never asked");
+        assert!(link.route(Message::Ping { nonce: 1 }).is_err());
+        // A newer session's link survives the older one's end.
+        let (newer, _newer_guard) = links.register("beta", out, false);
+        drop(guard);
+        assert!(links.get("beta").is_some_and(|l| !l.capable));
+        drop(newer);
+    }
+}
