@@ -5,7 +5,7 @@
 //! every peer's over the sessions that run with them, for each mirrored
 //! top the two share (`omirr_sync::verify`, by summaries of path ranges:
 //! equal trees cost one round trip per top), and with `--deep` also
-//! re-reads this host's files against its index ([`deep`]). The answer is
+//! re-reads this host's files against its index ([`DeepReport`]). The answer is
 //! one JSON object ([`Report`], schema [`SCHEMA`]); the command prints it
 //! for people or as is (`--json`) and exits by [`exit_code`].
 //!
@@ -17,7 +17,7 @@
 use crate::daemon::Shared;
 use anyhow::{Context, Result};
 use omirr_core::verify::Difference;
-use omirr_core::{Content, Entry, IndexView, RelPath};
+use omirr_core::{Content, Entry, RelPath};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -283,10 +283,10 @@ fn view(d: &Difference) -> PathDifference {
 /// root, never through a symlink. An entry the index holds but the tree
 /// rule hides (see `omirr_core::tree`) is not expected on disk.
 fn deep_check(shared: &Shared) -> Result<DeepReport> {
+    use omirr_core::verify::{EntrySource, Span};
     use rustix::fs::{self as rfs, Mode, OFlags};
     let plan = shared.plan();
     let index = &shared.engine.store.index;
-    let reader = index.reader()?;
     let root = rfs::open(
         &plan.root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -294,38 +294,56 @@ fn deep_check(shared: &Shared) -> Result<DeepReport> {
     )
     .with_context(|| format!("cannot open the root {}", plan.root.display()))?;
     let mut report = DeepReport::default();
-    let mut entries = Vec::new();
     for top in plan.tops() {
-        if let Some(e) = reader.entry(&top)? {
-            entries.push((top.clone(), e));
-        }
-        // One top at a time: what a top holds is checked before the next
-        // is read.
-        reader.for_each_below(&top, |p, e, _| entries.push((p, e)))?;
-        for (path, entry) in entries.drain(..) {
-            if !entry.is_live() || plan.excluded(&path) {
-                continue;
+        let mut span = Span::whole(top);
+        loop {
+            // A page of entries per read transaction: the files are read
+            // with none open, so that the index's writes go on.
+            let mut page = Vec::with_capacity(DEEP_PAGE);
+            index.reader()?.scan(&span, &mut |p, e| {
+                page.push((p.clone(), e.clone()));
+                page.len() < DEEP_PAGE
+            })?;
+            let Some((last, _)) = page.last() else { break };
+            span.after = Some(last.clone());
+            let full = page.len() == DEEP_PAGE;
+            let mut suspects = Vec::new();
+            for (path, entry) in page {
+                if !entry.is_live() || plan.excluded(&path) {
+                    continue;
+                }
+                report.checked += 1;
+                if let Some(wrong) = on_disk(&root, &path, &entry) {
+                    suspects.push((path, entry, wrong));
+                }
             }
-            report.checked += 1;
-            let Some(wrong) = on_disk(&root, &path, &entry) else {
-                continue;
-            };
-            // Missing or different, but is it meant to be there?
-            if omirr_core::tree::present(&reader, &path)?.is_none() {
-                continue;
+            if !suspects.is_empty() {
+                // Missing or different, but is it meant to be there?
+                let reader = index.reader()?;
+                for (path, entry, wrong) in suspects {
+                    if omirr_core::tree::present(&reader, &path)?.is_none() {
+                        continue;
+                    }
+                    report.found += 1;
+                    if report.differences.len() < MAX_LOCAL {
+                        report.differences.push(LocalDifference {
+                            path: path.to_string(),
+                            index: EntryView::of(&entry),
+                            disk: wrong,
+                        });
+                    }
+                }
             }
-            report.found += 1;
-            if report.differences.len() < MAX_LOCAL {
-                report.differences.push(LocalDifference {
-                    path: path.to_string(),
-                    index: EntryView::of(&entry),
-                    disk: wrong,
-                });
+            if !full {
+                break;
             }
         }
     }
     Ok(report)
 }
+
+/// Entries `--deep` reads from the index at once.
+const DEEP_PAGE: usize = 1024;
 
 /// How the disk differs from `entry` at `path`, or `None` if it does not.
 fn on_disk(root: &std::os::fd::OwnedFd, path: &RelPath, entry: &Entry) -> Option<String> {
