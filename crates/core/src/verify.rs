@@ -921,4 +921,56 @@ mod tests {
         }
         assert_ne!(fingerprint(&p("b"), &base), fp);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever two indexes hold, the comparison finds exactly the
+        /// paths at or below the top whose entries differ.
+        #[test]
+        fn finds_exactly_the_paths_that_differ(
+            shared in proptest::collection::vec((0u16..400, 0u8..3), 0..300),
+            only_a in proptest::collection::vec((0u16..400, 0u8..3), 0..20),
+            only_b in proptest::collection::vec((0u16..400, 0u8..3), 0..20),
+        ) {
+            let name = |n: u16| {
+                // Nested and beside the top, so spans cut across levels.
+                let dir = ["t", "t/a", "t/a/b", "t-x", "t/c"][usize::from(n % 5)];
+                p(&format!("{dir}/f{n}"))
+            };
+            let entry = |k: u8| match k {
+                0 => file(1, 1),
+                1 => file(2, 2),
+                _ => Entry { content: Content::Deleted, ..file(3, 0) },
+            };
+            let (mut a, mut b) = (MemIndex::default(), MemIndex::default());
+            for (n, k) in &shared {
+                for m in [&mut a, &mut b] {
+                    m.record(Change { path: name(*n), entry: entry(*k) });
+                }
+            }
+            for (n, k) in &only_a {
+                a.record(Change { path: name(*n), entry: entry(*k) });
+            }
+            for (n, k) in &only_b {
+                b.record(Change { path: name(*n), entry: entry(*k) });
+            }
+            let top = p("t");
+            let direct: Vec<RelPath> = {
+                let mut paths: Vec<RelPath> = a.iter().chain(b.iter()).map(|(k, _)| k.clone()).collect();
+                paths.sort();
+                paths.dedup();
+                paths.retain(|k| (k == &top || k.is_below(&top)) && {
+                    use crate::tree::IndexView;
+                    let (Ok(x), Ok(y)) = (a.entry(k), b.entry(k));
+                    x != y
+                });
+                paths
+            };
+            let v = compare(&a, &b, &["t"]);
+            let mut found: Vec<RelPath> = v.differences().iter().map(|d| d.path.clone()).collect();
+            found.sort();
+            proptest::prop_assert_eq!(found, direct);
+        }
+    }
 }
