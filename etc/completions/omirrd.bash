@@ -37,6 +37,9 @@ _omirrd() {
             omirrd,status)
                 cmd="omirrd__subcmd__status"
                 ;;
+            omirrd,verify)
+                cmd="omirrd__subcmd__verify"
+                ;;
             omirrd__subcmd__help,check)
                 cmd="omirrd__subcmd__help__subcmd__check"
                 ;;
@@ -58,6 +61,9 @@ _omirrd() {
             omirrd__subcmd__help,status)
                 cmd="omirrd__subcmd__help__subcmd__status"
                 ;;
+            omirrd__subcmd__help,verify)
+                cmd="omirrd__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -65,7 +71,7 @@ _omirrd() {
 
     case "${cmd}" in
         omirrd)
-            opts="-f -v -D -d -h -V --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --help --version check keygen id completions status demo help"
+            opts="-f -v -D -d -h -V --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --help --version check keygen id completions status verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -217,7 +223,7 @@ _omirrd() {
             return 0
             ;;
         omirrd__subcmd__help)
-            opts="check keygen id completions status demo help"
+            opts="check keygen id completions status verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -328,6 +334,20 @@ _omirrd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        omirrd__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         omirrd__subcmd__id)
             opts="-h --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -366,6 +386,24 @@ _omirrd() {
             ;;
         omirrd__subcmd__status)
             opts="-h --json --prometheus --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        omirrd__subcmd__verify)
+            opts="-h --deep --json --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

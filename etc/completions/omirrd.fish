@@ -42,6 +42,7 @@ complete -c omirrd -n "__fish_omirrd_needs_command" -f -a "keygen" -d 'Create th
 complete -c omirrd -n "__fish_omirrd_needs_command" -f -a "id" -d 'Print this host\'s fingerprint, in the form the peers file takes'
 complete -c omirrd -n "__fish_omirrd_needs_command" -f -a "completions" -d 'Print the shell completion script for SHELL on standard output'
 complete -c omirrd -n "__fish_omirrd_needs_command" -f -a "status" -d 'Show the running daemon\'s peers (connected or not, since when, changes and frames each way, queue, last error) and local counters, read from its status socket in the state directory'
+complete -c omirrd -n "__fish_omirrd_needs_command" -f -a "verify" -d 'Ask the running daemon whether this host and each peer hold the same tree: it compares its index with every peer\'s, mirrored tree by mirrored tree, and lists every path that differs with both hosts\' versions'
 complete -c omirrd -n "__fish_omirrd_needs_command" -f -a "demo" -d 'Try omirr out: run three hosts on this machine that mirror one tree'
 complete -c omirrd -n "__fish_omirrd_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -l config -d 'The Distfile [without --config, /etc/omirrd.conf is read if only it exists]' -r -F
@@ -65,6 +66,10 @@ complete -c omirrd -n "__fish_omirrd_using_subcommand status" -l state-dir -d 'W
 complete -c omirrd -n "__fish_omirrd_using_subcommand status" -l json -d 'Print the status as one JSON object (schema: omirrd(8))'
 complete -c omirrd -n "__fish_omirrd_using_subcommand status" -l prometheus -d 'Print the status as metrics in the Prometheus text format, for node_exporter\'s textfile collector'
 complete -c omirrd -n "__fish_omirrd_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c omirrd -n "__fish_omirrd_using_subcommand verify" -l state-dir -d 'Where the key pair, certificate and index live' -r -F
+complete -c omirrd -n "__fish_omirrd_using_subcommand verify" -l deep -d 'Also re-read this host\'s files against its index: kind, size, mode, mtime and content (re-hashed) of every file, symlink targets, directories'
+complete -c omirrd -n "__fish_omirrd_using_subcommand verify" -l json -d 'Print the result as one JSON object (schema: omirrd(8))'
+complete -c omirrd -n "__fish_omirrd_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l config -d 'The Distfile [without --config, /etc/omirrd.conf is read if only it exists]' -r -F
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l peers -d 'The peers file: how to reach and recognise each host' -r -F
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l host -d 'This host\'s name in the Distfile and the peers file [default: the machine\'s host name]' -r
@@ -77,10 +82,11 @@ complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s f -l foreground -
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s v -l verbose -d 'Also log what moves, per peer: changes, files fetched and served, actions applied (DEBUG). -vv is -D'
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s D -l debug -d 'Also log every watcher event, every frame and why each change wins or loses (TRACE)'
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "check" -d 'Validate the Distfile and the peers file and show what this host mirrors with whom. Exits 0 only if there is no error'
-complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "keygen" -d 'Create this host\'s key pair and certificate in the state directory and print its fingerprint'
-complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "id" -d 'Print this host\'s fingerprint, in the form the peers file takes'
-complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "completions" -d 'Print the shell completion script for SHELL on standard output'
-complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "status" -d 'Show the running daemon\'s peers (connected or not, since when, changes and frames each way, queue, last error) and local counters, read from its status socket in the state directory'
-complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "demo" -d 'Try omirr out: run three hosts on this machine that mirror one tree'
-complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status verify demo help" -f -a "check" -d 'Validate the Distfile and the peers file and show what this host mirrors with whom. Exits 0 only if there is no error'
+complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status verify demo help" -f -a "keygen" -d 'Create this host\'s key pair and certificate in the state directory and print its fingerprint'
+complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status verify demo help" -f -a "id" -d 'Print this host\'s fingerprint, in the form the peers file takes'
+complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status verify demo help" -f -a "completions" -d 'Print the shell completion script for SHELL on standard output'
+complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status verify demo help" -f -a "status" -d 'Show the running daemon\'s peers (connected or not, since when, changes and frames each way, queue, last error) and local counters, read from its status socket in the state directory'
+complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status verify demo help" -f -a "verify" -d 'Ask the running daemon whether this host and each peer hold the same tree: it compares its index with every peer\'s, mirrored tree by mirrored tree, and lists every path that differs with both hosts\' versions'
+complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status verify demo help" -f -a "demo" -d 'Try omirr out: run three hosts on this machine that mirror one tree'
+complete -c omirrd -n "__fish_omirrd_using_subcommand help; and not __fish_seen_subcommand_from check keygen id completions status verify demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

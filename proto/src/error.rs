@@ -36,6 +36,14 @@ pub enum InvalidMessage {
     TooManyCapabilities { count: usize, max: usize },
     #[error("capability \"{name}\" is not 1 to 64 printable ASCII characters")]
     BadCapability { name: String },
+    #[error("a summary of {count} buckets; 1 to {max} expected")]
+    BadBucketCount { count: usize, max: usize },
+    #[error("a page of {count} entries exceeds the limit of {max}")]
+    TooManyEntries { count: usize, max: usize },
+    #[error("entry {path} is out of path order or outside the requested span")]
+    EntryOutOfSpan { path: String },
+    #[error("span of {top}: {reason}")]
+    BadSpan { top: String, reason: &'static str },
     #[error("{field} of {len} bytes exceeds the {max}-byte limit")]
     TextTooLong {
         field: &'static str,

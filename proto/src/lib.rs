@@ -67,6 +67,7 @@ pub use page::{page_cost, paginate};
 
 // What travels inside messages, re-exported so that users of the protocol
 // need not name omirr-core for them.
+pub use omirr_core::verify::{Bucket, Span};
 pub use omirr_core::{
     Change, Content, Entry, Hash, HostId, Meta, Name, RelPath, Seq, Timestamp, Version,
 };
@@ -120,6 +121,16 @@ pub const CAP_DIGESTS: &str = "chunk-digests";
 /// The capability for progress reports: the message `Backlog`, the size
 /// of the answer to a `Pull`.
 pub const CAP_BACKLOG: &str = "backlog";
+
+/// The capability for comparing indexes (`omirrd verify`): the messages
+/// `SummaryRequest`, `Summary`, `EntriesRequest` and `Entries`.
+pub const CAP_VERIFY: &str = "verify";
+
+/// The most buckets one [`Message::Summary`] carries.
+pub const MAX_BUCKETS: usize = omirr_core::verify::FANOUT;
+
+/// The most entries one [`Message::Entries`] page carries.
+pub const MAX_VERIFY_ENTRIES: usize = omirr_core::verify::MAX_ENTRIES_PAGE;
 
 /// The longest host name, in bytes (a DNS name's limit).
 pub const MAX_HOST_LEN: usize = 255;

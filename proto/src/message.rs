@@ -9,9 +9,9 @@
 use crate::error::InvalidMessage;
 use crate::serde_helpers;
 use crate::{
-    Change, Chunk, Content, Digest, Hash, RelPath, Seq, Timestamp, MAX_CAPABILITIES,
-    MAX_CAPABILITY_LEN, MAX_CHANGES_PER_PAGE, MAX_CHUNK, MAX_CHUNK_LIST, MAX_HOST_LEN, MAX_RANGES,
-    MAX_TEXT, PROTOCOL_VERSION,
+    Bucket, Change, Chunk, Content, Digest, Hash, RelPath, Seq, Span, Timestamp, MAX_BUCKETS,
+    MAX_CAPABILITIES, MAX_CAPABILITY_LEN, MAX_CHANGES_PER_PAGE, MAX_CHUNK, MAX_CHUNK_LIST,
+    MAX_HOST_LEN, MAX_RANGES, MAX_TEXT, MAX_VERIFY_ENTRIES, PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -235,6 +235,30 @@ pub enum Message {
         digests: Vec<Digest>,
         last: bool,
     },
+    /// Capability [`crate::CAP_VERIFY`]: "summarise your index entries of
+    /// this span, those you share with me", answered by a `Summary` with
+    /// the same `id` (see `omirr_core::verify`).
+    SummaryRequest { id: u64, span: Span },
+    /// Capability [`crate::CAP_VERIFY`]: the span of request `id` in 1 to
+    /// [`MAX_BUCKETS`] buckets, in path order, together covering it.
+    Summary {
+        id: u64,
+        #[serde(deserialize_with = "serde_helpers::buckets")]
+        buckets: Vec<Bucket>,
+    },
+    /// Capability [`crate::CAP_VERIFY`]: "send me your index entries of
+    /// this span, those you share with me", answered by `Entries`.
+    EntriesRequest { id: u64, span: Span },
+    /// Capability [`crate::CAP_VERIFY`]: the first entries of request
+    /// `id`'s span, in path order, at most [`MAX_VERIFY_ENTRIES`];
+    /// `complete`: there are no more (else the asker asks again for the
+    /// rest of the span, after the last one).
+    Entries {
+        id: u64,
+        #[serde(deserialize_with = "serde_helpers::entries")]
+        entries: Vec<Change>,
+        complete: bool,
+    },
 }
 
 impl Message {
@@ -259,6 +283,10 @@ impl Message {
             Message::Backlog { .. } => "Backlog",
             Message::DigestRequest { .. } => "DigestRequest",
             Message::ChunkDigests { .. } => "ChunkDigests",
+            Message::SummaryRequest { .. } => "SummaryRequest",
+            Message::Summary { .. } => "Summary",
+            Message::EntriesRequest { .. } => "EntriesRequest",
+            Message::Entries { .. } => "Entries",
         }
     }
 
@@ -346,6 +374,37 @@ impl Message {
                 }
             }
             Message::RangeRequest { ranges, size, .. } => check_ranges(ranges, *size),
+            Message::SummaryRequest { span, .. } | Message::EntriesRequest { span, .. } => {
+                check_span(span)
+            }
+            Message::Summary { buckets, .. } => {
+                if buckets.is_empty() || buckets.len() > MAX_BUCKETS {
+                    return Err(InvalidMessage::BadBucketCount {
+                        count: buckets.len(),
+                        max: MAX_BUCKETS,
+                    });
+                }
+                Ok(())
+            }
+            Message::Entries { entries, .. } => {
+                if entries.len() > MAX_VERIFY_ENTRIES {
+                    return Err(InvalidMessage::TooManyEntries {
+                        count: entries.len(),
+                        max: MAX_VERIFY_ENTRIES,
+                    });
+                }
+                let mut prev: Option<&RelPath> = None;
+                for c in entries {
+                    if prev.is_some_and(|p| &c.path <= p) {
+                        return Err(InvalidMessage::EntryOutOfSpan {
+                            path: c.path.to_string(),
+                        });
+                    }
+                    prev = Some(&c.path);
+                    check_change(c)?;
+                }
+                Ok(())
+            }
             Message::Pull { .. }
             | Message::Ack { .. }
             | Message::ChunkRequest { .. }
@@ -358,6 +417,29 @@ impl Message {
             | Message::Backlog { .. } => Ok(()),
         }
     }
+}
+
+/// A span's bounds lie at or below its top, the lower below the upper.
+/// (Whether an answer's paths lie in the span asked about is the
+/// session's check: the message alone does not say which span it
+/// answers.)
+fn check_span(span: &Span) -> Result<(), InvalidMessage> {
+    let inside = |p: &RelPath| p == &span.top || p.is_below(&span.top);
+    let bad = |reason| {
+        Err(InvalidMessage::BadSpan {
+            top: span.top.to_string(),
+            reason,
+        })
+    };
+    if !span.after.iter().chain(span.upto.iter()).all(inside) {
+        return bad("a bound lies outside the top");
+    }
+    if let (Some(a), Some(u)) = (&span.after, &span.upto) {
+        if a >= u {
+            return bad("the lower bound is not below the upper one");
+        }
+    }
+    Ok(())
 }
 
 /// Ranges of a `RangeRequest`: at most [`MAX_RANGES`], none empty, in
@@ -589,6 +671,90 @@ mod tests {
         assert!(matches!(
             too_many.validate(),
             Err(InvalidMessage::TooManyChunks { .. })
+        ));
+    }
+
+    #[test]
+    fn verify_messages_have_sane_spans_buckets_and_pages() {
+        let path = |s: &str| RelPath::new(s.as_bytes().to_vec()).expect("path");
+        let span = |after: Option<&str>, upto: Option<&str>| Span {
+            top: path("srv"),
+            after: after.map(path),
+            upto: upto.map(path),
+        };
+        let ask = |s: Span| Message::SummaryRequest { id: 1, span: s };
+        assert_eq!(ask(span(None, None)).validate(), Ok(()));
+        assert_eq!(ask(span(Some("srv"), Some("srv/b"))).validate(), Ok(()));
+        for bad in [
+            span(Some("etc/a"), None),
+            span(None, Some("srv-x")),
+            span(Some("srv/b"), Some("srv/a")),
+            span(Some("srv/a"), Some("srv/a")),
+        ] {
+            assert!(
+                matches!(
+                    ask(bad.clone()).validate(),
+                    Err(InvalidMessage::BadSpan { .. })
+                ),
+                "{bad:?}"
+            );
+            let entries = Message::EntriesRequest { id: 1, span: bad };
+            assert!(matches!(
+                entries.validate(),
+                Err(InvalidMessage::BadSpan { .. })
+            ));
+        }
+        let bucket = Bucket {
+            upto: None,
+            count: 1,
+            hash: [0; 32],
+        };
+        for (n, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_BUCKETS, true),
+            (MAX_BUCKETS + 1, false),
+        ] {
+            let m = Message::Summary {
+                id: 1,
+                buckets: vec![bucket.clone(); n],
+            };
+            assert_eq!(m.validate().is_ok(), ok, "{n} buckets");
+        }
+        let change = |p: &str| Change {
+            path: path(p),
+            entry: omirr_core::Entry {
+                content: Content::Dir,
+                meta: Default::default(),
+                version: omirr_core::Version {
+                    ts: Timestamp(1),
+                    host: omirr_core::HostId::new("a"),
+                },
+            },
+        };
+        let page = |entries: Vec<Change>| Message::Entries {
+            id: 1,
+            entries,
+            complete: true,
+        };
+        assert_eq!(page(vec![change("a"), change("b")]).validate(), Ok(()));
+        assert!(matches!(
+            page(vec![change("b"), change("a")]).validate(),
+            Err(InvalidMessage::EntryOutOfSpan { .. })
+        ));
+        assert!(matches!(
+            page(vec![change("a"), change("a")]).validate(),
+            Err(InvalidMessage::EntryOutOfSpan { .. })
+        ));
+        let mut bad_mode = change("a");
+        bad_mode.entry.meta.mode = 0o170000;
+        assert!(matches!(
+            page(vec![bad_mode]).validate(),
+            Err(InvalidMessage::BadMode { .. })
+        ));
+        assert!(matches!(
+            page(vec![change("a"); MAX_VERIFY_ENTRIES + 1]).validate(),
+            Err(InvalidMessage::TooManyEntries { .. })
         ));
     }
 

@@ -8,7 +8,8 @@
 //! peer declared.
 
 use crate::{
-    Change, Chunk, Digest, Seq, MAX_CAPABILITIES, MAX_CHANGES_PER_PAGE, MAX_CHUNK_LIST, MAX_RANGES,
+    Bucket, Change, Chunk, Digest, Seq, MAX_BUCKETS, MAX_CAPABILITIES, MAX_CHANGES_PER_PAGE,
+    MAX_CHUNK_LIST, MAX_RANGES, MAX_VERIFY_ENTRIES,
 };
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serializer};
@@ -82,6 +83,16 @@ pub(crate) fn chunk_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Chunk>, 
 /// A page of a compact chunk list: at most [`MAX_CHUNK_LIST`].
 pub(crate) fn digests<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Digest>, D::Error> {
     bounded(d, MAX_CHUNK_LIST, "chunks in a list")
+}
+
+/// A summary's buckets: at most [`MAX_BUCKETS`].
+pub(crate) fn buckets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Bucket>, D::Error> {
+    bounded(d, MAX_BUCKETS, "buckets in a summary")
+}
+
+/// A page of entries for `verify`: at most [`MAX_VERIFY_ENTRIES`].
+pub(crate) fn entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Change>, D::Error> {
+    bounded(d, MAX_VERIFY_ENTRIES, "entries in a page")
 }
 
 /// A range request's ranges: at most [`MAX_RANGES`].

@@ -13,6 +13,8 @@
 //!   its reason;
 //! - [`observe`]: the disk as found (by a scan or the watcher) in, new
 //!   local changes out;
+//! - [`verify`]: comparing two hosts' indexes by summaries of path
+//!   ranges, descending only where they differ (`omirrd verify`);
 //! - [`mem`]: an in-memory index, the model the persisted one follows and
 //!   the one the simulation tests drive.
 //!
@@ -32,6 +34,7 @@ pub mod observe;
 pub mod path;
 pub mod resolve;
 pub mod tree;
+pub mod verify;
 pub mod version;
 
 pub use entry::{Change, Content, Entry, Hash, Meta, Name};

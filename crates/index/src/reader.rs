@@ -393,6 +393,43 @@ impl<'a> IndexReader<'a> {
     }
 }
 
+/// A span's entries for `omirrd verify`'s summaries (see
+/// [`omirr_core::verify`]): the top's own entry, then a range scan of what
+/// lies below it.
+impl omirr_core::verify::EntrySource for IndexReader<'_> {
+    type Error = IndexError;
+
+    fn scan(
+        &self,
+        span: &omirr_core::verify::Span,
+        each: &mut dyn FnMut(&RelPath, &Entry) -> bool,
+    ) -> Result<(), IndexError> {
+        let db = self.path;
+        if span.contains(&span.top) {
+            if let Some(e) = read_entry(db, &self.entries, &span.top)? {
+                if !each(&span.top, &e) {
+                    return Ok(());
+                }
+            }
+        }
+        let Some(range) = span.below_bounds() else {
+            return Ok(());
+        };
+        for row in self
+            .entries
+            .range::<&[u8]>(bytes_range(&range))
+            .at(db, "scanning entries")?
+        {
+            let (k, v) = row.at(db, "scanning entries")?;
+            let raw = RawRecord::parse(v.value()).map_err(|e| bad_record(db, k.value(), e))?;
+            if !each(&decode_path(db, "entries", k.value())?, &raw.entry()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl IndexView for IndexReader<'_> {
     type Error = IndexError;
 

@@ -1033,3 +1033,52 @@ fn a_reader_answers_as_the_index_as_of_when_it_was_made() {
     assert!(r.entry(&p("d/f")).expect("entry").expect("old").is_live());
     assert!(!ix.entry(&p("d/f")).expect("entry").expect("new").is_live());
 }
+
+/// `omirrd verify` summarises spans of the persisted index exactly as of
+/// its model, whatever the span's bounds (paths beside the top, which sort
+/// between it and what lies below it, included).
+#[test]
+fn verify_spans_scan_as_the_model_does() {
+    use omirr_core::verify::{entries_page, summarize, Span};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = open(dir.path());
+    let mut model = MemIndex::default();
+    let names = [
+        "srv", "srv-x", "srv.y", "srv/a", "srv/a/b", "srv/a.b", "srv/c", "srw", "sr",
+    ];
+    let all: Vec<Change> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| change(n, i as u64 + 1, file(i as u64, i as u8)))
+        .collect();
+    ix.record(&all).expect("record");
+    for c in &all {
+        model.record(c.clone());
+    }
+    let reader = ix.reader().expect("reader");
+    let mut bounds: Vec<Option<RelPath>> = names.iter().map(|n| Some(p(n))).collect();
+    bounds.push(None);
+    for top in ["srv", "srv/a", "nothing"] {
+        for after in &bounds {
+            for upto in &bounds {
+                let span = Span {
+                    top: p(top),
+                    after: after.clone(),
+                    upto: upto.clone(),
+                };
+                let Ok(from_model) = summarize(&model, &span);
+                assert_eq!(
+                    summarize(&reader, &span).expect("summarize"),
+                    from_model,
+                    "{span:?}"
+                );
+                let Ok(page) = entries_page(&model, &span, 1 << 20);
+                assert_eq!(
+                    entries_page(&reader, &span, 1 << 20).expect("page"),
+                    page,
+                    "{span:?}"
+                );
+            }
+        }
+    }
+}

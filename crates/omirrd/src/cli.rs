@@ -17,6 +17,7 @@ const NARROW_COMMANDS: &[(&str, &[&str])] = &[
     ("keygen", &["state_dir"]),
     ("id", &["state_dir"]),
     ("status", &["state_dir"]),
+    ("verify", &["state_dir"]),
     ("completions", &[]),
 ];
 
@@ -66,6 +67,26 @@ pub enum Command {
         /// node_exporter's textfile collector.
         #[arg(long)]
         prometheus: bool,
+    },
+    /// Ask the running daemon whether this host and each peer hold the
+    /// same tree: it compares its index with every peer's, mirrored tree
+    /// by mirrored tree, and lists every path that differs with both
+    /// hosts' versions.
+    ///
+    /// Exits 0 when every peer agrees, 1 when something differs, 2 when a
+    /// peer cannot be asked (down, refusing, or an omirrd without verify)
+    /// or no daemon answers. Meaningful on a quiet mesh: a change still on
+    /// its way shows as a difference (one found is checked again after a
+    /// second).
+    Verify {
+        /// Also re-read this host's files against its index: kind, size,
+        /// mode, mtime and content (re-hashed) of every file, symlink
+        /// targets, directories.
+        #[arg(long)]
+        deep: bool,
+        /// Print the result as one JSON object (schema: omirrd(8)).
+        #[arg(long)]
+        json: bool,
     },
     /// Try omirr out: run three hosts on this machine that mirror one tree.
     ///
@@ -358,6 +379,7 @@ mod tests {
             ("keygen", &["--state-dir"][..]),
             ("id", &["--state-dir"]),
             ("status", &["--state-dir", "--json"]),
+            ("verify", &["--state-dir", "--deep", "--json"]),
             ("completions", &[]),
         ] {
             let help = long_help(name);
@@ -428,6 +450,7 @@ mod tests {
                 "keygen",
                 "id",
                 "status",
+                "verify",
                 "demo",
                 "completions",
                 "state-dir",

@@ -217,29 +217,45 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     });
     let status_socket = crate::status::bind(state_dir)?;
     let s = shared.clone();
-    tokio::spawn(crate::status::serve(status_socket, move || {
-        let e = &s.engine;
-        let aside = e
-            .store
-            .index
-            .aside(None)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(peer, a)| crate::status::AsideStatus {
-                peer: peer.to_string(),
-                path: a.change.path.to_string(),
-                reason: a.reason,
-                attempts: a.attempts,
-                since: a.since,
+    let v = shared.clone();
+    let verify = move |deep: bool| {
+        let v = v.clone();
+        async move {
+            let report = crate::verify::run(v, deep).await;
+            serde_json::to_vec(&report).unwrap_or_else(|e| {
+                serde_json::json!({ "error": e.to_string() })
+                    .to_string()
+                    .into_bytes()
             })
-            .collect();
-        crate::status::snapshot(
-            &e.counters,
-            &s.plan().host,
-            e.store.index.last_seq().unwrap_or(0),
-            aside,
-        )
-    }));
+        }
+    };
+    tokio::spawn(crate::status::serve(
+        status_socket,
+        move || {
+            let e = &s.engine;
+            let aside = e
+                .store
+                .index
+                .aside(None)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(peer, a)| crate::status::AsideStatus {
+                    peer: peer.to_string(),
+                    path: a.change.path.to_string(),
+                    reason: a.reason,
+                    attempts: a.attempts,
+                    since: a.since,
+                })
+                .collect();
+            crate::status::snapshot(
+                &e.counters,
+                &s.plan().host,
+                e.store.index.last_seq().unwrap_or(0),
+                aside,
+            )
+        },
+        verify,
+    ));
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
     tokio::spawn(accept(shared.clone(), listener));

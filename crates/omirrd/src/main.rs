@@ -9,7 +9,7 @@
 //! back-off when descriptors run out), peers going down and coming back
 //! and repeated errors in the log ([`health`]),
 //! the Distfile's commands after updates ([`commands`]), `omirrd status`
-//! ([`status`]) and `omirrd demo` ([`demo`]). The sync engine (peer
+//! ([`status`]), `omirrd verify` ([`verify`]) and `omirrd demo` ([`demo`]). The sync engine (peer
 //! sessions, recording and applying changes) is `omirr-sync`; the sync
 //! rules, the disk and the wire live in the other library crates. This
 //! one wires them together and turns every failure into a message that
@@ -25,6 +25,7 @@ mod listen;
 mod logging;
 mod plan;
 mod status;
+mod verify;
 
 use anyhow::{Context, Result};
 use cli::{Cli, Command};
@@ -86,6 +87,9 @@ fn run(cli: Cli, legacy_config: bool) -> Result<ExitCode> {
                 _ => status::Form::Table,
             };
             Ok(status::show(&cli.daemon.state_dir, form))
+        }
+        Some(Command::Verify { deep, json }) => {
+            Ok(verify::show(&cli.daemon.state_dir, *deep, *json))
         }
         Some(Command::Demo { dir }) => demo::run(dir.as_deref(), &cli.daemon),
         Some(Command::Keygen) => {

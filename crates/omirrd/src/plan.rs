@@ -339,6 +339,22 @@ impl Plan {
             .map(|(set, _)| set)
     }
 
+    /// The mirrored trees this host shares with `peer` (a set lists
+    /// both), relative to the root, without repeats or trees inside
+    /// others: what `omirrd verify` compares with it.
+    pub fn shared_tops(&self, peer: &str) -> Vec<RelPath> {
+        let mut tops: Vec<RelPath> = self
+            .my_paths()
+            .filter(|(set, _, _)| set.has_host(peer))
+            .map(|(_, t, _)| t)
+            .collect();
+        tops.sort();
+        tops.dedup();
+        let all = tops.clone();
+        tops.retain(|t| !all.iter().any(|o| t.is_below(o)));
+        tops
+    }
+
     /// The hosts this host mirrors anything with.
     pub fn peer_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self

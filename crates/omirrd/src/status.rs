@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// The version of the status' JSON form. Raised when a field changes
 /// meaning or goes; a new field does not raise it.
@@ -107,15 +108,51 @@ pub fn bind(state_dir: &Path) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Answers every connection with the current status, then closes it.
-pub async fn serve(
-    listener: tokio::net::UnixListener,
-    status: impl Fn() -> Status + Send + 'static,
-) {
-    use tokio::io::AsyncWriteExt;
+/// What a client asks on the status socket: one line, `status` (also
+/// an empty request, or none within [`REQUEST_WAIT`]), `verify` or
+/// `verify --deep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Verify { deep: bool },
+}
+
+/// How long the daemon waits for a client's request line before it
+/// answers with the status (a client that only reads, as `omirrd status`
+/// did before requests existed).
+pub const REQUEST_WAIT: Duration = Duration::from_secs(2);
+
+/// The longest request line.
+const MAX_REQUEST: usize = 256;
+
+impl Request {
+    /// The request a client's line names.
+    pub fn parse(line: &[u8]) -> Result<Request, String> {
+        match String::from_utf8_lossy(line).trim() {
+            "" | "status" => Ok(Request::Status),
+            "verify" => Ok(Request::Verify { deep: false }),
+            "verify --deep" => Ok(Request::Verify { deep: true }),
+            other => Err(format!(
+                "unknown request {:?} (expected status, verify or verify --deep)",
+                other.chars().take(80).collect::<String>()
+            )),
+        }
+    }
+}
+
+/// Serves every connection in a task of its own: reads its request and
+/// answers it (the status, or `verify`'s report), then closes it.
+pub async fn serve<S, V, F>(listener: tokio::net::UnixListener, status: S, verify: V)
+where
+    S: Fn() -> Status + Send + Sync + 'static,
+    V: Fn(bool) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Vec<u8>> + Send + 'static,
+{
+    let status = std::sync::Arc::new(status);
+    let verify = std::sync::Arc::new(verify);
     let mut failures = crate::listen::Throttle::default();
     loop {
-        let mut conn = match listener.accept().await {
+        let conn = match listener.accept().await {
             Ok((conn, _)) => conn,
             // Out of descriptors, the connection stays queued and the
             // socket ready: without a pause this loop would spin.
@@ -124,19 +161,58 @@ pub async fn serve(
                 continue;
             }
         };
-        let body = match serde_json::to_vec(&status()) {
-            Ok(b) => b,
-            Err(e) => format!("{{\"error\":\"{e}\"}}").into_bytes(),
-        };
-        let _ = conn.write_all(&body).await;
+        let (status, verify) = (status.clone(), verify.clone());
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut conn = conn;
+            let request = read_request(&mut conn).await;
+            let body = match request {
+                Ok(Request::Status) => match serde_json::to_vec(&status()) {
+                    Ok(b) => b,
+                    Err(e) => error_body(&e.to_string()),
+                },
+                Ok(Request::Verify { deep }) => verify(deep).await,
+                Err(e) => error_body(&e),
+            };
+            let _ = conn.write_all(&body).await;
+        });
     }
+}
+
+fn error_body(e: &str) -> Vec<u8> {
+    serde_json::json!({ "error": e }).to_string().into_bytes()
+}
+
+/// A client's request line: up to a newline, the end of its writing, or
+/// [`REQUEST_WAIT`] (then whatever came, usually nothing: the status).
+async fn read_request(conn: &mut tokio::net::UnixStream) -> Result<Request, String> {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    let mut buf = [0u8; MAX_REQUEST];
+    let deadline = tokio::time::Instant::now() + REQUEST_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                line.extend_from_slice(&buf[..n]);
+                if let Some(end) = line.iter().position(|&b| b == b'\n') {
+                    line.truncate(end);
+                    break;
+                }
+                if line.len() > MAX_REQUEST {
+                    return Err(format!("a request longer than {MAX_REQUEST} bytes"));
+                }
+            }
+        }
+    }
+    Request::parse(&line)
 }
 
 /// `omirrd status`: asks the daemon and prints what it says. Exits 0 when
 /// every peer is connected and caught up, 1 when not, 2 when no daemon
 /// answers (see [`exit_code`]).
 pub fn show(state_dir: &Path, form: Form) -> ExitCode {
-    let body = match ask(state_dir) {
+    let body = match ask(state_dir, "status", Duration::from_secs(10)) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("omirrd: {e:#}");
@@ -164,9 +240,10 @@ pub fn show(state_dir: &Path, form: Form) -> ExitCode {
     ExitCode::from(exit_code(&status))
 }
 
-/// What the daemon with this state directory answers.
-fn ask(state_dir: &Path) -> Result<String> {
-    use std::io::Read;
+/// What the daemon with this state directory answers to `request`,
+/// waiting at most `limit` for it.
+pub fn ask(state_dir: &Path, request: &str, limit: Duration) -> Result<String> {
+    use std::io::{Read, Write};
     let path = socket_path(state_dir);
     let mut conn = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
         format!(
@@ -177,11 +254,21 @@ fn ask(state_dir: &Path) -> Result<String> {
     })?;
     // A daemon that accepts and never answers (stopped with SIGSTOP) must
     // not hang a monitoring check.
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+    conn.set_read_timeout(Some(limit))
+        .and_then(|()| conn.set_write_timeout(Some(limit)))
         .with_context(|| format!("cannot use {}", path.display()))?;
+    conn.write_all(format!("{request}\n").as_bytes())
+        .and_then(|()| conn.shutdown(std::net::Shutdown::Write))
+        .with_context(|| format!("cannot ask {}", path.display()))?;
     let mut body = String::new();
     conn.read_to_string(&mut body)
         .with_context(|| format!("cannot read {}", path.display()))?;
+    // The daemon refused the request (an older daemon, or a typo).
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&body) {
+        if let Some(serde_json::Value::String(e)) = m.get("error") {
+            anyhow::bail!("the daemon on {} says: {e}", path.display());
+        }
+    }
     Ok(body)
 }
 
@@ -577,6 +664,22 @@ mod tests {
             "{}",
             lines[6]
         );
+    }
+
+    #[test]
+    fn requests_are_status_by_default_verify_by_name_and_nothing_else() {
+        assert_eq!(Request::parse(b""), Ok(Request::Status));
+        assert_eq!(Request::parse(b"status"), Ok(Request::Status));
+        assert_eq!(
+            Request::parse(b" verify\r"),
+            Ok(Request::Verify { deep: false })
+        );
+        assert_eq!(
+            Request::parse(b"verify --deep"),
+            Ok(Request::Verify { deep: true })
+        );
+        let bad = Request::parse(b"verify --shallow").expect_err("unknown");
+        assert!(bad.contains("verify --shallow"), "{bad}");
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct Engine {
     /// The most a peer's wall clock may differ from ours; see
     /// [`crate::admit`].
     pub max_clock_offset: std::time::Duration,
+    /// The running sessions, as `omirrd verify` asks peers through them.
+    pub verify_links: Arc<crate::verify::Links>,
     policy: RwLock<Arc<dyn Policy>>,
 }
 
@@ -176,6 +178,7 @@ impl Engine {
             in_flight,
             claims: Claims::default(),
             max_clock_offset: crate::admit::DEFAULT_MAX_CLOCK_OFFSET,
+            verify_links: Default::default(),
             policy: RwLock::new(policy),
         }
     }

@@ -18,6 +18,9 @@
 //!   future) and the clock rule between hosts;
 //! - the bounds ([`Limits`], [`MAX_QUEUED_REQUESTS`]).
 //!
+//! [`verify`] asks peers about their indexes over the sessions, and
+//! answers their questions about ours (`omirrd verify`).
+//!
 //! What it does not own: the command line, logging, daemonising, the
 //! listener and dialers, the status socket (`omirrd`); the index and the
 //! disk's rules (`omirr-index`, `omirr-fs`); which change wins and what to
@@ -33,6 +36,7 @@ mod flow;
 mod isolate;
 pub mod local;
 pub mod session;
+pub mod verify;
 
 pub use engine::{Engine, Policy};
 pub use error::SessionError;

@@ -111,6 +111,51 @@ pub fn changes_page() -> impl Strategy<Value = (Vec<(Seq, Change)>, Seq)> {
     numbered(prop::collection::vec((1u64..1000, change()), 0..12))
 }
 
+/// A span of a top: bounds below it, the lower before the upper.
+pub fn span() -> impl Strategy<Value = omirr_proto::Span> {
+    (
+        rel_path(),
+        prop::option::of(component()),
+        prop::option::of(component()),
+    )
+        .prop_map(|(top, a, u)| {
+            let (after, upto) = (
+                a.and_then(|c| top.join(&c).ok()),
+                u.and_then(|c| top.join(&c).ok()),
+            );
+            match (&after, &upto) {
+                (Some(x), Some(y)) if x >= y => omirr_proto::Span {
+                    top,
+                    after: None,
+                    upto,
+                },
+                _ => omirr_proto::Span { top, after, upto },
+            }
+        })
+}
+
+/// 1 to [`omirr_proto::MAX_BUCKETS`] buckets.
+pub fn buckets() -> impl Strategy<Value = Vec<omirr_proto::Bucket>> {
+    prop::collection::vec(
+        (
+            prop::option::of(rel_path()),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(upto, count, hash)| omirr_proto::Bucket { upto, count, hash }),
+        1..=omirr_proto::MAX_BUCKETS,
+    )
+}
+
+/// A page of entries in strictly increasing path order.
+pub fn entries() -> impl Strategy<Value = Vec<Change>> {
+    prop::collection::vec(change(), 0..6).prop_map(|mut cs| {
+        cs.sort_by(|a, b| a.path.cmp(&b.path));
+        cs.dedup_by(|a, b| a.path == b.path);
+        cs
+    })
+}
+
 fn text() -> impl Strategy<Value = String> {
     prop::collection::vec(any::<char>(), 0..40).prop_map(String::from_iter)
 }
@@ -190,6 +235,16 @@ pub fn message() -> impl Strategy<Value = Message> {
                 bytes
             }
         ),
+        (any::<u64>(), span()).prop_map(|(id, span)| Message::SummaryRequest { id, span }),
+        (any::<u64>(), buckets()).prop_map(|(id, buckets)| Message::Summary { id, buckets }),
+        (any::<u64>(), span()).prop_map(|(id, span)| Message::EntriesRequest { id, span }),
+        (any::<u64>(), entries(), any::<bool>()).prop_map(|(id, entries, complete)| {
+            Message::Entries {
+                id,
+                entries,
+                complete,
+            }
+        }),
     ]
 }
 
@@ -301,6 +356,42 @@ pub fn one_of_each() -> Vec<Message> {
             ],
             last: true,
         },
+        Message::SummaryRequest {
+            id: 6,
+            span: omirr_proto::Span {
+                top: p("srv/www"),
+                after: Some(p("srv/www/a")),
+                upto: None,
+            },
+        },
+        Message::Summary {
+            id: 6,
+            buckets: vec![
+                omirr_proto::Bucket {
+                    upto: Some(p("srv/www/m")),
+                    count: 40,
+                    hash: [8; 32],
+                },
+                omirr_proto::Bucket {
+                    upto: None,
+                    count: 0,
+                    hash: [9; 32],
+                },
+            ],
+        },
+        Message::EntriesRequest {
+            id: 7,
+            span: omirr_proto::Span {
+                top: p("srv/www"),
+                after: Some(p("srv/www/a")),
+                upto: Some(p("srv/www/m")),
+            },
+        },
+        Message::Entries {
+            id: 7,
+            entries: vec![sample_change("srv/www/b"), sample_change("srv/www/c\n")],
+            complete: true,
+        },
     ];
     for m in &all {
         match m {
@@ -321,7 +412,11 @@ pub fn one_of_each() -> Vec<Message> {
             | Message::Clock { .. }
             | Message::Backlog { .. }
             | Message::DigestRequest { .. }
-            | Message::ChunkDigests { .. } => {}
+            | Message::ChunkDigests { .. }
+            | Message::SummaryRequest { .. }
+            | Message::Summary { .. }
+            | Message::EntriesRequest { .. }
+            | Message::Entries { .. } => {}
         }
     }
     all

@@ -329,6 +329,42 @@ fn messages() -> Vec<Message> {
             ],
             last: true,
         },
+        Message::SummaryRequest {
+            id: 7,
+            span: omirr_proto::Span {
+                top: path("srv/www"),
+                after: Some(path("srv/www/a")),
+                upto: None,
+            },
+        },
+        Message::Summary {
+            id: 7,
+            buckets: vec![
+                omirr_proto::Bucket {
+                    upto: Some(path("srv/www/m")),
+                    count: 65,
+                    hash: [5; 32],
+                },
+                omirr_proto::Bucket {
+                    upto: None,
+                    count: 0,
+                    hash: [6; 32],
+                },
+            ],
+        },
+        Message::EntriesRequest {
+            id: 8,
+            span: omirr_proto::Span {
+                top: path("srv/www"),
+                after: None,
+                upto: Some(path("srv/www/m")),
+            },
+        },
+        Message::Entries {
+            id: 8,
+            entries: vec![changes[1].clone(), changes[0].clone()],
+            complete: false,
+        },
     ]
 }
 

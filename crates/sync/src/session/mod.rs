@@ -205,6 +205,8 @@ where
     let chunks = negotiated.iter().any(|c| c == omirr_proto::CAP_CHUNKS);
     let backlog = negotiated.iter().any(|c| c == omirr_proto::CAP_BACKLOG);
     let digests = negotiated.iter().any(|c| c == omirr_proto::CAP_DIGESTS);
+    let verify = negotiated.iter().any(|c| c == omirr_proto::CAP_VERIFY);
+    let (verify_link, _registered) = engine.verify_links.register(&peer, out.clone(), verify);
     let progress = Arc::new(progress::Progress::new(&peer, cursor, backlog));
     engine.counters.peer(&peer, |p| {
         p.caught_up = progress.caught_up();
@@ -358,6 +360,19 @@ where
                 })
             }
             Message::Hello(_) => Err(Violation("a second Hello".into())),
+            m @ (Message::SummaryRequest { .. } | Message::EntriesRequest { .. }) => {
+                crate::verify::answer(&engine, &verify_link, &peer, m)
+            }
+            m @ (Message::Summary { .. } | Message::Entries { .. }) => {
+                if verify {
+                    verify_link.route(m)
+                } else {
+                    Err(Violation(format!(
+                        "{} without the capability verify",
+                        m.kind()
+                    )))
+                }
+            }
             Message::Backlog {
                 upto,
                 changes,
