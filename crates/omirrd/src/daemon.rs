@@ -61,6 +61,15 @@ impl Policy for PlanPolicy {
     fn savetargets(&self, path: &RelPath) -> bool {
         self.0.savetargets(path)
     }
+    fn direction(&self, path: &RelPath) -> omirr_sync::engine::Direction {
+        use omirr_config::distfile::Direction as D;
+        use omirr_sync::engine::Direction;
+        match self.0.direction(path) {
+            D::Both => Direction::Both,
+            D::SendOnly => Direction::SendOnly,
+            D::ReceiveOnly => Direction::ReceiveOnly,
+        }
+    }
     fn after_batch(&self, peer: &str, actions: &[omirr_core::resolve::Action]) {
         crate::commands::after_batch(&self.0, peer, actions);
     }

@@ -30,9 +30,30 @@ pub trait Policy: Send + Sync {
     fn excluded(&self, path: &RelPath) -> bool;
     /// Whether an overwritten file at `path` is kept as `.OLD`.
     fn savetargets(&self, path: &RelPath) -> bool;
+    /// Which way this host takes part in `path` (`sendonly`,
+    /// `receiveonly`): a send-only host applies no peer's change there, a
+    /// receive-only host records no local change there but undoes it.
+    fn direction(&self, path: &RelPath) -> Direction {
+        let _ = path;
+        Direction::Both
+    }
     /// A peer's batch did `actions`: run what the configuration says
     /// (`special` commands). Must not wait.
     fn after_batch(&self, peer: &str, actions: &[Action]);
+}
+
+/// Which way this host takes part in a path (the Distfile's `sendonly`
+/// and `receiveonly`; see docs/sync-model.md, "One-way sets").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Sends its changes and applies the peers'.
+    #[default]
+    Both,
+    /// Sends its changes; applies no peer's change, to disk or index.
+    SendOnly,
+    /// Applies the peers' changes; a local change is not recorded (so not
+    /// sent) and the set's version is put back.
+    ReceiveOnly,
 }
 
 /// The index and what follows it.
