@@ -43,6 +43,9 @@ pub struct Status {
     pub last_seq: u64,
     pub local_changes: u64,
     pub applied_changes: u64,
+    /// Local changes undone where this host only receives (`receiveonly`).
+    #[serde(default)]
+    pub undone_changes: u64,
     pub peers: BTreeMap<String, PeerStatus>,
     /// How many peers' changes are set aside (could not be applied; see
     /// docs/sync-model.md).
@@ -84,6 +87,7 @@ pub fn snapshot(counters: &Counters, host: &str, last_seq: u64, aside: Vec<Aside
         last_seq,
         local_changes: counters.local_changes.load(Ordering::Relaxed),
         applied_changes: counters.applied_changes.load(Ordering::Relaxed),
+        undone_changes: counters.undone_changes.load(Ordering::Relaxed),
         peers,
     }
 }
@@ -427,6 +431,18 @@ pub fn prometheus(s: &Status) -> String {
         "counter",
         "File content taken from local chunks instead of the peer, in bytes.",
         per_peer(&|p| p.file_bytes_reused as f64),
+    );
+    family(
+        "omirrd_undone_changes_total",
+        "counter",
+        "Local changes undone where this host only receives (receiveonly).",
+        vec![(String::new(), s.undone_changes as f64)],
+    );
+    family(
+        "omirrd_peer_not_applied_changes_total",
+        "counter",
+        "The peer's changes not applied where this host only sends (sendonly).",
+        per_peer(&|p| p.not_applied as f64),
     );
     family(
         "omirrd_peer_refused_changes_total",

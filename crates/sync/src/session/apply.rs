@@ -181,6 +181,14 @@ impl PeerApplier {
         let mut allowed = Vec::with_capacity(changes.len());
         let mut aside: Vec<(Change, String)> = Vec::new();
         let mut refused: Vec<Change> = Vec::new();
+        // A send-only host applies no peer's change in its send-only sets:
+        // they are dropped, and the cursor moves past them all the same.
+        let (changes, not_applied): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| plan.direction(&c.path) != crate::engine::Direction::SendOnly);
+        if !not_applied.is_empty() {
+            self.not_applied_here(&not_applied, now).await?;
+        }
         for c in changes {
             match crate::admit::admit(&*plan, peer, &c, now, self.engine.max_clock_offset) {
                 Admission::Apply => allowed.push(c),
@@ -279,7 +287,9 @@ impl PeerApplier {
         }
         for a in retried {
             if !aside.iter().any(|(c, _)| *c == a.change) {
-                if refused.contains(&a.change) {
+                if not_applied.contains(&a.change) {
+                    tracing::info!(%peer, path = %a.change.path, "a change set aside is dropped: this host only sends there (sendonly)");
+                } else if refused.contains(&a.change) {
                     // Set aside before, refused now (the Distfile changed).
                     tracing::info!(%peer, path = %a.change.path, "a change set aside is dropped: the peer may not make it");
                 } else {
@@ -298,6 +308,39 @@ impl PeerApplier {
             self.engine.counters.peer(peer, |p| p.cursor = u);
         }
         Ok(total - aside.len())
+    }
+
+    /// A send-only host's answer to `changes` from the peer in its
+    /// send-only sets: nothing is applied; one line per batch says so
+    /// (info for a batch, debug for a retry), not one per file. The
+    /// clock still observes them (within the maximum clock offset), so
+    /// that a later write here is stamped after what the peer wrote.
+    async fn not_applied_here(
+        &self,
+        changes: &[Change],
+        now: omirr_core::Timestamp,
+    ) -> Result<(), SessionError> {
+        let first = &changes[0].path;
+        tracing::info!(
+            peer = %self.peer,
+            changes = changes.len(),
+            "not applied: this host only sends there (sendonly), e.g. {first}"
+        );
+        let n = changes.len() as u64;
+        self.engine.counters.peer(&self.peer, |p| p.not_applied += n);
+        let limit = now
+            .0
+            .saturating_add(u64::try_from(self.engine.max_clock_offset.as_nanos()).unwrap_or(u64::MAX));
+        let latest = changes
+            .iter()
+            .map(|c| c.entry.version.ts)
+            .filter(|ts| ts.0 <= limit)
+            .max();
+        if let Some(ts) = latest {
+            let engine = self.engine.clone();
+            tokio::task::spawn_blocking(move || engine.disk.lock().hlc.observe(ts)).await?;
+        }
+        Ok(())
     }
 
     /// Splits `changes`, in order, into groups whose content to fetch is
