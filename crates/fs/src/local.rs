@@ -162,28 +162,7 @@ pub fn apply_resolved(
         out.record(c.clone(), StatUpdate::Keep);
         recorded += 1;
     }
-    // The stat keys of what the completed actions left on disk.
-    for a in &res.actions[..done] {
-        match a {
-            Action::Remove { path, .. } => {
-                out.forget_stat(path.clone());
-            }
-            Action::Rename { from, to, .. } => {
-                out.forget_stat(from.clone());
-                if let Some(key) = lstat_key(applier.root(), to) {
-                    out.set_stat(to.clone(), key);
-                }
-            }
-            Action::SaveOld { .. } => {}
-            other => {
-                let path = other.path();
-                match lstat_key(applier.root(), path) {
-                    Some(key) => out.set_stat(path.clone(), key),
-                    None => out.forget_stat(path.clone()),
-                };
-            }
-        }
-    }
+    stat_keys_after(applier.root(), &res.actions[..done], &mut out);
     out.observe_hlc(hlc.last());
     index.commit(&out)?;
     match failure {
@@ -203,6 +182,143 @@ pub fn apply_resolved(
                 action,
             })
         }
+    }
+}
+
+/// Puts in `out` the stat keys of what the completed `actions` left on
+/// disk under `root`.
+fn stat_keys_after(root: &Path, actions: &[Action], out: &mut Batch) {
+    for a in actions {
+        match a {
+            Action::Remove { path, .. } => {
+                out.forget_stat(path.clone());
+            }
+            Action::Rename { from, to, .. } => {
+                out.forget_stat(from.clone());
+                if let Some(key) = lstat_key(root, to) {
+                    out.set_stat(to.clone(), key);
+                }
+            }
+            Action::SaveOld { .. } => {}
+            other => {
+                let path = other.path();
+                match lstat_key(root, path) {
+                    Some(key) => out.set_stat(path.clone(), key),
+                    None => out.forget_stat(path.clone()),
+                };
+            }
+        }
+    }
+}
+
+/// How a receive-only host undoes its local changes at some paths: the
+/// changes as found, the actions that put the set's version back
+/// ([`omirr_core::resolve::restore`]), and what lay at each path those
+/// actions touch when this was planned.
+#[derive(Debug, Default)]
+pub struct Restore {
+    /// The local changes found (never recorded).
+    pub local: Vec<Change>,
+    pub actions: Vec<Action>,
+    /// `lstat` of each path the actions touch, as planned (`None`:
+    /// nothing there). Carrying the actions out stops at a path that
+    /// changed since: a newer local write, undone on the next round.
+    pub seen: HashMap<RelPath, Option<StatKey>>,
+}
+
+/// Looks at `paths` (inside `tops`, where `rules` says this host only
+/// receives) and plans how to undo the local changes found there. Reads
+/// the disk and the index; writes neither.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_restore(
+    index: &Index,
+    hlc: &mut Hlc,
+    host: &HostId,
+    root: &Path,
+    tops: &[RelPath],
+    paths: &[RelPath],
+    exclude: &dyn Fn(&RelPath) -> bool,
+    rules: &dyn Rules,
+    savetargets: &dyn Fn(&RelPath) -> bool,
+    wall: Timestamp,
+) -> Result<Restore, LocalScanError> {
+    let paths: Vec<RelPath> = paths
+        .iter()
+        .filter(|d| tops.iter().any(|t| *d == t || d.is_below(t)))
+        .cloned()
+        .collect();
+    // The changes other than those to undo are the watcher's business:
+    // this batch is dropped.
+    let mut scratch = Batch::new();
+    let r = record_scan(
+        index,
+        hlc,
+        host,
+        root,
+        tops,
+        &paths,
+        exclude,
+        rules,
+        Stamp::Live { wall },
+        None,
+        &mut scratch,
+    )?;
+    let view = index.reader()?;
+    let actions = omirr_core::resolve::restore(&view, &r.undone, savetargets)?;
+    let seen = actions
+        .iter()
+        .flat_map(Action::paths)
+        .map(|p| (p.clone(), lstat_key(root, p)))
+        .collect();
+    Ok(Restore {
+        local: r.undone,
+        actions,
+        seen,
+    })
+}
+
+/// Carries out a [`Restore`] with `applier` and records the stat keys of
+/// what it left on disk (the index's entries are the set's already).
+/// Returns how many actions were done; an error as [`apply_resolved`]'s.
+pub fn apply_restore(
+    index: &Index,
+    applier: &Applier,
+    restore: &Restore,
+    source: &mut dyn ContentSource,
+) -> Result<usize, ApplyRemoteError> {
+    let guard = SeenGuard(&restore.seen);
+    let (done, failure) = match applier.apply_guarded(&restore.actions, source, &guard) {
+        Ok(()) => (restore.actions.len(), None),
+        Err(e) => (e.durable, Some(e)),
+    };
+    let mut out = Batch::new();
+    stat_keys_after(applier.root(), &restore.actions[..done], &mut out);
+    if !out.is_empty() {
+        index.commit(&out)?;
+    }
+    match failure {
+        None => Ok(done),
+        Some(error) => {
+            let action = error
+                .index
+                .and_then(|i| restore.actions.get(i).cloned())
+                .map(Box::new);
+            Err(ApplyRemoteError::Apply {
+                error: Box::new(error),
+                recorded: 0,
+                action,
+            })
+        }
+    }
+}
+
+/// What a restore planned to replace, as the applier's guard: a file
+/// written since is left alone.
+struct SeenGuard<'s>(&'s HashMap<RelPath, Option<StatKey>>);
+
+impl crate::apply::LocalGuard for SeenGuard<'_> {
+    fn unchanged(&self, path: &RelPath, now: &StatKey) -> bool {
+        matches!(self.0.get(path), Some(Some(key)) if key.unchanged(now))
     }
 }
 
@@ -247,6 +363,10 @@ pub struct LocalScan {
     pub report: ScanReport,
     /// How many local changes were recorded.
     pub changes: usize,
+    /// The paths of the local changes found where this host only receives
+    /// ([`Rules::undoes_local_changes`]): not recorded, to be undone
+    /// ([`plan_restore`]).
+    pub undone: Vec<RelPath>,
 }
 
 /// How the changes a scan finds are stamped.
@@ -274,6 +394,9 @@ pub struct StartupScan {
     pub issues: Vec<ScanIssue>,
     /// How many local changes were recorded.
     pub changes: usize,
+    /// The paths of the local changes found where this host only receives:
+    /// not recorded, to be undone ([`plan_restore`]).
+    pub undone: Vec<RelPath>,
     /// How many pieces the scan ran in.
     pub pieces: usize,
 }
@@ -410,6 +533,7 @@ pub fn scan_into_index_with(
         let report = r.report;
         out.pieces += 1;
         out.changes += r.changes;
+        out.undone.extend(r.undone.into_iter().map(|c| c.path));
         out.entries += report.found.len() as u64;
         out.vanished += report.vanished.len() as u64;
         out.renamed += report.renames().count() as u64;
@@ -567,6 +691,7 @@ pub fn record_live(
     Ok(LocalScan {
         report: r.report,
         changes: r.changes,
+        undone: r.undone.into_iter().map(|c| c.path).collect(),
     })
 }
 
@@ -655,9 +780,18 @@ fn record_scan(
         },
     )?;
 
+    // Where this host only receives, a local change is not recorded (so
+    // not sent) and its stat key not taken: the next look finds it again
+    // until it is undone.
+    let (changes, undone): (Vec<Change>, Vec<Change>) = changes
+        .into_iter()
+        .partition(|c| !rules.undoes_local_changes(&c.path));
     let count = changes.len();
-    let changed: std::collections::HashSet<RelPath> =
-        changes.iter().map(|c| c.path.clone()).collect();
+    let changed: std::collections::HashSet<RelPath> = changes
+        .iter()
+        .chain(&undone)
+        .map(|c| c.path.clone())
+        .collect();
     for c in changes {
         tracing::debug!("local change {}", crate::shown::Shown(&c));
         let stat = stat_update(found.get(&c.path).copied());
@@ -701,6 +835,7 @@ fn record_scan(
     Ok(Recorded {
         report,
         changes: count,
+        undone,
         departing,
     })
 }
@@ -709,6 +844,8 @@ fn record_scan(
 struct Recorded {
     report: ScanReport,
     changes: usize,
+    /// Local changes where this host only receives: not in the batch.
+    undone: Vec<Change>,
     /// What the baseline knew of the paths found vanished.
     departing: Vec<(RelPath, Known)>,
 }

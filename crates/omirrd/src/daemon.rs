@@ -181,6 +181,11 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     for issue in &scan.issues {
         tracing::warn!("{issue}");
     }
+    // Changed while the daemon was down where this host only receives:
+    // undone once a session has caught up with a peer.
+    for path in &scan.undone {
+        tracing::warn!("local change to {path}, made while omirrd was down, is not sent: this host only receives it (receiveonly); the set's version is put back");
+    }
     tracing::info!(
         entries = scan.entries,
         hashed = scan.stats.hashed_files,
@@ -216,6 +221,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         )
         .with_max_clock_offset(args.max_clock_offset),
     );
+    engine.undo.add(scan.undone);
     let shared = Arc::new(Shared {
         engine,
         identity,

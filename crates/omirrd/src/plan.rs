@@ -477,6 +477,10 @@ impl omirr_fs::owners::Rules for Plan {
             .map(|set| meta_rules(&set.options))
             .unwrap_or_default()
     }
+
+    fn undoes_local_changes(&self, path: &RelPath) -> bool {
+        self.direction(path) == Direction::ReceiveOnly
+    }
 }
 
 /// The owner, group, mode and history rules of a set's install options.

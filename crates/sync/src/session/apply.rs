@@ -97,7 +97,9 @@ impl PeerApplier {
             let Some((changes, upto)) = batch else {
                 tokio::select! {
                     _ = self.flow.applier.notified() => {}
+                    _ = self.engine.undo.added.notified() => self.undo_local().await?,
                     _ = tokio::time::sleep_until(retry_at) => {
+                        self.undo_local().await?;
                         let progress = self.retry_aside().await?;
                         retry_every = if progress {
                             RETRY_FIRST
@@ -124,7 +126,90 @@ impl PeerApplier {
             if self.control.send(ack).is_err() {
                 return Err(SessionEnded.into());
             }
+            // Perhaps the catch-up just ended, or a wake-up was missed.
+            self.undo_local().await?;
         }
+    }
+
+    /// Undoes local changes where this host only receives (see
+    /// [`crate::engine::Undo`]): a round of pending paths, looked at again,
+    /// the set's version put back, content fetched from this peer. Only
+    /// once this session's catch-up is over, so that the index holds the
+    /// set's versions (a file already here as the set has it is then no
+    /// change at all, rather than removed and fetched again). Paths whose
+    /// round fails wait for the retry timer (of any session).
+    async fn undo_local(&self) -> Result<(), SessionError> {
+        if !self.progress.caught_up() || self.engine.undo.is_empty() {
+            return Ok(());
+        }
+        let paths = self.engine.undo.take();
+        let engine = self.engine.clone();
+        let looked_at = paths.clone();
+        let span = tracing::Span::current();
+        let planned = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let policy = engine.policy();
+            let mut w = engine.disk.lock();
+            let rules = w.applier.rules();
+            omirr_fs::local::plan_restore(
+                &engine.store.index,
+                &mut w.hlc,
+                &engine.host,
+                &engine.disk.root,
+                &engine.disk.tops,
+                &looked_at,
+                &|p| policy.excluded(p),
+                &*rules,
+                &|p| policy.savetargets(p),
+                crate::engine::wall(),
+            )
+        })
+        .await?;
+        let restore = match planned {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot look at local changes to undo: {e}");
+                self.engine.undo.put_back(paths);
+                return Ok(());
+            }
+        };
+        if restore.actions.is_empty() {
+            return Ok(());
+        }
+        let wanted = omirr_fs::apply::wanted(&restore.actions);
+        let staged = fetch::stage(self.engine.clone(), self.transfers.clone(), wanted, false).await?;
+        let engine = self.engine.clone();
+        let span = tracing::Span::current();
+        let (result, restore) = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let w = engine.disk.lock();
+            let mut source = &staged;
+            let r = omirr_fs::local::apply_restore(
+                &engine.store.index,
+                &w.applier,
+                &restore,
+                &mut source,
+            );
+            (r, restore)
+        })
+        .await?;
+        match result {
+            Ok(_) => {
+                for c in &restore.local {
+                    tracing::info!(peer = %self.peer, "undid the local change to {}: the set's version is back", c.path);
+                }
+                let n = restore.local.len() as u64;
+                self.engine
+                    .counters
+                    .undone_changes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, "cannot undo local changes yet, trying again later: {e}");
+                self.engine.undo.put_back(paths);
+            }
+        }
+        Ok(())
     }
 
     /// Tries the changes set aside from this peer again; whether any of
