@@ -7,8 +7,8 @@
 
 mod support;
 
-use std::fs;
 use std::collections::HashMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::cluster::{wait_converged, wait_until, Cluster};
@@ -154,7 +154,10 @@ fn a_one_way_set_sends_one_way_and_undoes_the_receivers_edits() {
 fn two_senders_and_a_receiver_converge_to_the_last_writer_also_across_a_restart() {
     let _serial = support::serial();
     let names = ["alpha", "beta", "gamma"];
-    let mut cluster = start(&names, "\tsendonly ( alpha beta ) ;\n\treceiveonly gamma ;\n");
+    let mut cluster = start(
+        &names,
+        "\tsendonly ( alpha beta ) ;\n\treceiveonly gamma ;\n",
+    );
     let trees = trees(&cluster, &names);
     let at = |h: &str, f: &str| trees[h].join(f);
 
@@ -210,7 +213,10 @@ fn a_host_that_becomes_receive_only_keeps_what_it_sent_and_undoes_what_it_did_si
     wait_for(&cluster, &at("beta", "f"), Some("beta, symmetric\n"));
     // What it wrote before the change stays the set's version; alpha's
     // next change reaches it.
-    assert_eq!(read(&at("alpha", "f")).as_deref(), Some("beta, symmetric\n"));
+    assert_eq!(
+        read(&at("alpha", "f")).as_deref(),
+        Some("beta, symmetric\n")
+    );
     fs::write(at("alpha", "f"), "alpha\n").expect("write");
     wait_for(&cluster, &at("beta", "f"), Some("alpha\n"));
 }

@@ -329,11 +329,16 @@ fn sendonly_and_receiveonly_give_hosts_a_direction() {
     let s = &c.sets[0];
     assert_eq!(s.direction("alpha"), Direction::SendOnly);
     assert_eq!(s.direction("beta"), Direction::ReceiveOnly);
-    assert_eq!(s.direction("gamma"), Direction::ReceiveOnly, "login and + dropped");
+    assert_eq!(
+        s.direction("gamma"),
+        Direction::ReceiveOnly,
+        "login and + dropped"
+    );
     assert_eq!(s.direction("delta"), Direction::Both, "named in neither");
     assert_eq!(s.one_way.len(), 3);
     // Variables, braces and repeats within one direction are fine.
-    let c = parse_ok("R = ( h{2,3} )\n/srv -> ( h1 h2 h3 )\n receiveonly ${R} ;\n receiveonly h2 ;\n");
+    let c =
+        parse_ok("R = ( h{2,3} )\n/srv -> ( h1 h2 h3 )\n receiveonly ${R} ;\n receiveonly h2 ;\n");
     assert_eq!(c.sets[0].direction("h3"), Direction::ReceiveOnly);
     assert_eq!(c.sets[0].direction("h1"), Direction::Both);
     // Without the commands every host is symmetric.
@@ -368,7 +373,9 @@ fn one_way_errors_name_the_host_and_the_line() {
         &opts(empty_root().path()),
     );
     assert!(
-        warnings.iter().any(|w| w.message.contains("every host of this set is receiveonly")),
+        warnings
+            .iter()
+            .any(|w| w.message.contains("every host of this set is receiveonly")),
         "{warnings:?}"
     );
 }

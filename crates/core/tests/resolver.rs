@@ -486,7 +486,11 @@ fn restore_puts_the_sets_content_back_over_a_local_edit() {
     let acts = undo(&ix, &[local(file("d/f", 9, 2))], true);
     assert_eq!(acts[0], Action::SaveOld { path: p("d/f") });
     // A new file beside it goes.
-    let acts = undo(&ix, &[local(file("d/f", 9, 2)), local(file("d/g", 9, 3))], false);
+    let acts = undo(
+        &ix,
+        &[local(file("d/f", 9, 2)), local(file("d/g", 9, 3))],
+        false,
+    );
     assert!(
         acts.contains(&Action::Remove {
             path: p("d/g"),
@@ -529,7 +533,11 @@ fn restore_removes_what_the_set_lacks_and_recreates_what_was_deleted() {
             _ => None,
         })
         .collect();
-    assert_eq!(removed, [&p("d/sub/x"), &p("d/sub"), &p("d/new")], "{acts:?}");
+    assert_eq!(
+        removed,
+        [&p("d/sub/x"), &p("d/sub"), &p("d/new")],
+        "{acts:?}"
+    );
     assert_eq!(acts.len(), 3, "{acts:?}");
     // A file deleted here comes back; so does a deleted directory with
     // what it held.

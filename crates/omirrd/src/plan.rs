@@ -703,9 +703,13 @@ pub(crate) mod tests {
 
     #[test]
     fn one_way_sets_give_each_path_this_hosts_direction_and_check_shows_it() {
-        let conf = "/srv/www -> ( a b c )\n\tsendonly a ;\n\treceiveonly ( b ) ;\n/etc/app -> ( a b )\n";
+        let conf =
+            "/srv/www -> ( a b c )\n\tsendonly a ;\n\treceiveonly ( b ) ;\n/etc/app -> ( a b )\n";
         let (plan_a, _dir) = plan("a", conf);
-        assert_eq!(plan_a.direction(&p("srv/www/index.html")), Direction::SendOnly);
+        assert_eq!(
+            plan_a.direction(&p("srv/www/index.html")),
+            Direction::SendOnly
+        );
         assert_eq!(plan_a.direction(&p("etc/app/x")), Direction::Both);
         assert_eq!(plan_a.direction(&p("var/x")), Direction::Both, "no set");
         let (plan_b, _dir) = plan("b", conf);
@@ -715,10 +719,15 @@ pub(crate) mod tests {
         assert_eq!(plan_c.direction(&p("srv/www/x")), Direction::Both);
         let shown = plan_b.describe();
         assert!(
-            shown.contains("  direction  a: sendonly: sends its changes, never applies the others'\n"),
+            shown.contains(
+                "  direction  a: sendonly: sends its changes, never applies the others'\n"
+            ),
             "{shown}"
         );
-        assert!(shown.contains("  direction  b (this host): receiveonly: "), "{shown}");
+        assert!(
+            shown.contains("  direction  b (this host): receiveonly: "),
+            "{shown}"
+        );
         assert!(shown.contains("  direction  c: both: "), "{shown}");
         // The symmetric set shows no directions.
         assert_eq!(shown.matches("direction").count(), 3, "{shown}");

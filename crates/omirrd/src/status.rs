@@ -345,6 +345,12 @@ pub fn prometheus(s: &Status) -> String {
         "Peers' changes set aside on this host.",
         vec![(String::new(), s.aside_count as f64)],
     );
+    family(
+        "omirrd_undone_changes_total",
+        "counter",
+        "Local changes undone where this host only receives (receiveonly).",
+        vec![(String::new(), s.undone_changes as f64)],
+    );
     let peer = |name: &str| format!("{{peer=\"{}\"}}", label(name));
     let dir = |name: &str, d: &str| format!("{{peer=\"{}\",direction=\"{d}\"}}", label(name));
     let per_peer = |f: &dyn Fn(&PeerStatus) -> f64| -> Vec<(String, f64)> {
@@ -431,12 +437,6 @@ pub fn prometheus(s: &Status) -> String {
         "counter",
         "File content taken from local chunks instead of the peer, in bytes.",
         per_peer(&|p| p.file_bytes_reused as f64),
-    );
-    family(
-        "omirrd_undone_changes_total",
-        "counter",
-        "Local changes undone where this host only receives (receiveonly).",
-        vec![(String::new(), s.undone_changes as f64)],
     );
     family(
         "omirrd_peer_not_applied_changes_total",

@@ -18,8 +18,8 @@
 use super::lex::{self, Piece, RawWord};
 use super::parse::{self, Command, ListExpr, SetOp, Statement};
 use super::{
-    install_option, Direction, HostRef, InstallOptions, MirrorPath, MirrorSet, OptionMeaning, ParseOptions,
-    PathMatch, Pattern, Special, INSTALL_OPTIONS,
+    install_option, Direction, HostRef, InstallOptions, MirrorPath, MirrorSet, OptionMeaning,
+    ParseOptions, PathMatch, Pattern, Special, INSTALL_OPTIONS,
 };
 use crate::diag::{Diagnostic, Pos};
 use std::collections::{HashMap, HashSet};

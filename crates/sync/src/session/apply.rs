@@ -177,7 +177,8 @@ impl PeerApplier {
             return Ok(());
         }
         let wanted = omirr_fs::apply::wanted(&restore.actions);
-        let staged = fetch::stage(self.engine.clone(), self.transfers.clone(), wanted, false).await?;
+        let staged =
+            fetch::stage(self.engine.clone(), self.transfers.clone(), wanted, false).await?;
         let engine = self.engine.clone();
         let span = tracing::Span::current();
         let (result, restore) = tokio::task::spawn_blocking(move || {
@@ -412,10 +413,12 @@ impl PeerApplier {
             "not applied: this host only sends there (sendonly), e.g. {first}"
         );
         let n = changes.len() as u64;
-        self.engine.counters.peer(&self.peer, |p| p.not_applied += n);
-        let limit = now
-            .0
-            .saturating_add(u64::try_from(self.engine.max_clock_offset.as_nanos()).unwrap_or(u64::MAX));
+        self.engine
+            .counters
+            .peer(&self.peer, |p| p.not_applied += n);
+        let limit = now.0.saturating_add(
+            u64::try_from(self.engine.max_clock_offset.as_nanos()).unwrap_or(u64::MAX),
+        );
         let latest = changes
             .iter()
             .map(|c| c.entry.version.ts)
