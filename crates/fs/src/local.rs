@@ -142,7 +142,12 @@ pub fn apply_resolved(
     for c in batch {
         hlc.observe(c.entry.version.ts);
     }
-    let (done, failure) = match applier.apply_guarded(&res.actions, source, &IndexGuard(index)) {
+    let rules = applier.rules();
+    let guard = IndexGuard {
+        index,
+        rules: &*rules,
+    };
+    let (done, failure) = match applier.apply_guarded(&res.actions, source, &guard) {
         Ok(()) => (res.actions.len(), None),
         Err(e) => (e.durable, Some(e)),
     };
@@ -323,12 +328,21 @@ impl crate::apply::LocalGuard for SeenGuard<'_> {
 }
 
 /// The index's stat keys, as the applier's guard against replacing a
-/// local write the watcher has not recorded yet.
-struct IndexGuard<'i>(&'i Index);
+/// local write the watcher has not recorded yet; except where this host
+/// only receives, where a local write is to be undone anyway (waiting for
+/// the undo would hold the peer's newer change back for as long as the
+/// undo waits for the set's older content).
+struct IndexGuard<'i> {
+    index: &'i Index,
+    rules: &'i dyn Rules,
+}
 
 impl crate::apply::LocalGuard for IndexGuard<'_> {
     fn unchanged(&self, path: &RelPath, now: &StatKey) -> bool {
-        match self.0.stat(path) {
+        if self.rules.undoes_local_changes(path) {
+            return true;
+        }
+        match self.index.stat(path) {
             // Nothing to compare: as before.
             Ok(Some(key)) => key.unchanged(now),
             _ => true,
