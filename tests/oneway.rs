@@ -220,3 +220,37 @@ fn a_host_that_becomes_receive_only_keeps_what_it_sent_and_undoes_what_it_did_si
     fs::write(at("alpha", "f"), "alpha\n").expect("write");
     wait_for(&cluster, &at("beta", "f"), Some("alpha\n"));
 }
+
+#[test]
+fn a_host_that_stops_being_send_only_catches_up_with_what_it_did_not_apply() {
+    let _serial = support::serial();
+    let names = ["alpha", "beta"];
+    let mut cluster = start(&names, "\tsendonly alpha ;\n");
+    let trees = trees(&cluster, &names);
+    let at = |h: &str, f: &str| trees[h].join(f);
+
+    fs::write(at("beta", "g"), "beta's\n").expect("write");
+    assert!(
+        cluster.wait_for_log(
+            "alpha",
+            "not applied: this host only sends there (sendonly)",
+            TIMEOUT
+        ),
+        "{}",
+        cluster.logs()
+    );
+    assert!(!at("alpha", "g").exists());
+
+    // Symmetric from the next start: beta's change arrives after all.
+    cluster.stop("alpha");
+    support::write_file(cluster.config(), &www(&names, ""), 0o644);
+    cluster.start_host("alpha");
+    wait_for(&cluster, &at("alpha", "g"), Some("beta's\n"));
+    assert!(
+        cluster
+            .log("alpha")
+            .contains("this host no longer only sends /srv/www: every peer is asked"),
+        "{}",
+        cluster.logs()
+    );
+}

@@ -130,6 +130,17 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let state_dir = args.state_dir.as_path();
     let index = Index::open(state_dir)?;
+    let ended = crate::oneway::heal_direction_change(
+        state_dir,
+        &crate::oneway::sendonly_paths(&plan),
+        &index,
+    )?;
+    if !ended.is_empty() {
+        tracing::info!(
+            "this host no longer only sends {}: every peer is asked for all its changes again",
+            ended.join(", ")
+        );
+    }
     let plan = Arc::new(plan);
     let mut applier = Applier::open(&plan.root, Default::default())
         .with_context(|| format!("cannot use the root {}", plan.root.display()))?
