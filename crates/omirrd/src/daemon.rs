@@ -601,6 +601,18 @@ async fn reload_on_sighup(
                 "SIGHUP: the mirrored trees changed; restart omirrd to watch and scan them"
             );
         }
+        match crate::oneway::on_reload(
+            &args.state_dir,
+            &crate::oneway::sendonly_paths(&old),
+            &crate::oneway::sendonly_paths(&new),
+        ) {
+            Ok(ended) if !ended.is_empty() => tracing::warn!(
+                "SIGHUP: this host no longer only sends {}; what it did not apply there arrives after a restart",
+                ended.join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("SIGHUP: {e:#}"),
+        }
         shared.pins.replace(tls::PinSet::from_peers(&new.peers));
         let (before, after) = (old.peer_names(), new.peer_names());
         let new = Arc::new(new);

@@ -71,6 +71,34 @@ pub fn heal_direction_change(
     Ok(ended)
 }
 
+/// SIGHUP: the directions change without a restart. Paths that become
+/// send-only are added to what `state_dir` remembers (so that the next
+/// start heals them if they are send-only no more); paths that are
+/// send-only no more are returned: what was not applied there arrives
+/// only after a restart, which resets the cursors.
+pub fn on_reload(state_dir: &Path, before: &[String], now: &[String]) -> Result<Vec<String>> {
+    let file = state_dir.join(SENDONLY_FILE);
+    let added: Vec<&String> = now.iter().filter(|p| !before.contains(p)).collect();
+    if !added.is_empty() {
+        let mut kept: Vec<String> = match std::fs::read_to_string(&file) {
+            Ok(text) => text.lines().map(str::to_string).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        };
+        kept.extend(added.into_iter().cloned());
+        kept.sort();
+        kept.dedup();
+        let text: String = kept.iter().map(|p| format!("{p}\n")).collect();
+        omirr_fs::secure::write_atomic(&file, text.as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(before
+        .iter()
+        .filter(|p| !now.contains(p))
+        .cloned()
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +132,28 @@ mod tests {
             .expect("heal")
             .is_empty());
         assert_eq!(index.cursor(&peer).expect("cursor"), 7);
+    }
+
+    #[test]
+    fn a_reload_that_makes_a_path_send_only_is_remembered_for_the_next_start() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(state.path()).expect("index");
+        let peer = HostId::new("b");
+        index.set_cursor(&peer, 42).expect("cursor");
+        let www = vec!["/srv/www".to_string()];
+        assert!(heal_direction_change(state.path(), &[], &index)
+            .expect("start")
+            .is_empty());
+        // SIGHUP: send-only now; then SIGHUP back, which says what ended.
+        assert!(on_reload(state.path(), &[], &www)
+            .expect("reload")
+            .is_empty());
+        assert_eq!(on_reload(state.path(), &www, &[]).expect("reload"), www);
+        // The next start heals it.
+        assert_eq!(
+            heal_direction_change(state.path(), &[], &index).expect("start"),
+            www
+        );
+        assert_eq!(index.cursor(&peer).expect("cursor"), 0);
     }
 }
