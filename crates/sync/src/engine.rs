@@ -168,7 +168,7 @@ impl Claims {
 /// The paths where this host only receives and a local change waits to be
 /// undone (see [`crate::local::record`] and the sessions' appliers). Not
 /// persisted: such a change is never recorded, so the next start-up scan
-/// finds it again.
+/// finds it again. Bounded by the tree: each path is held once.
 #[derive(Default)]
 pub struct Undo {
     pending: Mutex<std::collections::BTreeSet<RelPath>>,

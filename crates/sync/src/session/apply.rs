@@ -132,16 +132,24 @@ impl PeerApplier {
     }
 
     /// Undoes local changes where this host only receives (see
-    /// [`crate::engine::Undo`]): a round of pending paths, looked at again,
-    /// the set's version put back, content fetched from this peer. Only
-    /// once this session's catch-up is over, so that the index holds the
-    /// set's versions (a file already here as the set has it is then no
-    /// change at all, rather than removed and fetched again). Paths whose
-    /// round fails wait for the retry timer (of any session).
+    /// [`crate::engine::Undo`]), round after round while rounds succeed.
+    /// Only once this session's catch-up is over, so that the index holds
+    /// the set's versions (a file already here as the set has it is then
+    /// no change at all, rather than removed and fetched again). Paths
+    /// whose round fails wait for the retry timer (of any session).
     async fn undo_local(&self) -> Result<(), SessionError> {
-        if !self.progress.caught_up() || self.engine.undo.is_empty() {
-            return Ok(());
+        while self.progress.caught_up() && !self.engine.undo.is_empty() {
+            if !self.undo_round().await? {
+                break;
+            }
         }
+        Ok(())
+    }
+
+    /// One round of [`PeerApplier::undo_local`]: pending paths looked at
+    /// again, the set's version put back, content fetched from this peer.
+    /// Whether it succeeded.
+    async fn undo_round(&self) -> Result<bool, SessionError> {
         let paths = self.engine.undo.take();
         let engine = self.engine.clone();
         let looked_at = paths.clone();
@@ -170,15 +178,22 @@ impl PeerApplier {
             Err(e) => {
                 tracing::warn!("cannot look at local changes to undo: {e}");
                 self.engine.undo.put_back(paths);
-                return Ok(());
+                return Ok(false);
             }
         };
         if restore.actions.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let wanted = omirr_fs::apply::wanted(&restore.actions);
         let staged =
-            fetch::stage(self.engine.clone(), self.transfers.clone(), wanted, false).await?;
+            match fetch::stage(self.engine.clone(), self.transfers.clone(), wanted, false).await {
+                Ok(s) => s,
+                Err(ended) => {
+                    // Another session undoes them.
+                    self.engine.undo.put_back(paths);
+                    return Err(ended.into());
+                }
+            };
         let engine = self.engine.clone();
         let span = tracing::Span::current();
         let (result, restore) = tokio::task::spawn_blocking(move || {
@@ -204,13 +219,14 @@ impl PeerApplier {
                     .counters
                     .undone_changes
                     .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                Ok(true)
             }
             Err(e) => {
                 tracing::debug!(peer = %self.peer, "cannot undo local changes yet, trying again later: {e}");
                 self.engine.undo.put_back(paths);
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// Tries the changes set aside from this peer again; whether any of
@@ -273,7 +289,8 @@ impl PeerApplier {
             .into_iter()
             .partition(|c| plan.direction(&c.path) != crate::engine::Direction::SendOnly);
         if !not_applied.is_empty() {
-            self.not_applied_here(&not_applied, now).await?;
+            self.not_applied_here(&not_applied, now, upto.is_none())
+                .await?;
         }
         for c in changes {
             match crate::admit::admit(&*plan, peer, &c, now, self.engine.max_clock_offset) {
@@ -405,17 +422,20 @@ impl PeerApplier {
         &self,
         changes: &[Change],
         now: omirr_core::Timestamp,
+        retry: bool,
     ) -> Result<(), SessionError> {
-        let first = &changes[0].path;
-        tracing::info!(
-            peer = %self.peer,
-            changes = changes.len(),
-            "not applied: this host only sends there (sendonly), e.g. {first}"
-        );
-        let n = changes.len() as u64;
+        let Some(first) = changes.first().map(|c| &c.path) else {
+            return Ok(());
+        };
+        let n = changes.len();
+        if retry {
+            tracing::debug!(peer = %self.peer, changes = n, "not applied: this host only sends there (sendonly), e.g. {first}");
+        } else {
+            tracing::info!(peer = %self.peer, changes = n, "not applied: this host only sends there (sendonly), e.g. {first}");
+        }
         self.engine
             .counters
-            .peer(&self.peer, |p| p.not_applied += n);
+            .peer(&self.peer, |p| p.not_applied += n as u64);
         let limit = now.0.saturating_add(
             u64::try_from(self.engine.max_clock_offset.as_nanos()).unwrap_or(u64::MAX),
         );
