@@ -254,3 +254,36 @@ fn a_host_that_stops_being_send_only_catches_up_with_what_it_did_not_apply() {
         cluster.logs()
     );
 }
+
+#[test]
+fn an_undo_that_cannot_be_done_holds_back_no_other() {
+    let _serial = support::serial();
+    let names = ["alpha", "beta"];
+    let mut cluster = Cluster::new(&names, |h| {
+        www(h, "\texcept_pat ( \\\\.swp$ ) ;\n\treceiveonly beta ;\n")
+    });
+    for h in names {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_connected(&cluster, &names);
+    let trees = trees(&cluster, &names);
+    let at = |h: &str, f: &str| trees[h].join(f);
+    fs::write(at("alpha", "f"), "v1\n").expect("write");
+    wait_for(&cluster, &at("beta", "f"), Some("v1\n"));
+
+    // A directory made on beta holds a file the set excludes: it cannot
+    // be removed. beta's edit of f is undone all the same.
+    fs::create_dir_all(at("beta", "mine")).expect("mkdir");
+    fs::write(at("beta", "mine/notes.swp"), "swap\n").expect("write");
+    fs::write(at("beta", "mine/x"), "x\n").expect("write");
+    wait_for(&cluster, &at("beta", "mine/x"), None);
+    fs::write(at("beta", "f"), "beta's edit\n").expect("write");
+    wait_for(&cluster, &at("beta", "f"), Some("v1\n"));
+    assert_eq!(
+        read(&at("beta", "mine/notes.swp")).as_deref(),
+        Some("swap\n"),
+        "an excluded file is never removed"
+    );
+    assert!(!at("alpha", "mine").exists(), "beta's directory reached alpha");
+}

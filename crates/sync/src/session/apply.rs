@@ -75,6 +75,17 @@ struct Resolved {
     at: Seq,
 }
 
+/// What a round of undoing local changes came to.
+enum Round {
+    Done,
+    /// These paths could not be undone; the others of the round are
+    /// pending again.
+    Stuck(Vec<RelPath>),
+    /// Nothing could be done (the host as a whole); every path is pending
+    /// again.
+    Failed,
+}
+
 /// What a group's apply came to.
 #[derive(Default)]
 struct Outcome {
@@ -138,19 +149,41 @@ impl PeerApplier {
     /// no change at all, rather than removed and fetched again). Paths
     /// whose round fails wait for the retry timer (of any session).
     async fn undo_local(&self) -> Result<(), SessionError> {
+        // Paths whose undo failed in this call: the next rounds go on
+        // without them; they wait for the retry timer.
+        let mut stuck: std::collections::BTreeSet<RelPath> = Default::default();
+        let mut result = Ok(());
         while self.progress.caught_up() && !self.engine.undo.is_empty() {
-            if !self.undo_round().await? {
+            let (round, skipped): (Vec<RelPath>, Vec<RelPath>) = self
+                .engine
+                .undo
+                .take()
+                .into_iter()
+                .partition(|p| !stuck.contains(p));
+            stuck.extend(skipped);
+            if round.is_empty() {
                 break;
             }
+            match self.undo_round(round).await {
+                Ok(Round::Done) => {}
+                Ok(Round::Stuck(paths)) => stuck.extend(paths),
+                Ok(Round::Failed) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        Ok(())
+        self.engine.undo.put_back(stuck);
+        result
     }
 
-    /// One round of [`PeerApplier::undo_local`]: pending paths looked at
-    /// again, the set's version put back, content fetched from this peer.
-    /// Whether it succeeded.
-    async fn undo_round(&self) -> Result<bool, SessionError> {
-        let paths = self.engine.undo.take();
+    /// One round of [`PeerApplier::undo_local`]: `paths` looked at again,
+    /// the set's version put back, content fetched from this peer. After
+    /// an action that fails, the paths that go with it (the same, above or
+    /// below) are returned as stuck and the others are put back for the
+    /// next round.
+    async fn undo_round(&self, paths: Vec<RelPath>) -> Result<Round, SessionError> {
         let engine = self.engine.clone();
         let looked_at = paths.clone();
         let span = tracing::Span::current();
@@ -178,11 +211,11 @@ impl PeerApplier {
             Err(e) => {
                 tracing::warn!("cannot look at local changes to undo: {e}");
                 self.engine.undo.put_back(paths);
-                return Ok(false);
+                return Ok(Round::Failed);
             }
         };
         if restore.actions.is_empty() {
-            return Ok(true);
+            return Ok(Round::Done);
         }
         let wanted = omirr_fs::apply::wanted(&restore.actions);
         let staged =
@@ -219,12 +252,40 @@ impl PeerApplier {
                     .counters
                     .undone_changes
                     .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                Ok(true)
+                Ok(Round::Done)
             }
             Err(e) => {
-                tracing::debug!(peer = %self.peer, "cannot undo local changes yet, trying again later: {e}");
-                self.engine.undo.put_back(paths);
-                Ok(false)
+                // The paths of the action that failed, unless the host as
+                // a whole is at fault.
+                let failed: Option<Vec<RelPath>> = match &e {
+                    ApplyRemoteError::Apply {
+                        action: Some(a), ..
+                    } if !e.is_host_fault() => Some(a.paths().into_iter().cloned().collect()),
+                    _ => None,
+                };
+                let Some(failed) = failed else {
+                    tracing::debug!(peer = %self.peer, "cannot undo local changes yet, trying again later: {e}");
+                    self.engine.undo.put_back(paths);
+                    return Ok(Round::Failed);
+                };
+                let related = |p: &RelPath| {
+                    failed
+                        .iter()
+                        .any(|f| p == f || p.is_below(f) || f.is_below(p))
+                };
+                let (stuck, rest): (Vec<RelPath>, Vec<RelPath>) =
+                    paths.into_iter().partition(|p| related(p));
+                if stuck.is_empty() {
+                    // Nothing to blame: the same round would fail again.
+                    tracing::debug!(peer = %self.peer, "cannot undo local changes yet, trying again later: {e}");
+                    self.engine.undo.put_back(rest);
+                    return Ok(Round::Failed);
+                }
+                for p in &stuck {
+                    tracing::debug!(peer = %self.peer, "cannot undo the local change to {p} yet, trying again later: {e}");
+                }
+                self.engine.undo.put_back(rest);
+                Ok(Round::Stuck(stuck))
             }
         }
     }
