@@ -285,5 +285,8 @@ fn an_undo_that_cannot_be_done_holds_back_no_other() {
         Some("swap\n"),
         "an excluded file is never removed"
     );
-    assert!(!at("alpha", "mine").exists(), "beta's directory reached alpha");
+    assert!(
+        !at("alpha", "mine").exists(),
+        "beta's directory reached alpha"
+    );
 }
