@@ -264,6 +264,25 @@ pub fn render(s: &Status, now: u64) -> String {
             p.aside
         );
     }
+    // One-way sets: what this host undid, and what it did not apply.
+    let not_applied: Vec<String> = s
+        .peers
+        .iter()
+        .filter(|(_, p)| p.not_applied > 0)
+        .map(|(n, p)| format!("{} from {n}", p.not_applied))
+        .collect();
+    if s.undone_changes > 0 || !not_applied.is_empty() {
+        let _ = writeln!(
+            out,
+            "one-way sets: {} local change(s) undone (receiveonly); peers' changes not applied (sendonly): {}",
+            s.undone_changes,
+            if not_applied.is_empty() {
+                "none".to_string()
+            } else {
+                not_applied.join(", ")
+            }
+        );
+    }
     if s.aside_count > 0 {
         let _ = writeln!(
             out,
@@ -524,6 +543,15 @@ mod tests {
         }];
         let s = snapshot(&c, "alpha", 42, aside);
         let text = render(&s, 1090);
+        assert!(!text.contains("one-way sets"), "{text}");
+        c.undone_changes.fetch_add(2, Ordering::Relaxed);
+        c.peer("gamma", |p| p.not_applied = 5);
+        let s = snapshot(&c, "alpha", 42, s.aside.clone());
+        let text = render(&s, 1090);
+        assert!(
+            text.contains("one-way sets: 2 local change(s) undone (receiveonly); peers' changes not applied (sendonly): 5 from gamma\n"),
+            "{text}"
+        );
         assert!(text.contains("omirrd on alpha"), "{text}");
         assert!(text.contains("sequence 42, 3 local changes"), "{text}");
         let beta = text
