@@ -6,6 +6,10 @@
 //!   a failed action only the changes no undone action touches are
 //!   recorded ([`omirr_core::resolve::held_back`]), and the error says
 //!   which action failed and whether the host as a whole is at fault.
+//! - [`plan_restore`], [`apply_restore`]: where this host only receives
+//!   (`receiveonly`), a local change is not recorded (the scans hold it
+//!   back, [`crate::owners::Rules::undoes_local_changes`]) but undone:
+//!   the set's version, as the index holds it, put back on disk.
 //!
 //! [`scan_into_index`] walks the mirrored trees with the index as the
 //! scanner's baseline (its stat cache spares unchanged files a re-read, its

@@ -18,6 +18,11 @@
 //!   future) and the clock rule between hosts;
 //! - the bounds ([`Limits`], [`MAX_QUEUED_REQUESTS`]).
 //!
+//! One-way sets ([`engine::Direction`]): a session's applier drops a
+//! peer's changes where this host only sends, and undoes this host's
+//! local changes where it only receives ([`engine::Undo`]; the rule is
+//! `omirr_core::resolve::restore`).
+//!
 //! What it does not own: the command line, logging, daemonising, the
 //! listener and dialers, the status socket (`omirrd`); the index and the
 //! disk's rules (`omirr-index`, `omirr-fs`); which change wins and what to
