@@ -80,6 +80,45 @@ pub struct MirrorSet {
     pub commands: Vec<Special>,
     /// `notify` addresses.
     pub notify: Vec<String>,
+    /// The hosts a `sendonly` or `receiveonly` command names, with the
+    /// direction it gives them; every other host of the set is
+    /// [`Direction::Both`].
+    pub one_way: Vec<(HostRef, Direction)>,
+}
+
+/// Which way a host of a set takes part: the `sendonly` and
+/// `receiveonly` commands (omirrd's own; rdist has no such thing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Sends its changes and applies the others': the symmetric mirror.
+    #[default]
+    Both,
+    /// Sends its changes; never applies another host's.
+    SendOnly,
+    /// Applies the others' changes; its own are not sent but undone.
+    ReceiveOnly,
+}
+
+impl Direction {
+    /// The command that gives a host this direction, or `both`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Both => "both",
+            Direction::SendOnly => "sendonly",
+            Direction::ReceiveOnly => "receiveonly",
+        }
+    }
+
+    /// What the direction means, for `omirrd check`.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Direction::Both => "sends its changes and applies the others'",
+            Direction::SendOnly => "sends its changes, never applies the others'",
+            Direction::ReceiveOnly => {
+                "applies the others' changes; its own are not sent but undone (logged)"
+            }
+        }
+    }
 }
 
 /// A host named in a host list: `[login@]host[+]`.
@@ -291,6 +330,14 @@ impl Config {
 impl MirrorSet {
     pub fn has_host(&self, host: &str) -> bool {
         self.hosts.iter().any(|h| h.name == host)
+    }
+
+    /// Which way `host` takes part in this set.
+    pub fn direction(&self, host: &str) -> Direction {
+        self.one_way
+            .iter()
+            .find(|(h, _)| h.name == host)
+            .map_or(Direction::Both, |(_, d)| *d)
     }
 
     /// The other hosts of this set, seen from `host`.

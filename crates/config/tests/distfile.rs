@@ -3,7 +3,8 @@
 //! class of error with its position.
 
 use omirr_config::distfile::{
-    install_option, parse, Config, OptionMeaning, ParseOptions, PathMatch, INSTALL_OPTIONS,
+    install_option, parse, Config, Direction, OptionMeaning, ParseOptions, PathMatch,
+    INSTALL_OPTIONS,
 };
 use omirr_config::{Diagnostic, Pos, Severity};
 use std::fs;
@@ -318,6 +319,65 @@ fn special_cmdspecial_notify() {
     assert_eq!(s.commands[2].command, "echo $FILES\n  | wc");
     assert_eq!(s.commands[2].names.len(), 2);
     assert_eq!(s.notify, ["ops@example.org", "root"]);
+}
+
+#[test]
+fn sendonly_and_receiveonly_give_hosts_a_direction() {
+    let c = parse_ok(
+        "HOSTS = ( alpha beta gamma delta )\n/srv -> ${HOSTS}\n\tinstall ;\n\tsendonly alpha ;\n\treceiveonly ( beta root@gamma+ ) ;\n",
+    );
+    let s = &c.sets[0];
+    assert_eq!(s.direction("alpha"), Direction::SendOnly);
+    assert_eq!(s.direction("beta"), Direction::ReceiveOnly);
+    assert_eq!(
+        s.direction("gamma"),
+        Direction::ReceiveOnly,
+        "login and + dropped"
+    );
+    assert_eq!(s.direction("delta"), Direction::Both, "named in neither");
+    assert_eq!(s.one_way.len(), 3);
+    // Variables, braces and repeats within one direction are fine.
+    let c =
+        parse_ok("R = ( h{2,3} )\n/srv -> ( h1 h2 h3 )\n receiveonly ${R} ;\n receiveonly h2 ;\n");
+    assert_eq!(c.sets[0].direction("h3"), Direction::ReceiveOnly);
+    assert_eq!(c.sets[0].direction("h1"), Direction::Both);
+    // Without the commands every host is symmetric.
+    let c = parse_ok("/srv -> ( a b )\n");
+    assert!(c.sets[0].one_way.is_empty());
+    assert_eq!(c.sets[0].direction("a"), Direction::Both);
+}
+
+#[test]
+fn one_way_errors_name_the_host_and_the_line() {
+    let (line, col, m) =
+        one_error("/srv -> ( a b )\n install ;\n sendonly a ;\n receiveonly ( b a ) ;\n");
+    assert_eq!((line, col), (4, 18), "{m}");
+    assert_eq!(
+        m,
+        "host 'a' is both sendonly (line 3) and receiveonly (line 4): a host of a set is one or the other"
+    );
+    let (line, col, m) = one_error("/srv -> ( a b )\n receiveonly c ;\n");
+    assert_eq!((line, col), (2, 14), "{m}");
+    assert_eq!(
+        m,
+        "receiveonly names 'c', which is not a host of this set (line 1): expected one of a, b"
+    );
+    let (line, _, m) = one_error("/srv -> ( a b )\n sendonly a\n");
+    assert_eq!(line, 3, "{m}");
+    assert!(m.contains("expected ';' after the sendonly list"), "{m}");
+    let (_, _, m) = one_error("/srv -> ( a b )\n sendonly ;\n");
+    assert!(m.contains("expected a host list after 'sendonly'"), "{m}");
+    // A set whose every host only receives can change nothing: a warning.
+    let (_, warnings) = parse_ok_in(
+        "/srv -> ( a b )\n receiveonly ( a b ) ;\n",
+        &opts(empty_root().path()),
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.message.contains("every host of this set is receiveonly")),
+        "{warnings:?}"
+    );
 }
 
 // ------------------------------------------------------- expansion and order

@@ -280,10 +280,62 @@ pub fn resolve_explained<V: IndexView>(
     if overlay.is_empty() {
         return Ok(res);
     }
+    let after_view = Overlay {
+        base: view,
+        top: &overlay,
+    };
+    res.actions = actions_between(view, &after_view, overlay.keys(), &stays_dir, savetargets)?;
+    res.accepted = overlay
+        .into_iter()
+        .map(|(path, entry)| Change { path, entry })
+        .collect();
+    Ok(res)
+}
 
+/// What a receive-only host does to undo `local`, the changes it found on
+/// its disk (as [`crate::observe`] made them; never recorded): the
+/// actions that take the disk from what `view` with `local` laid over it
+/// says back to what `view` says, the set's version of every path they
+/// touch. The same rules as [`resolve`] (renames, content copied from a
+/// local file that holds it, `savetargets` keeping the local edit as
+/// `NAME.OLD`); no index update.
+pub fn restore<V: IndexView>(
+    view: &V,
+    local: &[Change],
+    savetargets: &dyn Fn(&RelPath) -> bool,
+) -> Result<Vec<Action>, V::Error> {
+    let top: BTreeMap<RelPath, Entry> = local
+        .iter()
+        .map(|c| (c.path.clone(), c.entry.clone()))
+        .collect();
+    let mut stays_dir = std::collections::HashSet::new();
+    for (path, e) in &top {
+        if e.content.is_dir() && view.entry(path)?.is_some_and(|l| l.content.is_dir()) {
+            stays_dir.insert(path.clone());
+        }
+    }
+    let on_disk = Overlay {
+        base: view,
+        top: &top,
+    };
+    actions_between(&on_disk, view, top.keys(), &stays_dir, savetargets)
+}
+
+/// The disk work that turns the tree `view` implies into the one
+/// `after_view` implies, where they may differ only at `changed` paths
+/// and what those hide or uncover. `stays_dir`: the changed paths that
+/// are directories in both (their metadata alone changed).
+fn actions_between<'p, B: IndexView, A: IndexView<Error = B::Error>>(
+    view: &B,
+    after_view: &A,
+    changed: impl Iterator<Item = &'p RelPath>,
+    stays_dir: &std::collections::HashSet<RelPath>,
+    savetargets: &dyn Fn(&RelPath) -> bool,
+) -> Result<Vec<Action>, B::Error> {
+    let mut actions = Vec::new();
     // Every path whose presence the batch can change.
     let mut affected = BTreeSet::new();
-    for path in overlay.keys() {
+    for path in changed {
         affected.insert(path.clone());
         for a in path.ancestors() {
             if !a.is_root() {
@@ -298,7 +350,10 @@ pub fn resolve_explained<V: IndexView>(
         }
         // Everything below, and the directories in between, which may
         // have no entry of their own (present only for what they hold).
-        for (below, _) in view.below(path)? {
+        // (What lies below in `after_view` and not in `view` is a changed
+        // path itself when `after_view` lays changes over `view`; not so
+        // the other way round, for `restore`.)
+        for (below, _) in view.below(path)?.into_iter().chain(after_view.below(path)?) {
             for a in below.ancestors() {
                 if !a.is_below(path) || !affected.insert(a) {
                     break;
@@ -307,15 +362,11 @@ pub fn resolve_explained<V: IndexView>(
             affected.insert(below);
         }
     }
-    let after_view = Overlay {
-        base: view,
-        top: &overlay,
-    };
     let mut before = BTreeMap::new();
     let mut after = BTreeMap::new();
     for p in &affected {
         before.insert(p.clone(), present(view, p)?);
-        after.insert(p.clone(), present(&after_view, p)?);
+        after.insert(p.clone(), present(after_view, p)?);
     }
 
     let mut removes = Vec::new();
@@ -435,24 +486,20 @@ pub fn resolve_explained<V: IndexView>(
                 None => true,
             });
             if !kept && dir_stays && !renamed_from.contains(p) && savetargets(p) {
-                res.actions.push(Action::SaveOld { path: p.clone() });
+                actions.push(Action::SaveOld { path: p.clone() });
             }
         }
     }
-    res.actions.extend(renames);
+    actions.extend(renames);
     removes.retain(|(p, _)| !renamed_from.contains(p));
     // Deepest first: byte order puts a directory before its children, so
     // reverse order puts children first.
     removes.sort_by(|a, b| b.0.cmp(&a.0));
-    res.actions.extend(
+    actions.extend(
         removes
             .into_iter()
             .map(|(path, was)| Action::Remove { path, was }),
     );
-    res.actions.extend(writes);
-    res.accepted = overlay
-        .into_iter()
-        .map(|(path, entry)| Change { path, entry })
-        .collect();
-    Ok(res)
+    actions.extend(writes);
+    Ok(actions)
 }

@@ -460,3 +460,105 @@ fn every_change_gets_a_decision_with_its_reason() {
     let accepted: Vec<&RelPath> = res.accepted.iter().map(|c| &c.path).collect();
     assert_eq!(accepted, [&p("srv/new"), &p("srv/tie")]);
 }
+
+// ------------------------------------------------ restore (receive-only hosts)
+
+fn undo(ix: &MemIndex, local_changes: &[Change], saving: bool) -> Vec<Action> {
+    omirr_core::resolve::restore(ix, local_changes, &|_| saving).expect("infallible")
+}
+
+#[test]
+fn restore_puts_the_sets_content_back_over_a_local_edit() {
+    let ix = index(vec![dir("d", 1), file("d/f", 2, 1), file("other", 2, 3)]);
+    // Edited here: the set's content is fetched again...
+    let acts = undo(&ix, &[local(file("d/f", 9, 2))], false);
+    assert_eq!(
+        acts,
+        [Action::WriteFile {
+            path: p("d/f"),
+            size: 10,
+            hash: [1; 32],
+            meta: meta(0o644),
+            source: Source::Fetch
+        }]
+    );
+    // ... and the edit kept as NAME.OLD with savetargets.
+    let acts = undo(&ix, &[local(file("d/f", 9, 2))], true);
+    assert_eq!(acts[0], Action::SaveOld { path: p("d/f") });
+    // A new file beside it goes.
+    let acts = undo(
+        &ix,
+        &[local(file("d/f", 9, 2)), local(file("d/g", 9, 3))],
+        false,
+    );
+    assert!(
+        acts.contains(&Action::Remove {
+            path: p("d/g"),
+            was: Content::File {
+                size: 10,
+                hash: [3; 32]
+            }
+        }),
+        "{acts:?}"
+    );
+    // A mode changed here only: the set's mode back.
+    let acts = undo(&ix, &[local(with_mode(file("d/f", 9, 1), 0o600))], false);
+    assert_eq!(
+        acts,
+        [Action::SetMeta {
+            path: p("d/f"),
+            meta: meta(0o644)
+        }]
+    );
+}
+
+#[test]
+fn restore_removes_what_the_set_lacks_and_recreates_what_was_deleted() {
+    let ix = index(vec![dir("d", 1), file("d/f", 2, 1)]);
+    // A new file and a new directory with a file in it: removed, deepest
+    // first.
+    let acts = undo(
+        &ix,
+        &[
+            local(file("d/new", 9, 2)),
+            local(dir("d/sub", 9)),
+            local(file("d/sub/x", 9, 4)),
+        ],
+        false,
+    );
+    let removed: Vec<&RelPath> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Remove { path, .. } => Some(path),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        removed,
+        [&p("d/sub/x"), &p("d/sub"), &p("d/new")],
+        "{acts:?}"
+    );
+    assert_eq!(acts.len(), 3, "{acts:?}");
+    // A file deleted here comes back; so does a deleted directory with
+    // what it held.
+    let acts = undo(&ix, &[local(gone("d/f", 9))], false);
+    assert!(
+        matches!(&acts[..], [Action::WriteFile { path, source: Source::Fetch, .. }] if *path == p("d/f")),
+        "{acts:?}"
+    );
+    let acts = undo(&ix, &[local(gone("d", 9)), local(gone("d/f", 9))], false);
+    assert!(
+        matches!(&acts[..], [Action::MakeDir { path: d, .. }, Action::WriteFile { path: f, .. }] if *d == p("d") && *f == p("d/f")),
+        "{acts:?}"
+    );
+    // A directory replaced here by a file: the file goes, the directory
+    // and its content come back.
+    let acts = undo(&ix, &[local(file("d", 9, 5)), local(gone("d/f", 9))], false);
+    assert!(
+        matches!(&acts[0], Action::Remove { path, was: Content::File { .. } } if *path == p("d")),
+        "{acts:?}"
+    );
+    assert_eq!(acts.len(), 3, "{acts:?}");
+    // Nothing changed: nothing to do.
+    assert!(undo(&ix, &[], false).is_empty());
+}

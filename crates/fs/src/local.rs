@@ -6,6 +6,10 @@
 //!   a failed action only the changes no undone action touches are
 //!   recorded ([`omirr_core::resolve::held_back`]), and the error says
 //!   which action failed and whether the host as a whole is at fault.
+//! - [`plan_restore`], [`apply_restore`]: where this host only receives
+//!   (`receiveonly`), a local change is not recorded (the scans hold it
+//!   back, [`crate::owners::Rules::undoes_local_changes`]) but undone:
+//!   the set's version, as the index holds it, put back on disk.
 //!
 //! [`scan_into_index`] walks the mirrored trees with the index as the
 //! scanner's baseline (its stat cache spares unchanged files a re-read, its
@@ -142,7 +146,12 @@ pub fn apply_resolved(
     for c in batch {
         hlc.observe(c.entry.version.ts);
     }
-    let (done, failure) = match applier.apply_guarded(&res.actions, source, &IndexGuard(index)) {
+    let rules = applier.rules();
+    let guard = IndexGuard {
+        index,
+        rules: &*rules,
+    };
+    let (done, failure) = match applier.apply_guarded(&res.actions, source, &guard) {
         Ok(()) => (res.actions.len(), None),
         Err(e) => (e.durable, Some(e)),
     };
@@ -162,28 +171,7 @@ pub fn apply_resolved(
         out.record(c.clone(), StatUpdate::Keep);
         recorded += 1;
     }
-    // The stat keys of what the completed actions left on disk.
-    for a in &res.actions[..done] {
-        match a {
-            Action::Remove { path, .. } => {
-                out.forget_stat(path.clone());
-            }
-            Action::Rename { from, to, .. } => {
-                out.forget_stat(from.clone());
-                if let Some(key) = lstat_key(applier.root(), to) {
-                    out.set_stat(to.clone(), key);
-                }
-            }
-            Action::SaveOld { .. } => {}
-            other => {
-                let path = other.path();
-                match lstat_key(applier.root(), path) {
-                    Some(key) => out.set_stat(path.clone(), key),
-                    None => out.forget_stat(path.clone()),
-                };
-            }
-        }
-    }
+    stat_keys_after(applier.root(), &res.actions[..done], &mut out);
     out.observe_hlc(hlc.last());
     index.commit(&out)?;
     match failure {
@@ -206,13 +194,159 @@ pub fn apply_resolved(
     }
 }
 
+/// Puts in `out` the stat keys of what the completed `actions` left on
+/// disk under `root`.
+fn stat_keys_after(root: &Path, actions: &[Action], out: &mut Batch) {
+    for a in actions {
+        match a {
+            Action::Remove { path, .. } => {
+                out.forget_stat(path.clone());
+            }
+            Action::Rename { from, to, .. } => {
+                out.forget_stat(from.clone());
+                if let Some(key) = lstat_key(root, to) {
+                    out.set_stat(to.clone(), key);
+                }
+            }
+            Action::SaveOld { .. } => {}
+            other => {
+                let path = other.path();
+                match lstat_key(root, path) {
+                    Some(key) => out.set_stat(path.clone(), key),
+                    None => out.forget_stat(path.clone()),
+                };
+            }
+        }
+    }
+}
+
+/// How a receive-only host undoes its local changes at some paths: the
+/// changes as found, the actions that put the set's version back
+/// ([`omirr_core::resolve::restore`]), and what lay at each path those
+/// actions touch when this was planned.
+#[derive(Debug, Default)]
+pub struct Restore {
+    /// The local changes found (never recorded).
+    pub local: Vec<Change>,
+    pub actions: Vec<Action>,
+    /// `lstat` of each path the actions touch, as planned (`None`:
+    /// nothing there). Carrying the actions out stops at a path that
+    /// changed since: a newer local write, undone on the next round.
+    pub seen: HashMap<RelPath, Option<StatKey>>,
+}
+
+/// Looks at `paths` (inside `tops`, where `rules` says this host only
+/// receives) and plans how to undo the local changes found there. Reads
+/// the disk and the index; writes neither.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_restore(
+    index: &Index,
+    hlc: &mut Hlc,
+    host: &HostId,
+    root: &Path,
+    tops: &[RelPath],
+    paths: &[RelPath],
+    exclude: &dyn Fn(&RelPath) -> bool,
+    rules: &dyn Rules,
+    savetargets: &dyn Fn(&RelPath) -> bool,
+    wall: Timestamp,
+) -> Result<Restore, LocalScanError> {
+    let paths: Vec<RelPath> = paths
+        .iter()
+        .filter(|d| tops.iter().any(|t| *d == t || d.is_below(t)))
+        .cloned()
+        .collect();
+    // The changes other than those to undo are the watcher's business:
+    // this batch is dropped.
+    let mut scratch = Batch::new();
+    let r = record_scan(
+        index,
+        hlc,
+        host,
+        root,
+        tops,
+        &paths,
+        exclude,
+        rules,
+        Stamp::Live { wall },
+        None,
+        &mut scratch,
+    )?;
+    let view = index.reader()?;
+    let actions = omirr_core::resolve::restore(&view, &r.undone, savetargets)?;
+    let seen = actions
+        .iter()
+        .flat_map(Action::paths)
+        .map(|p| (p.clone(), lstat_key(root, p)))
+        .collect();
+    Ok(Restore {
+        local: r.undone,
+        actions,
+        seen,
+    })
+}
+
+/// Carries out a [`Restore`] with `applier` and records the stat keys of
+/// what it left on disk (the index's entries are the set's already).
+/// Returns how many actions were done; an error as [`apply_resolved`]'s.
+pub fn apply_restore(
+    index: &Index,
+    applier: &Applier,
+    restore: &Restore,
+    source: &mut dyn ContentSource,
+) -> Result<usize, ApplyRemoteError> {
+    let guard = SeenGuard(&restore.seen);
+    let (done, failure) = match applier.apply_guarded(&restore.actions, source, &guard) {
+        Ok(()) => (restore.actions.len(), None),
+        Err(e) => (e.durable, Some(e)),
+    };
+    let mut out = Batch::new();
+    stat_keys_after(applier.root(), &restore.actions[..done], &mut out);
+    if !out.is_empty() {
+        index.commit(&out)?;
+    }
+    match failure {
+        None => Ok(done),
+        Some(error) => {
+            let action = error
+                .index
+                .and_then(|i| restore.actions.get(i).cloned())
+                .map(Box::new);
+            Err(ApplyRemoteError::Apply {
+                error: Box::new(error),
+                recorded: 0,
+                action,
+            })
+        }
+    }
+}
+
+/// What a restore planned to replace, as the applier's guard: a file
+/// written since is left alone.
+struct SeenGuard<'s>(&'s HashMap<RelPath, Option<StatKey>>);
+
+impl crate::apply::LocalGuard for SeenGuard<'_> {
+    fn unchanged(&self, path: &RelPath, now: &StatKey) -> bool {
+        matches!(self.0.get(path), Some(Some(key)) if key.unchanged(now))
+    }
+}
+
 /// The index's stat keys, as the applier's guard against replacing a
-/// local write the watcher has not recorded yet.
-struct IndexGuard<'i>(&'i Index);
+/// local write the watcher has not recorded yet; except where this host
+/// only receives, where a local write is to be undone anyway (waiting for
+/// the undo would hold the peer's newer change back for as long as the
+/// undo waits for the set's older content).
+struct IndexGuard<'i> {
+    index: &'i Index,
+    rules: &'i dyn Rules,
+}
 
 impl crate::apply::LocalGuard for IndexGuard<'_> {
     fn unchanged(&self, path: &RelPath, now: &StatKey) -> bool {
-        match self.0.stat(path) {
+        if self.rules.undoes_local_changes(path) {
+            return true;
+        }
+        match self.index.stat(path) {
             // Nothing to compare: as before.
             Ok(Some(key)) => key.unchanged(now),
             _ => true,
@@ -247,6 +381,10 @@ pub struct LocalScan {
     pub report: ScanReport,
     /// How many local changes were recorded.
     pub changes: usize,
+    /// The paths of the local changes found where this host only receives
+    /// ([`Rules::undoes_local_changes`]): not recorded, to be undone
+    /// ([`plan_restore`]).
+    pub undone: Vec<RelPath>,
 }
 
 /// How the changes a scan finds are stamped.
@@ -274,6 +412,9 @@ pub struct StartupScan {
     pub issues: Vec<ScanIssue>,
     /// How many local changes were recorded.
     pub changes: usize,
+    /// The paths of the local changes found where this host only receives:
+    /// not recorded, to be undone ([`plan_restore`]).
+    pub undone: Vec<RelPath>,
     /// How many pieces the scan ran in.
     pub pieces: usize,
 }
@@ -410,6 +551,7 @@ pub fn scan_into_index_with(
         let report = r.report;
         out.pieces += 1;
         out.changes += r.changes;
+        out.undone.extend(r.undone.into_iter().map(|c| c.path));
         out.entries += report.found.len() as u64;
         out.vanished += report.vanished.len() as u64;
         out.renamed += report.renames().count() as u64;
@@ -567,6 +709,7 @@ pub fn record_live(
     Ok(LocalScan {
         report: r.report,
         changes: r.changes,
+        undone: r.undone.into_iter().map(|c| c.path).collect(),
     })
 }
 
@@ -655,9 +798,18 @@ fn record_scan(
         },
     )?;
 
+    // Where this host only receives, a local change is not recorded (so
+    // not sent) and its stat key not taken: the next look finds it again
+    // until it is undone.
+    let (changes, undone): (Vec<Change>, Vec<Change>) = changes
+        .into_iter()
+        .partition(|c| !rules.undoes_local_changes(&c.path));
     let count = changes.len();
-    let changed: std::collections::HashSet<RelPath> =
-        changes.iter().map(|c| c.path.clone()).collect();
+    let changed: std::collections::HashSet<RelPath> = changes
+        .iter()
+        .chain(&undone)
+        .map(|c| c.path.clone())
+        .collect();
     for c in changes {
         tracing::debug!("local change {}", crate::shown::Shown(&c));
         let stat = stat_update(found.get(&c.path).copied());
@@ -701,6 +853,7 @@ fn record_scan(
     Ok(Recorded {
         report,
         changes: count,
+        undone,
         departing,
     })
 }
@@ -709,6 +862,8 @@ fn record_scan(
 struct Recorded {
     report: ScanReport,
     changes: usize,
+    /// Local changes where this host only receives: not in the batch.
+    undone: Vec<Change>,
     /// What the baseline knew of the paths found vanished.
     departing: Vec<(RelPath, Known)>,
 }

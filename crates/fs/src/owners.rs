@@ -56,6 +56,13 @@ pub struct MetaRules {
 /// The rules for each path; the daemon's plan implements it.
 pub trait Rules: Send + Sync {
     fn rules(&self, path: &RelPath) -> MetaRules;
+    /// Whether this host only receives `path` (the Distfile's
+    /// `receiveonly`): a local change there is not recorded, but undone
+    /// (see [`crate::local::plan_restore`]).
+    fn undoes_local_changes(&self, path: &RelPath) -> bool {
+        let _ = path;
+        false
+    }
 }
 
 /// The same rules everywhere.

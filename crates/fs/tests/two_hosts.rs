@@ -338,3 +338,127 @@ fn a_peer_change_does_not_overwrite_a_local_write_not_yet_recorded() {
     // The rest of the batch is another matter (omirr-sync sets the
     // failed change aside and applies the others).
 }
+
+/// Rules of a host that only receives everything (`receiveonly`).
+struct ReceiveOnly;
+
+impl omirr_fs::owners::Rules for ReceiveOnly {
+    fn rules(&self, _: &RelPath) -> omirr_fs::owners::MetaRules {
+        omirr_fs::owners::MetaRules::default()
+    }
+    fn undoes_local_changes(&self, _: &RelPath) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_receive_only_host_records_no_local_change_and_puts_the_sets_version_back() {
+    use omirr_fs::local::{apply_restore, plan_restore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = Host::new("a", dir.path().join("a"));
+    let mut b = Host::new("b", dir.path().join("b"));
+    let www = |h: &Host| h.root.join("srv/www");
+    fs::create_dir_all(www(&a).join("d")).expect("mkdir");
+    fs::write(www(&a).join("f"), b"v1").expect("write");
+    fs::write(www(&a).join("g"), b"g1").expect("write");
+    fs::write(www(&a).join("d/h"), b"h1").expect("write");
+    a.scan();
+    let (upto, _) = sync(&a, &mut b, 0);
+    assert_eq!(tree(&a.root), tree(&b.root));
+    let seq_before = b.index.last_seq().expect("seq");
+
+    // B edits f, adds n and a directory, deletes g, chmods d/h (and so
+    // changes srv/www's mtime).
+    fs::write(www(&b).join("f"), b"local edit").expect("write");
+    fs::write(www(&b).join("n"), b"new here").expect("write");
+    fs::create_dir_all(www(&b).join("newdir/sub")).expect("mkdir");
+    fs::write(www(&b).join("newdir/sub/x"), b"x").expect("write");
+    fs::remove_file(www(&b).join("g")).expect("rm");
+    fs::set_permissions(www(&b).join("d/h"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    let scan = |b: &mut Host| {
+        scan_into_index(
+            &b.index,
+            &mut b.hlc,
+            &b.name,
+            &b.root,
+            &[top()],
+            &|_| false,
+            &ReceiveOnly,
+        )
+        .expect("scan")
+    };
+    let found = scan(&mut b);
+    assert_eq!(found.changes, 0, "nothing recorded");
+    let mut undone: Vec<String> = found.undone.iter().map(|p| p.to_string()).collect();
+    undone.sort();
+    assert_eq!(
+        undone,
+        [
+            "srv/www",
+            "srv/www/d/h",
+            "srv/www/f",
+            "srv/www/g",
+            "srv/www/n",
+            "srv/www/newdir",
+            "srv/www/newdir/sub",
+            "srv/www/newdir/sub/x"
+        ]
+    );
+    assert_eq!(
+        b.index.last_seq().expect("seq"),
+        seq_before,
+        "index unchanged"
+    );
+
+    // Undone: the set's version back, content from the peer.
+    let mut applier = Applier::open(&b.root, ApplyOptions::default()).expect("applier");
+    applier.set_rules(std::sync::Arc::new(ReceiveOnly));
+    let restore = plan_restore(
+        &b.index,
+        &mut b.hlc,
+        &b.name,
+        &b.root,
+        &[top()],
+        &found.undone,
+        &|_| false,
+        &ReceiveOnly,
+        &|_| false,
+        omirr_core::Timestamp(1),
+    )
+    .expect("plan");
+    assert_eq!(restore.local.len(), 8, "{:?}", restore.local);
+    let done = apply_restore(&b.index, &applier, &restore, &mut FromPeer(&a.root)).expect("undo");
+    assert_eq!(done, restore.actions.len());
+    assert_eq!(tree(&a.root), tree(&b.root));
+    assert_eq!(
+        b.index.last_seq().expect("seq"),
+        seq_before,
+        "index unchanged"
+    );
+    // And nothing is left to undo, or to send.
+    let again = scan(&mut b);
+    assert_eq!((again.changes, again.undone.len()), (0, 0), "{again:?}");
+
+    // A local edit not undone yet does not hold back a peer's newer
+    // change: it is overwritten (it would be undone anyway).
+    fs::write(www(&b).join("f"), b"another local edit").expect("write");
+    fs::write(www(&a).join("f"), b"v2 from a").expect("write");
+    a.scan();
+    let changes: Vec<_> = a
+        .index
+        .since(upto, 1_000)
+        .expect("since")
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    apply_remote(
+        &b.index,
+        &applier,
+        &mut b.hlc,
+        &changes,
+        &|_| false,
+        &mut FromPeer(&a.root),
+    )
+    .expect("the peer's change applies");
+    assert_eq!(fs::read(www(&b).join("f")).expect("f"), b"v2 from a");
+}

@@ -61,6 +61,15 @@ impl Policy for PlanPolicy {
     fn savetargets(&self, path: &RelPath) -> bool {
         self.0.savetargets(path)
     }
+    fn direction(&self, path: &RelPath) -> omirr_sync::engine::Direction {
+        use omirr_config::distfile::Direction as D;
+        use omirr_sync::engine::Direction;
+        match self.0.direction(path) {
+            D::Both => Direction::Both,
+            D::SendOnly => Direction::SendOnly,
+            D::ReceiveOnly => Direction::ReceiveOnly,
+        }
+    }
     fn after_batch(&self, peer: &str, actions: &[omirr_core::resolve::Action]) {
         crate::commands::after_batch(&self.0, peer, actions);
     }
@@ -121,6 +130,17 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let state_dir = args.state_dir.as_path();
     let index = Index::open(state_dir)?;
+    let ended = crate::oneway::heal_direction_change(
+        state_dir,
+        &crate::oneway::sendonly_paths(&plan),
+        &index,
+    )?;
+    if !ended.is_empty() {
+        tracing::info!(
+            "this host no longer only sends {}: every peer is asked for all its changes again",
+            ended.join(", ")
+        );
+    }
     let plan = Arc::new(plan);
     let mut applier = Applier::open(&plan.root, Default::default())
         .with_context(|| format!("cannot use the root {}", plan.root.display()))?
@@ -172,6 +192,11 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     for issue in &scan.issues {
         tracing::warn!("{issue}");
     }
+    // Changed while the daemon was down where this host only receives:
+    // undone once a session has caught up with a peer.
+    for path in &scan.undone {
+        tracing::warn!("local change to {path}, made while omirrd was down, is not sent: this host only receives it (receiveonly); the set's version is put back");
+    }
     tracing::info!(
         entries = scan.entries,
         hashed = scan.stats.hashed_files,
@@ -207,6 +232,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         )
         .with_max_clock_offset(args.max_clock_offset),
     );
+    engine.undo.add(scan.undone);
     let shared = Arc::new(Shared {
         engine,
         identity,
@@ -590,6 +616,18 @@ async fn reload_on_sighup(
                 watched = ?shared.engine.disk.tops,
                 "SIGHUP: the mirrored trees changed; restart omirrd to watch and scan them"
             );
+        }
+        match crate::oneway::on_reload(
+            &args.state_dir,
+            &crate::oneway::sendonly_paths(&old),
+            &crate::oneway::sendonly_paths(&new),
+        ) {
+            Ok(ended) if !ended.is_empty() => tracing::warn!(
+                "SIGHUP: this host no longer only sends {}; what it did not apply there arrives after a restart",
+                ended.join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("SIGHUP: {e:#}"),
         }
         shared.pins.replace(tls::PinSet::from_peers(&new.peers));
         let (before, after) = (old.peer_names(), new.peer_names());

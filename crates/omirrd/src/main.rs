@@ -23,6 +23,7 @@ mod demo;
 mod health;
 mod listen;
 mod logging;
+mod oneway;
 mod plan;
 mod status;
 mod verify;

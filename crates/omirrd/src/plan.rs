@@ -3,7 +3,7 @@
 //! daemon's start-up, so both refuse exactly the same mistakes.
 
 use crate::cli::DaemonArgs;
-use omirr_config::distfile::{self, Config, MirrorSet, ParseOptions};
+use omirr_config::distfile::{self, Config, Direction, MirrorSet, ParseOptions};
 use omirr_config::peers::{Fingerprint, Peers};
 use omirr_config::{Diagnostic, Pos};
 use omirr_core::RelPath;
@@ -331,6 +331,14 @@ impl Plan {
             .any(|(set, _)| set.options.savetargets || set.options.history)
     }
 
+    /// Which way this host takes part in `path`: the direction the ruling
+    /// set (see [`Plan::ruling_set`]) gives it; [`Direction::Both`]
+    /// outside every set.
+    pub fn direction(&self, path: &RelPath) -> Direction {
+        self.ruling_set(path)
+            .map_or(Direction::Both, |set| set.direction(&self.host))
+    }
+
     /// The set whose install options rule `path`: the first, in the
     /// Distfile's order, that covers it and does not leave it out.
     fn ruling_set<'a>(&'a self, path: &'a RelPath) -> Option<&'a MirrorSet> {
@@ -402,6 +410,24 @@ impl Plan {
                 with.join(", ")
             };
             let _ = writeln!(s, "  with       {with}");
+            // Which way each host takes part, when any is one-way.
+            if !set.one_way.is_empty() {
+                for h in &set.hosts {
+                    let d = set.direction(&h.name);
+                    let me = if h.name == self.host {
+                        " (this host)"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  direction  {}{me}: {}: {}",
+                        h.name,
+                        d.name(),
+                        d.meaning()
+                    );
+                }
+            }
             for p in &set.paths {
                 if p.target == p.source {
                     let _ = writeln!(s, "  path       {}", p.source.display());
@@ -466,6 +492,10 @@ impl omirr_fs::owners::Rules for Plan {
         self.ruling_set(path)
             .map(|set| meta_rules(&set.options))
             .unwrap_or_default()
+    }
+
+    fn undoes_local_changes(&self, path: &RelPath) -> bool {
+        self.direction(path) == Direction::ReceiveOnly
     }
 }
 
@@ -685,6 +715,38 @@ pub(crate) mod tests {
         assert!(plan.authorised("b", &p("srv/www/index.html")));
         // The other set, without chknfs, still mirrors its part with c.
         assert!(plan.authorised("c", &p("srv/www/shared dir/sub/f")));
+    }
+
+    #[test]
+    fn one_way_sets_give_each_path_this_hosts_direction_and_check_shows_it() {
+        let conf =
+            "/srv/www -> ( a b c )\n\tsendonly a ;\n\treceiveonly ( b ) ;\n/etc/app -> ( a b )\n";
+        let (plan_a, _dir) = plan("a", conf);
+        assert_eq!(
+            plan_a.direction(&p("srv/www/index.html")),
+            Direction::SendOnly
+        );
+        assert_eq!(plan_a.direction(&p("etc/app/x")), Direction::Both);
+        assert_eq!(plan_a.direction(&p("var/x")), Direction::Both, "no set");
+        let (plan_b, _dir) = plan("b", conf);
+        assert_eq!(plan_b.direction(&p("srv/www")), Direction::ReceiveOnly);
+        assert_eq!(plan_b.direction(&p("etc/app/x")), Direction::Both);
+        let (plan_c, _dir) = plan("c", conf);
+        assert_eq!(plan_c.direction(&p("srv/www/x")), Direction::Both);
+        let shown = plan_b.describe();
+        assert!(
+            shown.contains(
+                "  direction  a: sendonly: sends its changes, never applies the others'\n"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("  direction  b (this host): receiveonly: "),
+            "{shown}"
+        );
+        assert!(shown.contains("  direction  c: both: "), "{shown}");
+        // The symmetric set shows no directions.
+        assert_eq!(shown.matches("direction").count(), 3, "{shown}");
     }
 
     #[test]

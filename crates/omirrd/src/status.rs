@@ -44,6 +44,9 @@ pub struct Status {
     pub last_seq: u64,
     pub local_changes: u64,
     pub applied_changes: u64,
+    /// Local changes undone where this host only receives (`receiveonly`).
+    #[serde(default)]
+    pub undone_changes: u64,
     pub peers: BTreeMap<String, PeerStatus>,
     /// How many peers' changes are set aside (could not be applied; see
     /// docs/sync-model.md).
@@ -85,6 +88,7 @@ pub fn snapshot(counters: &Counters, host: &str, last_seq: u64, aside: Vec<Aside
         last_seq,
         local_changes: counters.local_changes.load(Ordering::Relaxed),
         applied_changes: counters.applied_changes.load(Ordering::Relaxed),
+        undone_changes: counters.undone_changes.load(Ordering::Relaxed),
         peers,
     }
 }
@@ -347,6 +351,25 @@ pub fn render(s: &Status, now: u64) -> String {
             p.aside
         );
     }
+    // One-way sets: what this host undid, and what it did not apply.
+    let not_applied: Vec<String> = s
+        .peers
+        .iter()
+        .filter(|(_, p)| p.not_applied > 0)
+        .map(|(n, p)| format!("{} from {n}", p.not_applied))
+        .collect();
+    if s.undone_changes > 0 || !not_applied.is_empty() {
+        let _ = writeln!(
+            out,
+            "one-way sets: {} local change(s) undone (receiveonly); peers' changes not applied (sendonly): {}",
+            s.undone_changes,
+            if not_applied.is_empty() {
+                "none".to_string()
+            } else {
+                not_applied.join(", ")
+            }
+        );
+    }
     if s.aside_count > 0 {
         let _ = writeln!(
             out,
@@ -427,6 +450,12 @@ pub fn prometheus(s: &Status) -> String {
         "gauge",
         "Peers' changes set aside on this host.",
         vec![(String::new(), s.aside_count as f64)],
+    );
+    family(
+        "omirrd_undone_changes_total",
+        "counter",
+        "Local changes undone where this host only receives (receiveonly).",
+        vec![(String::new(), s.undone_changes as f64)],
     );
     let peer = |name: &str| format!("{{peer=\"{}\"}}", label(name));
     let dir = |name: &str, d: &str| format!("{{peer=\"{}\",direction=\"{d}\"}}", label(name));
@@ -516,6 +545,12 @@ pub fn prometheus(s: &Status) -> String {
         per_peer(&|p| p.file_bytes_reused as f64),
     );
     family(
+        "omirrd_peer_not_applied_changes_total",
+        "counter",
+        "The peer's changes not applied where this host only sends (sendonly).",
+        per_peer(&|p| p.not_applied as f64),
+    );
+    family(
         "omirrd_peer_refused_changes_total",
         "counter",
         "The peer's changes refused (it may not make them).",
@@ -595,6 +630,15 @@ mod tests {
         }];
         let s = snapshot(&c, "alpha", 42, aside);
         let text = render(&s, 1090);
+        assert!(!text.contains("one-way sets"), "{text}");
+        c.undone_changes.fetch_add(2, Ordering::Relaxed);
+        c.peer("gamma", |p| p.not_applied = 5);
+        let s = snapshot(&c, "alpha", 42, s.aside.clone());
+        let text = render(&s, 1090);
+        assert!(
+            text.contains("one-way sets: 2 local change(s) undone (receiveonly); peers' changes not applied (sendonly): 5 from gamma\n"),
+            "{text}"
+        );
         assert!(text.contains("omirrd on alpha"), "{text}");
         assert!(text.contains("sequence 42, 3 local changes"), "{text}");
         let beta = text

@@ -40,6 +40,10 @@ pub struct PeerStatus {
     /// (see `omirr_sync::admit`).
     #[serde(default)]
     pub refused: u64,
+    /// The peer's changes not applied because this host only sends
+    /// there (`sendonly`).
+    #[serde(default)]
+    pub not_applied: u64,
     pub last_error: Option<String>,
     /// Whether this session's catch-up is over: everything the peer had
     /// recorded when the session began is applied here (see
@@ -125,6 +129,8 @@ impl Backlog {
 pub struct Counters {
     pub local_changes: AtomicU64,
     pub applied_changes: AtomicU64,
+    /// Local changes undone where this host only receives (`receiveonly`).
+    pub undone_changes: AtomicU64,
     peers: Mutex<BTreeMap<String, PeerStatus>>,
 }
 

@@ -30,9 +30,30 @@ pub trait Policy: Send + Sync {
     fn excluded(&self, path: &RelPath) -> bool;
     /// Whether an overwritten file at `path` is kept as `.OLD`.
     fn savetargets(&self, path: &RelPath) -> bool;
+    /// Which way this host takes part in `path` (`sendonly`,
+    /// `receiveonly`): a send-only host applies no peer's change there, a
+    /// receive-only host records no local change there but undoes it.
+    fn direction(&self, path: &RelPath) -> Direction {
+        let _ = path;
+        Direction::Both
+    }
     /// A peer's batch did `actions`: run what the configuration says
     /// (`special` commands). Must not wait.
     fn after_batch(&self, peer: &str, actions: &[Action]);
+}
+
+/// Which way this host takes part in a path (the Distfile's `sendonly`
+/// and `receiveonly`; see docs/sync-model.md, "One-way sets").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Sends its changes and applies the peers'.
+    #[default]
+    Both,
+    /// Sends its changes; applies no peer's change, to disk or index.
+    SendOnly,
+    /// Applies the peers' changes; a local change is not recorded (so not
+    /// sent) and the set's version is put back.
+    ReceiveOnly,
 }
 
 /// The index and what follows it.
@@ -144,6 +165,52 @@ impl Claims {
     }
 }
 
+/// The paths where this host only receives and a local change waits to be
+/// undone (see [`crate::local::record`] and the sessions' appliers). Not
+/// persisted: such a change is never recorded, so the next start-up scan
+/// finds it again. Bounded by the tree: each path is held once.
+#[derive(Default)]
+pub struct Undo {
+    pending: Mutex<std::collections::BTreeSet<RelPath>>,
+    /// Wakes the sessions' appliers: paths were added.
+    pub added: tokio::sync::Notify,
+}
+
+/// At most this many paths are undone in one round.
+pub const UNDO_ROUND: usize = 4096;
+
+impl Undo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<RelPath>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `paths` and wakes an applier.
+    pub fn add(&self, paths: impl IntoIterator<Item = RelPath>) {
+        self.put_back(paths);
+        self.added.notify_waiters();
+    }
+
+    /// Adds `paths` again after a round that could not undo them, without
+    /// waking anyone: the appliers' retry timer comes back to them.
+    pub fn put_back(&self, paths: impl IntoIterator<Item = RelPath>) {
+        self.lock().extend(paths);
+    }
+
+    /// Takes up to [`UNDO_ROUND`] paths for one round.
+    pub fn take(&self) -> Vec<RelPath> {
+        let mut pending = self.lock();
+        let round: Vec<RelPath> = pending.iter().take(UNDO_ROUND).cloned().collect();
+        for p in &round {
+            pending.remove(p);
+        }
+        round
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
 /// The engine of one daemon.
 pub struct Engine {
     pub host: HostId,
@@ -154,6 +221,8 @@ pub struct Engine {
     pub in_flight: u64,
     /// Content sessions are fetching.
     pub claims: Claims,
+    /// Local changes to undo where this host only receives.
+    pub undo: Undo,
     /// The most a peer's wall clock may differ from ours; see
     /// [`crate::admit`].
     pub max_clock_offset: std::time::Duration,
@@ -177,6 +246,7 @@ impl Engine {
             counters: Counters::new(peers),
             in_flight,
             claims: Claims::default(),
+            undo: Undo::default(),
             max_clock_offset: crate::admit::DEFAULT_MAX_CLOCK_OFFSET,
             verify_links: Default::default(),
             policy: RwLock::new(policy),

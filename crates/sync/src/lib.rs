@@ -21,6 +21,11 @@
 //! [`verify`] asks peers about their indexes over the sessions, and
 //! answers their questions about ours (`omirrd verify`).
 //!
+//! One-way sets ([`engine::Direction`]): a session's applier drops a
+//! peer's changes where this host only sends, and undoes this host's
+//! local changes where it only receives ([`engine::Undo`]; the rule is
+//! `omirr_core::resolve::restore`).
+//!
 //! What it does not own: the command line, logging, daemonising, the
 //! listener and dialers, the status socket (`omirrd`); the index and the
 //! disk's rules (`omirr-index`, `omirr-fs`); which change wins and what to

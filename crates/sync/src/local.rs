@@ -75,6 +75,12 @@ pub async fn record(engine: &Arc<Engine>, dirty: Dirty) {
             if r.report.found.len() + r.report.vanished.len() >= LARGE_BATCH {
                 release_freed_memory();
             }
+            if !r.undone.is_empty() {
+                for path in &r.undone {
+                    tracing::warn!("local change to {path} is not sent: this host only receives it (receiveonly); the set's version is put back");
+                }
+                engine.undo.add(r.undone);
+            }
             if r.changes > 0 {
                 tracing::debug!(changes = r.changes, reported, "local changes recorded");
                 engine.counters.add_local(r.changes as u64);

@@ -18,8 +18,8 @@
 use super::lex::{self, Piece, RawWord};
 use super::parse::{self, Command, ListExpr, SetOp, Statement};
 use super::{
-    install_option, HostRef, InstallOptions, MirrorPath, MirrorSet, OptionMeaning, ParseOptions,
-    PathMatch, Pattern, Special, INSTALL_OPTIONS,
+    install_option, Direction, HostRef, InstallOptions, MirrorPath, MirrorSet, OptionMeaning,
+    ParseOptions, PathMatch, Pattern, Special, INSTALL_OPTIONS,
 };
 use crate::diag::{Diagnostic, Pos};
 use std::collections::{HashMap, HashSet};
@@ -652,6 +652,7 @@ impl Expander<'_> {
         let mut options = InstallOptions::default();
         let cmds = self.commands(commands, &mut options);
         let paths = map_targets(&sources_out, cmds.dest.as_ref(), options.whole);
+        let one_way = self.one_way(&hosts, &cmds.one_way, pos);
         if self.error_count() > errors_before {
             return None;
         }
@@ -665,7 +666,71 @@ impl Expander<'_> {
             options,
             commands: cmds.specials,
             notify: cmds.notify,
+            one_way,
         })
+    }
+
+    /// The hosts of `sendonly` and `receiveonly` commands, checked against
+    /// the set's `hosts`: each must be one of them, and in one command
+    /// only.
+    fn one_way(
+        &mut self,
+        hosts: &[HostRef],
+        commands: &[(ListExpr, Direction)],
+        set_pos: Pos,
+    ) -> Vec<(HostRef, Direction)> {
+        let mut out: Vec<(HostRef, Direction)> = Vec::new();
+        for (list, direction) in commands {
+            let name = direction.name();
+            for w in self.eval(list, Use::Names) {
+                let text = w.text();
+                let host = text.rsplit_once('@').map_or(text.as_str(), |(_, h)| h);
+                let host = host.strip_suffix('+').unwrap_or(host);
+                if !hosts.iter().any(|h| h.name == host) {
+                    let listed: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+                    self.error(
+                        w.pos,
+                        format!(
+                            "{name} names '{host}', which is not a host of this set (line {}): expected one of {}",
+                            set_pos.line,
+                            listed.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                match out.iter().find(|(h, _)| h.name == host) {
+                    Some((first, d)) if d != direction => {
+                        let msg = format!(
+                            "host '{host}' is both {} (line {}) and {name} (line {}): a host of a set is one or the other",
+                            d.name(),
+                            first.pos.line,
+                            w.pos.line
+                        );
+                        self.error(w.pos, msg);
+                    }
+                    Some(_) => {}
+                    None => out.push((
+                        HostRef {
+                            name: host.to_string(),
+                            login: None,
+                            pos: w.pos,
+                        },
+                        *direction,
+                    )),
+                }
+            }
+        }
+        let receivers = out
+            .iter()
+            .filter(|(_, d)| *d == Direction::ReceiveOnly)
+            .count();
+        if !hosts.is_empty() && receivers == hosts.len() {
+            self.warn(
+                set_pos,
+                "every host of this set is receiveonly: no host may change its paths, and local changes are undone everywhere",
+            );
+        }
+        out
     }
 
     fn error_count(&self) -> usize {
@@ -860,6 +925,9 @@ impl Expander<'_> {
                     out.notify
                         .extend(self.eval(addresses, Use::Verbatim).iter().map(EWord::text));
                 }
+                Command::OneWay { hosts, direction } => {
+                    out.one_way.push((hosts.clone(), *direction))
+                }
             }
         }
         out
@@ -981,6 +1049,9 @@ struct Commands {
     patterns: Vec<regex::bytes::Regex>,
     specials: Vec<Special>,
     notify: Vec<String>,
+    /// `sendonly` and `receiveonly` commands, checked against the set's
+    /// hosts once all are known.
+    one_way: Vec<(ListExpr, Direction)>,
 }
 
 /// Where each source lives on the hosts of the set: at `dest` for a single

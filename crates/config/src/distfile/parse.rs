@@ -48,6 +48,12 @@ pub(crate) enum Command {
     Notify {
         addresses: ListExpr,
     },
+    /// `sendonly hosts ;` or `receiveonly hosts ;`: omirrd's own commands
+    /// for a one-way set.
+    OneWay {
+        hosts: ListExpr,
+        direction: super::Direction,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -72,13 +78,15 @@ pub(crate) enum Statement {
     },
 }
 
-pub(crate) const COMMANDS: [&str; 6] = [
+pub(crate) const COMMANDS: [&str; 8] = [
     "install",
     "except",
     "except_pat",
     "special",
     "cmdspecial",
     "notify",
+    "sendonly",
+    "receiveonly",
 ];
 
 struct Parser<'a> {
@@ -309,7 +317,7 @@ impl Parser<'_> {
                 self.error(
                     w.pos,
                     format!(
-                        "unknown command '{}': expected one of install, except, except_pat, special, cmdspecial, notify",
+                        "unknown command '{}': expected one of install, except, except_pat, special, cmdspecial, notify, sendonly, receiveonly",
                         w.display()
                     ),
                 );
@@ -438,6 +446,18 @@ impl Parser<'_> {
                 let addresses = self.list_expr("an address list after 'notify'")?;
                 self.semi("';' after the notify list")?;
                 Command::Notify { addresses }
+            }
+            "sendonly" | "receiveonly" => {
+                let hosts = self.list_expr(&format!("a host list after '{name}'"))?;
+                self.semi(&format!("';' after the {name} list"))?;
+                Command::OneWay {
+                    hosts,
+                    direction: if name == "sendonly" {
+                        super::Direction::SendOnly
+                    } else {
+                        super::Direction::ReceiveOnly
+                    },
+                }
             }
             _ => unreachable!("command() is only called with a known command name"),
         };

@@ -75,6 +75,17 @@ struct Resolved {
     at: Seq,
 }
 
+/// What a round of undoing local changes came to.
+enum Round {
+    Done,
+    /// These paths could not be undone; the others of the round are
+    /// pending again.
+    Stuck(Vec<RelPath>),
+    /// Nothing could be done (the host as a whole); every path is pending
+    /// again.
+    Failed,
+}
+
 /// What a group's apply came to.
 #[derive(Default)]
 struct Outcome {
@@ -97,7 +108,9 @@ impl PeerApplier {
             let Some((changes, upto)) = batch else {
                 tokio::select! {
                     _ = self.flow.applier.notified() => {}
+                    _ = self.engine.undo.added.notified() => self.undo_local().await?,
                     _ = tokio::time::sleep_until(retry_at) => {
+                        self.undo_local().await?;
                         let progress = self.retry_aside().await?;
                         retry_every = if progress {
                             RETRY_FIRST
@@ -123,6 +136,156 @@ impl PeerApplier {
             let ack = self.flow.lock().applied(upto);
             if self.control.send(ack).is_err() {
                 return Err(SessionEnded.into());
+            }
+            // Perhaps the catch-up just ended, or a wake-up was missed.
+            self.undo_local().await?;
+        }
+    }
+
+    /// Undoes local changes where this host only receives (see
+    /// [`crate::engine::Undo`]), round after round while rounds succeed.
+    /// Only once this session's catch-up is over, so that the index holds
+    /// the set's versions (a file already here as the set has it is then
+    /// no change at all, rather than removed and fetched again). Paths
+    /// whose round fails wait for the retry timer (of any session).
+    async fn undo_local(&self) -> Result<(), SessionError> {
+        // Paths whose undo failed in this call: the next rounds go on
+        // without them; they wait for the retry timer.
+        let mut stuck: std::collections::BTreeSet<RelPath> = Default::default();
+        let mut result = Ok(());
+        while self.progress.caught_up() && !self.engine.undo.is_empty() {
+            let (round, skipped): (Vec<RelPath>, Vec<RelPath>) = self
+                .engine
+                .undo
+                .take()
+                .into_iter()
+                .partition(|p| !stuck.contains(p));
+            stuck.extend(skipped);
+            if round.is_empty() {
+                break;
+            }
+            match self.undo_round(round).await {
+                Ok(Round::Done) => {}
+                Ok(Round::Stuck(paths)) => stuck.extend(paths),
+                Ok(Round::Failed) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.engine.undo.put_back(stuck);
+        result
+    }
+
+    /// One round of [`PeerApplier::undo_local`]: `paths` looked at again,
+    /// the set's version put back, content fetched from this peer. After
+    /// an action that fails, the paths that go with it (the same, above or
+    /// below) are returned as stuck and the others are put back for the
+    /// next round.
+    async fn undo_round(&self, paths: Vec<RelPath>) -> Result<Round, SessionError> {
+        let engine = self.engine.clone();
+        let looked_at = paths.clone();
+        let span = tracing::Span::current();
+        let planned = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let policy = engine.policy();
+            let mut w = engine.disk.lock();
+            let rules = w.applier.rules();
+            omirr_fs::local::plan_restore(
+                &engine.store.index,
+                &mut w.hlc,
+                &engine.host,
+                &engine.disk.root,
+                &engine.disk.tops,
+                &looked_at,
+                &|p| policy.excluded(p),
+                &*rules,
+                &|p| policy.savetargets(p),
+                crate::engine::wall(),
+            )
+        })
+        .await?;
+        let restore = match planned {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot look at local changes to undo: {e}");
+                self.engine.undo.put_back(paths);
+                return Ok(Round::Failed);
+            }
+        };
+        if restore.actions.is_empty() {
+            return Ok(Round::Done);
+        }
+        let wanted = omirr_fs::apply::wanted(&restore.actions);
+        let staged =
+            match fetch::stage(self.engine.clone(), self.transfers.clone(), wanted, false).await {
+                Ok(s) => s,
+                Err(ended) => {
+                    // Another session undoes them.
+                    self.engine.undo.put_back(paths);
+                    return Err(ended.into());
+                }
+            };
+        let engine = self.engine.clone();
+        let span = tracing::Span::current();
+        let (result, restore) = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let w = engine.disk.lock();
+            let mut source = &staged;
+            let r = omirr_fs::local::apply_restore(
+                &engine.store.index,
+                &w.applier,
+                &restore,
+                &mut source,
+            );
+            (r, restore)
+        })
+        .await?;
+        match result {
+            Ok(_) => {
+                for c in &restore.local {
+                    tracing::info!(peer = %self.peer, "undid the local change to {}: the set's version is back", c.path);
+                }
+                let n = restore.local.len() as u64;
+                self.engine
+                    .counters
+                    .undone_changes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                Ok(Round::Done)
+            }
+            Err(e) => {
+                // The paths of the action that failed, unless the host as
+                // a whole is at fault.
+                let failed: Option<Vec<RelPath>> = match &e {
+                    ApplyRemoteError::Apply {
+                        action: Some(a), ..
+                    } if !e.is_host_fault() => Some(a.paths().into_iter().cloned().collect()),
+                    _ => None,
+                };
+                let Some(failed) = failed else {
+                    tracing::debug!(peer = %self.peer, "cannot undo local changes yet, trying again later: {e}");
+                    self.engine.undo.put_back(paths);
+                    return Ok(Round::Failed);
+                };
+                let related = |p: &RelPath| {
+                    failed
+                        .iter()
+                        .any(|f| p == f || p.is_below(f) || f.is_below(p))
+                };
+                let (stuck, rest): (Vec<RelPath>, Vec<RelPath>) =
+                    paths.into_iter().partition(|p| related(p));
+                if stuck.is_empty() {
+                    // Nothing to blame: the same round would fail again.
+                    tracing::debug!(peer = %self.peer, "cannot undo local changes yet, trying again later: {e}");
+                    self.engine.undo.put_back(rest);
+                    return Ok(Round::Failed);
+                }
+                for p in &stuck {
+                    tracing::debug!(peer = %self.peer, "cannot undo the local change to {p} yet, trying again later: {e}");
+                }
+                self.engine.undo.put_back(rest);
+                Ok(Round::Stuck(stuck))
             }
         }
     }
@@ -181,6 +344,15 @@ impl PeerApplier {
         let mut allowed = Vec::with_capacity(changes.len());
         let mut aside: Vec<(Change, String)> = Vec::new();
         let mut refused: Vec<Change> = Vec::new();
+        // A send-only host applies no peer's change in its send-only sets:
+        // they are dropped, and the cursor moves past them all the same.
+        let (changes, not_applied): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| plan.direction(&c.path) != crate::engine::Direction::SendOnly);
+        if !not_applied.is_empty() {
+            self.not_applied_here(&not_applied, now, upto.is_none())
+                .await?;
+        }
         for c in changes {
             match crate::admit::admit(&*plan, peer, &c, now, self.engine.max_clock_offset) {
                 Admission::Apply => allowed.push(c),
@@ -279,7 +451,9 @@ impl PeerApplier {
         }
         for a in retried {
             if !aside.iter().any(|(c, _)| *c == a.change) {
-                if refused.contains(&a.change) {
+                if not_applied.contains(&a.change) {
+                    tracing::info!(%peer, path = %a.change.path, "a change set aside is dropped: this host only sends there (sendonly)");
+                } else if refused.contains(&a.change) {
                     // Set aside before, refused now (the Distfile changed).
                     tracing::info!(%peer, path = %a.change.path, "a change set aside is dropped: the peer may not make it");
                 } else {
@@ -298,6 +472,44 @@ impl PeerApplier {
             self.engine.counters.peer(peer, |p| p.cursor = u);
         }
         Ok(total - aside.len())
+    }
+
+    /// A send-only host's answer to `changes` from the peer in its
+    /// send-only sets: nothing is applied; one line per batch says so
+    /// (info for a batch, debug for a retry), not one per file. The
+    /// clock still observes them (within the maximum clock offset), so
+    /// that a later write here is stamped after what the peer wrote.
+    async fn not_applied_here(
+        &self,
+        changes: &[Change],
+        now: omirr_core::Timestamp,
+        retry: bool,
+    ) -> Result<(), SessionError> {
+        let Some(first) = changes.first().map(|c| &c.path) else {
+            return Ok(());
+        };
+        let n = changes.len();
+        if retry {
+            tracing::debug!(peer = %self.peer, changes = n, "not applied: this host only sends there (sendonly), e.g. {first}");
+        } else {
+            tracing::info!(peer = %self.peer, changes = n, "not applied: this host only sends there (sendonly), e.g. {first}");
+        }
+        self.engine
+            .counters
+            .peer(&self.peer, |p| p.not_applied += n as u64);
+        let limit = now.0.saturating_add(
+            u64::try_from(self.engine.max_clock_offset.as_nanos()).unwrap_or(u64::MAX),
+        );
+        let latest = changes
+            .iter()
+            .map(|c| c.entry.version.ts)
+            .filter(|ts| ts.0 <= limit)
+            .max();
+        if let Some(ts) = latest {
+            let engine = self.engine.clone();
+            tokio::task::spawn_blocking(move || engine.disk.lock().hlc.observe(ts)).await?;
+        }
+        Ok(())
     }
 
     /// Splits `changes`, in order, into groups whose content to fetch is
