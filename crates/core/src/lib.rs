@@ -13,6 +13,9 @@
 //!   its reason;
 //! - [`observe`]: the disk as found (by a scan or the watcher) in, new
 //!   local changes out;
+//! - [`expiry`]: which tombstones a host forgets, its watermark, and
+//!   what a host that was away longer than a peer's horizon forgets when
+//!   it comes back;
 //! - [`mem`]: an in-memory index, the model the persisted one follows and
 //!   the one the simulation tests drive.
 //!
@@ -27,6 +30,7 @@
 //! in and carry the returned actions out.
 
 pub mod entry;
+pub mod expiry;
 pub mod mem;
 pub mod observe;
 pub mod path;
