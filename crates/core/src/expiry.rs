@@ -12,13 +12,12 @@
 //! may have missed a tombstone that is now gone ([`must_reconcile`]): its
 //! cursor is older than the forgetting. It then asks for the host's
 //! whole index, as a new host would, and at the end of that answer
-//! [`forget_unknown`] says which of its own entries the host no longer
-//! has because the set deleted them: those older than the host's
-//! watermark that the host did not send. It forgets them (and removes
-//! them from its disk) rather than recording a deletion, so that a copy
-//! another host still holds legitimately is not deleted with them. Its
-//! own changes that the host never acknowledged (made while it was away)
-//! are kept and sent: they lose nothing.
+//! [`reconcile`] says what becomes of its entries that the host no
+//! longer has: those older than the host's watermark were deleted on the
+//! set, and get a tombstone just above them (which never beats a later
+//! write, and expires soon); its own changes that the host never received
+//! from it (made while it was away) are stamped anew, so they win over a
+//! deletion they never knew of, everywhere: nothing is lost.
 //!
 //! Why the sequence, not a time: the cursor is exactly what the peer has
 //! received from the host, and the watermark's sequence is exactly where
@@ -27,12 +26,12 @@
 //! have deleted: an entry at or above it is newer than every tombstone
 //! the host forgot, so none of them deleted it.
 
-use crate::entry::{Change, Entry};
+use crate::entry::{Change, Content, Entry};
 use crate::tree::{present, IndexView};
 use crate::version::{HostId, Timestamp, Version};
 use crate::{RelPath, Seq};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// What a host has forgotten, as it tells its peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -62,7 +61,7 @@ impl Forgotten {
 
 /// Whether a host whose cursor for a peer is `cursor` may have missed
 /// something the peer forgot, and must reconcile with it (ask for its
-/// whole index and [`forget_unknown`]).
+/// whole index and [`reconcile`]).
 pub fn must_reconcile(cursor: Seq, peer: &Forgotten) -> bool {
     cursor < peer.seq
 }
@@ -100,7 +99,7 @@ pub fn plan<V: IndexView>(
     Ok(out.into_iter().collect())
 }
 
-/// One entry of the returning host's index, for [`forget_unknown`].
+/// One entry of the returning host's index, for [`reconcile`].
 #[derive(Debug, Clone)]
 pub struct Held {
     pub path: RelPath,
@@ -109,66 +108,83 @@ pub struct Held {
     pub seq: Seq,
 }
 
+/// What a returning host does at the end of a reconciliation (see
+/// [`reconcile`]): changes to apply as if a peer had sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The set's forgotten deletions, reconstructed: a tombstone just
+    /// above each entry the peer deleted and forgot (its timestamp + 1,
+    /// this host's name). It never beats anything written after the
+    /// entry it deletes, and it expires like any old tombstone.
+    pub deleted: Vec<Change>,
+    /// This host's own changes made while it was away from the peer,
+    /// stamped anew (`now`, this host): a write the set did not know of
+    /// wins over a deletion it may have forgotten, so nothing is lost,
+    /// and every host (one that still holds that deletion too) agrees.
+    pub renewed: Vec<Change>,
+}
+
 /// The end of a reconciliation with a peer that forgot entries
-/// (`peer_forgot`): which of this host's (`host`) entries to forget.
+/// (`peer_forgot`): what becomes of this host's (`host`) entries that
+/// the peer no longer has.
 ///
 /// `ours`: this host's entries in the sets it shares with the peer, in
 /// path order. `sent`: every path the peer sent in its answer to a full
 /// `Pull` (its whole index), and whether that entry was live.
-/// `peer_cursor`: the peer's cursor for this host (the `after` of its
-/// `Pull`): it has received everything this host recorded up to it.
+/// `peer_cursor`: the peer's cursor for this host: it has received
+/// everything this host recorded up to it.
 ///
-/// A live entry the peer did not send is forgotten when it is older
-/// than the peer's watermark (a tombstone the peer forgot may have
-/// deleted it), unless it is this host's own change that the peer never
-/// received from it (recorded after `peer_cursor`): that one was made
-/// while the two were apart, and is kept (and sent). A directory is
-/// kept if anything live below it is kept or was sent.
-pub fn forget_unknown(
+/// A live entry the peer did not send, older than the peer's watermark
+/// (a tombstone the peer forgot may have deleted it), is deleted, unless
+/// it is this host's own change that the peer never received from it
+/// (recorded after `peer_cursor`) and that is on disk here: that one was
+/// made while the two were apart, and is renewed (and so sent). An entry
+/// at or above the watermark is newer than anything the peer forgot:
+/// it stays, and reaches the peer as usual.
+pub fn reconcile<V: IndexView>(
+    view: &V,
     host: &HostId,
     ours: &[Held],
     sent: &BTreeMap<RelPath, bool>,
     peer_forgot: &Forgotten,
     peer_cursor: Seq,
-) -> Vec<Change> {
-    let doomed = |h: &Held| {
-        h.entry.is_live()
-            && !sent.contains_key(&h.path)
-            && h.entry.version.ts < peer_forgot.below
-            && !(h.entry.version.host == *host && h.seq > peer_cursor)
-    };
-    let mut forget: BTreeSet<&RelPath> = ours
-        .iter()
-        .filter(|h| doomed(h))
-        .map(|h| &h.path)
-        .collect();
-    // Live paths that stay: what we keep and what the peer sent.
-    let staying: BTreeSet<&RelPath> = ours
-        .iter()
-        .filter(|h| h.entry.is_live() && !forget.contains(&h.path))
-        .map(|h| &h.path)
-        .chain(sent.iter().filter(|(_, live)| **live).map(|(p, _)| p))
-        .collect();
-    let dirs: Vec<&RelPath> = forget
-        .iter()
-        .copied()
-        .filter(|p| {
-            ours.iter()
-                .any(|h| h.path == **p && h.entry.content.is_dir())
-        })
-        .collect();
-    for d in dirs {
-        if staying.range::<RelPath, _>(d.below_path_range()).next().is_some() {
-            forget.remove(d);
+    now: Timestamp,
+) -> Result<Reconciled, V::Error> {
+    let mut out = Reconciled::default();
+    for h in ours {
+        if !h.entry.is_live()
+            || sent.contains_key(&h.path)
+            || h.entry.version.ts >= peer_forgot.below
+        {
+            continue;
+        }
+        let own_unsent = h.entry.version.host == *host && h.seq > peer_cursor;
+        if own_unsent && present(view, &h.path)?.is_some() {
+            out.renewed.push(Change {
+                path: h.path.clone(),
+                entry: Entry {
+                    version: Version {
+                        ts: now,
+                        host: host.clone(),
+                    },
+                    ..h.entry.clone()
+                },
+            });
+        } else {
+            out.deleted.push(Change {
+                path: h.path.clone(),
+                entry: Entry {
+                    content: Content::Deleted,
+                    meta: h.entry.meta,
+                    version: Version {
+                        ts: Timestamp(h.entry.version.ts.0.saturating_add(1)),
+                        host: host.clone(),
+                    },
+                },
+            });
         }
     }
-    ours.iter()
-        .filter(|h| forget.contains(&h.path))
-        .map(|h| Change {
-            path: h.path.clone(),
-            entry: h.entry.clone(),
-        })
-        .collect()
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -228,38 +244,51 @@ mod tests {
     }
 
     #[test]
-    fn the_returning_host_forgets_what_the_peer_deleted_and_keeps_its_own() {
+    fn the_returning_host_deletes_what_the_peer_deleted_and_renews_its_own() {
         let me = HostId::new("r");
-        let held = |path: &str, ts: u64, host: &str, seq: Seq, c: Content| Held {
-            path: p(path),
-            entry: entry(ts, host, c),
-            seq,
-        };
-        let ours = vec![
-            // Deleted on the set long ago: forgotten.
-            held("gone", 10, "q", 1, file()),
-            // Our own, received by the peer, deleted since: forgotten.
-            held("mine-sent", 11, "r", 2, file()),
-            // Our own, written while away: kept.
-            held("mine-away", 12, "r", 9, file()),
-            // Newer than anything the peer forgot: kept.
-            held("recent", 60, "q", 3, file()),
+        let mut ix = MemIndex::default();
+        let mut ours = Vec::new();
+        for (path, ts, host, c) in [
+            // Deleted on the set long ago.
+            ("gone", 10, "q", file()),
+            // Our own, received by the peer, deleted since.
+            ("mine-sent", 11, "r", file()),
+            // Our own, written while away.
+            ("mine-away", 12, "r", file()),
+            // Newer than anything the peer forgot.
+            ("recent", 60, "q", file()),
             // The peer has it.
-            held("shared", 10, "q", 4, file()),
-            // A directory holding something kept stays.
-            held("dir", 5, "q", 5, Content::Dir),
-            held("dir/kept", 13, "r", 10, file()),
-            held("dir2", 5, "q", 6, Content::Dir),
-        ];
+            ("shared", 10, "q", file()),
+            ("dir", 5, "q", Content::Dir),
+            ("dir/away", 13, "r", file()),
+        ] {
+            let seq = ix
+                .record(Change {
+                    path: p(path),
+                    entry: entry(ts, host, c),
+                })
+                .expect("new");
+            let _ = seq;
+        }
+        for h in ix.held() {
+            ours.push(h);
+        }
         let sent = BTreeMap::from([(p("shared"), true)]);
         let forgot = Forgotten {
             seq: 40,
             below: Timestamp(50),
         };
-        let out: Vec<String> = forget_unknown(&me, &ours, &sent, &forgot, 8)
-            .iter()
-            .map(|c| c.path.to_string())
-            .collect();
-        assert_eq!(out, ["gone", "mine-sent", "dir2"]);
+        // The peer had our changes up to sequence 2 (mine-sent).
+        let out = reconcile(&ix, &me, &ours, &sent, &forgot, 2, Timestamp(100))
+            .expect("infallible");
+        let names = |v: &[Change]| v.iter().map(|c| c.path.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&out.deleted), ["dir", "gone", "mine-sent"]);
+        assert_eq!(names(&out.renewed), ["dir/away", "mine-away"]);
+        for c in &out.deleted {
+            assert!(!c.entry.is_live());
+            let was = ix.entry(&c.path).expect("infallible").expect("held");
+            assert_eq!(c.entry.version.ts.0, was.version.ts.0 + 1, "just above");
+        }
+        assert!(out.renewed.iter().all(|c| c.entry.version.ts == Timestamp(100)));
     }
 }
