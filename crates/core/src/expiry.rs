@@ -2,9 +2,10 @@
 //! peer's horizon comes back without bringing deleted files back.
 //!
 //! A host forgets a tombstone once it is older than its horizon
-//! ([`expirable`]), together with the older entries below it that the
-//! tombstone hid ([`plan`]): what `tree::present` says is unchanged, so
-//! the disk needs nothing. What it forgot it records as a watermark,
+//! ([`expirable`]) and hides no older live entry below it; the entries a
+//! tombstone hides are buried first under tombstones of their own
+//! ([`plan`]), which reach the peers like any change. What
+//! `tree::present` says is unchanged, so the disk needs nothing. What it forgot it records as a watermark,
 //! [`Forgotten`]: the greatest local sequence and (just above) the
 //! greatest timestamp of an entry it forgot.
 //!
@@ -71,32 +72,56 @@ pub fn expirable(entry: &Entry, now: Timestamp, horizon_ns: u64) -> bool {
     entry.is_expired_tombstone(now, horizon_ns)
 }
 
-/// What to forget with the expired tombstones `expired` (each a path and
-/// its tombstone, as the index holds them): each tombstone, and every
-/// entry below it that is older and not present (the tombstone hid it).
-/// Forgetting exactly these leaves `present` unchanged for every path.
-/// Each path once, with the version it must still hold when it is
-/// forgotten (a newer one arriving meanwhile is kept).
-pub fn plan<V: IndexView>(
-    view: &V,
-    expired: &[(RelPath, Entry)],
-) -> Result<Vec<(RelPath, Version)>, V::Error> {
-    let mut out: BTreeMap<RelPath, Version> = BTreeMap::new();
+/// What expiry does (see [`plan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Tombstones to forget, each with the version it must still hold
+    /// when it is forgotten (a newer one arriving meanwhile stays).
+    pub forget: Vec<(RelPath, Version)>,
+    /// Tombstones to record, at the version of the expired tombstone
+    /// above them, for the older live entries it hides: such an entry
+    /// would come back into view if the tombstone went, so it is buried
+    /// first (as a new change, which reaches the peers), and the
+    /// tombstone goes at a later expiry.
+    pub bury: Vec<Change>,
+}
+
+/// What to do with the expired tombstones `expired` (each a path and its
+/// tombstone, as the index holds them). A tombstone that hides no older
+/// live entry below it is forgotten. One that does is kept for now, and
+/// the entries it hides (not present: nothing of them is on disk) are
+/// buried under tombstones of its version. A live directory below it
+/// that is present for what it holds keeps it too. Neither step changes
+/// what `tree::present` says for any path.
+pub fn plan<V: IndexView>(view: &V, expired: &[(RelPath, Entry)]) -> Result<Plan, V::Error> {
+    let mut out = Plan::default();
+    let mut buried = std::collections::BTreeSet::new();
     for (path, tomb) in expired {
         if tomb.is_live() {
             continue;
         }
-        out.insert(path.clone(), tomb.version.clone());
+        let mut shadows = false;
         for (below, e) in view.below(path)? {
-            if e.version < tomb.version
-                && !out.contains_key(&below)
-                && present(view, &below)?.is_none()
-            {
-                out.insert(below, e.version);
+            if !e.is_live() || e.version >= tomb.version {
+                continue;
+            }
+            shadows = true;
+            if present(view, &below)?.is_none() && buried.insert(below.clone()) {
+                out.bury.push(Change {
+                    path: below,
+                    entry: Entry {
+                        content: Content::Deleted,
+                        meta: e.meta,
+                        version: tomb.version.clone(),
+                    },
+                });
             }
         }
+        if !shadows {
+            out.forget.push((path.clone(), tomb.version.clone()));
+        }
     }
-    Ok(out.into_iter().collect())
+    Ok(out)
 }
 
 /// One entry of the returning host's index, for [`reconcile`].
@@ -138,7 +163,9 @@ pub struct Reconciled {
 /// (a tombstone the peer forgot may have deleted it), is deleted, unless
 /// it is this host's own change that the peer never received from it
 /// (recorded after `peer_cursor`) and that is on disk here: that one was
-/// made while the two were apart, and is renewed (and so sent). An entry
+/// made while the two were apart, and is renewed (and so sent), stamped
+/// `now` or, if that is lower, the peer's watermark: above every
+/// deletion the peer forgot. An entry
 /// at or above the watermark is newer than anything the peer forgot:
 /// it stays, and reaches the peer as usual.
 pub fn reconcile<V: IndexView>(
@@ -151,6 +178,8 @@ pub fn reconcile<V: IndexView>(
     now: Timestamp,
 ) -> Result<Reconciled, V::Error> {
     let mut out = Reconciled::default();
+    // Above every tombstone the peer forgot, whatever the clocks say.
+    let renewed_at = now.max(peer_forgot.below);
     for h in ours {
         if !h.entry.is_live()
             || sent.contains_key(&h.path)
@@ -164,7 +193,7 @@ pub fn reconcile<V: IndexView>(
                 path: h.path.clone(),
                 entry: Entry {
                     version: Version {
-                        ts: now,
+                        ts: renewed_at,
                         host: host.clone(),
                     },
                     ..h.entry.clone()
@@ -227,20 +256,37 @@ mod tests {
     }
 
     #[test]
-    fn expiry_forgets_what_the_tombstone_hid_and_keeps_the_tree() {
+    fn expiry_buries_what_a_tombstone_hides_before_forgetting_it() {
         let mut ix = MemIndex::default();
         let rec = |ix: &mut MemIndex, path: &str, e: Entry| {
-            ix.record(Change { path: p(path), entry: e });
+            ix.record(Change {
+                path: p(path),
+                entry: e,
+            });
         };
         rec(&mut ix, "d", entry(1, "a", Content::Dir));
         rec(&mut ix, "d/old", entry(2, "a", file()));
         rec(&mut ix, "d/new", entry(9, "b", file()));
         rec(&mut ix, "d", entry(5, "a", Content::Deleted));
-        let tomb = ix.entry(&p("d")).expect("infallible").expect("d");
-        let planned = plan(&ix, &[(p("d"), tomb)]).expect("infallible");
-        let paths: Vec<String> = planned.iter().map(|(p, _)| p.to_string()).collect();
-        assert_eq!(paths, ["d", "d/old"], "the newer d/new is present");
+        rec(&mut ix, "e", entry(6, "a", Content::Deleted));
+        let tombs: Vec<(RelPath, Entry)> = ["d", "e"]
+            .iter()
+            .map(|s| (p(s), ix.entry(&p(s)).expect("infallible").expect("held")))
+            .collect();
+        let planned = plan(&ix, &tombs).expect("infallible");
+        let forget: Vec<String> = planned.forget.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(forget, ["e"], "d still hides d/old");
+        let bury: Vec<String> = planned.bury.iter().map(|c| c.path.to_string()).collect();
+        assert_eq!(bury, ["d/old"], "d/new is newer and present");
+        assert_eq!(planned.bury[0].entry.version, tombs[0].1.version);
         assert!(present(&ix, &p("d/new")).expect("infallible").is_some());
+        // Buried, d hides nothing live any more and goes next time.
+        for c in planned.bury {
+            ix.record(c);
+        }
+        let again = plan(&ix, &tombs[..1]).expect("infallible");
+        assert_eq!(again.forget.len(), 1);
+        assert!(again.bury.is_empty());
     }
 
     #[test]

@@ -89,10 +89,17 @@ impl MemIndex {
         self.cursors.insert(peer.clone(), seq);
     }
 
-    /// Forgets tombstones older than `horizon_ns` before `now`, and the
-    /// older entries below them that they hid ([`expiry::plan`]);
-    /// returns how many entries it forgot.
+    /// Forgets tombstones older than `horizon_ns` before `now` that hide
+    /// nothing, and buries what the others hide ([`expiry::plan`]);
+    /// returns how many tombstones it forgot.
     pub fn expire_tombstones(&mut self, now: Timestamp, horizon_ns: u64) -> usize {
+        self.expire(now, horizon_ns).0
+    }
+
+    /// [`MemIndex::expire_tombstones`], returning also the tombstones it
+    /// recorded to bury what an expired one hides (new changes, which the
+    /// peers are to get).
+    pub fn expire(&mut self, now: Timestamp, horizon_ns: u64) -> (usize, Vec<Change>) {
         let old: Vec<(RelPath, Entry)> = self
             .entries
             .iter()
@@ -100,7 +107,10 @@ impl MemIndex {
             .map(|(p, (e, _))| (p.clone(), e.clone()))
             .collect();
         let Ok(plan) = expiry::plan(self, &old);
-        self.forget(&plan)
+        for c in &plan.bury {
+            self.record(c.clone());
+        }
+        (self.forget(&plan.forget), plan.bury)
     }
 
     /// Forgets each path that still holds the given version, and raises

@@ -30,11 +30,14 @@
 //! `OMIRR_SIM_SEED=S` replays one schedule (the seed is printed on
 //! failure).
 
+use omirr_core::expiry::{self, Forgotten};
 use omirr_core::mem::MemIndex;
 use omirr_core::observe::{self, observe, When};
 use omirr_core::resolve::{resolve, Action, Source};
 use omirr_core::tree::{present, Node};
-use omirr_core::{Change, Content, Hlc, HostId, IndexView, Meta, RelPath, Seq, Timestamp, Version};
+use omirr_core::{
+    Change, Content, Entry, Hlc, HostId, IndexView, Meta, RelPath, Seq, Timestamp, Version,
+};
 use omirr_proto::Message;
 use omirr_sync::{Limits, PeerFlow};
 use rand::rngs::StdRng;
@@ -70,6 +73,30 @@ struct Peer {
     /// When each path last changed (on this host's skewed clock), for the
     /// scan's timestamps.
     ctimes: HashMap<RelPath, Timestamp>,
+    /// The peers this one must reconcile with (it found its cursor below
+    /// what they forgot); kept across sessions and restarts, as the
+    /// daemon keeps it in its index, until a reconciliation completes.
+    reconcile: BTreeSet<usize>,
+}
+
+/// One side's reconciliation with the other, during a session: the
+/// whole index asked for, what it sent so far.
+struct Full {
+    /// Every path the peer sent, and whether its entry was live.
+    sent: BTreeMap<RelPath, bool>,
+    /// The peer's last sequence when our `Pull` reached it: the end of
+    /// its answer (what the daemon learns from `Backlog`).
+    end: Option<Seq>,
+    peer_forgot: Forgotten,
+    /// The peer's cursor for us when the session began.
+    peer_cursor: Seq,
+}
+
+/// Which of the other side's own changes a pusher sends back (the
+/// daemon's `Returning`): those recorded by the time of its full `Pull`.
+#[derive(Clone, Copy)]
+struct Returning {
+    recorded_by: Seq,
 }
 
 /// A session between peers `a < b`: each side's flow and what is in
@@ -77,6 +104,11 @@ struct Peer {
 struct Conn {
     flows: [PeerFlow; 2],
     links: [VecDeque<Message>; 2],
+    /// Each side's reconciliation, if it asked for everything.
+    full: [Option<Full>; 2],
+    /// Set on a side whose peer asked for everything, once its `Pull`
+    /// arrived.
+    returning: [Option<Returning>; 2],
 }
 
 struct World {
@@ -88,10 +120,15 @@ struct World {
     /// `connected[a][b]`: messages from a to b get through.
     connected: Vec<Vec<bool>>,
     now_ns: i64,
-    /// The highest version written for each path, anywhere.
-    written: HashMap<RelPath, Version>,
+    /// The highest version written for each path, anywhere, with its
+    /// entry.
+    written: HashMap<RelPath, Entry>,
     trace: Vec<String>,
     stats: Stats,
+    /// How long tombstones are kept, if this schedule expires them.
+    horizon_ns: Option<u64>,
+    /// The changes returning hosts renewed (made while away).
+    renewed: Vec<(RelPath, Version)>,
 }
 
 /// What a schedule did, to check that schedules exercise what they claim.
@@ -102,6 +139,14 @@ struct Stats {
     /// Times a pusher had pages the window did not take.
     window_full: usize,
     set_aside: usize,
+    /// Tombstones forgotten by expiry, and tombstones recorded to bury
+    /// what an expiring one hid.
+    expired: usize,
+    buried: usize,
+    /// Reconciliations completed, and what they deleted and renewed.
+    reconciled: usize,
+    deleted: usize,
+    renewed: usize,
 }
 
 fn children(disk: &Disk, dir: &RelPath) -> Vec<RelPath> {
@@ -135,6 +180,7 @@ impl World {
                 slowness: if rng.random_bool(0.3) { 4 } else { 1 },
                 down: false,
                 ctimes: HashMap::new(),
+                reconcile: BTreeSet::new(),
             })
             .collect();
         let limits = if rng.random_bool(0.2) {
@@ -147,6 +193,12 @@ impl World {
                 batch_max: rng.random_range(1..=32),
             }
         };
+        // Half the schedules expire tombstones, after a horizon short
+        // enough (1 to 60 s, the clocks being up to an hour apart) that
+        // hosts forget deletions others have not seen yet.
+        let horizon_ns = rng
+            .random_bool(0.5)
+            .then(|| rng.random_range(1..=60u64) * 1_000_000_000);
         World {
             rng,
             peers,
@@ -157,6 +209,8 @@ impl World {
             written: HashMap::new(),
             trace: Vec::new(),
             stats: Stats::default(),
+            horizon_ns,
+            renewed: Vec::new(),
         }
     }
 
@@ -379,9 +433,9 @@ impl World {
             let best = self
                 .written
                 .entry(c.path.clone())
-                .or_insert_with(|| c.entry.version.clone());
-            if c.entry.version > *best {
-                *best = c.entry.version.clone();
+                .or_insert_with(|| c.entry.clone());
+            if c.entry.version > best.version {
+                *best = c.entry.clone();
             }
             peer.index
                 .record(c)
@@ -405,14 +459,42 @@ impl World {
         if a == b || self.conns.contains_key(&(a, b)) || !self.reachable(a, b) {
             return;
         }
-        let (ha, hb) = (self.peers[a].host.clone(), self.peers[b].host.clone());
-        let (fa, pull_a) = PeerFlow::new(self.peers[a].index.cursor(&hb), self.limits);
-        let (fb, pull_b) = PeerFlow::new(self.peers[b].index.cursor(&ha), self.limits);
+        // Each side learns what the other forgot (the daemon's handshake)
+        // and, if its cursor is older than that, reconciles: it asks for
+        // everything, as a new host would.
+        let mut flows = Vec::new();
+        let mut full = [None, None];
+        for (x, y) in [(a, b), (b, a)] {
+            let hy = self.peers[y].host.clone();
+            let hx = self.peers[x].host.clone();
+            let cursor = self.peers[x].index.cursor(&hy);
+            let peer_forgot = self.peers[y].index.forgotten();
+            if expiry::must_reconcile(cursor, &peer_forgot) && self.peers[x].reconcile.insert(y) {
+                self.log(format!(
+                    "h{x} must reconcile with h{y}: cursor {cursor} < forgotten {peer_forgot:?}"
+                ));
+            }
+            if self.peers[x].reconcile.contains(&y) {
+                full[usize::from(x == b)] = Some(Full {
+                    sent: BTreeMap::new(),
+                    end: None,
+                    peer_forgot,
+                    peer_cursor: self.peers[y].index.cursor(&hx),
+                });
+                flows.push(PeerFlow::new(0, self.limits));
+            } else {
+                flows.push(PeerFlow::new(cursor, self.limits));
+            }
+        }
+        let (fb, pull_b) = flows.pop().expect("two");
+        let (fa, pull_a) = flows.pop().expect("two");
         self.conns.insert(
             (a, b),
             Conn {
                 flows: [fa, fb],
                 links: [VecDeque::from([pull_a]), VecDeque::from([pull_b])],
+                full,
+                returning: [None, None],
             },
         );
         self.stats.sessions += 1;
@@ -466,10 +548,15 @@ impl World {
             let read: Vec<(Seq, Change)> = index.since(after).into_iter().take(page).collect();
             let raw_upto = read.last().map(|(s, _)| *s);
             let last = raw_upto.is_none_or(|u| u == index.last_seq());
-            // Not the peer's own changes back, as the daemon does.
+            // Not the peer's own changes back, as the daemon does, unless
+            // it asked for everything (a reconciliation).
+            let returning = conn.returning[me];
             let changes = read
                 .into_iter()
-                .filter(|(_, c)| c.entry.version.host != other_host)
+                .filter(|(s, c)| {
+                    c.entry.version.host != other_host
+                        || returning.is_some_and(|r| *s <= r.recorded_by)
+                })
                 .collect();
             let was = flow.caught_up();
             flow.on_read(raw_upto, changes, last).expect("pages fit");
@@ -496,6 +583,13 @@ impl World {
         let Some(m) = conn.links[1 - me].pop_front() else {
             return false;
         };
+        if let Message::Pull { .. } = &m {
+            if let Some(full) = &mut conn.full[1 - me] {
+                let recorded_by = self.peers[i].index.last_seq();
+                full.end = Some(recorded_by);
+                conn.returning[me] = Some(Returning { recorded_by });
+            }
+        }
         let flow = &mut conn.flows[me];
         let checked = match m {
             Message::Pull { after, .. } => flow.on_pull(after),
@@ -525,14 +619,137 @@ impl World {
             return false;
         };
         self.stats.batches += 1;
+        if let Some(full) = &mut conn.full[me] {
+            for c in &changes {
+                full.sent.insert(c.path.clone(), c.entry.is_live());
+            }
+        }
         self.apply_batch(i, from, changes);
         let host = self.peers[from].host.clone();
-        self.peers[i].index.set_cursor(&host, upto);
+        let reconciling = self.conns.get(&k).is_some_and(|c| c.full[me].is_some());
+        // A reconciliation starts from 0 but never lowers the cursor: the
+        // peer still has what it had.
+        let cursor = if reconciling {
+            upto.max(self.peers[i].index.cursor(&host))
+        } else {
+            upto
+        };
+        self.peers[i].index.set_cursor(&host, cursor);
         if let Some(conn) = self.conns.get_mut(&k) {
             let ack = conn.flows[me].applied(upto);
             conn.links[me].push_back(ack);
         }
+        let finished = self.conns.get_mut(&k).and_then(|c| {
+            let done = c.full[me]
+                .as_ref()
+                .is_some_and(|f| f.end.is_some_and(|e| upto >= e));
+            if done {
+                c.full[me].take()
+            } else {
+                None
+            }
+        });
+        if let Some(full) = finished {
+            self.finish_reconcile(i, from, full);
+        }
         true
+    }
+
+    /// The end of peer `i`'s reconciliation with `from`: the entries
+    /// `from` no longer has are deleted or renewed (`expiry::reconcile`),
+    /// applied as a batch.
+    fn finish_reconcile(&mut self, i: usize, from: usize, full: Full) {
+        let wall = self.wall(i);
+        let peer = &mut self.peers[i];
+        let now = peer.hlc.now(wall);
+        let held = peer.index.held();
+        let out = expiry::reconcile(
+            &peer.index,
+            &peer.host,
+            &held,
+            &full.sent,
+            &full.peer_forgot,
+            full.peer_cursor,
+            now,
+        )
+        .expect("infallible");
+        peer.reconcile.remove(&from);
+        self.stats.reconciled += 1;
+        self.stats.deleted += out.deleted.len();
+        self.stats.renewed += out.renewed.len();
+        self.log(format!(
+            "h{i} reconciled with h{from}: deletes {:?}, renews {:?}",
+            out.deleted.iter().map(|c| &c.path).collect::<Vec<_>>(),
+            out.renewed.iter().map(|c| &c.path).collect::<Vec<_>>()
+        ));
+        self.renewed.extend(
+            out.renewed
+                .iter()
+                .map(|c| (c.path.clone(), c.entry.version.clone())),
+        );
+        let changes: Vec<Change> = out.deleted.into_iter().chain(out.renewed).collect();
+        for c in &changes {
+            self.wrote(c);
+        }
+        if !changes.is_empty() {
+            self.apply_batch(i, from, changes);
+        }
+    }
+
+    /// Keeps `c` as written, for the final check.
+    fn wrote(&mut self, c: &Change) {
+        let best = self
+            .written
+            .entry(c.path.clone())
+            .or_insert_with(|| c.entry.clone());
+        if c.entry.version > best.version {
+            *best = c.entry.clone();
+        }
+    }
+
+    /// Peer `i` forgets its tombstones older than the horizon. Its disk
+    /// must not change. A session whose peer's cursor is below what it
+    /// now forgot ends (the daemon's peer learns the watermark from the
+    /// periodic `Clock` and reconnects to reconcile).
+    fn expire(&mut self, i: usize) {
+        let Some(horizon) = self.horizon_ns else {
+            return;
+        };
+        let wall = self.wall(i);
+        let (n, buried) = self.peers[i].index.expire(wall, horizon);
+        for c in &buried {
+            self.wrote(c);
+        }
+        self.stats.buried += buried.len();
+        if n == 0 {
+            return;
+        }
+        self.stats.expired += n;
+        let forgot = self.peers[i].index.forgotten();
+        self.log(format!(
+            "h{i} expired {n} tombstones, buried {buried:?}: forgotten {forgot:?}"
+        ));
+        // Expiry changes no tree: once the watcher's pending reports are
+        // observed (they do not depend on it), disk and index agree.
+        self.flush_watcher(i);
+        if let Err(e) = self.check_disk(i) {
+            panic!("after expiry: {e}");
+        }
+        let host = self.peers[i].host.clone();
+        let stale: Vec<(usize, usize)> = self
+            .conns
+            .keys()
+            .filter(|k| k.0 == i || k.1 == i)
+            .filter(|k| {
+                let other = if k.0 == i { k.1 } else { k.0 };
+                expiry::must_reconcile(self.peers[other].index.cursor(&host), &forgot)
+            })
+            .copied()
+            .collect();
+        for k in stale {
+            self.conns.remove(&k);
+            self.log(format!("h{} <-> h{} ended: a cursor below the forgetting", k.0, k.1));
+        }
     }
 
     /// Applies a batch from peer `from` on peer `i` as the daemon does:
@@ -674,6 +891,12 @@ impl World {
     fn step(&mut self) {
         self.now_ns += self.rng.random_range(0..2_000_000_000);
         let n = self.peers.len();
+        if self.horizon_ns.is_some() && self.rng.random_ratio(1, 8) {
+            let i = self.rng.random_range(0..n);
+            if !self.peers[i].down {
+                self.expire(i);
+            }
+        }
         // Dialers retry: a random pair that can reach each other connects.
         let (a, b) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
         self.connect(a, b);
@@ -788,6 +1011,17 @@ impl World {
             self.peers[i].blocked.clear();
         }
         self.settle(true);
+        if let Some(h) = self.horizon_ns {
+            // Long after: every host forgets what it can (burying first,
+            // then forgetting), and the hosts settle again.
+            for _ in 0..2 {
+                self.now_ns += 3 * HOUR + h as i64;
+                for i in 0..n {
+                    self.expire(i);
+                }
+                self.settle(true);
+            }
+        }
     }
 
     /// Every peer works until nothing moves. A round in which work is
@@ -858,8 +1092,22 @@ impl World {
         Ok(())
     }
 
+    /// The index holding every path's highest version written: what the
+    /// trees must show once all is said and done.
+    fn ideal(&self) -> MemIndex {
+        let mut ideal = MemIndex::default();
+        for (path, entry) in &self.written {
+            ideal.record(Change {
+                path: path.clone(),
+                entry: entry.clone(),
+            });
+        }
+        ideal
+    }
+
     fn check(&self) -> Result<(), String> {
         let reference = &self.peers[0];
+        let ideal = self.ideal();
         for (i, peer) in self.peers.iter().enumerate() {
             self.check_disk(i)?;
             // Every peer holds the same tree.
@@ -869,18 +1117,50 @@ impl World {
                     peer.host, reference.host, peer.disk, reference.disk
                 ));
             }
-            // Every path holds the highest version written for it.
+            // Every path holds the highest version written for it. Where
+            // tombstones expire, a deletion may be forgotten (or stand
+            // as a reconstructed, older tombstone), but a live entry that
+            // shows in the tree is never lost, nor is a deleted one back.
             for (path, best) in &self.written {
                 let got = peer
                     .index
                     .entry(path)
                     .expect("infallible")
                     .map(|e| e.version);
-                if got.as_ref() != Some(best) {
+                if got.as_ref() == Some(&best.version) {
+                    continue;
+                }
+                let shows = present(&ideal, path).expect("infallible").is_some();
+                let newer = got.as_ref().is_some_and(|g| *g > best.version);
+                if self.horizon_ns.is_none() || (best.is_live() && shows) || newer {
                     return Err(format!(
-                        "{}: {path:?} holds {got:?}, the highest written is {best:?}",
-                        peer.host
+                        "{}: {path:?} holds {got:?}, the highest written is {:?}",
+                        peer.host, best.version
                     ));
+                }
+            }
+            if self.horizon_ns.is_some() {
+                // The tree is what the highest versions say, but for the
+                // returning hosts' own changes made while away (renewed):
+                // they may win over a deletion that was forgotten.
+                let mut paths: BTreeSet<RelPath> = peer.disk.keys().cloned().collect();
+                paths.extend(ideal.iter().map(|(p, _)| p.clone()));
+                for path in &paths {
+                    let want = present(&ideal, path).expect("infallible");
+                    let kept = want.is_none()
+                        && self.renewed.iter().any(|(p, v)| {
+                            (p == path || p.is_below(path))
+                                && peer.disk.contains_key(p)
+                                && peer.index.entry(p).expect("infallible").map(|e| e.version)
+                                    == Some(v.clone())
+                        });
+                    if want.as_ref() != peer.disk.get(path) && !kept {
+                        return Err(format!(
+                            "{}: disk at {path:?} is {:?}, the highest versions say {want:?}",
+                            peer.host,
+                            peer.disk.get(path)
+                        ));
+                    }
                 }
             }
         }
