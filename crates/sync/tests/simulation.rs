@@ -129,6 +129,8 @@ struct World {
     horizon_ns: Option<u64>,
     /// The changes returning hosts renewed (made while away).
     renewed: Vec<(RelPath, Version)>,
+    /// Hosts never reconcile (the hazard, for a test that shows it).
+    skip_reconcile: bool,
 }
 
 /// What a schedule did, to check that schedules exercise what they claim.
@@ -211,6 +213,7 @@ impl World {
             stats: Stats::default(),
             horizon_ns,
             renewed: Vec::new(),
+            skip_reconcile: false,
         }
     }
 
@@ -469,7 +472,10 @@ impl World {
             let hx = self.peers[x].host.clone();
             let cursor = self.peers[x].index.cursor(&hy);
             let peer_forgot = self.peers[y].index.forgotten();
-            if expiry::must_reconcile(cursor, &peer_forgot) && self.peers[x].reconcile.insert(y) {
+            if !self.skip_reconcile
+                && expiry::must_reconcile(cursor, &peer_forgot)
+                && self.peers[x].reconcile.insert(y)
+            {
                 self.log(format!(
                     "h{x} must reconcile with h{y}: cursor {cursor} < forgotten {peer_forgot:?}"
                 ));
@@ -1296,6 +1302,78 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
     }
 }
 
+/// The scripted tests' hand: local changes as a user makes them.
+impl World {
+    /// Three hosts with equal clocks, expiring tombstones after a minute.
+    fn scripted() -> World {
+        let mut w = World::new(0);
+        w.peers.truncate(3);
+        for p in &mut w.peers {
+            p.skew_ns = 0;
+            p.slowness = 1;
+        }
+        w.connected = vec![vec![true; 3]; 3];
+        w.limits = Limits::default();
+        w.horizon_ns = Some(60_000_000_000);
+        w
+    }
+
+    fn path(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes()).expect("path")
+    }
+
+    /// Peer `i` writes `path` (a file with content `h`, or a directory
+    /// for `None`).
+    fn put(&mut self, i: usize, path: &str, h: Option<u8>) {
+        let content = match h {
+            Some(h) => Content::File {
+                size: u64::from(h),
+                hash: [h; 32],
+            },
+            None => Content::Dir,
+        };
+        let meta = Meta {
+            mode: 0o644,
+            ..Default::default()
+        };
+        let path = Self::path(path);
+        self.peers[i].disk.insert(path.clone(), Node { content, meta });
+        self.touched(i, vec![path]);
+    }
+
+    /// Peer `i` removes `path` and everything below it.
+    fn rm(&mut self, i: usize, path: &str) {
+        let path = Self::path(path);
+        let mut gone = subtree(&self.peers[i].disk, &path);
+        gone.push(path);
+        for p in &gone {
+            self.peers[i].disk.remove(p);
+        }
+        self.touched(i, gone);
+    }
+
+    fn touched(&mut self, i: usize, paths: Vec<RelPath>) {
+        let wall = self.wall(i);
+        for t in &paths {
+            self.peers[i].ctimes.insert(t.clone(), wall);
+            if let Some(parent) = t.parent() {
+                self.peers[i].ctimes.insert(parent, wall);
+            }
+        }
+        self.peers[i].dirty.extend(paths);
+    }
+
+    fn stop(&mut self, i: usize) {
+        self.flush_watcher(i);
+        self.peers[i].down = true;
+        self.drop_unreachable();
+    }
+
+    fn has(&self, i: usize, path: &str) -> Option<&Node> {
+        self.peers[i].disk.get(&Self::path(path))
+    }
+}
+
 fn run(seed: u64) -> Result<World, String> {
     let mut w = World::new(seed);
     let steps = w.rng.random_range(20..120);
@@ -1381,9 +1459,107 @@ fn a_schedule_really_exchanges_changes() {
         total.batches += w.stats.batches;
         total.window_full += w.stats.window_full;
         total.set_aside += w.stats.set_aside;
+        total.expired += w.stats.expired;
+        total.buried += w.stats.buried;
+        total.reconciled += w.stats.reconciled;
+        total.deleted += w.stats.deleted;
+        total.renewed += w.stats.renewed;
     }
     assert!(total.sessions > 1000, "{total:?}");
     assert!(total.batches > 2000, "{total:?}");
     assert!(total.window_full > 200, "full windows: {total:?}");
     assert!(total.set_aside > 50, "changes set aside: {total:?}");
+    // ... and expiry, with hosts that come back after their peers forgot.
+    assert!(total.expired > 200, "tombstones expired: {total:?}");
+    assert!(total.buried > 20, "hidden entries buried: {total:?}");
+    assert!(total.reconciled > 50, "reconciliations: {total:?}");
+    assert!(total.deleted > 20, "forgotten deletions reconstructed: {total:?}");
+    assert!(total.renewed > 20, "changes made while away renewed: {total:?}");
+}
+
+#[test]
+fn a_host_away_longer_than_the_horizon_brings_no_deleted_file_back() {
+    let mut w = World::scripted();
+    let minute = 60_000_000_000;
+    for f in ["a", "b", "f"] {
+        w.put(0, f, Some(1));
+    }
+    w.put(0, "c", None);
+    w.put(0, "c/d", Some(1));
+    w.settle(true);
+    assert!(w.has(2, "c/d").is_some(), "everyone has everything");
+
+    // h2 goes away. The others delete a file and a directory tree, and a
+    // file that h2 will edit while it is away.
+    w.stop(2);
+    w.now_ns += minute;
+    w.rm(0, "a");
+    w.rm(1, "c");
+    w.rm(0, "f");
+    w.settle(true);
+    // h2, its daemon stopped, edits a file and writes a new one.
+    w.now_ns += minute;
+    w.put(2, "b", Some(2));
+    w.put(2, "f", Some(3));
+    w.put(2, "e", Some(4));
+    // Long after, h0 and h1 forget the deletions (burying what the
+    // directory's tombstone hid first, then forgetting it too).
+    for _ in 0..2 {
+        w.now_ns += 10 * minute;
+        w.expire(0);
+        w.expire(1);
+        w.settle(true);
+    }
+    for i in 0..2 {
+        for gone in ["a", "c", "c/d"] {
+            let entry = w.peers[i].index.entry(&World::path(gone));
+            assert_eq!(entry, Ok(None), "h{i} forgot {gone}");
+        }
+        assert!(w.peers[i].index.forgotten().seq > 0);
+    }
+
+    // h2 comes back: it finds its cursors below what its peers forgot,
+    // and reconciles as a new host would.
+    w.restart(2);
+    w.settle(true);
+    assert!(w.stats.reconciled >= 1, "{:?}", w.stats);
+    for i in 0..3 {
+        for gone in ["a", "c", "c/d"] {
+            assert_eq!(w.has(i, gone), None, "h{i}: {gone} stays deleted");
+        }
+        // What h2 wrote while away survives, on every host: the edit of
+        // a file the others deleted meanwhile included.
+        for (kept, h) in [("b", 2u8), ("f", 3), ("e", 4)] {
+            let node = w.has(i, kept).unwrap_or_else(|| panic!("h{i} lacks {kept}"));
+            assert_eq!(node.content, Content::File { size: u64::from(h), hash: [h; 32] });
+        }
+    }
+    w.check().unwrap_or_else(|e| panic!("{e}\n{}", w.trace.join("\n")));
+}
+
+#[test]
+fn without_reconciliation_the_absent_host_would_bring_deleted_files_back() {
+    // The hazard itself, to show the test above can fail: the same
+    // story, with h2 never told what its peers forgot.
+    let mut w = World::scripted();
+    let minute = 60_000_000_000;
+    w.put(0, "a", Some(1));
+    w.settle(true);
+    w.stop(2);
+    w.now_ns += minute;
+    w.rm(0, "a");
+    w.settle(true);
+    w.now_ns += 10 * minute;
+    w.expire(0);
+    w.expire(1);
+    w.peers[2].down = false;
+    w.observe_dirty(2, true);
+    // h2 behaves as an omirrd without expiry would: it keeps its cursors.
+    w.skip_reconcile = true;
+    w.settle(true);
+    assert!(w.has(2, "a").is_some(), "h2 still has a");
+    assert!(
+        w.check().is_err(),
+        "without reconciliation the hosts do not agree"
+    );
 }
