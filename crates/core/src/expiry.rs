@@ -67,6 +67,19 @@ pub fn must_reconcile(cursor: Seq, peer: &Forgotten) -> bool {
     cursor < peer.seq
 }
 
+/// Whether a change from a peer must wait (be set aside) until the peer
+/// has reconciled with this host: the peer's cursor for this host
+/// (`their_cursor`) is below what this host forgot (`ours`), and the
+/// change is live, older than this host's watermark and for a path this
+/// host has no entry for (`known`). Such a change may be one that a
+/// tombstone this host forgot deleted, and the peer never saw that
+/// tombstone; its reconciliation deletes it (or renews it, if it was
+/// the peer's own change made while away). Anything else is decided as
+/// usual, by its version.
+pub fn must_wait(ours: &Forgotten, their_cursor: Seq, known: bool, entry: &Entry) -> bool {
+    must_reconcile(their_cursor, ours) && !known && entry.is_live() && entry.version.ts < ours.below
+}
+
 /// Whether `entry` is a tombstone old enough to forget at `now`.
 pub fn expirable(entry: &Entry, now: Timestamp, horizon_ns: u64) -> bool {
     entry.is_expired_tombstone(now, horizon_ns)
