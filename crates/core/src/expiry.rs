@@ -338,8 +338,8 @@ mod tests {
             below: Timestamp(50),
         };
         // The peer had our changes up to sequence 2 (mine-sent).
-        let out = reconcile(&ix, &me, &ours, &sent, &forgot, 2, Timestamp(100))
-            .expect("infallible");
+        let out =
+            reconcile(&ix, &me, &ours, &sent, &forgot, 2, Timestamp(100)).expect("infallible");
         let names = |v: &[Change]| v.iter().map(|c| c.path.to_string()).collect::<Vec<_>>();
         assert_eq!(names(&out.deleted), ["dir", "gone", "mine-sent"]);
         assert_eq!(names(&out.renewed), ["dir/away", "mine-away"]);
@@ -348,6 +348,9 @@ mod tests {
             let was = ix.entry(&c.path).expect("infallible").expect("held");
             assert_eq!(c.entry.version.ts.0, was.version.ts.0 + 1, "just above");
         }
-        assert!(out.renewed.iter().all(|c| c.entry.version.ts == Timestamp(100)));
+        assert!(out
+            .renewed
+            .iter()
+            .all(|c| c.entry.version.ts == Timestamp(100)));
     }
 }

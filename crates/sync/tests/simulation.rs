@@ -761,7 +761,10 @@ impl World {
             .collect();
         for k in stale {
             self.conns.remove(&k);
-            self.log(format!("h{} <-> h{} ended: a cursor below the forgetting", k.0, k.1));
+            self.log(format!(
+                "h{} <-> h{} ended: a cursor below the forgetting",
+                k.0, k.1
+            ));
         }
     }
 
@@ -1375,7 +1378,9 @@ impl World {
             ..Default::default()
         };
         let path = Self::path(path);
-        self.peers[i].disk.insert(path.clone(), Node { content, meta });
+        self.peers[i]
+            .disk
+            .insert(path.clone(), Node { content, meta });
         self.touched(i, vec![path]);
     }
 
@@ -1513,7 +1518,10 @@ fn a_schedule_really_exchanges_changes() {
     assert!(total.expired > 100, "tombstones expired: {total:?}");
     assert!(total.buried > 5, "hidden entries buried: {total:?}");
     assert!(total.reconciled > 10, "reconciliations: {total:?}");
-    assert!(total.renewed > 2, "changes made while away renewed: {total:?}");
+    assert!(
+        total.renewed > 2,
+        "changes made while away renewed: {total:?}"
+    );
 }
 
 #[test]
@@ -1569,11 +1577,20 @@ fn a_host_away_longer_than_the_horizon_brings_no_deleted_file_back() {
         // What h2 wrote while away survives, on every host: the edit of
         // a file the others deleted meanwhile included.
         for (kept, h) in [("b", 2u8), ("f", 3), ("e", 4)] {
-            let node = w.has(i, kept).unwrap_or_else(|| panic!("h{i} lacks {kept}"));
-            assert_eq!(node.content, Content::File { size: u64::from(h), hash: [h; 32] });
+            let node = w
+                .has(i, kept)
+                .unwrap_or_else(|| panic!("h{i} lacks {kept}"));
+            assert_eq!(
+                node.content,
+                Content::File {
+                    size: u64::from(h),
+                    hash: [h; 32]
+                }
+            );
         }
     }
-    w.check().unwrap_or_else(|e| panic!("{e}\n{}", w.trace.join("\n")));
+    w.check()
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.trace.join("\n")));
 }
 
 #[test]
