@@ -15,7 +15,12 @@ use crate::{ErrorCode, Hello, Message, PROTOCOL_VERSION};
 /// The capabilities this build supports and lists in its [`Hello`]. A
 /// capability names optional messages or behaviour that a session uses
 /// only when both sides list it.
-pub const CAPABILITIES: &[&str] = &[crate::CAP_CHUNKS, crate::CAP_BACKLOG, crate::CAP_DIGESTS];
+pub const CAPABILITIES: &[&str] = &[
+    crate::CAP_CHUNKS,
+    crate::CAP_BACKLOG,
+    crate::CAP_DIGESTS,
+    crate::CAP_EXPIRY,
+];
 
 /// Why a session ends at the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

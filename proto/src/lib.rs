@@ -121,6 +121,11 @@ pub const CAP_DIGESTS: &str = "chunk-digests";
 /// of the answer to a `Pull`.
 pub const CAP_BACKLOG: &str = "backlog";
 
+/// The capability for tombstone expiry: the message `Forgotten`, with
+/// which a host tells its peers what it has forgotten, so that one that
+/// was away for longer reconciles instead of bringing deleted files back.
+pub const CAP_EXPIRY: &str = "expiry";
+
 /// The longest host name, in bytes (a DNS name's limit).
 pub const MAX_HOST_LEN: usize = 255;
 

@@ -301,6 +301,12 @@ pub fn one_of_each() -> Vec<Message> {
             ],
             last: true,
         },
+        Message::Forgotten {
+            forgot_seq: 7,
+            forgot_below: omirr_proto::Timestamp(1_700_000_000_000_000_000),
+            cursor: 3,
+            last: 12,
+        },
     ];
     for m in &all {
         match m {
@@ -321,7 +327,8 @@ pub fn one_of_each() -> Vec<Message> {
             | Message::Clock { .. }
             | Message::Backlog { .. }
             | Message::DigestRequest { .. }
-            | Message::ChunkDigests { .. } => {}
+            | Message::ChunkDigests { .. }
+            | Message::Forgotten { .. } => {}
         }
     }
     all
