@@ -10,7 +10,7 @@ mod support;
 use omirr_core::RelPath;
 use std::fs;
 use std::time::Duration;
-use support::cluster::{wait_until, Cluster};
+use support::cluster::{wait_converged, wait_until, Cluster};
 use support::{omirrd, stdout};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -65,7 +65,9 @@ fn the_daemon_forgets_a_tombstone_older_than_the_horizon() {
             cluster.logs()
         );
         assert!(
-            cluster.log(h).contains("expired 1 tombstones older than 2s"),
+            cluster
+                .log(h)
+                .contains("expired 1 tombstones older than 2s"),
             "{}",
             cluster.log(h)
         );
@@ -91,7 +93,11 @@ fn check_says_how_long_deletions_are_remembered() {
         let config = cluster.config().to_str().expect("utf-8").to_string();
         let peers = cluster.peers().to_str().expect("utf-8").to_string();
         let root = cluster.root("alpha").to_str().expect("utf-8").to_string();
-        let state = cluster.state_dir("alpha").to_str().expect("utf-8").to_string();
+        let state = cluster
+            .state_dir("alpha")
+            .to_str()
+            .expect("utf-8")
+            .to_string();
         args.push(&config);
         args.extend(["--peers", &peers, "--root", &root, "--state-dir", &state]);
         args.extend(extra);
@@ -114,5 +120,84 @@ fn check_says_how_long_deletions_are_remembered() {
         support::stderr(&out).contains("an optional s, m, h or d"),
         "{}",
         support::stderr(&out)
+    );
+}
+
+#[test]
+fn a_host_away_longer_than_the_horizon_brings_no_deleted_file_back() {
+    let _serial = support::serial();
+    let hosts = ["alpha", "beta", "gamma"];
+    let mut cluster = Cluster::new(&hosts, www);
+    cluster.add_args(&["--tombstone-horizon", "3s"]);
+    for h in hosts {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    let www_of = |c: &Cluster, h: &str| c.root(h).join("srv/www");
+    let alpha = www_of(&cluster, "alpha");
+    fs::create_dir_all(alpha.join("d")).expect("mkdir");
+    for f in ["a.txt", "keep.txt", "d/x.txt"] {
+        fs::write(alpha.join(f), format!("{f} as alpha wrote it\n")).expect("write");
+    }
+    cluster.start_all();
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+
+    // gamma goes away; alpha and beta delete a file and a directory.
+    cluster.stop("gamma");
+    fs::remove_file(alpha.join("a.txt")).expect("rm");
+    fs::remove_dir_all(www_of(&cluster, "beta").join("d")).expect("rm -r");
+    wait_converged(&cluster, &hosts[..2], "srv/www", TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!alpha.join("d").exists() && !www_of(&cluster, "beta").join("a.txt").exists());
+    // While away, gamma's files change: an edit and a new file.
+    let gamma = www_of(&cluster, "gamma");
+    fs::write(gamma.join("keep.txt"), "edited on gamma while away\n").expect("write");
+    fs::write(gamma.join("new.txt"), "written on gamma while away\n").expect("write");
+    // alpha and beta forget the deletions (a.txt, d and d/x.txt).
+    for h in &hosts[..2] {
+        assert!(
+            wait_until(TIMEOUT, || expired(&cluster, h) >= 3),
+            "{h} did not forget the deletions: {:?}\n{}",
+            cluster.status(h),
+            cluster.logs()
+        );
+    }
+
+    // gamma comes back. It must not bring a.txt or d back.
+    cluster.start_host("gamma");
+    assert!(
+        cluster.wait_for_log("gamma", "reconciled with", TIMEOUT),
+        "gamma did not reconcile:\n{}",
+        cluster.logs()
+    );
+    wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    for h in hosts {
+        let w = www_of(&cluster, h);
+        assert!(!w.join("a.txt").exists(), "{h}: a.txt is back");
+        assert!(!w.join("d").exists(), "{h}: d is back");
+        assert_eq!(
+            fs::read_to_string(w.join("keep.txt")).expect("keep.txt"),
+            "edited on gamma while away\n",
+            "{h}"
+        );
+        assert_eq!(
+            fs::read_to_string(w.join("new.txt")).expect("new.txt"),
+            "written on gamma while away\n",
+            "{h}"
+        );
+    }
+    let log = cluster.log("gamma");
+    if std::env::var_os("OMIRR_EXPIRY_SHOW").is_some() {
+        eprintln!("{}", cluster.logs());
+    }
+    assert!(
+        log.contains("WARN") && log.contains("was away for longer than"),
+        "gamma says why it reconciles:\n{log}"
+    );
+    assert!(
+        cluster
+            .status("gamma")
+            .and_then(|s| s["reconciliations"].as_u64())
+            .is_some_and(|n| n >= 1),
+        "{:?}",
+        cluster.status("gamma")
     );
 }

@@ -243,7 +243,10 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     }));
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
-    tokio::spawn(expire_tombstones(shared.engine.clone(), args.tombstone_horizon));
+    tokio::spawn(expire_tombstones(
+        shared.engine.clone(),
+        args.tombstone_horizon,
+    ));
     tokio::spawn(accept(shared.clone(), listener));
     for peer in shared.plan().peer_names() {
         tokio::spawn(dial(shared.clone(), peer));
@@ -295,7 +298,12 @@ async fn expire_tombstones(engine: Arc<Engine>, horizon: crate::cli::Horizon) {
         match tokio::task::spawn_blocking(move || e.expire_tombstones()).await {
             Ok(Ok(done)) => {
                 if done.forgotten > 0 || !done.buried.is_empty() {
-                    let below = engine.store.index.forgotten().map(|f| f.below.0).unwrap_or(0);
+                    let below = engine
+                        .store
+                        .index
+                        .forgotten()
+                        .map(|f| f.below.0)
+                        .unwrap_or(0);
                     tracing::info!(
                         forgotten = done.forgotten,
                         buried = done.buried.len(),

@@ -217,9 +217,10 @@ impl Engine {
         self.counters
             .expired_tombstones
             .fetch_add(done.forgotten as u64, std::sync::atomic::Ordering::Relaxed);
-        self.counters
-            .buried_tombstones
-            .fetch_add(done.buried.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counters.buried_tombstones.fetch_add(
+            done.buried.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(done)
     }
 

@@ -142,10 +142,7 @@ impl PeerApplier {
         let peer = self.peer.clone();
         let out = tokio::task::spawn_blocking(move || {
             let plan = engine.policy();
-            let held = engine
-                .store
-                .index
-                .held(&|p| plan.authorised(&peer, p))?;
+            let held = engine.store.index.held(&|p| plan.authorised(&peer, p))?;
             let now = engine.disk.lock().hlc.now(crate::engine::wall());
             omirr_core::expiry::reconcile(
                 &engine.store.index,
@@ -171,7 +168,10 @@ impl PeerApplier {
             self.engine.store.announce();
         }
         let peer_id = HostId::new(&self.peer);
-        self.engine.store.index.set_must_reconcile(&peer_id, false)?;
+        self.engine
+            .store
+            .index
+            .set_must_reconcile(&peer_id, false)?;
         self.engine
             .counters
             .reconciliations
