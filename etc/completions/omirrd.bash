@@ -65,7 +65,7 @@ _omirrd() {
 
     case "${cmd}" in
         omirrd)
-            opts="-f -v -D -d -h -V --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --help --version check keygen id completions status demo help"
+            opts="-f -v -D -d -h -V --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --tombstone-horizon --help --version check keygen id completions status demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -99,6 +99,10 @@ _omirrd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tombstone-horizon)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 -d)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -111,7 +115,7 @@ _omirrd() {
             return 0
             ;;
         omirrd__subcmd__check)
-            opts="-f -v -D -d -h --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --help"
+            opts="-f -v -D -d -h --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --tombstone-horizon --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -142,6 +146,10 @@ _omirrd() {
                     return 0
                     ;;
                 --max-clock-offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tombstone-horizon)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -171,7 +179,7 @@ _omirrd() {
             return 0
             ;;
         omirrd__subcmd__demo)
-            opts="-f -v -D -d -h --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --help"
+            opts="-f -v -D -d -h --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --tombstone-horizon --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -202,6 +210,10 @@ _omirrd() {
                     return 0
                     ;;
                 --max-clock-offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tombstone-horizon)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

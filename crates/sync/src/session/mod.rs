@@ -745,9 +745,17 @@ async fn push(
         if let Some(after) = from {
             moved.mark_unchanged();
             let read = engine.store.index.since(after, page)?;
-            let raw_upto = read.last().map(|(s, _)| *s);
+            let mut raw_upto = read.last().map(|(s, _)| *s);
+            let last_seq = engine.store.index.last_seq()?;
+            // The last sequences may be gone (forgotten by expiry): the
+            // peer's cursor still moves up to the last one, or it would
+            // stay below what this host forgot and the peer reconcile
+            // at every session.
+            if raw_upto.is_none() && last_seq > after {
+                raw_upto = Some(last_seq);
+            }
             let last = match raw_upto {
-                Some(u) => engine.store.index.last_seq()? == u,
+                Some(u) => last_seq == u,
                 None => true,
             };
             // Only what the peer may have, and not its own changes back
