@@ -29,7 +29,9 @@ pub fn wall_ns() -> u64 {
 impl Rogue {
     /// Connects to `to` as `as_host` (with `as_host`'s key from its state
     /// directory), reads the daemon's `Hello` and `Clock`, and sends its
-    /// own `Hello` and a `Clock` reading `wall`.
+    /// own `Hello`, a `Clock` reading `wall` and a `Forgotten` that says
+    /// nothing was forgotten (the daemon's own `Forgotten` is the next
+    /// message it sends, unless it refuses the clock).
     pub fn connect(cluster: &Cluster, as_host: &str, to: &str, wall: u64) -> Rogue {
         use omirr_net::tls;
         let identity =
@@ -66,9 +68,17 @@ impl Rogue {
                     other => panic!("no greeting from {to}: {other:?}"),
                 }
             }
+            // Its Hello lists `expiry`, so the third message is its
+            // `Forgotten`: nothing forgotten, nothing had from the daemon.
             for m in [
                 Message::Hello(omirr_proto::Hello::new(&as_host)),
                 Message::Clock { wall, index: 1 },
+                Message::Forgotten {
+                    forgot_seq: 0,
+                    forgot_below: omirr_proto::Timestamp(0),
+                    cursor: 0,
+                    last: 0,
+                },
             ] {
                 omirr_proto::write_message(&mut s, &m).await.expect("greet");
             }
