@@ -458,6 +458,12 @@ impl DeafPeer {
                                 .map_or(0, |d| d.as_nanos() as u64),
                             index: 1,
                         },
+                        omirr_proto::Message::Forgotten {
+                            forgot_seq: 0,
+                            forgot_below: omirr_proto::Timestamp(0),
+                            cursor: 0,
+                            last: 0,
+                        },
                         omirr_proto::Message::Pull {
                             after: 0,
                             own_after: omirr_proto::Timestamp(0),

@@ -71,7 +71,7 @@ _omirrd() {
 
     case "${cmd}" in
         omirrd)
-            opts="-f -v -D -d -h -V --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --help --version check keygen id completions status verify demo help"
+            opts="-f -v -D -d -h -V --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --tombstone-horizon --help --version check keygen id completions status verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -105,6 +105,10 @@ _omirrd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tombstone-horizon)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 -d)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -117,7 +121,7 @@ _omirrd() {
             return 0
             ;;
         omirrd__subcmd__check)
-            opts="-f -v -D -d -h --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --help"
+            opts="-f -v -D -d -h --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --tombstone-horizon --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -148,6 +152,10 @@ _omirrd() {
                     return 0
                     ;;
                 --max-clock-offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tombstone-horizon)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -177,7 +185,7 @@ _omirrd() {
             return 0
             ;;
         omirrd__subcmd__demo)
-            opts="-f -v -D -d -h --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --help"
+            opts="-f -v -D -d -h --config --peers --host --root --state-dir --foreground --verbose --debug --in-flight --max-clock-offset --tombstone-horizon --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -208,6 +216,10 @@ _omirrd() {
                     return 0
                     ;;
                 --max-clock-offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tombstone-horizon)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_omirrd_global_optspecs
-    string join \n config= peers= host= root= state-dir= f/foreground v/verbose D/debug in-flight= max-clock-offset= d= h/help V/version
+    string join \n config= peers= host= root= state-dir= f/foreground v/verbose D/debug in-flight= max-clock-offset= tombstone-horizon= d= h/help V/version
 end
 
 function __fish_omirrd_needs_command
@@ -31,6 +31,7 @@ complete -c omirrd -n "__fish_omirrd_needs_command" -l root -d 'Resolve every ab
 complete -c omirrd -n "__fish_omirrd_needs_command" -l state-dir -d 'Where the key pair, certificate and index live' -r -F
 complete -c omirrd -n "__fish_omirrd_needs_command" -l in-flight -d 'File content that may be in flight from each peer at once: fetched ahead, or queued for the file being written. Takes K, M and G suffixes (powers of 1024)' -r
 complete -c omirrd -n "__fish_omirrd_needs_command" -l max-clock-offset -d 'The most another host\'s wall clock may differ from this host\'s: a peer further off is refused, and a change stamped further ahead than this is set aside. Seconds, or with an s, m or h suffix' -r
+complete -c omirrd -n "__fish_omirrd_needs_command" -l tombstone-horizon -d 'How long a deletion is remembered (its tombstone kept): a host away for longer reconciles with its peers when it comes back (see docs/sync-model.md, "Tombstone expiry"). Expiry runs at start and every hour (or every TIME, if shorter). Seconds, or with an s, m, h or d suffix; "never" keeps tombstones for ever' -r
 complete -c omirrd -n "__fish_omirrd_needs_command" -s d -d 'Define or override a Distfile variable, as rdist\'s -d. VALUE is empty, one name, or a parenthesised list' -r
 complete -c omirrd -n "__fish_omirrd_needs_command" -s f -l foreground -d 'Stay in the foreground and log to stderr'
 complete -c omirrd -n "__fish_omirrd_needs_command" -s v -l verbose -d 'Also log what moves, per peer: changes, files fetched and served, actions applied (DEBUG). -vv is -D'
@@ -52,6 +53,7 @@ complete -c omirrd -n "__fish_omirrd_using_subcommand check" -l root -d 'Resolve
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -l state-dir -d 'Where the key pair, certificate and index live' -r -F
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -l in-flight -d 'File content that may be in flight from each peer at once: fetched ahead, or queued for the file being written. Takes K, M and G suffixes (powers of 1024)' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -l max-clock-offset -d 'The most another host\'s wall clock may differ from this host\'s: a peer further off is refused, and a change stamped further ahead than this is set aside. Seconds, or with an s, m or h suffix' -r
+complete -c omirrd -n "__fish_omirrd_using_subcommand check" -l tombstone-horizon -d 'How long a deletion is remembered (its tombstone kept): a host away for longer reconciles with its peers when it comes back (see docs/sync-model.md, "Tombstone expiry"). Expiry runs at start and every hour (or every TIME, if shorter). Seconds, or with an s, m, h or d suffix; "never" keeps tombstones for ever' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s d -d 'Define or override a Distfile variable, as rdist\'s -d. VALUE is empty, one name, or a parenthesised list' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s f -l foreground -d 'Stay in the foreground and log to stderr'
 complete -c omirrd -n "__fish_omirrd_using_subcommand check" -s v -l verbose -d 'Also log what moves, per peer: changes, files fetched and served, actions applied (DEBUG). -vv is -D'
@@ -77,6 +79,7 @@ complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l root -d 'Resolve 
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l state-dir -d 'Where the key pair, certificate and index live' -r -F
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l in-flight -d 'File content that may be in flight from each peer at once: fetched ahead, or queued for the file being written. Takes K, M and G suffixes (powers of 1024)' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l max-clock-offset -d 'The most another host\'s wall clock may differ from this host\'s: a peer further off is refused, and a change stamped further ahead than this is set aside. Seconds, or with an s, m or h suffix' -r
+complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -l tombstone-horizon -d 'How long a deletion is remembered (its tombstone kept): a host away for longer reconciles with its peers when it comes back (see docs/sync-model.md, "Tombstone expiry"). Expiry runs at start and every hour (or every TIME, if shorter). Seconds, or with an s, m, h or d suffix; "never" keeps tombstones for ever' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s d -d 'Define or override a Distfile variable, as rdist\'s -d. VALUE is empty, one name, or a parenthesised list' -r
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s f -l foreground -d 'Stay in the foreground and log to stderr'
 complete -c omirrd -n "__fish_omirrd_using_subcommand demo" -s v -l verbose -d 'Also log what moves, per peer: changes, files fetched and served, actions applied (DEBUG). -vv is -D'

@@ -20,6 +20,7 @@ pub const CAPABILITIES: &[&str] = &[
     crate::CAP_BACKLOG,
     crate::CAP_DIGESTS,
     crate::CAP_VERIFY,
+    crate::CAP_EXPIRY,
 ];
 
 /// Why a session ends at the handshake.

@@ -131,6 +131,10 @@ pub const MAX_BUCKETS: usize = omirr_core::verify::FANOUT;
 
 /// The most entries one [`Message::Entries`] page carries.
 pub const MAX_VERIFY_ENTRIES: usize = omirr_core::verify::MAX_ENTRIES_PAGE;
+/// The capability for tombstone expiry: the message `Forgotten`, with
+/// which a host tells its peers what it has forgotten, so that one that
+/// was away for longer reconciles instead of bringing deleted files back.
+pub const CAP_EXPIRY: &str = "expiry";
 
 /// The longest host name, in bytes (a DNS name's limit).
 pub const MAX_HOST_LEN: usize = 255;

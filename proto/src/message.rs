@@ -259,6 +259,21 @@ pub enum Message {
         entries: Vec<Change>,
         complete: bool,
     },
+    /// Capability [`crate::CAP_EXPIRY`]: what the sender has forgotten
+    /// (its expiry watermark: the greatest sequence of an entry it
+    /// forgot, and a timestamp above every one), its cursor for the
+    /// receiver (`cursor`: it has everything the receiver recorded up to
+    /// it) and its last sequence (`last`). The third message of a
+    /// session, before `Pull`, and sent again with every `Ping`. A
+    /// receiver whose cursor for the sender is below `forgot_seq` may
+    /// have missed a deletion the sender no longer remembers: it
+    /// reconciles (see `PROTOCOL.md`, "Tombstone expiry").
+    Forgotten {
+        forgot_seq: Seq,
+        forgot_below: Timestamp,
+        cursor: Seq,
+        last: Seq,
+    },
 }
 
 impl Message {
@@ -287,6 +302,7 @@ impl Message {
             Message::Summary { .. } => "Summary",
             Message::EntriesRequest { .. } => "EntriesRequest",
             Message::Entries { .. } => "Entries",
+            Message::Forgotten { .. } => "Forgotten",
         }
     }
 
@@ -373,6 +389,7 @@ impl Message {
                     None => Ok(()),
                 }
             }
+            Message::Forgotten { .. } => Ok(()),
             Message::RangeRequest { ranges, size, .. } => check_ranges(ranges, *size),
             Message::SummaryRequest { span, .. } | Message::EntriesRequest { span, .. } => {
                 check_span(span)

@@ -50,16 +50,18 @@ fn wire_bytes_match_protocol_md() {
     assert_eq!(
         encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
         [
-            &[0, 0, 0, 45, 0, 2, 5][..],
+            &[0, 0, 0, 52, 0, 2, 5][..],
             b"alpha",
-            &[4, 6],
+            &[5, 6],
             b"chunks",
             &[7],
             b"backlog",
             &[13],
             b"chunk-digests",
             &[6],
-            b"verify"
+            b"verify",
+            &[6],
+            b"expiry"
         ]
         .concat()
     );

@@ -29,7 +29,9 @@ pub fn wall_ns() -> u64 {
 impl Rogue {
     /// Connects to `to` as `as_host` (with `as_host`'s key from its state
     /// directory), reads the daemon's `Hello` and `Clock`, and sends its
-    /// own `Hello` and a `Clock` reading `wall`.
+    /// own `Hello`, a `Clock` reading `wall` and a `Forgotten` that says
+    /// nothing was forgotten (the daemon's own `Forgotten` is the next
+    /// message it sends, unless it refuses the clock).
     pub fn connect(cluster: &Cluster, as_host: &str, to: &str, wall: u64) -> Rogue {
         Rogue::connect_with(cluster, as_host, to, wall, omirr_proto::Hello::new(as_host))
     }
@@ -77,7 +79,22 @@ impl Rogue {
                     other => panic!("no greeting from {to}: {other:?}"),
                 }
             }
-            for m in [Message::Hello(hello), Message::Clock { wall, index: 1 }] {
+            // A Hello that lists `expiry` makes the third message its
+            // `Forgotten`: nothing forgotten, nothing had from the daemon.
+            let expiry = hello
+                .capabilities
+                .iter()
+                .any(|c| c == omirr_proto::CAP_EXPIRY);
+            let mut greeting_out = vec![Message::Hello(hello), Message::Clock { wall, index: 1 }];
+            if expiry {
+                greeting_out.push(Message::Forgotten {
+                    forgot_seq: 0,
+                    forgot_below: omirr_proto::Timestamp(0),
+                    cursor: 0,
+                    last: 0,
+                });
+            }
+            for m in greeting_out {
                 omirr_proto::write_message(&mut s, &m).await.expect("greet");
             }
             s.flush().await.expect("flush");

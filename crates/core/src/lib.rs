@@ -15,6 +15,9 @@
 //!   local changes out;
 //! - [`verify`]: comparing two hosts' indexes by summaries of path
 //!   ranges, descending only where they differ (`omirrd verify`);
+//! - [`expiry`]: which tombstones a host forgets, its watermark, and
+//!   what a host that was away longer than a peer's horizon forgets when
+//!   it comes back;
 //! - [`mem`]: an in-memory index, the model the persisted one follows and
 //!   the one the simulation tests drive.
 //!
@@ -29,6 +32,7 @@
 //! in and carry the returned actions out.
 
 pub mod entry;
+pub mod expiry;
 pub mod mem;
 pub mod observe;
 pub mod path;

@@ -3,8 +3,9 @@
 //! tests drive this one.
 
 use crate::entry::{Change, Entry, Hash};
+use crate::expiry::{self, Forgotten, Held};
 use crate::tree::IndexView;
-use crate::version::{HostId, Timestamp};
+use crate::version::{HostId, Timestamp, Version};
 use crate::{Content, RelPath, Seq};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -17,6 +18,7 @@ pub struct MemIndex {
     last_seq: Seq,
     cursors: HashMap<HostId, Seq>,
     holders: HashMap<Hash, BTreeSet<RelPath>>,
+    forgotten: Forgotten,
 }
 
 impl MemIndex {
@@ -87,20 +89,66 @@ impl MemIndex {
         self.cursors.insert(peer.clone(), seq);
     }
 
-    /// Forgets tombstones older than `horizon_ns` before `now`; returns how
-    /// many.
+    /// Forgets tombstones older than `horizon_ns` before `now` that hide
+    /// nothing, and buries what the others hide ([`expiry::plan`]);
+    /// returns how many tombstones it forgot.
     pub fn expire_tombstones(&mut self, now: Timestamp, horizon_ns: u64) -> usize {
-        let old: Vec<(RelPath, Seq)> = self
+        self.expire(now, horizon_ns).0
+    }
+
+    /// [`MemIndex::expire_tombstones`], returning also the tombstones it
+    /// recorded to bury what an expired one hides (new changes, which the
+    /// peers are to get).
+    pub fn expire(&mut self, now: Timestamp, horizon_ns: u64) -> (usize, Vec<Change>) {
+        let old: Vec<(RelPath, Entry)> = self
             .entries
             .iter()
-            .filter(|(_, (e, _))| e.is_expired_tombstone(now, horizon_ns))
-            .map(|(p, (_, s))| (p.clone(), *s))
+            .filter(|(_, (e, _))| expiry::expirable(e, now, horizon_ns))
+            .map(|(p, (e, _))| (p.clone(), e.clone()))
             .collect();
-        for (p, s) in &old {
-            self.entries.remove(p);
-            self.by_seq.remove(s);
+        let Ok(plan) = expiry::plan(self, &old);
+        for c in &plan.bury {
+            self.record(c.clone());
         }
-        old.len()
+        (self.forget(&plan.forget), plan.bury)
+    }
+
+    /// Forgets each path that still holds the given version, and raises
+    /// the watermark ([`MemIndex::forgotten`]) by it; returns how many.
+    pub fn forget(&mut self, paths: &[(RelPath, Version)]) -> usize {
+        let mut n = 0;
+        for (p, v) in paths {
+            let Some((e, s)) = self.entries.get(p) else {
+                continue;
+            };
+            if e.version != *v {
+                continue;
+            }
+            let (e, s) = (e.clone(), *s);
+            self.entries.remove(p);
+            self.by_seq.remove(&s);
+            self.unhold(p, &e);
+            self.forgotten.add(s, v);
+            n += 1;
+        }
+        n
+    }
+
+    /// What this index has forgotten: its expiry watermark.
+    pub fn forgotten(&self) -> Forgotten {
+        self.forgotten
+    }
+
+    /// Every entry with its sequence, in path order.
+    pub fn held(&self) -> Vec<Held> {
+        self.entries
+            .iter()
+            .map(|(p, (e, s))| Held {
+                path: p.clone(),
+                entry: e.clone(),
+                seq: *s,
+            })
+            .collect()
     }
 
     /// Every entry, in path order.

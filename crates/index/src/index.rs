@@ -11,11 +11,14 @@ use crate::record;
 use crate::schema::{
     aside_key, entry_inode_key, holder_key, loose_inode_key, split_key, tombstone_key, StatTuple,
     ASIDE, BY_SEQ, BY_SEQ_V2, CHUNK_LISTS, COUNTERS, CURSORS, ENTRIES, ENTRIES_V2, HLC_LAST,
-    HOLDERS, INODES, LAST_SEQ, LATEST, MAGIC, META, META_FORMAT, META_ID, META_MAGIC, PEER_INDEXES,
-    STATS, TOMBSTONES,
+    HOLDERS, INODES, LAST_SEQ, LATEST, MAGIC, META, META_FORGOTTEN, META_FORMAT, META_ID,
+    META_MAGIC, PEER_INDEXES, RECONCILE, STATS, TOMBSTONES,
 };
 use crate::stat::StatKey;
-use omirr_core::{Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp};
+use omirr_core::expiry::{Forgotten, Held};
+use omirr_core::{
+    Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp, Version,
+};
 use redb::{
     Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata,
     StorageError, Table, TableDefinition, TableError, WriteTransaction,
@@ -120,6 +123,34 @@ fn counter(
         .get(name)
         .at(db, "reading a counter")?
         .map_or(0, |g| g.value()))
+}
+
+/// What [`Index::expire`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// How many tombstones it forgot.
+    pub forgotten: usize,
+    /// The tombstones it recorded to bury what an expired one hides
+    /// (see [`omirr_core::expiry::Plan::bury`]).
+    pub buried: Vec<Change>,
+}
+
+/// The watermark as [`META_FORGOTTEN`] holds it: the sequence, then the
+/// timestamp, 8 bytes each, little-endian.
+fn encode_forgotten(f: &Forgotten) -> [u8; 16] {
+    let mut b = [0; 16];
+    b[..8].copy_from_slice(&f.seq.to_le_bytes());
+    b[8..].copy_from_slice(&f.below.0.to_le_bytes());
+    b
+}
+
+fn decode_forgotten(b: &[u8]) -> Option<Forgotten> {
+    let seq: [u8; 8] = b.get(..8)?.try_into().ok()?;
+    let below: [u8; 8] = b.get(8..16)?.try_into().ok()?;
+    (b.len() == 16).then(|| Forgotten {
+        seq: u64::from_le_bytes(seq),
+        below: Timestamp(u64::from_le_bytes(below)),
+    })
 }
 
 /// What [`Index::open`] found.
@@ -733,10 +764,157 @@ impl Index {
     }
 
     /// Forgets tombstones older than `horizon_ns` before `now` (see
-    /// [`Entry::is_expired_tombstone`]); returns how many. One range scan
-    /// over the tombstones, not over every entry.
+    /// [`Entry::is_expired_tombstone`]) that hide nothing, and buries
+    /// what the others hide, as [`omirr_core::expiry::plan`] says;
+    /// returns how many tombstones it forgot. See [`Index::expire`].
     pub fn expire_tombstones(&self, now: Timestamp, horizon_ns: u64) -> Result<usize, IndexError> {
-        self.write(|t| t.expire(now, horizon_ns))
+        Ok(self.expire(now, horizon_ns)?.forgotten)
+    }
+
+    /// [`Index::expire_tombstones`], saying also which tombstones it
+    /// recorded to bury what an expired one hides (new changes, for the
+    /// peers). The expired tombstones are one range scan over the
+    /// tombstones, not over every entry; the plan reads below each. The
+    /// forgetting raises the watermark ([`Index::forgotten`]) in the
+    /// same transaction.
+    ///
+    /// The plan is made in a read transaction and carried out in a write
+    /// transaction: a caller that records changes concurrently must hold
+    /// off while it runs (the daemon holds its write lock), or a change
+    /// recorded in between below a forgotten tombstone could come into
+    /// view.
+    pub fn expire(&self, now: Timestamp, horizon_ns: u64) -> Result<Expired, IndexError> {
+        let expired = self.expired_tombstones(now, horizon_ns)?;
+        if expired.is_empty() {
+            return Ok(Expired::default());
+        }
+        let plan = omirr_core::expiry::plan(&self.reader()?, &expired)?;
+        let forgotten = self.write(|t| {
+            for c in &plan.bury {
+                t.record(c, StatUpdate::Keep)?;
+            }
+            t.forget(&plan.forget)
+        })?;
+        Ok(Expired {
+            forgotten,
+            buried: plan.bury,
+        })
+    }
+
+    /// The tombstones older than `horizon_ns` before `now`, in the order
+    /// of their timestamps.
+    fn expired_tombstones(
+        &self,
+        now: Timestamp,
+        horizon_ns: u64,
+    ) -> Result<Vec<(RelPath, Entry)>, IndexError> {
+        let p = &self.path;
+        let txn = self.read()?;
+        let tombstones = self.table(&txn, TOMBSTONES)?;
+        let entries = self.table(&txn, ENTRIES)?;
+        let mut out = Vec::new();
+        // Tombstone keys start with their timestamp, big-endian, so the
+        // expired ones are a prefix of the table.
+        for row in tombstones.iter().at(p, "scanning tombstones")? {
+            let (k, _) = row.at(p, "scanning tombstones")?;
+            let (ts, path) = split_key(k.value(), 8)
+                .ok_or_else(|| corrupt(p, "a tombstone key is too short"))?;
+            let ts = u64::from_be_bytes(ts.try_into().unwrap_or_default());
+            if ts.saturating_add(horizon_ns) >= now.0 {
+                break;
+            }
+            let path = decode_path(p, "tombstones", path)?;
+            match read_entry(p, &entries, &path)? {
+                Some(e) if omirr_core::expiry::expirable(&e, now, horizon_ns) => {
+                    out.push((path, e));
+                }
+                // A stray row (verify reports those); the entry stays.
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets each path that still holds the given version (a newer one
+    /// recorded meanwhile stays), and raises the watermark by it; returns
+    /// how many it forgot. For a host that reconciles with a peer, and
+    /// for expiry.
+    pub fn forget(&self, paths: &[(RelPath, Version)]) -> Result<usize, IndexError> {
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        self.write(|t| t.forget(paths))
+    }
+
+    /// What this index has forgotten: its expiry watermark (zero if
+    /// nothing), which its peers compare their cursors with.
+    pub fn forgotten(&self) -> Result<Forgotten, IndexError> {
+        let txn = self.read()?;
+        let meta = self.table(&txn, META)?;
+        let got = meta
+            .get(META_FORGOTTEN)
+            .at(&self.path, "reading the watermark")?;
+        match got {
+            None => Ok(Forgotten::default()),
+            Some(v) => decode_forgotten(v.value())
+                .ok_or_else(|| corrupt(&self.path, "the expiry watermark is not 16 bytes")),
+        }
+    }
+
+    /// Every entry with its sequence, in path order, of the paths `keep`
+    /// takes: what a host that reconciles with a peer holds in the sets
+    /// they share (see [`omirr_core::expiry::reconcile`]).
+    pub fn held(&self, keep: &dyn Fn(&RelPath) -> bool) -> Result<Vec<Held>, IndexError> {
+        let p = &self.path;
+        let txn = self.read()?;
+        let entries = self.table(&txn, ENTRIES)?;
+        let mut out = Vec::new();
+        for row in entries.iter().at(p, "reading entries")? {
+            let (k, v) = row.at(p, "reading entries")?;
+            let path = decode_path(p, "entries", k.value())?;
+            if !keep(&path) {
+                continue;
+            }
+            let (seq, entry, _) =
+                record::decode(v.value()).map_err(|e| bad_record(p, k.value(), e))?;
+            out.push(Held { path, entry, seq });
+        }
+        Ok(out)
+    }
+
+    /// Whether this host must reconcile with `peer` (see
+    /// [`omirr_core::expiry`]): set when it found its cursor below what
+    /// the peer forgot, cleared when a reconciliation is complete. Kept
+    /// across sessions and restarts, as an interrupted reconciliation
+    /// starts again from the beginning.
+    pub fn must_reconcile(&self, peer: &HostId) -> Result<bool, IndexError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(RECONCILE) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(e).at(&self.path, "opening a table"),
+        };
+        let got = table
+            .get(peer.as_str())
+            .at(&self.path, "reading a pending reconciliation")?;
+        Ok(got.is_some())
+    }
+
+    /// Sets or clears [`Index::must_reconcile`] for `peer`.
+    pub fn set_must_reconcile(&self, peer: &HostId, pending: bool) -> Result<(), IndexError> {
+        self.write(|t| {
+            let mut table = t.txn.open_table(RECONCILE).at(t.path, "opening a table")?;
+            if pending {
+                table
+                    .insert(peer.as_str(), ())
+                    .at(t.path, "writing a pending reconciliation")?;
+            } else {
+                table
+                    .remove(peer.as_str())
+                    .at(t.path, "clearing a pending reconciliation")?;
+            }
+            Ok(())
+        })
     }
 
     /// The changes set aside (see [`Aside`]), from `peer` or from every
@@ -1543,41 +1721,47 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn expire(&mut self, now: Timestamp, horizon_ns: u64) -> Result<usize, IndexError> {
+    /// Forgets each path that still holds the given version, and raises
+    /// the watermark in [`META`] by each; returns how many.
+    fn forget(&mut self, paths: &[(RelPath, Version)]) -> Result<usize, IndexError> {
         let p = self.path;
-        // Tombstone keys start with their timestamp, big-endian, so the
-        // expired ones are a prefix of the table.
-        let mut expired = Vec::new();
-        for row in self.tombstones.iter().at(p, "scanning tombstones")? {
-            let (k, _) = row.at(p, "scanning tombstones")?;
-            let (ts, path) = split_key(k.value(), 8)
-                .ok_or_else(|| corrupt(p, "a tombstone key is too short"))?;
-            let ts = u64::from_be_bytes(ts.try_into().unwrap_or_default());
-            if ts.saturating_add(horizon_ns) >= now.0 {
-                break;
-            }
-            expired.push((k.value().to_vec(), decode_path(p, "tombstones", path)?));
-        }
         let mut n = 0;
-        for (key, path) in expired {
-            self.tombstones
-                .remove(key.as_slice())
-                .at(p, "removing a tombstone")?;
-            let (seq, stat) = match self.record_of(path.as_bytes())? {
-                Some((seq, e, stat)) if e.is_expired_tombstone(now, horizon_ns) => (seq, stat),
-                // A stray row (verify reports those); the entry stays.
+        let mut forgot = Forgotten::default();
+        for (path, version) in paths {
+            let (seq, entry, stat) = match self.record_of(path.as_bytes())? {
+                Some(r) if r.1.version == *version => r,
+                // A newer version since, or gone: it stays.
                 _ => continue,
             };
+            if !entry.is_live() {
+                self.tombstones
+                    .remove(tombstone_key(entry.version.ts.0, path).as_slice())
+                    .at(p, "removing a tombstone")?;
+            }
+            if let Content::File { hash, .. } = &entry.content {
+                self.pending_holders.remove(holder_key(hash, seq));
+            }
+            forgot.add(seq, version);
             self.pending_entries.remove(path.as_bytes().to_vec());
             self.pending_by_seq.remove(seq);
             // The stat outlives the entry, kept apart from now on.
             if let Some(stat) = stat {
                 self.pending_stats.put(path.as_bytes().to_vec(), stat);
                 self.pending_inodes.remove(entry_inode_key(stat.ino, seq));
-                self.pending_inodes
-                    .put(loose_inode_key(stat.ino, &path), ());
+                self.pending_inodes.put(loose_inode_key(stat.ino, path), ());
             }
             n += 1;
+        }
+        if n > 0 {
+            let mut meta = self.txn.open_table(META).at(p, "opening a table")?;
+            let was = match meta.get(META_FORGOTTEN).at(p, "reading the watermark")? {
+                None => Forgotten::default(),
+                Some(v) => decode_forgotten(v.value())
+                    .ok_or_else(|| corrupt(p, "the expiry watermark is not 16 bytes"))?,
+            };
+            let now = encode_forgotten(&was.max(forgot));
+            meta.insert(META_FORGOTTEN, &now[..])
+                .at(p, "writing the watermark")?;
         }
         Ok(n)
     }

@@ -44,7 +44,7 @@ mod stat;
 
 pub use batch::{Batch, StatUpdate};
 pub use error::IndexError;
-pub use index::Aside;
+pub use index::{Aside, Expired};
 pub use index::{Index, FILE_NAME, FORMAT};
 pub use omirr_core::{Seq, Timestamp};
 pub use reader::IndexReader;

@@ -23,6 +23,11 @@ pub const META_FORMAT: &str = "format";
 /// peer's cursor is a sequence of one index, and this says which. Added
 /// to an index that lacks it when it is opened.
 pub const META_ID: &str = "id";
+/// The expiry watermark: what this index has forgotten (see
+/// [`omirr_core::expiry::Forgotten`]); 16 bytes, the greatest sequence
+/// then the timestamp above every forgotten entry, each little-endian.
+/// Absent: nothing forgotten yet.
+pub const META_FORGOTTEN: &str = "forgotten";
 pub const MAGIC: &[u8] = b"omirr-index";
 
 /// Counters: [`LAST_SEQ`], [`HLC_LAST`].
@@ -81,6 +86,11 @@ pub const PEER_INDEXES: TableDefinition<&str, u64> = TableDefinition::new("peer_
 /// [`crate::Index::latest_of`]). Created on first use, like
 /// [`CHUNK_LISTS`]; an index from before it reads as 0 for every host.
 pub const LATEST: TableDefinition<&str, u64> = TableDefinition::new("latest");
+
+/// peer host name -> (): this host must reconcile with that peer (it
+/// found its cursor below what the peer forgot); cleared when the
+/// reconciliation is complete. Created on first use.
+pub const RECONCILE: TableDefinition<&str, ()> = TableDefinition::new("reconcile");
 
 pub fn aside_key(peer: &str, path: &RelPath) -> Vec<u8> {
     let mut k = Vec::with_capacity(peer.len() + 1 + path.as_bytes().len());

@@ -164,6 +164,13 @@ pub struct DaemonArgs {
     /// than this is set aside. Seconds, or with an s, m or h suffix.
     #[arg(long, global = true, value_name = "TIME", default_value = "5m", value_parser = parse_duration)]
     pub max_clock_offset: std::time::Duration,
+    /// How long a deletion is remembered (its tombstone kept): a host
+    /// away for longer reconciles with its peers when it comes back (see
+    /// docs/sync-model.md, "Tombstone expiry"). Expiry runs at start and
+    /// every hour (or every TIME, if shorter). Seconds, or with an s, m,
+    /// h or d suffix; "never" keeps tombstones for ever.
+    #[arg(long, global = true, value_name = "TIME", default_value = "30d", value_parser = parse_horizon)]
+    pub tombstone_horizon: Horizon,
     /// Define or override a Distfile variable, as rdist's -d. VALUE is
     /// empty, one name, or a parenthesised list.
     #[arg(short = 'd', global = true, value_name = "VAR=VALUE", value_parser = parse_define)]
@@ -287,7 +294,43 @@ pub fn completions(shell: CompletionShell) -> Vec<u8> {
     script
 }
 
+/// How long tombstones are kept: `--tombstone-horizon`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon(pub Option<std::time::Duration>);
+
+impl std::fmt::Display for Horizon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => write!(f, "never"),
+            Some(d) => {
+                let s = d.as_secs();
+                match s {
+                    _ if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+                    _ if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+                    _ if s % 60 == 0 => write!(f, "{}m", s / 60),
+                    _ => write!(f, "{s}s"),
+                }
+            }
+        }
+    }
+}
+
+fn parse_horizon(s: &str) -> Result<Horizon, String> {
+    if s == "never" {
+        return Ok(Horizon(None));
+    }
+    parse_time(s, true)
+        .map(|d| Horizon(Some(d)))
+        .map_err(|e| format!("{e} (or \"never\")"))
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    parse_time(s, false)
+}
+
+/// Seconds, with an optional s, m or h (and d, if `days`) suffix; at
+/// least 1 second.
+fn parse_time(s: &str, days: bool) -> Result<std::time::Duration, String> {
     let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => s.split_at(i),
         None => (s, ""),
@@ -296,6 +339,12 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
+        "d" if days => 86_400,
+        _ if days => {
+            return Err(format!(
+                "expected a number of seconds with an optional s, m, h or d, found '{s}'"
+            ))
+        }
         _ => {
             return Err(format!(
                 "expected a number of seconds with an optional s, m or h, found '{s}'"
@@ -306,6 +355,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .parse()
         .map_err(|_| format!("expected a number of seconds, found '{s}'"))?;
     match n.checked_mul(scale) {
+        Some(0) if days => Err("a tombstone horizon must be at least 1 second".into()),
         Some(0) => Err("the maximum clock offset must be at least 1 second".into()),
         Some(v) => Ok(std::time::Duration::from_secs(v)),
         None => Err(format!("'{s}' is too large")),

@@ -230,7 +230,8 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
             &plan.peer_names(),
             args.in_flight,
         )
-        .with_max_clock_offset(args.max_clock_offset),
+        .with_max_clock_offset(args.max_clock_offset)
+        .with_tombstone_horizon(args.tombstone_horizon.0),
     );
     engine.undo.add(scan.undone);
     let shared = Arc::new(Shared {
@@ -284,6 +285,10 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     ));
 
     tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
+    tokio::spawn(expire_tombstones(
+        shared.engine.clone(),
+        args.tombstone_horizon,
+    ));
     tokio::spawn(accept(shared.clone(), listener));
     for peer in shared.plan().peer_names() {
         tokio::spawn(dial(shared.clone(), peer));
@@ -316,6 +321,47 @@ fn prepare_stage_dir(state_dir: &std::path::Path) -> Result<std::path::PathBuf> 
 }
 
 /// Records what the watcher reports and wakes the pushers.
+/// How often expiry runs, at most: every hour, or every horizon if that
+/// is shorter.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Forgets the tombstones older than the horizon, at start and then
+/// periodically (see docs/sync-model.md, "Tombstone expiry").
+async fn expire_tombstones(engine: Arc<Engine>, horizon: crate::cli::Horizon) {
+    let Some(h) = horizon.0 else {
+        tracing::debug!("tombstones are kept for ever (--tombstone-horizon never)");
+        return;
+    };
+    let mut tick = tokio::time::interval(EXPIRE_EVERY.min(h));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let e = engine.clone();
+        match tokio::task::spawn_blocking(move || e.expire_tombstones()).await {
+            Ok(Ok(done)) => {
+                if done.forgotten > 0 || !done.buried.is_empty() {
+                    let below = engine
+                        .store
+                        .index
+                        .forgotten()
+                        .map(|f| f.below.0)
+                        .unwrap_or(0);
+                    tracing::info!(
+                        forgotten = done.forgotten,
+                        buried = done.buried.len(),
+                        below,
+                        "expired {} tombstones older than {horizon} ({} buried first: they hid older entries)",
+                        done.forgotten,
+                        done.buried.len()
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("tombstone expiry failed, tried again later: {e}"),
+            Err(e) => tracing::warn!("tombstone expiry failed, tried again later: {e}"),
+        }
+    }
+}
+
 async fn local_changes(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<WatchEvent>,

@@ -541,6 +541,13 @@ pub fn check(args: &DaemonArgs) -> ExitCode {
     match &plan {
         Some(plan) if errors == 0 => {
             print!("{}", plan.describe());
+            match args.tombstone_horizon.0 {
+                Some(_) => println!(
+                    "deletions are remembered for {} (--tombstone-horizon); a host away for longer reconciles when it comes back",
+                    args.tombstone_horizon
+                ),
+                None => println!("deletions are remembered for ever (--tombstone-horizon never)"),
+            }
             println!("ok: {warnings} warning(s)");
             ExitCode::SUCCESS
         }

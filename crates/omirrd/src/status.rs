@@ -55,6 +55,17 @@ pub struct Status {
     /// The first [`ASIDE_SHOWN`] of them.
     #[serde(default)]
     pub aside: Vec<AsideStatus>,
+    /// Tombstones forgotten by expiry since start.
+    #[serde(default)]
+    pub expired_tombstones: u64,
+    /// Tombstones expiry recorded since start to bury what an expiring
+    /// one hid.
+    #[serde(default)]
+    pub buried_tombstones: u64,
+    /// Reconciliations with peers that forgot more than this host had
+    /// from them, completed since start.
+    #[serde(default)]
+    pub reconciliations: u64,
 }
 
 /// The most set-aside changes the status lists (it counts them all).
@@ -89,6 +100,9 @@ pub fn snapshot(counters: &Counters, host: &str, last_seq: u64, aside: Vec<Aside
         local_changes: counters.local_changes.load(Ordering::Relaxed),
         applied_changes: counters.applied_changes.load(Ordering::Relaxed),
         undone_changes: counters.undone_changes.load(Ordering::Relaxed),
+        expired_tombstones: counters.expired_tombstones.load(Ordering::Relaxed),
+        buried_tombstones: counters.buried_tombstones.load(Ordering::Relaxed),
+        reconciliations: counters.reconciliations.load(Ordering::Relaxed),
         peers,
     }
 }
@@ -444,6 +458,24 @@ pub fn prometheus(s: &Status) -> String {
         "counter",
         "Peers' changes applied since the daemon started.",
         vec![(String::new(), s.applied_changes as f64)],
+    );
+    family(
+        "omirrd_expired_tombstones_total",
+        "counter",
+        "Tombstones forgotten by expiry since the daemon started.",
+        vec![(String::new(), s.expired_tombstones as f64)],
+    );
+    family(
+        "omirrd_buried_tombstones_total",
+        "counter",
+        "Tombstones recorded by expiry, since the daemon started, to bury older entries an expiring tombstone hid.",
+        vec![(String::new(), s.buried_tombstones as f64)],
+    );
+    family(
+        "omirrd_reconciliations_total",
+        "counter",
+        "Reconciliations with peers that forgot more than this host had from them, since the daemon started.",
+        vec![(String::new(), s.reconciliations as f64)],
     );
     family(
         "omirrd_aside_changes",

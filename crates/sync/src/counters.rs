@@ -131,6 +131,13 @@ pub struct Counters {
     pub applied_changes: AtomicU64,
     /// Local changes undone where this host only receives (`receiveonly`).
     pub undone_changes: AtomicU64,
+    /// Tombstones forgotten by expiry since the daemon started.
+    pub expired_tombstones: AtomicU64,
+    /// Tombstones recorded by expiry to bury what an expiring one hid.
+    pub buried_tombstones: AtomicU64,
+    /// Reconciliations with a peer that forgot more than this host had
+    /// from it, completed since the daemon started.
+    pub reconciliations: AtomicU64,
     peers: Mutex<BTreeMap<String, PeerStatus>>,
 }
 

@@ -228,6 +228,9 @@ pub struct Engine {
     pub max_clock_offset: std::time::Duration,
     /// The running sessions, as `omirrd verify` asks peers through them.
     pub verify_links: Arc<crate::verify::Links>,
+    /// How long tombstones are kept (`--tombstone-horizon`); `None`:
+    /// for ever.
+    pub tombstone_horizon: Option<std::time::Duration>,
     policy: RwLock<Arc<dyn Policy>>,
 }
 
@@ -249,6 +252,9 @@ impl Engine {
             undo: Undo::default(),
             max_clock_offset: crate::admit::DEFAULT_MAX_CLOCK_OFFSET,
             verify_links: Default::default(),
+            tombstone_horizon: Some(std::time::Duration::from_nanos(
+                omirr_core::entry::DEFAULT_TOMBSTONE_HORIZON_NS,
+            )),
             policy: RwLock::new(policy),
         }
     }
@@ -257,6 +263,38 @@ impl Engine {
     pub fn with_max_clock_offset(mut self, max: std::time::Duration) -> Engine {
         self.max_clock_offset = max;
         self
+    }
+
+    /// The engine with another tombstone horizon (`None`: keep them).
+    pub fn with_tombstone_horizon(mut self, horizon: Option<std::time::Duration>) -> Engine {
+        self.tombstone_horizon = horizon;
+        self
+    }
+
+    /// Forgets the tombstones older than the horizon, burying first what
+    /// they hide ([`omirr_index::Index::expire`]), and counts them. Holds
+    /// the write lock meanwhile, so that no batch is recorded between
+    /// the plan and its carrying out. Blocking: call it off the runtime.
+    pub fn expire_tombstones(&self) -> Result<omirr_index::Expired, omirr_index::IndexError> {
+        let Some(horizon) = self.tombstone_horizon else {
+            return Ok(omirr_index::Expired::default());
+        };
+        let horizon_ns = u64::try_from(horizon.as_nanos()).unwrap_or(u64::MAX);
+        let done = {
+            let _write = self.disk.lock();
+            self.store.index.expire(wall(), horizon_ns)?
+        };
+        if !done.buried.is_empty() {
+            self.store.announce();
+        }
+        self.counters
+            .expired_tombstones
+            .fetch_add(done.forgotten as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counters.buried_tombstones.fetch_add(
+            done.buried.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(done)
     }
 
     /// The configuration now in force.

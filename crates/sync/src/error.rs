@@ -30,6 +30,8 @@ pub enum SessionError {
     Clock(#[from] crate::admit::ClockOffset),
     #[error("the session ended")]
     Ended,
+    #[error("ended to reconcile with the peer, which has forgotten deletions this host has not received")]
+    MustReconcile,
     #[error("{0}")]
     Task(String),
 }

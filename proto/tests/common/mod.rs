@@ -392,6 +392,12 @@ pub fn one_of_each() -> Vec<Message> {
             entries: vec![sample_change("srv/www/b"), sample_change("srv/www/c\n")],
             complete: true,
         },
+        Message::Forgotten {
+            forgot_seq: 7,
+            forgot_below: omirr_proto::Timestamp(1_700_000_000_000_000_000),
+            cursor: 3,
+            last: 12,
+        },
     ];
     for m in &all {
         match m {
@@ -417,6 +423,7 @@ pub fn one_of_each() -> Vec<Message> {
             | Message::Summary { .. }
             | Message::EntriesRequest { .. }
             | Message::Entries { .. } => {}
+            Message::Forgotten { .. } => {}
         }
     }
     all

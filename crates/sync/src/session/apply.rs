@@ -56,6 +56,8 @@ pub struct PeerApplier {
     pub flow: Arc<super::Flow>,
     /// The catch-up, counted as batches are applied.
     pub progress: Arc<super::progress::Progress>,
+    /// What the peer forgot, and a reconciliation with it, if any.
+    pub expiry: Arc<super::reconcile::Expiry>,
 }
 
 /// A group of changes with its content staged, and its resolution with
@@ -125,6 +127,7 @@ impl PeerApplier {
             // Counted only during the catch-up: one pass over the batch.
             let amount =
                 (!self.progress.caught_up()).then(|| crate::counters::Backlog::of(&changes));
+            self.expiry.note(&changes);
             if self.apply(changes, Some(upto), &[]).await? > 0 {
                 retry_every = RETRY_FIRST;
                 retry_at = Instant::now() + retry_every;
@@ -136,6 +139,9 @@ impl PeerApplier {
             let ack = self.flow.lock().applied(upto);
             if self.control.send(ack).is_err() {
                 return Err(SessionEnded.into());
+            }
+            if let Some(r) = self.expiry.finished(upto) {
+                self.finish_reconcile(r).await?;
             }
             // Perhaps the catch-up just ended, or a wake-up was missed.
             self.undo_local().await?;
@@ -290,6 +296,53 @@ impl PeerApplier {
         }
     }
 
+    /// The end of a reconciliation: what the peer deleted and forgot is
+    /// deleted here, this host's own changes made while away are renewed
+    /// (and so sent), as `omirr_core::expiry::reconcile` says; then it is
+    /// no longer pending.
+    async fn finish_reconcile(&self, r: super::reconcile::Reconcile) -> Result<(), SessionError> {
+        let engine = self.engine.clone();
+        let peer = self.peer.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let plan = engine.policy();
+            let held = engine.store.index.held(&|p| plan.authorised(&peer, p))?;
+            let now = engine.disk.lock().hlc.now(crate::engine::wall());
+            omirr_core::expiry::reconcile(
+                &engine.store.index,
+                &engine.host,
+                &held,
+                &r.sent,
+                &r.peer_forgot,
+                r.peer_cursor,
+                now,
+            )
+        })
+        .await??;
+        let (deleted, renewed) = (out.deleted.len(), out.renewed.len());
+        for c in &out.deleted {
+            tracing::info!(peer = %self.peer, path = %c.path, "deleted here: {} deleted it and no longer remembers", self.peer);
+        }
+        for c in &out.renewed {
+            tracing::info!(peer = %self.peer, path = %c.path, "kept and sent: changed on this host while it was away from {}", self.peer);
+        }
+        let changes: Vec<Change> = out.deleted.into_iter().chain(out.renewed).collect();
+        if !changes.is_empty() {
+            self.apply_checked(changes, None, &[], false).await?;
+            self.engine.store.announce();
+        }
+        let peer_id = HostId::new(&self.peer);
+        self.engine
+            .store
+            .index
+            .set_must_reconcile(&peer_id, false)?;
+        self.engine
+            .counters
+            .reconciliations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(peer = %self.peer, deleted, renewed, "reconciled with {}: {deleted} entries it deleted and no longer remembers are deleted here, {renewed} changes this host made while away are kept and sent", self.peer);
+        Ok(())
+    }
+
     /// Tries the changes set aside from this peer again; whether any of
     /// them was applied or dropped.
     async fn retry_aside(&self) -> Result<bool, SessionError> {
@@ -338,6 +391,18 @@ impl PeerApplier {
         upto: Option<Seq>,
         retried: &[Aside],
     ) -> Result<usize, SessionError> {
+        self.apply_checked(changes, upto, retried, true).await
+    }
+
+    /// [`PeerApplier::apply`]; `admit`: the changes come from the peer
+    /// and pass the admission rules (not a reconciliation's own).
+    async fn apply_checked(
+        &self,
+        changes: Vec<Change>,
+        upto: Option<Seq>,
+        retried: &[Aside],
+        admit: bool,
+    ) -> Result<usize, SessionError> {
         let plan = self.engine.policy();
         let peer = &self.peer;
         let now = crate::engine::wall();
@@ -354,6 +419,10 @@ impl PeerApplier {
                 .await?;
         }
         for c in changes {
+            if !admit {
+                allowed.push(c);
+                continue;
+            }
             match crate::admit::admit(&*plan, peer, &c, now, self.engine.max_clock_offset) {
                 Admission::Apply => allowed.push(c),
                 Admission::SetAside(why) => aside.push((c, why)),
@@ -361,6 +430,25 @@ impl PeerApplier {
                     tracing::warn!(%peer, path = %c.path, version = %c.entry.version, "refused a change: {why}");
                     refused.push(c);
                 }
+            }
+        }
+        // From a peer that has not caught up with what this host forgot,
+        // an old change for a path this host does not know waits for the
+        // peer's reconciliation (`omirr_core::expiry::must_wait`).
+        if admit && self.expiry.enabled {
+            let ours = self.engine.store.index.forgotten()?;
+            let theirs = self.expiry.their_cursor();
+            if omirr_core::expiry::must_reconcile(theirs, &ours) {
+                let mut kept = Vec::with_capacity(allowed.len());
+                for c in allowed {
+                    let known = self.engine.store.index.entry(&c.path)?.is_some();
+                    if omirr_core::expiry::must_wait(&ours, theirs, known, &c.entry) {
+                        aside.push((c, format!("older than the deletions this host no longer remembers, from a peer that has not received them all (its cursor {theirs} is below {}): waits for the peer to reconcile", ours.seq)));
+                    } else {
+                        kept.push(c);
+                    }
+                }
+                allowed = kept;
             }
         }
         if !refused.is_empty() {
@@ -463,7 +551,7 @@ impl PeerApplier {
             }
         }
         if let Some(u) = upto {
-            batch.set_cursor(peer_id, u);
+            batch.set_cursor(peer_id, self.expiry.cursor_after(u));
         }
         if !batch.is_empty() {
             self.engine.store.index.commit(&batch)?;

@@ -34,6 +34,7 @@
 pub mod apply;
 pub mod fetch;
 pub mod progress;
+pub mod reconcile;
 pub mod serve;
 
 use crate::engine::Engine;
@@ -163,6 +164,54 @@ where
         tracing::warn!(%peer, "the peer's index is not the one this host's cursor counts in (it was made anew or restored): asking it for everything again");
     }
     let cursor = engine.store.index.cursor(&peer_id)?;
+    let negotiated = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities);
+    // What each side forgot, third: a host whose cursor is older than
+    // the peer's forgetting reconciles (see `reconcile`).
+    let expiry = if negotiated.iter().any(|c| c == omirr_proto::CAP_EXPIRY) {
+        let _ = control.send(forgotten_message(&engine, &peer_id)?);
+        let third = tokio::time::timeout(SILENCE, read_traced(&mut rd))
+            .await
+            .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
+            .ok_or(SessionError::ClosedBeforeHello)?;
+        match third {
+            Message::Forgotten {
+                forgot_seq,
+                forgot_below,
+                cursor: their_cursor,
+                last,
+            } => {
+                let peer_forgot = omirr_core::expiry::Forgotten {
+                    seq: forgot_seq,
+                    below: forgot_below,
+                };
+                start_expiry(&engine, &peer, cursor, peer_forgot, their_cursor, last)?
+            }
+            Message::Error { code, message } => {
+                return Err(SessionError::Peer {
+                    code,
+                    message: message.escape_debug().to_string(),
+                })
+            }
+            other => {
+                let v = Violation(format!(
+                    "expected Forgotten after Clock, got {}",
+                    other.kind()
+                ));
+                tell(
+                    &control,
+                    writer,
+                    Message::error(ErrorCode::BadMessage, v.to_string()),
+                )
+                .await;
+                return Err(v.into());
+            }
+        }
+    } else {
+        reconcile::Expiry::default()
+    };
+    let expiry = Arc::new(expiry);
+    // A reconciliation asks for everything, as a new host does.
+    let cursor = if expiry.reconciling() { 0 } else { cursor };
     let mut was_down = None;
     engine.counters.peer(&peer, |p| {
         // Down since then (the daemon's record of it): this is the line
@@ -201,7 +250,6 @@ where
     };
     let _ = control.send(pull);
 
-    let negotiated = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities);
     let chunks = negotiated.iter().any(|c| c == omirr_proto::CAP_CHUNKS);
     let backlog = negotiated.iter().any(|c| c == omirr_proto::CAP_BACKLOG);
     let digests = negotiated.iter().any(|c| c == omirr_proto::CAP_DIGESTS);
@@ -226,6 +274,7 @@ where
         control: control.clone(),
         flow: flow.clone(),
         progress: progress.clone(),
+        expiry: expiry.clone(),
     };
     let mut applying = spawn_in_span(applier.run());
     let _applier = AbortOnDrop(applying.abort_handle());
@@ -239,7 +288,11 @@ where
         queued.clone(),
     ));
     let _server = AbortOnDrop(server.abort_handle());
-    let pinger = spawn_in_span(ping(control.clone(), index_id));
+    let pinger = spawn_in_span(ping(
+        control.clone(),
+        index_id,
+        expiry.enabled.then(|| (engine.clone(), peer_id.clone())),
+    ));
     let _pinger = AbortOnDrop(pinger.abort_handle());
     let mut pusher: Option<AbortOnDrop> = None;
     let mut counter: Option<AbortOnDrop> = None;
@@ -310,6 +363,7 @@ where
                 .on_changes(changes, upto, done)
                 .map(|()| flow.applier.notify_one()),
             Message::Ack { upto } => flow.lock().on_ack(upto).map(|()| {
+                expiry.raise_their_cursor(upto);
                 progress.on_ack(upto);
                 flow.pusher.notify_one()
             }),
@@ -371,6 +425,31 @@ where
                         "{} without the capability verify",
                         m.kind()
                     )))
+                }
+            }
+            Message::Forgotten {
+                forgot_seq,
+                forgot_below,
+                cursor: their_cursor,
+                ..
+            } => {
+                if !expiry.enabled {
+                    Err(Violation("Forgotten without the capability expiry".into()))
+                } else {
+                    expiry.raise_their_cursor(their_cursor);
+                    let peer_forgot = omirr_core::expiry::Forgotten {
+                        seq: forgot_seq,
+                        below: forgot_below,
+                    };
+                    let ours = engine.store.index.cursor(&peer_id)?;
+                    if !expiry.reconciling()
+                        && omirr_core::expiry::must_reconcile(ours, &peer_forgot)
+                    {
+                        engine.store.index.set_must_reconcile(&peer_id, true)?;
+                        tracing::warn!(%peer, cursor = ours, forgot = forgot_seq, "{peer} has forgotten deletions this host has not received yet: ending the session to reconcile with it");
+                        return Err(SessionError::MustReconcile);
+                    }
+                    Ok(())
                 }
             }
             Message::Backlog {
@@ -546,9 +625,59 @@ impl Drop for CloseTransfers {
     }
 }
 
-/// Pings the peer, with our clock, every [`PING_EVERY`] (the first at
-/// once after the handshake's `Clock`, hence the skipped first tick).
-async fn ping(control: mpsc::UnboundedSender<Message>, index: u64) {
+/// This host's `Forgotten` for `peer`.
+fn forgotten_message(
+    engine: &Engine,
+    peer: &omirr_core::HostId,
+) -> Result<Message, omirr_index::IndexError> {
+    let ix = &engine.store.index;
+    let ours = ix.forgotten()?;
+    Ok(Message::Forgotten {
+        forgot_seq: ours.seq,
+        forgot_below: ours.below,
+        cursor: ix.cursor(peer)?,
+        last: ix.last_seq()?,
+    })
+}
+
+/// What the session knows of the peer's forgetting, and the
+/// reconciliation to run if this host's cursor is below it (or one is
+/// pending from before).
+fn start_expiry(
+    engine: &Engine,
+    peer: &str,
+    cursor: Seq,
+    peer_forgot: omirr_core::expiry::Forgotten,
+    their_cursor: Seq,
+    last: Seq,
+) -> Result<reconcile::Expiry, SessionError> {
+    let peer_id = omirr_core::HostId::new(peer);
+    let mut pending = engine.store.index.must_reconcile(&peer_id)?;
+    if !pending && omirr_core::expiry::must_reconcile(cursor, &peer_forgot) {
+        engine.store.index.set_must_reconcile(&peer_id, true)?;
+        pending = true;
+    }
+    let reconcile = pending.then(|| {
+        tracing::warn!(%peer, cursor, forgot = peer_forgot.seq, "this host was away for longer than {peer} remembers deletions (its cursor {cursor} is below what {peer} has forgotten, sequence {}): reconciling as a new host would, asking for its whole index; what {peer} deleted is deleted here, this host's own changes made while away are kept and sent", peer_forgot.seq);
+        reconcile::Reconcile {
+            peer_forgot,
+            peer_cursor: their_cursor,
+            end: last,
+            floor: cursor,
+            sent: Default::default(),
+        }
+    });
+    Ok(reconcile::Expiry::new(true, their_cursor, reconcile))
+}
+
+/// Pings the peer, with our clock (and, with `expiry`, what this host
+/// forgot), every [`PING_EVERY`] (the first at once after the
+/// handshake's `Clock`, hence the skipped first tick).
+async fn ping(
+    control: mpsc::UnboundedSender<Message>,
+    index: u64,
+    expiry: Option<(Arc<Engine>, omirr_core::HostId)>,
+) {
     let mut tick = tokio::time::interval(PING_EVERY);
     tick.tick().await;
     let mut nonce = 0;
@@ -559,7 +688,17 @@ async fn ping(control: mpsc::UnboundedSender<Message>, index: u64) {
             wall: crate::engine::wall().0,
             index,
         };
-        if control.send(clock).is_err() || control.send(Message::Ping { nonce }).is_err() {
+        if control.send(clock).is_err() {
+            return;
+        }
+        if let Some((engine, peer)) = &expiry {
+            if let Ok(m) = forgotten_message(engine, peer) {
+                if control.send(m).is_err() {
+                    return;
+                }
+            }
+        }
+        if control.send(Message::Ping { nonce }).is_err() {
             return;
         }
     }
@@ -629,9 +768,17 @@ async fn push(
         if let Some(after) = from {
             moved.mark_unchanged();
             let read = engine.store.index.since(after, page)?;
-            let raw_upto = read.last().map(|(s, _)| *s);
+            let mut raw_upto = read.last().map(|(s, _)| *s);
+            let last_seq = engine.store.index.last_seq()?;
+            // The last sequences may be gone (forgotten by expiry): the
+            // peer's cursor still moves up to the last one, or it would
+            // stay below what this host forgot and the peer reconcile
+            // at every session.
+            if raw_upto.is_none() && last_seq > after {
+                raw_upto = Some(last_seq);
+            }
             let last = match raw_upto {
-                Some(u) => engine.store.index.last_seq()? == u,
+                Some(u) => last_seq == u,
                 None => true,
             };
             // Only what the peer may have, and not its own changes back
