@@ -1382,6 +1382,7 @@ fn owners_arrive_by_name_and_unknown_names_fall_back_to_the_number() {
                         ts: omirr_proto::Timestamp(now),
                         host: omirr_proto::HostId::new("gamma"),
                     },
+                    base: None,
                 },
             },
         )

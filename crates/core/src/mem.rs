@@ -156,6 +156,7 @@ mod tests {
                     ts: Timestamp(ts),
                     host: HostId::new("h"),
                 },
+                base: None,
             },
         }
     }

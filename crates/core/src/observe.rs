@@ -104,6 +104,7 @@ pub fn observe<V: IndexView>(
                 ts,
                 host: host.clone(),
             },
+            base: base_of(overlay.entry(&path)?.as_ref(), host),
         };
         out.insert(path.clone(), entry);
         order.push(path.clone());
@@ -128,6 +129,20 @@ pub fn observe<V: IndexView>(
         .filter(|p| seen.insert(p.clone()))
         .filter_map(|p| out.remove(&p).map(|entry| Change { path: p, entry }))
         .collect())
+}
+
+/// The base of a local change that replaces `previous` (this host's
+/// entry for the path): the previous version, or, if that was a change of
+/// this very host, its base. A run of local edits thus keeps the base of
+/// the last version that came from elsewhere, and a peer that saw only
+/// the last of the run finds the base it knows: no false conflict.
+pub fn base_of(previous: Option<&Entry>, host: &HostId) -> Option<Version> {
+    let previous = previous?;
+    if previous.version.host == *host {
+        previous.base.clone()
+    } else {
+        Some(previous.version.clone())
+    }
 }
 
 /// The index with the changes found so far laid over it.
@@ -185,6 +200,7 @@ mod tests {
                 ts: Timestamp(1),
                 host: host.clone(),
             },
+            base: None,
         };
         let mut index = MemIndex::default();
         index.record(Change {

@@ -109,6 +109,7 @@ mod tests {
                     ts: Timestamp(42),
                     host: HostId::new("alpha"),
                 },
+                base: None,
             },
         };
         assert_eq!(

@@ -915,7 +915,10 @@ fn a_format_2_index_is_converted_when_opened_and_answers_the_same() {
             let mut holders = txn.open_table(HOLDERS).expect("holders");
             let mut tombstones = txn.open_table(TOMBSTONES).expect("tombstones");
             for (seq, c) in (1u64..).zip(&changes) {
-                let v = crate::codec::encode(&(seq, &c.entry)).expect("encode");
+                // Format 2's entry: no base.
+                let e = &c.entry;
+                let v = crate::codec::encode(&(seq, (&e.content, &e.meta, &e.version)))
+                    .expect("encode");
                 let path = c.path.as_bytes();
                 entries.insert(path, v.as_slice()).expect("entry");
                 by_seq.insert(seq, path).expect("by_seq");

@@ -81,6 +81,7 @@ pub fn entry() -> impl Strategy<Value = Entry> {
                     ts: Timestamp(ts),
                     host: HostId::new(&host),
                 },
+                base: None,
             },
         )
 }
