@@ -30,7 +30,7 @@ use crate::scan::{
     self, BaselineError, Known, ScanBaseline, ScanError, ScanIssue, ScanReport, ScanStats, StatKey,
 };
 use omirr_core::observe::{self, observe, When};
-use omirr_core::resolve::{resolve_explained, Action};
+use omirr_core::resolve::{resolve_with, Action};
 use omirr_core::tree::Node;
 use omirr_core::{Change, Content, Hlc, HostId, IndexView, RelPath, Timestamp};
 use omirr_index::{Batch, Index, IndexError, StatUpdate};
@@ -104,6 +104,8 @@ pub struct Applied {
     pub actions: Vec<Action>,
     /// Paths where this host holds a newer entry than the peer sent.
     pub ours_newer: Vec<RelPath>,
+    /// The conflicts the batch met (see [`omirr_core::conflict`]).
+    pub conflicts: Vec<omirr_core::resolve::Conflict>,
 }
 
 /// Resolves a peer's `batch` against the index, carries the actions out
@@ -118,12 +120,10 @@ pub fn apply_remote(
     applier: &Applier,
     hlc: &mut Hlc,
     batch: &[Change],
-    savetargets: &dyn Fn(&RelPath) -> bool,
+    rules: &omirr_core::resolve::Rules<'_>,
     source: &mut dyn ContentSource,
 ) -> Result<Applied, ApplyRemoteError> {
-    let res = resolve_explained(index, batch, savetargets, &mut |d| {
-        tracing::trace!("decided {d}")
-    })?;
+    let res = resolve_with(index, batch, rules, &mut |d| tracing::trace!("decided {d}"))?;
     apply_resolved(index, applier, hlc, batch, res, source)
 }
 
@@ -140,6 +140,10 @@ pub fn apply_resolved(
     source: &mut dyn ContentSource,
 ) -> Result<Applied, ApplyRemoteError> {
     for c in batch {
+        hlc.observe(c.entry.version.ts);
+    }
+    // Conflict copies are stamped above the batch: the clock follows.
+    for c in &res.accepted {
         hlc.observe(c.entry.version.ts);
     }
     let (done, failure) = match applier.apply_guarded(&res.actions, source, &IndexGuard(index)) {
@@ -175,6 +179,15 @@ pub fn apply_resolved(
                 }
             }
             Action::SaveOld { .. } => {}
+            Action::KeepConflictCopy { copy, prune, .. } => {
+                for old in prune {
+                    out.forget_stat(old.clone());
+                }
+                match lstat_key(applier.root(), copy) {
+                    Some(key) => out.set_stat(copy.clone(), key),
+                    None => out.forget_stat(copy.clone()),
+                };
+            }
             other => {
                 let path = other.path();
                 match lstat_key(applier.root(), path) {
@@ -191,6 +204,7 @@ pub fn apply_resolved(
             recorded,
             actions: res.actions,
             ours_newer: res.ours_newer,
+            conflicts: res.conflicts,
         }),
         Some(error) => {
             let action = error
