@@ -61,6 +61,9 @@ impl Policy for PlanPolicy {
     fn savetargets(&self, path: &RelPath) -> bool {
         self.0.savetargets(path)
     }
+    fn conflict_copies(&self, path: &RelPath) -> u32 {
+        self.0.conflict_copies(path)
+    }
     fn after_batch(&self, peer: &str, actions: &[omirr_core::resolve::Action]) {
         crate::commands::after_batch(&self.0, peer, actions);
     }

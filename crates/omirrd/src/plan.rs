@@ -331,6 +331,13 @@ impl Plan {
             .any(|(set, _)| set.options.savetargets || set.options.history)
     }
 
+    /// How many conflict copies of the file at `path` are kept: its
+    /// ruling set's `conflicts=N` (0 keeps none; no set: none).
+    pub fn conflict_copies(&self, path: &RelPath) -> u32 {
+        self.ruling_set(path)
+            .map_or(0, |set| set.options.conflict_copies())
+    }
+
     /// The set whose install options rule `path`: the first, in the
     /// Distfile's order, that covers it and does not leave it out.
     fn ruling_set<'a>(&'a self, path: &'a RelPath) -> Option<&'a MirrorSet> {

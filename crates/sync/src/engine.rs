@@ -30,6 +30,9 @@ pub trait Policy: Send + Sync {
     fn excluded(&self, path: &RelPath) -> bool;
     /// Whether an overwritten file at `path` is kept as `.OLD`.
     fn savetargets(&self, path: &RelPath) -> bool;
+    /// How many conflict copies of the file at `path` to keep (its set's
+    /// `conflicts=N`); 0 keeps none.
+    fn conflict_copies(&self, path: &RelPath) -> u32;
     /// A peer's batch did `actions`: run what the configuration says
     /// (`special` commands). Must not wait.
     fn after_batch(&self, peer: &str, actions: &[Action]);
