@@ -26,13 +26,22 @@
 //! (`tree::present`), and every path's entry must be the highest version
 //! written for it anywhere.
 //!
+//! Conflicts are told as the daemon tells them (each peer resolves with
+//! its own name and the schedule's bound on conflict copies, see
+//! `omirr_core::conflict`): every peer must end with the same winners
+//! and the same conflict copies (the same tree), and, where the bound
+//! prunes nothing, no file content is lost: every file version a peer
+//! recorded is still its path's entry, or was replaced by a change made
+//! knowing it, or is kept in a conflict copy that is itself still there
+//! or knowingly replaced.
+//!
 //! `cargo test` runs 2,000 schedules. `OMIRR_SIM_SCHEDULES=N` runs more;
 //! `OMIRR_SIM_SEED=S` replays one schedule (the seed is printed on
 //! failure).
 
 use omirr_core::mem::MemIndex;
 use omirr_core::observe::{self, observe, When};
-use omirr_core::resolve::{resolve, Action, Source};
+use omirr_core::resolve::{resolve_with, Action, ConflictRules, Rules, Source};
 use omirr_core::tree::{present, Node};
 use omirr_core::{Change, Content, Hlc, HostId, IndexView, Meta, RelPath, Seq, Timestamp, Version};
 use omirr_proto::Message;
@@ -90,6 +99,17 @@ struct World {
     now_ns: i64,
     /// The highest version written for each path, anywhere.
     written: HashMap<RelPath, Version>,
+    /// How many conflict copies per file the peers keep (0: none).
+    conflict_keep: u32,
+    /// Every file version a peer recorded as its own (local changes and
+    /// conflict copies): what must not be lost.
+    files: BTreeSet<(RelPath, Version)>,
+    /// Versions replaced by a change made knowing them (a later local
+    /// change on the host that held them), or pruned by the bound.
+    superseded: BTreeSet<(RelPath, Version)>,
+    /// Where a losing file version was kept: its conflict copy's path
+    /// and version.
+    kept: BTreeMap<(RelPath, Version), (RelPath, Version)>,
     trace: Vec<String>,
     stats: Stats,
 }
@@ -102,6 +122,8 @@ struct Stats {
     /// Times a pusher had pages the window did not take.
     window_full: usize,
     set_aside: usize,
+    conflicts: usize,
+    copies: usize,
 }
 
 fn children(disk: &Disk, dir: &RelPath) -> Vec<RelPath> {
@@ -147,6 +169,13 @@ impl World {
                 batch_max: rng.random_range(1..=32),
             }
         };
+        // Drawn apart, so that the schedules' own draws stay as they were.
+        let mut keep_rng = StdRng::seed_from_u64(seed ^ 0xc0f1_1c75);
+        let conflict_keep = match keep_rng.random_range(0..100) {
+            0..15 => 0,
+            15..40 => keep_rng.random_range(1..=2),
+            _ => 1000,
+        };
         World {
             rng,
             peers,
@@ -155,6 +184,10 @@ impl World {
             connected: vec![vec![true; n]; n],
             now_ns: 10 * 24 * HOUR,
             written: HashMap::new(),
+            conflict_keep,
+            files: BTreeSet::new(),
+            superseded: BTreeSet::new(),
+            kept: BTreeMap::new(),
             trace: Vec::new(),
             stats: Stats::default(),
         }
@@ -383,6 +416,13 @@ impl World {
             if c.entry.version > *best {
                 *best = c.entry.version.clone();
             }
+            // What this change replaces, it replaces knowingly.
+            if let Some(prev) = peer.index.entry(&c.path).expect("infallible") {
+                self.superseded.insert((c.path.clone(), prev.version));
+            }
+            if matches!(c.entry.content, Content::File { .. }) {
+                self.files.insert((c.path.clone(), c.entry.version.clone()));
+            }
             peer.index
                 .record(c)
                 .expect("a new local version always wins");
@@ -550,7 +590,15 @@ impl World {
             for c in &rest {
                 peer.hlc.observe(c.entry.version.ts);
             }
-            let res = resolve(&peer.index, &rest, &|_| false).expect("infallible");
+            let keep = self.conflict_keep;
+            let rules = Rules {
+                savetargets: &|_| false,
+                conflicts: Some(ConflictRules {
+                    host: &peer.host,
+                    keep: &|_| keep,
+                }),
+            };
+            let res = resolve_with(&peer.index, &rest, &rules, &mut |_| {}).expect("infallible");
             let line = format!(
                 "h{i} <- h{from}: {} changes, {} accepted, actions {:?}",
                 rest.len(),
@@ -583,7 +631,37 @@ impl World {
                 .collect();
             for c in &res.accepted {
                 if !omirr_core::resolve::held_back(&undone, &c.path) {
+                    // This host's own changes (conflict copies, pruned
+                    // copies) are written here.
+                    if c.entry.version.host == peer.host {
+                        peer.hlc.observe(c.entry.version.ts);
+                        let best = self
+                            .written
+                            .entry(c.path.clone())
+                            .or_insert_with(|| c.entry.version.clone());
+                        if c.entry.version > *best {
+                            *best = c.entry.version.clone();
+                        }
+                        if let Some(prev) = peer.index.entry(&c.path).expect("infallible") {
+                            self.superseded.insert((c.path.clone(), prev.version));
+                        }
+                        if matches!(c.entry.content, Content::File { .. }) {
+                            self.files.insert((c.path.clone(), c.entry.version.clone()));
+                            self.stats.copies += 1;
+                        }
+                    }
                     peer.index.record(c.clone());
+                }
+            }
+            if failed.is_none() {
+                self.stats.conflicts += res.conflicts.len();
+                for c in res.conflicts.iter().filter(|c| !c.ours_won) {
+                    let Some(copy) = &c.copy else { continue };
+                    let held = peer.index.entry(copy).expect("infallible");
+                    if let Some(e) = held {
+                        self.kept
+                            .insert((c.path.clone(), c.ours.clone()), (copy.clone(), e.version));
+                    }
                 }
             }
             let Some(n) = failed else { break };
@@ -858,7 +936,41 @@ impl World {
         Ok(())
     }
 
+    /// Where the bound prunes nothing: every file version recorded is
+    /// still its path's entry (and on disk), or was replaced knowingly,
+    /// or is kept in a conflict copy that passes the same test.
+    fn check_nothing_lost(&self) -> Result<(), String> {
+        let reference = &self.peers[0];
+        for (path, version) in &self.files {
+            let mut at = (path.clone(), version.clone());
+            for _ in 0..1000 {
+                if self.superseded.contains(&at) {
+                    break;
+                }
+                let entry = reference.index.entry(&at.0).expect("infallible");
+                if entry.as_ref().is_some_and(|e| e.version == at.1)
+                    && present(&reference.index, &at.0).expect("infallible").is_some()
+                {
+                    break;
+                }
+                match self.kept.get(&at) {
+                    Some(next) => at = next.clone(),
+                    None => {
+                        return Err(format!(
+                            "{path:?} at {version} is lost: {:?} at {} was neither kept, replaced knowingly nor kept as a conflict copy (entry now {entry:?})",
+                            at.0, at.1
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), String> {
+        if self.conflict_keep >= 1000 {
+            self.check_nothing_lost()?;
+        }
         let reference = &self.peers[0];
         for (i, peer) in self.peers.iter().enumerate() {
             self.check_disk(i)?;
@@ -915,6 +1027,40 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
     };
     match a {
         Action::SaveOld { .. } => Ok(()),
+        Action::KeepConflictCopy {
+            path,
+            copy,
+            size,
+            hash,
+            meta,
+            prune,
+        } => {
+            match disk.get(path) {
+                Some(Node {
+                    content: Content::File { hash: h, .. },
+                    ..
+                }) if h == hash => {}
+                other => return Err(format!("conflict copy source {path:?} holds {other:?}")),
+            }
+            ensure_parents(disk, copy)?;
+            if disk.get(copy).is_some_and(|n| !matches!(n.content, Content::File { .. })) {
+                return Err("conflict copy over something else than a file".into());
+            }
+            disk.insert(
+                copy.clone(),
+                Node {
+                    content: Content::File {
+                        size: *size,
+                        hash: *hash,
+                    },
+                    meta: *meta,
+                },
+            );
+            for old in prune {
+                disk.remove(old);
+            }
+            Ok(())
+        }
         Action::Rename { from, to, meta } => {
             let mut node = disk.remove(from).ok_or("rename source missing")?;
             if !matches!(node.content, Content::File { .. }) {
@@ -1101,9 +1247,13 @@ fn a_schedule_really_exchanges_changes() {
         total.batches += w.stats.batches;
         total.window_full += w.stats.window_full;
         total.set_aside += w.stats.set_aside;
+        total.conflicts += w.stats.conflicts;
+        total.copies += w.stats.copies;
     }
     assert!(total.sessions > 1000, "{total:?}");
     assert!(total.batches > 2000, "{total:?}");
     assert!(total.window_full > 200, "full windows: {total:?}");
     assert!(total.set_aside > 50, "changes set aside: {total:?}");
+    assert!(total.conflicts > 100, "conflicts: {total:?}");
+    assert!(total.copies > 50, "conflict copies: {total:?}");
 }
