@@ -36,12 +36,15 @@ pub const DEFAULT_KEEP: u32 = 10;
 /// Whether `remote` (a peer's change) conflicts with `local`, this host's
 /// entry for the same path: `local` is a change `host` made itself and
 /// `remote` did not replace it knowingly (its base is another version),
-/// and `remote` is not this host's own change coming back.
+/// and `remote` is not this host's own change coming back. Two changes
+/// to the same content (metadata only) are no conflict: nothing can be
+/// lost, and the greater version's metadata wins as always.
 pub fn conflicts(local: &Entry, remote: &Entry, host: &HostId) -> bool {
     local.version.host == *host
         && remote.version.host != *host
         && local.version != remote.version
         && remote.base.as_ref() != Some(&local.version)
+        && local.content != remote.content
 }
 
 /// `name` split where a conflict mark goes: before the last `.` that is

@@ -75,6 +75,34 @@ pub fn observe<V: IndexView>(
         let disk = on_disk(&path);
         let was = present(&overlay, &path)?;
         if was == disk {
+            // A live entry that a change found here hides (a file in a
+            // deleted directory) and that was on disk before: it gets a
+            // tombstone of its own, so that the peers see that this host
+            // removed it knowing it (its base), and take no conflict
+            // copy of it (see `crate::conflict`).
+            // Each such path is recorded once (then its entry is a
+            // tombstone) and adds no work: no budget is spent on it.
+            let previous = overlay.entry(&path)?;
+            let hidden = disk.is_none()
+                && previous.as_ref().is_some_and(|e| e.is_live())
+                && present(view, &path)?.is_some();
+            if hidden {
+                let ts = match when(&path) {
+                    When::Live { wall } => hlc.now(wall),
+                    When::Scanned { ctime, floor } => hlc.at(ctime, floor),
+                };
+                let entry = Entry {
+                    content: Content::Deleted,
+                    meta: Meta::default(),
+                    version: Version {
+                        ts,
+                        host: host.clone(),
+                    },
+                    base: base_of(previous.as_ref(), host),
+                };
+                out.insert(path.clone(), entry);
+                order.push(path);
+            }
             continue;
         }
         // A directory entry that stays a directory entry (its mode, owner

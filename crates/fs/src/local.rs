@@ -58,6 +58,9 @@ pub enum ApplyRemoteError {
         recorded: usize,
         /// The action that failed, if one did (not the final barrier).
         action: Option<Box<Action>>,
+        /// The conflicts of the changes that were recorded (their
+        /// conflict copies are made).
+        conflicts: Vec<omirr_core::resolve::Conflict>,
     },
 }
 
@@ -211,10 +214,16 @@ pub fn apply_resolved(
                 .index
                 .and_then(|i| res.actions.get(i).cloned())
                 .map(Box::new);
+            let conflicts = res
+                .conflicts
+                .into_iter()
+                .filter(|c| !omirr_core::resolve::held_back(&undone, &c.path))
+                .collect();
             Err(ApplyRemoteError::Apply {
                 error: Box::new(error),
                 recorded,
                 action,
+                conflicts,
             })
         }
     }

@@ -103,7 +103,7 @@ struct World {
     conflict_keep: u32,
     /// Every file version a peer recorded as its own (local changes and
     /// conflict copies): what must not be lost.
-    files: BTreeSet<(RelPath, Version)>,
+    files: BTreeMap<(RelPath, Version), Content>,
     /// Versions replaced by a change made knowing them (a later local
     /// change on the host that held them), or pruned by the bound.
     superseded: BTreeSet<(RelPath, Version)>,
@@ -185,7 +185,7 @@ impl World {
             now_ns: 10 * 24 * HOUR,
             written: HashMap::new(),
             conflict_keep,
-            files: BTreeSet::new(),
+            files: BTreeMap::new(),
             superseded: BTreeSet::new(),
             kept: BTreeMap::new(),
             trace: Vec::new(),
@@ -421,7 +421,10 @@ impl World {
                 self.superseded.insert((c.path.clone(), prev.version));
             }
             if matches!(c.entry.content, Content::File { .. }) {
-                self.files.insert((c.path.clone(), c.entry.version.clone()));
+                self.files.insert(
+                    (c.path.clone(), c.entry.version.clone()),
+                    c.entry.content.clone(),
+                );
             }
             peer.index
                 .record(c)
@@ -646,16 +649,24 @@ impl World {
                             self.superseded.insert((c.path.clone(), prev.version));
                         }
                         if matches!(c.entry.content, Content::File { .. }) {
-                            self.files.insert((c.path.clone(), c.entry.version.clone()));
+                            self.files.insert(
+                                (c.path.clone(), c.entry.version.clone()),
+                                c.entry.content.clone(),
+                            );
                             self.stats.copies += 1;
                         }
                     }
                     peer.index.record(c.clone());
                 }
             }
-            if failed.is_none() {
+            // The conflicts of the changes recorded.
+            let conflicts = res
+                .conflicts
+                .iter()
+                .filter(|c| !omirr_core::resolve::held_back(&undone, &c.path));
+            {
                 self.stats.conflicts += res.conflicts.len();
-                for c in res.conflicts.iter().filter(|c| !c.ours_won) {
+                for c in conflicts.filter(|c| !c.ours_won) {
                     let Some(copy) = &c.copy else { continue };
                     let held = peer.index.entry(copy).expect("infallible");
                     if let Some(e) = held {
@@ -937,19 +948,21 @@ impl World {
     }
 
     /// Where the bound prunes nothing: every file version recorded is
-    /// still its path's entry (and on disk), or was replaced knowingly,
-    /// or is kept in a conflict copy that passes the same test.
+    /// still its path's content (on disk), or was replaced knowingly, or
+    /// is kept in a conflict copy that passes the same test.
     fn check_nothing_lost(&self) -> Result<(), String> {
         let reference = &self.peers[0];
-        for (path, version) in &self.files {
+        for ((path, version), content) in &self.files {
             let mut at = (path.clone(), version.clone());
             for _ in 0..1000 {
                 if self.superseded.contains(&at) {
                     break;
                 }
                 let entry = reference.index.entry(&at.0).expect("infallible");
-                if entry.as_ref().is_some_and(|e| e.version == at.1)
-                    && present(&reference.index, &at.0).expect("infallible").is_some()
+                if reference
+                    .disk
+                    .get(&at.0)
+                    .is_some_and(|n| n.content == *content)
                 {
                     break;
                 }

@@ -536,7 +536,11 @@ fn apply_isolated(
                 error,
                 recorded,
                 action: Some(action),
-            }) => (error, recorded, action),
+                conflicts,
+            }) => {
+                out.conflicts.extend(conflicts);
+                (error, recorded, action)
+            }
             Err(e) => return Err(e),
         };
         out.recorded += recorded;
@@ -558,6 +562,7 @@ fn apply_isolated(
                 error,
                 recorded: 0,
                 action: Some(action),
+                conflicts: Vec::new(),
             });
         };
         let not_staged =
