@@ -767,10 +767,31 @@ fn conflict_copies<V: IndexView>(
             continue;
         };
         taken.insert(copy.clone());
-        let mut ts = newest.max(local.version.ts);
-        if let Some(e) = &existing {
-            ts = ts.max(e.version.ts);
+        // The oldest copies beyond the bound go (next to the file only).
+        let mut olds: Vec<(RelPath, Entry)> = Vec::new();
+        if gives_way.is_none() {
+            let dir = p.parent().unwrap_or_else(RelPath::root);
+            olds = view
+                .below(&dir)?
+                .into_iter()
+                .filter(|(q, e)| {
+                    e.is_live()
+                        && q.parent().as_ref() == Some(&dir)
+                        && conflict::is_copy_of(q, p)
+                        && !overlay.contains_key(q)
+                        && !taken.contains(q)
+                })
+                .collect();
+            olds.sort_by(|a, b| a.1.version.cmp(&b.1.version));
+            let over = (olds.len() + 1).saturating_sub(keep as usize);
+            olds.truncate(over);
         }
+        // Above everything it replaces, so that it wins on every host.
+        let ts = olds
+            .iter()
+            .map(|(_, e)| e.version.ts)
+            .chain(existing.iter().map(|e| e.version.ts))
+            .fold(newest.max(local.version.ts), Timestamp::max);
         let version = Version {
             ts: Timestamp(ts.0.saturating_add(1)),
             host: cr.host.clone(),
@@ -787,35 +808,18 @@ fn conflict_copies<V: IndexView>(
                 base: existing.map(|e| e.version),
             },
         }];
-        // The oldest copies beyond the bound go (next to the file only).
         let mut prune = Vec::new();
-        if gives_way.is_none() {
-            let dir = p.parent().unwrap_or_else(RelPath::root);
-            let mut olds: Vec<(RelPath, Entry)> = view
-                .below(&dir)?
-                .into_iter()
-                .filter(|(q, e)| {
-                    e.is_live()
-                        && q.parent().as_ref() == Some(&dir)
-                        && conflict::is_copy_of(q, p)
-                        && !overlay.contains_key(q)
-                        && !taken.contains(q)
-                })
-                .collect();
-            olds.sort_by(|a, b| a.1.version.cmp(&b.1.version));
-            let over = (olds.len() + 1).saturating_sub(keep as usize);
-            for (q, e) in olds.into_iter().take(over) {
-                prune.push(q.clone());
-                changes.push(Change {
-                    path: q,
-                    entry: Entry {
-                        content: Content::Deleted,
-                        meta: Meta::default(),
-                        version: version.clone(),
-                        base: Some(e.version),
-                    },
-                });
-            }
+        for (q, e) in olds {
+            prune.push(q.clone());
+            changes.push(Change {
+                path: q,
+                entry: Entry {
+                    content: Content::Deleted,
+                    meta: Meta::default(),
+                    version: version.clone(),
+                    base: Some(e.version),
+                },
+            });
         }
         keeps.push(Keep {
             copy: copy.clone(),

@@ -656,6 +656,16 @@ impl World {
                             self.stats.copies += 1;
                         }
                     }
+                    // A change to the same content as this host's own
+                    // keeps that content in the new version.
+                    if let Some(prev) = peer.index.entry(&c.path).expect("infallible") {
+                        if prev.version.host == peer.host && prev.content == c.entry.content {
+                            self.kept.insert(
+                                (c.path.clone(), prev.version),
+                                (c.path.clone(), c.entry.version.clone()),
+                            );
+                        }
+                    }
                     peer.index.record(c.clone());
                 }
             }
