@@ -490,6 +490,15 @@ pub fn resolve_with<V: IndexView>(
         });
     }
     let copies: BTreeSet<RelPath> = keeps.iter().map(|k| k.copy.clone()).collect();
+    // The directories made only to hold a copy (a copy of a directory
+    // that gives way): their metadata is set right after the copies, so
+    // that no later failure of the batch holds the copies back.
+    let copy_dirs: BTreeSet<RelPath> = copies
+        .iter()
+        .flat_map(|c| c.ancestors())
+        .filter(|a| !a.is_root() && matches!(before.get(a), Some(None)))
+        .collect();
+    let mut early = Vec::new();
 
     let mut removes = Vec::new();
     let mut creates = Vec::new();
@@ -575,6 +584,10 @@ pub fn resolve_with<V: IndexView>(
                     source,
                 });
             }
+            (Content::Dir, _) if copy_dirs.contains(&p) => early.push(Action::MakeDir {
+                path: p,
+                meta: node.meta,
+            }),
             (Content::Dir, _) => writes.push(Action::MakeDir {
                 path: p,
                 meta: node.meta,
@@ -598,6 +611,7 @@ pub fn resolve_with<V: IndexView>(
         }
     }
     res.actions.extend(keeps.into_iter().map(|k| k.action));
+    res.actions.extend(early);
     // Files whose content is about to go, except those that only move.
     for p in &affected {
         if let Some(Node {
