@@ -64,7 +64,8 @@ fn copies_by(dir: &Path, writer: &str) -> Vec<String> {
 /// and has travelled.
 fn wait_for_report(cluster: &Cluster, host: &str, text: &str) {
     assert!(
-        wait_until(TIMEOUT, || read(cluster, host, "report.txt").as_deref() == Some(text)),
+        wait_until(TIMEOUT, || read(cluster, host, "report.txt").as_deref()
+            == Some(text)),
         "{host} never got {text:?}:\n{}",
         cluster.logs()
     );
@@ -138,7 +139,11 @@ fn concurrent_edits_keep_both_texts_on_every_host() {
     let _one = support::serial();
     let mut cluster = started_with_report();
     cluster.stop("beta").expect("beta was running");
-    fs::write(cluster.root("alpha").join("srv/www/report.txt"), "alpha's\n").expect("write");
+    fs::write(
+        cluster.root("alpha").join("srv/www/report.txt"),
+        "alpha's\n",
+    )
+    .expect("write");
     wait_for_report(&cluster, "gamma", "alpha's\n");
     std::thread::sleep(Duration::from_millis(50));
     fs::write(cluster.root("beta").join("srv/www/report.txt"), "beta's\n").expect("write");
@@ -162,7 +167,11 @@ fn an_offline_edit_that_loses_is_kept_by_its_host() {
     cluster.stop("beta").expect("beta was running");
     fs::write(cluster.root("beta").join("srv/www/report.txt"), "beta's\n").expect("write");
     std::thread::sleep(Duration::from_millis(50));
-    fs::write(cluster.root("alpha").join("srv/www/report.txt"), "alpha's\n").expect("write");
+    fs::write(
+        cluster.root("alpha").join("srv/www/report.txt"),
+        "alpha's\n",
+    )
+    .expect("write");
     wait_for_report(&cluster, "gamma", "alpha's\n");
     cluster.start_host("beta");
     let copy = check_outcome(&cluster, "alpha's\n", "beta", "beta's\n");
@@ -177,16 +186,29 @@ fn a_delete_versus_edit_conflict_keeps_the_edit() {
     // The edit first (on stopped beta), the deletion later (alpha).
     let mut cluster = started_with_report();
     cluster.stop("beta").expect("beta was running");
-    fs::write(cluster.root("beta").join("srv/www/report.txt"), "beta's edit\n").expect("write");
+    fs::write(
+        cluster.root("beta").join("srv/www/report.txt"),
+        "beta's edit\n",
+    )
+    .expect("write");
     std::thread::sleep(Duration::from_millis(50));
     fs::remove_file(cluster.root("alpha").join("srv/www/report.txt")).expect("rm");
-    assert!(wait_until(TIMEOUT, || read(&cluster, "gamma", "report.txt").is_none()));
+    assert!(wait_until(TIMEOUT, || read(
+        &cluster,
+        "gamma",
+        "report.txt"
+    )
+    .is_none()));
     cluster.start_host("beta");
     wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     for h in HOSTS {
         let dir = cluster.root(h).join("srv/www");
-        assert_eq!(read(&cluster, h, "report.txt"), None, "{h}: the deletion won");
+        assert_eq!(
+            read(&cluster, h, "report.txt"),
+            None,
+            "{h}: the deletion won"
+        );
         let copies = copies_by(&dir, "beta");
         assert_eq!(copies.len(), 1, "{h}: {copies:?}\n{}", cluster.logs());
         assert_eq!(
@@ -203,9 +225,18 @@ fn a_delete_versus_edit_conflict_keeps_the_edit() {
     let mut cluster = started_with_report();
     cluster.stop("beta").expect("beta was running");
     fs::remove_file(cluster.root("alpha").join("srv/www/report.txt")).expect("rm");
-    assert!(wait_until(TIMEOUT, || read(&cluster, "gamma", "report.txt").is_none()));
+    assert!(wait_until(TIMEOUT, || read(
+        &cluster,
+        "gamma",
+        "report.txt"
+    )
+    .is_none()));
     std::thread::sleep(Duration::from_millis(50));
-    fs::write(cluster.root("beta").join("srv/www/report.txt"), "beta's edit\n").expect("write");
+    fs::write(
+        cluster.root("beta").join("srv/www/report.txt"),
+        "beta's edit\n",
+    )
+    .expect("write");
     cluster.start_host("beta");
     wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));

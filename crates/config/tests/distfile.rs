@@ -149,8 +149,17 @@ fn conflicts_option_takes_a_bound() {
         c.sets[2].options.conflict_copies(),
         omirr_config::distfile::DEFAULT_CONFLICT_COPIES
     );
-    assert!(c.sets[0].options.names().contains(&"conflicts=3".to_string()));
-    for bad in ["conflicts", "conflicts=", "conflicts=many", "conflicts=-1", "conflicts=1001"] {
+    assert!(c.sets[0]
+        .options
+        .names()
+        .contains(&"conflicts=3".to_string()));
+    for bad in [
+        "conflicts",
+        "conflicts=",
+        "conflicts=many",
+        "conflicts=-1",
+        "conflicts=1001",
+    ] {
         let (l, col, m) = one_error(&format!("/a -> ( h k )\n install -o{bad} ;"));
         assert_eq!((l, col), (2, 12), "{bad}");
         assert!(

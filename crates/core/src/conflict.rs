@@ -96,7 +96,8 @@ pub fn compact_utc(ts: Timestamp) -> String {
 }
 
 /// The conflict copy's name for the content of `path` that lost at
-/// version `lost`; `attempt` > 0 adds `-N` (for a name that is taken).
+/// version `lost`; `attempt` > 0 adds `-N`, N = `attempt + 1` (for a
+/// name that is taken: the second copy is `-2`).
 /// A long stem is cut so that the name stays within `NAME_MAX`.
 pub fn copy_name(path: &RelPath, lost: &Version, attempt: u32) -> Option<RelPath> {
     let (stem, ext) = stem_and_ext(path.file_name());
@@ -105,7 +106,7 @@ pub fn copy_name(path: &RelPath, lost: &Version, attempt: u32) -> Option<RelPath
     mark.push(b'-');
     mark.extend(compact_utc(lost.ts).bytes());
     if attempt > 0 {
-        mark.extend(format!("-{attempt}").bytes());
+        mark.extend(format!("-{}", attempt + 1).bytes());
     }
     let room = MAX_NAME_LEN.checked_sub(mark.len() + ext.len())?;
     let whole_is_text = std::str::from_utf8(stem).is_ok();
@@ -162,9 +163,12 @@ mod tests {
         assert_eq!(name, p("srv/report.conflict-b-20261202T041500.txt"));
         assert!(is_copy_of(&name, &p("srv/report.txt")));
         assert!(!is_copy_of(&p("srv/report.txt"), &p("srv/report.txt")));
-        assert!(!is_copy_of(&p("srv/other.conflict-b-1.txt"), &p("srv/report.txt")));
+        assert!(!is_copy_of(
+            &p("srv/other.conflict-b-1.txt"),
+            &p("srv/report.txt")
+        ));
         assert_eq!(
-            copy_name(&p(".bashrc"), &v(0, "a/b c"), 2).expect("name"),
+            copy_name(&p(".bashrc"), &v(0, "a/b c"), 1).expect("name"),
             p(".bashrc.conflict-a_b_c-19700101T000000-2")
         );
         assert_eq!(
@@ -181,7 +185,10 @@ mod tests {
     fn dates_are_civil_utc() {
         assert_eq!(compact_utc(Timestamp(0)), "19700101T000000");
         // 2000-02-29 23:59:59.
-        assert_eq!(compact_utc(Timestamp(951_868_799_000_000_000)), "20000229T235959");
+        assert_eq!(
+            compact_utc(Timestamp(951_868_799_000_000_000)),
+            "20000229T235959"
+        );
     }
 
     #[test]
@@ -196,8 +203,17 @@ mod tests {
         let ours = e(v(5, "a"), Some(v(1, "c")));
         assert!(conflicts(&ours, &e(v(6, "b"), Some(v(1, "c"))), &me));
         assert!(conflicts(&ours, &e(v(4, "b"), None), &me));
-        assert!(!conflicts(&ours, &e(v(6, "b"), Some(v(5, "a"))), &me), "an update");
-        assert!(!conflicts(&e(v(5, "c"), None), &e(v(6, "b"), None), &me), "not ours");
-        assert!(!conflicts(&ours, &e(v(3, "a"), None), &me), "our own, older");
+        assert!(
+            !conflicts(&ours, &e(v(6, "b"), Some(v(5, "a"))), &me),
+            "an update"
+        );
+        assert!(
+            !conflicts(&e(v(5, "c"), None), &e(v(6, "b"), None), &me),
+            "not ours"
+        );
+        assert!(
+            !conflicts(&ours, &e(v(3, "a"), None), &me),
+            "our own, older"
+        );
     }
 }

@@ -453,7 +453,15 @@ pub fn resolve_with<V: IndexView>(
     let mut keeps = Vec::new();
     let mut pruned = BTreeSet::new();
     if let Some(cr) = &rules.conflicts {
-        keeps = conflict_copies(view, &overlay, &before, &after, cr, &mut lost_here, &mut res)?;
+        keeps = conflict_copies(
+            view,
+            &overlay,
+            &before,
+            &after,
+            cr,
+            &mut lost_here,
+            &mut res,
+        )?;
         let mut added = Vec::new();
         for k in &keeps {
             for p in &k.prune {
@@ -679,7 +687,11 @@ fn conflict_copies<V: IndexView>(
 ) -> Result<Vec<Keep>, V::Error> {
     // Above every version the batch brings, so that a copy is present
     // whatever the batch deletes around it.
-    let newest = overlay.values().map(|e| e.version.ts).max().unwrap_or_default();
+    let newest = overlay
+        .values()
+        .map(|e| e.version.ts)
+        .max()
+        .unwrap_or_default();
     let mut keeps: Vec<Keep> = Vec::new();
     let mut taken: BTreeSet<RelPath> = BTreeSet::new();
     for (p, was) in before {

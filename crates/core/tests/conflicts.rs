@@ -50,7 +50,10 @@ fn file(h: u8) -> Content {
 }
 
 fn change(path: &str, e: Entry) -> Change {
-    Change { path: p(path), entry: e }
+    Change {
+        path: p(path),
+        entry: e,
+    }
 }
 
 const ME: &str = "a";
@@ -104,7 +107,10 @@ fn a_concurrent_edit_that_wins_keeps_ours_as_a_conflict_copy() {
     assert!(!c.ours_won);
     assert_eq!(c.copy.as_ref(), Some(&copy));
     assert_eq!((&c.ours, &c.theirs), (&v(200, ME), &v(300, "b")));
-    assert!(c.to_string().contains("is kept as d/report.conflict-a-"), "{c}");
+    assert!(
+        c.to_string().contains("is kept as d/report.conflict-a-"),
+        "{c}"
+    );
     // The copy comes first, then the peer's write.
     assert!(
         matches!(&res.actions[0], Action::KeepConflictCopy { path, copy: to, hash, prune, .. }
@@ -121,7 +127,10 @@ fn a_concurrent_edit_that_wins_keeps_ours_as_a_conflict_copy() {
     assert_eq!(kept.content, file(2));
     assert_eq!(kept.version.host, HostId::new(ME));
     assert!(kept.version.ts > Timestamp(300));
-    assert_eq!(accepted(&res, "d/report.txt").map(|e| e.version), Some(v(300, "b")));
+    assert_eq!(
+        accepted(&res, "d/report.txt").map(|e| e.version),
+        Some(v(300, "b"))
+    );
 }
 
 /// Not conflicts: an update that knew our version, and our version
@@ -154,7 +163,9 @@ fn a_concurrent_edit_that_loses_is_noted_and_copied_by_its_own_host() {
     let res = run(&ix, &[change("f", entry(file(2), v(300, "b"), None))]);
     assert_eq!(res.conflicts.len(), 1);
     assert!(res.conflicts[0].ours_won);
-    assert!(res.conflicts[0].to_string().contains("host b keeps its content"));
+    assert!(res.conflicts[0]
+        .to_string()
+        .contains("host b keeps its content"));
     assert!(res.actions.is_empty() && res.accepted.is_empty());
     assert_eq!(res.ours_newer, vec![p("f")]);
 }
@@ -163,14 +174,26 @@ fn a_concurrent_edit_that_loses_is_noted_and_copied_by_its_own_host() {
 /// kept as a conflict copy; an edit later than the deletion just wins.
 #[test]
 fn an_edit_is_never_lost_to_a_concurrent_deletion() {
-    let ix = index(vec![change("f.txt", entry(file(1), v(200, ME), Some(v(100, "b"))))]);
+    let ix = index(vec![change(
+        "f.txt",
+        entry(file(1), v(200, ME), Some(v(100, "b"))),
+    )]);
     let res = run(
         &ix,
-        &[change("f.txt", entry(Content::Deleted, v(300, "b"), Some(v(100, "b"))))],
+        &[change(
+            "f.txt",
+            entry(Content::Deleted, v(300, "b"), Some(v(100, "b"))),
+        )],
     );
     let copy = res.conflicts[0].copy.clone().expect("a copy");
-    assert!(res.actions.iter().any(|a| matches!(a, Action::Remove { path, .. } if *path == p("f.txt"))));
-    assert_eq!(accepted(&res, &copy.to_string()).map(|e| e.content), Some(file(1)));
+    assert!(res
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Remove { path, .. } if *path == p("f.txt"))));
+    assert_eq!(
+        accepted(&res, &copy.to_string()).map(|e| e.content),
+        Some(file(1))
+    );
     // On the deleting host the edit arrives later than its deletion:
     // it just wins there.
     let deleter = index(vec![change(
@@ -179,10 +202,16 @@ fn an_edit_is_never_lost_to_a_concurrent_deletion() {
     )]);
     let res = run(
         &deleter,
-        &[change("f.txt", entry(file(1), v(400, "c"), Some(v(100, "b"))))],
+        &[change(
+            "f.txt",
+            entry(file(1), v(400, "c"), Some(v(100, "b"))),
+        )],
     );
     assert!(res.conflicts.is_empty(), "the tombstone is not ours");
-    assert!(res.actions.iter().any(|a| matches!(a, Action::WriteFile { path, .. } if *path == p("f.txt"))));
+    assert!(res
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::WriteFile { path, .. } if *path == p("f.txt"))));
 }
 
 /// A directory deleted on a peer that never knew our new file in it: the
@@ -193,7 +222,13 @@ fn a_file_in_a_directory_a_peer_deleted_is_kept() {
         change("d", entry(Content::Dir, v(100, "b"), None)),
         change("d/new", entry(file(4), v(200, ME), None)),
     ]);
-    let res = run(&ix, &[change("d", entry(Content::Deleted, v(300, "b"), Some(v(100, "b"))))]);
+    let res = run(
+        &ix,
+        &[change(
+            "d",
+            entry(Content::Deleted, v(300, "b"), Some(v(100, "b"))),
+        )],
+    );
     let copy = res.conflicts[0].copy.clone().expect("a copy");
     assert_eq!(copy, p("d.conflict-a-19700101T000000/new"));
     // The copy is present once the batch is recorded; d is not.
@@ -216,7 +251,11 @@ fn directory_versus_file_keeps_the_files() {
         change("x/y", entry(file(5), v(110, ME), None)),
     ]);
     let res = run(&ix, &[change("x", entry(file(6), v(300, "b"), None))]);
-    let copies: Vec<_> = res.conflicts.iter().filter_map(|c| c.copy.clone()).collect();
+    let copies: Vec<_> = res
+        .conflicts
+        .iter()
+        .filter_map(|c| c.copy.clone())
+        .collect();
     assert_eq!(copies, vec![p("x.conflict-a-19700101T000000/y")]);
     let ix = index(vec![change("x", entry(file(5), v(200, ME), None))]);
     let res = run(
@@ -237,7 +276,10 @@ fn directory_versus_file_keeps_the_files() {
 #[test]
 fn the_bound_removes_the_oldest_copies() {
     let olds = [(10, "b"), (20, "c"), (30, "a")];
-    let mut ix = index(vec![change("f.txt", entry(file(1), v(5_000_000_000_000, ME), None))]);
+    let mut ix = index(vec![change(
+        "f.txt",
+        entry(file(1), v(5_000_000_000_000, ME), None),
+    )]);
     for (i, (ts, host)) in olds.iter().enumerate() {
         let name = omirr_core::conflict::copy_name(&p("f.txt"), &v(*ts, host), 0).expect("name");
         ix.record(Change {
@@ -245,7 +287,10 @@ fn the_bound_removes_the_oldest_copies() {
             entry: entry(file(10 + i as u8), v(1000 + *ts, ME), None),
         });
     }
-    let batch = [change("f.txt", entry(file(2), v(6_000_000_000_000, "b"), None))];
+    let batch = [change(
+        "f.txt",
+        entry(file(2), v(6_000_000_000_000, "b"), None),
+    )];
     let none = run_keeping(&ix, &batch, 0);
     assert_eq!(none.conflicts.len(), 1);
     assert_eq!(none.conflicts[0].copy, None);
@@ -263,7 +308,10 @@ fn the_bound_removes_the_oldest_copies() {
         ]
     );
     for q in prune {
-        assert_eq!(accepted(&res, &q.to_string()).map(|e| e.content), Some(Content::Deleted));
+        assert_eq!(
+            accepted(&res, &q.to_string()).map(|e| e.content),
+            Some(Content::Deleted)
+        );
     }
 }
 
@@ -276,11 +324,19 @@ fn local_edits_in_a_row_keep_the_base_from_elsewhere() {
     let mut ix = index(vec![change("f", entry(file(1), v(100, "b"), None))]);
     let mut hlc = Hlc::default();
     for (h, when) in [
-        (2u8, When::Live { wall: Timestamp(200) }),
-        (3, When::Scanned {
-            ctime: Timestamp(300),
-            floor: Timestamp(200),
-        }),
+        (
+            2u8,
+            When::Live {
+                wall: Timestamp(200),
+            },
+        ),
+        (
+            3,
+            When::Scanned {
+                ctime: Timestamp(300),
+                floor: Timestamp(200),
+            },
+        ),
     ] {
         let node = omirr_core::tree::Node {
             content: file(h),

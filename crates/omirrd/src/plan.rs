@@ -615,6 +615,27 @@ pub(crate) mod tests {
         );
     }
 
+    /// The first covering set's `conflicts=N` bounds the conflict copies
+    /// of a path (10 when not given); `check` shows the option.
+    #[test]
+    fn the_ruling_set_bounds_conflict_copies_and_check_shows_it() {
+        let conf = "/srv/www/static -> ( a c )\n\tinstall -oconflicts=0 ;\n/srv/www -> ( a b )\n\tinstall -oconflicts=3 ;\n/etc/app -> ( a b )\n";
+        let (plan, _dir) = plan("a", conf);
+        assert_eq!(plan.conflict_copies(&p("srv/www/static/logo.png")), 0);
+        assert_eq!(plan.conflict_copies(&p("srv/www/index.html")), 3);
+        assert_eq!(
+            plan.conflict_copies(&p("etc/app/x")),
+            distfile::DEFAULT_CONFLICT_COPIES
+        );
+        assert_eq!(plan.conflict_copies(&p("var/x")), 0, "mirrored nowhere");
+        let shown = plan.describe();
+        assert!(
+            shown.contains("  option     conflicts=3: omirrd's own: when two hosts change a file")
+                && shown.contains("  option     conflicts=0: "),
+            "{shown}"
+        );
+    }
+
     /// The install options of the first set that covers a path and does
     /// not leave it out rule its owner, group, mode and history.
     #[test]

@@ -548,8 +548,14 @@ mod tests {
             "{text}"
         );
         let metrics = prometheus(&s);
-        assert!(metrics.contains("\nomirrd_conflicts_total 2\n"), "{metrics}");
-        assert!(metrics.contains("\nomirrd_conflict_copies_total 1\n"), "{metrics}");
+        assert!(
+            metrics.contains("\nomirrd_conflicts_total 2\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nomirrd_conflict_copies_total 1\n"),
+            "{metrics}"
+        );
         assert!(text.contains("omirrd on alpha"), "{text}");
         assert!(text.contains("sequence 42, 3 local changes"), "{text}");
         let beta = text

@@ -1066,7 +1066,10 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
                 other => return Err(format!("conflict copy source {path:?} holds {other:?}")),
             }
             ensure_parents(disk, copy)?;
-            if disk.get(copy).is_some_and(|n| !matches!(n.content, Content::File { .. })) {
+            if disk
+                .get(copy)
+                .is_some_and(|n| !matches!(n.content, Content::File { .. }))
+            {
                 return Err("conflict copy over something else than a file".into());
             }
             disk.insert(
