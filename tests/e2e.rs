@@ -503,6 +503,7 @@ fn file_change(path: &str, data: &[u8]) -> omirr_proto::Change {
                 ts: omirr_proto::Timestamp(u64::MAX / 2),
                 host: omirr_proto::HostId::new("gamma"),
             },
+            base: None,
         },
     }
 }

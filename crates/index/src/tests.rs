@@ -28,6 +28,7 @@ fn change(path: &str, ts: u64, content: Content) -> Change {
                 ts: Timestamp(ts),
                 host: HostId::new("h"),
             },
+            base: None,
         },
     }
 }

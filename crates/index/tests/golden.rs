@@ -69,6 +69,7 @@ fn entries() -> Vec<(Entry, &'static str)> {
                     ..meta(0o777)
                 },
                 version: version("gamma"),
+                base: None,
             },
             SYMLINK,
         ),

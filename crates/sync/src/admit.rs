@@ -203,6 +203,7 @@ mod tests {
                     ts: Timestamp(ts),
                     host: HostId::new(host),
                 },
+                base: None,
             },
         }
     }

@@ -217,6 +217,7 @@ pub fn sample_change(path: &str) -> Change {
                 ts: Timestamp(1_700_000_000_000_000_001),
                 host: HostId::new("alpha"),
             },
+            base: None,
         },
     }
 }
