@@ -195,7 +195,9 @@ mod tests {
     fn a_conflict_is_a_local_change_the_peer_did_not_replace() {
         let me = HostId::new("a");
         let e = |ver: Version, base: Option<Version>| Entry {
-            content: Content::Dir,
+            content: Content::Symlink {
+                target: ver.to_string().into_bytes(),
+            },
             meta: Meta::default(),
             version: ver,
             base,

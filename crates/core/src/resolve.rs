@@ -210,7 +210,8 @@ pub struct ConflictRules<'a> {
     /// This host: only its own changes lose a conflict here.
     pub host: &'a HostId,
     /// How many conflict copies of the file at a path to keep (its set's
-    /// `-oconflicts=N`); 0 keeps none.
+    /// `-oconflicts=N`); 0 keeps none. Asked of the copy's path too: 0
+    /// there (mirrored nowhere, or left out) makes no copy.
     pub keep: &'a dyn Fn(&RelPath) -> u32,
 }
 
@@ -763,6 +764,11 @@ fn conflict_copies<V: IndexView>(
                 }
             };
             let Some(candidate) = candidate else { break };
+            // A copy must be mirrored where the file is: not one outside
+            // every set (a set whose top is the file itself) or left out.
+            if (cr.keep)(&candidate) == 0 {
+                break;
+            }
             if taken.contains(&candidate) || overlay.contains_key(&candidate) {
                 continue;
             }

@@ -315,6 +315,29 @@ fn the_bound_removes_the_oldest_copies() {
     }
 }
 
+/// No copy where it would not be mirrored: a set whose top is the file
+/// itself does not cover its sibling, the copy.
+#[test]
+fn no_copy_outside_the_sets() {
+    let ix = index(vec![change(
+        "etc/app.conf",
+        entry(file(1), v(200, ME), None),
+    )]);
+    let me = HostId::new(ME);
+    let rules = Rules {
+        savetargets: &|_| false,
+        conflicts: Some(ConflictRules {
+            host: &me,
+            keep: &|p| u32::from(*p == RelPath::new(&b"etc/app.conf"[..]).expect("path")) * 10,
+        }),
+    };
+    let batch = [change("etc/app.conf", entry(file(2), v(300, "b"), None))];
+    let res = resolve_with(&ix, &batch, &rules, &mut |_| {}).expect("infallible");
+    assert_eq!(res.conflicts.len(), 1);
+    assert_eq!(res.conflicts[0].copy, None);
+    assert_eq!(res.accepted.len(), 1, "only the peer's change");
+}
+
 /// A run of local edits keeps the base of the last version from
 /// elsewhere, so a peer that saw only the last one finds the base it
 /// knows; a scan sets the base too.
