@@ -249,3 +249,67 @@ fn a_delete_versus_edit_conflict_keeps_the_edit() {
         );
     }
 }
+
+/// A file written (on stopped beta) into a directory that alpha deletes
+/// later, not knowing the file: the directory stays deleted, and the file
+/// is kept on every host in a copy of the directory,
+/// `d.conflict-beta-TIME/new.txt`; the files alpha knew are not copied.
+#[test]
+fn a_file_in_a_directory_deleted_elsewhere_is_kept() {
+    let _one = support::serial();
+    let mut cluster = Cluster::new(&HOSTS, www);
+    let d = cluster.root("alpha").join("srv/www/d");
+    fs::create_dir_all(&d).expect("mkdir");
+    fs::write(d.join("old.txt"), "known to all\n").expect("write");
+    for h in &HOSTS[1..] {
+        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
+    }
+    cluster.start_all();
+    wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    cluster.stop("beta").expect("beta was running");
+    fs::write(
+        cluster.root("beta").join("srv/www/d/new.txt"),
+        "beta's new\n",
+    )
+    .expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    fs::remove_dir_all(&d).expect("rm -r");
+    assert!(wait_until(TIMEOUT, || !cluster
+        .root("gamma")
+        .join("srv/www/d")
+        .exists()));
+    cluster.start_host("beta");
+    wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    for h in HOSTS {
+        let www = cluster.root(h).join("srv/www");
+        assert!(!www.join("d").exists(), "{h}: d stays deleted");
+        let names: Vec<String> = fs::read_dir(&www)
+            .expect("read_dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let copies: Vec<&String> = names
+            .iter()
+            .filter(|n| n.starts_with("d.conflict-beta-"))
+            .collect();
+        assert_eq!(copies.len(), 1, "{h}: {names:?}\n{}", cluster.logs());
+        let copy = www.join(copies[0]);
+        assert_eq!(
+            fs::read_to_string(copy.join("new.txt")).ok().as_deref(),
+            Some("beta's new\n"),
+            "{h}: the new file is kept"
+        );
+        assert!(!copy.join("old.txt").exists(), "{h}: alpha knew old.txt");
+    }
+    check_reported_at(&cluster, "beta", "conflict at srv/www/d/new.txt");
+}
+
+fn check_reported_at(cluster: &Cluster, host: &str, needle: &str) {
+    assert!(
+        cluster.wait_for_log(host, needle, TIMEOUT),
+        "{host} did not log {needle:?}:\n{}",
+        cluster.log(host)
+    );
+}
