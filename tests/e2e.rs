@@ -503,6 +503,7 @@ fn file_change(path: &str, data: &[u8]) -> omirr_proto::Change {
                 ts: omirr_proto::Timestamp(u64::MAX / 2),
                 host: omirr_proto::HostId::new("gamma"),
             },
+            base: None,
         },
     }
 }
@@ -1382,6 +1383,7 @@ fn owners_arrive_by_name_and_unknown_names_fall_back_to_the_number() {
                         ts: omirr_proto::Timestamp(now),
                         host: omirr_proto::HostId::new("gamma"),
                     },
+                    base: None,
                 },
             },
         )

@@ -74,6 +74,7 @@ fn change(path: &str, content: Content, ts: u64, writer: &str) -> Change {
                 ts: Timestamp(ts),
                 host: omirr_proto::HostId::new(writer),
             },
+            base: None,
         },
     }
 }

@@ -133,6 +133,7 @@ fn verify_says_same_then_names_a_planted_difference_then_a_peer_down() {
             ts: Timestamp(1_000_000_000_000_000_000),
             host: HostId::new("alpha"),
         },
+        base: None,
     };
     {
         let index = omirr_index::Index::open(&cluster.state_dir("gamma")).expect("gamma's index");

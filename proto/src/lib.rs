@@ -75,7 +75,7 @@ pub use omirr_core::{
 /// The protocol version this build speaks. Bumped on every incompatible
 /// change to framing or messages; peers with different versions refuse each
 /// other at the handshake. `PROTOCOL.md` says what needs a bump.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The TCP port omirrd listens on when the peers file names none (omirr's
 /// historical port).
@@ -96,10 +96,12 @@ pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 pub const MAX_CHUNK: usize = 256 * 1024;
 
 /// The most changes one [`Message::Changes`] page carries. A change
-/// encodes to as little as ~10 bytes but takes ~150 in memory; bounding the
+/// encodes to as little as ~10 bytes but takes ~220 in memory; bounding the
 /// count bounds what a frame can make the receiver allocate, and keeps a
-/// page a reasonable unit for one index transaction.
-pub const MAX_CHANGES_PER_PAGE: usize = 16 * 1024;
+/// page a reasonable unit for one index transaction. (Protocol 3 lowered
+/// it from 16,384: an entry's base made a change bigger in memory, and a
+/// full page of small changes must still fit a frame's decoding budget.)
+pub const MAX_CHANGES_PER_PAGE: usize = 14 * 1024;
 
 /// The most chunks one [`Message::ChunkList`] page carries (36 bytes
 /// each: well within a frame). A longer list takes several pages.

@@ -747,6 +747,7 @@ mod tests {
                     ts: Timestamp(1),
                     host: omirr_core::HostId::new("a"),
                 },
+                base: None,
             },
         };
         let page = |entries: Vec<Change>| Message::Entries {

@@ -31,7 +31,10 @@ fn another_protocol_version_is_refused() {
     assert_eq!(code, ErrorCode::ProtocolVersion);
     assert_eq!(
         message,
-        "peer speaks protocol version 3; this build speaks 2"
+        format!(
+            "peer speaks protocol version {}; this build speaks {PROTOCOL_VERSION}",
+            PROTOCOL_VERSION + 1
+        )
     );
 }
 

@@ -204,6 +204,9 @@ fn the_count_limit_splits_pages_of_small_changes() {
     small.entry.version.host = omirr_proto::HostId::new("b");
     small.entry.version.ts = omirr_proto::Timestamp(1);
     small.entry.meta.mtime_ns = 0;
+    // Room for the base's byte (protocol 3).
+    small.entry.meta.uid = 0;
+    small.entry.meta.gid = 0;
     let input: Vec<(Seq, Change)> = (1..=40_000).map(|i| (i, small.clone())).collect();
     let pages = check_pages(&input, 40_000, true);
     let counts: Vec<usize> = pages

@@ -197,13 +197,14 @@ pub enum OptionMeaning {
 pub const HISTORY_GENERATIONS: usize = 10;
 
 /// Every rdist install option, in alphabetical order, with its meaning.
-pub const INSTALL_OPTIONS: [(&str, OptionMeaning); 24] = {
+pub const INSTALL_OPTIONS: [(&str, OptionMeaning); 25] = {
     use OptionMeaning::{Does, Refused};
     [
         ("chknfs", Does("what lies on an NFS filesystem on this host (by /proc/self/mountinfo, at start and at each reload) is left out here: neither sent nor written; the other hosts mirror it among themselves")),
         ("chkreadonly", Does("always on: a read-only filesystem is found when a change is written; the peer's changes wait and are retried, and the error is logged")),
         ("chksym", Refused("keeping a symbolic link where the other hosts have a file would leave the hosts different for ever")),
         ("compare", Does("always on: contents are compared by BLAKE3 hash whenever size and times do not prove a file unchanged")),
+        ("conflicts", Does("omirrd's own: when two hosts change a file and neither knew the other's change, the losing content is kept as NAME.conflict-HOST-TIME.EXT, mirrored, at most N copies per file (10 if not given), the oldest removed first; conflicts=0 keeps none")),
         ("defgroup", Does("a group name unknown on this host becomes this group (bin if no value is given) instead of the peer's group number")),
         ("defowner", Does("an owner name unknown on this host becomes this user (bin if no value is given) instead of the peer's user number")),
         ("follow", Refused("omirrd mirrors symbolic links as links; following them would copy files from outside the mirrored tree")),
@@ -264,7 +265,17 @@ pub struct InstallOptions {
     pub younger: bool,
     pub defowner: Option<String>,
     pub defgroup: Option<String>,
+    /// `conflicts=N`: how many conflict copies to keep per file (omirrd's
+    /// own option; `None`: [`DEFAULT_CONFLICT_COPIES`]).
+    pub conflicts: Option<u32>,
 }
+
+/// How many conflict copies a set keeps per file unless `conflicts=N`
+/// says otherwise (Syncthing's `maxConflicts` default is 10 too).
+pub const DEFAULT_CONFLICT_COPIES: u32 = 10;
+
+/// The largest `conflicts=N` accepted.
+pub const MAX_CONFLICT_COPIES: u32 = 1000;
 
 impl InstallOptions {
     /// The options that are set, in rdist's spelling, for display.
@@ -304,7 +315,15 @@ impl InstallOptions {
         if let Some(g) = &self.defgroup {
             out.push(format!("defgroup={g}"));
         }
+        if let Some(n) = self.conflicts {
+            out.push(format!("conflicts={n}"));
+        }
         out
+    }
+
+    /// How many conflict copies to keep per file (0: none).
+    pub fn conflict_copies(&self) -> u32 {
+        self.conflicts.unwrap_or(DEFAULT_CONFLICT_COPIES)
     }
 }
 

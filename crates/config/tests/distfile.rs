@@ -137,6 +137,39 @@ fn install_options_attached_separate_and_legacy() {
     assert!(!o.whole);
 }
 
+/// `conflicts=N` bounds the conflict copies per file; 0 turns them off;
+/// it needs a number, and a bad one names the option and where it is.
+#[test]
+fn conflicts_option_takes_a_bound() {
+    let c = parse_ok("/a -> ( x y )\n install -oconflicts=3 ;\n/b -> ( x y )\n install -o conflicts=0 ;\n/c -> ( x y )");
+    assert_eq!(c.sets[0].options.conflicts, Some(3));
+    assert_eq!(c.sets[0].options.conflict_copies(), 3);
+    assert_eq!(c.sets[1].options.conflict_copies(), 0);
+    assert_eq!(c.sets[2].options.conflicts, None);
+    assert_eq!(
+        c.sets[2].options.conflict_copies(),
+        omirr_config::distfile::DEFAULT_CONFLICT_COPIES
+    );
+    assert!(c.sets[0]
+        .options
+        .names()
+        .contains(&"conflicts=3".to_string()));
+    for bad in [
+        "conflicts",
+        "conflicts=",
+        "conflicts=many",
+        "conflicts=-1",
+        "conflicts=1001",
+    ] {
+        let (l, col, m) = one_error(&format!("/a -> ( h k )\n install -o{bad} ;"));
+        assert_eq!((l, col), (2, 12), "{bad}");
+        assert!(
+            m.starts_with("install option 'conflicts' needs a number of conflict copies"),
+            "{bad}: {m}"
+        );
+    }
+}
+
 /// Every rdist option is either carried out, and parses without a word,
 /// or refused with an error that says why; none is accepted and ignored.
 #[test]
@@ -190,7 +223,7 @@ fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(all, sorted);
-    assert_eq!(all.len(), 24);
+    assert_eq!(all.len(), 25);
 }
 
 /// The table of omirrd.conf(5) says, for every option, what `omirrd

@@ -178,6 +178,15 @@ pub struct Entry {
     pub content: Content,
     pub meta: Meta,
     pub version: Version,
+    /// The version this change replaced (its base), `None` for a path the
+    /// writer had no entry for. A run of local changes on one host keeps
+    /// the base of the last version that came from elsewhere (see
+    /// [`crate::observe`]), so that a peer that saw only the last of them
+    /// does not take it for a conflict. It is what tells a true conflict
+    /// (two writes, neither of which knew the other) from an update: see
+    /// [`crate::conflict`]. The base is part of the change, not of the
+    /// path's state: [`present`](crate::tree::present) ignores it.
+    pub base: Option<Version>,
 }
 
 impl Entry {
@@ -229,6 +238,7 @@ mod tests {
                 ts: Timestamp(10 * day),
                 host: HostId::new("a"),
             },
+            base: None,
         };
         assert!(!t.is_expired_tombstone(Timestamp(39 * day), DEFAULT_TOMBSTONE_HORIZON_NS));
         assert!(t.is_expired_tombstone(Timestamp(41 * day), DEFAULT_TOMBSTONE_HORIZON_NS));

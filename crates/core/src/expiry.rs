@@ -126,6 +126,7 @@ pub fn plan<V: IndexView>(view: &V, expired: &[(RelPath, Entry)]) -> Result<Plan
                         content: Content::Deleted,
                         meta: e.meta,
                         version: tomb.version.clone(),
+                        base: Some(e.version.clone()),
                     },
                 });
             }
@@ -222,6 +223,7 @@ pub fn reconcile<V: IndexView>(
                         ts: Timestamp(h.entry.version.ts.0.saturating_add(1)),
                         host: host.clone(),
                     },
+                    base: Some(h.entry.version.clone()),
                 },
             });
         }
@@ -243,6 +245,7 @@ mod tests {
                 ts: Timestamp(ts),
                 host: HostId::new(host),
             },
+            base: None,
         }
     }
 

@@ -11,6 +11,8 @@
 //! - [`resolve`]: a batch of remote changes in, the disk actions and index
 //!   updates out, and, for the caller's log, each change's decision and
 //!   its reason;
+//! - [`conflict`]: telling a true conflict from an update, and the
+//!   names of the copies that keep the losing content;
 //! - [`observe`]: the disk as found (by a scan or the watcher) in, new
 //!   local changes out;
 //! - [`verify`]: comparing two hosts' indexes by summaries of path
@@ -31,6 +33,7 @@
 //! Nothing here touches a disk, a socket or a clock: callers pass wall time
 //! in and carry the returned actions out.
 
+pub mod conflict;
 pub mod entry;
 pub mod expiry;
 pub mod mem;

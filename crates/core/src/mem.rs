@@ -204,6 +204,7 @@ mod tests {
                     ts: Timestamp(ts),
                     host: HostId::new("h"),
                 },
+                base: None,
             },
         }
     }

@@ -75,6 +75,34 @@ pub fn observe<V: IndexView>(
         let disk = on_disk(&path);
         let was = present(&overlay, &path)?;
         if was == disk {
+            // A live entry that a change found here hides (a file in a
+            // deleted directory) and that was on disk before: it gets a
+            // tombstone of its own, so that the peers see that this host
+            // removed it knowing it (its base), and take no conflict
+            // copy of it (see `crate::conflict`).
+            // Each such path is recorded once (then its entry is a
+            // tombstone) and adds no work: no budget is spent on it.
+            let previous = overlay.entry(&path)?;
+            let hidden = disk.is_none()
+                && previous.as_ref().is_some_and(|e| e.is_live())
+                && present(view, &path)?.is_some();
+            if hidden {
+                let ts = match when(&path) {
+                    When::Live { wall } => hlc.now(wall),
+                    When::Scanned { ctime, floor } => hlc.at(ctime, floor),
+                };
+                let entry = Entry {
+                    content: Content::Deleted,
+                    meta: Meta::default(),
+                    version: Version {
+                        ts,
+                        host: host.clone(),
+                    },
+                    base: base_of(previous.as_ref(), host),
+                };
+                out.insert(path.clone(), entry);
+                order.push(path);
+            }
             continue;
         }
         // A directory entry that stays a directory entry (its mode, owner
@@ -104,6 +132,7 @@ pub fn observe<V: IndexView>(
                 ts,
                 host: host.clone(),
             },
+            base: base_of(overlay.entry(&path)?.as_ref(), host),
         };
         out.insert(path.clone(), entry);
         order.push(path.clone());
@@ -128,6 +157,20 @@ pub fn observe<V: IndexView>(
         .filter(|p| seen.insert(p.clone()))
         .filter_map(|p| out.remove(&p).map(|entry| Change { path: p, entry }))
         .collect())
+}
+
+/// The base of a local change that replaces `previous` (this host's
+/// entry for the path): the previous version, or, if that was a change of
+/// this very host, its base. A run of local edits thus keeps the base of
+/// the last version that came from elsewhere, and a peer that saw only
+/// the last of the run finds the base it knows: no false conflict.
+pub fn base_of(previous: Option<&Entry>, host: &HostId) -> Option<Version> {
+    let previous = previous?;
+    if previous.version.host == *host {
+        previous.base.clone()
+    } else {
+        Some(previous.version.clone())
+    }
 }
 
 /// The index with the changes found so far laid over it.
@@ -185,6 +228,7 @@ mod tests {
                 ts: Timestamp(1),
                 host: host.clone(),
             },
+            base: None,
         };
         let mut index = MemIndex::default();
         index.record(Change {

@@ -203,6 +203,16 @@ pub fn fingerprint(path: &RelPath, entry: &Entry) -> Hash {
     h.u64(m.mtime_ns as u64);
     h.bytes(m.owner.as_bytes());
     h.bytes(m.group.as_bytes());
+    // The version it replaced (see `crate::conflict`): it travels with
+    // the entry, so hosts that agree hold the same one.
+    match &entry.base {
+        None => h.u8(0),
+        Some(b) => {
+            h.u8(1);
+            h.u64(b.ts.0);
+            h.bytes(b.host.as_str().as_bytes());
+        }
+    }
     h.finish()
 }
 
@@ -334,6 +344,7 @@ pub fn entries_page<S: EntrySource>(
                 _ => 0,
             }
             + e.version.host.as_str().len()
+            + e.base.as_ref().map_or(0, |b| b.host.as_str().len() + 16)
             + 128;
         if out.len() == MAX_ENTRIES_PAGE || (!out.is_empty() && bytes + size > max_bytes) {
             complete = false;
@@ -625,6 +636,7 @@ mod tests {
                 ts: Timestamp(ts),
                 host: HostId::new("a"),
             },
+            base: None,
         }
     }
 
@@ -891,6 +903,9 @@ mod tests {
         let mut variants = vec![file(2, 1), file(1, 2)];
         let mut e = base.clone();
         e.version.host = HostId::new("b");
+        variants.push(e);
+        let mut e = base.clone();
+        e.base = Some(file(0, 1).version);
         variants.push(e);
         for f in [
             |m: &mut Meta| m.mode = 0o600,

@@ -35,6 +35,7 @@ fn file(path: &str, ts: u64, h: u8) -> Change {
             },
             meta: meta(0o644),
             version: v(ts, "remote"),
+            base: None,
         },
     }
 }
@@ -51,6 +52,7 @@ fn dir(path: &str, ts: u64) -> Change {
             content: Content::Dir,
             meta: meta(0o755),
             version: v(ts, "remote"),
+            base: None,
         },
     }
 }
@@ -64,6 +66,7 @@ fn link(path: &str, ts: u64, target: &str) -> Change {
             },
             meta: meta(0o777),
             version: v(ts, "remote"),
+            base: None,
         },
     }
 }
@@ -75,6 +78,7 @@ fn gone(path: &str, ts: u64) -> Change {
             content: Content::Deleted,
             meta: Meta::default(),
             version: v(ts, "remote"),
+            base: None,
         },
     }
 }

@@ -1207,7 +1207,63 @@ impl<'a> Batch<'a> {
             } => self.stage_write(index, path, *size, hash, meta, from, source),
             Action::MakeSymlink { path, target, meta } => self.make_symlink(path, target, meta),
             Action::SetMeta { path, meta } => self.set_meta(index, path, meta),
+            Action::KeepConflictCopy {
+                path,
+                copy,
+                size,
+                hash,
+                meta,
+                prune,
+            } => self.keep_conflict_copy(index, path, copy, (*size, hash), meta, prune, source),
         }
+    }
+
+    /// Keeps this host's file at `path`, which lost a conflict, as
+    /// `copy`: its content copied (and checked against `hash`) into a
+    /// temporary file, flushed, renamed into place and the directory
+    /// flushed, all before any later action of the batch may replace or
+    /// remove `path`. Then the oldest copies, `prune`, go.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_conflict_copy(
+        &mut self,
+        index: usize,
+        path: &RelPath,
+        copy: &RelPath,
+        (size, hash): (u64, &Hash),
+        meta: &Meta,
+        prune: &[RelPath],
+        source: &mut dyn ContentSource,
+    ) -> Result<(), ApplyError> {
+        let (dir, name) = self.ap.parent(path, "keep a conflict copy of", None)?;
+        // What is kept must be what the index recorded.
+        self.check_unchanged(&dir, name, path)?;
+        let copy_dir = copy.parent().ok_or(ApplyError::RootPath {
+            op: "keep a conflict copy at",
+        })?;
+        // A copy may go into a directory of its own (a copy of a directory
+        // that gives way to a file): made as implied directories are.
+        let copy_dir_fd = self.ap.open_dir(&copy_dir, Some(&mut self.touched))?;
+        self.stage_write(
+            index,
+            copy,
+            size,
+            hash,
+            meta,
+            &Source::CopyFrom(path.clone()),
+            source,
+        )?;
+        self.commit_staged().map_err(|(_, e)| e)?;
+        rfs::fsync(&copy_dir_fd).map_err(|e| io_error(&copy_dir, "flush", e))?;
+        for old in prune {
+            self.remove(
+                old,
+                &Content::File {
+                    size: 0,
+                    hash: [0; 32],
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// With a guard, fails if the non-directory `name` in `dir` changed

@@ -34,7 +34,7 @@ use crate::scan::{
     self, BaselineError, Known, ScanBaseline, ScanError, ScanIssue, ScanReport, ScanStats, StatKey,
 };
 use omirr_core::observe::{self, observe, When};
-use omirr_core::resolve::{resolve_explained, Action};
+use omirr_core::resolve::{resolve_with, Action};
 use omirr_core::tree::Node;
 use omirr_core::{Change, Content, Hlc, HostId, IndexView, RelPath, Timestamp};
 use omirr_index::{Batch, Index, IndexError, StatUpdate};
@@ -62,6 +62,9 @@ pub enum ApplyRemoteError {
         recorded: usize,
         /// The action that failed, if one did (not the final barrier).
         action: Option<Box<Action>>,
+        /// The conflicts of the changes that were recorded (their
+        /// conflict copies are made).
+        conflicts: Vec<omirr_core::resolve::Conflict>,
     },
 }
 
@@ -108,6 +111,8 @@ pub struct Applied {
     pub actions: Vec<Action>,
     /// Paths where this host holds a newer entry than the peer sent.
     pub ours_newer: Vec<RelPath>,
+    /// The conflicts the batch met (see [`omirr_core::conflict`]).
+    pub conflicts: Vec<omirr_core::resolve::Conflict>,
 }
 
 /// Resolves a peer's `batch` against the index, carries the actions out
@@ -122,12 +127,10 @@ pub fn apply_remote(
     applier: &Applier,
     hlc: &mut Hlc,
     batch: &[Change],
-    savetargets: &dyn Fn(&RelPath) -> bool,
+    rules: &omirr_core::resolve::Rules<'_>,
     source: &mut dyn ContentSource,
 ) -> Result<Applied, ApplyRemoteError> {
-    let res = resolve_explained(index, batch, savetargets, &mut |d| {
-        tracing::trace!("decided {d}")
-    })?;
+    let res = resolve_with(index, batch, rules, &mut |d| tracing::trace!("decided {d}"))?;
     apply_resolved(index, applier, hlc, batch, res, source)
 }
 
@@ -144,6 +147,10 @@ pub fn apply_resolved(
     source: &mut dyn ContentSource,
 ) -> Result<Applied, ApplyRemoteError> {
     for c in batch {
+        hlc.observe(c.entry.version.ts);
+    }
+    // Conflict copies are stamped above the batch: the clock follows.
+    for c in &res.accepted {
         hlc.observe(c.entry.version.ts);
     }
     let rules = applier.rules();
@@ -179,16 +186,23 @@ pub fn apply_resolved(
             recorded,
             actions: res.actions,
             ours_newer: res.ours_newer,
+            conflicts: res.conflicts,
         }),
         Some(error) => {
             let action = error
                 .index
                 .and_then(|i| res.actions.get(i).cloned())
                 .map(Box::new);
+            let conflicts = res
+                .conflicts
+                .into_iter()
+                .filter(|c| !omirr_core::resolve::held_back(&undone, &c.path))
+                .collect();
             Err(ApplyRemoteError::Apply {
                 error: Box::new(error),
                 recorded,
                 action,
+                conflicts,
             })
         }
     }
@@ -209,6 +223,15 @@ fn stat_keys_after(root: &Path, actions: &[Action], out: &mut Batch) {
                 }
             }
             Action::SaveOld { .. } => {}
+            Action::KeepConflictCopy { copy, prune, .. } => {
+                for old in prune {
+                    out.forget_stat(old.clone());
+                }
+                match lstat_key(root, copy) {
+                    Some(key) => out.set_stat(copy.clone(), key),
+                    None => out.forget_stat(copy.clone()),
+                };
+            }
             other => {
                 let path = other.path();
                 match lstat_key(root, path) {
@@ -316,6 +339,8 @@ pub fn apply_restore(
                 error: Box::new(error),
                 recorded: 0,
                 action,
+                // An undo meets no conflict: it puts the set's version back.
+                conflicts: Vec::new(),
             })
         }
     }

@@ -78,6 +78,15 @@ impl fmt::Display for Did<'_> {
                 write!(f, "symlink {path} -> {}", omirr_core::path::escape(target))
             }
             Action::SetMeta { path, .. } => write!(f, "set-meta {path}"),
+            Action::KeepConflictCopy {
+                path, copy, prune, ..
+            } => {
+                write!(f, "keep-conflict-copy {path} -> {copy}")?;
+                if !prune.is_empty() {
+                    write!(f, " (removing {} older)", prune.len())?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -109,6 +118,7 @@ mod tests {
                     ts: Timestamp(42),
                     host: HostId::new("alpha"),
                 },
+                base: None,
             },
         };
         assert_eq!(

@@ -240,6 +240,7 @@ fn the_scan_takes_no_local_rendering_or_kept_field_for_a_change() {
                     ts: Timestamp(1),
                     host: HostId::new("beta"),
                 },
+                base: None,
             },
         }])
         .expect("record");

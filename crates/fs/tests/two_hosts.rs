@@ -87,7 +87,10 @@ fn sync(a: &Host, b: &mut Host, after: Seq) -> (Seq, Vec<Action>) {
         &applier,
         &mut b.hlc,
         &batch,
-        &|_| false,
+        &omirr_core::resolve::Rules {
+            savetargets: &|_| false,
+            conflicts: None,
+        },
         &mut FromPeer(&a.root),
     )
     .expect("apply");
@@ -321,7 +324,10 @@ fn a_peer_change_does_not_overwrite_a_local_write_not_yet_recorded() {
         &applier,
         &mut b.hlc,
         &changes,
-        &|_| false,
+        &omirr_core::resolve::Rules {
+            savetargets: &|_| false,
+            conflicts: None,
+        },
         &mut FromPeer(&a.root),
     )
     .expect_err("f changed locally");
@@ -456,7 +462,10 @@ fn a_receive_only_host_records_no_local_change_and_puts_the_sets_version_back() 
         &applier,
         &mut b.hlc,
         &changes,
-        &|_| false,
+        &omirr_core::resolve::Rules {
+            savetargets: &|_| false,
+            conflicts: None,
+        },
         &mut FromPeer(&a.root),
     )
     .expect("the peer's change applies");

@@ -61,6 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         ts: Timestamp(ts),
                         host: host.clone(),
                     },
+                    base: None,
                 },
             },
             StatUpdate::Set(stat),

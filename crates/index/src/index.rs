@@ -44,7 +44,12 @@ use std::path::{Path, PathBuf};
 ///   sequence of the entry with the stat (or the path of a stat without
 ///   one). A format-2 index is converted when opened
 ///   (`Index::convert_from_2`).
-pub const FORMAT: u32 = 3;
+/// - 4: an entry may carry its base, the version it replaced (a second
+///   flags byte, see `record`); a set-aside change holds it too. A
+///   format-3 entry value is a format-4 value as it is; the set-aside
+///   changes are re-encoded when a format-3 index is opened
+///   (`Index::convert_from_3`).
+pub const FORMAT: u32 = 4;
 
 /// The database file's name in the state directory.
 pub const FILE_NAME: &str = "index.redb";
@@ -57,7 +62,7 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 #[derive(Serialize)]
 pub(crate) struct StoredRef<'a> {
     pub(crate) seq: Seq,
-    pub(crate) entry: &'a Entry,
+    pub(crate) entry: EntryV3Ref<'a>,
 }
 
 /// What [`ENTRIES`] held per path in format 2, as decoded (by
@@ -65,7 +70,62 @@ pub(crate) struct StoredRef<'a> {
 #[derive(Deserialize)]
 pub(crate) struct Stored {
     pub(crate) seq: Seq,
-    pub(crate) entry: Entry,
+    pub(crate) entry: EntryV3,
+}
+
+/// An entry as formats 2 and 3 encoded it with serde: without a base.
+#[derive(Deserialize)]
+pub(crate) struct EntryV3 {
+    content: Content,
+    meta: omirr_core::Meta,
+    version: omirr_core::Version,
+}
+
+impl EntryV3 {
+    fn into_entry(self) -> Entry {
+        Entry {
+            content: self.content,
+            meta: self.meta,
+            version: self.version,
+            base: None,
+        }
+    }
+}
+
+/// [`EntryV3`], to encode.
+#[derive(Serialize)]
+pub(crate) struct EntryV3Ref<'a> {
+    content: &'a Content,
+    meta: &'a omirr_core::Meta,
+    version: &'a omirr_core::Version,
+}
+
+impl<'a> EntryV3Ref<'a> {
+    fn of(e: &'a Entry) -> EntryV3Ref<'a> {
+        EntryV3Ref {
+            content: &e.content,
+            meta: &e.meta,
+            version: &e.version,
+        }
+    }
+}
+
+/// A set-aside change as formats 2 and 3 encoded it (see [`Aside`]).
+#[derive(Deserialize)]
+struct AsideV3 {
+    change: (RelPath, EntryV3),
+    reason: String,
+    attempts: u32,
+    since: u64,
+}
+
+/// [`AsideV3`], to encode.
+#[derive(Serialize)]
+struct AsideV3Ref<'a> {
+    change: (&'a RelPath, EntryV3Ref<'a>),
+    reason: &'a str,
+    attempts: u32,
+    since: u64,
 }
 
 /// A host's persisted index: the winning entry per path with its local
@@ -265,13 +325,16 @@ impl Index {
             .and_then(|g| <[u8; 4]>::try_from(g.value()).ok())
             .map(u32::from_le_bytes)
             .ok_or_else(|| corrupt(p, "its format version is missing or malformed"))?;
-        if format == 1 || format == 2 {
+        if (1..FORMAT).contains(&format) {
             drop(meta);
             drop(txn);
             if format == 1 {
                 self.convert_from_1()?;
             }
-            return self.convert_from_2().map(|()| Opened::Converted);
+            if format <= 2 {
+                self.convert_from_2()?;
+            }
+            return self.convert_from_3().map(|()| Opened::Converted);
         }
         if format != FORMAT {
             let advice = if format > FORMAT {
@@ -320,18 +383,16 @@ impl Index {
                 let entry = old.entry.into_entry();
                 codec::encode(&StoredRef {
                     seq: old.seq,
-                    entry: &entry,
+                    entry: EntryV3Ref::of(&entry),
                 })
             })?;
             let mut aside = txn.open_table(ASIDE).at(p, "opening a table")?;
             convert_table(p, &mut aside, "aside", |bytes| {
                 let old: v1::Aside = codec::decode(bytes)?;
-                codec::encode(&Aside {
-                    change: Change {
-                        path: old.change.path,
-                        entry: old.change.entry.into_entry(),
-                    },
-                    reason: old.reason,
+                let entry = old.change.entry.into_entry();
+                codec::encode(&AsideV3Ref {
+                    change: (&old.change.path, EntryV3Ref::of(&entry)),
+                    reason: &old.reason,
                     attempts: old.attempts,
                     since: old.since,
                 })
@@ -405,7 +466,8 @@ impl Index {
                     .get(k.value())
                     .at(p, what)?
                     .map(|g| StatKey::from(g.value()));
-                if let Content::File { hash, .. } = &st.entry.content {
+                let entry = st.entry.into_entry();
+                if let Content::File { hash, .. } = &entry.content {
                     holders
                         .insert(holder_key(hash, st.seq).as_slice(), ())
                         .at(p, what)?;
@@ -417,7 +479,7 @@ impl Index {
                 }
                 rows.push((
                     k.value().to_vec(),
-                    record::encode(st.seq, &st.entry, stat.as_ref()),
+                    record::encode(st.seq, &entry, stat.as_ref()),
                 ));
                 if rows.len() == PENDING_ROWS {
                     flush(&mut rows)?;
@@ -457,6 +519,37 @@ impl Index {
         txn.delete_table(ENTRIES_V2).at(p, what)?;
         txn.delete_table(BY_SEQ_V2).at(p, what)?;
         {
+            let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
+            meta.insert(META_FORMAT, &3u32.to_le_bytes()[..])
+                .at(p, "writing the format")?;
+        }
+        txn.commit().at(p, "committing the converted index")
+    }
+
+    /// Converts a format-3 index to format 4 in one transaction. An
+    /// entry value needs nothing (format 4 writes one without a base as
+    /// format 3 did); each set-aside change is re-encoded with no base.
+    /// A crash leaves format 3, converted again at the next start.
+    fn convert_from_3(&self) -> Result<(), IndexError> {
+        let p = &self.path;
+        let txn = self
+            .db
+            .begin_write()
+            .at(p, "starting to convert the index")?;
+        {
+            let mut aside = txn.open_table(ASIDE).at(p, "opening a table")?;
+            convert_table(p, &mut aside, "aside", |bytes| {
+                let old: AsideV3 = codec::decode(bytes)?;
+                codec::encode(&Aside {
+                    change: Change {
+                        path: old.change.0,
+                        entry: old.change.1.into_entry(),
+                    },
+                    reason: old.reason,
+                    attempts: old.attempts,
+                    since: old.since,
+                })
+            })?;
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
             meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
                 .at(p, "writing the format")?;
@@ -1320,6 +1413,7 @@ mod v1 {
                     ..Meta::default()
                 },
                 version: self.version,
+                base: None,
             }
         }
     }

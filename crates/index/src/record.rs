@@ -1,4 +1,4 @@
-//! How format 3 lays out an `entries` value: a path's sequence, its
+//! How format 4 lays out an `entries` value: a path's sequence, its
 //! entry and its cached stat, hand-encoded.
 //!
 //! Format 2 stored bincode of nested serde structs, with the stat in a
@@ -14,7 +14,9 @@
 //! flags      u8: bits 0-1 kind (0 file, 1 dir, 2 symlink, 3 deleted),
 //!            2 has a stat, 3 group is the owner's name, 4 meta is the
 //!            default (tombstones), 5 stat size = file size, 6 stat mtime
-//!            = meta mtime, 7 reserved (0)
+//!            = meta mtime, 7 EXT: a second flags byte follows
+//! ext        if bit 7: u8: bit 0 has a base version; bits 1-6 kinds
+//!            (not written by this build); 7 reserved (0)
 //! ts         u64 LE                  the version's timestamp
 //! host       varint length, bytes    the version's host (UTF-8)
 //! content    file: varint size, 32-byte hash; symlink: varint length,
@@ -23,7 +25,12 @@
 //!            length + owner; unless bit 3, u8 length + group
 //! stat       if bit 2: varint dev, ino; varint size unless bit 5; i64 LE
 //!            mtime unless bit 6; zigzag varint ctime - mtime
+//! base       if ext bit 0: u64 LE timestamp, varint length + host
 //! ```
+//!
+//! Fields that an EXT bit adds go at the end, in bit order. An entry
+//! without them (no base) has no EXT byte and encodes exactly as in
+//! format 3, so a format-3 value is a format-4 value.
 //!
 //! Decoding refuses anything else: an unknown bit, a truncated field,
 //! trailing bytes, a name no user database could hold.
@@ -42,7 +49,11 @@ const GROUP_IS_OWNER: u8 = 1 << 3;
 const META_DEFAULT: u8 = 1 << 4;
 const STAT_SIZE_IS_FILE_SIZE: u8 = 1 << 5;
 const STAT_MTIME_IS_META_MTIME: u8 = 1 << 6;
-const RESERVED: u8 = 1 << 7;
+const EXT: u8 = 1 << 7;
+/// In the EXT byte: the entry has a base version (at the end).
+const EXT_HAS_BASE: u8 = 1 << 0;
+/// The EXT bits this build knows.
+const EXT_KNOWN: u8 = EXT_HAS_BASE;
 
 /// A symlink target or host name longer than this is not ours: the value
 /// is corrupt (a target is at most `PATH_MAX`).
@@ -102,7 +113,17 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
             flags |= STAT_MTIME_IS_META_MTIME;
         }
     }
+    let mut ext = 0u8;
+    if entry.base.is_some() {
+        ext |= EXT_HAS_BASE;
+    }
+    if ext != 0 {
+        flags |= EXT;
+    }
     out.push(flags);
+    if ext != 0 {
+        out.push(ext);
+    }
     out.extend_from_slice(&entry.version.ts.0.to_le_bytes());
     put_bytes(&mut out, entry.version.host.as_str().as_bytes());
     match &entry.content {
@@ -133,6 +154,10 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
             out.extend_from_slice(&s.mtime_ns.to_le_bytes());
         }
         put_varint(&mut out, zigzag(s.ctime_ns.wrapping_sub(s.mtime_ns)));
+    }
+    if let Some(base) = &entry.base {
+        out.extend_from_slice(&base.ts.0.to_le_bytes());
+        put_bytes(&mut out, base.host.as_str().as_bytes());
     }
     out
 }
@@ -211,6 +236,7 @@ pub struct RawRecord<'a> {
     target: &'a [u8],
     meta: Meta,
     pub stat: Option<StatKey>,
+    base: Option<(u64, &'a str)>,
 }
 
 impl<'a> RawRecord<'a> {
@@ -218,9 +244,18 @@ impl<'a> RawRecord<'a> {
         let mut r = Reader { bytes };
         let seq = r.varint()?;
         let flags = r.u8()?;
-        if flags & RESERVED != 0 {
-            return Err(err("has an unknown flag"));
-        }
+        let ext = if flags & EXT != 0 {
+            let ext = r.u8()?;
+            if ext & !EXT_KNOWN != 0 {
+                return Err(err("has an unknown flag"));
+            }
+            if ext == 0 {
+                return Err(err("has an empty second flags byte"));
+            }
+            ext
+        } else {
+            0
+        };
         let ts = r.u64_le()?;
         let host = std::str::from_utf8(r.bytes()?)
             .map_err(|_| err("has a host name that is not UTF-8"))?;
@@ -285,6 +320,14 @@ impl<'a> RawRecord<'a> {
         } else {
             None
         };
+        let base = if ext & EXT_HAS_BASE != 0 {
+            let ts = r.u64_le()?;
+            let host = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| err("has a base host name that is not UTF-8"))?;
+            Some((ts, host))
+        } else {
+            None
+        };
         if !r.bytes.is_empty() {
             return Err(CodecError::new(format!(
                 "{} trailing bytes after an entry value",
@@ -300,6 +343,7 @@ impl<'a> RawRecord<'a> {
             target,
             meta,
             stat,
+            base,
         })
     }
 
@@ -328,6 +372,10 @@ impl<'a> RawRecord<'a> {
                 ts: Timestamp(self.ts),
                 host: HostId::new(self.host),
             },
+            base: self.base.map(|(ts, host)| Version {
+                ts: Timestamp(ts),
+                host: HostId::new(host),
+            }),
         }
     }
 }
@@ -350,6 +398,7 @@ mod tests {
                 ts: Timestamp(1_764_633_600_987_654_321),
                 host: HostId::new("alpha"),
             },
+            base: None,
         }
     }
 
@@ -395,10 +444,20 @@ mod tests {
             },
             Content::Deleted,
         ];
+        let bases = [
+            None,
+            Some(Version {
+                ts: Timestamp(1_764_633_600_000_000_001),
+                host: HostId::new("beta"),
+            }),
+        ];
         for content in contents {
             for meta in [named, same, Meta::default()] {
-                for stat in &stats {
-                    let e = entry(content.clone(), meta);
+                for (stat, base) in stats.iter().flat_map(|s| bases.iter().map(move |b| (s, b))) {
+                    let e = Entry {
+                        base: base.clone(),
+                        ..entry(content.clone(), meta)
+                    };
                     for seq in [0, 1, 300, u64::MAX] {
                         let bytes = encode(seq, &e, stat.as_ref());
                         assert_eq!(decode(&bytes), Ok((seq, e.clone(), *stat)));
@@ -439,16 +498,27 @@ mod tests {
         };
         // seq 3 + flags 1 + ts 8 + host 6 + content 33 + meta 17 + stat 6
         assert_eq!(encode(1_000_000, &e, Some(&stat)).len(), 74);
+        // A base adds the EXT byte, its timestamp and its host.
+        let based = Entry {
+            base: Some(Version {
+                ts: Timestamp(5),
+                host: HostId::new("beta"),
+            }),
+            ..e
+        };
+        assert_eq!(encode(1_000_000, &based, Some(&stat)).len(), 74 + 1 + 8 + 5);
     }
 
     #[test]
     fn junk_is_refused() {
         assert!(decode(&[]).is_err());
-        // An unknown flag.
-        let mut b = vec![1, RESERVED | KIND_DIR];
-        b.extend_from_slice(&[0; 8]);
-        b.push(0);
-        assert!(decode(&b).is_err());
+        // An unknown flag in the second flags byte, and an empty one.
+        for ext in [1 << 7, 1 << 6, 0] {
+            let mut b = vec![1, EXT | KIND_DIR | META_DEFAULT, ext];
+            b.extend_from_slice(&[0; 8]);
+            b.push(0);
+            assert!(decode(&b).is_err(), "ext {ext:#x}");
+        }
         // A varint of eleven bytes.
         assert!(decode(&[0xff; 11]).is_err());
     }

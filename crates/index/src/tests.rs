@@ -28,6 +28,7 @@ fn change(path: &str, ts: u64, content: Content) -> Change {
                 ts: Timestamp(ts),
                 host: HostId::new("h"),
             },
+            base: None,
         },
     }
 }
@@ -696,6 +697,74 @@ fn set_aside_changes_persist_per_peer_with_the_cursor_and_are_dropped_by_path() 
     assert_eq!(all, ["a:d:still not empty", "b:e:in the way"]);
 }
 
+/// An index of format 3 opens, converted: its entries read back as they
+/// were (no base), and its set-aside changes, which format 3 encoded
+/// without a base, read back with none; an entry with a base is kept.
+#[test]
+fn a_format_3_index_is_converted_when_opened() {
+    use crate::schema::ASIDE;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let based = Change {
+        entry: Entry {
+            base: Some(Version {
+                ts: Timestamp(1),
+                host: HostId::new("g"),
+            }),
+            ..change("b", 2, file(1, 1)).entry
+        },
+        ..change("b", 2, file(1, 1))
+    };
+    {
+        let ix = open(dir.path());
+        ix.record(&[change("a", 1, Content::Dir)]).expect("record");
+    }
+    let path = dir.path().join(FILE_NAME);
+    let old = change("c", 5, file(3, 7));
+    {
+        let db = redb::Database::create(&path).expect("raw open");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert(META_FORMAT, &3u32.to_le_bytes()[..])
+                .expect("insert");
+            let mut aside = txn.open_table(ASIDE).expect("aside");
+            let e = &old.entry;
+            let a = crate::codec::encode(&(
+                (&old.path, (&e.content, &e.meta, &e.version)),
+                "why".to_string(),
+                2u32,
+                3u64,
+            ))
+            .expect("encode");
+            aside
+                .insert(
+                    crate::schema::aside_key("k", &old.path).as_slice(),
+                    a.as_slice(),
+                )
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let ix = Index::open(dir.path()).expect("a format-3 index opens");
+    assert_eq!(
+        ix.entry(&p("a")).expect("read").map(|e| e.content),
+        Some(Content::Dir)
+    );
+    let aside = ix.aside(None).expect("aside");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(aside[0].1.change, old, "read back with no base");
+    assert_eq!(
+        (aside[0].1.reason.as_str(), aside[0].1.attempts),
+        ("why", 2)
+    );
+    ix.record(std::slice::from_ref(&based)).expect("record");
+    ix.verify().expect("consistent after conversion");
+    drop(ix);
+    // Converted for good: it opens again as format 4, and keeps bases.
+    let ix = Index::open(dir.path()).expect("reopens");
+    assert_eq!(ix.entry(&p("b")).expect("read"), Some(based.entry));
+}
+
 /// An index of format 1 (no owner or group names) opens, converted: its
 /// entries and set-aside changes read back with empty names.
 #[test]
@@ -915,7 +984,10 @@ fn a_format_2_index_is_converted_when_opened_and_answers_the_same() {
             let mut holders = txn.open_table(HOLDERS).expect("holders");
             let mut tombstones = txn.open_table(TOMBSTONES).expect("tombstones");
             for (seq, c) in (1u64..).zip(&changes) {
-                let v = crate::codec::encode(&(seq, &c.entry)).expect("encode");
+                // Format 2's entry: no base.
+                let e = &c.entry;
+                let v = crate::codec::encode(&(seq, (&e.content, &e.meta, &e.version)))
+                    .expect("encode");
                 let path = c.path.as_bytes();
                 entries.insert(path, v.as_slice()).expect("entry");
                 by_seq.insert(seq, path).expect("by_seq");

@@ -58,6 +58,7 @@ fn batch(g: u64) -> Batch {
                     ts: Timestamp(g),
                     host: HostId::new("writer"),
                 },
+                base: None,
             },
         };
         b.record(change, stat);

@@ -33,8 +33,9 @@ fn version(host: &str) -> Version {
     }
 }
 
-/// One entry of each kind, with the bytes format 3 stores for it under
-/// sequence 4242.
+/// One entry of each kind, with the bytes format 4 stores for it under
+/// sequence 4242 (an entry without a base: as format 3 did), and one
+/// with a base.
 fn entries() -> Vec<(Entry, &'static str)> {
     let mut hash = [0u8; 32];
     for (i, b) in hash.iter_mut().enumerate() {
@@ -46,6 +47,7 @@ fn entries() -> Vec<(Entry, &'static str)> {
                 content: Content::File { size: 12_595, hash },
                 meta: meta(0o644),
                 version: version("alpha"),
+                base: None,
             },
             FILE,
         ),
@@ -54,6 +56,7 @@ fn entries() -> Vec<(Entry, &'static str)> {
                 content: Content::Dir,
                 meta: meta(0o2775),
                 version: version("beta"),
+                base: None,
             },
             DIR,
         ),
@@ -67,6 +70,7 @@ fn entries() -> Vec<(Entry, &'static str)> {
                     ..meta(0o777)
                 },
                 version: version("gamma"),
+                base: None,
             },
             SYMLINK,
         ),
@@ -75,8 +79,21 @@ fn entries() -> Vec<(Entry, &'static str)> {
                 content: Content::Deleted,
                 meta: Meta::default(),
                 version: version("alpha"),
+                base: None,
             },
             TOMBSTONE,
+        ),
+        (
+            Entry {
+                content: Content::File { size: 12_595, hash },
+                meta: meta(0o644),
+                version: version("alpha"),
+                base: Some(Version {
+                    ts: Timestamp(1_764_633_600_000_000_001),
+                    host: HostId::new("beta"),
+                }),
+            },
+            FILE_WITH_BASE,
         ),
     ]
 }
@@ -86,21 +103,24 @@ const DIR: &str =
     "922101b1689621e93c7d180462657461fd0b21e80715cd13eee83c7d18087777772d64617461057374616666";
 const SYMLINK: &str = "922102b1689621e93c7d180567616d6d610f2e2e2f7368617265642fff636f6e66ff0321e80715cd13eee83c7d1800057374616666";
 const TOMBSTONE: &str = "922113b1689621e93c7d1805616c706861";
+/// The file above with a base: flags | EXT (0x80), the EXT byte (bit 0:
+/// a base), and at the end the base's timestamp (u64 LE) and host.
+const FILE_WITH_BASE: &str = "92218001b1689621e93c7d1805616c706861b362000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa40321e80715cd13eee83c7d18087777772d646174610573746166660100b8e6e83c7d180462657461";
 /// The file above with its path's cached stat (see `stat()`).
 const FILE_WITH_STAT: &str = "922164b1689621e93c7d1805616c706861b362000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa40321e80715cd13eee83c7d18087777772d64617461057374616666811087ad4bd4a742";
-const ASIDE: &str = "127372762f7777772f696e6465782e68746d6c00fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c7068613863616e6e6f74207772697465207372762f7777772f696e6465782e68746d6c3a204e6f207370616365206c656674206f6e2064657669636503fc002c2e69";
+const ASIDE: &str = "127372762f7777772f696e6465782e68746d6c00fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c706861003863616e6e6f74207772697465207372762f7777772f696e6465782e68746d6c3a204e6f207370616365206c656674206f6e2064657669636503fc002c2e69";
 
 fn hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)
 }
 
 #[test]
-fn the_format_is_3() {
-    assert_eq!(FORMAT, 3, "a new format needs new golden bytes below");
+fn the_format_is_4() {
+    assert_eq!(FORMAT, 4, "a new format needs new golden bytes below");
 }
 
 #[test]
-fn entries_are_stored_as_format_3_lays_them_out() {
+fn entries_are_stored_as_format_4_lays_them_out() {
     let mut changed = Vec::new();
     for (entry, golden) in entries() {
         let bytes = encode_entry(4242, &entry).expect("encodes");
@@ -137,7 +157,7 @@ fn stat() -> StatKey {
 }
 
 #[test]
-fn an_entry_with_its_stat_is_stored_as_format_3_lays_it_out() {
+fn an_entry_with_its_stat_is_stored_as_format_4_lays_it_out() {
     let (entry, _) = entries().swap_remove(0);
     let bytes = encode_record(4242, &entry, Some(&stat()));
     assert_eq!(hex(&bytes), FILE_WITH_STAT);
@@ -151,7 +171,7 @@ fn an_entry_with_its_stat_is_stored_as_format_3_lays_it_out() {
 }
 
 #[test]
-fn a_set_aside_change_is_stored_as_format_3_lays_it_out() {
+fn a_set_aside_change_is_stored_as_format_4_lays_it_out() {
     let (entry, _) = entries().swap_remove(0);
     let aside = Aside {
         change: Change {

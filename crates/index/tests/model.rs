@@ -62,6 +62,7 @@ fn random_change(rng: &mut Rng) -> Change {
                 ts: Timestamp(1 + rng.below(40)),
                 host: HostId::new(rng.pick::<&str>(HOSTS)),
             },
+            base: None,
         },
     }
 }

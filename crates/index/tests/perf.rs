@@ -34,6 +34,7 @@ fn tree(ts: u64) -> Vec<(Change, Option<StatKey>)> {
                         ts: Timestamp(ts),
                         host: HostId::new("host-a.example.org"),
                     },
+                    base: None,
                 },
             };
             let stat = StatKey {

@@ -141,6 +141,12 @@ pub fn effects(actions: &[Action]) -> BTreeMap<RelPath, Effect> {
             | Action::SetMeta { path, .. } => {
                 out.insert(path.clone(), Effect::Updated);
             }
+            Action::KeepConflictCopy { copy, prune, .. } => {
+                out.insert(copy.clone(), Effect::Updated);
+                for old in prune {
+                    out.insert(old.clone(), Effect::Removed);
+                }
+            }
         }
     }
     out

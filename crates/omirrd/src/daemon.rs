@@ -70,6 +70,10 @@ impl Policy for PlanPolicy {
             D::ReceiveOnly => Direction::ReceiveOnly,
         }
     }
+
+    fn conflict_copies(&self, path: &RelPath) -> u32 {
+        self.0.conflict_copies(path)
+    }
     fn after_batch(&self, peer: &str, actions: &[omirr_core::resolve::Action]) {
         crate::commands::after_batch(&self.0, peer, actions);
     }

@@ -339,6 +339,13 @@ impl Plan {
             .map_or(Direction::Both, |set| set.direction(&self.host))
     }
 
+    /// How many conflict copies of the file at `path` are kept: its
+    /// ruling set's `conflicts=N` (0 keeps none; no set: none).
+    pub fn conflict_copies(&self, path: &RelPath) -> u32 {
+        self.ruling_set(path)
+            .map_or(0, |set| set.options.conflict_copies())
+    }
+
     /// The set whose install options rule `path`: the first, in the
     /// Distfile's order, that covers it and does not leave it out.
     fn ruling_set<'a>(&'a self, path: &'a RelPath) -> Option<&'a MirrorSet> {
@@ -658,6 +665,27 @@ pub(crate) mod tests {
         assert!(
             plan.savetargets(&p("srv/www/static/x")),
             "one covering set keeps them"
+        );
+    }
+
+    /// The first covering set's `conflicts=N` bounds the conflict copies
+    /// of a path (10 when not given); `check` shows the option.
+    #[test]
+    fn the_ruling_set_bounds_conflict_copies_and_check_shows_it() {
+        let conf = "/srv/www/static -> ( a c )\n\tinstall -oconflicts=0 ;\n/srv/www -> ( a b )\n\tinstall -oconflicts=3 ;\n/etc/app -> ( a b )\n";
+        let (plan, _dir) = plan("a", conf);
+        assert_eq!(plan.conflict_copies(&p("srv/www/static/logo.png")), 0);
+        assert_eq!(plan.conflict_copies(&p("srv/www/index.html")), 3);
+        assert_eq!(
+            plan.conflict_copies(&p("etc/app/x")),
+            distfile::DEFAULT_CONFLICT_COPIES
+        );
+        assert_eq!(plan.conflict_copies(&p("var/x")), 0, "mirrored nowhere");
+        let shown = plan.describe();
+        assert!(
+            shown.contains("  option     conflicts=3: omirrd's own: when two hosts change a file")
+                && shown.contains("  option     conflicts=0: "),
+            "{shown}"
         );
     }
 

@@ -47,6 +47,12 @@ pub struct Status {
     /// Local changes undone where this host only receives (`receiveonly`).
     #[serde(default)]
     pub undone_changes: u64,
+    /// Conflicts met since the daemon started (see docs/sync-model.md,
+    /// "Conflicts"), and the conflict copies this host made for them.
+    #[serde(default)]
+    pub conflicts: u64,
+    #[serde(default)]
+    pub conflict_copies: u64,
     pub peers: BTreeMap<String, PeerStatus>,
     /// How many peers' changes are set aside (could not be applied; see
     /// docs/sync-model.md).
@@ -103,6 +109,8 @@ pub fn snapshot(counters: &Counters, host: &str, last_seq: u64, aside: Vec<Aside
         expired_tombstones: counters.expired_tombstones.load(Ordering::Relaxed),
         buried_tombstones: counters.buried_tombstones.load(Ordering::Relaxed),
         reconciliations: counters.reconciliations.load(Ordering::Relaxed),
+        conflicts: counters.conflicts.load(Ordering::Relaxed),
+        conflict_copies: counters.conflict_copies.load(Ordering::Relaxed),
         peers,
     }
 }
@@ -310,6 +318,13 @@ pub fn render(s: &Status, now: u64) -> String {
         "omirrd on {} (pid {}): index at sequence {}, {} local changes and {} from peers since start",
         s.host, s.pid, s.last_seq, s.local_changes, s.applied_changes
     );
+    if s.conflicts > 0 {
+        let _ = writeln!(
+            out,
+            "{} conflict(s) since start, {} conflict cop(ies) made here (see the log's warnings)",
+            s.conflicts, s.conflict_copies
+        );
+    }
     let _ = writeln!(
         out,
         "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}  last error",
@@ -489,6 +504,18 @@ pub fn prometheus(s: &Status) -> String {
         "Local changes undone where this host only receives (receiveonly).",
         vec![(String::new(), s.undone_changes as f64)],
     );
+    family(
+        "omirrd_conflicts_total",
+        "counter",
+        "Conflicts (two writes, neither of which knew the other) met since the daemon started.",
+        vec![(String::new(), s.conflicts as f64)],
+    );
+    family(
+        "omirrd_conflict_copies_total",
+        "counter",
+        "Conflict copies this host made of its own losing content since the daemon started.",
+        vec![(String::new(), s.conflict_copies as f64)],
+    );
     let peer = |name: &str| format!("{{peer=\"{}\"}}", label(name));
     let dir = |name: &str, d: &str| format!("{{peer=\"{}\",direction=\"{d}\"}}", label(name));
     let per_peer = |f: &dyn Fn(&PeerStatus) -> f64| -> Vec<(String, f64)> {
@@ -595,6 +622,12 @@ pub fn prometheus(s: &Status) -> String {
         per_peer(&|p| p.aside as f64),
     );
     family(
+        "omirrd_peer_conflicts_total",
+        "counter",
+        "Conflicts met applying the peer's changes since the daemon started.",
+        per_peer(&|p| p.conflicts as f64),
+    );
+    family(
         "omirrd_peer_queue_messages",
         "gauge",
         "Messages waiting to be written to the peer.",
@@ -653,6 +686,8 @@ mod tests {
             p.clock_offset_ms = Some(86_400_000);
         });
         c.add_local(3);
+        c.add_conflict("beta", true);
+        c.add_conflict("gamma", false);
         let aside = vec![AsideStatus {
             peer: "beta".into(),
             path: "srv/www/d".into(),
@@ -670,6 +705,19 @@ mod tests {
         assert!(
             text.contains("one-way sets: 2 local change(s) undone (receiveonly); peers' changes not applied (sendonly): 5 from gamma\n"),
             "{text}"
+        );
+        assert!(
+            text.contains("2 conflict(s) since start, 1 conflict cop(ies) made here"),
+            "{text}"
+        );
+        let metrics = prometheus(&s);
+        assert!(
+            metrics.contains("\nomirrd_conflicts_total 2\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nomirrd_conflict_copies_total 1\n"),
+            "{metrics}"
         );
         assert!(text.contains("omirrd on alpha"), "{text}");
         assert!(text.contains("sequence 42, 3 local changes"), "{text}");
@@ -702,6 +750,8 @@ mod tests {
         assert_eq!(back.peers["beta"].changes_sent, 12);
         assert_eq!(back.aside_count, 1);
         assert_eq!(back.aside[0].attempts, 3);
+        assert_eq!((back.conflicts, back.conflict_copies), (2, 1));
+        assert_eq!(back.peers["beta"].conflicts, 1);
     }
 
     #[test]

@@ -179,6 +179,9 @@ mod tests {
         fn savetargets(&self, _: &RelPath) -> bool {
             false
         }
+        fn conflict_copies(&self, _: &RelPath) -> u32 {
+            0
+        }
         fn after_batch(&self, _: &str, _: &[Action]) {}
     }
 
@@ -200,6 +203,7 @@ mod tests {
                     ts: Timestamp(ts),
                     host: HostId::new(host),
                 },
+                base: None,
             },
         }
     }

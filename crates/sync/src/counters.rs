@@ -72,6 +72,11 @@ pub struct PeerStatus {
     /// the index).
     #[serde(default)]
     pub aside: u64,
+    /// Conflicts met applying the peer's changes: its change and one of
+    /// this host's, neither of which knew the other (see
+    /// docs/sync-model.md, "Conflicts").
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// An amount of changes: how many, how many of them are files with
@@ -138,6 +143,10 @@ pub struct Counters {
     /// Reconciliations with a peer that forgot more than this host had
     /// from it, completed since the daemon started.
     pub reconciliations: AtomicU64,
+    /// Conflicts met since the daemon started, with every peer.
+    pub conflicts: AtomicU64,
+    /// Conflict copies this host made of its own losing content.
+    pub conflict_copies: AtomicU64,
     peers: Mutex<BTreeMap<String, PeerStatus>>,
 }
 
@@ -177,6 +186,16 @@ impl Counters {
 
     pub fn add_applied(&self, n: u64) {
         self.applied_changes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a conflict met with `peer`, and whether this host made a
+    /// conflict copy for it.
+    pub fn add_conflict(&self, peer: &str, copied: bool) {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        if copied {
+            self.conflict_copies.fetch_add(1, Ordering::Relaxed);
+        }
+        self.peer(peer, |p| p.conflicts += 1);
     }
 }
 

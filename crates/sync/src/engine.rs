@@ -37,6 +37,9 @@ pub trait Policy: Send + Sync {
         let _ = path;
         Direction::Both
     }
+    /// How many conflict copies of the file at `path` to keep (its set's
+    /// `conflicts=N`); 0 keeps none.
+    fn conflict_copies(&self, path: &RelPath) -> u32;
     /// A peer's batch did `actions`: run what the configuration says
     /// (`special` commands). Must not wait.
     fn after_batch(&self, peer: &str, actions: &[Action]);

@@ -404,6 +404,7 @@ mod tests {
                 ts: Timestamp(seq),
                 host: HostId::new("a"),
             },
+            base: None,
         };
         (seq, Change { path, entry })
     }

@@ -45,6 +45,7 @@ mod tests {
                     ts: Timestamp(1),
                     host: HostId::new("a"),
                 },
+                base: None,
             },
         }
     }

@@ -34,6 +34,15 @@
 //! version written by any sender, while each sender's index holds only
 //! its own versions.
 //!
+//! Conflicts are told as the daemon tells them (each peer resolves with
+//! its own name and the schedule's bound on conflict copies, see
+//! `omirr_core::conflict`): every peer must end with the same winners
+//! and the same conflict copies (the same tree), and, where the bound
+//! prunes nothing, no file content is lost: every file version a peer
+//! recorded is still its path's entry, or was replaced by a change made
+//! knowing it, or is kept in a conflict copy that is itself still there
+//! or knowingly replaced.
+//!
 //! `cargo test` runs 2,000 schedules (500 one-way ones). `OMIRR_SIM_SCHEDULES=N` runs more;
 //! `OMIRR_SIM_SEED=S` replays one schedule (the seed is printed on
 //! failure).
@@ -41,7 +50,7 @@
 use omirr_core::expiry::{self, Forgotten};
 use omirr_core::mem::MemIndex;
 use omirr_core::observe::{self, observe, When};
-use omirr_core::resolve::{resolve, restore, Action, Source};
+use omirr_core::resolve::{resolve_with, restore, Action, ConflictRules, Rules, Source};
 use omirr_core::tree::{present, Node};
 use omirr_core::{
     Change, Content, Entry, Hlc, HostId, IndexView, Meta, RelPath, Seq, Timestamp, Version,
@@ -141,6 +150,17 @@ struct World {
     /// The highest version written for each path, anywhere, with its
     /// entry.
     written: HashMap<RelPath, Entry>,
+    /// How many conflict copies per file the peers keep (0: none).
+    conflict_keep: u32,
+    /// Every file version a peer recorded as its own (local changes and
+    /// conflict copies): what must not be lost.
+    files: BTreeMap<(RelPath, Version), Content>,
+    /// Versions replaced by a change made knowing them (a later local
+    /// change on the host that held them), or pruned by the bound.
+    superseded: BTreeSet<(RelPath, Version)>,
+    /// Where a losing file version was kept: its conflict copy's path
+    /// and version.
+    kept: BTreeMap<(RelPath, Version), (RelPath, Version)>,
     trace: Vec<String>,
     stats: Stats,
     /// How long tombstones are kept, if this schedule expires them.
@@ -170,6 +190,8 @@ struct Stats {
     reconciled: usize,
     deleted: usize,
     renewed: usize,
+    conflicts: usize,
+    copies: usize,
 }
 
 fn children(disk: &Disk, dir: &RelPath) -> Vec<RelPath> {
@@ -223,6 +245,13 @@ impl World {
         let horizon_ns = rng
             .random_bool(0.5)
             .then(|| rng.random_range(1..=60u64) * 1_000_000_000);
+        // Drawn apart, so that the schedules' own draws stay as they were.
+        let mut keep_rng = StdRng::seed_from_u64(seed ^ 0xc0f1_1c75);
+        let conflict_keep = match keep_rng.random_range(0..100) {
+            0..15 => 0,
+            15..40 => keep_rng.random_range(1..=2),
+            _ => 1000,
+        };
         World {
             rng,
             peers,
@@ -231,6 +260,10 @@ impl World {
             connected: vec![vec![true; n]; n],
             now_ns: 10 * 24 * HOUR,
             written: HashMap::new(),
+            conflict_keep,
+            files: BTreeMap::new(),
+            superseded: BTreeSet::new(),
+            kept: BTreeMap::new(),
             trace: Vec::new(),
             stats: Stats::default(),
             horizon_ns,
@@ -491,6 +524,16 @@ impl World {
                 .or_insert_with(|| c.entry.clone());
             if c.entry.version > best.version {
                 *best = c.entry.clone();
+            }
+            // What this change replaces, it replaces knowingly.
+            if let Some(prev) = peer.index.entry(&c.path).expect("infallible") {
+                self.superseded.insert((c.path.clone(), prev.version));
+            }
+            if matches!(c.entry.content, Content::File { .. }) {
+                self.files.insert(
+                    (c.path.clone(), c.entry.version.clone()),
+                    c.entry.content.clone(),
+                );
             }
             peer.index
                 .record(c)
@@ -874,7 +917,15 @@ impl World {
             for c in &rest {
                 peer.hlc.observe(c.entry.version.ts);
             }
-            let res = resolve(&peer.index, &rest, &|_| false).expect("infallible");
+            let keep = self.conflict_keep;
+            let rules = Rules {
+                savetargets: &|_| false,
+                conflicts: Some(ConflictRules {
+                    host: &peer.host,
+                    keep: &|_| keep,
+                }),
+            };
+            let res = resolve_with(&peer.index, &rest, &rules, &mut |_| {}).expect("infallible");
             let line = format!(
                 "h{i} <- h{from}: {} changes, {} accepted, actions {:?}",
                 rest.len(),
@@ -907,7 +958,55 @@ impl World {
                 .collect();
             for c in &res.accepted {
                 if !omirr_core::resolve::held_back(&undone, &c.path) {
+                    // This host's own changes (conflict copies, pruned
+                    // copies) are written here.
+                    if c.entry.version.host == peer.host {
+                        peer.hlc.observe(c.entry.version.ts);
+                        let best = self
+                            .written
+                            .entry(c.path.clone())
+                            .or_insert_with(|| c.entry.clone());
+                        if c.entry.version > best.version {
+                            *best = c.entry.clone();
+                        }
+                        if let Some(prev) = peer.index.entry(&c.path).expect("infallible") {
+                            self.superseded.insert((c.path.clone(), prev.version));
+                        }
+                        if matches!(c.entry.content, Content::File { .. }) {
+                            self.files.insert(
+                                (c.path.clone(), c.entry.version.clone()),
+                                c.entry.content.clone(),
+                            );
+                            self.stats.copies += 1;
+                        }
+                    }
+                    // A change to the same content as this host's own
+                    // keeps that content in the new version.
+                    if let Some(prev) = peer.index.entry(&c.path).expect("infallible") {
+                        if prev.version.host == peer.host && prev.content == c.entry.content {
+                            self.kept.insert(
+                                (c.path.clone(), prev.version),
+                                (c.path.clone(), c.entry.version.clone()),
+                            );
+                        }
+                    }
                     peer.index.record(c.clone());
+                }
+            }
+            // The conflicts of the changes recorded.
+            let conflicts = res
+                .conflicts
+                .iter()
+                .filter(|c| !omirr_core::resolve::held_back(&undone, &c.path));
+            {
+                self.stats.conflicts += res.conflicts.len();
+                for c in conflicts.filter(|c| !c.ours_won) {
+                    let Some(copy) = &c.copy else { continue };
+                    let held = peer.index.entry(copy).expect("infallible");
+                    if let Some(e) = held {
+                        self.kept
+                            .insert((c.path.clone(), c.ours.clone()), (copy.clone(), e.version));
+                    }
                 }
             }
             let Some(n) = failed else { break };
@@ -1212,7 +1311,43 @@ impl World {
         ideal
     }
 
+    /// Where the bound prunes nothing: every file version recorded is
+    /// still its path's content (on disk), or was replaced knowingly, or
+    /// is kept in a conflict copy that passes the same test.
+    fn check_nothing_lost(&self) -> Result<(), String> {
+        let reference = &self.peers[0];
+        for ((path, version), content) in &self.files {
+            let mut at = (path.clone(), version.clone());
+            for _ in 0..1000 {
+                if self.superseded.contains(&at) {
+                    break;
+                }
+                let entry = reference.index.entry(&at.0).expect("infallible");
+                if reference
+                    .disk
+                    .get(&at.0)
+                    .is_some_and(|n| n.content == *content)
+                {
+                    break;
+                }
+                match self.kept.get(&at) {
+                    Some(next) => at = next.clone(),
+                    None => {
+                        return Err(format!(
+                            "{path:?} at {version} is lost: {:?} at {} was neither kept, replaced knowingly nor kept as a conflict copy (entry now {entry:?})",
+                            at.0, at.1
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), String> {
+        if self.conflict_keep >= 1000 {
+            self.check_nothing_lost()?;
+        }
         let reference = &self.peers[0];
         let ideal = self.ideal();
         for (i, peer) in self.peers.iter().enumerate() {
@@ -1349,6 +1484,43 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
     };
     match a {
         Action::SaveOld { .. } => Ok(()),
+        Action::KeepConflictCopy {
+            path,
+            copy,
+            size,
+            hash,
+            meta,
+            prune,
+        } => {
+            match disk.get(path) {
+                Some(Node {
+                    content: Content::File { hash: h, .. },
+                    ..
+                }) if h == hash => {}
+                other => return Err(format!("conflict copy source {path:?} holds {other:?}")),
+            }
+            ensure_parents(disk, copy)?;
+            if disk
+                .get(copy)
+                .is_some_and(|n| !matches!(n.content, Content::File { .. }))
+            {
+                return Err("conflict copy over something else than a file".into());
+            }
+            disk.insert(
+                copy.clone(),
+                Node {
+                    content: Content::File {
+                        size: *size,
+                        hash: *hash,
+                    },
+                    meta: *meta,
+                },
+            );
+            for old in prune {
+                disk.remove(old);
+            }
+            Ok(())
+        }
         Action::Rename { from, to, meta } => {
             let mut node = disk.remove(from).ok_or("rename source missing")?;
             if !matches!(node.content, Content::File { .. }) {
@@ -1630,11 +1802,15 @@ fn a_schedule_really_exchanges_changes() {
         total.reconciled += w.stats.reconciled;
         total.deleted += w.stats.deleted;
         total.renewed += w.stats.renewed;
+        total.conflicts += w.stats.conflicts;
+        total.copies += w.stats.copies;
     }
     assert!(total.sessions > 1000, "{total:?}");
     assert!(total.batches > 2000, "{total:?}");
     assert!(total.window_full > 200, "full windows: {total:?}");
     assert!(total.set_aside > 50, "changes set aside: {total:?}");
+    assert!(total.conflicts > 100, "conflicts: {total:?}");
+    assert!(total.copies > 50, "conflict copies: {total:?}");
     // ... and expiry, with hosts that come back after their peers forgot.
     // (Reconstructed deletions are rare here; the scripted long-absent
     // host test makes them.)

@@ -81,6 +81,7 @@ pub fn entry() -> impl Strategy<Value = Entry> {
                     ts: Timestamp(ts),
                     host: HostId::new(&host),
                 },
+                base: None,
             },
         )
 }
@@ -271,6 +272,7 @@ pub fn sample_change(path: &str) -> Change {
                 ts: Timestamp(1_700_000_000_000_000_001),
                 host: HostId::new("alpha"),
             },
+            base: None,
         },
     }
 }

@@ -19,7 +19,7 @@ use super::lex::{self, Piece, RawWord};
 use super::parse::{self, Command, ListExpr, SetOp, Statement};
 use super::{
     install_option, Direction, HostRef, InstallOptions, MirrorPath, MirrorSet, OptionMeaning,
-    ParseOptions, PathMatch, Pattern, Special, INSTALL_OPTIONS,
+    ParseOptions, PathMatch, Pattern, Special, INSTALL_OPTIONS, MAX_CONFLICT_COPIES,
 };
 use crate::diag::{Diagnostic, Pos};
 use std::collections::{HashMap, HashSet};
@@ -992,6 +992,23 @@ impl Expander<'_> {
                     o.defowner = v;
                 } else {
                     o.defgroup = v;
+                }
+                return;
+            }
+            "conflicts" => {
+                let n = value.and_then(|v| v.parse::<u32>().ok());
+                match n {
+                    Some(n) if n <= MAX_CONFLICT_COPIES => o.conflicts = Some(n),
+                    _ => self.error(
+                        at,
+                        format!(
+                            "install option 'conflicts' needs a number of conflict copies to keep per file, 0 to {MAX_CONFLICT_COPIES}: conflicts=N (0 keeps none), found {}",
+                            match value {
+                                Some(v) => format!("'{v}'"),
+                                None => "no value".to_string(),
+                            }
+                        ),
+                    ),
                 }
                 return;
             }

@@ -177,6 +177,7 @@ fn change(p: &str, content: Content, ts: u64, host: &str) -> Change {
                 ts: Timestamp(ts),
                 host: HostId::new(host),
             },
+            base: None,
         },
     }
 }

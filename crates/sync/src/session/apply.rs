@@ -97,6 +97,29 @@ struct Outcome {
     aside: Vec<(Change, String)>,
     /// Changes whose content must be staged for another round.
     unstaged: Vec<Change>,
+    /// The conflicts met (see [`omirr_core::conflict`]).
+    conflicts: Vec<omirr_core::resolve::Conflict>,
+}
+
+/// Resolves `changes` from a peer against the index under the engine's
+/// policy: `savetargets`, and conflicts told by this host's name with
+/// each set's bound on conflict copies.
+pub(crate) fn resolve(
+    engine: &Engine,
+    changes: &[Change],
+) -> Result<omirr_core::resolve::Resolution, omirr_index::IndexError> {
+    let plan = engine.policy();
+    let host = HostId::new(plan.host());
+    let rules = omirr_core::resolve::Rules {
+        savetargets: &|p| plan.savetargets(p),
+        conflicts: Some(omirr_core::resolve::ConflictRules {
+            host: &host,
+            keep: &|p| plan.conflict_copies(p),
+        }),
+    };
+    omirr_core::resolve::resolve_with(&engine.store.index, changes, &rules, &mut |d| {
+        tracing::trace!("decided {d}")
+    })
 }
 
 impl PeerApplier {
@@ -505,6 +528,7 @@ impl PeerApplier {
                 let more = self.apply_group(again, staged, resolved).await?;
                 out.recorded += more.recorded;
                 out.actions.extend(more.actions);
+                out.conflicts.extend(more.conflicts);
                 out.aside.extend(more.aside);
                 out.aside.extend(
                     more.unstaged
@@ -649,14 +673,8 @@ impl PeerApplier {
         let span = tracing::Span::current();
         let (res, at) = tokio::task::spawn_blocking(move || {
             let _span = span.enter();
-            let plan = engine.policy();
             let at = engine.store.index.last_seq()?;
-            let res = omirr_core::resolve::resolve_explained(
-                &engine.store.index,
-                &changes,
-                &|p| plan.savetargets(p),
-                &mut |d| tracing::trace!("decided {d}"),
-            )?;
+            let res = resolve(&engine, &changes)?;
             Ok::<_, omirr_index::IndexError>((res, at))
         })
         .await??;
@@ -738,6 +756,12 @@ impl PeerApplier {
     }
 
     fn after_group(&self, out: &Outcome) {
+        for c in &out.conflicts {
+            tracing::warn!(peer = %self.peer, "{c}");
+            self.engine
+                .counters
+                .add_conflict(&self.peer, !c.ours_won && c.copy.is_some());
+        }
         if out.recorded >= crate::engine::LARGE_BATCH {
             crate::engine::release_freed_memory();
         }
@@ -770,7 +794,6 @@ fn apply_isolated(
     let mut rest = group;
     let mut w = engine.disk.lock();
     let w = &mut *w;
-    let plan = engine.policy();
     // The resolution made before staging still holds if nothing was
     // recorded since.
     let mut resolved = match (resolved, engine.store.index.last_seq()) {
@@ -789,19 +812,23 @@ fn apply_isolated(
                 res,
                 &mut source,
             ),
-            None => omirr_fs::local::apply_remote(
-                index,
-                &w.applier,
-                &mut w.hlc,
-                &rest,
-                &|p| plan.savetargets(p),
-                &mut source,
-            ),
+            None => match resolve(engine, &rest) {
+                Ok(res) => omirr_fs::local::apply_resolved(
+                    index,
+                    &w.applier,
+                    &mut w.hlc,
+                    &rest,
+                    res,
+                    &mut source,
+                ),
+                Err(e) => Err(e.into()),
+            },
         };
         let (error, recorded, action) = match result {
             Ok(applied) => {
                 out.recorded += applied.recorded;
                 out.actions.extend(applied.actions);
+                out.conflicts.extend(applied.conflicts);
                 return Ok(out);
             }
             Err(e) if e.is_host_fault() => return Err(e),
@@ -809,7 +836,11 @@ fn apply_isolated(
                 error,
                 recorded,
                 action: Some(action),
-            }) => (error, recorded, action),
+                conflicts,
+            }) => {
+                out.conflicts.extend(conflicts);
+                (error, recorded, action)
+            }
             Err(e) => return Err(e),
         };
         out.recorded += recorded;
@@ -831,6 +862,7 @@ fn apply_isolated(
                 error,
                 recorded: 0,
                 action: Some(action),
+                conflicts: Vec::new(),
             });
         };
         let not_staged =

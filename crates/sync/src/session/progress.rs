@@ -349,6 +349,7 @@ mod tests {
                     ts: Timestamp(1),
                     host: HostId::new("beta"),
                 },
+                base: None,
             },
         }
     }
