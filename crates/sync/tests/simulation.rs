@@ -1439,12 +1439,16 @@ impl World {
                 ));
             }
             for (path, best) in &self.written {
-                let best = &best.version;
                 let got = peer
                     .index
                     .entry(path)
                     .expect("infallible")
                     .map(|e| e.version);
+                // A deletion may have been forgotten (tombstone expiry).
+                if got.is_none() && !best.is_live() {
+                    continue;
+                }
+                let best = &best.version;
                 if got.as_ref() != Some(best) {
                     return Err(format!(
                         "receiver {}: {path:?} holds {got:?}, the highest a sender wrote is {best:?}",
@@ -1815,7 +1819,9 @@ fn a_schedule_really_exchanges_changes() {
     // (Reconstructed deletions are rare here; the scripted long-absent
     // host test makes them.)
     assert!(total.expired > 100, "tombstones expired: {total:?}");
-    assert!(total.buried > 5, "hidden entries buried: {total:?}");
+    // Rare since a deleted directory's entries each get a tombstone of
+    // their own (conflicts): only what arrives below one later is buried.
+    assert!(total.buried > 0, "hidden entries buried: {total:?}");
     assert!(total.reconciled > 10, "reconciliations: {total:?}");
     assert!(
         total.renewed > 2,
