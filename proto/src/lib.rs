@@ -74,7 +74,7 @@ pub use omirr_core::{
 /// The protocol version this build speaks. Bumped on every incompatible
 /// change to framing or messages; peers with different versions refuse each
 /// other at the handshake. `PROTOCOL.md` says what needs a bump.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The TCP port omirrd listens on when the peers file names none (omirr's
 /// historical port).

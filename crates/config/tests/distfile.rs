@@ -140,14 +140,14 @@ fn install_options_attached_separate_and_legacy() {
 /// or refused with an error that says why; none is accepted and ignored.
 #[test]
 fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
-    let accepted = "chknfs,chkreadonly,compare,defgroup=wheel,defowner,history,nochkgroup,nochkmode,nochkowner,nodescend,numchkgroup,numchkowner,quiet,remove,savetargets,updateperm,whole";
+    let accepted = "chknfs,chkreadonly,compare,defgroup=wheel,defowner,history,noacls,nochkgroup,nochkmode,nochkowner,nodescend,noxattrs,numchkgroup,numchkowner,quiet,remove,savetargets,sparse,updateperm,whole";
     let root = empty_root();
     let (c, warnings) = parse_ok_in(
         &format!("/a -> ( x y )\n install -o{accepted} ;"),
         &opts(root.path()),
     );
     let names = c.sets[0].options.names();
-    assert_eq!(names.len(), 17, "{names:?}");
+    assert_eq!(names.len(), 20, "{names:?}");
     assert!(
         names.contains(&"defowner=bin".to_string()),
         "rdist's default owner"
@@ -158,7 +158,7 @@ fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
         "accepted options say nothing: {warnings:?}"
     );
     let refused = [
-        "chksym", "follow", "ignlnks", "noexec", "sparse", "verify", "younger",
+        "chksym", "follow", "ignlnks", "noexec", "verify", "younger",
     ];
     let text = format!("/a -> ( x y )\n install -o{} ;", refused.join(","));
     let e = errors(&text);

@@ -18,6 +18,8 @@ pub enum Content {
     Symlink {
         target: Vec<u8>,
     },
+    /// A named pipe (FIFO): no content, only its metadata.
+    Fifo,
     /// A tombstone: the path was deleted. Kept so that a peer that was
     /// away does not bring the path back.
     Deleted,
@@ -37,6 +39,7 @@ impl Content {
             Content::File { .. } => "file",
             Content::Dir => "directory",
             Content::Symlink { .. } => "symlink",
+            Content::Fifo => "FIFO",
             Content::Deleted => "deleted",
         }
     }
@@ -48,7 +51,7 @@ impl Content {
 /// numbers (`numchkowner`, `numchkgroup`) and as the names the recording
 /// host gives those numbers (the default). Which one a receiver uses is
 /// its configuration's business, not the entry's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Meta {
     /// Permission bits (`0o7777`), not the file type.
     pub mode: u32,
@@ -61,6 +64,10 @@ pub struct Meta {
     pub owner: Name,
     /// The name of `gid` there, likewise.
     pub group: Name,
+    /// Extended attributes (POSIX ACLs among them), as the recording
+    /// host's rules let it read them. Which of them a receiver sets is
+    /// its configuration's business (`noxattrs`, `noacls`).
+    pub xattrs: Xattrs,
 }
 
 impl Meta {
@@ -73,7 +80,87 @@ impl Meta {
         mtime_ns: 0,
         owner: Name::EMPTY,
         group: Name::EMPTY,
+        xattrs: Xattrs::EMPTY,
     };
+}
+
+/// A path's extended attributes: `(name, value)` pairs, sorted by name,
+/// each name once. Bounded ([`Xattrs::MAX_COUNT`], [`Xattrs::MAX_NAME`],
+/// [`Xattrs::MAX_VALUE`]: Linux's own limits), checked when decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(Vec<u8>, Vec<u8>)>")]
+pub struct Xattrs(Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Why a list of extended attributes is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadXattrs(pub &'static str);
+
+impl std::fmt::Display for BadXattrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "extended attributes {}", self.0)
+    }
+}
+
+impl Xattrs {
+    /// The most attributes one path carries.
+    pub const MAX_COUNT: usize = 1024;
+    /// The longest name (`XATTR_NAME_MAX`).
+    pub const MAX_NAME: usize = 255;
+    /// The largest value (`XATTR_SIZE_MAX`).
+    pub const MAX_VALUE: usize = 64 * 1024;
+    pub const EMPTY: Xattrs = Xattrs(Vec::new());
+
+    /// Sorts `pairs` by name; refuses a name twice, an empty name or one
+    /// with a NUL byte, and anything over the bounds.
+    pub fn new(mut pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Xattrs, BadXattrs> {
+        if pairs.len() > Self::MAX_COUNT {
+            return Err(BadXattrs("are too many"));
+        }
+        pairs.sort();
+        for (i, (name, value)) in pairs.iter().enumerate() {
+            if name.is_empty() || name.len() > Self::MAX_NAME || name.contains(&0) {
+                return Err(BadXattrs("have an impossible name"));
+            }
+            if value.len() > Self::MAX_VALUE {
+                return Err(BadXattrs("have a value above 64 KiB"));
+            }
+            if i > 0 && pairs[i - 1].0 == *name {
+                return Err(BadXattrs("name one attribute twice"));
+            }
+        }
+        Ok(Xattrs(pairs))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.0.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_slice())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Those attributes whose names `keep` accepts.
+    pub fn filtered(&self, keep: impl Fn(&[u8]) -> bool) -> Xattrs {
+        Xattrs(self.0.iter().filter(|(n, _)| keep(n)).cloned().collect())
+    }
+}
+
+impl TryFrom<Vec<(Vec<u8>, Vec<u8>)>> for Xattrs {
+    type Error = BadXattrs;
+    fn try_from(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Xattrs, BadXattrs> {
+        Xattrs::new(pairs)
+    }
 }
 
 /// A user or group name, at most [`Name::MAX`] bytes and without a NUL

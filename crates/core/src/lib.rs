@@ -34,7 +34,7 @@ pub mod resolve;
 pub mod tree;
 pub mod version;
 
-pub use entry::{Change, Content, Entry, Hash, Meta, Name};
+pub use entry::{BadXattrs, Change, Content, Entry, Hash, Meta, Name, Xattrs};
 pub use path::{PathError, RelPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use resolve::{Action, Resolution, Source};
 pub use tree::IndexView;

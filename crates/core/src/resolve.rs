@@ -11,7 +11,8 @@
 //! 2. `Rename` where a file disappears and the same content appears
 //!    elsewhere (a rename on the peer), so no data moves;
 //! 3. `Remove`, deepest paths first;
-//! 4. `MakeDir`, `WriteFile`, `MakeSymlink`, `SetMeta`, shallowest first.
+//! 4. `MakeDir`, `WriteFile`, `MakeSymlink`, `MakeFifo`, `SetMeta`,
+//!    shallowest first.
 //!
 //! The caller carries the actions out in order and then records
 //! `accepted` in its index. Nothing here does I/O, logging included:
@@ -58,6 +59,8 @@ pub enum Action {
         target: Vec<u8>,
         meta: Meta,
     },
+    /// Make `path` a named pipe (FIFO).
+    MakeFifo { path: RelPath, meta: Meta },
     /// The content is right; only the metadata changes.
     SetMeta { path: RelPath, meta: Meta },
 }
@@ -80,6 +83,7 @@ impl Action {
             | Action::MakeDir { path, .. }
             | Action::WriteFile { path, .. }
             | Action::MakeSymlink { path, .. }
+            | Action::MakeFifo { path, .. }
             | Action::SetMeta { path, .. } => path,
         }
     }
@@ -415,6 +419,20 @@ pub fn resolve_explained<V: IndexView>(
             (Content::Symlink { target }, _) => writes.push(Action::MakeSymlink {
                 path: p,
                 target: target.clone(),
+                meta: node.meta,
+            }),
+            (
+                Content::Fifo,
+                Some(Node {
+                    content: Content::Fifo,
+                    ..
+                }),
+            ) => writes.push(Action::SetMeta {
+                path: p,
+                meta: node.meta,
+            }),
+            (Content::Fifo, _) => writes.push(Action::MakeFifo {
+                path: p,
                 meta: node.meta,
             }),
             (Content::Deleted, _) => {}

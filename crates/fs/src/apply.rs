@@ -913,6 +913,14 @@ impl Applier {
             rfs::fchmod(fd, Mode::from_raw_mode(mode))
                 .map_err(|e| io_error(path, "set the mode of", e))?;
         }
+        // After the mode: an access ACL sets the group bits as it needs.
+        crate::xattrs::set_fd(fd, &meta.xattrs, &|n| rules.mirrors_xattr(n)).map_err(|e| {
+            ApplyError::Io {
+                path: path.clone(),
+                op: "set the extended attributes of",
+                error: e,
+            }
+        })?;
         rfs::futimens(fd, &mtime(meta.mtime_ns)).map_err(|e| io_error(path, "set the mtime of", e))
     }
 
@@ -999,7 +1007,7 @@ impl Applier {
         }
         match kind {
             FileType::Symlink => self.set_symlink_meta(dir, name, path, meta, was)?,
-            FileType::RegularFile | FileType::Directory => {
+            FileType::RegularFile | FileType::Directory | FileType::Fifo => {
                 // O_NOFOLLOW: if it was swapped for a symlink since the
                 // lstat, this fails rather than following it.
                 // O_NONBLOCK: nor may a FIFO planted there hang us.
@@ -1017,7 +1025,7 @@ impl Applier {
                 }
                 self.set_meta_fd(fd.as_fd(), path, meta, was)?;
             }
-            other => return Err(unexpected(path, "file, directory or symlink", other)),
+            other => return Err(unexpected(path, "file, directory, symlink or FIFO", other)),
         }
         Ok(kind)
     }
@@ -1206,6 +1214,7 @@ impl<'a> Batch<'a> {
                 source: from,
             } => self.stage_write(index, path, *size, hash, meta, from, source),
             Action::MakeSymlink { path, target, meta } => self.make_symlink(path, target, meta),
+            Action::MakeFifo { path, meta } => self.make_fifo(index, path, meta),
             Action::SetMeta { path, meta } => self.set_meta(index, path, meta),
         }
     }
@@ -1400,6 +1409,7 @@ impl<'a> Batch<'a> {
             Content::File { .. } => Some(FileType::RegularFile),
             Content::Dir => Some(FileType::Directory),
             Content::Symlink { .. } => Some(FileType::Symlink),
+            Content::Fifo => Some(FileType::Fifo),
             Content::Deleted => None,
         };
         if expected.is_some_and(|want| want != kind) {
@@ -1495,6 +1505,33 @@ impl<'a> Batch<'a> {
         }
         placed?;
         self.touch_parent(path);
+        Ok(())
+    }
+
+    /// Makes `path` a named pipe: made under a temporary name with its
+    /// metadata, then renamed into place, as a symlink is.
+    fn make_fifo(&mut self, index: usize, path: &RelPath, meta: &Meta) -> Result<(), ApplyError> {
+        let (dir, name) = self.ap.parent(path, "make a FIFO at", None)?;
+        let old = lstat(&dir, name, path)?;
+        let (tmp, ()) = with_temp_name(name, path, "create a temporary FIFO for", |tmp| {
+            // 0600 until owner and mode are set: never wider than asked.
+            rfs::mknodat(&dir, tmp, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+        })?;
+        let placed = self
+            .ap
+            .set_meta_at(&dir, &tmp, path, meta, Some(FileType::Fifo), Was::Replacing(old))
+            .and_then(|_| self.check_unchanged(&dir, name, path))
+            .and_then(|()| self.ap.make_room(&dir, name, path))
+            .and_then(|()| {
+                rfs::renameat(&dir, tmp.as_slice(), &dir, name)
+                    .map_err(|e| io_error(path, "rename FIFO into place", e))
+            });
+        if placed.is_err() {
+            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+        }
+        placed?;
+        self.touch_parent(path);
+        self.meta_set(index, path, FileType::Fifo, meta);
         Ok(())
     }
 

@@ -722,13 +722,20 @@ fn comparable(
     path: &RelPath,
     found: &Node,
 ) -> Node {
+    let rules = rules.rules(path);
     let recorded = match view.entry(path) {
         Ok(Some(e)) if same_kind(&e.content, &found.content) => e.meta,
-        _ => return found.clone(),
+        // Nothing to compare with: only the extended attributes this
+        // host does not mirror are left out.
+        _ => {
+            let mut node = found.clone();
+            node.meta.xattrs = crate::owners::canonical_xattrs(&found.meta.xattrs, None, &rules);
+            return node;
+        }
     };
     Node {
         content: found.content.clone(),
-        meta: crate::owners::canonical(path, found.meta, &recorded, &rules.rules(path)),
+        meta: crate::owners::canonical(path, found.meta.clone(), &recorded, &rules),
     }
 }
 

@@ -64,7 +64,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use omirr_core::observe::When;
 use omirr_core::tree::Node;
-use omirr_core::{Content, Hash, Meta, RelPath, Timestamp};
+use omirr_core::{Content, Hash, Meta, RelPath, Timestamp, Xattrs};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -232,7 +232,7 @@ pub enum ScanIssue {
         op: &'static str,
         source: io::Error,
     },
-    #[error("{path} is a {kind}, which omirr does not mirror; left alone")]
+    #[error("{path} is a {kind}, which omirr does not mirror; left alone (said once)")]
     Unsupported { path: RelPath, kind: &'static str },
     #[error("{path} kept changing while it was scanned; skipped, the watcher reports it once it settles")]
     Unstable { path: RelPath },
@@ -241,6 +241,25 @@ pub enum ScanIssue {
 }
 
 impl ScanIssue {
+    /// Whether the issue is worth a log line: every issue is, but a
+    /// socket or device node ([`ScanIssue::Unsupported`]) only the first
+    /// time this process meets it at that path, whatever number of scans
+    /// and watcher events meet it again (up to [`UNSUPPORTED_REMEMBERED`]
+    /// paths; past that, each is logged again).
+    pub fn worth_logging(&self) -> bool {
+        let ScanIssue::Unsupported { path, kind } = self else {
+            return true;
+        };
+        static SEEN: std::sync::Mutex<Option<HashSet<(RelPath, &'static str)>>> =
+            std::sync::Mutex::new(None);
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = seen.get_or_insert_with(HashSet::new);
+        if seen.len() >= UNSUPPORTED_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert((path.clone(), kind))
+    }
+
     /// The path the scan could not establish.
     pub fn path(&self) -> &RelPath {
         match self {
@@ -251,6 +270,10 @@ impl ScanIssue {
         }
     }
 }
+
+/// How many sockets and device nodes [`ScanIssue::worth_logging`]
+/// remembers having reported.
+pub const UNSUPPORTED_REMEMBERED: usize = 10_000;
 
 /// What aborts a scan: the root is unusable, or the baseline failed.
 #[derive(Debug, thiserror::Error)]
@@ -577,6 +600,7 @@ impl<'a> Walker<'a> {
                 FileType::RegularFile => self.file(dir, name, &path, &st)?,
                 FileType::Directory => self.dir(dir, name, &path, &st)?,
                 FileType::Symlink => self.symlink(dir, name, &path, &st)?,
+                FileType::Fifo => self.fifo(dir, name, &path, &st)?,
                 other => {
                     self.issue(ScanIssue::Unsupported {
                         path,
@@ -645,6 +669,9 @@ impl<'a> Walker<'a> {
             },
         };
         let key = key_of(&st);
+        let Some(xattrs) = self.xattrs(dir, name, path) else {
+            return Ok(Step::Done);
+        };
         if linked {
             self.links.insert((key.dev, key.ino), (key, hash));
         }
@@ -661,7 +688,10 @@ impl<'a> Walker<'a> {
                     size: key.size,
                     hash,
                 },
-                meta: meta_of(&st),
+                meta: Meta {
+                    xattrs,
+                    ..meta_of(&st)
+                },
             },
             key,
             ctime: ctime_of(&st),
@@ -750,12 +780,86 @@ impl<'a> Walker<'a> {
         if (k.dev, k.ino) != (lk.dev, lk.ino) {
             return Ok(Step::Changed);
         }
-        self.found_dir(path, &st)?;
+        let xattrs = match crate::xattrs::read_fd(fd.as_fd()) {
+            Ok(x) => x,
+            Err(e) => {
+                self.issue(ScanIssue::Io {
+                    path: path.clone(),
+                    op: "read the extended attributes of",
+                    source: e,
+                });
+                return Ok(Step::Done);
+            }
+        };
+        self.found_dir_with(path, &st, xattrs)?;
         self.walk_dir(fd.as_fd(), path)?;
         Ok(Step::Done)
     }
 
+    /// The extended attributes of `name` in `dir` (see [`crate::xattrs`]);
+    /// `None`, with an issue reported, if they cannot be read.
+    fn xattrs(&mut self, dir: BorrowedFd<'_>, name: &[u8], path: &RelPath) -> Option<Xattrs> {
+        match crate::xattrs::read_at(dir, name) {
+            Ok(x) => Some(x),
+            // Gone since the stat: the watcher reports what replaced it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.issue(ScanIssue::Io {
+                    path: path.clone(),
+                    op: "read the extended attributes of",
+                    source: e,
+                });
+                None
+            }
+        }
+    }
+
+    /// A named pipe: its metadata only (it is never opened).
+    fn fifo(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        path: &RelPath,
+        st: &rustix::fs::Stat,
+    ) -> Result<Step, ScanError> {
+        let key = key_of(st);
+        let Some(xattrs) = self.xattrs(dir, name, path) else {
+            return Ok(Step::Done);
+        };
+        let known = self.known(path)?;
+        let renamed_from = self
+            .moved_from(path, &key, known.as_ref(), &|k| {
+                matches!(k.content, Content::Fifo)
+            })?
+            .map(|(old, _)| old);
+        self.report.found.push(Found {
+            path: path.clone(),
+            node: Node {
+                content: Content::Fifo,
+                meta: Meta {
+                    xattrs,
+                    ..meta_of(st)
+                },
+            },
+            key,
+            ctime: ctime_of(st),
+            hashed: false,
+            racy: false,
+            renamed_from,
+        });
+        Ok(Step::Done)
+    }
+
     fn found_dir(&mut self, path: &RelPath, st: &rustix::fs::Stat) -> Result<(), ScanError> {
+        self.found_dir_with(path, st, Xattrs::EMPTY)
+    }
+
+    fn found_dir_with(
+        &mut self,
+        path: &RelPath,
+        st: &rustix::fs::Stat,
+        xattrs: Xattrs,
+    ) -> Result<(), ScanError> {
         let key = key_of(st);
         let known = self.known(path)?;
         let renamed_from = self
@@ -768,7 +872,10 @@ impl<'a> Walker<'a> {
             path: path.clone(),
             node: Node {
                 content: Content::Dir,
-                meta: meta_of(st),
+                meta: Meta {
+                    xattrs,
+                    ..meta_of(st)
+                },
             },
             key,
             ctime,

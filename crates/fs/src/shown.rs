@@ -40,6 +40,7 @@ impl fmt::Display for Shown<'_> {
             Content::Symlink { target } => {
                 write!(f, "symlink to {}", omirr_core::path::escape(target))?
             }
+            Content::Fifo => f.write_str("FIFO")?,
             Content::Deleted => f.write_str("removed")?,
         }
         write!(f, ", version {}", c.entry.version)
@@ -60,11 +61,13 @@ impl fmt::Display for Did<'_> {
                     Content::File { .. } => "file",
                     Content::Dir => "directory",
                     Content::Symlink { .. } => "symlink",
+                    Content::Fifo => "FIFO",
                     Content::Deleted => "entry",
                 };
                 write!(f, "remove {what} {path}")
             }
             Action::MakeDir { path, .. } => write!(f, "mkdir {path}"),
+            Action::MakeFifo { path, .. } => write!(f, "mkfifo {path}"),
             Action::WriteFile {
                 path, size, source, ..
             } => {

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 ///   sequence of the entry with the stat (or the path of a stat without
 ///   one). A format-2 index is converted when opened
 ///   (`Index::convert_from_2`).
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// The database file's name in the state directory.
 pub const FILE_NAME: &str = "index.redb";
@@ -242,6 +242,11 @@ impl Index {
             }
             return self.convert_from_2().map(|()| Opened::Converted);
         }
+        if format == 3 {
+            drop(meta);
+            drop(txn);
+            return self.convert_from_3().map(|()| Opened::Converted);
+        }
         if format != FORMAT {
             let advice = if format > FORMAT {
                 "it was written by a newer omirrd; run that one, or move the file \
@@ -425,6 +430,25 @@ impl Index {
         }
         txn.delete_table(ENTRIES_V2).at(p, what)?;
         txn.delete_table(BY_SEQ_V2).at(p, what)?;
+        {
+            let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
+            meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
+                .at(p, "writing the format")?;
+        }
+        txn.commit().at(p, "committing the converted index")
+    }
+
+    /// Converts a format-3 index to format 4. Format 4 added a second
+    /// flags byte to an entry's value for what format 3 could not hold
+    /// (FIFOs, extended attributes; see [`crate::record`]); a value
+    /// without them is encoded as format 3 encoded it, so every format-3
+    /// value is already a format-4 value and only the number changes.
+    fn convert_from_3(&self) -> Result<(), IndexError> {
+        let p = &self.path;
+        let txn = self
+            .db
+            .begin_write()
+            .at(p, "starting to convert the index")?;
         {
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
             meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
@@ -967,7 +991,7 @@ impl Index {
                             .push(format!("{path} is deleted but not among the tombstones"));
                     }
                 }
-                Content::Dir | Content::Symlink { .. } => {}
+                Content::Dir | Content::Symlink { .. } | Content::Fifo => {}
             }
             if let Some(s) = stat {
                 has_inode(&path, &s, entry_inode_key(s.ino, seq))?;
@@ -1465,7 +1489,7 @@ impl<'t> Tables<'t> {
                     .insert(tombstone_key(entry.version.ts.0, path).as_slice(), ())
                     .at(p, "writing a tombstone")?;
             }
-            Content::Dir | Content::Symlink { .. } => {}
+            Content::Dir | Content::Symlink { .. } | Content::Fifo => {}
         }
         if let Some(s) = new_stat {
             self.pending_inodes.put(entry_inode_key(s.ino, seq), ());
@@ -1486,7 +1510,7 @@ impl<'t> Tables<'t> {
                     .remove(tombstone_key(old.version.ts.0, path).as_slice())
                     .at(self.path, "removing a tombstone")?;
             }
-            Content::Dir | Content::Symlink { .. } => {}
+            Content::Dir | Content::Symlink { .. } | Content::Fifo => {}
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! How format 3 lays out an `entries` value: a path's sequence, its
+//! How format 4 lays out an `entries` value: a path's sequence, its
 //! entry and its cached stat, hand-encoded.
 //!
 //! Format 2 stored bincode of nested serde structs, with the stat in a
@@ -14,23 +14,32 @@
 //! flags      u8: bits 0-1 kind (0 file, 1 dir, 2 symlink, 3 deleted),
 //!            2 has a stat, 3 group is the owner's name, 4 meta is the
 //!            default (tombstones), 5 stat size = file size, 6 stat mtime
-//!            = meta mtime, 7 reserved (0)
+//!            = meta mtime, 7 EXT: a second flags byte follows
+//! ext        if bit 7: u8: bit 0 reserved (a base version), 1 the kind
+//!            is a FIFO (kind bits 0, no content), 2 has extended
+//!            attributes, 3-7 reserved (0)
 //! ts         u64 LE                  the version's timestamp
 //! host       varint length, bytes    the version's host (UTF-8)
 //! content    file: varint size, 32-byte hash; symlink: varint length,
-//!            target; dir and tombstone: nothing
+//!            target; dir, FIFO and tombstone: nothing
 //! meta       unless bit 4: varint mode, uid, gid; i64 LE mtime; u8
 //!            length + owner; unless bit 3, u8 length + group
 //! stat       if bit 2: varint dev, ino; varint size unless bit 5; i64 LE
 //!            mtime unless bit 6; zigzag varint ctime - mtime
+//! xattrs     if ext bit 2: varint count, then per attribute (by name)
+//!            varint length + name, varint length + value
 //! ```
+//!
+//! Fields that ext bits add go at the end, in bit order. An entry that
+//! needs none of them has no ext byte and is encoded exactly as format 3
+//! encoded it: a format-3 value is a format-4 value.
 //!
 //! Decoding refuses anything else: an unknown bit, a truncated field,
 //! trailing bytes, a name no user database could hold.
 
 use crate::codec::CodecError;
 use crate::StatKey;
-use omirr_core::{Content, Entry, HostId, Meta, Name, Seq, Timestamp, Version};
+use omirr_core::{Content, Entry, HostId, Meta, Name, Seq, Timestamp, Version, Xattrs};
 
 const KIND_FILE: u8 = 0;
 const KIND_DIR: u8 = 1;
@@ -42,7 +51,13 @@ const GROUP_IS_OWNER: u8 = 1 << 3;
 const META_DEFAULT: u8 = 1 << 4;
 const STAT_SIZE_IS_FILE_SIZE: u8 = 1 << 5;
 const STAT_MTIME_IS_META_MTIME: u8 = 1 << 6;
-const RESERVED: u8 = 1 << 7;
+const EXT: u8 = 1 << 7;
+/// In the ext byte: the kind is a FIFO.
+const EXT_FIFO: u8 = 1 << 1;
+/// In the ext byte: extended attributes follow the stat.
+const EXT_XATTRS: u8 = 1 << 2;
+/// Ext bits this build knows.
+const EXT_KNOWN: u8 = EXT_FIFO | EXT_XATTRS;
 
 /// A symlink target or host name longer than this is not ours: the value
 /// is corrupt (a target is at most `PATH_MAX`).
@@ -79,14 +94,25 @@ fn put_name(out: &mut Vec<u8>, n: &Name) {
 pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     put_varint(&mut out, seq);
+    let mut ext = 0;
     let (kind, file_size) = match &entry.content {
         Content::File { size, .. } => (KIND_FILE, Some(*size)),
         Content::Dir => (KIND_DIR, None),
         Content::Symlink { .. } => (KIND_SYMLINK, None),
+        Content::Fifo => {
+            ext |= EXT_FIFO;
+            (KIND_FILE, None)
+        }
         Content::Deleted => (KIND_DELETED, None),
     };
     let meta = &entry.meta;
+    if !meta.xattrs.is_empty() {
+        ext |= EXT_XATTRS;
+    }
     let mut flags = kind;
+    if ext != 0 {
+        flags |= EXT;
+    }
     let meta_default = *meta == Meta::default();
     if meta_default {
         flags |= META_DEFAULT;
@@ -103,6 +129,9 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
         }
     }
     out.push(flags);
+    if ext != 0 {
+        out.push(ext);
+    }
     out.extend_from_slice(&entry.version.ts.0.to_le_bytes());
     put_bytes(&mut out, entry.version.host.as_str().as_bytes());
     match &entry.content {
@@ -111,7 +140,7 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
             out.extend_from_slice(hash);
         }
         Content::Symlink { target } => put_bytes(&mut out, target),
-        Content::Dir | Content::Deleted => {}
+        Content::Dir | Content::Fifo | Content::Deleted => {}
     }
     if !meta_default {
         put_varint(&mut out, meta.mode.into());
@@ -133,6 +162,13 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
             out.extend_from_slice(&s.mtime_ns.to_le_bytes());
         }
         put_varint(&mut out, zigzag(s.ctime_ns.wrapping_sub(s.mtime_ns)));
+    }
+    if ext & EXT_XATTRS != 0 {
+        put_varint(&mut out, meta.xattrs.len() as u64);
+        for (name, value) in meta.xattrs.iter() {
+            put_bytes(&mut out, name);
+            put_bytes(&mut out, value);
+        }
     }
     out
 }
@@ -205,6 +241,7 @@ impl<'a> Reader<'a> {
 pub struct RawRecord<'a> {
     pub seq: Seq,
     flags: u8,
+    fifo: bool,
     ts: u64,
     host: &'a str,
     file: Option<(u64, &'a [u8])>,
@@ -218,8 +255,16 @@ impl<'a> RawRecord<'a> {
         let mut r = Reader { bytes };
         let seq = r.varint()?;
         let flags = r.u8()?;
-        if flags & RESERVED != 0 {
+        let ext = if flags & EXT != 0 { r.u8()? } else { 0 };
+        if ext & !EXT_KNOWN != 0 {
             return Err(err("has an unknown flag"));
+        }
+        if flags & EXT != 0 && ext == 0 {
+            return Err(err("has an empty second flags byte"));
+        }
+        let fifo = ext & EXT_FIFO != 0;
+        if fifo && flags & KIND_MASK != KIND_FILE {
+            return Err(err("has flags that contradict each other"));
         }
         let ts = r.u64_le()?;
         let host = std::str::from_utf8(r.bytes()?)
@@ -227,14 +272,14 @@ impl<'a> RawRecord<'a> {
         let kind = flags & KIND_MASK;
         let (mut file, mut target) = (None, &[][..]);
         match kind {
-            KIND_FILE => {
+            KIND_FILE if !fifo => {
                 let size = r.varint()?;
                 file = Some((size, r.take(32)?));
             }
             KIND_SYMLINK => target = r.bytes()?,
             _ => {}
         }
-        let meta = if flags & META_DEFAULT != 0 {
+        let mut meta = if flags & META_DEFAULT != 0 {
             if flags & GROUP_IS_OWNER != 0 {
                 return Err(err("has flags that contradict each other"));
             }
@@ -257,6 +302,7 @@ impl<'a> RawRecord<'a> {
                 mtime_ns,
                 owner,
                 group,
+                xattrs: Xattrs::EMPTY,
             }
         };
         let stat = if flags & HAS_STAT != 0 {
@@ -285,6 +331,20 @@ impl<'a> RawRecord<'a> {
         } else {
             None
         };
+        if ext & EXT_XATTRS != 0 {
+            let count = r.varint()?;
+            if count == 0 || count > Xattrs::MAX_COUNT as u64 {
+                return Err(err("has an impossible count of extended attributes"));
+            }
+            let mut pairs = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let name = r.bytes()?.to_vec();
+                let value = r.bytes()?.to_vec();
+                pairs.push((name, value));
+            }
+            meta.xattrs = Xattrs::new(pairs)
+                .map_err(|e| CodecError::new(format!("an entry value's {e}")))?;
+        }
         if !r.bytes.is_empty() {
             return Err(CodecError::new(format!(
                 "{} trailing bytes after an entry value",
@@ -294,6 +354,7 @@ impl<'a> RawRecord<'a> {
         Ok(RawRecord {
             seq,
             flags,
+            fifo,
             ts,
             host,
             file,
@@ -310,6 +371,7 @@ impl<'a> RawRecord<'a> {
 
     pub fn entry(&self) -> Entry {
         let content = match (self.flags & KIND_MASK, self.file) {
+            _ if self.fifo => Content::Fifo,
             (KIND_FILE, Some((size, h))) => {
                 let mut hash = [0u8; 32];
                 hash.copy_from_slice(h);
@@ -323,7 +385,7 @@ impl<'a> RawRecord<'a> {
         };
         Entry {
             content,
-            meta: self.meta,
+            meta: self.meta.clone(),
             version: Version {
                 ts: Timestamp(self.ts),
                 host: HostId::new(self.host),

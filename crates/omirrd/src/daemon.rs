@@ -169,7 +169,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         &|p| plan.excluded(p),
         &*plan,
     )?;
-    for issue in &scan.issues {
+    for issue in scan.issues.iter().filter(|i| i.worth_logging()) {
         tracing::warn!("{issue}");
     }
     tracing::info!(
