@@ -1,14 +1,18 @@
 //! End to end: every kind of file an administrator keeps, mirrored by
 //! real `omirrd` processes (see `support::cluster`): sparse files keep
-//! their holes on disk and on the wire, mtimes keep their nanoseconds.
+//! their holes on disk and on the wire, mtimes keep their nanoseconds,
+//! extended attributes and ACLs arrive (and a change of one alone
+//! travels live), FIFOs are mirrored, and sockets and device nodes are
+//! refused with one log line each.
 
 mod support;
 
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use support::cluster::{wait_converged, Cluster};
+use support::cluster::{wait_converged, wait_until, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -118,4 +122,169 @@ fn a_sparse_file_keeps_its_holes_on_disk_and_on_the_wire_and_mtimes_their_nanose
         (1_700_000_000, 123_456_789),
         "the mtime on b, to the nanosecond"
     );
+}
+
+/// The extended attributes of `path` (not following a symlink) that
+/// omirr handles when it runs as root, as (name, value).
+fn xattrs_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut names = vec![0u8; 65536];
+    let n = rustix::fs::llistxattr(path, &mut names[..]).unwrap_or(0);
+    let mut out = Vec::new();
+    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name_os = std::ffi::OsStr::from_bytes(name);
+        let mut value = vec![0u8; 65536];
+        if let Ok(len) = rustix::fs::lgetxattr(path, name_os, &mut value[..]) {
+            out.push((name.to_vec(), value[..len].to_vec()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> rustix::io::Result<()> {
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
+}
+
+/// A POSIX ACL as the kernel stores it in `system.posix_acl_access`:
+/// version 2, then (tag, permissions, id) per entry, in tag order.
+/// `user::rw-, user:4242:r--, group::r--, mask::r--, other::---`.
+fn acl_bytes() -> Vec<u8> {
+    const UNDEFINED: u32 = u32::MAX;
+    let entries: [(u16, u16, u32); 5] = [
+        (0x01, 6, UNDEFINED), // ACL_USER_OBJ rw-
+        (0x02, 4, 4242),      // ACL_USER 4242 r--
+        (0x04, 4, UNDEFINED), // ACL_GROUP_OBJ r--
+        (0x10, 4, UNDEFINED), // ACL_MASK r--
+        (0x20, 0, UNDEFINED), // ACL_OTHER ---
+    ];
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
+fn is_fifo(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// How many lines of `log` hold `needle`.
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn xattrs_acls_and_fifos_arrive_and_sockets_and_devices_are_refused_once() {
+    let _one = support::serial();
+    let hosts = ["a", "b", "c"];
+    let mut cluster = Cluster::new(&hosts, data);
+    for h in hosts {
+        fs::create_dir_all(cluster.root(h).join("srv/data")).expect("mkdir");
+    }
+    let dir = cluster.root("a").join("srv/data");
+    let tagged = dir.join("tagged.txt");
+    fs::write(&tagged, "with attributes\n").expect("write");
+    if let Err(e) = set_xattr(&tagged, "user.comment", b"kept everywhere") {
+        // Never a silent pass: say why nothing was checked.
+        eprintln!(
+            "SKIP: {} keeps no user.* attributes ({e})",
+            dir.display()
+        );
+        return;
+    }
+    let acl = acl_bytes();
+    let acl_set = set_xattr(&tagged, "system.posix_acl_access", &acl);
+    if let Err(e) = &acl_set {
+        eprintln!("the filesystem takes no POSIX ACL ({e}): the ACL is not checked");
+    }
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        set_xattr(&tagged, "trusted.origin", b"a").expect("a trusted.* attribute as root");
+    }
+    let pipe = dir.join("pipe");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &pipe,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .expect("mkfifo");
+    let _socket = std::os::unix::net::UnixListener::bind(dir.join("sock")).expect("a socket");
+    let device = dir.join("null");
+    if root {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &device,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .expect("mknod as root");
+    } else {
+        eprintln!("not root: no device node is made, only the socket is checked as refused");
+    }
+    cluster.start_all();
+
+    for h in ["b", "c"] {
+        let there = cluster.root(h).join("srv/data");
+        let want = xattrs_of(&tagged);
+        assert!(
+            wait_until(TIMEOUT, || xattrs_of(&there.join("tagged.txt")) == want
+                && is_fifo(&there.join("pipe"))),
+            "{h} has the attributes {:?} (a: {want:?}) and a FIFO: {}\n{}",
+            xattrs_of(&there.join("tagged.txt")),
+            is_fifo(&there.join("pipe")),
+            cluster.logs()
+        );
+        if acl_set.is_ok() {
+            assert!(
+                want.iter().any(|(n, v)| n == b"system.posix_acl_access" && *v == acl),
+                "a's ACL as set: {want:?}"
+            );
+        }
+        let mode = fs::symlink_metadata(there.join("pipe")).expect("pipe").mode() & 0o7777;
+        assert_eq!(mode, 0o640, "the FIFO's mode on {h}");
+        assert!(!there.join("sock").exists(), "no socket on {h}");
+        assert!(!there.join("null").exists(), "no device node on {h}");
+    }
+
+    // A storm of events on the socket and the device node says nothing
+    // more; then an attribute change alone travels live (IN_ATTRIB).
+    // The watcher reports in order, so once that change has arrived, the
+    // storm before it has been looked at.
+    for i in 0..20 {
+        let mode = rustix::fs::Mode::from_raw_mode(if i % 2 == 0 { 0o600 } else { 0o644 });
+        rustix::fs::chmod(&dir.join("sock"), mode).expect("chmod the socket");
+        if root {
+            rustix::fs::chmod(&device, mode).expect("chmod the device");
+        }
+    }
+    set_xattr(&tagged, "user.later", b"set while running").expect("setxattr");
+    for h in ["b", "c"] {
+        let there = cluster.root(h).join("srv/data/tagged.txt");
+        assert!(
+            wait_until(TIMEOUT, || xattrs_of(&there)
+                .iter()
+                .any(|(n, v)| n == b"user.later" && v == b"set while running")),
+            "the live attribute on {h}: {:?}\n{}",
+            xattrs_of(&there),
+            cluster.logs()
+        );
+    }
+    let log = cluster.log("a");
+    assert_eq!(
+        lines_with(&log, "srv/data/sock is a socket, which omirr does not mirror"),
+        1,
+        "one line for the socket:\n{log}"
+    );
+    if root {
+        assert_eq!(
+            lines_with(&log, "srv/data/null is a character device, which omirr does not mirror"),
+            1,
+            "one line for the device node:\n{log}"
+        );
+    }
 }
