@@ -188,10 +188,7 @@ fn xattrs_acls_and_fifos_arrive_and_sockets_and_devices_are_refused_once() {
     fs::write(&tagged, "with attributes\n").expect("write");
     if let Err(e) = set_xattr(&tagged, "user.comment", b"kept everywhere") {
         // Never a silent pass: say why nothing was checked.
-        eprintln!(
-            "SKIP: {} keeps no user.* attributes ({e})",
-            dir.display()
-        );
+        eprintln!("SKIP: {} keeps no user.* attributes ({e})", dir.display());
         return;
     }
     let acl = acl_bytes();
@@ -241,11 +238,15 @@ fn xattrs_acls_and_fifos_arrive_and_sockets_and_devices_are_refused_once() {
         );
         if acl_set.is_ok() {
             assert!(
-                want.iter().any(|(n, v)| n == b"system.posix_acl_access" && *v == acl),
+                want.iter()
+                    .any(|(n, v)| n == b"system.posix_acl_access" && *v == acl),
                 "a's ACL as set: {want:?}"
             );
         }
-        let mode = fs::symlink_metadata(there.join("pipe")).expect("pipe").mode() & 0o7777;
+        let mode = fs::symlink_metadata(there.join("pipe"))
+            .expect("pipe")
+            .mode()
+            & 0o7777;
         assert_eq!(mode, 0o640, "the FIFO's mode on {h}");
         assert!(!there.join("sock").exists(), "no socket on {h}");
         assert!(!there.join("null").exists(), "no device node on {h}");
@@ -276,15 +277,96 @@ fn xattrs_acls_and_fifos_arrive_and_sockets_and_devices_are_refused_once() {
     }
     let log = cluster.log("a");
     assert_eq!(
-        lines_with(&log, "srv/data/sock is a socket, which omirr does not mirror"),
+        lines_with(
+            &log,
+            "srv/data/sock is a socket, which omirr does not mirror"
+        ),
         1,
         "one line for the socket:\n{log}"
     );
     if root {
         assert_eq!(
-            lines_with(&log, "srv/data/null is a character device, which omirr does not mirror"),
+            lines_with(
+                &log,
+                "srv/data/null is a character device, which omirr does not mirror"
+            ),
             1,
             "one line for the device node:\n{log}"
         );
     }
+}
+
+/// Whether `a` and `b` are one inode (two names of one file).
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.file_type().is_file() && (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    }
+}
+
+#[test]
+fn a_hard_linked_pair_arrives_as_one_inode_with_two_names() {
+    let _one = support::serial();
+    let hosts = ["a", "b", "c"];
+    let mut cluster = Cluster::new(&hosts, data);
+    for h in hosts {
+        fs::create_dir_all(cluster.root(h).join("srv/data")).expect("mkdir");
+    }
+    let dir = cluster.root("a").join("srv/data");
+    let size = 2 * MIB as usize;
+    fs::write(dir.join("big"), noise(size, 11)).expect("write");
+    fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    fs::hard_link(dir.join("big"), dir.join("sub/alias")).expect("ln");
+    fs::write(dir.join("live.txt"), "one inode\n").expect("write");
+    // The index's inode cache keeps no file changed within the scan's
+    // racy window (omirr_fs::scan::RACY_WINDOW_NS): a name linked live to
+    // a file written just before is not recognised (see sync-model.md).
+    // live.txt is older than that when the start-up scan meets it.
+    std::thread::sleep(Duration::from_millis(2500));
+    cluster.start_all();
+
+    for h in ["b", "c"] {
+        let there = cluster.root(h).join("srv/data");
+        assert!(
+            wait_until(TIMEOUT, || same_inode(
+                &there.join("big"),
+                &there.join("sub/alias")
+            )),
+            "big and sub/alias are one inode on {h}\n{}",
+            cluster.logs()
+        );
+        assert_eq!(fs::read(there.join("sub/alias")).expect("read").len(), size);
+        assert_eq!(fs::metadata(there.join("big")).expect("stat").nlink(), 2);
+    }
+    // The content crossed the network once per host, not once per name
+    // (from a, or forwarded by the other host).
+    let received: u64 = ["a", "c"]
+        .iter()
+        .map(|p| peer_counter(&cluster, "b", p, "file_bytes_received"))
+        .sum();
+    assert!(
+        received < (size + size / 2) as u64,
+        "b received {received} bytes of content for one file of {size}"
+    );
+
+    // A link made while running travels live.
+    let b = cluster.root("b").join("srv/data");
+    assert!(
+        wait_until(TIMEOUT, || b.join("live.txt").exists()),
+        "live.txt on b\n{}",
+        cluster.logs()
+    );
+    fs::hard_link(dir.join("live.txt"), dir.join("live-too.txt")).expect("ln");
+    for h in ["b", "c"] {
+        let there = cluster.root(h).join("srv/data");
+        assert!(
+            wait_until(TIMEOUT, || same_inode(
+                &there.join("live.txt"),
+                &there.join("live-too.txt")
+            )),
+            "live.txt and live-too.txt are one inode on {h}\n{}",
+            cluster.logs()
+        );
+    }
+    wait_converged(&cluster, &hosts, "srv/data", TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -157,9 +157,7 @@ fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
         warnings.iter().all(|w| w.pos.line != 2),
         "accepted options say nothing: {warnings:?}"
     );
-    let refused = [
-        "chksym", "follow", "ignlnks", "noexec", "verify", "younger",
-    ];
+    let refused = ["chksym", "follow", "ignlnks", "noexec", "verify", "younger"];
     let text = format!("/a -> ( x y )\n install -o{} ;", refused.join(","));
     let e = errors(&text);
     assert_eq!(e.len(), refused.len(), "{e:#?}");

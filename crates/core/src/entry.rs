@@ -68,6 +68,12 @@ pub struct Meta {
     /// host's rules let it read them. Which of them a receiver sets is
     /// its configuration's business (`noxattrs`, `noacls`).
     pub xattrs: Xattrs,
+    /// For a file with several names (hard links) in the mirrored trees:
+    /// another name of the same inode, which the receiver links this one
+    /// to instead of writing the content a second time. `None` for the
+    /// name that leads (the smallest among those the recording host
+    /// knew) and for everything else.
+    pub link: Option<RelPath>,
 }
 
 impl Meta {
@@ -81,6 +87,7 @@ impl Meta {
         owner: Name::EMPTY,
         group: Name::EMPTY,
         xattrs: Xattrs::EMPTY,
+        link: None,
     };
 }
 

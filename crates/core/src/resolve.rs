@@ -12,7 +12,10 @@
 //!    elsewhere (a rename on the peer), so no data moves;
 //! 3. `Remove`, deepest paths first;
 //! 4. `MakeDir`, `WriteFile`, `MakeSymlink`, `MakeFifo`, `SetMeta`,
-//!    shallowest first.
+//!    shallowest first;
+//! 5. `Link` for another name of a file (a hard link, [`Meta::link`])
+//!    whose first name is present once the writes are done: its content
+//!    is not sent again.
 //!
 //! The caller carries the actions out in order and then records
 //! `accepted` in its index. Nothing here does I/O, logging included:
@@ -61,6 +64,14 @@ pub enum Action {
     },
     /// Make `path` a named pipe (FIFO).
     MakeFifo { path: RelPath, meta: Meta },
+    /// Make `to` another name of the file at `from` (a hard link), then
+    /// give the inode `meta`. If `to` is that inode already, only the
+    /// metadata is set.
+    Link {
+        from: RelPath,
+        to: RelPath,
+        meta: Meta,
+    },
     /// The content is right; only the metadata changes.
     SetMeta { path: RelPath, meta: Meta },
 }
@@ -70,7 +81,7 @@ impl Action {
     /// [`Action::path`].
     pub fn paths(&self) -> Vec<&RelPath> {
         match self {
-            Action::Rename { from, to, .. } => vec![from, to],
+            Action::Rename { from, to, .. } | Action::Link { from, to, .. } => vec![from, to],
             other => vec![other.path()],
         }
     }
@@ -78,6 +89,7 @@ impl Action {
     pub fn path(&self) -> &RelPath {
         match self {
             Action::Rename { to: path, .. }
+            | Action::Link { to: path, .. }
             | Action::SaveOld { path }
             | Action::Remove { path, .. }
             | Action::MakeDir { path, .. }
@@ -351,9 +363,28 @@ pub fn resolve_explained<V: IndexView>(
     let mut renamed_from = BTreeSet::new();
     let mut renames = Vec::new();
     let mut writes = Vec::new();
+    let mut links = Vec::new();
     for (p, node) in creates {
         let b = &before[&p];
         match (&node.content, b) {
+            // Another name of a file that is there once the writes are
+            // done, with the same content: linked to it, after them.
+            (Content::File { hash, .. }, _)
+                if match &node.meta.link {
+                    Some(leader) if *leader != p => matches!(
+                        present(&after_view, leader)?,
+                        Some(Node { content: Content::File { hash: h, .. }, .. }) if h == *hash
+                    ),
+                    _ => false,
+                } =>
+            {
+                let from = node.meta.link.clone().unwrap_or_else(RelPath::root);
+                links.push(Action::Link {
+                    from,
+                    to: p,
+                    meta: node.meta,
+                });
+            }
             (Content::File { size, hash }, _) => {
                 let unchanged = matches!(b, Some(Node { content: Content::File { hash: h, .. }, .. }) if h == hash);
                 if unchanged {
@@ -468,6 +499,7 @@ pub fn resolve_explained<V: IndexView>(
             .map(|(path, was)| Action::Remove { path, was }),
     );
     res.actions.extend(writes);
+    res.actions.extend(links);
     res.accepted = overlay
         .into_iter()
         .map(|(path, entry)| Change { path, entry })

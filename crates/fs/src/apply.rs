@@ -1165,7 +1165,7 @@ impl<'a> Batch<'a> {
         let meta_only = matches!(action, Action::SetMeta { .. } | Action::MakeDir { .. });
         let mut paths: Vec<&RelPath> = vec![action.path()];
         match action {
-            Action::Rename { from, .. } => paths.push(from),
+            Action::Rename { from, .. } | Action::Link { from, .. } => paths.push(from),
             Action::WriteFile {
                 source: Source::CopyFrom(from),
                 ..
@@ -1215,6 +1215,7 @@ impl<'a> Batch<'a> {
             } => self.stage_write(index, path, *size, hash, meta, from, source),
             Action::MakeSymlink { path, target, meta } => self.make_symlink(path, target, meta),
             Action::MakeFifo { path, meta } => self.make_fifo(index, path, meta),
+            Action::Link { from, to, meta } => self.link(index, from, to, meta),
             Action::SetMeta { path, meta } => self.set_meta(index, path, meta),
         }
     }
@@ -1519,7 +1520,14 @@ impl<'a> Batch<'a> {
         })?;
         let placed = self
             .ap
-            .set_meta_at(&dir, &tmp, path, meta, Some(FileType::Fifo), Was::Replacing(old))
+            .set_meta_at(
+                &dir,
+                &tmp,
+                path,
+                meta,
+                Some(FileType::Fifo),
+                Was::Replacing(old),
+            )
             .and_then(|_| self.check_unchanged(&dir, name, path))
             .and_then(|()| self.ap.make_room(&dir, name, path))
             .and_then(|()| {
@@ -1532,6 +1540,62 @@ impl<'a> Batch<'a> {
         placed?;
         self.touch_parent(path);
         self.meta_set(index, path, FileType::Fifo, meta);
+        Ok(())
+    }
+
+    /// Makes `to` another name of the regular file at `from` (a hard
+    /// link made under a temporary name, given `meta`, renamed into
+    /// place). If `to` is that inode already, only `meta` is set.
+    fn link(
+        &mut self,
+        index: usize,
+        from: &RelPath,
+        to: &RelPath,
+        meta: &Meta,
+    ) -> Result<(), ApplyError> {
+        let (fdir, fname) = self.ap.parent(from, "make a hard link to", None)?;
+        let leader = lstat(&fdir, fname, from)?
+            .ok_or_else(|| io_error(from, "make a hard link to", Errno::NOENT))?;
+        let kind = FileType::from_raw_mode(leader.st_mode);
+        if kind != FileType::RegularFile {
+            return Err(unexpected(from, "file", kind));
+        }
+        let (dir, name) = self.ap.parent(to, "make a hard link at", None)?;
+        let old = lstat(&dir, name, to)?;
+        if old
+            .as_ref()
+            .is_some_and(|o| (o.st_dev, o.st_ino) == (leader.st_dev, leader.st_ino))
+        {
+            return self.set_meta(index, to, meta);
+        }
+        let (tmp, ()) = with_temp_name(name, to, "link a temporary name to", |tmp| {
+            rfs::linkat(&fdir, fname, &dir, tmp, AtFlags::empty())
+        })?;
+        let placed = self
+            .ap
+            .set_meta_at(
+                &dir,
+                &tmp,
+                to,
+                meta,
+                Some(FileType::RegularFile),
+                Was::Replacing(old),
+            )
+            .and_then(|_| self.check_unchanged(&dir, name, to))
+            .and_then(|()| self.ap.make_room(&dir, name, to))
+            .and_then(|()| {
+                rfs::renameat(&dir, tmp.as_slice(), &dir, name)
+                    .map_err(|e| io_error(to, "rename hard link into place", e))
+            });
+        if placed.is_err() {
+            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+        }
+        placed?;
+        // The first name's inode changed too (its link count, its ctime),
+        // by our doing.
+        self.changed_here.insert(from.clone());
+        self.touch_parent(to);
+        self.meta_set(index, to, FileType::RegularFile, meta);
         Ok(())
     }
 

@@ -408,6 +408,7 @@ pub fn scan_into_index_with(
             departed.remember(&path, k);
         }
         let report = r.report;
+        departed.remember_links(&report.hard_links);
         out.pieces += 1;
         out.changes += r.changes;
         out.entries += report.found.len() as u64;
@@ -514,9 +515,26 @@ fn depth_below(path: &RelPath, top: &RelPath) -> usize {
 struct Departed {
     known: HashMap<RelPath, Known>,
     inodes: HashMap<(u64, u64), RelPath>,
+    /// The names of hard-linked files earlier pieces found, by inode,
+    /// with the name each was given to link to: a later piece's names of
+    /// the same inode follow the same leader (the index has not recorded
+    /// them yet).
+    linked: HashMap<(u64, u64), Vec<(RelPath, Option<RelPath>)>>,
 }
 
 impl Departed {
+    fn remember_links(&mut self, found: &[(u64, u64, RelPath, Option<RelPath>)]) {
+        for (dev, ino, path, link) in found {
+            if self.linked.len() >= DEPARTED_MAX {
+                return;
+            }
+            self.linked
+                .entry((*dev, *ino))
+                .or_default()
+                .push((path.clone(), link.clone()));
+        }
+    }
+
     fn remember(&mut self, path: &RelPath, known: Known) {
         if self.known.len() >= DEPARTED_MAX {
             return;
@@ -948,6 +966,35 @@ impl ScanBaseline for IndexBaseline<'_> {
             .departed
             .and_then(|d| d.inodes.get(&(dev, ino)))
             .cloned())
+    }
+
+    /// The index's names only: a name an earlier piece found vanished
+    /// (`Departed`) no longer holds the inode.
+    fn paths_of_inode(&self, dev: u64, ino: u64) -> Result<Vec<RelPath>, BaselineError> {
+        let mut paths = self.index.paths_of_inode(dev, ino)?;
+        if let Some(met) = self.departed.and_then(|d| d.linked.get(&(dev, ino))) {
+            paths.extend(met.iter().map(|(p, _)| p.clone()));
+        }
+        Ok(paths)
+    }
+
+    /// What an earlier piece of this scan gave the path, else what the
+    /// index holds.
+    fn recorded_link(&self, path: &RelPath) -> Result<Option<Option<RelPath>>, BaselineError> {
+        let earlier = self.departed.and_then(|d| {
+            d.linked
+                .values()
+                .flatten()
+                .find(|(p, _)| p == path)
+                .map(|(_, link)| link.clone())
+        });
+        if let Some(link) = earlier {
+            return Ok(Some(link));
+        }
+        Ok(match self.index.entry(path)? {
+            Some(e) if matches!(e.content, Content::File { .. }) => Some(e.meta.link),
+            _ => None,
+        })
     }
 
     fn is_live(&self, path: &RelPath) -> Result<bool, BaselineError> {

@@ -143,6 +143,19 @@ pub trait ScanBaseline {
     /// it has several hard links).
     fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError>;
 
+    /// Every path recorded for inode `ino` on device `dev`: the names of
+    /// a hard-linked file that the index knows.
+    fn paths_of_inode(&self, dev: u64, ino: u64) -> Result<Vec<RelPath>, BaselineError> {
+        Ok(self.path_of_inode(dev, ino)?.into_iter().collect())
+    }
+
+    /// For a path the index holds as a live file: the hard link its
+    /// entry names ([`Meta::link`]; `Some(None)`: none, it leads).
+    /// `None` for anything else.
+    fn recorded_link(&self, _path: &RelPath) -> Result<Option<Option<RelPath>>, BaselineError> {
+        Ok(None)
+    }
+
     /// Whether `path` is believed present on disk, stat key or not (a file
     /// written moments ago has none yet, and may vanish all the same).
     fn is_live(&self, path: &RelPath) -> Result<bool, BaselineError> {
@@ -308,6 +321,10 @@ pub struct ScanReport {
     pub vanished: Vec<Vanished>,
     pub issues: Vec<ScanIssue>,
     pub stats: ScanStats,
+    /// Every name found of a file with several (hard links): its inode
+    /// (device, number), the path, and the name it was given to link to
+    /// ([`Meta::link`]; `None`: it leads).
+    pub hard_links: Vec<(u64, u64, RelPath, Option<RelPath>)>,
 }
 
 impl ScanReport {
@@ -359,6 +376,7 @@ pub fn scan(
         walker.top(&root_fd, top)?;
     }
     walker.vanished()?;
+    walker.assign_links()?;
     Ok(walker.report)
 }
 
@@ -437,6 +455,9 @@ struct Walker<'a> {
     /// Files with several links hashed in this scan, so that the other
     /// links are not read again.
     links: HashMap<(u64, u64), (StatKey, Hash)>,
+    /// The files with several names met, by inode: their places in
+    /// `report.found` (see [`Walker::assign_links`]).
+    linked: HashMap<(u64, u64), Vec<usize>>,
     /// The ctime of every directory seen (and of the tops' ancestors):
     /// witnesses for deletions below them.
     dir_ctimes: HashMap<RelPath, Timestamp>,
@@ -461,6 +482,7 @@ impl<'a> Walker<'a> {
             baseline,
             buf: AlignedBuf::new(BUF_SIZE),
             links: HashMap::new(),
+            linked: HashMap::new(),
             dir_ctimes: HashMap::new(),
             unsure: HashSet::new(),
             outside_vanished: BTreeMap::new(),
@@ -673,6 +695,12 @@ impl<'a> Walker<'a> {
             return Ok(Step::Done);
         };
         if linked {
+            self.linked
+                .entry((key.dev, key.ino))
+                .or_default()
+                .push(self.report.found.len());
+        }
+        if linked {
             self.links.insert((key.dev, key.ino), (key, hash));
         }
         let stats = &mut self.report.stats;
@@ -794,6 +822,57 @@ impl<'a> Walker<'a> {
         self.found_dir_with(path, &st, xattrs)?;
         self.walk_dir(fd.as_fd(), path)?;
         Ok(Step::Done)
+    }
+
+    /// Gives every file met with several names the name that leads its
+    /// inode's names ([`Meta::link`]), the same whatever order the names
+    /// were met in. Among the names (those met, and those the baseline
+    /// records for the inode): the one a name's entry already links to,
+    /// if it is still one of them, is kept (no change for nothing); else
+    /// the smallest of those the baseline records as leading; else the
+    /// smallest.
+    fn assign_links(&mut self) -> Result<(), ScanError> {
+        let linked = std::mem::take(&mut self.linked);
+        for ((dev, ino), places) in linked {
+            let Some(first) = places.first().map(|&i| self.report.found[i].path.clone()) else {
+                continue;
+            };
+            let err = |source| ScanError::Baseline {
+                path: first.clone(),
+                source,
+            };
+            let mut names: Vec<RelPath> = self.baseline.paths_of_inode(dev, ino).map_err(err)?;
+            names.extend(places.iter().map(|&i| self.report.found[i].path.clone()));
+            names.sort();
+            names.dedup();
+            let mut recorded = HashMap::new();
+            for n in &names {
+                if let Some(link) = self.baseline.recorded_link(n).map_err(err)? {
+                    recorded.insert(n.clone(), link);
+                }
+            }
+            let fallback = recorded
+                .iter()
+                .filter(|(_, link)| link.is_none())
+                .map(|(n, _)| n)
+                .min()
+                .or(names.first())
+                .cloned();
+            for &i in &places {
+                let path = &self.report.found[i].path;
+                let kept = match recorded.get(path) {
+                    Some(Some(l)) if names.contains(l) => Some(l.clone()),
+                    _ => None,
+                };
+                let leader = kept.or_else(|| fallback.clone());
+                let link = leader.filter(|l| l != path);
+                self.report
+                    .hard_links
+                    .push((dev, ino, path.clone(), link.clone()));
+                self.report.found[i].node.meta.link = link;
+            }
+        }
+        Ok(())
     }
 
     /// The extended attributes of `name` in `dir` (see [`crate::xattrs`]);

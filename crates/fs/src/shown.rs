@@ -35,7 +35,12 @@ impl fmt::Display for Shown<'_> {
         let c = self.0;
         write!(f, "{}: ", c.path)?;
         match &c.entry.content {
-            Content::File { size, .. } => write!(f, "file {}", Size(*size))?,
+            Content::File { size, .. } => {
+                write!(f, "file {}", Size(*size))?;
+                if let Some(leader) = &c.entry.meta.link {
+                    write!(f, " (a hard link to {leader})")?;
+                }
+            }
             Content::Dir => f.write_str("directory")?,
             Content::Symlink { target } => {
                 write!(f, "symlink to {}", omirr_core::path::escape(target))?
@@ -68,6 +73,7 @@ impl fmt::Display for Did<'_> {
             }
             Action::MakeDir { path, .. } => write!(f, "mkdir {path}"),
             Action::MakeFifo { path, .. } => write!(f, "mkfifo {path}"),
+            Action::Link { from, to, .. } => write!(f, "link {to} -> {from}"),
             Action::WriteFile {
                 path, size, source, ..
             } => {

@@ -191,7 +191,10 @@ mod tests {
         match rustix::fs::fsetxattr(&file, "user.probe", b"1", rustix::fs::XattrFlags::empty()) {
             Ok(()) => {}
             Err(e) => {
-                eprintln!("SKIP: {} keeps no user.* attributes: {e}", dir.path().display());
+                eprintln!(
+                    "SKIP: {} keeps no user.* attributes: {e}",
+                    dir.path().display()
+                );
                 return;
             }
         }
@@ -201,7 +204,11 @@ mod tests {
         ])
         .expect("xattrs");
         set_fd(file.as_fd(), &want, &|_| true).expect("set");
-        assert_eq!(read_fd(file.as_fd()).expect("read"), want, "user.probe removed");
+        assert_eq!(
+            read_fd(file.as_fd()).expect("read"),
+            want,
+            "user.probe removed"
+        );
         let d = std::fs::File::open(dir.path()).expect("open dir");
         assert_eq!(read_at(d.as_fd(), b"f").expect("read at"), want);
         // Only user.a is this host's to change: user.b stays.

@@ -17,7 +17,7 @@
 //!            = meta mtime, 7 EXT: a second flags byte follows
 //! ext        if bit 7: u8: bit 0 reserved (a base version), 1 the kind
 //!            is a FIFO (kind bits 0, no content), 2 has extended
-//!            attributes, 3-7 reserved (0)
+//!            attributes, 3 has a hard link's leader, 4-7 reserved (0)
 //! ts         u64 LE                  the version's timestamp
 //! host       varint length, bytes    the version's host (UTF-8)
 //! content    file: varint size, 32-byte hash; symlink: varint length,
@@ -28,6 +28,7 @@
 //!            mtime unless bit 6; zigzag varint ctime - mtime
 //! xattrs     if ext bit 2: varint count, then per attribute (by name)
 //!            varint length + name, varint length + value
+//! link       if ext bit 3: varint length + the leader's path
 //! ```
 //!
 //! Fields that ext bits add go at the end, in bit order. An entry that
@@ -39,7 +40,7 @@
 
 use crate::codec::CodecError;
 use crate::StatKey;
-use omirr_core::{Content, Entry, HostId, Meta, Name, Seq, Timestamp, Version, Xattrs};
+use omirr_core::{Content, Entry, HostId, Meta, Name, RelPath, Seq, Timestamp, Version, Xattrs};
 
 const KIND_FILE: u8 = 0;
 const KIND_DIR: u8 = 1;
@@ -56,8 +57,10 @@ const EXT: u8 = 1 << 7;
 const EXT_FIFO: u8 = 1 << 1;
 /// In the ext byte: extended attributes follow the stat.
 const EXT_XATTRS: u8 = 1 << 2;
+/// In the ext byte: the path of the hard link's leader follows.
+const EXT_LINK: u8 = 1 << 3;
 /// Ext bits this build knows.
-const EXT_KNOWN: u8 = EXT_FIFO | EXT_XATTRS;
+const EXT_KNOWN: u8 = EXT_FIFO | EXT_XATTRS | EXT_LINK;
 
 /// A symlink target or host name longer than this is not ours: the value
 /// is corrupt (a target is at most `PATH_MAX`).
@@ -108,6 +111,9 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
     let meta = &entry.meta;
     if !meta.xattrs.is_empty() {
         ext |= EXT_XATTRS;
+    }
+    if meta.link.is_some() {
+        ext |= EXT_LINK;
     }
     let mut flags = kind;
     if ext != 0 {
@@ -169,6 +175,9 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
             put_bytes(&mut out, name);
             put_bytes(&mut out, value);
         }
+    }
+    if let Some(link) = &meta.link {
+        put_bytes(&mut out, link.as_bytes());
     }
     out
 }
@@ -303,6 +312,7 @@ impl<'a> RawRecord<'a> {
                 owner,
                 group,
                 xattrs: Xattrs::EMPTY,
+                link: None,
             }
         };
         let stat = if flags & HAS_STAT != 0 {
@@ -342,8 +352,13 @@ impl<'a> RawRecord<'a> {
                 let value = r.bytes()?.to_vec();
                 pairs.push((name, value));
             }
-            meta.xattrs = Xattrs::new(pairs)
-                .map_err(|e| CodecError::new(format!("an entry value's {e}")))?;
+            meta.xattrs =
+                Xattrs::new(pairs).map_err(|e| CodecError::new(format!("an entry value's {e}")))?;
+        }
+        if ext & EXT_LINK != 0 {
+            let link = RelPath::new(r.bytes()?.to_vec())
+                .map_err(|e| CodecError::new(format!("an entry value's hard link: {e}")))?;
+            meta.link = Some(link);
         }
         if !r.bytes.is_empty() {
             return Err(CodecError::new(format!(

@@ -139,6 +139,7 @@ pub fn effects(actions: &[Action]) -> BTreeMap<RelPath, Effect> {
             | Action::WriteFile { path, .. }
             | Action::MakeSymlink { path, .. }
             | Action::MakeFifo { path, .. }
+            | Action::Link { to: path, .. }
             | Action::SetMeta { path, .. } => {
                 out.insert(path.clone(), Effect::Updated);
             }
