@@ -91,6 +91,7 @@ fn wire_bytes_match_protocol_md() {
                 mtime_ns: -1,
                 owner: omirr_proto::Name::new(b"root").expect("name"),
                 group: omirr_proto::Name::EMPTY,
+                ..Default::default()
             },
             version: Version {
                 ts: Timestamp(5),

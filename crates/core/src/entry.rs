@@ -18,11 +18,12 @@ pub enum Content {
     Symlink {
         target: Vec<u8>,
     },
-    /// A named pipe (FIFO): no content, only its metadata.
-    Fifo,
     /// A tombstone: the path was deleted. Kept so that a peer that was
     /// away does not bring the path back.
     Deleted,
+    /// A named pipe (FIFO): no content, only its metadata. (Last, so that
+    /// the encodings of the older variants stay as they were.)
+    Fifo,
 }
 
 impl Content {

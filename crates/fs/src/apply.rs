@@ -2949,13 +2949,13 @@ mod tests {
             &[
                 Action::MakeDir {
                     path: p("d"),
-                    meta: m,
+                    meta: m.clone(),
                 },
-                write("d/f", b"f", m),
+                write("d/f", b"f", m.clone()),
                 Action::MakeSymlink {
                     path: p("d/l"),
                     target: b"f".to_vec(),
-                    meta: m,
+                    meta: m.clone(),
                 },
             ],
             &mut Mem::with(&[b"f"]),
@@ -2972,7 +2972,7 @@ mod tests {
             set_owner: false,
             ..ApplyOptions::default()
         });
-        ap.apply(&[write("f", b"f", m)], &mut Mem::with(&[b"f"]))
+        ap.apply(&[write("f", b"f", m.clone())], &mut Mem::with(&[b"f"]))
             .expect("apply");
         assert_eq!(fs::metadata(dir.path().join("f")).expect("stat").uid(), 0);
     }

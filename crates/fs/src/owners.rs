@@ -325,6 +325,7 @@ mod tests {
             mtime_ns: 5,
             owner: Name::new(owner.as_bytes()).expect("name"),
             group: Name::new(group.as_bytes()).expect("name"),
+            ..Default::default()
         }
     }
 
@@ -378,11 +379,11 @@ mod tests {
         let recorded = meta(4321, "root", 4321, "root", 0o640);
         let disk = meta(0, "root", 0, "root", 0o640);
         let rules = MetaRules::default();
-        assert_eq!(canonical(&p(), disk, &recorded, &rules), recorded);
+        assert_eq!(canonical(&p(), disk.clone(), &recorded, &rules), recorded);
         // A real change of mode shows.
         let chmod = Meta {
             mode: 0o600,
-            ..disk
+            ..disk.clone()
         };
         assert_eq!(canonical(&p(), chmod, &recorded, &rules).mode, 0o600);
         // By number, 0 is not 4321.

@@ -234,17 +234,15 @@ impl Index {
             .and_then(|g| <[u8; 4]>::try_from(g.value()).ok())
             .map(u32::from_le_bytes)
             .ok_or_else(|| corrupt(p, "its format version is missing or malformed"))?;
-        if format == 1 || format == 2 {
+        if (1..=3).contains(&format) {
             drop(meta);
             drop(txn);
             if format == 1 {
                 self.convert_from_1()?;
             }
-            return self.convert_from_2().map(|()| Opened::Converted);
-        }
-        if format == 3 {
-            drop(meta);
-            drop(txn);
+            if format <= 2 {
+                self.convert_from_2()?;
+            }
             return self.convert_from_3().map(|()| Opened::Converted);
         }
         if format != FORMAT {
@@ -300,7 +298,9 @@ impl Index {
             let mut aside = txn.open_table(ASIDE).at(p, "opening a table")?;
             convert_table(p, &mut aside, "aside", |bytes| {
                 let old: v1::Aside = codec::decode(bytes)?;
-                codec::encode(&Aside {
+                // Laid out as formats 2 and 3 have it; format 4's
+                // conversion takes it from there.
+                codec::encode(&v3::Aside::from(Aside {
                     change: Change {
                         path: old.change.path,
                         entry: old.change.entry.into_entry(),
@@ -308,7 +308,7 @@ impl Index {
                     reason: old.reason,
                     attempts: old.attempts,
                     since: old.since,
-                })
+                }))
             })?;
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
             meta.insert(META_FORMAT, &2u32.to_le_bytes()[..])
@@ -432,17 +432,20 @@ impl Index {
         txn.delete_table(BY_SEQ_V2).at(p, what)?;
         {
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
-            meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
+            meta.insert(META_FORMAT, &3u32.to_le_bytes()[..])
                 .at(p, "writing the format")?;
         }
         txn.commit().at(p, "committing the converted index")
     }
 
-    /// Converts a format-3 index to format 4. Format 4 added a second
-    /// flags byte to an entry's value for what format 3 could not hold
-    /// (FIFOs, extended attributes; see [`crate::record`]); a value
-    /// without them is encoded as format 3 encoded it, so every format-3
-    /// value is already a format-4 value and only the number changes.
+    /// Converts a format-3 index to format 4, in one transaction. Format
+    /// 4 added a second flags byte to an entry's value for what format 3
+    /// could not hold (FIFOs, extended attributes, hard links; see
+    /// [`crate::record`]); a value without them is encoded as format 3
+    /// encoded it, so the entries stay as they are. The set-aside changes
+    /// hold [`Meta`] as encoded by serde, which gained fields: they are
+    /// re-encoded. A crash leaves format 3, converted again at the next
+    /// start.
     fn convert_from_3(&self) -> Result<(), IndexError> {
         let p = &self.path;
         let txn = self
@@ -450,6 +453,11 @@ impl Index {
             .begin_write()
             .at(p, "starting to convert the index")?;
         {
+            let mut aside = txn.open_table(ASIDE).at(p, "opening a table")?;
+            convert_table(p, &mut aside, "aside", |bytes| {
+                let old: v3::Aside = codec::decode(bytes)?;
+                codec::encode(&Aside::from(old))
+            })?;
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
             meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
                 .at(p, "writing the format")?;
@@ -1168,6 +1176,134 @@ mod v1 {
                 version: self.version,
             }
         }
+    }
+}
+
+/// Format 3's set-aside changes (formats 2 and 3 store them alike), for
+/// [`Index::convert_from_3`]: [`Meta`] without extended attributes and
+/// hard links.
+mod v3 {
+    use omirr_core::{Content, Name, RelPath, Version};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Aside {
+        change: Change,
+        reason: String,
+        attempts: u32,
+        since: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Change {
+        path: RelPath,
+        entry: Entry,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        content: Content,
+        meta: Meta,
+        version: Version,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Meta {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+        owner: Name,
+        group: Name,
+    }
+
+    impl From<super::Aside> for Aside {
+        fn from(a: super::Aside) -> Aside {
+            let (path, e) = (a.change.path, a.change.entry);
+            let m = e.meta;
+            Aside {
+                change: Change {
+                    path,
+                    entry: Entry {
+                        content: e.content,
+                        meta: Meta {
+                            mode: m.mode,
+                            uid: m.uid,
+                            gid: m.gid,
+                            mtime_ns: m.mtime_ns,
+                            owner: m.owner,
+                            group: m.group,
+                        },
+                        version: e.version,
+                    },
+                },
+                reason: a.reason,
+                attempts: a.attempts,
+                since: a.since,
+            }
+        }
+    }
+
+    impl From<Aside> for super::Aside {
+        fn from(a: Aside) -> super::Aside {
+            let (path, e) = (a.change.path, a.change.entry);
+            let m = e.meta;
+            super::Aside {
+                change: omirr_core::Change {
+                    path,
+                    entry: omirr_core::Entry {
+                        content: e.content,
+                        meta: omirr_core::Meta {
+                            mode: m.mode,
+                            uid: m.uid,
+                            gid: m.gid,
+                            mtime_ns: m.mtime_ns,
+                            owner: m.owner,
+                            group: m.group,
+                            ..omirr_core::Meta::default()
+                        },
+                        version: e.version,
+                    },
+                },
+                reason: a.reason,
+                attempts: a.attempts,
+                since: a.since,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod v3_tests {
+    use super::*;
+
+    /// A set-aside change as format 3 stored it (crates/index/tests/
+    /// golden.rs had these bytes then) reads back through the
+    /// conversion, its metadata whole.
+    #[test]
+    fn a_format_3_aside_converts() {
+        const V3: &str = "127372762f7777772f696e6465782e68746d6c00fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c7068613863616e6e6f74207772697465207372762f7777772f696e6465782e68746d6c3a204e6f207370616365206c656674206f6e2064657669636503fc002c2e69";
+        let bytes: Vec<u8> = (0..V3.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&V3[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert!(
+            codec::decode::<Aside>(&bytes).is_err(),
+            "format 4 cannot read it as it is"
+        );
+        let old: v3::Aside = codec::decode(&bytes).expect("format 3's layout");
+        let aside = Aside::from(old);
+        let m = &aside.change.entry.meta;
+        assert_eq!((m.mode, m.uid, m.gid), (0o644, 33, 1000));
+        assert_eq!(m.owner.as_bytes(), b"www-data");
+        assert_eq!(m.group.as_bytes(), b"staff");
+        assert!(m.xattrs.is_empty() && m.link.is_none());
+        assert_eq!(aside.attempts, 3);
+        // And back: the layout is format 3's exactly.
+        assert_eq!(
+            codec::encode(&v3::Aside::from(aside)).expect("encode"),
+            bytes
+        );
     }
 }
 

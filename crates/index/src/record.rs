@@ -439,10 +439,26 @@ mod tests {
             mtime_ns: -5,
             owner: Name::new(b"ann").expect("name"),
             group: Name::new(b"staff").expect("name"),
+            ..Meta::default()
         };
         let same = Meta {
             group: named.owner,
-            ..named
+            ..named.clone()
+        };
+        // Format 4's additions: attributes, a hard link's leader.
+        let extended = Meta {
+            xattrs: Xattrs::new(vec![
+                (b"user.a".to_vec(), b"\0\xff".to_vec()),
+                (b"system.posix_acl_access".to_vec(), vec![2, 0, 0, 0]),
+                (b"user.empty".to_vec(), Vec::new()),
+            ])
+            .expect("xattrs"),
+            link: Some(RelPath::new(&b"srv/leader"[..]).expect("path")),
+            ..named.clone()
+        };
+        let only_link = Meta {
+            link: Some(RelPath::new(&b"x"[..]).expect("path")),
+            ..named.clone()
         };
         let stats = [
             None,
@@ -470,12 +486,13 @@ mod tests {
             Content::Symlink {
                 target: b"../\xff".to_vec(),
             },
+            Content::Fifo,
             Content::Deleted,
         ];
         for content in contents {
-            for meta in [named, same, Meta::default()] {
+            for meta in [&named, &same, &extended, &only_link, &Meta::default()] {
                 for stat in &stats {
-                    let e = entry(content.clone(), meta);
+                    let e = entry(content.clone(), meta.clone());
                     for seq in [0, 1, 300, u64::MAX] {
                         let bytes = encode(seq, &e, stat.as_ref());
                         assert_eq!(decode(&bytes), Ok((seq, e.clone(), *stat)));
@@ -505,6 +522,7 @@ mod tests {
                 mtime_ns: 1_764_633_600_123_456_789,
                 owner: Name::new(b"root").expect("name"),
                 group: Name::new(b"root").expect("name"),
+                ..Meta::default()
             },
         );
         let stat = StatKey {
@@ -521,11 +539,38 @@ mod tests {
     #[test]
     fn junk_is_refused() {
         assert!(decode(&[]).is_err());
-        // An unknown flag.
-        let mut b = vec![1, RESERVED | KIND_DIR];
+        // An unknown flag in the ext byte, and an ext byte with none.
+        for ext in [1 << 7, 1 << 4, 0] {
+            let mut b = vec![1, EXT | KIND_DIR, ext];
+            b.extend_from_slice(&[0; 8]);
+            b.push(0);
+            assert!(decode(&b).is_err(), "ext {ext:#x}");
+        }
+        // A FIFO that says it is a directory.
+        let mut b = vec![1, EXT | KIND_DIR, EXT_FIFO];
         b.extend_from_slice(&[0; 8]);
         b.push(0);
         assert!(decode(&b).is_err());
+        // Attributes named twice, or out of order.
+        let e = entry(
+            Content::Dir,
+            Meta {
+                xattrs: Xattrs::new(vec![
+                    (b"user.a".to_vec(), b"1".to_vec()),
+                    (b"user.b".to_vec(), b"2".to_vec()),
+                ])
+                .expect("xattrs"),
+                ..Meta::default()
+            },
+        );
+        let good = encode(1, &e, None);
+        let at = good
+            .windows(6)
+            .position(|w| w == b"user.b")
+            .expect("the second name");
+        let mut twice = good.clone();
+        twice[at + 5] = b'a';
+        assert!(decode(&twice).is_err());
         // A varint of eleven bytes.
         assert!(decode(&[0xff; 11]).is_err());
     }
