@@ -187,7 +187,7 @@ fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(all, sorted);
-    assert_eq!(all.len(), 24);
+    assert_eq!(all.len(), 26);
 }
 
 /// The table of omirrd.conf(5) says, for every option, what `omirrd
