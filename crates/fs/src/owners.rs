@@ -375,6 +375,44 @@ mod tests {
     }
 
     #[test]
+    fn kept_attributes_take_the_recorded_ones() {
+        let x = |pairs: &[(&str, &str)]| {
+            Xattrs::new(
+                pairs
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
+            )
+            .expect("xattrs")
+        };
+        let acl = crate::xattrs::ACL_ACCESS;
+        let acl = std::str::from_utf8(acl).expect("utf-8");
+        let disk = x(&[("user.a", "here"), (acl, "disk acl")]);
+        let recorded = x(&[("user.a", "there"), (acl, "recorded acl")]);
+        let all = MetaRules::default();
+        assert_eq!(canonical_xattrs(&disk, Some(&recorded), &all), disk);
+        let no_acls = MetaRules {
+            keep_acls: true,
+            ..MetaRules::default()
+        };
+        assert_eq!(
+            canonical_xattrs(&disk, Some(&recorded), &no_acls),
+            x(&[("user.a", "here"), (acl, "recorded acl")])
+        );
+        let none = MetaRules {
+            keep_xattrs: true,
+            ..MetaRules::default()
+        };
+        assert_eq!(canonical_xattrs(&disk, Some(&recorded), &none), recorded);
+        // A new path records none of the kept ones.
+        assert_eq!(canonical_xattrs(&disk, None, &none), Xattrs::EMPTY);
+        assert_eq!(
+            canonical_xattrs(&disk, None, &no_acls),
+            x(&[("user.a", "here")])
+        );
+    }
+
+    #[test]
     fn a_local_rendering_or_a_kept_field_is_no_change() {
         let recorded = meta(4321, "root", 4321, "root", 0o640);
         let disk = meta(0, "root", 0, "root", 0o640);

@@ -1722,7 +1722,11 @@ mod tests {
         let (fa, fb) = (r.get(&p("a")).expect("a"), r.get(&p("b")).expect("b"));
         assert!(fa.hashed && !fb.hashed);
         assert_eq!(file_hash(fa), *blake3::hash(b"shared").as_bytes());
-        assert_eq!(fa.node, fb.node);
+        assert_eq!(fa.node.content, fb.node.content);
+        // a leads (the smaller name), b names it.
+        assert_eq!(fa.node.meta.link, None);
+        assert_eq!(fb.node.meta.link, Some(p("a")));
+        assert_eq!(r.get(&p("c")).expect("c").node.meta.link, None);
         assert_eq!(fb.renamed_from, None);
     }
 
@@ -1850,26 +1854,38 @@ mod tests {
     }
 
     #[test]
-    fn special_files_are_issues_and_not_vanished() {
+    fn sockets_are_issues_and_not_vanished_and_fifos_are_found() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path();
+        put(root, "sock", b"was a file");
         put(root, "fifo", b"was a file");
         let base = trusted(&scan_all(root, &MemBaseline::new()));
+        fs::remove_file(root.join("sock")).expect("rm");
+        let _listener = std::os::unix::net::UnixListener::bind(root.join("sock")).expect("bind");
         fs::remove_file(root.join("fifo")).expect("rm");
         nix::unistd::mkfifo(
             &root.join("fifo"),
-            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
         )
         .expect("mkfifo");
 
         let r = scan_all(root, &base);
-        assert!(r.found.is_empty());
         assert!(r.vanished.is_empty());
         assert!(
-            matches!(&r.issues[..], [ScanIssue::Unsupported { kind: "FIFO", .. }]),
+            matches!(
+                &r.issues[..],
+                [ScanIssue::Unsupported { kind: "socket", .. }]
+            ),
             "{:?}",
             r.issues
         );
+        let fifo = r.get(&p("fifo")).expect("the FIFO");
+        assert_eq!(fifo.node.content, Content::Fifo);
+        assert_eq!(fifo.node.meta.mode, 0o640);
+        assert_eq!(r.found.len(), 1, "{:?}", r.found);
+        // Said once per path, however often it is met.
+        assert!(r.issues[0].worth_logging());
+        assert!(!r.issues[0].worth_logging());
     }
 
     #[test]

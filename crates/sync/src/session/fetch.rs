@@ -1127,6 +1127,59 @@ impl ZeroChunks {
 mod tests {
     use super::*;
 
+    #[test]
+    fn zero_blocks_are_left_out_and_everything_else_written() {
+        let mut data = vec![0u8; 5 * HOLE_BLOCK + 100];
+        data[HOLE_BLOCK + 7] = 1; // block 1
+        data[3 * HOLE_BLOCK] = 2; // block 3
+        data[5 * HOLE_BLOCK + 99] = 3; // the short tail
+        let runs: Vec<(usize, usize)> = data_runs(&data)
+            .iter()
+            .map(|(at, run)| (*at, run.len()))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (HOLE_BLOCK, HOLE_BLOCK),
+                (3 * HOLE_BLOCK, HOLE_BLOCK),
+                (5 * HOLE_BLOCK, 100)
+            ]
+        );
+        // What is written, laid over zeros, is the data.
+        let mut back = vec![0u8; data.len()];
+        for (at, run) in data_runs(&data) {
+            back[at..at + run.len()].copy_from_slice(run);
+        }
+        assert!(back == data);
+        assert!(data_runs(&[0; 3 * HOLE_BLOCK]).is_empty());
+        // A short block of zeros is written: it is no hole.
+        assert_eq!(data_runs(&[0; 10]).len(), 1);
+    }
+
+    #[test]
+    fn chunks_of_zeros_are_known_by_their_hash() {
+        let mut z = ZeroChunks::default();
+        let max = omirr_chunk::MAX;
+        let got = z.candidates([max, 100, max].into_iter());
+        let of = |len: u32| *blake3::hash(&vec![0u8; len as usize]).as_bytes();
+        assert!(got.contains(&Chunk {
+            len: max,
+            hash: of(max)
+        }));
+        assert!(got.contains(&Chunk {
+            len: 100,
+            hash: of(100)
+        }));
+        assert_eq!(got.len(), 2);
+        // The cut of a run of zeros is what is recognised.
+        let cut = omirr_chunk::chunk_bytes(&vec![0u8; 3 * max as usize]);
+        assert!(cut.iter().all(|c| got.contains(c)), "{cut:?}");
+        // Lengths other than the largest are bounded.
+        let mut z = ZeroChunks::default();
+        let many = z.candidates(1..=(ZeroChunks::LENGTHS as u32 + 10));
+        assert_eq!(many.len(), ZeroChunks::LENGTHS);
+    }
+
     fn transfers() -> (Transfers, mpsc::Receiver<Message>) {
         let (out, requests) = mpsc::channel(16);
         (Transfers::new("peer", out, true, 1 << 20), requests)
