@@ -258,7 +258,7 @@ fn xattrs_acls_and_fifos_arrive_and_sockets_and_devices_are_refused_once() {
     // storm before it has been looked at.
     for i in 0..20 {
         let mode = rustix::fs::Mode::from_raw_mode(if i % 2 == 0 { 0o600 } else { 0o644 });
-        rustix::fs::chmod(&dir.join("sock"), mode).expect("chmod the socket");
+        rustix::fs::chmod(dir.join("sock"), mode).expect("chmod the socket");
         if root {
             rustix::fs::chmod(&device, mode).expect("chmod the device");
         }

@@ -519,19 +519,19 @@ struct Departed {
     /// with the name each was given to link to: a later piece's names of
     /// the same inode follow the same leader (the index has not recorded
     /// them yet).
-    linked: HashMap<(u64, u64), Vec<(RelPath, Option<RelPath>)>>,
+    linked: HashMap<(u64, u64), Vec<scan::HardLink>>,
 }
 
 impl Departed {
-    fn remember_links(&mut self, found: &[(u64, u64, RelPath, Option<RelPath>)]) {
-        for (dev, ino, path, link) in found {
+    fn remember_links(&mut self, found: &[scan::HardLink]) {
+        for h in found {
             if self.linked.len() >= DEPARTED_MAX {
                 return;
             }
             self.linked
-                .entry((*dev, *ino))
+                .entry((h.dev, h.ino))
                 .or_default()
-                .push((path.clone(), link.clone()));
+                .push(h.clone());
         }
     }
 
@@ -973,7 +973,7 @@ impl ScanBaseline for IndexBaseline<'_> {
     fn paths_of_inode(&self, dev: u64, ino: u64) -> Result<Vec<RelPath>, BaselineError> {
         let mut paths = self.index.paths_of_inode(dev, ino)?;
         if let Some(met) = self.departed.and_then(|d| d.linked.get(&(dev, ino))) {
-            paths.extend(met.iter().map(|(p, _)| p.clone()));
+            paths.extend(met.iter().map(|h| h.path.clone()));
         }
         Ok(paths)
     }
@@ -985,8 +985,8 @@ impl ScanBaseline for IndexBaseline<'_> {
             d.linked
                 .values()
                 .flatten()
-                .find(|(p, _)| p == path)
-                .map(|(_, link)| link.clone())
+                .find(|h| h.path == *path)
+                .map(|h| h.link.clone())
         });
         if let Some(link) = earlier {
             return Ok(Some(link));

@@ -321,10 +321,20 @@ pub struct ScanReport {
     pub vanished: Vec<Vanished>,
     pub issues: Vec<ScanIssue>,
     pub stats: ScanStats,
-    /// Every name found of a file with several (hard links): its inode
-    /// (device, number), the path, and the name it was given to link to
-    /// ([`Meta::link`]; `None`: it leads).
-    pub hard_links: Vec<(u64, u64, RelPath, Option<RelPath>)>,
+    /// Every name found of a file with several (hard links).
+    pub hard_links: Vec<HardLink>,
+}
+
+/// One name of a file with several, as a scan found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HardLink {
+    /// The inode: device and number.
+    pub dev: u64,
+    pub ino: u64,
+    pub path: RelPath,
+    /// The name it was given to link to ([`Meta::link`]; `None`: it
+    /// leads).
+    pub link: Option<RelPath>,
 }
 
 impl ScanReport {
@@ -866,9 +876,12 @@ impl<'a> Walker<'a> {
                 };
                 let leader = kept.or_else(|| fallback.clone());
                 let link = leader.filter(|l| l != path);
-                self.report
-                    .hard_links
-                    .push((dev, ino, path.clone(), link.clone()));
+                self.report.hard_links.push(HardLink {
+                    dev,
+                    ino,
+                    path: path.clone(),
+                    link: link.clone(),
+                });
                 self.report.found[i].node.meta.link = link;
             }
         }
