@@ -31,7 +31,7 @@ fn another_protocol_version_is_refused() {
     assert_eq!(code, ErrorCode::ProtocolVersion);
     assert_eq!(
         message,
-        "peer speaks protocol version 3; this build speaks 2"
+        "peer speaks protocol version 4; this build speaks 3"
     );
 }
 

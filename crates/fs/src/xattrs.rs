@@ -79,6 +79,18 @@ fn unsupported(e: Errno) -> bool {
 /// directory already opened (no parent can be swapped underneath).
 pub fn read_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
     use rustix::fd::AsRawFd;
+    static PROC: OnceLock<bool> = OnceLock::new();
+    if !*PROC.get_or_init(|| std::path::Path::new("/proc/self/fd").is_dir()) {
+        // No /proc: the object itself, opened without following a
+        // symlink and without blocking on a FIFO.
+        let flags = rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::NONBLOCK
+            | rustix::fs::OFlags::NOCTTY
+            | rustix::fs::OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir, os(name), flags, rustix::fs::Mode::empty())?;
+        return read_fd(fd.as_fd());
+    }
     let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     path.extend_from_slice(name);
     let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path);
