@@ -40,17 +40,17 @@ fn each_variant_round_trips() {
 fn wire_bytes_match_protocol_md() {
     assert_eq!(
         encode(&Message::Hello(Hello {
-            protocol: 2,
+            protocol: 3,
             host: "alpha".into(),
             capabilities: vec![],
         }))
         .expect("encodes"),
-        [0, 0, 0, 9, 0, 2, 5, b'a', b'l', b'p', b'h', b'a', 0]
+        [0, 0, 0, 9, 0, 3, 5, b'a', b'l', b'p', b'h', b'a', 0]
     );
     assert_eq!(
         encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
         [
-            &[0, 0, 0, 38, 0, 2, 5][..],
+            &[0, 0, 0, 38, 0, 3, 5][..],
             b"alpha",
             &[3, 6],
             b"chunks",
@@ -99,11 +99,12 @@ fn wire_bytes_match_protocol_md() {
             },
         },
     };
-    let mut expected = vec![0, 0, 0, 0x40, 3, 1, 1, 1, b'a', 0, 4];
+    let mut expected = vec![0, 0, 0, 0x42, 3, 1, 1, 1, b'a', 0, 4];
     expected.extend([7; 32]);
-    // mode, uid, gid, mtime; owner "root", group empty; then ts.
+    // mode, uid, gid, mtime; owner "root", group empty, no extended
+    // attributes, no hard link; then ts.
     expected.extend([251, 0xa4, 1, 251, 0xe8, 3, 251, 0xe8, 3, 1]);
-    expected.extend([4, b'r', b'o', b'o', b't', 0, 5]);
+    expected.extend([4, b'r', b'o', b'o', b't', 0, 0, 0, 5]);
     expected.extend([5, b'a', b'l', b'p', b'h', b'a', 1, 1]);
     assert_eq!(
         encode(&Message::Changes {

@@ -74,7 +74,7 @@ pub struct Meta {
     /// to instead of writing the content a second time. `None` for the
     /// name that leads (the smallest among those the recording host
     /// knew) and for everything else.
-    pub link: Option<RelPath>,
+    pub link: Option<Box<RelPath>>,
 }
 
 impl Meta {
@@ -95,9 +95,16 @@ impl Meta {
 /// A path's extended attributes: `(name, value)` pairs, sorted by name,
 /// each name once. Bounded ([`Xattrs::MAX_COUNT`], [`Xattrs::MAX_NAME`],
 /// [`Xattrs::MAX_VALUE`]: Linux's own limits), checked when decoded.
+///
+/// Held behind one pointer (8 bytes, none allocated when empty): most
+/// entries have none, and a page of changes is bounded by what it takes
+/// in memory (see `omirr_proto::page_cost`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(try_from = "Vec<(Vec<u8>, Vec<u8>)>")]
-pub struct Xattrs(Vec<(Vec<u8>, Vec<u8>)>);
+#[serde(
+    try_from = "Vec<(Vec<u8>, Vec<u8>)>",
+    into = "Vec<(Vec<u8>, Vec<u8>)>"
+)]
+pub struct Xattrs(Option<Box<Vec<(Vec<u8>, Vec<u8>)>>>);
 
 /// Why a list of extended attributes is not one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +123,7 @@ impl Xattrs {
     pub const MAX_NAME: usize = 255;
     /// The largest value (`XATTR_SIZE_MAX`).
     pub const MAX_VALUE: usize = 64 * 1024;
-    pub const EMPTY: Xattrs = Xattrs(Vec::new());
+    pub const EMPTY: Xattrs = Xattrs(None);
 
     /// Sorts `pairs` by name; refuses a name twice, an empty name or one
     /// with a NUL byte, and anything over the bounds.
@@ -136,31 +143,50 @@ impl Xattrs {
                 return Err(BadXattrs("name one attribute twice"));
             }
         }
-        Ok(Xattrs(pairs))
+        Ok(Xattrs((!pairs.is_empty()).then(|| Box::new(pairs))))
+    }
+
+    fn pairs(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.0.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))
+        self.pairs()
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        self.0
+        let pairs = self.pairs();
+        pairs
             .binary_search_by(|(n, _)| n.as_slice().cmp(name))
             .ok()
-            .map(|i| self.0[i].1.as_slice())
+            .map(|i| pairs[i].1.as_slice())
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs().is_empty()
     }
 
     /// Those attributes whose names `keep` accepts.
     pub fn filtered(&self, keep: impl Fn(&[u8]) -> bool) -> Xattrs {
-        Xattrs(self.0.iter().filter(|(n, _)| keep(n)).cloned().collect())
+        let kept: Vec<_> = self
+            .pairs()
+            .iter()
+            .filter(|(n, _)| keep(n))
+            .cloned()
+            .collect();
+        Xattrs((!kept.is_empty()).then(|| Box::new(kept)))
+    }
+}
+
+impl From<Xattrs> for Vec<(Vec<u8>, Vec<u8>)> {
+    fn from(x: Xattrs) -> Vec<(Vec<u8>, Vec<u8>)> {
+        x.0.map(|b| *b).unwrap_or_default()
     }
 }
 

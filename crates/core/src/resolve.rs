@@ -371,14 +371,14 @@ pub fn resolve_explained<V: IndexView>(
             // done, with the same content: linked to it, after them.
             (Content::File { hash, .. }, _)
                 if match &node.meta.link {
-                    Some(leader) if *leader != p => matches!(
+                    Some(leader) if **leader != p => matches!(
                         present(&after_view, leader)?,
                         Some(Node { content: Content::File { hash: h, .. }, .. }) if h == *hash
                     ),
                     _ => false,
                 } =>
             {
-                let from = node.meta.link.clone().unwrap_or_else(RelPath::root);
+                let from = node.meta.link.as_deref().cloned().unwrap_or_else(RelPath::root);
                 links.push(Action::Link {
                     from,
                     to: p,

@@ -463,7 +463,7 @@ fn every_change_gets_a_decision_with_its_reason() {
 
 fn hard_link(path: &str, ts: u64, h: u8, leader: &str) -> Change {
     let mut c = file(path, ts, h);
-    c.entry.meta.link = Some(p(leader));
+    c.entry.meta.link = Some(Box::new(p(leader)));
     c
 }
 

@@ -992,7 +992,7 @@ impl ScanBaseline for IndexBaseline<'_> {
             return Ok(Some(link));
         }
         Ok(match self.index.entry(path)? {
-            Some(e) if matches!(e.content, Content::File { .. }) => Some(e.meta.link),
+            Some(e) if matches!(e.content, Content::File { .. }) => Some(e.meta.link.map(|l| *l)),
             _ => None,
         })
     }

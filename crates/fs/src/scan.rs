@@ -882,7 +882,7 @@ impl<'a> Walker<'a> {
                     path: path.clone(),
                     link: link.clone(),
                 });
-                self.report.found[i].node.meta.link = link;
+                self.report.found[i].node.meta.link = link.map(Box::new);
             }
         }
         Ok(())
@@ -1738,7 +1738,7 @@ mod tests {
         assert_eq!(fa.node.content, fb.node.content);
         // a leads (the smaller name), b names it.
         assert_eq!(fa.node.meta.link, None);
-        assert_eq!(fb.node.meta.link, Some(p("a")));
+        assert_eq!(fb.node.meta.link.as_deref(), Some(&p("a")));
         assert_eq!(r.get(&p("c")).expect("c").node.meta.link, None);
         assert_eq!(fb.renamed_from, None);
     }

@@ -358,7 +358,7 @@ impl<'a> RawRecord<'a> {
         if ext & EXT_LINK != 0 {
             let link = RelPath::new(r.bytes()?.to_vec())
                 .map_err(|e| CodecError::new(format!("an entry value's hard link: {e}")))?;
-            meta.link = Some(link);
+            meta.link = Some(Box::new(link));
         }
         if !r.bytes.is_empty() {
             return Err(CodecError::new(format!(
@@ -453,11 +453,11 @@ mod tests {
                 (b"user.empty".to_vec(), Vec::new()),
             ])
             .expect("xattrs"),
-            link: Some(RelPath::new(&b"srv/leader"[..]).expect("path")),
+            link: Some(Box::new(RelPath::new(&b"srv/leader"[..]).expect("path"))),
             ..named.clone()
         };
         let only_link = Meta {
-            link: Some(RelPath::new(&b"x"[..]).expect("path")),
+            link: Some(Box::new(RelPath::new(&b"x"[..]).expect("path"))),
             ..named.clone()
         };
         let stats = [

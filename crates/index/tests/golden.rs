@@ -97,7 +97,9 @@ fn entries() -> Vec<(Entry, &'static str)> {
                         (b"system.posix_acl_access".to_vec(), vec![2, 0, 0, 0]),
                     ])
                     .expect("xattrs"),
-                    link: Some(RelPath::new(b"srv/leader".to_vec()).expect("path")),
+                    link: Some(Box::new(
+                        RelPath::new(b"srv/leader".to_vec()).expect("path"),
+                    )),
                     ..meta(0o644)
                 },
                 version: version("alpha"),

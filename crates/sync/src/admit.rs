@@ -230,12 +230,14 @@ mod tests {
             hash: [1; 32],
         };
         let mut c = change("www/alias", file, NOW, "c");
-        c.entry.meta.link = Some(RelPath::new(&b"www/private/secret"[..]).expect("path"));
+        c.entry.meta.link = Some(Box::new(
+            RelPath::new(&b"www/private/secret"[..]).expect("path"),
+        ));
         let v = verdict("c", &c);
         assert!(is_refused(&v, "hard link to www/private/secret"), "{v:?}");
         // b shares both sets.
         assert_eq!(verdict("b", &c), Admission::Apply);
-        c.entry.meta.link = Some(RelPath::new(&b"www/index.html"[..]).expect("path"));
+        c.entry.meta.link = Some(Box::new(RelPath::new(&b"www/index.html"[..]).expect("path")));
         assert_eq!(verdict("c", &c), Admission::Apply);
     }
 

@@ -979,6 +979,9 @@ async fn delta(
     // a compact list has none, so each is the local chunk's or, for the
     // peer's bytes, hashed here.
     let mut list = Vec::with_capacity(recipe.steps.len());
+    // Zeros written as holes, neither fetched nor taken from the older
+    // version.
+    let mut zero_bytes = 0u64;
     let mut steps = recipe.steps.into_iter().peekable();
     while let Some(step) = steps.next() {
         match step {
@@ -988,6 +991,7 @@ async fn delta(
                 ..
             } => {
                 // Left as a hole by the writer below.
+                zero_bytes += chunk.len as u64;
                 list.push(chunk);
                 buf.clear();
                 buf.resize(chunk.len as usize, 0);
@@ -1076,10 +1080,14 @@ async fn delta(
     {
         tracing::warn!("cannot cache a chunk list: {e}");
     }
-    engine.counters.peer(&t.peer, |p| {
-        p.files_delta += 1;
-        p.file_bytes_reused += size - fetched;
-    });
+    // A delta transfer in the counters' sense is one that used an older
+    // version; a new file's zeros are no reuse.
+    if file.is_some() {
+        engine.counters.peer(&t.peer, |p| {
+            p.files_delta += 1;
+            p.file_bytes_reused += size.saturating_sub(fetched + zero_bytes);
+        });
+    }
     Ok(())
 }
 
