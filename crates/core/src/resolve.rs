@@ -378,7 +378,12 @@ pub fn resolve_explained<V: IndexView>(
                     _ => false,
                 } =>
             {
-                let from = node.meta.link.as_deref().cloned().unwrap_or_else(RelPath::root);
+                let from = node
+                    .meta
+                    .link
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(RelPath::root);
                 links.push(Action::Link {
                     from,
                     to: p,

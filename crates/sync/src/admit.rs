@@ -237,7 +237,9 @@ mod tests {
         assert!(is_refused(&v, "hard link to www/private/secret"), "{v:?}");
         // b shares both sets.
         assert_eq!(verdict("b", &c), Admission::Apply);
-        c.entry.meta.link = Some(Box::new(RelPath::new(&b"www/index.html"[..]).expect("path")));
+        c.entry.meta.link = Some(Box::new(
+            RelPath::new(&b"www/index.html"[..]).expect("path"),
+        ));
         assert_eq!(verdict("c", &c), Admission::Apply);
     }
 
