@@ -1378,6 +1378,7 @@ fn owners_arrive_by_name_and_unknown_names_fall_back_to_the_number() {
                         mtime_ns: 0,
                         owner: name(owner),
                         group: name(owner),
+                        ..Default::default()
                     },
                     version: omirr_proto::Version {
                         ts: omirr_proto::Timestamp(now),

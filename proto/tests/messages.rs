@@ -95,6 +95,7 @@ fn wire_bytes_match_protocol_md() {
                 mtime_ns: -1,
                 owner: omirr_proto::Name::new(b"root").expect("name"),
                 group: omirr_proto::Name::EMPTY,
+                ..Default::default()
             },
             version: Version {
                 ts: Timestamp(5),
@@ -103,11 +104,12 @@ fn wire_bytes_match_protocol_md() {
             base: None,
         },
     };
-    let mut expected = vec![0, 0, 0, 0x41, 3, 1, 1, 1, b'a', 0, 4];
+    let mut expected = vec![0, 0, 0, 0x43, 3, 1, 1, 1, b'a', 0, 4];
     expected.extend([7; 32]);
-    // mode, uid, gid, mtime; owner "root", group empty; then ts.
+    // mode, uid, gid, mtime; owner "root", group empty, no extended
+    // attributes, no hard link; then ts.
     expected.extend([251, 0xa4, 1, 251, 0xe8, 3, 251, 0xe8, 3, 1]);
-    expected.extend([4, b'r', b'o', b'o', b't', 0, 5]);
+    expected.extend([4, b'r', b'o', b'o', b't', 0, 0, 0, 5]);
     // The host, no base; then upto and done.
     expected.extend([5, b'a', b'l', b'p', b'h', b'a', 0, 1, 1]);
     assert_eq!(

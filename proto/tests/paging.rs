@@ -199,8 +199,10 @@ fn pages_at_the_edge_of_the_limit() {
 
 #[test]
 fn the_count_limit_splits_pages_of_small_changes() {
-    // Small enough that MAX_CHANGES_PER_PAGE of them fit in a frame.
+    // Small enough that MAX_CHANGES_PER_PAGE of them fit in a frame: a
+    // tombstone (a change costs its encoding and its size in memory).
     let mut small = sample_change("a");
+    small.entry.content = omirr_proto::Content::Deleted;
     small.entry.version.host = omirr_proto::HostId::new("b");
     small.entry.version.ts = omirr_proto::Timestamp(1);
     small.entry.meta.mtime_ns = 0;

@@ -197,7 +197,7 @@ pub enum OptionMeaning {
 pub const HISTORY_GENERATIONS: usize = 10;
 
 /// Every rdist install option, in alphabetical order, with its meaning.
-pub const INSTALL_OPTIONS: [(&str, OptionMeaning); 25] = {
+pub const INSTALL_OPTIONS: [(&str, OptionMeaning); 27] = {
     use OptionMeaning::{Does, Refused};
     [
         ("chknfs", Does("what lies on an NFS filesystem on this host (by /proc/self/mountinfo, at start and at each reload) is left out here: neither sent nor written; the other hosts mirror it among themselves")),
@@ -210,17 +210,19 @@ pub const INSTALL_OPTIONS: [(&str, OptionMeaning); 25] = {
         ("follow", Refused("omirrd mirrors symbolic links as links; following them would copy files from outside the mirrored tree")),
         ("history", Does("a file that a peer's change replaces or removes is kept as NAME.OLD.1, older ones moving up to NAME.OLD.10; kept files stay on this host")),
         ("ignlnks", Refused("omirrd never resolves symbolic links, so there are no unresolved links to ignore")),
+        ("noacls", Does("omirr's own: POSIX ACLs (the extended attributes system.posix_acl_access and system.posix_acl_default) are neither recorded nor set on this host; what it has stays, other extended attributes are still mirrored")),
         ("nochkgroup", Does("the group of a file or directory that exists on this host is left alone (its content still changes), and a change of group alone is not mirrored; a new file gets its creator's group")),
         ("nochkmode", Does("the permission bits of a file or directory that exists on this host are left alone (its content still changes), and a change of mode alone is not mirrored; a new file gets its creator's mode")),
         ("nochkowner", Does("the owner of a file or directory that exists on this host is left alone (its content still changes), and a change of owner alone is not mirrored; a new file gets its creator's owner")),
         ("nodescend", Does("only the listed paths themselves are mirrored (existence, owner, group, mode), not what lies below a listed directory")),
         ("noexec", Refused("omirrd chooses what to mirror by path, not by content; leave executables out with except or except_pat")),
+        ("noxattrs", Does("omirr's own: extended attributes (user.*, security.* and trusted.* as root, and the POSIX ACLs) are neither recorded nor set on this host; what it has stays")),
         ("numchkgroup", Does("groups are mirrored by number (gid), not by name")),
         ("numchkowner", Does("owners are mirrored by number (uid), not by name")),
         ("quiet", Does("successful special, cmdspecial and notify runs are logged at debug level instead of info; failures are still warnings")),
         ("remove", Does("always on: a deletion on one host is mirrored to the others, with or without this option")),
         ("savetargets", Does("a file that a peer's change replaces or removes is kept as NAME.OLD; kept files stay on this host (never mirrored, never kept again)")),
-        ("sparse", Refused("omirrd writes files in full and does not keep their holes")),
+        ("sparse", Does("always on: a file's runs of zeros (a sparse file's holes) are left as holes on the receiving host, and in a file of 1 MiB or more they are not sent")),
         ("updateperm", Does("always on: a change of owner, group or mode alone is applied without sending the content")),
         ("verify", Refused("a daemon that only reports differences would mirror nothing; omirrd check shows the plan and omirrd status the state")),
         ("whole", Does("with install DEST, each source is kept under DEST by its whole path (DEST/srv/www), not by its last name")),
@@ -248,11 +250,13 @@ pub struct InstallOptions {
     pub follow: bool,
     pub history: bool,
     pub ignlnks: bool,
+    pub noacls: bool,
     pub nochkgroup: bool,
     pub nochkmode: bool,
     pub nochkowner: bool,
     pub nodescend: bool,
     pub noexec: bool,
+    pub noxattrs: bool,
     pub numchkgroup: bool,
     pub numchkowner: bool,
     pub quiet: bool,
@@ -288,11 +292,13 @@ impl InstallOptions {
             ("follow", self.follow),
             ("history", self.history),
             ("ignlnks", self.ignlnks),
+            ("noacls", self.noacls),
             ("nochkgroup", self.nochkgroup),
             ("nochkmode", self.nochkmode),
             ("nochkowner", self.nochkowner),
             ("nodescend", self.nodescend),
             ("noexec", self.noexec),
+            ("noxattrs", self.noxattrs),
             ("numchkgroup", self.numchkgroup),
             ("numchkowner", self.numchkowner),
             ("quiet", self.quiet),

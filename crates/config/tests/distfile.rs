@@ -174,14 +174,14 @@ fn conflicts_option_takes_a_bound() {
 /// or refused with an error that says why; none is accepted and ignored.
 #[test]
 fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
-    let accepted = "chknfs,chkreadonly,compare,defgroup=wheel,defowner,history,nochkgroup,nochkmode,nochkowner,nodescend,numchkgroup,numchkowner,quiet,remove,savetargets,updateperm,whole";
+    let accepted = "chknfs,chkreadonly,compare,defgroup=wheel,defowner,history,noacls,nochkgroup,nochkmode,nochkowner,nodescend,noxattrs,numchkgroup,numchkowner,quiet,remove,savetargets,sparse,updateperm,whole";
     let root = empty_root();
     let (c, warnings) = parse_ok_in(
         &format!("/a -> ( x y )\n install -o{accepted} ;"),
         &opts(root.path()),
     );
     let names = c.sets[0].options.names();
-    assert_eq!(names.len(), 17, "{names:?}");
+    assert_eq!(names.len(), 20, "{names:?}");
     assert!(
         names.contains(&"defowner=bin".to_string()),
         "rdist's default owner"
@@ -191,9 +191,7 @@ fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
         warnings.iter().all(|w| w.pos.line != 2),
         "accepted options say nothing: {warnings:?}"
     );
-    let refused = [
-        "chksym", "follow", "ignlnks", "noexec", "sparse", "verify", "younger",
-    ];
+    let refused = ["chksym", "follow", "ignlnks", "noexec", "verify", "younger"];
     let text = format!("/a -> ( x y )\n install -o{} ;", refused.join(","));
     let e = errors(&text);
     assert_eq!(e.len(), refused.len(), "{e:#?}");
@@ -223,7 +221,7 @@ fn every_rdist_option_is_carried_out_or_refused_with_its_reason() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(all, sorted);
-    assert_eq!(all.len(), 25);
+    assert_eq!(all.len(), 27);
 }
 
 /// The table of omirrd.conf(5) says, for every option, what `omirrd

@@ -21,6 +21,9 @@ pub enum Content {
     /// A tombstone: the path was deleted. Kept so that a peer that was
     /// away does not bring the path back.
     Deleted,
+    /// A named pipe (FIFO): no content, only its metadata. (Last, so that
+    /// the encodings of the older variants stay as they were.)
+    Fifo,
 }
 
 impl Content {
@@ -37,6 +40,7 @@ impl Content {
             Content::File { .. } => "file",
             Content::Dir => "directory",
             Content::Symlink { .. } => "symlink",
+            Content::Fifo => "FIFO",
             Content::Deleted => "deleted",
         }
     }
@@ -48,7 +52,7 @@ impl Content {
 /// numbers (`numchkowner`, `numchkgroup`) and as the names the recording
 /// host gives those numbers (the default). Which one a receiver uses is
 /// its configuration's business, not the entry's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Meta {
     /// Permission bits (`0o7777`), not the file type.
     pub mode: u32,
@@ -61,6 +65,16 @@ pub struct Meta {
     pub owner: Name,
     /// The name of `gid` there, likewise.
     pub group: Name,
+    /// Extended attributes (POSIX ACLs among them), as the recording
+    /// host's rules let it read them. Which of them a receiver sets is
+    /// its configuration's business (`noxattrs`, `noacls`).
+    pub xattrs: Xattrs,
+    /// For a file with several names (hard links) in the mirrored trees:
+    /// another name of the same inode, which the receiver links this one
+    /// to instead of writing the content a second time. `None` for the
+    /// name that leads (the smallest among those the recording host
+    /// knew) and for everything else.
+    pub link: Option<Box<RelPath>>,
 }
 
 impl Meta {
@@ -73,7 +87,117 @@ impl Meta {
         mtime_ns: 0,
         owner: Name::EMPTY,
         group: Name::EMPTY,
+        xattrs: Xattrs::EMPTY,
+        link: None,
     };
+}
+
+/// A path's extended attributes: `(name, value)` pairs, sorted by name,
+/// each name once. Bounded ([`Xattrs::MAX_COUNT`], [`Xattrs::MAX_NAME`],
+/// [`Xattrs::MAX_VALUE`]: Linux's own limits), checked when decoded.
+///
+/// Held behind one pointer (8 bytes, none allocated when empty): most
+/// entries have none, and a page of changes is bounded by what it takes
+/// in memory (see `omirr_proto::page_cost`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(Vec<u8>, Vec<u8>)>", into = "Vec<(Vec<u8>, Vec<u8>)>")]
+// A thin pointer (8 bytes in every Meta); the second allocation is paid
+// only by the rare entry that has attributes.
+#[allow(clippy::box_collection)]
+pub struct Xattrs(Option<Box<Vec<Xattr>>>);
+
+/// One extended attribute: its name and its value.
+pub type Xattr = (Vec<u8>, Vec<u8>);
+
+/// Why a list of extended attributes is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadXattrs(pub &'static str);
+
+impl std::fmt::Display for BadXattrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "extended attributes {}", self.0)
+    }
+}
+
+impl Xattrs {
+    /// The most attributes one path carries.
+    pub const MAX_COUNT: usize = 1024;
+    /// The longest name (`XATTR_NAME_MAX`).
+    pub const MAX_NAME: usize = 255;
+    /// The largest value (`XATTR_SIZE_MAX`).
+    pub const MAX_VALUE: usize = 64 * 1024;
+    pub const EMPTY: Xattrs = Xattrs(None);
+
+    /// Sorts `pairs` by name; refuses a name twice, an empty name or one
+    /// with a NUL byte, and anything over the bounds.
+    pub fn new(mut pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Xattrs, BadXattrs> {
+        if pairs.len() > Self::MAX_COUNT {
+            return Err(BadXattrs("are too many"));
+        }
+        pairs.sort();
+        for (i, (name, value)) in pairs.iter().enumerate() {
+            if name.is_empty() || name.len() > Self::MAX_NAME || name.contains(&0) {
+                return Err(BadXattrs("have an impossible name"));
+            }
+            if value.len() > Self::MAX_VALUE {
+                return Err(BadXattrs("have a value above 64 KiB"));
+            }
+            if i > 0 && pairs[i - 1].0 == *name {
+                return Err(BadXattrs("name one attribute twice"));
+            }
+        }
+        Ok(Xattrs((!pairs.is_empty()).then(|| Box::new(pairs))))
+    }
+
+    fn pairs(&self) -> &[Xattr] {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.pairs()
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        let pairs = self.pairs();
+        pairs
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .ok()
+            .map(|i| pairs[i].1.as_slice())
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs().is_empty()
+    }
+
+    /// Those attributes whose names `keep` accepts.
+    pub fn filtered(&self, keep: impl Fn(&[u8]) -> bool) -> Xattrs {
+        let kept: Vec<_> = self
+            .pairs()
+            .iter()
+            .filter(|(n, _)| keep(n))
+            .cloned()
+            .collect();
+        Xattrs((!kept.is_empty()).then(|| Box::new(kept)))
+    }
+}
+
+impl From<Xattrs> for Vec<Xattr> {
+    fn from(x: Xattrs) -> Vec<Xattr> {
+        x.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl TryFrom<Vec<(Vec<u8>, Vec<u8>)>> for Xattrs {
+    type Error = BadXattrs;
+    fn try_from(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Xattrs, BadXattrs> {
+        Xattrs::new(pairs)
+    }
 }
 
 /// A user or group name, at most [`Name::MAX`] bytes and without a NUL

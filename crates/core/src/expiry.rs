@@ -218,7 +218,7 @@ pub fn reconcile<V: IndexView>(
                 path: h.path.clone(),
                 entry: Entry {
                     content: Content::Deleted,
-                    meta: h.entry.meta,
+                    meta: h.entry.meta.clone(),
                     version: Version {
                         ts: Timestamp(h.entry.version.ts.0.saturating_add(1)),
                         host: host.clone(),

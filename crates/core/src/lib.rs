@@ -44,7 +44,7 @@ pub mod tree;
 pub mod verify;
 pub mod version;
 
-pub use entry::{Change, Content, Entry, Hash, Meta, Name};
+pub use entry::{BadXattrs, Change, Content, Entry, Hash, Meta, Name, Xattrs};
 pub use path::{PathError, RelPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use resolve::{Action, Resolution, Source};
 pub use tree::IndexView;

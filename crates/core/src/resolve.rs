@@ -11,7 +11,11 @@
 //! 2. `Rename` where a file disappears and the same content appears
 //!    elsewhere (a rename on the peer), so no data moves;
 //! 3. `Remove`, deepest paths first;
-//! 4. `MakeDir`, `WriteFile`, `MakeSymlink`, `SetMeta`, shallowest first.
+//! 4. `MakeDir`, `WriteFile`, `MakeSymlink`, `MakeFifo`, `SetMeta`,
+//!    shallowest first;
+//! 5. `Link` for another name of a file (a hard link, [`Meta::link`])
+//!    whose first name is present once the writes are done: its content
+//!    is not sent again.
 //!
 //! Before all of these, `KeepConflictCopy` keeps this host's own content
 //! that a conflicting change is about to replace or remove (see
@@ -64,6 +68,16 @@ pub enum Action {
         target: Vec<u8>,
         meta: Meta,
     },
+    /// Make `path` a named pipe (FIFO).
+    MakeFifo { path: RelPath, meta: Meta },
+    /// Make `to` another name of the file at `from` (a hard link), then
+    /// give the inode `meta`. If `to` is that inode already, only the
+    /// metadata is set.
+    Link {
+        from: RelPath,
+        to: RelPath,
+        meta: Meta,
+    },
     /// The content is right; only the metadata changes.
     SetMeta { path: RelPath, meta: Meta },
     /// This host's own file at `path` (content `size`, `hash`) lost a
@@ -85,7 +99,7 @@ impl Action {
     /// [`Action::path`].
     pub fn paths(&self) -> Vec<&RelPath> {
         match self {
-            Action::Rename { from, to, .. } => vec![from, to],
+            Action::Rename { from, to, .. } | Action::Link { from, to, .. } => vec![from, to],
             Action::KeepConflictCopy {
                 path, copy, prune, ..
             } => {
@@ -100,11 +114,13 @@ impl Action {
     pub fn path(&self) -> &RelPath {
         match self {
             Action::Rename { to: path, .. }
+            | Action::Link { to: path, .. }
             | Action::SaveOld { path }
             | Action::Remove { path, .. }
             | Action::MakeDir { path, .. }
             | Action::WriteFile { path, .. }
             | Action::MakeSymlink { path, .. }
+            | Action::MakeFifo { path, .. }
             | Action::SetMeta { path, .. } => path,
             Action::KeepConflictCopy { copy, .. } => copy,
         }
@@ -539,12 +555,40 @@ pub fn resolve_with<V: IndexView>(
     let mut renamed_from = BTreeSet::new();
     let mut renames = Vec::new();
     let mut writes = Vec::new();
+    let mut links = Vec::new();
+    let after_view = Overlay {
+        base: view,
+        top: &overlay,
+    };
     for (p, node) in creates {
         if copies.contains(&p) {
             continue;
         }
         let b = &before[&p];
         match (&node.content, b) {
+            // Another name of a file that is there once the writes are
+            // done, with the same content: linked to it, after them.
+            (Content::File { hash, .. }, _)
+                if match &node.meta.link {
+                    Some(leader) if **leader != p => matches!(
+                        present(&after_view, leader)?,
+                        Some(Node { content: Content::File { hash: h, .. }, .. }) if h == *hash
+                    ),
+                    _ => false,
+                } =>
+            {
+                let from = node
+                    .meta
+                    .link
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(RelPath::root);
+                links.push(Action::Link {
+                    from,
+                    to: p,
+                    meta: node.meta,
+                });
+            }
             (Content::File { size, hash }, _) => {
                 let unchanged = matches!(b, Some(Node { content: Content::File { hash: h, .. }, .. }) if h == hash);
                 if unchanged {
@@ -616,6 +660,20 @@ pub fn resolve_with<V: IndexView>(
                 target: target.clone(),
                 meta: node.meta,
             }),
+            (
+                Content::Fifo,
+                Some(Node {
+                    content: Content::Fifo,
+                    ..
+                }),
+            ) => writes.push(Action::SetMeta {
+                path: p,
+                meta: node.meta,
+            }),
+            (Content::Fifo, _) => writes.push(Action::MakeFifo {
+                path: p,
+                meta: node.meta,
+            }),
             (Content::Deleted, _) => {}
         }
     }
@@ -657,6 +715,7 @@ pub fn resolve_with<V: IndexView>(
             .map(|(path, was)| Action::Remove { path, was }),
     );
     res.actions.extend(writes);
+    res.actions.extend(links);
     res.accepted = overlay
         .into_iter()
         .map(|(path, entry)| Change { path, entry })
@@ -772,9 +831,33 @@ fn actions_between<'p, B: IndexView, A: IndexView<Error = B::Error>>(
     let mut renamed_from = BTreeSet::new();
     let mut renames = Vec::new();
     let mut writes = Vec::new();
+    let mut links = Vec::new();
     for (p, node) in creates {
         let b = &before[&p];
         match (&node.content, b) {
+            // Another name of a file that is there once the writes are
+            // done, with the same content: linked to it, after them.
+            (Content::File { hash, .. }, _)
+                if match &node.meta.link {
+                    Some(leader) if **leader != p => matches!(
+                        present(after_view, leader)?,
+                        Some(Node { content: Content::File { hash: h, .. }, .. }) if h == *hash
+                    ),
+                    _ => false,
+                } =>
+            {
+                let from = node
+                    .meta
+                    .link
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(RelPath::root);
+                links.push(Action::Link {
+                    from,
+                    to: p,
+                    meta: node.meta,
+                });
+            }
             (Content::File { size, hash }, _) => {
                 let unchanged = matches!(b, Some(Node { content: Content::File { hash: h, .. }, .. }) if h == hash);
                 if unchanged {
@@ -842,6 +925,20 @@ fn actions_between<'p, B: IndexView, A: IndexView<Error = B::Error>>(
                 target: target.clone(),
                 meta: node.meta,
             }),
+            (
+                Content::Fifo,
+                Some(Node {
+                    content: Content::Fifo,
+                    ..
+                }),
+            ) => writes.push(Action::SetMeta {
+                path: p,
+                meta: node.meta,
+            }),
+            (Content::Fifo, _) => writes.push(Action::MakeFifo {
+                path: p,
+                meta: node.meta,
+            }),
             (Content::Deleted, _) => {}
         }
     }
@@ -875,6 +972,7 @@ fn actions_between<'p, B: IndexView, A: IndexView<Error = B::Error>>(
             .map(|(path, was)| Action::Remove { path, was }),
     );
     actions.extend(writes);
+    actions.extend(links);
     Ok(actions)
 }
 
@@ -1049,7 +1147,7 @@ fn conflict_copies<V: IndexView>(
                     size: *size,
                     hash: *hash,
                 },
-                meta: local.meta,
+                meta: local.meta.clone(),
                 version: version.clone(),
                 base: existing.map(|e| e.version),
             },

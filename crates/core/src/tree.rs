@@ -55,7 +55,7 @@ pub fn present<V: IndexView>(view: &V, path: &RelPath) -> Result<Option<Node>, V
             if ancestors_allow(view, path, &e.version)? || has_present_below(view, path)? {
                 return Ok(Some(Node {
                     content: Content::Dir,
-                    meta: e.meta,
+                    meta: e.meta.clone(),
                 }));
             }
             Ok(None)

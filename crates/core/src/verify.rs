@@ -195,6 +195,7 @@ pub fn fingerprint(path: &RelPath, entry: &Entry) -> Hash {
             h.bytes(target);
         }
         Content::Deleted => h.u8(4),
+        Content::Fifo => h.u8(5),
     }
     let m = &entry.meta;
     h.u64(u64::from(m.mode));
@@ -203,6 +204,18 @@ pub fn fingerprint(path: &RelPath, entry: &Entry) -> Hash {
     h.u64(m.mtime_ns as u64);
     h.bytes(m.owner.as_bytes());
     h.bytes(m.group.as_bytes());
+    h.u64(m.xattrs.len() as u64);
+    for (name, value) in m.xattrs.iter() {
+        h.bytes(name);
+        h.bytes(value);
+    }
+    match &m.link {
+        None => h.u8(0),
+        Some(leader) => {
+            h.u8(1);
+            h.bytes(leader.as_bytes());
+        }
+    }
     // The version it replaced (see `crate::conflict`): it travels with
     // the entry, so hosts that agree hold the same one.
     match &entry.base {
@@ -907,6 +920,13 @@ mod tests {
         let mut e = base.clone();
         e.base = Some(file(0, 1).version);
         variants.push(e);
+        let mut e = base.clone();
+        e.meta.xattrs =
+            crate::Xattrs::new(vec![(b"user.a".to_vec(), b"1".to_vec())]).expect("xattrs");
+        variants.push(e);
+        let mut e = base.clone();
+        e.meta.link = Some(Box::new(p("leader")));
+        variants.push(e);
         for f in [
             |m: &mut Meta| m.mode = 0o600,
             |m: &mut Meta| m.uid = 7,
@@ -922,6 +942,7 @@ mod tests {
         for content in [
             Content::Dir,
             Content::Deleted,
+            Content::Fifo,
             Content::Symlink {
                 target: b"t".to_vec(),
             },

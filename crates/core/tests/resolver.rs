@@ -566,3 +566,133 @@ fn restore_removes_what_the_set_lacks_and_recreates_what_was_deleted() {
     // Nothing changed: nothing to do.
     assert!(undo(&ix, &[], false).is_empty());
 }
+
+fn hard_link(path: &str, ts: u64, h: u8, leader: &str) -> Change {
+    let mut c = file(path, ts, h);
+    c.entry.meta.link = Some(Box::new(p(leader)));
+    c
+}
+
+#[test]
+fn a_second_name_of_a_file_is_linked_after_the_writes_not_written() {
+    let ix = MemIndex::default();
+    // The follower sorts before its leader: the link still comes after
+    // the leader's write.
+    let batch = [file("z/big", 5, 1), hard_link("a/alias", 5, 1, "z/big")];
+    let r = resolve(&ix, &batch, &|_| false).expect("resolve");
+    let kinds: Vec<(&str, String)> = r
+        .actions
+        .iter()
+        .filter(|a| !matches!(a, Action::MakeDir { .. }))
+        .map(|a| match a {
+            Action::WriteFile { path, .. } => ("write", path.to_string()),
+            Action::Link { from, to, .. } => ("link", format!("{to}->{from}")),
+            other => ("other", format!("{other:?}")),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("write", "z/big".to_string()),
+            ("link", "a/alias->z/big".to_string())
+        ]
+    );
+}
+
+#[test]
+fn a_link_to_a_name_that_is_not_there_or_holds_other_content_is_written() {
+    // The leader is not in the index nor in the batch.
+    let ix = MemIndex::default();
+    let r = resolve(&ix, &[hard_link("alias", 5, 1, "big")], &|_| false).expect("resolve");
+    assert!(
+        matches!(&r.actions[..], [Action::WriteFile { path, .. }] if *path == p("alias")),
+        "{:?}",
+        r.actions
+    );
+    // The leader holds other content.
+    let mut ix = MemIndex::default();
+    ix.record(file("big", 1, 2));
+    let r = resolve(&ix, &[hard_link("alias", 5, 1, "big")], &|_| false).expect("resolve");
+    assert!(
+        matches!(&r.actions[..], [Action::WriteFile { .. }]),
+        "{:?}",
+        r.actions
+    );
+    // The leader is here with that content: linked.
+    let mut ix = MemIndex::default();
+    ix.record(file("big", 1, 1));
+    let r = resolve(&ix, &[hard_link("alias", 5, 1, "big")], &|_| false).expect("resolve");
+    assert_eq!(
+        r.actions,
+        [Action::Link {
+            from: p("big"),
+            to: p("alias"),
+            meta: hard_link("alias", 5, 1, "big").entry.meta,
+        }]
+    );
+}
+
+#[test]
+fn fifos_are_made_and_their_metadata_alone_set() {
+    let fifo = |ts, mode| Change {
+        path: p("pipe"),
+        entry: Entry {
+            content: Content::Fifo,
+            meta: meta(mode),
+            version: v(ts, "remote"),
+            base: None,
+        },
+    };
+    let ix = MemIndex::default();
+    let r = resolve(&ix, &[fifo(5, 0o600)], &|_| false).expect("resolve");
+    assert_eq!(
+        r.actions,
+        [Action::MakeFifo {
+            path: p("pipe"),
+            meta: meta(0o600)
+        }]
+    );
+    let mut ix = MemIndex::default();
+    ix.record(fifo(1, 0o600));
+    let r = resolve(&ix, &[fifo(5, 0o644)], &|_| false).expect("resolve");
+    assert_eq!(
+        r.actions,
+        [Action::SetMeta {
+            path: p("pipe"),
+            meta: meta(0o644)
+        }]
+    );
+    // A file where the FIFO was: removed first, then written.
+    let r = resolve(&ix, &[file("pipe", 6, 1)], &|_| false).expect("resolve");
+    assert!(
+        matches!(
+            &r.actions[..],
+            [
+                Action::Remove {
+                    was: Content::Fifo,
+                    ..
+                },
+                Action::WriteFile { .. }
+            ]
+        ),
+        "{:?}",
+        r.actions
+    );
+}
+
+#[test]
+fn an_extended_attribute_alone_is_a_metadata_change() {
+    let mut ix = MemIndex::default();
+    ix.record(file("f", 1, 1));
+    let mut tagged = file("f", 5, 1);
+    tagged.entry.meta.xattrs =
+        omirr_core::Xattrs::new(vec![(b"user.x".to_vec(), b"1".to_vec())]).expect("xattrs");
+    let r = resolve(&ix, std::slice::from_ref(&tagged), &|_| false).expect("resolve");
+    assert_eq!(
+        r.actions,
+        [Action::SetMeta {
+            path: p("f"),
+            meta: tagged.entry.meta.clone()
+        }]
+    );
+}

@@ -913,6 +913,14 @@ impl Applier {
             rfs::fchmod(fd, Mode::from_raw_mode(mode))
                 .map_err(|e| io_error(path, "set the mode of", e))?;
         }
+        // After the mode: an access ACL sets the group bits as it needs.
+        crate::xattrs::set_fd(fd, &meta.xattrs, &|n| rules.mirrors_xattr(n)).map_err(|e| {
+            ApplyError::Io {
+                path: path.clone(),
+                op: "set the extended attributes of",
+                error: e,
+            }
+        })?;
         rfs::futimens(fd, &mtime(meta.mtime_ns)).map_err(|e| io_error(path, "set the mtime of", e))
     }
 
@@ -999,7 +1007,7 @@ impl Applier {
         }
         match kind {
             FileType::Symlink => self.set_symlink_meta(dir, name, path, meta, was)?,
-            FileType::RegularFile | FileType::Directory => {
+            FileType::RegularFile | FileType::Directory | FileType::Fifo => {
                 // O_NOFOLLOW: if it was swapped for a symlink since the
                 // lstat, this fails rather than following it.
                 // O_NONBLOCK: nor may a FIFO planted there hang us.
@@ -1017,7 +1025,7 @@ impl Applier {
                 }
                 self.set_meta_fd(fd.as_fd(), path, meta, was)?;
             }
-            other => return Err(unexpected(path, "file, directory or symlink", other)),
+            other => return Err(unexpected(path, "file, directory, symlink or FIFO", other)),
         }
         Ok(kind)
     }
@@ -1157,7 +1165,7 @@ impl<'a> Batch<'a> {
         let meta_only = matches!(action, Action::SetMeta { .. } | Action::MakeDir { .. });
         let mut paths: Vec<&RelPath> = vec![action.path()];
         match action {
-            Action::Rename { from, .. } => paths.push(from),
+            Action::Rename { from, .. } | Action::Link { from, .. } => paths.push(from),
             Action::WriteFile {
                 source: Source::CopyFrom(from),
                 ..
@@ -1206,6 +1214,8 @@ impl<'a> Batch<'a> {
                 source: from,
             } => self.stage_write(index, path, *size, hash, meta, from, source),
             Action::MakeSymlink { path, target, meta } => self.make_symlink(path, target, meta),
+            Action::MakeFifo { path, meta } => self.make_fifo(index, path, meta),
+            Action::Link { from, to, meta } => self.link(index, from, to, meta),
             Action::SetMeta { path, meta } => self.set_meta(index, path, meta),
             Action::KeepConflictCopy {
                 path,
@@ -1456,6 +1466,7 @@ impl<'a> Batch<'a> {
             Content::File { .. } => Some(FileType::RegularFile),
             Content::Dir => Some(FileType::Directory),
             Content::Symlink { .. } => Some(FileType::Symlink),
+            Content::Fifo => Some(FileType::Fifo),
             Content::Deleted => None,
         };
         if expected.is_some_and(|want| want != kind) {
@@ -1551,6 +1562,96 @@ impl<'a> Batch<'a> {
         }
         placed?;
         self.touch_parent(path);
+        Ok(())
+    }
+
+    /// Makes `path` a named pipe: made under a temporary name with its
+    /// metadata, then renamed into place, as a symlink is.
+    fn make_fifo(&mut self, index: usize, path: &RelPath, meta: &Meta) -> Result<(), ApplyError> {
+        let (dir, name) = self.ap.parent(path, "make a FIFO at", None)?;
+        let old = lstat(&dir, name, path)?;
+        let (tmp, ()) = with_temp_name(name, path, "create a temporary FIFO for", |tmp| {
+            // 0600 until owner and mode are set: never wider than asked.
+            rfs::mknodat(&dir, tmp, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+        })?;
+        let placed = self
+            .ap
+            .set_meta_at(
+                &dir,
+                &tmp,
+                path,
+                meta,
+                Some(FileType::Fifo),
+                Was::Replacing(old),
+            )
+            .and_then(|_| self.check_unchanged(&dir, name, path))
+            .and_then(|()| self.ap.make_room(&dir, name, path))
+            .and_then(|()| {
+                rfs::renameat(&dir, tmp.as_slice(), &dir, name)
+                    .map_err(|e| io_error(path, "rename FIFO into place", e))
+            });
+        if placed.is_err() {
+            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+        }
+        placed?;
+        self.touch_parent(path);
+        self.meta_set(index, path, FileType::Fifo, meta);
+        Ok(())
+    }
+
+    /// Makes `to` another name of the regular file at `from` (a hard
+    /// link made under a temporary name, given `meta`, renamed into
+    /// place). If `to` is that inode already, only `meta` is set.
+    fn link(
+        &mut self,
+        index: usize,
+        from: &RelPath,
+        to: &RelPath,
+        meta: &Meta,
+    ) -> Result<(), ApplyError> {
+        let (fdir, fname) = self.ap.parent(from, "make a hard link to", None)?;
+        let leader = lstat(&fdir, fname, from)?
+            .ok_or_else(|| io_error(from, "make a hard link to", Errno::NOENT))?;
+        let kind = FileType::from_raw_mode(leader.st_mode);
+        if kind != FileType::RegularFile {
+            return Err(unexpected(from, "file", kind));
+        }
+        let (dir, name) = self.ap.parent(to, "make a hard link at", None)?;
+        let old = lstat(&dir, name, to)?;
+        if old
+            .as_ref()
+            .is_some_and(|o| (o.st_dev, o.st_ino) == (leader.st_dev, leader.st_ino))
+        {
+            return self.set_meta(index, to, meta);
+        }
+        let (tmp, ()) = with_temp_name(name, to, "link a temporary name to", |tmp| {
+            rfs::linkat(&fdir, fname, &dir, tmp, AtFlags::empty())
+        })?;
+        let placed = self
+            .ap
+            .set_meta_at(
+                &dir,
+                &tmp,
+                to,
+                meta,
+                Some(FileType::RegularFile),
+                Was::Replacing(old),
+            )
+            .and_then(|_| self.check_unchanged(&dir, name, to))
+            .and_then(|()| self.ap.make_room(&dir, name, to))
+            .and_then(|()| {
+                rfs::renameat(&dir, tmp.as_slice(), &dir, name)
+                    .map_err(|e| io_error(to, "rename hard link into place", e))
+            });
+        if placed.is_err() {
+            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+        }
+        placed?;
+        // The first name's inode changed too (its link count, its ctime),
+        // by our doing.
+        self.changed_here.insert(from.clone());
+        self.touch_parent(to);
+        self.meta_set(index, to, FileType::RegularFile, meta);
         Ok(())
     }
 
@@ -2904,13 +3005,13 @@ mod tests {
             &[
                 Action::MakeDir {
                     path: p("d"),
-                    meta: m,
+                    meta: m.clone(),
                 },
-                write("d/f", b"f", m),
+                write("d/f", b"f", m.clone()),
                 Action::MakeSymlink {
                     path: p("d/l"),
                     target: b"f".to_vec(),
-                    meta: m,
+                    meta: m.clone(),
                 },
             ],
             &mut Mem::with(&[b"f"]),
@@ -2927,7 +3028,7 @@ mod tests {
             set_owner: false,
             ..ApplyOptions::default()
         });
-        ap.apply(&[write("f", b"f", m)], &mut Mem::with(&[b"f"]))
+        ap.apply(&[write("f", b"f", m.clone())], &mut Mem::with(&[b"f"]))
             .expect("apply");
         assert_eq!(fs::metadata(dir.path().join("f")).expect("stat").uid(), 0);
     }

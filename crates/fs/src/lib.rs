@@ -19,3 +19,4 @@ pub mod scan;
 pub mod secure;
 pub mod shown;
 pub mod watch;
+pub mod xattrs;

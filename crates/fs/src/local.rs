@@ -574,6 +574,7 @@ pub fn scan_into_index_with(
             departed.remember(&path, k);
         }
         let report = r.report;
+        departed.remember_links(&report.hard_links);
         out.pieces += 1;
         out.changes += r.changes;
         out.undone.extend(r.undone.into_iter().map(|c| c.path));
@@ -681,9 +682,26 @@ fn depth_below(path: &RelPath, top: &RelPath) -> usize {
 struct Departed {
     known: HashMap<RelPath, Known>,
     inodes: HashMap<(u64, u64), RelPath>,
+    /// The names of hard-linked files earlier pieces found, by inode,
+    /// with the name each was given to link to: a later piece's names of
+    /// the same inode follow the same leader (the index has not recorded
+    /// them yet).
+    linked: HashMap<(u64, u64), Vec<scan::HardLink>>,
 }
 
 impl Departed {
+    fn remember_links(&mut self, found: &[scan::HardLink]) {
+        for h in found {
+            if self.linked.len() >= DEPARTED_MAX {
+                return;
+            }
+            self.linked
+                .entry((h.dev, h.ino))
+                .or_default()
+                .push(h.clone());
+        }
+    }
+
     fn remember(&mut self, path: &RelPath, known: Known) {
         if self.known.len() >= DEPARTED_MAX {
             return;
@@ -902,13 +920,20 @@ fn comparable(
     path: &RelPath,
     found: &Node,
 ) -> Node {
+    let rules = rules.rules(path);
     let recorded = match view.entry(path) {
         Ok(Some(e)) if same_kind(&e.content, &found.content) => e.meta,
-        _ => return found.clone(),
+        // Nothing to compare with: only the extended attributes this
+        // host does not mirror are left out.
+        _ => {
+            let mut node = found.clone();
+            node.meta.xattrs = crate::owners::canonical_xattrs(&found.meta.xattrs, None, &rules);
+            return node;
+        }
     };
     Node {
         content: found.content.clone(),
-        meta: crate::owners::canonical(path, found.meta, &recorded, &rules.rules(path)),
+        meta: crate::owners::canonical(path, found.meta.clone(), &recorded, &rules),
     }
 }
 
@@ -1121,6 +1146,35 @@ impl ScanBaseline for IndexBaseline<'_> {
             .departed
             .and_then(|d| d.inodes.get(&(dev, ino)))
             .cloned())
+    }
+
+    /// The index's names only: a name an earlier piece found vanished
+    /// (`Departed`) no longer holds the inode.
+    fn paths_of_inode(&self, dev: u64, ino: u64) -> Result<Vec<RelPath>, BaselineError> {
+        let mut paths = self.index.paths_of_inode(dev, ino)?;
+        if let Some(met) = self.departed.and_then(|d| d.linked.get(&(dev, ino))) {
+            paths.extend(met.iter().map(|h| h.path.clone()));
+        }
+        Ok(paths)
+    }
+
+    /// What an earlier piece of this scan gave the path, else what the
+    /// index holds.
+    fn recorded_link(&self, path: &RelPath) -> Result<Option<Option<RelPath>>, BaselineError> {
+        let earlier = self.departed.and_then(|d| {
+            d.linked
+                .values()
+                .flatten()
+                .find(|h| h.path == *path)
+                .map(|h| h.link.clone())
+        });
+        if let Some(link) = earlier {
+            return Ok(Some(link));
+        }
+        Ok(match self.index.entry(path)? {
+            Some(e) if matches!(e.content, Content::File { .. }) => Some(e.meta.link.map(|l| *l)),
+            _ => None,
+        })
     }
 
     fn is_live(&self, path: &RelPath) -> Result<bool, BaselineError> {

@@ -21,7 +21,7 @@
 //! a file whose owner is the local rendering of its entry's owner (or
 //! whose kept owner differs) is not a change of this host's.
 
-use omirr_core::{Meta, Name, RelPath};
+use omirr_core::{Meta, Name, RelPath, Xattrs};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
@@ -51,6 +51,25 @@ pub struct MetaRules {
     /// How many numbered generations `SaveOld` keeps (`history`): `0`
     /// keeps one, `NAME.OLD`.
     pub history: usize,
+    /// `noxattrs`: this host's extended attributes (ACLs included) are
+    /// neither recorded nor set; what it has stays.
+    pub keep_xattrs: bool,
+    /// `noacls`: the same for the POSIX ACLs only.
+    pub keep_acls: bool,
+}
+
+impl MetaRules {
+    /// Whether the extended attribute `name` is mirrored at a path with
+    /// these rules (the classes this host handles at all are
+    /// [`crate::xattrs::handled`]'s).
+    pub fn mirrors_xattr(&self, name: &[u8]) -> bool {
+        match crate::xattrs::class(name) {
+            _ if self.keep_xattrs => false,
+            Some(crate::xattrs::Class::Acl) => !self.keep_acls,
+            Some(_) => true,
+            None => false,
+        }
+    }
 }
 
 /// The rules for each path; the daemon's plan implements it.
@@ -251,7 +270,7 @@ fn local_id(
 /// value, so that only a real change of this host's differs. For entries
 /// of the same kind only (a file's kept mode is no directory's).
 pub fn canonical(path: &RelPath, disk: Meta, recorded: &Meta, rules: &MetaRules) -> Meta {
-    let mut out = disk;
+    let mut out = disk.clone();
     let owner_same = match rules.owner {
         Check::Keep => true,
         Check::ByNumber => disk.uid == recorded.uid,
@@ -273,7 +292,28 @@ pub fn canonical(path: &RelPath, disk: Meta, recorded: &Meta, rules: &MetaRules)
     if rules.keep_mode {
         out.mode = recorded.mode;
     }
+    out.xattrs = canonical_xattrs(&disk.xattrs, Some(&recorded.xattrs), rules);
     out
+}
+
+/// The extended attributes found on disk (`disk`) as this host records
+/// them: those its rules mirror, plus, for those they leave alone, what
+/// the index recorded (`recorded`; none for a new path), so that a kept
+/// attribute is neither sent nor taken for a change.
+pub fn canonical_xattrs(disk: &Xattrs, recorded: Option<&Xattrs>, rules: &MetaRules) -> Xattrs {
+    let ours = |n: &[u8]| rules.mirrors_xattr(n);
+    let mirrored = disk.filtered(ours);
+    let Some(recorded) = recorded.filter(|r| r.iter().any(|(n, _)| !ours(n))) else {
+        return mirrored;
+    };
+    let pairs = mirrored
+        .iter()
+        .chain(recorded.filtered(|n| !ours(n)).iter())
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect();
+    // Both halves are valid and their names disjoint: this cannot fail,
+    // but if it did, what this host mirrors is the safe answer.
+    Xattrs::new(pairs).unwrap_or(mirrored)
 }
 
 #[cfg(test)]
@@ -292,6 +332,7 @@ mod tests {
             mtime_ns: 5,
             owner: Name::new(owner.as_bytes()).expect("name"),
             group: Name::new(group.as_bytes()).expect("name"),
+            ..Default::default()
         }
     }
 
@@ -341,15 +382,53 @@ mod tests {
     }
 
     #[test]
+    fn kept_attributes_take_the_recorded_ones() {
+        let x = |pairs: &[(&str, &str)]| {
+            Xattrs::new(
+                pairs
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
+            )
+            .expect("xattrs")
+        };
+        let acl = crate::xattrs::ACL_ACCESS;
+        let acl = std::str::from_utf8(acl).expect("utf-8");
+        let disk = x(&[("user.a", "here"), (acl, "disk acl")]);
+        let recorded = x(&[("user.a", "there"), (acl, "recorded acl")]);
+        let all = MetaRules::default();
+        assert_eq!(canonical_xattrs(&disk, Some(&recorded), &all), disk);
+        let no_acls = MetaRules {
+            keep_acls: true,
+            ..MetaRules::default()
+        };
+        assert_eq!(
+            canonical_xattrs(&disk, Some(&recorded), &no_acls),
+            x(&[("user.a", "here"), (acl, "recorded acl")])
+        );
+        let none = MetaRules {
+            keep_xattrs: true,
+            ..MetaRules::default()
+        };
+        assert_eq!(canonical_xattrs(&disk, Some(&recorded), &none), recorded);
+        // A new path records none of the kept ones.
+        assert_eq!(canonical_xattrs(&disk, None, &none), Xattrs::EMPTY);
+        assert_eq!(
+            canonical_xattrs(&disk, None, &no_acls),
+            x(&[("user.a", "here")])
+        );
+    }
+
+    #[test]
     fn a_local_rendering_or_a_kept_field_is_no_change() {
         let recorded = meta(4321, "root", 4321, "root", 0o640);
         let disk = meta(0, "root", 0, "root", 0o640);
         let rules = MetaRules::default();
-        assert_eq!(canonical(&p(), disk, &recorded, &rules), recorded);
+        assert_eq!(canonical(&p(), disk.clone(), &recorded, &rules), recorded);
         // A real change of mode shows.
         let chmod = Meta {
             mode: 0o600,
-            ..disk
+            ..disk.clone()
         };
         assert_eq!(canonical(&p(), chmod, &recorded, &rules).mode, 0o600);
         // By number, 0 is not 4321.

@@ -64,7 +64,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use omirr_core::observe::When;
 use omirr_core::tree::Node;
-use omirr_core::{Content, Hash, Meta, RelPath, Timestamp};
+use omirr_core::{Content, Hash, Meta, RelPath, Timestamp, Xattrs};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -142,6 +142,19 @@ pub trait ScanBaseline {
     /// The path last recorded for inode `ino` on device `dev` (any one, if
     /// it has several hard links).
     fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError>;
+
+    /// Every path recorded for inode `ino` on device `dev`: the names of
+    /// a hard-linked file that the index knows.
+    fn paths_of_inode(&self, dev: u64, ino: u64) -> Result<Vec<RelPath>, BaselineError> {
+        Ok(self.path_of_inode(dev, ino)?.into_iter().collect())
+    }
+
+    /// For a path the index holds as a live file: the hard link its
+    /// entry names ([`Meta::link`]; `Some(None)`: none, it leads).
+    /// `None` for anything else.
+    fn recorded_link(&self, _path: &RelPath) -> Result<Option<Option<RelPath>>, BaselineError> {
+        Ok(None)
+    }
 
     /// Whether `path` is believed present on disk, stat key or not (a file
     /// written moments ago has none yet, and may vanish all the same).
@@ -232,7 +245,7 @@ pub enum ScanIssue {
         op: &'static str,
         source: io::Error,
     },
-    #[error("{path} is a {kind}, which omirr does not mirror; left alone")]
+    #[error("{path} is a {kind}, which omirr does not mirror; left alone (said once)")]
     Unsupported { path: RelPath, kind: &'static str },
     #[error("{path} kept changing while it was scanned; skipped, the watcher reports it once it settles")]
     Unstable { path: RelPath },
@@ -241,6 +254,25 @@ pub enum ScanIssue {
 }
 
 impl ScanIssue {
+    /// Whether the issue is worth a log line: every issue is, but a
+    /// socket or device node ([`ScanIssue::Unsupported`]) only the first
+    /// time this process meets it at that path, whatever number of scans
+    /// and watcher events meet it again (up to [`UNSUPPORTED_REMEMBERED`]
+    /// paths; past that, each is logged again).
+    pub fn worth_logging(&self) -> bool {
+        let ScanIssue::Unsupported { path, kind } = self else {
+            return true;
+        };
+        static SEEN: std::sync::Mutex<Option<HashSet<(RelPath, &'static str)>>> =
+            std::sync::Mutex::new(None);
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = seen.get_or_insert_with(HashSet::new);
+        if seen.len() >= UNSUPPORTED_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert((path.clone(), kind))
+    }
+
     /// The path the scan could not establish.
     pub fn path(&self) -> &RelPath {
         match self {
@@ -251,6 +283,10 @@ impl ScanIssue {
         }
     }
 }
+
+/// How many sockets and device nodes [`ScanIssue::worth_logging`]
+/// remembers having reported.
+pub const UNSUPPORTED_REMEMBERED: usize = 10_000;
 
 /// What aborts a scan: the root is unusable, or the baseline failed.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +321,20 @@ pub struct ScanReport {
     pub vanished: Vec<Vanished>,
     pub issues: Vec<ScanIssue>,
     pub stats: ScanStats,
+    /// Every name found of a file with several (hard links).
+    pub hard_links: Vec<HardLink>,
+}
+
+/// One name of a file with several, as a scan found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HardLink {
+    /// The inode: device and number.
+    pub dev: u64,
+    pub ino: u64,
+    pub path: RelPath,
+    /// The name it was given to link to ([`Meta::link`]; `None`: it
+    /// leads).
+    pub link: Option<RelPath>,
 }
 
 impl ScanReport {
@@ -336,6 +386,7 @@ pub fn scan(
         walker.top(&root_fd, top)?;
     }
     walker.vanished()?;
+    walker.assign_links()?;
     Ok(walker.report)
 }
 
@@ -414,6 +465,9 @@ struct Walker<'a> {
     /// Files with several links hashed in this scan, so that the other
     /// links are not read again.
     links: HashMap<(u64, u64), (StatKey, Hash)>,
+    /// The files with several names met, by inode: their places in
+    /// `report.found` (see [`Walker::assign_links`]).
+    linked: HashMap<(u64, u64), Vec<usize>>,
     /// The ctime of every directory seen (and of the tops' ancestors):
     /// witnesses for deletions below them.
     dir_ctimes: HashMap<RelPath, Timestamp>,
@@ -438,6 +492,7 @@ impl<'a> Walker<'a> {
             baseline,
             buf: AlignedBuf::new(BUF_SIZE),
             links: HashMap::new(),
+            linked: HashMap::new(),
             dir_ctimes: HashMap::new(),
             unsure: HashSet::new(),
             outside_vanished: BTreeMap::new(),
@@ -577,6 +632,7 @@ impl<'a> Walker<'a> {
                 FileType::RegularFile => self.file(dir, name, &path, &st)?,
                 FileType::Directory => self.dir(dir, name, &path, &st)?,
                 FileType::Symlink => self.symlink(dir, name, &path, &st)?,
+                FileType::Fifo => self.fifo(dir, name, &path, &st)?,
                 other => {
                     self.issue(ScanIssue::Unsupported {
                         path,
@@ -645,6 +701,15 @@ impl<'a> Walker<'a> {
             },
         };
         let key = key_of(&st);
+        let Some(xattrs) = self.xattrs(dir, name, path) else {
+            return Ok(Step::Done);
+        };
+        if linked {
+            self.linked
+                .entry((key.dev, key.ino))
+                .or_default()
+                .push(self.report.found.len());
+        }
         if linked {
             self.links.insert((key.dev, key.ino), (key, hash));
         }
@@ -661,7 +726,10 @@ impl<'a> Walker<'a> {
                     size: key.size,
                     hash,
                 },
-                meta: meta_of(&st),
+                meta: Meta {
+                    xattrs,
+                    ..meta_of(&st)
+                },
             },
             key,
             ctime: ctime_of(&st),
@@ -750,12 +818,140 @@ impl<'a> Walker<'a> {
         if (k.dev, k.ino) != (lk.dev, lk.ino) {
             return Ok(Step::Changed);
         }
-        self.found_dir(path, &st)?;
+        let xattrs = match crate::xattrs::read_fd(fd.as_fd()) {
+            Ok(x) => x,
+            Err(e) => {
+                self.issue(ScanIssue::Io {
+                    path: path.clone(),
+                    op: "read the extended attributes of",
+                    source: e,
+                });
+                return Ok(Step::Done);
+            }
+        };
+        self.found_dir_with(path, &st, xattrs)?;
         self.walk_dir(fd.as_fd(), path)?;
         Ok(Step::Done)
     }
 
+    /// Gives every file met with several names the name that leads its
+    /// inode's names ([`Meta::link`]), the same whatever order the names
+    /// were met in. Among the names (those met, and those the baseline
+    /// records for the inode): the one a name's entry already links to,
+    /// if it is still one of them, is kept (no change for nothing); else
+    /// the smallest of those the baseline records as leading; else the
+    /// smallest.
+    fn assign_links(&mut self) -> Result<(), ScanError> {
+        let linked = std::mem::take(&mut self.linked);
+        for ((dev, ino), places) in linked {
+            let Some(first) = places.first().map(|&i| self.report.found[i].path.clone()) else {
+                continue;
+            };
+            let err = |source| ScanError::Baseline {
+                path: first.clone(),
+                source,
+            };
+            let mut names: Vec<RelPath> = self.baseline.paths_of_inode(dev, ino).map_err(err)?;
+            names.extend(places.iter().map(|&i| self.report.found[i].path.clone()));
+            names.sort();
+            names.dedup();
+            let mut recorded = HashMap::new();
+            for n in &names {
+                if let Some(link) = self.baseline.recorded_link(n).map_err(err)? {
+                    recorded.insert(n.clone(), link);
+                }
+            }
+            let fallback = recorded
+                .iter()
+                .filter(|(_, link)| link.is_none())
+                .map(|(n, _)| n)
+                .min()
+                .or(names.first())
+                .cloned();
+            for &i in &places {
+                let path = &self.report.found[i].path;
+                let kept = match recorded.get(path) {
+                    Some(Some(l)) if names.contains(l) => Some(l.clone()),
+                    _ => None,
+                };
+                let leader = kept.or_else(|| fallback.clone());
+                let link = leader.filter(|l| l != path);
+                self.report.hard_links.push(HardLink {
+                    dev,
+                    ino,
+                    path: path.clone(),
+                    link: link.clone(),
+                });
+                self.report.found[i].node.meta.link = link.map(Box::new);
+            }
+        }
+        Ok(())
+    }
+
+    /// The extended attributes of `name` in `dir` (see [`crate::xattrs`]);
+    /// `None`, with an issue reported, if they cannot be read.
+    fn xattrs(&mut self, dir: BorrowedFd<'_>, name: &[u8], path: &RelPath) -> Option<Xattrs> {
+        match crate::xattrs::read_at(dir, name) {
+            Ok(x) => Some(x),
+            // Gone since the stat: the watcher reports what replaced it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.issue(ScanIssue::Io {
+                    path: path.clone(),
+                    op: "read the extended attributes of",
+                    source: e,
+                });
+                None
+            }
+        }
+    }
+
+    /// A named pipe: its metadata only (it is never opened).
+    fn fifo(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        path: &RelPath,
+        st: &rustix::fs::Stat,
+    ) -> Result<Step, ScanError> {
+        let key = key_of(st);
+        let Some(xattrs) = self.xattrs(dir, name, path) else {
+            return Ok(Step::Done);
+        };
+        let known = self.known(path)?;
+        let renamed_from = self
+            .moved_from(path, &key, known.as_ref(), &|k| {
+                matches!(k.content, Content::Fifo)
+            })?
+            .map(|(old, _)| old);
+        self.report.found.push(Found {
+            path: path.clone(),
+            node: Node {
+                content: Content::Fifo,
+                meta: Meta {
+                    xattrs,
+                    ..meta_of(st)
+                },
+            },
+            key,
+            ctime: ctime_of(st),
+            hashed: false,
+            racy: false,
+            renamed_from,
+        });
+        Ok(Step::Done)
+    }
+
     fn found_dir(&mut self, path: &RelPath, st: &rustix::fs::Stat) -> Result<(), ScanError> {
+        self.found_dir_with(path, st, Xattrs::EMPTY)
+    }
+
+    fn found_dir_with(
+        &mut self,
+        path: &RelPath,
+        st: &rustix::fs::Stat,
+        xattrs: Xattrs,
+    ) -> Result<(), ScanError> {
         let key = key_of(st);
         let known = self.known(path)?;
         let renamed_from = self
@@ -768,7 +964,10 @@ impl<'a> Walker<'a> {
             path: path.clone(),
             node: Node {
                 content: Content::Dir,
-                meta: meta_of(st),
+                meta: Meta {
+                    xattrs,
+                    ..meta_of(st)
+                },
             },
             key,
             ctime,
@@ -1536,7 +1735,11 @@ mod tests {
         let (fa, fb) = (r.get(&p("a")).expect("a"), r.get(&p("b")).expect("b"));
         assert!(fa.hashed && !fb.hashed);
         assert_eq!(file_hash(fa), *blake3::hash(b"shared").as_bytes());
-        assert_eq!(fa.node, fb.node);
+        assert_eq!(fa.node.content, fb.node.content);
+        // a leads (the smaller name), b names it.
+        assert_eq!(fa.node.meta.link, None);
+        assert_eq!(fb.node.meta.link.as_deref(), Some(&p("a")));
+        assert_eq!(r.get(&p("c")).expect("c").node.meta.link, None);
         assert_eq!(fb.renamed_from, None);
     }
 
@@ -1664,26 +1867,38 @@ mod tests {
     }
 
     #[test]
-    fn special_files_are_issues_and_not_vanished() {
+    fn sockets_are_issues_and_not_vanished_and_fifos_are_found() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path();
+        put(root, "sock", b"was a file");
         put(root, "fifo", b"was a file");
         let base = trusted(&scan_all(root, &MemBaseline::new()));
+        fs::remove_file(root.join("sock")).expect("rm");
+        let _listener = std::os::unix::net::UnixListener::bind(root.join("sock")).expect("bind");
         fs::remove_file(root.join("fifo")).expect("rm");
         nix::unistd::mkfifo(
             &root.join("fifo"),
-            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
         )
         .expect("mkfifo");
 
         let r = scan_all(root, &base);
-        assert!(r.found.is_empty());
         assert!(r.vanished.is_empty());
         assert!(
-            matches!(&r.issues[..], [ScanIssue::Unsupported { kind: "FIFO", .. }]),
+            matches!(
+                &r.issues[..],
+                [ScanIssue::Unsupported { kind: "socket", .. }]
+            ),
             "{:?}",
             r.issues
         );
+        let fifo = r.get(&p("fifo")).expect("the FIFO");
+        assert_eq!(fifo.node.content, Content::Fifo);
+        assert_eq!(fifo.node.meta.mode, 0o640);
+        assert_eq!(r.found.len(), 1, "{:?}", r.found);
+        // Said once per path, however often it is met.
+        assert!(r.issues[0].worth_logging());
+        assert!(!r.issues[0].worth_logging());
     }
 
     #[test]

@@ -35,11 +35,17 @@ impl fmt::Display for Shown<'_> {
         let c = self.0;
         write!(f, "{}: ", c.path)?;
         match &c.entry.content {
-            Content::File { size, .. } => write!(f, "file {}", Size(*size))?,
+            Content::File { size, .. } => {
+                write!(f, "file {}", Size(*size))?;
+                if let Some(leader) = &c.entry.meta.link {
+                    write!(f, " (a hard link to {leader})")?;
+                }
+            }
             Content::Dir => f.write_str("directory")?,
             Content::Symlink { target } => {
                 write!(f, "symlink to {}", omirr_core::path::escape(target))?
             }
+            Content::Fifo => f.write_str("FIFO")?,
             Content::Deleted => f.write_str("removed")?,
         }
         write!(f, ", version {}", c.entry.version)
@@ -60,11 +66,14 @@ impl fmt::Display for Did<'_> {
                     Content::File { .. } => "file",
                     Content::Dir => "directory",
                     Content::Symlink { .. } => "symlink",
+                    Content::Fifo => "FIFO",
                     Content::Deleted => "entry",
                 };
                 write!(f, "remove {what} {path}")
             }
             Action::MakeDir { path, .. } => write!(f, "mkdir {path}"),
+            Action::MakeFifo { path, .. } => write!(f, "mkfifo {path}"),
+            Action::Link { from, to, .. } => write!(f, "link {to} -> {from}"),
             Action::WriteFile {
                 path, size, source, ..
             } => {

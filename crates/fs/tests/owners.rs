@@ -37,6 +37,7 @@ fn meta(mode: u32, uid: u32, owner: &str, gid: u32, group: &str) -> Meta {
         mtime_ns: 1_000_000_000_000_000_000,
         owner: name(owner),
         group: name(group),
+        ..Default::default()
     }
 }
 
@@ -76,7 +77,7 @@ fn owners_and_groups_go_by_name_unless_by_number() {
     let dir = tempfile::tempdir().expect("tempdir");
     let m = meta(0o640, 4321, "root", 4322, "root");
     let ap = applier(dir.path(), MetaRules::default());
-    ap.apply(&[write("f", b"x", m)], &mut Bytes(b"x".to_vec()))
+    ap.apply(&[write("f", b"x", m.clone())], &mut Bytes(b"x".to_vec()))
         .expect("apply");
     let md = fs::metadata(dir.path().join("f")).expect("stat");
     assert_eq!((md.uid(), md.gid()), (0, 0), "by name");
@@ -87,7 +88,7 @@ fn owners_and_groups_go_by_name_unless_by_number() {
         ..MetaRules::default()
     };
     let ap = applier(dir.path(), numbers);
-    ap.apply(&[write("g", b"x", m)], &mut Bytes(b"x".to_vec()))
+    ap.apply(&[write("g", b"x", m.clone())], &mut Bytes(b"x".to_vec()))
         .expect("apply");
     let md = fs::metadata(dir.path().join("g")).expect("stat");
     assert_eq!((md.uid(), md.gid()), (4321, 4322), "by number");
@@ -101,8 +102,11 @@ fn owners_and_groups_go_by_name_unless_by_number() {
         "omirr-no-such-group",
     );
     let ap = applier(dir.path(), MetaRules::default());
-    ap.apply(&[write("h", b"x", unknown)], &mut Bytes(b"x".to_vec()))
-        .expect("apply");
+    ap.apply(
+        &[write("h", b"x", unknown.clone())],
+        &mut Bytes(b"x".to_vec()),
+    )
+    .expect("apply");
     let md = fs::metadata(dir.path().join("h")).expect("stat");
     assert_eq!((md.uid(), md.gid()), (4321, 4322), "the number");
     let defaults = MetaRules {
@@ -111,8 +115,11 @@ fn owners_and_groups_go_by_name_unless_by_number() {
         ..MetaRules::default()
     };
     let ap = applier(dir.path(), defaults);
-    ap.apply(&[write("i", b"x", unknown)], &mut Bytes(b"x".to_vec()))
-        .expect("apply");
+    ap.apply(
+        &[write("i", b"x", unknown.clone())],
+        &mut Bytes(b"x".to_vec()),
+    )
+    .expect("apply");
     let md = fs::metadata(dir.path().join("i")).expect("stat");
     assert_eq!((md.uid(), md.gid()), (0, 0), "defowner, defgroup");
 }
@@ -134,8 +141,11 @@ fn kept_owner_group_and_mode_stay_on_existing_files_only() {
     };
     let ap = applier(dir.path(), keep);
     let theirs = meta(0o600, 1234, "", 1234, "");
-    ap.apply(&[write("f", b"new", theirs)], &mut Bytes(b"new".to_vec()))
-        .expect("apply");
+    ap.apply(
+        &[write("f", b"new", theirs.clone())],
+        &mut Bytes(b"new".to_vec()),
+    )
+    .expect("apply");
     let md = fs::metadata(&f).expect("stat");
     assert_eq!(fs::read(&f).expect("read"), b"new", "the content changes");
     assert_eq!(md.mode() & 0o7777, 0o644, "the mode stays");
@@ -147,7 +157,7 @@ fn kept_owner_group_and_mode_stay_on_existing_files_only() {
     ap.apply(
         &[Action::SetMeta {
             path: p("f"),
-            meta: theirs,
+            meta: theirs.clone(),
         }],
         &mut Bytes(Vec::new()),
     )
@@ -158,8 +168,11 @@ fn kept_owner_group_and_mode_stay_on_existing_files_only() {
         assert_eq!((md.uid(), md.gid()), (0, 0), "nor a chown");
     }
 
-    ap.apply(&[write("new", b"x", theirs)], &mut Bytes(b"x".to_vec()))
-        .expect("apply");
+    ap.apply(
+        &[write("new", b"x", theirs.clone())],
+        &mut Bytes(b"x".to_vec()),
+    )
+    .expect("apply");
     let md = fs::metadata(dir.path().join("new")).expect("stat");
     assert_eq!(md.mode() & 0o7777, 0o600, "a new file gets the peer's mode");
     if is_root() {
@@ -183,7 +196,7 @@ fn history_keeps_numbered_generations() {
         ap.apply(
             &[
                 Action::SaveOld { path: p("f") },
-                write("f", v.as_bytes(), m),
+                write("f", v.as_bytes(), m.clone()),
             ],
             &mut Bytes(v.as_bytes().to_vec()),
         )
@@ -226,6 +239,7 @@ fn the_scan_takes_no_local_rendering_or_kept_field_for_a_change() {
         mtime_ns,
         owner,
         group,
+        ..Default::default()
     };
     index
         .record(&[Change {

@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mtime_ns: 1_764_633_600_123_456_789,
         owner: name,
         group: name,
+        ..Default::default()
     };
     let mut ts = 1_764_633_600_000_000_000u64;
     let mut changes: Vec<(Change, StatUpdate)> = Vec::new();

@@ -44,11 +44,12 @@ use std::path::{Path, PathBuf};
 ///   sequence of the entry with the stat (or the path of a stat without
 ///   one). A format-2 index is converted when opened
 ///   (`Index::convert_from_2`).
-/// - 4: an entry may carry its base, the version it replaced (a second
-///   flags byte, see `record`); a set-aside change holds it too. A
-///   format-3 entry value is a format-4 value as it is; the set-aside
-///   changes are re-encoded when a format-3 index is opened
-///   (`Index::convert_from_3`).
+/// - 4: a second flags byte in an entry's value (see `record`) for what
+///   format 3 could not hold: an entry's base (the version it replaced),
+///   FIFOs, extended attributes and hard links. A format-3 entry value is
+///   a format-4 value as it is; the set-aside changes (serde-encoded
+///   changes, whose `Entry` and `Meta` gained fields) are re-encoded when
+///   a format-3 index is opened (`Index::convert_from_3`).
 pub const FORMAT: u32 = 4;
 
 /// The database file's name in the state directory.
@@ -73,11 +74,12 @@ pub(crate) struct Stored {
     pub(crate) entry: EntryV3,
 }
 
-/// An entry as formats 2 and 3 encoded it with serde: without a base.
+/// An entry as formats 2 and 3 encoded it with serde: without a base,
+/// and with format 3's [`v3::Meta`] (no extended attributes, no link).
 #[derive(Deserialize)]
 pub(crate) struct EntryV3 {
     content: Content,
-    meta: omirr_core::Meta,
+    meta: v3::Meta,
     version: omirr_core::Version,
 }
 
@@ -85,7 +87,7 @@ impl EntryV3 {
     fn into_entry(self) -> Entry {
         Entry {
             content: self.content,
-            meta: self.meta,
+            meta: self.meta.into(),
             version: self.version,
             base: None,
         }
@@ -96,7 +98,7 @@ impl EntryV3 {
 #[derive(Serialize)]
 pub(crate) struct EntryV3Ref<'a> {
     content: &'a Content,
-    meta: &'a omirr_core::Meta,
+    meta: v3::Meta,
     version: &'a omirr_core::Version,
 }
 
@@ -104,28 +106,10 @@ impl<'a> EntryV3Ref<'a> {
     fn of(e: &'a Entry) -> EntryV3Ref<'a> {
         EntryV3Ref {
             content: &e.content,
-            meta: &e.meta,
+            meta: v3::Meta::from(&e.meta),
             version: &e.version,
         }
     }
-}
-
-/// A set-aside change as formats 2 and 3 encoded it (see [`Aside`]).
-#[derive(Deserialize)]
-struct AsideV3 {
-    change: (RelPath, EntryV3),
-    reason: String,
-    attempts: u32,
-    since: u64,
-}
-
-/// [`AsideV3`], to encode.
-#[derive(Serialize)]
-struct AsideV3Ref<'a> {
-    change: (&'a RelPath, EntryV3Ref<'a>),
-    reason: &'a str,
-    attempts: u32,
-    since: u64,
 }
 
 /// A host's persisted index: the winning entry per path with its local
@@ -325,7 +309,7 @@ impl Index {
             .and_then(|g| <[u8; 4]>::try_from(g.value()).ok())
             .map(u32::from_le_bytes)
             .ok_or_else(|| corrupt(p, "its format version is missing or malformed"))?;
-        if (1..FORMAT).contains(&format) {
+        if (1..=3).contains(&format) {
             drop(meta);
             drop(txn);
             if format == 1 {
@@ -389,13 +373,17 @@ impl Index {
             let mut aside = txn.open_table(ASIDE).at(p, "opening a table")?;
             convert_table(p, &mut aside, "aside", |bytes| {
                 let old: v1::Aside = codec::decode(bytes)?;
-                let entry = old.change.entry.into_entry();
-                codec::encode(&AsideV3Ref {
-                    change: (&old.change.path, EntryV3Ref::of(&entry)),
-                    reason: &old.reason,
+                // Laid out as formats 2 and 3 have it; format 4's
+                // conversion takes it from there.
+                codec::encode(&v3::Aside::from(Aside {
+                    change: Change {
+                        path: old.change.path,
+                        entry: old.change.entry.into_entry(),
+                    },
+                    reason: old.reason,
                     attempts: old.attempts,
                     since: old.since,
-                })
+                }))
             })?;
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
             meta.insert(META_FORMAT, &2u32.to_le_bytes()[..])
@@ -526,10 +514,14 @@ impl Index {
         txn.commit().at(p, "committing the converted index")
     }
 
-    /// Converts a format-3 index to format 4 in one transaction. An
-    /// entry value needs nothing (format 4 writes one without a base as
-    /// format 3 did); each set-aside change is re-encoded with no base.
-    /// A crash leaves format 3, converted again at the next start.
+    /// Converts a format-3 index to format 4, in one transaction. Format
+    /// 4 added a second flags byte to an entry's value for what format 3
+    /// could not hold (an entry's base, FIFOs, extended attributes, hard
+    /// links; see [`crate::record`]); a value without them is encoded as
+    /// format 3 encoded it, so the entries stay as they are. The set-aside
+    /// changes hold [`Entry`] and [`Meta`] as encoded by serde, which
+    /// gained fields: they are re-encoded (with no base). A crash leaves
+    /// format 3, converted again at the next start.
     fn convert_from_3(&self) -> Result<(), IndexError> {
         let p = &self.path;
         let txn = self
@@ -539,16 +531,8 @@ impl Index {
         {
             let mut aside = txn.open_table(ASIDE).at(p, "opening a table")?;
             convert_table(p, &mut aside, "aside", |bytes| {
-                let old: AsideV3 = codec::decode(bytes)?;
-                codec::encode(&Aside {
-                    change: Change {
-                        path: old.change.0,
-                        entry: old.change.1.into_entry(),
-                    },
-                    reason: old.reason,
-                    attempts: old.attempts,
-                    since: old.since,
-                })
+                let old: v3::Aside = codec::decode(bytes)?;
+                codec::encode(&Aside::from(old))
             })?;
             let mut meta = txn.open_table(META).at(p, "opening the meta table")?;
             meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
@@ -1238,7 +1222,7 @@ impl Index {
                             .push(format!("{path} is deleted but not among the tombstones"));
                     }
                 }
-                Content::Dir | Content::Symlink { .. } => {}
+                Content::Dir | Content::Symlink { .. } | Content::Fifo => {}
             }
             if let Some(s) = stat {
                 has_inode(&path, &s, entry_inode_key(s.ino, seq))?;
@@ -1416,6 +1400,163 @@ mod v1 {
                 base: None,
             }
         }
+    }
+}
+
+/// Format 3's set-aside changes (formats 2 and 3 store them alike), for
+/// [`Index::convert_from_3`]: [`Meta`] without extended attributes and
+/// hard links.
+mod v3 {
+    use omirr_core::{Content, Name, RelPath, Version};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Aside {
+        change: Change,
+        reason: String,
+        attempts: u32,
+        since: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Change {
+        path: RelPath,
+        entry: Entry,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        content: Content,
+        meta: Meta,
+        version: Version,
+    }
+
+    /// Format 3's `Meta`: no extended attributes, no hard link.
+    #[derive(Serialize, Deserialize)]
+    pub(crate) struct Meta {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+        owner: Name,
+        group: Name,
+    }
+
+    impl From<&omirr_core::Meta> for Meta {
+        fn from(m: &omirr_core::Meta) -> Meta {
+            Meta {
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                mtime_ns: m.mtime_ns,
+                owner: m.owner,
+                group: m.group,
+            }
+        }
+    }
+
+    impl From<Meta> for omirr_core::Meta {
+        fn from(m: Meta) -> omirr_core::Meta {
+            omirr_core::Meta {
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                mtime_ns: m.mtime_ns,
+                owner: m.owner,
+                group: m.group,
+                ..omirr_core::Meta::default()
+            }
+        }
+    }
+
+    impl From<super::Aside> for Aside {
+        fn from(a: super::Aside) -> Aside {
+            let (path, e) = (a.change.path, a.change.entry);
+            let m = e.meta;
+            Aside {
+                change: Change {
+                    path,
+                    entry: Entry {
+                        content: e.content,
+                        meta: Meta {
+                            mode: m.mode,
+                            uid: m.uid,
+                            gid: m.gid,
+                            mtime_ns: m.mtime_ns,
+                            owner: m.owner,
+                            group: m.group,
+                        },
+                        version: e.version,
+                    },
+                },
+                reason: a.reason,
+                attempts: a.attempts,
+                since: a.since,
+            }
+        }
+    }
+
+    impl From<Aside> for super::Aside {
+        fn from(a: Aside) -> super::Aside {
+            let (path, e) = (a.change.path, a.change.entry);
+            let m = e.meta;
+            super::Aside {
+                change: omirr_core::Change {
+                    path,
+                    entry: omirr_core::Entry {
+                        content: e.content,
+                        meta: omirr_core::Meta {
+                            mode: m.mode,
+                            uid: m.uid,
+                            gid: m.gid,
+                            mtime_ns: m.mtime_ns,
+                            owner: m.owner,
+                            group: m.group,
+                            ..omirr_core::Meta::default()
+                        },
+                        version: e.version,
+                        base: None,
+                    },
+                },
+                reason: a.reason,
+                attempts: a.attempts,
+                since: a.since,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod v3_tests {
+    use super::*;
+
+    /// A set-aside change as format 3 stored it (crates/index/tests/
+    /// golden.rs had these bytes then) reads back through the
+    /// conversion, its metadata whole.
+    #[test]
+    fn a_format_3_aside_converts() {
+        const V3: &str = "127372762f7777772f696e6465782e68746d6c00fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c7068613863616e6e6f74207772697465207372762f7777772f696e6465782e68746d6c3a204e6f207370616365206c656674206f6e2064657669636503fc002c2e69";
+        let bytes: Vec<u8> = (0..V3.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&V3[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert!(
+            codec::decode::<Aside>(&bytes).is_err(),
+            "format 4 cannot read it as it is"
+        );
+        let old: v3::Aside = codec::decode(&bytes).expect("format 3's layout");
+        let aside = Aside::from(old);
+        let m = &aside.change.entry.meta;
+        assert_eq!((m.mode, m.uid, m.gid), (0o644, 33, 1000));
+        assert_eq!(m.owner.as_bytes(), b"www-data");
+        assert_eq!(m.group.as_bytes(), b"staff");
+        assert!(m.xattrs.is_empty() && m.link.is_none());
+        assert_eq!(aside.attempts, 3);
+        // And back: the layout is format 3's exactly.
+        assert_eq!(
+            codec::encode(&v3::Aside::from(aside)).expect("encode"),
+            bytes
+        );
     }
 }
 
@@ -1737,7 +1878,7 @@ impl<'t> Tables<'t> {
                     .insert(tombstone_key(entry.version.ts.0, path).as_slice(), ())
                     .at(p, "writing a tombstone")?;
             }
-            Content::Dir | Content::Symlink { .. } => {}
+            Content::Dir | Content::Symlink { .. } | Content::Fifo => {}
         }
         if let Some(s) = new_stat {
             self.pending_inodes.put(entry_inode_key(s.ino, seq), ());
@@ -1758,7 +1899,7 @@ impl<'t> Tables<'t> {
                     .remove(tombstone_key(old.version.ts.0, path).as_slice())
                     .at(self.path, "removing a tombstone")?;
             }
-            Content::Dir | Content::Symlink { .. } => {}
+            Content::Dir | Content::Symlink { .. } | Content::Fifo => {}
         }
         Ok(())
     }

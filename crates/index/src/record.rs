@@ -15,29 +15,33 @@
 //!            2 has a stat, 3 group is the owner's name, 4 meta is the
 //!            default (tombstones), 5 stat size = file size, 6 stat mtime
 //!            = meta mtime, 7 EXT: a second flags byte follows
-//! ext        if bit 7: u8: bit 0 has a base version; bits 1-6 kinds
-//!            (not written by this build); 7 reserved (0)
+//! ext        if bit 7: u8: bit 0 has a base version, 1 the kind is a
+//!            FIFO (kind bits 0, no content), 2 has extended attributes,
+//!            3 has a hard link's leader, 4-7 reserved (0)
 //! ts         u64 LE                  the version's timestamp
 //! host       varint length, bytes    the version's host (UTF-8)
 //! content    file: varint size, 32-byte hash; symlink: varint length,
-//!            target; dir and tombstone: nothing
+//!            target; dir, FIFO and tombstone: nothing
 //! meta       unless bit 4: varint mode, uid, gid; i64 LE mtime; u8
 //!            length + owner; unless bit 3, u8 length + group
 //! stat       if bit 2: varint dev, ino; varint size unless bit 5; i64 LE
 //!            mtime unless bit 6; zigzag varint ctime - mtime
 //! base       if ext bit 0: u64 LE timestamp, varint length + host
+//! xattrs     if ext bit 2: varint count, then per attribute (by name)
+//!            varint length + name, varint length + value
+//! link       if ext bit 3: varint length + the leader's path
 //! ```
 //!
-//! Fields that an EXT bit adds go at the end, in bit order. An entry
-//! without them (no base) has no EXT byte and encodes exactly as in
-//! format 3, so a format-3 value is a format-4 value.
+//! Fields that ext bits add go at the end, in bit order. An entry that
+//! needs none of them has no ext byte and is encoded exactly as format 3
+//! encoded it: a format-3 value is a format-4 value.
 //!
 //! Decoding refuses anything else: an unknown bit, a truncated field,
 //! trailing bytes, a name no user database could hold.
 
 use crate::codec::CodecError;
 use crate::StatKey;
-use omirr_core::{Content, Entry, HostId, Meta, Name, Seq, Timestamp, Version};
+use omirr_core::{Content, Entry, HostId, Meta, Name, RelPath, Seq, Timestamp, Version, Xattrs};
 
 const KIND_FILE: u8 = 0;
 const KIND_DIR: u8 = 1;
@@ -50,10 +54,16 @@ const META_DEFAULT: u8 = 1 << 4;
 const STAT_SIZE_IS_FILE_SIZE: u8 = 1 << 5;
 const STAT_MTIME_IS_META_MTIME: u8 = 1 << 6;
 const EXT: u8 = 1 << 7;
-/// In the EXT byte: the entry has a base version (at the end).
+/// In the ext byte: the entry has a base version (at the end).
 const EXT_HAS_BASE: u8 = 1 << 0;
-/// The EXT bits this build knows.
-const EXT_KNOWN: u8 = EXT_HAS_BASE;
+/// In the ext byte: the kind is a FIFO.
+const EXT_FIFO: u8 = 1 << 1;
+/// In the ext byte: extended attributes follow the base.
+const EXT_XATTRS: u8 = 1 << 2;
+/// In the ext byte: the path of the hard link's leader follows.
+const EXT_LINK: u8 = 1 << 3;
+/// Ext bits this build knows.
+const EXT_KNOWN: u8 = EXT_HAS_BASE | EXT_FIFO | EXT_XATTRS | EXT_LINK;
 
 /// A symlink target or host name longer than this is not ours: the value
 /// is corrupt (a target is at most `PATH_MAX`).
@@ -90,14 +100,31 @@ fn put_name(out: &mut Vec<u8>, n: &Name) {
 pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     put_varint(&mut out, seq);
+    let mut ext = 0;
     let (kind, file_size) = match &entry.content {
         Content::File { size, .. } => (KIND_FILE, Some(*size)),
         Content::Dir => (KIND_DIR, None),
         Content::Symlink { .. } => (KIND_SYMLINK, None),
+        Content::Fifo => {
+            ext |= EXT_FIFO;
+            (KIND_FILE, None)
+        }
         Content::Deleted => (KIND_DELETED, None),
     };
     let meta = &entry.meta;
+    if !meta.xattrs.is_empty() {
+        ext |= EXT_XATTRS;
+    }
+    if meta.link.is_some() {
+        ext |= EXT_LINK;
+    }
+    if entry.base.is_some() {
+        ext |= EXT_HAS_BASE;
+    }
     let mut flags = kind;
+    if ext != 0 {
+        flags |= EXT;
+    }
     let meta_default = *meta == Meta::default();
     if meta_default {
         flags |= META_DEFAULT;
@@ -113,13 +140,6 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
             flags |= STAT_MTIME_IS_META_MTIME;
         }
     }
-    let mut ext = 0u8;
-    if entry.base.is_some() {
-        ext |= EXT_HAS_BASE;
-    }
-    if ext != 0 {
-        flags |= EXT;
-    }
     out.push(flags);
     if ext != 0 {
         out.push(ext);
@@ -132,7 +152,7 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
             out.extend_from_slice(hash);
         }
         Content::Symlink { target } => put_bytes(&mut out, target),
-        Content::Dir | Content::Deleted => {}
+        Content::Dir | Content::Fifo | Content::Deleted => {}
     }
     if !meta_default {
         put_varint(&mut out, meta.mode.into());
@@ -158,6 +178,16 @@ pub fn encode(seq: Seq, entry: &Entry, stat: Option<&StatKey>) -> Vec<u8> {
     if let Some(base) = &entry.base {
         out.extend_from_slice(&base.ts.0.to_le_bytes());
         put_bytes(&mut out, base.host.as_str().as_bytes());
+    }
+    if ext & EXT_XATTRS != 0 {
+        put_varint(&mut out, meta.xattrs.len() as u64);
+        for (name, value) in meta.xattrs.iter() {
+            put_bytes(&mut out, name);
+            put_bytes(&mut out, value);
+        }
+    }
+    if let Some(link) = &meta.link {
+        put_bytes(&mut out, link.as_bytes());
     }
     out
 }
@@ -230,6 +260,7 @@ impl<'a> Reader<'a> {
 pub struct RawRecord<'a> {
     pub seq: Seq,
     flags: u8,
+    fifo: bool,
     ts: u64,
     host: &'a str,
     file: Option<(u64, &'a [u8])>,
@@ -244,32 +275,31 @@ impl<'a> RawRecord<'a> {
         let mut r = Reader { bytes };
         let seq = r.varint()?;
         let flags = r.u8()?;
-        let ext = if flags & EXT != 0 {
-            let ext = r.u8()?;
-            if ext & !EXT_KNOWN != 0 {
-                return Err(err("has an unknown flag"));
-            }
-            if ext == 0 {
-                return Err(err("has an empty second flags byte"));
-            }
-            ext
-        } else {
-            0
-        };
+        let ext = if flags & EXT != 0 { r.u8()? } else { 0 };
+        if ext & !EXT_KNOWN != 0 {
+            return Err(err("has an unknown flag"));
+        }
+        if flags & EXT != 0 && ext == 0 {
+            return Err(err("has an empty second flags byte"));
+        }
+        let fifo = ext & EXT_FIFO != 0;
+        if fifo && flags & KIND_MASK != KIND_FILE {
+            return Err(err("has flags that contradict each other"));
+        }
         let ts = r.u64_le()?;
         let host = std::str::from_utf8(r.bytes()?)
             .map_err(|_| err("has a host name that is not UTF-8"))?;
         let kind = flags & KIND_MASK;
         let (mut file, mut target) = (None, &[][..]);
         match kind {
-            KIND_FILE => {
+            KIND_FILE if !fifo => {
                 let size = r.varint()?;
                 file = Some((size, r.take(32)?));
             }
             KIND_SYMLINK => target = r.bytes()?,
             _ => {}
         }
-        let meta = if flags & META_DEFAULT != 0 {
+        let mut meta = if flags & META_DEFAULT != 0 {
             if flags & GROUP_IS_OWNER != 0 {
                 return Err(err("has flags that contradict each other"));
             }
@@ -292,6 +322,8 @@ impl<'a> RawRecord<'a> {
                 mtime_ns,
                 owner,
                 group,
+                xattrs: Xattrs::EMPTY,
+                link: None,
             }
         };
         let stat = if flags & HAS_STAT != 0 {
@@ -328,6 +360,25 @@ impl<'a> RawRecord<'a> {
         } else {
             None
         };
+        if ext & EXT_XATTRS != 0 {
+            let count = r.varint()?;
+            if count == 0 || count > Xattrs::MAX_COUNT as u64 {
+                return Err(err("has an impossible count of extended attributes"));
+            }
+            let mut pairs = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let name = r.bytes()?.to_vec();
+                let value = r.bytes()?.to_vec();
+                pairs.push((name, value));
+            }
+            meta.xattrs =
+                Xattrs::new(pairs).map_err(|e| CodecError::new(format!("an entry value's {e}")))?;
+        }
+        if ext & EXT_LINK != 0 {
+            let link = RelPath::new(r.bytes()?.to_vec())
+                .map_err(|e| CodecError::new(format!("an entry value's hard link: {e}")))?;
+            meta.link = Some(Box::new(link));
+        }
         if !r.bytes.is_empty() {
             return Err(CodecError::new(format!(
                 "{} trailing bytes after an entry value",
@@ -337,6 +388,7 @@ impl<'a> RawRecord<'a> {
         Ok(RawRecord {
             seq,
             flags,
+            fifo,
             ts,
             host,
             file,
@@ -354,6 +406,7 @@ impl<'a> RawRecord<'a> {
 
     pub fn entry(&self) -> Entry {
         let content = match (self.flags & KIND_MASK, self.file) {
+            _ if self.fifo => Content::Fifo,
             (KIND_FILE, Some((size, h))) => {
                 let mut hash = [0u8; 32];
                 hash.copy_from_slice(h);
@@ -367,7 +420,7 @@ impl<'a> RawRecord<'a> {
         };
         Entry {
             content,
-            meta: self.meta,
+            meta: self.meta.clone(),
             version: Version {
                 ts: Timestamp(self.ts),
                 host: HostId::new(self.host),
@@ -411,10 +464,26 @@ mod tests {
             mtime_ns: -5,
             owner: Name::new(b"ann").expect("name"),
             group: Name::new(b"staff").expect("name"),
+            ..Meta::default()
         };
         let same = Meta {
             group: named.owner,
-            ..named
+            ..named.clone()
+        };
+        // Format 4's additions: attributes, a hard link's leader.
+        let extended = Meta {
+            xattrs: Xattrs::new(vec![
+                (b"user.a".to_vec(), b"\0\xff".to_vec()),
+                (b"system.posix_acl_access".to_vec(), vec![2, 0, 0, 0]),
+                (b"user.empty".to_vec(), Vec::new()),
+            ])
+            .expect("xattrs"),
+            link: Some(Box::new(RelPath::new(&b"srv/leader"[..]).expect("path"))),
+            ..named.clone()
+        };
+        let only_link = Meta {
+            link: Some(Box::new(RelPath::new(&b"x"[..]).expect("path"))),
+            ..named.clone()
         };
         let stats = [
             None,
@@ -442,6 +511,7 @@ mod tests {
             Content::Symlink {
                 target: b"../\xff".to_vec(),
             },
+            Content::Fifo,
             Content::Deleted,
         ];
         let bases = [
@@ -452,11 +522,11 @@ mod tests {
             }),
         ];
         for content in contents {
-            for meta in [named, same, Meta::default()] {
+            for meta in [&named, &same, &extended, &only_link, &Meta::default()] {
                 for (stat, base) in stats.iter().flat_map(|s| bases.iter().map(move |b| (s, b))) {
                     let e = Entry {
                         base: base.clone(),
-                        ..entry(content.clone(), meta)
+                        ..entry(content.clone(), meta.clone())
                     };
                     for seq in [0, 1, 300, u64::MAX] {
                         let bytes = encode(seq, &e, stat.as_ref());
@@ -487,6 +557,7 @@ mod tests {
                 mtime_ns: 1_764_633_600_123_456_789,
                 owner: Name::new(b"root").expect("name"),
                 group: Name::new(b"root").expect("name"),
+                ..Meta::default()
             },
         );
         let stat = StatKey {
@@ -512,13 +583,38 @@ mod tests {
     #[test]
     fn junk_is_refused() {
         assert!(decode(&[]).is_err());
-        // An unknown flag in the second flags byte, and an empty one.
-        for ext in [1 << 7, 1 << 6, 0] {
-            let mut b = vec![1, EXT | KIND_DIR | META_DEFAULT, ext];
+        // An unknown flag in the ext byte, and an ext byte with none.
+        for ext in [1 << 7, 1 << 4, 0] {
+            let mut b = vec![1, EXT | KIND_DIR, ext];
             b.extend_from_slice(&[0; 8]);
             b.push(0);
             assert!(decode(&b).is_err(), "ext {ext:#x}");
         }
+        // A FIFO that says it is a directory.
+        let mut b = vec![1, EXT | KIND_DIR, EXT_FIFO];
+        b.extend_from_slice(&[0; 8]);
+        b.push(0);
+        assert!(decode(&b).is_err());
+        // Attributes named twice, or out of order.
+        let e = entry(
+            Content::Dir,
+            Meta {
+                xattrs: Xattrs::new(vec![
+                    (b"user.a".to_vec(), b"1".to_vec()),
+                    (b"user.b".to_vec(), b"2".to_vec()),
+                ])
+                .expect("xattrs"),
+                ..Meta::default()
+            },
+        );
+        let good = encode(1, &e, None);
+        let at = good
+            .windows(6)
+            .position(|w| w == b"user.b")
+            .expect("the second name");
+        let mut twice = good.clone();
+        twice[at + 5] = b'a';
+        assert!(decode(&twice).is_err());
         // A varint of eleven bytes.
         assert!(decode(&[0xff; 11]).is_err());
     }

@@ -1,4 +1,5 @@
-//! The tables of format 4 (as format 3's) and how their keys are built.
+//! The tables of format 4 (format 3's, with a longer entry value; see
+//! [`crate::record`]) and how their keys are built.
 //!
 //! Paths are stored as their raw bytes, so redb's byte order is
 //! [`RelPath`]'s order and "everything below a directory" is one range

@@ -730,7 +730,22 @@ fn a_format_3_index_is_converted_when_opened() {
             let mut aside = txn.open_table(ASIDE).expect("aside");
             let e = &old.entry;
             let a = crate::codec::encode(&(
-                (&old.path, (&e.content, &e.meta, &e.version)),
+                // Format 3's Meta: no extended attributes, no hard link.
+                (
+                    &old.path,
+                    (
+                        &e.content,
+                        (
+                            e.meta.mode,
+                            e.meta.uid,
+                            e.meta.gid,
+                            e.meta.mtime_ns,
+                            e.meta.owner,
+                            e.meta.group,
+                        ),
+                        &e.version,
+                    ),
+                ),
                 "why".to_string(),
                 2u32,
                 3u64,
@@ -986,8 +1001,22 @@ fn a_format_2_index_is_converted_when_opened_and_answers_the_same() {
             for (seq, c) in (1u64..).zip(&changes) {
                 // Format 2's entry: no base.
                 let e = &c.entry;
-                let v = crate::codec::encode(&(seq, (&e.content, &e.meta, &e.version)))
-                    .expect("encode");
+                let v = crate::codec::encode(&(
+                    seq,
+                    (
+                        &e.content,
+                        (
+                            e.meta.mode,
+                            e.meta.uid,
+                            e.meta.gid,
+                            e.meta.mtime_ns,
+                            e.meta.owner,
+                            e.meta.group,
+                        ),
+                        &e.version,
+                    ),
+                ))
+                .expect("encode");
                 let path = c.path.as_bytes();
                 entries.insert(path, v.as_slice()).expect("entry");
                 by_seq.insert(seq, path).expect("by_seq");

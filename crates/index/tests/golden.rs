@@ -5,7 +5,7 @@
 //! format when an index is opened (as `Index::convert_from_1` does), and
 //! only then update the bytes here.
 
-use omirr_core::{Change, Content, Entry, HostId, Meta, Name, RelPath, Timestamp, Version};
+use omirr_core::{Change, Content, Entry, HostId, Meta, Name, RelPath, Timestamp, Version, Xattrs};
 use omirr_index::fuzzing::{
     decode_aside, decode_entry, decode_record, encode_aside, encode_entry, encode_record,
 };
@@ -23,6 +23,7 @@ fn meta(mode: u32) -> Meta {
         mtime_ns: 1_764_633_600_123_456_789,
         owner: name("www-data"),
         group: name("staff"),
+        ..Meta::default()
     }
 }
 
@@ -34,8 +35,8 @@ fn version(host: &str) -> Version {
 }
 
 /// One entry of each kind, with the bytes format 4 stores for it under
-/// sequence 4242 (an entry without a base: as format 3 did), and one
-/// with a base.
+/// sequence 4242. Those format 3 could hold are stored as format 3 stored
+/// them (the same bytes): a format-3 value is a format-4 value.
 fn entries() -> Vec<(Entry, &'static str)> {
     let mut hash = [0u8; 32];
     for (i, b) in hash.iter_mut().enumerate() {
@@ -95,6 +96,34 @@ fn entries() -> Vec<(Entry, &'static str)> {
             },
             FILE_WITH_BASE,
         ),
+        (
+            Entry {
+                content: Content::Fifo,
+                meta: meta(0o640),
+                version: version("alpha"),
+                base: None,
+            },
+            FIFO,
+        ),
+        (
+            Entry {
+                content: Content::File { size: 12_595, hash },
+                meta: Meta {
+                    xattrs: Xattrs::new(vec![
+                        (b"user.comment".to_vec(), b"kept".to_vec()),
+                        (b"system.posix_acl_access".to_vec(), vec![2, 0, 0, 0]),
+                    ])
+                    .expect("xattrs"),
+                    link: Some(Box::new(
+                        RelPath::new(b"srv/leader".to_vec()).expect("path"),
+                    )),
+                    ..meta(0o644)
+                },
+                version: version("alpha"),
+                base: None,
+            },
+            EXTENDED,
+        ),
     ]
 }
 
@@ -106,9 +135,18 @@ const TOMBSTONE: &str = "922113b1689621e93c7d1805616c706861";
 /// The file above with a base: flags | EXT (0x80), the EXT byte (bit 0:
 /// a base), and at the end the base's timestamp (u64 LE) and host.
 const FILE_WITH_BASE: &str = "92218001b1689621e93c7d1805616c706861b362000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa40321e80715cd13eee83c7d18087777772d646174610573746166660100b8e6e83c7d180462657461";
+/// Format 4: a FIFO (ext bit 1).
+const FIFO: &str =
+    "92218002b1689621e93c7d1805616c706861a00321e80715cd13eee83c7d18087777772d64617461057374616666";
+/// Format 4: a file with extended attributes (ext bit 2) and a hard
+/// link's leader (ext bit 3).
+const EXTENDED: &str = "9221800cb1689621e93c7d1805616c706861b362000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa40321e80715cd13eee83c7d18087777772d64617461057374616666021773797374656d2e706f7369785f61636c5f61636365737304020000000c757365722e636f6d6d656e74046b6570740a7372762f6c6561646572";
 /// The file above with its path's cached stat (see `stat()`).
 const FILE_WITH_STAT: &str = "922164b1689621e93c7d1805616c706861b362000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa40321e80715cd13eee83c7d18087777772d64617461057374616666811087ad4bd4a742";
-const ASIDE: &str = "127372762f7777772f696e6465782e68746d6c00fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d64617461057374616666fdb1689621e93c7d1805616c706861003863616e6e6f74207772697465207372762f7777772f696e6465782e68746d6c3a204e6f207370616365206c656674206f6e2064657669636503fc002c2e69";
+/// Format 4 (format 3's, with the metadata's empty attribute list and
+/// no hard link, `0000` after the group name, and no base, `00` after
+/// the version's host; `Index::convert_from_3` re-encodes format 3's).
+const ASIDE: &str = "127372762f7777772f696e6465782e68746d6c00fb3331000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1ffba40121fbe803fd2a9a27dcd179fa30087777772d646174610573746166660000fdb1689621e93c7d1805616c706861003863616e6e6f74207772697465207372762f7777772f696e6465782e68746d6c3a204e6f207370616365206c656674206f6e2064657669636503fc002c2e69";
 
 fn hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)

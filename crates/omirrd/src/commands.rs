@@ -138,6 +138,8 @@ pub fn effects(actions: &[Action]) -> BTreeMap<RelPath, Effect> {
             Action::MakeDir { path, .. }
             | Action::WriteFile { path, .. }
             | Action::MakeSymlink { path, .. }
+            | Action::MakeFifo { path, .. }
+            | Action::Link { to: path, .. }
             | Action::SetMeta { path, .. } => {
                 out.insert(path.clone(), Effect::Updated);
             }

@@ -193,7 +193,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         &|p| plan.excluded(p),
         &*plan,
     )?;
-    for issue in &scan.issues {
+    for issue in scan.issues.iter().filter(|i| i.worth_logging()) {
         tracing::warn!("{issue}");
     }
     // Changed while the daemon was down where this host only receives:

@@ -506,7 +506,8 @@ impl omirr_fs::owners::Rules for Plan {
     }
 }
 
-/// The owner, group, mode and history rules of a set's install options.
+/// The owner, group, mode, extended attribute and history rules of a
+/// set's install options.
 pub fn meta_rules(o: &distfile::InstallOptions) -> MetaRules {
     let check = |no: bool, num: bool| match (no, num) {
         (true, _) => Check::Keep,
@@ -517,6 +518,8 @@ pub fn meta_rules(o: &distfile::InstallOptions) -> MetaRules {
         owner: check(o.nochkowner, o.numchkowner),
         group: check(o.nochkgroup, o.numchkgroup),
         keep_mode: o.nochkmode,
+        keep_xattrs: o.noxattrs,
+        keep_acls: o.noacls,
         defowner: o.defowner.clone(),
         defgroup: o.defgroup.clone(),
         history: if o.history {

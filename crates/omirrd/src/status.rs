@@ -590,6 +590,12 @@ pub fn prometheus(s: &Status) -> String {
         both(&|p| p.frames_received as f64, &|p| p.frames_sent as f64),
     );
     family(
+        "omirrd_peer_wire_bytes_total",
+        "counter",
+        "Bytes of frames received (in) and sent (out), headers included, before TLS.",
+        both(&|p| p.bytes_received as f64, &|p| p.bytes_sent as f64),
+    );
+    family(
         "omirrd_peer_file_bytes_total",
         "counter",
         "File content received (in) and sent (out), in bytes.",

@@ -98,7 +98,7 @@ impl EntryView {
         let (size, hash, target) = match &e.content {
             Content::File { size, hash } => (Some(*size), Some(hex_prefix(hash)), None),
             Content::Symlink { target } => (None, None, Some(omirr_core::path::escape(target))),
-            Content::Dir | Content::Deleted => (None, None, None),
+            Content::Dir | Content::Fifo | Content::Deleted => (None, None, None),
         };
         EntryView {
             kind: e.content.kind().to_string(),
@@ -413,6 +413,15 @@ fn on_disk(root: &std::os::fd::OwnedFd, path: &RelPath, entry: &Entry) -> Option
                     omirr_core::path::escape(t.as_bytes())
                 )),
                 Err(e) => Some(format!("cannot read the link: {e}")),
+            }
+        }
+        Content::Fifo => {
+            if kind != FileType::Fifo {
+                Some(format!("not a FIFO ({kind:?})"))
+            } else if mode != entry.meta.mode {
+                Some(format!("mode {mode:04o}"))
+            } else {
+                None
             }
         }
         Content::Deleted => None,

@@ -8,6 +8,8 @@
 //! - the host that made it (its version's host) is this host, or a host
 //!   of a set holding that path here: a peer cannot forge a version in
 //!   the name of a host that may not write there;
+//! - a hard link ([`omirr_core::Meta::link`]) names another path the
+//!   peer may change as well: linking makes the two one inode;
 //! - if it removes or hides what lies below its path (a tombstone, or a
 //!   file or symlink where a directory is), nothing below is in a set the
 //!   peer is not part of ([`Policy::unshared_below`]);
@@ -60,6 +62,15 @@ pub fn admit(
             "its version names '{}' as its writer, which is not a host of a mirror set holding this path here",
             origin.escape_debug()
         ));
+    }
+    // A hard link makes two names one inode: metadata set through one
+    // changes the other. The other name must be the peer's to change too.
+    if let Some(leader) = &change.entry.meta.link {
+        if !policy.authorised(peer, leader) {
+            return Admission::Refuse(format!(
+                "it is a hard link to {leader}, which is not in a mirror set this host shares with the peer"
+            ));
+        }
     }
     let hides = !matches!(change.entry.content, Content::Dir);
     if hides {
@@ -214,6 +225,26 @@ mod tests {
 
     fn is_refused(a: &Admission, says: &str) -> bool {
         matches!(a, Admission::Refuse(why) if why.contains(says))
+    }
+
+    #[test]
+    fn a_hard_link_must_name_a_path_the_peer_may_change() {
+        let file = Content::File {
+            size: 1,
+            hash: [1; 32],
+        };
+        let mut c = change("www/alias", file, NOW, "c");
+        c.entry.meta.link = Some(Box::new(
+            RelPath::new(&b"www/private/secret"[..]).expect("path"),
+        ));
+        let v = verdict("c", &c);
+        assert!(is_refused(&v, "hard link to www/private/secret"), "{v:?}");
+        // b shares both sets.
+        assert_eq!(verdict("b", &c), Admission::Apply);
+        c.entry.meta.link = Some(Box::new(
+            RelPath::new(&b"www/index.html"[..]).expect("path"),
+        ));
+        assert_eq!(verdict("c", &c), Admission::Apply);
     }
 
     #[test]

@@ -17,6 +17,13 @@ pub struct PeerStatus {
     pub since: Option<u64>,
     pub frames_sent: u64,
     pub frames_received: u64,
+    /// Bytes written to the peer's connection: every frame, header
+    /// included, before TLS.
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// Bytes read from it, likewise.
+    #[serde(default)]
+    pub bytes_received: u64,
     pub changes_sent: u64,
     pub changes_received: u64,
     /// Files whose content was asked of the peer.

@@ -69,7 +69,7 @@ pub async fn record(engine: &Arc<Engine>, dirty: Dirty) {
     match result {
         Ok(Ok(None)) => {}
         Ok(Ok(Some(r))) => {
-            for issue in &r.report.issues {
+            for issue in r.report.issues.iter().filter(|i| i.worth_logging()) {
                 tracing::warn!("{issue}");
             }
             if r.report.found.len() + r.report.vanished.len() >= LARGE_BATCH {

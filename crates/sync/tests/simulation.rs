@@ -1517,7 +1517,7 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
                         size: *size,
                         hash: *hash,
                     },
-                    meta: *meta,
+                    meta: meta.clone(),
                 },
             );
             for old in prune {
@@ -1536,7 +1536,7 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
                     return Err("rename over a directory".into());
                 }
             }
-            node.meta = *meta;
+            node.meta = meta.clone();
             disk.insert(to.clone(), node);
             Ok(())
         }
@@ -1559,7 +1559,7 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
                         path.clone(),
                         Node {
                             content: Content::Dir,
-                            meta: *meta,
+                            meta: meta.clone(),
                         },
                     );
                     Ok(())
@@ -1595,7 +1595,43 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
                         size: *size,
                         hash: *hash,
                     },
-                    meta: *meta,
+                    meta: meta.clone(),
+                },
+            );
+            Ok(())
+        }
+        Action::MakeFifo { path, meta } => {
+            ensure_parents(disk, path)?;
+            if let Some(n) = disk.get(path) {
+                if n.content.is_dir() {
+                    return Err("mkfifo over a directory".into());
+                }
+            }
+            disk.insert(
+                path.clone(),
+                Node {
+                    content: Content::Fifo,
+                    meta: meta.clone(),
+                },
+            );
+            Ok(())
+        }
+        Action::Link { from, to, meta } => {
+            // The simulated disk has no inodes: a link is the first name's
+            // content under a second name.
+            let content = match disk.get(from) {
+                Some(n) if matches!(n.content, Content::File { .. }) => n.content.clone(),
+                other => return Err(format!("link to {from:?}, which holds {other:?}")),
+            };
+            ensure_parents(disk, to)?;
+            if disk.get(to).is_some_and(|n| n.content.is_dir()) {
+                return Err("link over a directory".into());
+            }
+            disk.insert(
+                to.clone(),
+                Node {
+                    content,
+                    meta: meta.clone(),
                 },
             );
             Ok(())
@@ -1613,14 +1649,14 @@ fn apply(disk: &mut Disk, a: &Action) -> Result<(), String> {
                     content: Content::Symlink {
                         target: target.clone(),
                     },
-                    meta: *meta,
+                    meta: meta.clone(),
                 },
             );
             Ok(())
         }
         Action::SetMeta { path, meta } => {
             let n = disk.get_mut(path).ok_or("set meta on a missing path")?;
-            n.meta = *meta;
+            n.meta = meta.clone();
             Ok(())
         }
     }

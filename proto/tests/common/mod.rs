@@ -76,6 +76,7 @@ pub fn entry() -> impl Strategy<Value = Entry> {
                     mtime_ns,
                     owner,
                     group,
+                    ..Default::default()
                 },
                 version: Version {
                     ts: Timestamp(ts),

@@ -172,6 +172,7 @@ fn change(p: &str, content: Content, ts: u64, host: &str) -> Change {
                 mtime_ns: 1_700_000_000_000_000_000,
                 owner: omirr_core::Name::new(b"www-data").unwrap_or_default(),
                 group: omirr_core::Name::default(),
+                ..Default::default()
             },
             version: Version {
                 ts: Timestamp(ts),

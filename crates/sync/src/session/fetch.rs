@@ -720,6 +720,10 @@ impl<'t> Ranges<'t> {
 
 /// The whole file by windows of ranges (`FileRequest` without `chunks`).
 async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), FetchError> {
+    // Emptied first: a failed delta transfer may have written to it, and
+    // the zeros of this one are not written (see `StageWriter`).
+    tokio::task::block_in_place(|| out.set_len(0))
+        .map_err(|e| FetchError::File(format!("cannot stage it: {e}")))?;
     let mut hasher = blake3::Hasher::new();
     let mut out = StageWriter::new(out);
     if t.chunks {
@@ -733,6 +737,7 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
             out.write_at(&buf[..n], at)?;
             at += n as u64;
         }
+        out.finish(w.size)?;
     } else {
         let mut answer = t.request_whole(w).await?;
         let mut at = 0u64;
@@ -741,6 +746,7 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
             out.write_at(&d, at)?;
             at += d.len() as u64;
         }
+        out.finish(at)?;
     }
     if *hasher.finalize().as_bytes() != w.hash {
         return Err(FetchError::File(
@@ -755,11 +761,19 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
 /// waiting for it: the disk writes while the rest arrives, and the fsync
 /// the applier makes before its rename (durability is the applier's, not
 /// this) finds little left to write.
+///
+/// Blocks of [`HOLE_BLOCK`] zero bytes are not written: the staging file
+/// is new, so they stay holes, and a sparse file arrives sparse (the
+/// applier moves the staged file into the tree). [`StageWriter::finish`]
+/// gives the file its full length, so trailing zeros are a hole too.
 struct StageWriter<'f> {
     file: &'f std::fs::File,
     /// Bytes before this offset have had their writeback started.
     started: u64,
 }
+
+/// The granularity at which zeros become holes: a filesystem block.
+const HOLE_BLOCK: usize = 4096;
 
 impl<'f> StageWriter<'f> {
     fn new(file: &'f std::fs::File) -> StageWriter<'f> {
@@ -769,7 +783,9 @@ impl<'f> StageWriter<'f> {
     fn write_at(&mut self, data: &[u8], at: u64) -> Result<(), FetchError> {
         let end = at + data.len() as u64;
         tokio::task::block_in_place(|| {
-            self.file.write_all_at(data, at)?;
+            for (offset, run) in data_runs(data) {
+                self.file.write_all_at(run, at + offset as u64)?;
+            }
             if end >= self.started + WRITEBACK {
                 start_writeback(self.file, self.started, end - self.started);
                 self.started = end;
@@ -778,6 +794,36 @@ impl<'f> StageWriter<'f> {
         })
         .map_err(|e: std::io::Error| FetchError::File(format!("cannot stage it: {e}")))
     }
+
+    /// Gives the staged file its length `size` (zeros not written at its
+    /// end are then a hole, not missing).
+    fn finish(self, size: u64) -> Result<(), FetchError> {
+        tokio::task::block_in_place(|| self.file.set_len(size))
+            .map_err(|e| FetchError::File(format!("cannot stage it: {e}")))
+    }
+}
+
+/// The runs of `data` to write, as (offset in `data`, bytes): everything
+/// but whole [`HOLE_BLOCK`]s of zeros (block-aligned within `data`, which
+/// callers write at block-aligned offsets but for a file's last piece).
+fn data_runs(data: &[u8]) -> Vec<(usize, &[u8])> {
+    let mut runs: Vec<(usize, &[u8])> = Vec::new();
+    let mut start = None;
+    for (i, block) in data.chunks(HOLE_BLOCK).enumerate() {
+        let zero = block.len() == HOLE_BLOCK && block.iter().all(|&b| b == 0);
+        match (zero, start) {
+            (false, None) => start = Some(i * HOLE_BLOCK),
+            (true, Some(s)) => {
+                runs.push((s, &data[s..i * HOLE_BLOCK]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        runs.push((s, &data[s..]));
+    }
+    runs
 }
 
 /// Starts the writeback of `len` bytes at `offset` of `file`
@@ -798,6 +844,13 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 
 /// Delta transfer: the peer's chunk list, the chunks this host holds of
 /// the older version at the same path, and the rest by ranges.
+///
+/// Chunks of zeros are never fetched, with or without an older version:
+/// the chunker cuts a run of zeros (a sparse file's hole) into chunks of
+/// [`omirr_chunk::MAX`] bytes, which this host recognises by their hash
+/// ([`ZeroChunks`]) and leaves as holes in the staged file. A 1 GiB file
+/// holding 64 KiB of data costs its chunk list and the chunks around the
+/// data, not 1 GiB.
 async fn delta(
     engine: &Engine,
     t: &Transfers,
@@ -807,11 +860,11 @@ async fn delta(
     let old = match engine.store.index.entry(&w.path) {
         Ok(Some(e)) => match e.content {
             Content::File { size, hash } if size >= omirr_chunk::DELTA_MIN && hash != w.hash => {
-                (hash, size)
+                Some((hash, size))
             }
-            _ => return Err(FetchError::File("no older version here".into())),
+            _ => None,
         },
-        _ => return Err(FetchError::File("no older version here".into())),
+        _ => None,
     };
     let size = w.size;
     let compact = t.digests;
@@ -838,11 +891,14 @@ async fn delta(
             Expect::Chunks(size / omirr_chunk::MIN as u64 + 1),
         )
         .await?;
-    let local = tokio::task::block_in_place(|| {
-        super::serve::open_for_peer(engine, &w.path, &old.0, old.1).and_then(|file| {
-            let trusted = super::serve::vouched(engine, &w.path, &file);
-            let list = super::serve::chunk_list(engine, &file, &old.0, old.1, trusted.is_some())?;
-            Ok((list, file, trusted))
+    let local = old.map(|old| {
+        tokio::task::block_in_place(|| {
+            super::serve::open_for_peer(engine, &w.path, &old.0, old.1).and_then(|file| {
+                let trusted = super::serve::vouched(engine, &w.path, &file);
+                let list =
+                    super::serve::chunk_list(engine, &file, &old.0, old.1, trusted.is_some())?;
+                Ok((list, file, trusted))
+            })
         })
     });
     // The peer's list: whole hashes, or digests if asked for.
@@ -871,7 +927,16 @@ async fn delta(
     if !theirs.is_empty() && !digests.is_empty() {
         return Err(FetchError::File("a chunk list of two kinds".into()));
     }
-    let (ours, file, trusted) = local.map_err(FetchError::File)?;
+    // Without an older version (or with one that cannot be read) only
+    // the zero chunks are local.
+    let (ours, file, trusted) = match local {
+        Some(Ok((ours, file, trusted))) => (ours, Some(file), trusted),
+        Some(Err(why)) => {
+            tracing::debug!(path = %w.path, "delta transfer without the older version: {why}");
+            (Vec::new(), None, None)
+        }
+        None => (Vec::new(), None, None),
+    };
     let total: u64 = theirs.iter().map(|c| c.len as u64).sum::<u64>()
         + digests.iter().map(|d| d.len as u64).sum::<u64>();
     if total != size {
@@ -879,18 +944,25 @@ async fn delta(
             "the peer's chunk list covers {total} bytes, not {size}"
         )));
     }
+    let mut zeros = ZeroChunks::default();
     let recipe = if digests.is_empty() {
-        let have = omirr_chunk::offsets(&ours)
+        let mut have: HashMap<Hash, (usize, u64)> = omirr_chunk::offsets(&ours)
             .into_iter()
-            .map(|(h, at)| (h, (0, at)))
+            .map(|(h, at)| (h, (OLDER, at)))
             .collect();
+        for c in zeros.candidates(theirs.iter().map(|c| c.len)) {
+            have.entry(c.hash).or_insert((ZEROS, 0));
+        }
         Recipe::new(&theirs, &have)
     } else {
         let mut have = HashMap::with_capacity(ours.len());
         let mut at = 0u64;
         for c in &ours {
-            have.entry(c.digest()).or_insert((0, at, *c));
+            have.entry(c.digest()).or_insert((OLDER, at, *c));
             at += c.len as u64;
+        }
+        for c in zeros.candidates(digests.iter().map(|d| d.len)) {
+            have.entry(c.digest()).or_insert((ZEROS, 0, c));
         }
         Recipe::from_digests(&digests, &have)
     };
@@ -907,10 +979,29 @@ async fn delta(
     // a compact list has none, so each is the local chunk's or, for the
     // peer's bytes, hashed here.
     let mut list = Vec::with_capacity(recipe.steps.len());
+    // Zeros written as holes, neither fetched nor taken from the older
+    // version.
+    let mut zero_bytes = 0u64;
     let mut steps = recipe.steps.into_iter().peekable();
     while let Some(step) = steps.next() {
         match step {
+            Step::Local {
+                source: ZEROS,
+                chunk,
+                ..
+            } => {
+                // Left as a hole by the writer below.
+                zero_bytes += chunk.len as u64;
+                list.push(chunk);
+                buf.clear();
+                buf.resize(chunk.len as usize, 0);
+            }
             Step::Local { from, chunk, .. } => {
+                let Some(file) = &file else {
+                    return Err(FetchError::File(
+                        "a local chunk without a local file".into(),
+                    ));
+                };
                 // With the local chunks that follow it in the older
                 // version too, up to LOCAL_RUN bytes: one read and one
                 // write for many chunks (an edit leaves long runs).
@@ -918,7 +1009,9 @@ async fn delta(
                 list.push(chunk);
                 let mut end = from + chunk.len as u64;
                 while let Some(&Step::Local {
-                    from: next, chunk, ..
+                    source: OLDER,
+                    from: next,
+                    chunk,
                 }) = steps.peek()
                 {
                     if next != end || end - from + chunk.len as u64 > LOCAL_RUN {
@@ -957,7 +1050,8 @@ async fn delta(
         out.write_at(&buf, at)?;
         at += buf.len() as u64;
     }
-    if let Some(k) = &trusted {
+    out.finish(size)?;
+    if let (Some(k), Some(file)) = (&trusted, &file) {
         let now = file
             .metadata()
             .map_err(|e| FetchError::File(e.to_string()))?;
@@ -986,16 +1080,113 @@ async fn delta(
     {
         tracing::warn!("cannot cache a chunk list: {e}");
     }
-    engine.counters.peer(&t.peer, |p| {
-        p.files_delta += 1;
-        p.file_bytes_reused += size - fetched;
-    });
+    // A delta transfer in the counters' sense is one that used an older
+    // version; a new file's zeros are no reuse.
+    if file.is_some() {
+        engine.counters.peer(&t.peer, |p| {
+            p.files_delta += 1;
+            p.file_bytes_reused += size.saturating_sub(fetched + zero_bytes);
+        });
+    }
     Ok(())
+}
+
+/// The sources a delta transfer's [`Step::Local`] names: the older
+/// version of the file here, or zeros.
+const OLDER: usize = 0;
+const ZEROS: usize = 1;
+
+/// The chunks of zeros a chunk list may hold, by length, hashed once
+/// each. A run of zeros is cut into chunks of [`omirr_chunk::MAX`] bytes
+/// but for its last; the lengths tried are bounded
+/// ([`ZeroChunks::LENGTHS`]), so that a list of chunks of many lengths
+/// (an ordinary file's) costs at most that many hashes of zeros here.
+#[derive(Default)]
+struct ZeroChunks {
+    by_len: HashMap<u32, Chunk>,
+}
+
+impl ZeroChunks {
+    /// Distinct lengths besides [`omirr_chunk::MAX`] hashed per list.
+    const LENGTHS: usize = 16;
+
+    /// The chunk of zeros of every length in `lens` worth trying: the
+    /// largest chunk's, and the first [`ZeroChunks::LENGTHS`] others.
+    fn candidates(&mut self, lens: impl Iterator<Item = u32>) -> Vec<Chunk> {
+        let mut tried = 0;
+        for len in lens {
+            if self.by_len.contains_key(&len) {
+                continue;
+            }
+            if len != omirr_chunk::MAX {
+                if tried == Self::LENGTHS {
+                    continue;
+                }
+                tried += 1;
+            }
+            let hash = *blake3::hash(&vec![0u8; len as usize]).as_bytes();
+            self.by_len.insert(len, Chunk { len, hash });
+        }
+        self.by_len.values().copied().collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_blocks_are_left_out_and_everything_else_written() {
+        let mut data = vec![0u8; 5 * HOLE_BLOCK + 100];
+        data[HOLE_BLOCK + 7] = 1; // block 1
+        data[3 * HOLE_BLOCK] = 2; // block 3
+        data[5 * HOLE_BLOCK + 99] = 3; // the short tail
+        let runs: Vec<(usize, usize)> = data_runs(&data)
+            .iter()
+            .map(|(at, run)| (*at, run.len()))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (HOLE_BLOCK, HOLE_BLOCK),
+                (3 * HOLE_BLOCK, HOLE_BLOCK),
+                (5 * HOLE_BLOCK, 100)
+            ]
+        );
+        // What is written, laid over zeros, is the data.
+        let mut back = vec![0u8; data.len()];
+        for (at, run) in data_runs(&data) {
+            back[at..at + run.len()].copy_from_slice(run);
+        }
+        assert!(back == data);
+        assert!(data_runs(&[0; 3 * HOLE_BLOCK]).is_empty());
+        // A short block of zeros is written: it is no hole.
+        assert_eq!(data_runs(&[0; 10]).len(), 1);
+    }
+
+    #[test]
+    fn chunks_of_zeros_are_known_by_their_hash() {
+        let mut z = ZeroChunks::default();
+        let max = omirr_chunk::MAX;
+        let got = z.candidates([max, 100, max].into_iter());
+        let of = |len: u32| *blake3::hash(&vec![0u8; len as usize]).as_bytes();
+        assert!(got.contains(&Chunk {
+            len: max,
+            hash: of(max)
+        }));
+        assert!(got.contains(&Chunk {
+            len: 100,
+            hash: of(100)
+        }));
+        assert_eq!(got.len(), 2);
+        // The cut of a run of zeros is what is recognised.
+        let cut = omirr_chunk::chunk_bytes(&vec![0u8; 3 * max as usize]);
+        assert!(cut.iter().all(|c| got.contains(c)), "{cut:?}");
+        // Lengths other than the largest are bounded.
+        let mut z = ZeroChunks::default();
+        let many = z.candidates(1..=(ZeroChunks::LENGTHS as u32 + 10));
+        assert_eq!(many.len(), ZeroChunks::LENGTHS);
+    }
 
     fn transfers() -> (Transfers, mpsc::Receiver<Message>) {
         let (out, requests) = mpsc::channel(16);

@@ -42,7 +42,7 @@ use crate::SessionError;
 use crate::{PeerFlow, Violation};
 use omirr_core::{Change, Seq};
 use omirr_fs::shown::{Shown, Size};
-use omirr_proto::{read_frame, write_message, ErrorCode, Hello, Message, ReadError};
+use omirr_proto::{read_frame, ErrorCode, Hello, Message, ReadError, WriteError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,7 +112,8 @@ where
     let first = tokio::time::timeout(SILENCE, read_traced(&mut rd))
         .await
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
-        .ok_or(SessionError::ClosedBeforeHello)?;
+        .ok_or(SessionError::ClosedBeforeHello)?
+        .0;
     let hello = omirr_proto::expect_hello(first).and_then(|h| {
         omirr_proto::check_hello(&h, &peer)?;
         Ok(h)
@@ -131,7 +132,8 @@ where
     let second = tokio::time::timeout(SILENCE, read_traced(&mut rd))
         .await
         .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
-        .ok_or(SessionError::ClosedBeforeHello)?;
+        .ok_or(SessionError::ClosedBeforeHello)?
+        .0;
     let checked = match second {
         Message::Clock { wall, index } => check_clock(&engine, &peer, wall).map(|()| index),
         Message::Error { code, message } => {
@@ -172,7 +174,8 @@ where
         let third = tokio::time::timeout(SILENCE, read_traced(&mut rd))
             .await
             .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
-            .ok_or(SessionError::ClosedBeforeHello)?;
+            .ok_or(SessionError::ClosedBeforeHello)?
+            .0;
         match third {
             Message::Forgotten {
                 forgot_seq,
@@ -326,7 +329,11 @@ where
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(m))) => m,
         };
-        engine.counters.peer(&peer, |p| p.frames_received += 1);
+        let (msg, size) = msg;
+        engine.counters.peer(&peer, |p| {
+            p.frames_received += 1;
+            p.bytes_received += size as u64;
+        });
         log_changes_in(&msg);
         let checked = match msg {
             Message::Pull { after, own_after } => flow.lock().on_pull(after).map(|()| {
@@ -505,14 +512,13 @@ fn log_changes_in(msg: &Message) {
 }
 
 /// Reads one message, and logs its frame at trace level.
-async fn read_traced<R>(rd: &mut R) -> Result<Option<Message>, ReadError>
+async fn read_traced<R>(rd: &mut R) -> Result<Option<(Message, usize)>, ReadError>
 where
     R: AsyncRead + Unpin,
 {
     let read = read_frame(rd).await?;
-    Ok(read.map(|(m, size)| {
-        tracing::trace!("frame in {} {}", m.kind(), Size(size as u64));
-        m
+    Ok(read.inspect(|(m, size)| {
+        tracing::trace!("frame in {} {}", m.kind(), Size(*size as u64));
     }))
 }
 
@@ -584,13 +590,15 @@ where
             Message::FileData { data, .. } => data.len() as u64,
             _ => 0,
         };
-        write_message(&mut wr, &m).await?;
+        let frame = omirr_proto::encode(&m).map_err(WriteError::from)?;
+        wr.write_all(&frame).await.map_err(WriteError::from)?;
         let queued = data.len();
         if last || (queued == 0 && control.is_empty()) {
             wr.flush().await?;
         }
         engine.counters.peer(&peer, |p| {
             p.frames_sent += 1;
+            p.bytes_sent += frame.len() as u64;
             p.file_bytes_sent += content;
             p.queue = queued;
         });
