@@ -1548,21 +1548,42 @@ impl<'a> Batch<'a> {
         let (dir, name) = self.ap.parent(path, "make a symbolic link at", None)?;
         let old = lstat(&dir, name, path)?;
         let tmp = temp_symlink(target, &dir, name, path)?;
-        let placed = self
+        let set = self
             .ap
-            .set_symlink_meta(&dir, &tmp, path, meta, Was::Replacing(old))
-            .and_then(|()| self.check_unchanged(&dir, name, path))
-            .and_then(|()| self.ap.make_room(&dir, name, path))
-            .and_then(|()| {
-                rfs::renameat(&dir, tmp.as_slice(), &dir, name)
-                    .map_err(|e| io_error(path, "rename symbolic link into place", e))
-            });
-        if placed.is_err() {
-            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
-        }
-        placed?;
+            .set_symlink_meta(&dir, &tmp, path, meta, Was::Replacing(old));
+        self.put_in_place(
+            &dir,
+            &tmp,
+            name,
+            path,
+            set,
+            "rename symbolic link into place",
+        )?;
         self.touch_parent(path);
         Ok(())
+    }
+
+    /// The last steps of making a symlink, FIFO or hard link: `tmp`, made
+    /// beside `name` in `dir` and given its metadata (`set`), is renamed
+    /// over `name` once `path` is still as planned and room is made for
+    /// it. On any failure `tmp` is removed.
+    fn put_in_place(
+        &self,
+        dir: &OwnedFd,
+        tmp: &[u8],
+        name: &[u8],
+        path: &RelPath,
+        set: Result<(), ApplyError>,
+        op: &'static str,
+    ) -> Result<(), ApplyError> {
+        let placed = set
+            .and_then(|()| self.check_unchanged(dir, name, path))
+            .and_then(|()| self.ap.make_room(dir, name, path))
+            .and_then(|()| rfs::renameat(dir, tmp, dir, name).map_err(|e| io_error(path, op, e)));
+        if placed.is_err() {
+            let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
+        }
+        placed
     }
 
     /// Makes `path` a named pipe: made under a temporary name with its
@@ -1574,7 +1595,7 @@ impl<'a> Batch<'a> {
             // 0600 until owner and mode are set: never wider than asked.
             rfs::mknodat(&dir, tmp, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
         })?;
-        let placed = self
+        let set = self
             .ap
             .set_meta_at(
                 &dir,
@@ -1584,16 +1605,8 @@ impl<'a> Batch<'a> {
                 Some(FileType::Fifo),
                 Was::Replacing(old),
             )
-            .and_then(|_| self.check_unchanged(&dir, name, path))
-            .and_then(|()| self.ap.make_room(&dir, name, path))
-            .and_then(|()| {
-                rfs::renameat(&dir, tmp.as_slice(), &dir, name)
-                    .map_err(|e| io_error(path, "rename FIFO into place", e))
-            });
-        if placed.is_err() {
-            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
-        }
-        placed?;
+            .map(|_| ());
+        self.put_in_place(&dir, &tmp, name, path, set, "rename FIFO into place")?;
         self.touch_parent(path);
         self.meta_set(index, path, FileType::Fifo, meta);
         Ok(())
@@ -1627,7 +1640,7 @@ impl<'a> Batch<'a> {
         let (tmp, ()) = with_temp_name(name, to, "link a temporary name to", |tmp| {
             rfs::linkat(&fdir, fname, &dir, tmp, AtFlags::empty())
         })?;
-        let placed = self
+        let set = self
             .ap
             .set_meta_at(
                 &dir,
@@ -1637,16 +1650,8 @@ impl<'a> Batch<'a> {
                 Some(FileType::RegularFile),
                 Was::Replacing(old),
             )
-            .and_then(|_| self.check_unchanged(&dir, name, to))
-            .and_then(|()| self.ap.make_room(&dir, name, to))
-            .and_then(|()| {
-                rfs::renameat(&dir, tmp.as_slice(), &dir, name)
-                    .map_err(|e| io_error(to, "rename hard link into place", e))
-            });
-        if placed.is_err() {
-            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
-        }
-        placed?;
+            .map(|_| ());
+        self.put_in_place(&dir, &tmp, name, to, set, "rename hard link into place")?;
         // The first name's inode changed too (its link count, its ctime),
         // by our doing.
         self.changed_here.insert(from.clone());
