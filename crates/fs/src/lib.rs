@@ -6,8 +6,11 @@
 //! beneath the root and never through a symlink ([`beneath`]), applying
 //! the resolver's actions inside a mirror root without ever following a
 //! symlink out of it ([`apply`]), scanning trees
-//! ([`scan`]), watching them ([`watch`]), and recording what a scan finds
-//! in the index ([`local`]); and how the verbose log shows changes,
+//! ([`scan`]), watching them ([`watch`]), reading and writing extended
+//! attributes and ACLs ([`xattrs`]), what this host may do to owners and
+//! modes ([`owners`]), recording what a scan finds in the index and
+//! undoing local changes where this host only receives ([`local`]); and
+//! how the verbose log shows changes,
 //! actions, sizes and durations ([`shown`]).
 //! It holds no sync rules (see `omirr-core`) and no network code.
 
