@@ -21,6 +21,7 @@ pub const CAPABILITIES: &[&str] = &[
     crate::CAP_DIGESTS,
     crate::CAP_VERIFY,
     crate::CAP_EXPIRY,
+    crate::CAP_HOLES,
 ];
 
 /// Why a session ends at the handshake.

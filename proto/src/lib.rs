@@ -138,6 +138,12 @@ pub const MAX_VERIFY_ENTRIES: usize = omirr_core::verify::MAX_ENTRIES_PAGE;
 /// was away for longer reconciles instead of bringing deleted files back.
 pub const CAP_EXPIRY: &str = "expiry";
 
+/// The capability for sparse files: the `FileData` answering a
+/// `FileRequest` or `RangeRequest` may skip a file's holes. Bytes of a
+/// requested range that no `FileData` carries are zeros; the pieces
+/// still come in order, and `FileEnd` still closes the answer.
+pub const CAP_HOLES: &str = "holes";
+
 /// The longest host name, in bytes (a DNS name's limit).
 pub const MAX_HOST_LEN: usize = 255;
 

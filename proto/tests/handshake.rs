@@ -114,7 +114,8 @@ fn capabilities_are_the_intersection() {
             omirr_proto::CAP_BACKLOG,
             omirr_proto::CAP_DIGESTS,
             omirr_proto::CAP_VERIFY,
-            omirr_proto::CAP_EXPIRY
+            omirr_proto::CAP_EXPIRY,
+            omirr_proto::CAP_HOLES,
         ]
     );
 }

@@ -50,9 +50,9 @@ fn wire_bytes_match_protocol_md() {
     assert_eq!(
         encode(&Message::Hello(Hello::new("alpha"))).expect("encodes"),
         [
-            &[0, 0, 0, 52, 0, 3, 5][..],
+            &[0, 0, 0, 58, 0, 3, 5][..],
             b"alpha",
-            &[5, 6],
+            &[6, 6],
             b"chunks",
             &[7],
             b"backlog",
@@ -61,7 +61,9 @@ fn wire_bytes_match_protocol_md() {
             &[6],
             b"verify",
             &[6],
-            b"expiry"
+            b"expiry",
+            &[5],
+            b"holes"
         ]
         .concat()
     );

@@ -7,7 +7,8 @@
 //! the resolver's actions inside a mirror root without ever following a
 //! symlink out of it ([`apply`]), scanning trees
 //! ([`scan`]), watching them ([`watch`]), reading and writing extended
-//! attributes and ACLs ([`xattrs`]), what this host may do to owners and
+//! attributes and ACLs ([`xattrs`]), finding a sparse file's holes
+//! ([`sparse`]), what this host may do to owners and
 //! modes ([`owners`]), recording what a scan finds in the index and
 //! undoing local changes where this host only receives ([`local`]); and
 //! how the verbose log shows changes,
@@ -21,5 +22,6 @@ pub mod owners;
 pub mod scan;
 pub mod secure;
 pub mod shown;
+pub mod sparse;
 pub mod watch;
 pub mod xattrs;

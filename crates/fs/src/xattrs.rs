@@ -95,6 +95,7 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
     path.extend_from_slice(name);
     let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path);
     read_with(
+        || rustix::fs::llistxattr_query(path),
         |buf| rustix::fs::llistxattr(path, buf),
         |n, buf| rustix::fs::lgetxattr(path, n, buf),
     )
@@ -103,6 +104,7 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
 /// The handled attributes of an open file or directory.
 pub fn read_fd(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
     read_with(
+        || rustix::fs::flistxattr_query(fd),
         |buf| rustix::fs::flistxattr(fd, buf),
         |n, buf| rustix::fs::fgetxattr(fd, n, buf),
     )
@@ -112,12 +114,26 @@ pub fn read_fd(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
 const LIST_MAX: usize = 64 * 1024;
 
 fn read_with(
+    query: impl Fn() -> rustix::io::Result<usize>,
     list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
     get: impl Fn(&std::ffi::CStr, &mut [u8]) -> rustix::io::Result<usize>,
 ) -> io::Result<Xattrs> {
-    let mut names = vec![0u8; LIST_MAX];
+    // Most files have none: one call that asks only the list's size
+    // costs no buffer. A list grown between the two calls (ERANGE) is
+    // read with the largest buffer.
+    let size = match query() {
+        Ok(0) => return Ok(Xattrs::EMPTY),
+        Ok(n) => n,
+        Err(e) if unsupported(e) => return Ok(Xattrs::EMPTY),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = vec![0u8; size.min(LIST_MAX)];
     let n = match list(&mut names) {
         Ok(n) => n,
+        Err(Errno::RANGE) => {
+            names = vec![0u8; LIST_MAX];
+            list(&mut names)?
+        }
         Err(e) if unsupported(e) => return Ok(Xattrs::EMPTY),
         Err(e) => return Err(e.into()),
     };

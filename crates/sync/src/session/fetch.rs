@@ -57,7 +57,8 @@ pub const WRITEBACK: u64 = 8 << 20;
 
 /// One piece of an answer.
 pub enum Piece {
-    Data(Vec<u8>),
+    /// Bytes at this offset of the file.
+    Data(u64, Vec<u8>),
     Chunks(Vec<Chunk>, bool),
     Digests(Vec<Digest>, bool),
     End,
@@ -87,6 +88,10 @@ pub struct Transfers {
     /// Whether the peer speaks `chunk-digests`: its chunk lists are then
     /// asked for compact ([`Digest`]s).
     pub digests: bool,
+    /// Whether the peer speaks `holes`: its file data may skip a sparse
+    /// file's holes, and a new large file is asked for whole (its holes
+    /// cost nothing) rather than by chunk list.
+    pub holes: bool,
     /// Bytes of small files that may be requested and not yet received.
     pub budget: u64,
     /// Staged bytes now held in memory.
@@ -134,6 +139,7 @@ impl Transfers {
             out,
             chunks,
             digests: false,
+            holes: false,
             budget,
             mem: AtomicU64::new(0),
             closed: Default::default(),
@@ -144,6 +150,12 @@ impl Transfers {
     /// `digests`.
     pub fn with_digests(mut self, digests: bool) -> Transfers {
         self.digests = digests;
+        self
+    }
+
+    /// File data may skip holes (`holes`) if `holes`.
+    pub fn with_holes(mut self, holes: bool) -> Transfers {
+        self.holes = holes;
         self
     }
 
@@ -205,27 +217,8 @@ impl Transfers {
                 let Expect::Data(ranges) = &mut t.expect else {
                     return Err(Violation(format!("file data for chunk request {id}")));
                 };
-                let n = data.len() as u64;
-                match ranges.front_mut() {
-                    Some((o, l)) if *o == offset && n <= *l => {
-                        *o += n;
-                        *l -= n;
-                        if *l == 0 {
-                            ranges.pop_front();
-                        }
-                    }
-                    Some((o, l)) => {
-                        return Err(Violation(format!(
-                            "{n} bytes at offset {offset} for request {id}, which expects at most {l} at {o}"
-                        )))
-                    }
-                    None => {
-                        return Err(Violation(format!(
-                            "file data for request {id} beyond what it asked for"
-                        )))
-                    }
-                }
-                (id, Piece::Data(data), false)
+                take_data(id, ranges, offset, data.len() as u64, self.holes)?;
+                (id, Piece::Data(offset, data), false)
             }
             Message::FileEnd { id } => {
                 let Some(t) = open.get(&id) else {
@@ -233,6 +226,8 @@ impl Transfers {
                 };
                 match &t.expect {
                     Expect::Data(r) if r.is_empty() => {}
+                    // What is left is the file's trailing holes.
+                    Expect::Data(_) if self.holes => {}
                     _ => return Err(Violation(format!("FileEnd for request {id} too early"))),
                 }
                 (id, Piece::End, true)
@@ -264,6 +259,42 @@ impl Transfers {
             let _ = tx.send(piece);
         }
         Ok(())
+    }
+}
+
+/// Checks `n` bytes at `offset` for request `id` against the `ranges` it
+/// still expects, and counts them. They must be the next bytes asked for;
+/// with `holes`, they may also start further on (what they skip is zeros).
+fn take_data(
+    id: u64,
+    ranges: &mut VecDeque<(u64, u64)>,
+    offset: u64,
+    n: u64,
+    holes: bool,
+) -> Result<(), Violation> {
+    loop {
+        match ranges.front_mut() {
+            Some((o, l)) if holes && offset >= *o + *l => {
+                ranges.pop_front();
+            }
+            Some((o, l)) if (*o == offset || (holes && offset > *o)) && offset + n <= *o + *l => {
+                let end = *o + *l;
+                *o = offset + n;
+                *l = end - *o;
+                if *l == 0 {
+                    ranges.pop_front();
+                }
+                return Ok(());
+            }
+            Some((o, l)) => return Err(Violation(format!(
+                "{n} bytes at offset {offset} for request {id}, which expects at most {l} at {o}"
+            ))),
+            None => {
+                return Err(Violation(format!(
+                    "file data for request {id} beyond what it asked for"
+                )))
+            }
+        }
     }
 }
 
@@ -314,11 +345,11 @@ impl Answer<'_> {
         }
     }
 
-    /// The next bytes of an answer to a file or range request; `None` at
-    /// its end.
-    async fn next_data(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
+    /// The next bytes of an answer to a file or range request, and their
+    /// offset in the file; `None` at its end.
+    async fn next_data(&mut self) -> Result<Option<(u64, Vec<u8>)>, FetchError> {
         match self.next().await? {
-            Piece::Data(d) => Ok(Some(d)),
+            Piece::Data(at, d) => Ok(Some((at, d))),
             Piece::End => Ok(None),
             Piece::Unavailable(why) => {
                 Err(FetchError::File(format!("the peer cannot send it: {why}")))
@@ -547,8 +578,12 @@ async fn fetch_one(engine: &Engine, t: &Transfers, w: &Wanted) -> Result<Fetched
         return fetch_small(engine, t, w).await;
     }
     let out = staging_file(engine, &w.hash).map_err(FetchError::File)?;
-    let result = if t.chunks {
-        match delta(engine, t, w, &out.1).await {
+    // By chunk list when there is an older version to reuse; for a new
+    // file only when the peer cannot skip holes otherwise (cutting the
+    // file costs the peer a pass over it before the first byte moves).
+    let older = older_version(engine, w);
+    let result = if t.chunks && (older.is_some() || !t.holes) {
+        match delta(engine, t, w, older, &out.1).await {
             Ok(()) => Ok(()),
             Err(FetchError::Ended) => Err(FetchError::Ended),
             Err(FetchError::File(why)) => {
@@ -573,9 +608,13 @@ async fn fetch_small(engine: &Engine, t: &Transfers, w: &Wanted) -> Result<Fetch
     let size = w.size;
     let mut answer = t.request_whole(w).await?;
     let mut buf = Vec::with_capacity(size as usize);
-    while let Some(d) = answer.next_data().await? {
+    while let Some((at, d)) = answer.next_data().await? {
+        // A gap (`holes`) is zeros. `route` has checked that `at` is not
+        // behind what came before and that the piece is within `size`.
+        buf.resize(at as usize, 0);
         buf.extend_from_slice(&d);
     }
+    buf.resize(size as usize, 0);
     if buf.len() as u64 != size || *blake3::hash(&buf).as_bytes() != w.hash {
         return Err(FetchError::File(
             "the peer's content does not match its change (it changed since?)".into(),
@@ -623,13 +662,19 @@ fn staging_file(engine: &Engine, hash: &Hash) -> Result<(PathBuf, std::fs::File)
 }
 
 /// Byte ranges of the peer's file, asked for a window at a time, as one
-/// stream. At most two windows are outstanding.
+/// stream. At most two windows are outstanding. What a peer speaking
+/// `holes` skips comes out as zeros.
 struct Ranges<'t> {
     t: &'t Transfers,
     w: &'t Wanted,
     /// Not yet asked for, split into windows.
     todo: VecDeque<Vec<(u64, u64)>>,
-    asked: VecDeque<Answer<'t>>,
+    /// Asked for, with the ranges of each not yet streamed.
+    asked: VecDeque<(Answer<'t>, VecDeque<(u64, u64)>)>,
+    /// A piece received and not yet reached (a hole comes before it).
+    ahead: Option<(u64, Vec<u8>)>,
+    /// The front answer has ended: the rest of its ranges are holes.
+    ended: bool,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -660,6 +705,8 @@ impl<'t> Ranges<'t> {
             w,
             todo,
             asked: VecDeque::new(),
+            ahead: None,
+            ended: false,
             buf: Vec::new(),
             pos: 0,
         }
@@ -684,7 +731,7 @@ impl<'t> Ranges<'t> {
                     Expect::Data(window.iter().copied().collect()),
                 )
                 .await?;
-            self.asked.push_back(answer);
+            self.asked.push_back((answer, window.into_iter().collect()));
         }
         Ok(())
     }
@@ -701,17 +748,51 @@ impl<'t> Ranges<'t> {
                 continue;
             }
             self.ask().await?;
-            let Some(answer) = self.asked.front_mut() else {
+            let Some((answer, left)) = self.asked.front_mut() else {
                 return Err(FetchError::File("the peer sent less than asked".into()));
             };
-            match answer.next_data().await? {
-                Some(d) => {
-                    self.buf = d;
-                    self.pos = 0;
+            if self.ahead.is_none() && !self.ended {
+                match answer.next_data().await? {
+                    Some(piece) => self.ahead = Some(piece),
+                    // What is left of the window is trailing holes
+                    // (`route` lets the answer end early only then).
+                    None => self.ended = true,
                 }
-                None => {
-                    self.asked.pop_front();
-                }
+            }
+            if self.ended && left.is_empty() {
+                self.asked.pop_front();
+                self.ended = false;
+                continue;
+            }
+            let Some(&(o, l)) = left.front() else {
+                return Err(FetchError::File("the peer sent more than asked".into()));
+            };
+            // The next bytes: the piece if it is at `o`, else the zeros
+            // before it (or to the range's end).
+            let zeros = match &self.ahead {
+                Some((at, _)) if *at == o => 0,
+                Some((at, _)) if *at < o + l => at - o,
+                _ => l,
+            };
+            let n = if zeros == 0 {
+                let Some((_, data)) = self.ahead.take() else {
+                    return Err(FetchError::File("the peer sent less than asked".into()));
+                };
+                let n = data.len() as u64;
+                self.buf = data;
+                n
+            } else {
+                let n = zeros.min(MAX_CHUNK as u64);
+                self.buf.clear();
+                self.buf.resize(n as usize, 0);
+                n
+            };
+            self.pos = 0;
+            let front = &mut left[0];
+            front.0 += n;
+            front.1 -= n;
+            if front.1 == 0 {
+                left.pop_front();
             }
         }
         Ok(())
@@ -741,12 +822,14 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
     } else {
         let mut answer = t.request_whole(w).await?;
         let mut at = 0u64;
-        while let Some(d) = answer.next_data().await? {
+        while let Some((offset, d)) = answer.next_data().await? {
+            hash_zeros(&mut hasher, offset.saturating_sub(at));
             hasher.update(&d);
-            out.write_at(&d, at)?;
-            at += d.len() as u64;
+            out.write_at(&d, offset)?;
+            at = offset + d.len() as u64;
         }
-        out.finish(at)?;
+        hash_zeros(&mut hasher, w.size.saturating_sub(at));
+        out.finish(w.size)?;
     }
     if *hasher.finalize().as_bytes() != w.hash {
         return Err(FetchError::File(
@@ -754,6 +837,16 @@ async fn whole(t: &Transfers, w: &Wanted, out: &std::fs::File) -> Result<(), Fet
         ));
     }
     Ok(())
+}
+
+/// Hashes `n` zero bytes: a hole the peer did not send.
+fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
 }
 
 /// A large file being staged, written front to back. Every [`WRITEBACK`]
@@ -842,6 +935,20 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     }
 }
 
+/// The content this host holds at `w`'s path, if it is a different file
+/// large enough to be worth reusing the chunks of.
+fn older_version(engine: &Engine, w: &Wanted) -> Option<(Hash, u64)> {
+    match engine.store.index.entry(&w.path) {
+        Ok(Some(e)) => match e.content {
+            Content::File { size, hash } if size >= omirr_chunk::DELTA_MIN && hash != w.hash => {
+                Some((hash, size))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Delta transfer: the peer's chunk list, the chunks this host holds of
 /// the older version at the same path, and the rest by ranges.
 ///
@@ -855,17 +962,9 @@ async fn delta(
     engine: &Engine,
     t: &Transfers,
     w: &Wanted,
+    old: Option<(Hash, u64)>,
     out: &std::fs::File,
 ) -> Result<(), FetchError> {
-    let old = match engine.store.index.entry(&w.path) {
-        Ok(Some(e)) => match e.content {
-            Content::File { size, hash } if size >= omirr_chunk::DELTA_MIN && hash != w.hash => {
-                Some((hash, size))
-            }
-            _ => None,
-        },
-        _ => None,
-    };
     let size = w.size;
     let compact = t.digests;
     let mut answer = t
@@ -1231,10 +1330,72 @@ mod tests {
         let mut pieces = 0;
         while let Ok(p) = rx.try_recv() {
             pieces += 1;
-            assert!(matches!(p, Piece::Data(_) | Piece::End));
+            assert!(matches!(p, Piece::Data(..) | Piece::End));
         }
         assert_eq!(pieces, 4, "three data pieces and the end");
         assert!(t.open().is_empty(), "the transfer is closed");
+    }
+
+    #[test]
+    fn with_holes_a_transfer_takes_gaps_as_zeros_but_nothing_out_of_order() {
+        let (t, _requests) = transfers();
+        let t = t.with_holes(true);
+        let (id, _rx) = expect(&t, ranges(&[(0, 10), (100, 5), (200, 50)]));
+        t.route(data(id, 2, 3)).expect("a gap at the start");
+        assert!(t.route(data(id, 4, 1)).is_err(), "behind what came");
+        t.route(data(id, 201, 4)).expect("a whole range skipped");
+        assert!(t.route(data(id, 100, 1)).is_err(), "a skipped range");
+        assert!(t.route(data(id, 240, 11)).is_err(), "past the range");
+        assert!(t.route(data(id, 250, 1)).is_err(), "beyond what was asked");
+        t.route(Message::FileEnd { id }).expect("the rest is holes");
+        assert!(t.open().is_empty(), "the transfer is closed");
+        // Without the capability, the same gap is a violation.
+        let (t, _requests) = transfers();
+        let (id, _rx) = expect(&t, ranges(&[(0, 10)]));
+        assert!(t.route(data(id, 2, 3)).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn ranges_stream_what_the_peer_skipped_as_zeros() {
+        let (t, mut requests) = transfers();
+        let t = Arc::new(t.with_holes(true));
+        let w = Wanted {
+            path: RelPath::new(b"f".to_vec()).expect("path"),
+            hash: [0; 32],
+            size: 2 * LARGE_WINDOW,
+        };
+        // The peer: of each range asked, it sends the bytes from 1 KiB
+        // in to 2 KiB in (the rest being holes), and a range at 1 MiB not
+        // at all.
+        let peer = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                while let Some(m) = requests.recv().await {
+                    let Message::RangeRequest { id, ranges, .. } = m else {
+                        continue;
+                    };
+                    for (o, l) in ranges {
+                        if o == 1 << 20 || l < 2048 {
+                            continue;
+                        }
+                        t.route(data(id, o + 1024, 1024)).expect("route");
+                    }
+                    t.route(Message::FileEnd { id }).expect("end");
+                }
+            })
+        };
+        let asked = [(0, 4096), (1 << 20, 4096), (LARGE_WINDOW + 8192, 8192)];
+        let mut r = Ranges::new(&t, &w, &asked);
+        let mut got = vec![1u8; 16384];
+        r.read_exact(&mut got)
+            .await
+            .map_err(|_| "read")
+            .expect("read");
+        let mut want = vec![0u8; 16384];
+        want[1024..2048].fill(7);
+        want[8192 + 1024..8192 + 2048].fill(7);
+        assert!(got == want, "holes are zeros, data where it was sent");
+        peer.abort();
     }
 
     #[test]

@@ -257,6 +257,7 @@ where
     let backlog = negotiated.iter().any(|c| c == omirr_proto::CAP_BACKLOG);
     let digests = negotiated.iter().any(|c| c == omirr_proto::CAP_DIGESTS);
     let verify = negotiated.iter().any(|c| c == omirr_proto::CAP_VERIFY);
+    let holes = negotiated.iter().any(|c| c == omirr_proto::CAP_HOLES);
     let (verify_link, _registered) = engine.verify_links.register(&peer, out.clone(), verify);
     let progress = Arc::new(progress::Progress::new(&peer, cursor, backlog));
     engine.counters.peer(&peer, |p| {
@@ -267,7 +268,9 @@ where
     let reporter = spawn_in_span(progress::report(engine.clone(), progress.clone()));
     let _reporter = AbortOnDrop(reporter.abort_handle());
     let transfers = Arc::new(
-        fetch::Transfers::new(&peer, out.clone(), chunks, engine.in_flight).with_digests(digests),
+        fetch::Transfers::new(&peer, out.clone(), chunks, engine.in_flight)
+            .with_digests(digests)
+            .with_holes(holes),
     );
     let _close = CloseTransfers(transfers.clone());
     let applier = apply::PeerApplier {
@@ -289,6 +292,7 @@ where
         out.clone(),
         requests_rx,
         queued.clone(),
+        holes,
     ));
     let _server = AbortOnDrop(server.abort_handle());
     let pinger = spawn_in_span(ping(

@@ -33,6 +33,7 @@ pub async fn serve_requests(
     out: mpsc::Sender<Message>,
     mut requests: mpsc::UnboundedReceiver<(Ask, Job)>,
     queued: Arc<AtomicUsize>,
+    holes: bool,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(SERVING));
     while let Some(first) = requests.recv().await {
@@ -54,15 +55,23 @@ pub async fn serve_requests(
             let _span = span.enter();
             let _permit = permit;
             for (ask, job) in batch {
-                serve_one(&engine, &peer, &out, ask, job);
+                serve_one(&engine, &peer, &out, ask, job, holes);
                 queued.fetch_sub(1, Ordering::Relaxed);
             }
         });
     }
 }
 
-/// Answers one request (with the content, or with why not).
-fn serve_one(engine: &Engine, peer: &str, out: &mpsc::Sender<Message>, ask: Ask, job: Job) {
+/// Answers one request (with the content, or with why not). With
+/// `holes` (the peer speaks it), a sparse file's holes are not sent.
+fn serve_one(
+    engine: &Engine,
+    peer: &str,
+    out: &mpsc::Sender<Message>,
+    ask: Ask,
+    job: Job,
+    holes: bool,
+) {
     let id = ask.id;
     // For the debug log only: no clock is read when it is off.
     let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
@@ -73,7 +82,7 @@ fn serve_one(engine: &Engine, peer: &str, out: &mpsc::Sender<Message>, ask: Ask,
         Err("not in a mirror set this host shares with you".to_string())
     } else {
         match job {
-            Job::Ranges(ranges) => send_ranges(engine, out, ask, ranges).map(Served::Bytes),
+            Job::Ranges(ranges) => send_ranges(engine, out, ask, ranges, holes).map(Served::Bytes),
             Job::Chunks { compact } => {
                 send_chunk_list(engine, out, ask, compact).map(Served::ChunkList)
             }
@@ -262,34 +271,52 @@ fn list_pages(id: u64, chunks: &[Chunk], compact: bool) -> Vec<Message> {
         .collect()
 }
 
+/// Sends `ranges` of the file, in order, then `FileEnd`. With `holes`,
+/// only the data within them ([`omirr_fs::sparse`]): the peer takes what
+/// is skipped for zeros.
 fn send_ranges(
     engine: &Engine,
     out: &mpsc::Sender<Message>,
     ask: Ask,
     ranges: Vec<(u64, u64)>,
+    holes: bool,
 ) -> Result<u64, String> {
     let file = open_for_peer(engine, &ask.path, &ask.hash, ask.size)?;
+    let sparse = holes
+        && file
+            .metadata()
+            .is_ok_and(|m| omirr_fs::sparse::may_have_holes(&m));
     let mut sent = 0;
     for (start, len) in ranges {
-        let mut offset = start;
-        while offset < start + len {
-            let want = (start + len - offset).min(MAX_CHUNK as u64) as usize;
-            let mut data = vec![0u8; want];
-            file.read_exact_at(&mut data, offset)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => "the file shrank while being read".into(),
-                    _ => e.to_string(),
-                })?;
-            let msg = Message::FileData {
-                id: ask.id,
-                offset,
-                data,
-            };
-            if out.blocking_send(msg).is_err() {
-                return Ok(sent);
+        let runs = if sparse {
+            omirr_fs::sparse::data_runs(&file, start, len, omirr_proto::MAX_RANGES)
+                .map_err(|e| format!("cannot find its holes: {e}"))?
+        } else {
+            vec![(start, len)]
+        };
+        for (start, len) in runs {
+            let mut offset = start;
+            while offset < start + len {
+                let want = (start + len - offset).min(MAX_CHUNK as u64) as usize;
+                let mut data = vec![0u8; want];
+                file.read_exact_at(&mut data, offset)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => {
+                            "the file shrank while being read".into()
+                        }
+                        _ => e.to_string(),
+                    })?;
+                let msg = Message::FileData {
+                    id: ask.id,
+                    offset,
+                    data,
+                };
+                if out.blocking_send(msg).is_err() {
+                    return Ok(sent);
+                }
+                offset += want as u64;
+                sent += want as u64;
             }
-            offset += want as u64;
-            sent += want as u64;
         }
     }
     let _ = out.blocking_send(Message::FileEnd { id: ask.id });
