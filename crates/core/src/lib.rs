@@ -20,6 +20,8 @@
 //! - [`expiry`]: which tombstones a host forgets, its watermark, and
 //!   what a host that was away longer than a peer's horizon forgets when
 //!   it comes back;
+//! - [`stat`]: the stat key, a local file's identity and state, by which
+//!   a hash recorded earlier stands without reading the file again;
 //! - [`mem`]: an in-memory index, the model the persisted one follows and
 //!   the one the simulation tests drive.
 //!
@@ -40,6 +42,7 @@ pub mod mem;
 pub mod observe;
 pub mod path;
 pub mod resolve;
+pub mod stat;
 pub mod tree;
 pub mod verify;
 pub mod version;
@@ -47,6 +50,7 @@ pub mod version;
 pub use entry::{BadXattrs, Change, Content, Entry, Hash, Meta, Name, Xattrs};
 pub use path::{PathError, RelPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use resolve::{Action, Resolution, Source};
+pub use stat::StatKey;
 pub use tree::IndexView;
 pub use version::{Hlc, HostId, Timestamp, Version};
 

@@ -14,7 +14,8 @@
 
 use omirr_core::entry::Meta;
 use omirr_core::{Change, Content, Entry, HostId, Name, RelPath, Timestamp, Version};
-use omirr_index::{Batch, Index, StatKey, StatUpdate};
+use omirr_core::StatKey;
+use omirr_index::{Batch, Index, StatUpdate};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

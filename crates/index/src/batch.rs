@@ -1,6 +1,6 @@
 //! A batch of index updates that commit together, in one transaction.
 
-use crate::StatKey;
+use omirr_core::StatKey;
 use omirr_core::{Change, HostId, RelPath, Seq, Timestamp};
 
 /// What to do with a path's stat-cache row when its change is recorded.

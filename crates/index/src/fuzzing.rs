@@ -4,7 +4,8 @@
 //! (hidden from its documentation); nothing but the harness uses it.
 
 use crate::codec::{self, CodecError};
-use crate::{Aside, StatKey};
+use crate::Aside;
+use omirr_core::StatKey;
 use omirr_core::{Entry, Seq};
 
 /// An `entries` table value whole: the seq, the entry and the path's

@@ -16,8 +16,8 @@
 //!   gets its own changes back;
 //! - the peers' changes this host could not apply ([`Aside`]), kept in
 //!   the same transaction as the cursor that moves past them;
-//! - the stat cache and the inode cache ([`StatKey`]), which let a scan
-//!   skip unchanged files and recognise renames and hard links.
+//! - the stat cache and the inode cache ([`omirr_core::StatKey`]), which
+//!   let a scan skip unchanged files and recognise renames and hard links.
 //!
 //! It does not decide anything: which change wins, what the tree must be
 //! and what to do on disk are `omirr-core`'s rules; scanning, hashing and
@@ -40,7 +40,6 @@ mod index;
 mod reader;
 mod record;
 mod schema;
-mod stat;
 
 pub use batch::{Batch, StatUpdate};
 pub use error::IndexError;
@@ -48,7 +47,6 @@ pub use index::{Aside, Expired};
 pub use index::{Index, FILE_NAME, FORMAT};
 pub use omirr_core::{Seq, Timestamp};
 pub use reader::IndexReader;
-pub use stat::StatKey;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use crate::schema::{
     holder_seq, inode_of, inode_prefix, InodeOf, BY_SEQ, ENTRIES, HOLDERS, HOLDER_PREFIX, INODES,
     STATS,
 };
-use crate::stat::StatKey;
+use omirr_core::StatKey;
 use omirr_core::{Change, Entry, Hash, IndexView, RelPath, Seq};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 use std::ops::Bound;

@@ -40,7 +40,7 @@
 //! trailing bytes, a name no user database could hold.
 
 use crate::codec::CodecError;
-use crate::StatKey;
+use omirr_core::StatKey;
 use omirr_core::{Content, Entry, HostId, Meta, Name, RelPath, Seq, Timestamp, Version, Xattrs};
 
 const KIND_FILE: u8 = 0;

@@ -7,7 +7,8 @@
 
 use omirr_core::entry::Meta;
 use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Timestamp, Version};
-use omirr_index::{Batch, Index, StatKey, StatUpdate};
+use omirr_core::StatKey;
+use omirr_index::{Batch, Index, StatUpdate};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};

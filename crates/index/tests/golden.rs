@@ -9,7 +9,8 @@ use omirr_core::{Change, Content, Entry, HostId, Meta, Name, RelPath, Timestamp,
 use omirr_index::fuzzing::{
     decode_aside, decode_entry, decode_record, encode_aside, encode_entry, encode_record,
 };
-use omirr_index::{Aside, StatKey, FORMAT};
+use omirr_core::StatKey;
+use omirr_index::{Aside, FORMAT};
 
 fn name(s: &str) -> Name {
     Name::new(s.as_bytes()).expect("a valid name")

@@ -6,7 +6,8 @@
 
 use omirr_core::entry::Meta;
 use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Timestamp, Version};
-use omirr_index::{Index, StatKey};
+use omirr_core::StatKey;
+use omirr_index::Index;
 use std::time::{Duration, Instant};
 
 const N: u64 = 10_000;

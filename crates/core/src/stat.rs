@@ -1,14 +1,18 @@
-//! The stat cache's key: what a file's `stat` must still say for the
-//! scanner to trust the index's hash without reading the file again.
+//! The stat key: what a file's `stat` must still say for a hash recorded
+//! earlier to stand without reading the file again.
+//!
+//! A plain value: `omirr-fs` makes it from a `stat` (its one builder is
+//! `omirr_fs::scan::key_of`), `omirr-index` stores it (the stat cache and
+//! the inode cache), and [`StatKey::unchanged`] is the rule both the
+//! scanner and the applier's guard compare with.
 
-use crate::schema::StatTuple;
 use serde::{Deserialize, Serialize};
 
 /// The parts of a local `stat(2)` that change whenever a file's content
 /// may have: a file whose `StatKey` equals the cached one is not re-hashed.
 /// `ctime` is in it because `mtime` can be set back by anyone (`touch -d`,
-/// `cp -p`), while `ctime` cannot. `dev` and `ino` also feed the inode
-/// cache (see [`crate::Index::path_of_inode`]).
+/// `cp -p`), while `ctime` cannot. `dev` and `ino` also feed the index's
+/// inode cache (`omirr_index::Index::path_of_inode`).
 ///
 /// These are local facts: they never leave the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -37,14 +41,16 @@ impl StatKey {
     }
 }
 
-impl From<StatKey> for StatTuple {
-    fn from(k: StatKey) -> StatTuple {
+/// The fields in declaration order: how the index's stat table stores a
+/// key (`(dev, ino, size, mtime_ns, ctime_ns)`).
+impl From<StatKey> for (u64, u64, u64, i64, i64) {
+    fn from(k: StatKey) -> (u64, u64, u64, i64, i64) {
         (k.dev, k.ino, k.size, k.mtime_ns, k.ctime_ns)
     }
 }
 
-impl From<StatTuple> for StatKey {
-    fn from((dev, ino, size, mtime_ns, ctime_ns): StatTuple) -> StatKey {
+impl From<(u64, u64, u64, i64, i64)> for StatKey {
+    fn from((dev, ino, size, mtime_ns, ctime_ns): (u64, u64, u64, i64, i64)) -> StatKey {
         StatKey {
             dev,
             ino,
