@@ -217,13 +217,13 @@ fn verify_deep_finds_content_changed_behind_the_index() {
     fs::write(&file, "<h1>ALPHA</h1>\n").expect("write");
     let mtime = filetime_of(&before);
     set_mtime(&file, mtime);
-    let after = fs::symlink_metadata(&file).expect("stat");
+    let after = omirr_fs::scan::lstat_key(&file).expect("stat");
     {
         let index = omirr_index::Index::open(&cluster.state_dir("beta")).expect("beta's index");
         index
             .set_stat(
                 &path("srv/www/index.html"),
-                omirr_fs::local::stat_key_of(&after),
+                after,
             )
             .expect("set stat");
     }

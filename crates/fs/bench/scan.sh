@@ -33,7 +33,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/omirr-bench-target}
 
 case $DATA in "$repo"|"$repo"/*) echo "DATA must be outside the repo" >&2; exit 2;; esac
 
-(cd "$repo" && cargo build --release -q -p omirr-fs --example scanbench)
+(cd "$repo" && cargo build --release -q -p omirr-sync --example scanbench)
 bench=$CARGO_TARGET_DIR/release/examples/scanbench
 
 if ! command -v b3sum >/dev/null; then

@@ -248,7 +248,7 @@ pub trait LocalGuard {
     /// Whether the non-directory at `path`, with `now` from `lstat`, is
     /// still what the index recorded there (`true` when the index has no
     /// stat for it to compare).
-    fn unchanged(&self, path: &RelPath, now: &omirr_index::StatKey) -> bool;
+    fn unchanged(&self, path: &RelPath, now: &omirr_core::StatKey) -> bool;
 }
 
 impl ApplyError {
@@ -3095,16 +3095,16 @@ mod tests {
     }
 
     /// A guard that knows one file's stat, taken before the batch.
-    struct KnownStat(RelPath, omirr_index::StatKey);
+    struct KnownStat(RelPath, omirr_core::StatKey);
 
     impl LocalGuard for KnownStat {
-        fn unchanged(&self, path: &RelPath, now: &omirr_index::StatKey) -> bool {
+        fn unchanged(&self, path: &RelPath, now: &omirr_core::StatKey) -> bool {
             *path != self.0 || self.1.unchanged(now)
         }
     }
 
-    fn key(path: &Path) -> omirr_index::StatKey {
-        crate::local::stat_key_of(&fs::symlink_metadata(path).expect("lstat"))
+    fn key(path: &Path) -> omirr_core::StatKey {
+        crate::scan::lstat_key(path).expect("lstat")
     }
 
     #[test]

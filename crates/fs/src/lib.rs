@@ -9,15 +9,15 @@
 //! ([`scan`]), watching them ([`watch`]), reading and writing extended
 //! attributes and ACLs ([`xattrs`]), finding a sparse file's holes
 //! ([`sparse`]), what this host may do to owners and
-//! modes ([`owners`]), recording what a scan finds in the index and
-//! undoing local changes where this host only receives ([`local`]); and
+//! modes ([`owners`]); and
 //! how the verbose log shows changes,
 //! actions, sizes and durations ([`shown`]).
-//! It holds no sync rules (see `omirr-core`) and no network code.
+//! It holds no sync rules (see `omirr-core`), no network code, and no
+//! index: recording what a scan finds in the index, and undoing local
+//! changes where this host only receives, are `omirr_sync::record`'s.
 
 pub mod apply;
 pub mod beneath;
-pub mod local;
 pub mod owners;
 pub mod scan;
 pub mod secure;

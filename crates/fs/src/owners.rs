@@ -77,7 +77,7 @@ pub trait Rules: Send + Sync {
     fn rules(&self, path: &RelPath) -> MetaRules;
     /// Whether this host only receives `path` (the Distfile's
     /// `receiveonly`): a local change there is not recorded, but undone
-    /// (see [`crate::local::plan_restore`]).
+    /// (see `omirr_sync::record::plan_restore`).
     fn undoes_local_changes(&self, path: &RelPath) -> bool {
         let _ = path;
         false

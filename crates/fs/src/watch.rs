@@ -9,7 +9,7 @@
 //! and no events for opening or reading files are asked for. Paths are gathered for a few milliseconds ([`Debounce`]: a
 //! batch is due once events have paused for `quiet`, or `max_delay` after
 //! its first event, whichever is first) and handed to the caller, who
-//! looks at them with [`crate::local::record_live`]. The watcher says
+//! looks at them with `omirr_sync::record::record_live`. The watcher says
 //! *where* to look, never *what* changed: the scan that follows decides.
 //!
 //! When the kernel drops events (its queue overflowed) the caller is told

@@ -1,16 +1,15 @@
 //! Owners, groups, modes and kept versions as the install options ask
-//! (`omirr_fs::owners`): the applier sets what the rules say, and the
-//! scan does not take this host's rendering of a peer's entry, or a field
-//! the rules leave alone, for a change of its own.
+//! (`omirr_fs::owners`): the applier sets what the rules say. (That the
+//! scan does not take this host's rendering of a peer's entry for a change
+//! of its own is tested with the recording, in omirr-sync's
+//! `tests/local_scan.rs`.)
 //!
 //! Setting owners needs root: those tests say so and pass trivially
 //! otherwise.
 
-use omirr_core::{Action, Change, Content, Entry, Hash, Hlc, HostId, Meta, Name, RelPath, Source};
-use omirr_core::{Timestamp, Version};
+use omirr_core::{Action, Hash, Meta, Name, RelPath, Source};
 use omirr_fs::apply::{Applier, ApplyOptions, ContentSource, SourceError};
 use omirr_fs::owners::{Check, MetaRules, Uniform};
-use omirr_index::Index;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -208,94 +207,4 @@ fn history_keeps_numbered_generations() {
     assert_eq!(read("f.OLD.2").as_deref(), Some("v2"));
     assert_eq!(read("f.OLD.3"), None, "two generations");
     assert_eq!(read("f.OLD"), None);
-}
-
-/// The scan compares what it finds with what this host would have made
-/// of the index's entry: a peer's owner rendered here, or a mode the
-/// rules keep, is no local change; a real local change still is.
-#[test]
-fn the_scan_takes_no_local_rendering_or_kept_field_for_a_change() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (root, state) = (tmp.path().join("root"), tmp.path().join("state"));
-    fs::create_dir_all(root.join("srv/www")).expect("mkdir");
-    fs::create_dir_all(&state).expect("mkdir");
-    let f = root.join("srv/www/f");
-    fs::write(&f, b"x").expect("write");
-    fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let md = fs::metadata(&f).expect("stat");
-    let index = Index::open(&state).expect("index");
-    let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-    // A peer's entry: its own numbers, names that are this file's here.
-    let owner = omirr_fs::owners::users().user_name(md.uid());
-    let group = omirr_fs::owners::users().group_name(md.gid());
-    assert!(
-        !owner.is_empty() && !group.is_empty(),
-        "the test's user has names"
-    );
-    let peer = Meta {
-        mode: 0o600,
-        uid: md.uid() + 1000,
-        gid: md.gid() + 1000,
-        mtime_ns,
-        owner,
-        group,
-        ..Default::default()
-    };
-    index
-        .record(&[Change {
-            path: p("srv/www/f"),
-            entry: Entry {
-                content: Content::File {
-                    size: 1,
-                    hash: *blake3::hash(b"x").as_bytes(),
-                },
-                meta: peer,
-                version: Version {
-                    ts: Timestamp(1),
-                    host: HostId::new("beta"),
-                },
-                base: None,
-            },
-        }])
-        .expect("record");
-    let look = |rules: MetaRules| {
-        let mut hlc = Hlc::default();
-        omirr_fs::local::record_live(
-            &index,
-            &mut hlc,
-            &HostId::new("alpha"),
-            &root,
-            &[p("srv/www")],
-            &[p("srv/www/f")],
-            &|_| false,
-            &Uniform(rules),
-            Timestamp(10),
-        )
-        .expect("look")
-        .changes
-    };
-    // Each look after the first needs a new stat key (a scan that finds
-    // nothing new vouches for the key it saw): a chmod changes the ctime.
-    let chmod = |mode: u32| {
-        std::thread::sleep(std::time::Duration::from_millis(30));
-        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).expect("chmod");
-    };
-    let kept = || MetaRules {
-        keep_mode: true,
-        ..MetaRules::default()
-    };
-    assert_eq!(look(kept()), 0, "owner and group by name, mode kept");
-    chmod(0o644);
-    let by_number = MetaRules {
-        owner: Check::ByNumber,
-        group: Check::ByNumber,
-        keep_mode: true,
-        ..MetaRules::default()
-    };
-    assert_eq!(look(by_number), 1, "by number, the owners differ");
-    // The index holds this host's entry now, with the mode kept (0600).
-    chmod(0o640);
-    assert_eq!(look(kept()), 0, "nochkmode: a chmod is no change");
-    chmod(0o641);
-    assert_eq!(look(MetaRules::default()), 1, "with modes checked it is");
 }

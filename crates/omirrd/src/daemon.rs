@@ -184,7 +184,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     )?);
 
     let started = std::time::Instant::now();
-    let scan = omirr_fs::local::scan_into_index(
+    let scan = omirr_sync::record::scan_into_index(
         &index,
         &mut hlc,
         &host,

@@ -21,6 +21,12 @@
 //! [`verify`] asks peers about their indexes over the sessions, and
 //! answers their questions about ours (`omirrd verify`).
 //!
+//! [`record`] is where the index meets this host's disk: the start-up
+//! scan and the watcher's batches into the index (the index as the
+//! scanner's baseline), a peer's changes onto the disk and then into the
+//! index, and the receive-only undo; [`local`] drives the watcher's side
+//! of it under the engine's write lock.
+//!
 //! One-way sets ([`engine::Direction`]): a session's applier drops a
 //! peer's changes where this host only sends, and undoes this host's
 //! local changes where it only receives ([`engine::Undo`]; the rule is
@@ -28,7 +34,7 @@
 //!
 //! What it does not own: the command line, logging, daemonising, the
 //! listener and dialers, the status socket (`omirrd`); the index and the
-//! disk's rules (`omirr-index`, `omirr-fs`); which change wins and what to
+//! disk's rules (`omirr-index`, `omirr-fs`: scanning, watching, applying); which change wins and what to
 //! do on disk (`omirr-core`); the bytes on the wire (`omirr-proto`). See
 //! `proto/PROTOCOL.md`, "Flow control", for the session's rules and why
 //! they cannot deadlock.
@@ -40,6 +46,7 @@ mod error;
 mod flow;
 mod isolate;
 pub mod local;
+pub mod record;
 pub mod session;
 pub mod verify;
 

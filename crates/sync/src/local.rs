@@ -52,7 +52,7 @@ pub async fn record(engine: &Arc<Engine>, dirty: Dirty) {
         let still_written: HashSet<RelPath> = still_written.into_iter().collect();
         let policy = e.policy();
         let rules = w.applier.rules();
-        omirr_fs::local::record_live(
+        crate::record::record_live(
             &e.store.index,
             &mut w.hlc,
             &e.host,
@@ -115,11 +115,11 @@ fn not_applied_here(engine: &Engine, dirty: Vec<RelPath>) -> Vec<RelPath> {
     let root = &engine.disk.root;
     let recorded = |path: &RelPath| -> Option<bool> {
         let full = root.join(std::ffi::OsStr::from_bytes(path.as_bytes()));
-        let meta = std::fs::symlink_metadata(full).ok()?;
-        if !meta.file_type().is_file() {
+        let st = rustix::fs::lstat(full).ok()?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Some(false);
         }
-        let now = omirr_fs::local::stat_key_of(&meta);
+        let now = omirr_fs::scan::key_of(&st);
         let key = index.stat(path).ok()??;
         if !key.unchanged(&now) {
             return Some(false);

@@ -23,7 +23,7 @@ use crate::SessionError;
 use omirr_core::resolve::Action;
 use omirr_core::{Change, HostId, IndexView, RelPath, Seq};
 use omirr_fs::apply::{ApplyError, Wanted};
-use omirr_fs::local::ApplyRemoteError;
+use crate::record::ApplyRemoteError;
 use omirr_index::{Aside, Batch};
 use omirr_proto::Message;
 use std::sync::Arc;
@@ -221,7 +221,7 @@ impl PeerApplier {
             let policy = engine.policy();
             let mut w = engine.disk.lock();
             let rules = w.applier.rules();
-            omirr_fs::local::plan_restore(
+            crate::record::plan_restore(
                 &engine.store.index,
                 &mut w.hlc,
                 &engine.host,
@@ -262,7 +262,7 @@ impl PeerApplier {
             let _span = span.enter();
             let w = engine.disk.lock();
             let mut source = &staged;
-            let r = omirr_fs::local::apply_restore(
+            let r = crate::record::apply_restore(
                 &engine.store.index,
                 &w.applier,
                 &restore,
@@ -804,7 +804,7 @@ fn apply_isolated(
         let mut source = staged;
         let index = &engine.store.index;
         let result = match resolved.take() {
-            Some(res) => omirr_fs::local::apply_resolved(
+            Some(res) => crate::record::apply_resolved(
                 index,
                 &w.applier,
                 &mut w.hlc,
@@ -813,7 +813,7 @@ fn apply_isolated(
                 &mut source,
             ),
             None => match resolve(engine, &rest) {
-                Ok(res) => omirr_fs::local::apply_resolved(
+                Ok(res) => crate::record::apply_resolved(
                     index,
                     &w.applier,
                     &mut w.hlc,

@@ -1151,10 +1151,8 @@ async fn delta(
     }
     out.finish(size)?;
     if let (Some(k), Some(file)) = (&trusted, &file) {
-        let now = file
-            .metadata()
-            .map_err(|e| FetchError::File(e.to_string()))?;
-        if !k.unchanged(&omirr_fs::local::stat_key_of(&now)) {
+        let now = omirr_fs::scan::fstat_key(file).map_err(|e| FetchError::File(e.to_string()))?;
+        if !k.unchanged(&now) {
             return Err(FetchError::File(
                 "the older version changed while it was being reused".into(),
             ));

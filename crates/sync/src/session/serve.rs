@@ -112,9 +112,9 @@ pub fn vouched(
     engine: &Engine,
     path: &RelPath,
     file: &std::fs::File,
-) -> Option<omirr_index::StatKey> {
+) -> Option<omirr_core::StatKey> {
     let key = engine.store.index.stat(path).ok().flatten()?;
-    let now = omirr_fs::local::stat_key_of(&file.metadata().ok()?);
+    let now = omirr_fs::scan::fstat_key(file).ok()?;
     key.unchanged(&now).then_some(key)
 }
 

@@ -1,19 +1,23 @@
 //! The start-up scan against a real disk and a persisted index: offline
 //! changes become versioned changes; unchanged files are not read again;
 //! renames made while the daemon was down are found through the inode
-//! cache and cost no hashing.
+//! cache and cost no hashing; what this host renders of a peer's entry
+//! (owners, kept modes) is no change of its own.
 
-use omirr_core::{Content, Hlc, HostId, IndexView, RelPath};
-use omirr_fs::local::scan_into_index;
+use omirr_core::{Change, Content, Entry, Hlc, HostId, IndexView, Meta, RelPath};
+use omirr_core::{Timestamp, Version};
+use omirr_fs::owners::{Check, MetaRules, Uniform};
 use omirr_index::Index;
+use omirr_sync::record::scan_into_index;
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s.as_bytes()).expect("path")
 }
 
-fn scan(state: &Path, root: &Path, hlc: &mut Hlc) -> omirr_fs::local::StartupScan {
+fn scan(state: &Path, root: &Path, hlc: &mut Hlc) -> omirr_sync::record::StartupScan {
     // A fresh open each time: what a restart sees.
     let index = Index::open(state).expect("open index");
     let exclude = |p: &RelPath| p.file_name().ends_with(b".swp");
@@ -138,7 +142,7 @@ fn offline_changes_renames_and_an_unchanged_rescan() {
 
 #[test]
 fn live_batches_record_what_the_watcher_reported() {
-    use omirr_fs::local::record_live;
+    use omirr_sync::record::record_live;
     let tmp = tempfile::tempdir().expect("tempdir");
     let (root, state) = (tmp.path().join("root"), tmp.path().join("state"));
     let www = root.join("srv/www");
@@ -239,7 +243,7 @@ fn the_old_children_of_a_renamed_directory_are_not_found_vanished_again() {
     );
 }
 
-// The start-up scan runs in pieces (see omirr_fs::local): under the top
+// The start-up scan runs in pieces (see omirr_sync::record): under the top
 // `srv/www`, each directory up to two levels down is a piece without its
 // subdirectories, and each directory below those a piece of its own. The
 // tree below has pieces www, www/p, www/p/a, www/p/z, www/q, www/q/sub,
@@ -289,8 +293,8 @@ fn piece_tree(root: &Path) {
     fs::write(www.join("q/qf"), b"qf").expect("write");
 }
 
-fn hooks(stop_after: usize) -> omirr_fs::local::PieceHooks {
-    omirr_fs::local::PieceHooks {
+fn hooks(stop_after: usize) -> omirr_sync::record::PieceHooks {
+    omirr_sync::record::PieceHooks {
         stop_after,
         // A commit after every piece, so that a stop between two pieces
         // leaves the earlier ones recorded.
@@ -302,10 +306,10 @@ fn scan_with(
     state: &Path,
     root: &Path,
     hlc: &mut Hlc,
-    hooks: omirr_fs::local::PieceHooks,
-) -> omirr_fs::local::StartupScan {
+    hooks: omirr_sync::record::PieceHooks,
+) -> omirr_sync::record::StartupScan {
     let index = Index::open(state).expect("open index");
-    omirr_fs::local::scan_into_index_with(
+    omirr_sync::record::scan_into_index_with(
         &index,
         hlc,
         &HostId::new("alpha"),
@@ -446,4 +450,94 @@ fn an_excluded_directory_in_a_split_piece_is_left_alone_not_vanished() {
     let tree = present_tree(&state);
     assert!(tree.iter().all(|(p, _, _)| !p.contains(".swp")), "{tree:?}");
     assert_eq!(tree, reference(&root));
+}
+
+/// The scan compares what it finds with what this host would have made
+/// of the index's entry: a peer's owner rendered here, or a mode the
+/// rules keep, is no local change; a real local change still is.
+#[test]
+fn the_scan_takes_no_local_rendering_or_kept_field_for_a_change() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (root, state) = (tmp.path().join("root"), tmp.path().join("state"));
+    fs::create_dir_all(root.join("srv/www")).expect("mkdir");
+    fs::create_dir_all(&state).expect("mkdir");
+    let f = root.join("srv/www/f");
+    fs::write(&f, b"x").expect("write");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let md = fs::metadata(&f).expect("stat");
+    let index = Index::open(&state).expect("index");
+    let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+    // A peer's entry: its own numbers, names that are this file's here.
+    let owner = omirr_fs::owners::users().user_name(md.uid());
+    let group = omirr_fs::owners::users().group_name(md.gid());
+    assert!(
+        !owner.is_empty() && !group.is_empty(),
+        "the test's user has names"
+    );
+    let peer = Meta {
+        mode: 0o600,
+        uid: md.uid() + 1000,
+        gid: md.gid() + 1000,
+        mtime_ns,
+        owner,
+        group,
+        ..Default::default()
+    };
+    index
+        .record(&[Change {
+            path: p("srv/www/f"),
+            entry: Entry {
+                content: Content::File {
+                    size: 1,
+                    hash: *blake3::hash(b"x").as_bytes(),
+                },
+                meta: peer,
+                version: Version {
+                    ts: Timestamp(1),
+                    host: HostId::new("beta"),
+                },
+                base: None,
+            },
+        }])
+        .expect("record");
+    let look = |rules: MetaRules| {
+        let mut hlc = Hlc::default();
+        omirr_sync::record::record_live(
+            &index,
+            &mut hlc,
+            &HostId::new("alpha"),
+            &root,
+            &[p("srv/www")],
+            &[p("srv/www/f")],
+            &|_| false,
+            &Uniform(rules),
+            Timestamp(10),
+        )
+        .expect("look")
+        .changes
+    };
+    // Each look after the first needs a new stat key (a scan that finds
+    // nothing new vouches for the key it saw): a chmod changes the ctime.
+    let chmod = |mode: u32| {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let kept = || MetaRules {
+        keep_mode: true,
+        ..MetaRules::default()
+    };
+    assert_eq!(look(kept()), 0, "owner and group by name, mode kept");
+    chmod(0o644);
+    let by_number = MetaRules {
+        owner: Check::ByNumber,
+        group: Check::ByNumber,
+        keep_mode: true,
+        ..MetaRules::default()
+    };
+    assert_eq!(look(by_number), 1, "by number, the owners differ");
+    // The index holds this host's entry now, with the mode kept (0600).
+    chmod(0o640);
+    assert_eq!(look(kept()), 0, "nochkmode: a chmod is no change");
+    chmod(0o641);
+    assert_eq!(look(MetaRules::default()), 1, "with modes checked it is");
 }

@@ -65,7 +65,7 @@ fn run(args: &[String]) -> Result<(), String> {
             let tops = [RelPath::root()];
             let mut pass = |kind: &str| -> Result<(), String> {
                 let start = Instant::now();
-                let r = omirr_fs::local::scan_into_index(
+                let r = omirr_sync::record::scan_into_index(
                     &index,
                     &mut hlc,
                     &host,

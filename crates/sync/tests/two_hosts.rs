@@ -6,7 +6,7 @@
 
 use omirr_core::{Action, Hash, Hlc, HostId, RelPath, Seq};
 use omirr_fs::apply::{Applier, ApplyOptions, ContentSource, SourceError};
-use omirr_fs::local::{apply_remote, scan_into_index};
+use omirr_sync::record::{apply_remote, scan_into_index};
 use omirr_index::Index;
 use std::collections::BTreeMap;
 use std::fs;
@@ -227,7 +227,7 @@ fn the_watcher_keeps_the_stat_keys_of_files_the_applier_just_wrote() {
             .expect("clock")
             .as_nanos() as u64,
     );
-    let live = omirr_fs::local::record_live(
+    let live = omirr_sync::record::record_live(
         &b.index,
         &mut b.hlc,
         &b.name,
@@ -359,7 +359,7 @@ impl omirr_fs::owners::Rules for ReceiveOnly {
 
 #[test]
 fn a_receive_only_host_records_no_local_change_and_puts_the_sets_version_back() {
-    use omirr_fs::local::{apply_restore, plan_restore};
+    use omirr_sync::record::{apply_restore, plan_restore};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut a = Host::new("a", dir.path().join("a"));
     let mut b = Host::new("b", dir.path().join("b"));

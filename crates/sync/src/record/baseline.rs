@@ -1,0 +1,265 @@
+//! The persisted index as the scanner's baseline ([`IndexBaseline`]),
+//! read once per scan or piece of one. Which entries it believes on disk
+//! is `omirr_core::tree`'s rule: an entry hidden under a newer
+//! non-directory ancestor is not.
+
+use omirr_core::{Content, RelPath, StatKey};
+use omirr_fs::scan::{BaselineError, Known, ScanBaseline};
+use omirr_index::{Index, IndexError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::startup::{Departed, Upper};
+
+/// The persisted index as the scanner's baseline, read once per scan (or
+/// piece of one): one range read per scanned top rather than two lookups
+/// per file. It holds the stat keys and live entries below the tops in
+/// memory for the scan's duration, but for those in the cut directories
+/// (other pieces'); paths elsewhere (the old name of something renamed in)
+/// are looked up in the index, then among the paths earlier pieces found
+/// vanished.
+pub(super) struct IndexBaseline<'a> {
+    index: &'a Index,
+    tops: Vec<RelPath>,
+    cut: Cut,
+    pub(super) stats: HashMap<RelPath, StatKey>,
+    live: BTreeMap<RelPath, Content>,
+    departed: Option<&'a Departed>,
+}
+
+/// The index's rows at and below one top of a piece, in path order.
+struct Rows {
+    stats: Vec<(RelPath, StatKey)>,
+    entries: Vec<(RelPath, omirr_core::Entry)>,
+}
+
+impl Rows {
+    /// Everything at and below `top`, from the index.
+    fn whole(index: &Index, top: &RelPath) -> Result<Rows, IndexError> {
+        let own = index.stat(top)?.map(|k| (top.clone(), k));
+        let stats = own.into_iter().chain(index.stats_below(top)?).collect();
+        let own = index.entry(top)?.map(|e| (top.clone(), e));
+        let entries = own.into_iter().chain(index.below(top)?).collect();
+        Ok(Rows { stats, entries })
+    }
+
+    /// What a piece split around the `cut` subdirectories of `top` needs:
+    /// `top` and its children from `upper`, and, from the index, whatever
+    /// lies below a child that is not cut (a directory gone from disk, or
+    /// no longer a directory), so that all of it is found vanished.
+    fn upper(index: &Index, upper: &Upper, top: &RelPath, cut: &Cut) -> Result<Rows, IndexError> {
+        let near = |p: &RelPath| p == top || p.parent().as_ref() == Some(top);
+        let mut stats: BTreeMap<RelPath, StatKey> = BTreeMap::new();
+        let mut entries: BTreeMap<RelPath, omirr_core::Entry> = BTreeMap::new();
+        let own = upper.entries.get(top).map(|e| (top, e));
+        for (p, e) in own
+            .into_iter()
+            .chain(upper.entries.range(top.below_path_range()))
+        {
+            if near(p) && !cut.holds(p) {
+                entries.insert(p.clone(), e.clone());
+            }
+        }
+        let own = upper.stats.get(top).map(|k| (top, k));
+        for (p, k) in own
+            .into_iter()
+            .chain(upper.stats.range(top.below_path_range()))
+        {
+            if near(p) && !cut.holds(p) {
+                stats.insert(p.clone(), *k);
+            }
+        }
+        let gone_dirs: Vec<RelPath> = entries
+            .iter()
+            .filter(|(p, e)| *p != top && e.content.is_dir())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for dir in gone_dirs {
+            entries.extend(index.below(&dir)?);
+            stats.extend(index.stats_below(&dir)?);
+        }
+        Ok(Rows {
+            stats: stats.into_iter().collect(),
+            entries: entries.into_iter().collect(),
+        })
+    }
+}
+
+/// Subdirectories of the tops left to other pieces, by their bytes.
+pub(super) struct Cut(HashSet<Vec<u8>>);
+
+impl Cut {
+    pub(super) fn new(dirs: &[RelPath]) -> Cut {
+        Cut(dirs.iter().map(|d| d.as_bytes().to_vec()).collect())
+    }
+
+    /// Whether `path` is a cut directory or below one: a look at each of
+    /// its ancestors' bytes, not at each cut directory.
+    pub(super) fn holds(&self, path: &RelPath) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
+        let bytes = path.as_bytes();
+        let prefixes = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .map(|(i, _)| &bytes[..i])
+            .chain(std::iter::once(bytes));
+        for prefix in prefixes {
+            if self.0.contains(prefix) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl<'a> IndexBaseline<'a> {
+    pub(super) fn load(
+        index: &'a Index,
+        tops: &[RelPath],
+        cut: &[RelPath],
+        departed: Option<&'a Departed>,
+        upper: Option<&Upper>,
+    ) -> Result<IndexBaseline<'a>, IndexError> {
+        let cut = Cut::new(cut);
+        let mut stats = HashMap::new();
+        let mut live = BTreeMap::new();
+        for top in tops {
+            let rows = match upper {
+                Some(upper) => Rows::upper(index, upper, top, &cut)?,
+                None => Rows::whole(index, top)?,
+            };
+            stats.extend(rows.stats);
+            // Entries hidden under a newer non-directory ancestor (the old
+            // children of a deleted or renamed directory, see
+            // `omirr_core::tree`) are not expected on disk: left out, the
+            // scan does not find each of them vanished, and observe does
+            // not look at each. Path order puts ancestors first.
+            let mut blockers: HashMap<RelPath, omirr_core::Version> = HashMap::new();
+            for a in top.ancestors().filter(|a| !a.is_root()) {
+                if let Some(e) = index.entry(&a)?.filter(|e| !e.content.is_dir()) {
+                    blockers.insert(a, e.version);
+                }
+            }
+            for (p, e) in rows.entries {
+                let hidden = p
+                    .ancestors()
+                    .any(|a| blockers.get(&a).is_some_and(|v| *v > e.version));
+                if !e.content.is_dir() {
+                    blockers.insert(p.clone(), e.version.clone());
+                }
+                if e.is_live() && !hidden {
+                    live.insert(p, e.content);
+                }
+            }
+        }
+        Ok(IndexBaseline {
+            index,
+            tops: tops.to_vec(),
+            cut,
+            stats,
+            live,
+            departed,
+        })
+    }
+
+    fn preloaded(&self, path: &RelPath) -> bool {
+        self.tops.iter().any(|t| path == t || path.is_below(t)) && !self.cut.holds(path)
+    }
+}
+
+impl ScanBaseline for IndexBaseline<'_> {
+    fn known(&self, path: &RelPath) -> Result<Option<Known>, BaselineError> {
+        let (key, content) = if self.preloaded(path) {
+            (self.stats.get(path).copied(), self.live.get(path).cloned())
+        } else {
+            // Found vanished by an earlier piece: the index has forgotten
+            // its stat key (and may hold a tombstone, or an entry hidden
+            // under one).
+            if let Some(k) = self.departed.and_then(|d| d.known.get(path)) {
+                return Ok(Some(k.clone()));
+            }
+            let content = self
+                .index
+                .entry(path)?
+                .filter(|e| e.is_live())
+                .map(|e| e.content);
+            (self.index.stat(path)?, content)
+        };
+        Ok(match (key, content) {
+            (Some(key), Some(content)) => Some(Known {
+                key,
+                content,
+                racy: false,
+            }),
+            _ => None,
+        })
+    }
+
+    fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError> {
+        if let Some(p) = self.index.path_of_inode(dev, ino)? {
+            return Ok(Some(p));
+        }
+        Ok(self
+            .departed
+            .and_then(|d| d.inodes.get(&(dev, ino)))
+            .cloned())
+    }
+
+    /// The index's names only: a name an earlier piece found vanished
+    /// (`Departed`) no longer holds the inode.
+    fn paths_of_inode(&self, dev: u64, ino: u64) -> Result<Vec<RelPath>, BaselineError> {
+        let mut paths = self.index.paths_of_inode(dev, ino)?;
+        if let Some(met) = self.departed.and_then(|d| d.linked.get(&(dev, ino))) {
+            paths.extend(met.iter().map(|h| h.path.clone()));
+        }
+        Ok(paths)
+    }
+
+    /// What an earlier piece of this scan gave the path, else what the
+    /// index holds.
+    fn recorded_link(&self, path: &RelPath) -> Result<Option<Option<RelPath>>, BaselineError> {
+        let earlier = self.departed.and_then(|d| {
+            d.linked
+                .values()
+                .flatten()
+                .find(|h| h.path == *path)
+                .map(|h| h.link.clone())
+        });
+        if let Some(link) = earlier {
+            return Ok(Some(link));
+        }
+        Ok(match self.index.entry(path)? {
+            Some(e) if matches!(e.content, Content::File { .. }) => Some(e.meta.link.map(|l| *l)),
+            _ => None,
+        })
+    }
+
+    fn is_live(&self, path: &RelPath) -> Result<bool, BaselineError> {
+        if self.preloaded(path) {
+            return Ok(self.live.contains_key(path));
+        }
+        Ok(self.index.entry(path)?.is_some_and(|e| e.is_live()))
+    }
+
+    fn for_each_below(
+        &self,
+        dir: &RelPath,
+        f: &mut dyn FnMut(&RelPath),
+    ) -> Result<(), BaselineError> {
+        if self.preloaded(dir) {
+            // The cut directories' rows were never loaded.
+            for p in self.live.range(dir.below_path_range()).map(|(p, _)| p) {
+                f(p);
+            }
+        } else {
+            for (p, e) in self.index.below(dir)? {
+                if e.is_live() {
+                    f(&p);
+                }
+            }
+        }
+        Ok(())
+    }
+}
