@@ -263,7 +263,7 @@ mod tests {
                 let node = present(&m, p).expect("mem");
                 prop_assert!(node.is_some(), "{} visible but not present", p);
                 let node = node.expect("checked");
-                if !e.content.is_dir() && !node.content.is_dir() {
+                if e.content.is_dir() || !node.content.is_dir() {
                     prop_assert_eq!(node, Node { content: e.content, meta: e.meta }, "{}", p);
                 }
             }
