@@ -3,6 +3,7 @@
 //! is `omirr_core::tree`'s rule: an entry hidden under a newer
 //! non-directory ancestor is not.
 
+use omirr_core::tree::Hiding;
 use omirr_core::{Content, RelPath, StatKey};
 use omirr_fs::scan::{BaselineError, Known, ScanBaseline};
 use omirr_index::{Index, IndexError};
@@ -136,20 +137,14 @@ impl<'a> IndexBaseline<'a> {
             // `omirr_core::tree`) are not expected on disk: left out, the
             // scan does not find each of them vanished, and observe does
             // not look at each. Path order puts ancestors first.
-            let mut blockers: HashMap<RelPath, omirr_core::Version> = HashMap::new();
+            let mut hiding = Hiding::default();
             for a in top.ancestors().filter(|a| !a.is_root()) {
-                if let Some(e) = index.entry(&a)?.filter(|e| !e.content.is_dir()) {
-                    blockers.insert(a, e.version);
+                if let Some(e) = index.entry(&a)? {
+                    hiding.note(&a, &e);
                 }
             }
             for (p, e) in rows.entries {
-                let hidden = p
-                    .ancestors()
-                    .any(|a| blockers.get(&a).is_some_and(|v| *v > e.version));
-                if !e.content.is_dir() {
-                    blockers.insert(p.clone(), e.version.clone());
-                }
-                if e.is_live() && !hidden {
+                if hiding.allows(&p, &e) && e.is_live() {
                     live.insert(p, e.content);
                 }
             }
@@ -261,5 +256,94 @@ impl ScanBaseline for IndexBaseline<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::startup::Upper;
+    use omirr_core::tree::{present, visible};
+    use omirr_core::{Change, Entry, HostId, Meta, Timestamp, Version};
+    use proptest::prelude::*;
+
+    /// The paths of the random trees: some sort between a directory and
+    /// its children (`a-` lies between `a` and `a/b` in path order).
+    const PATHS: &[&str] = &[
+        "a", "a-", "a/b", "a/b-", "a/b/c", "a/b/c/d", "a/c", "a-/b", "b", "b/a", "b/a/a", "b/b",
+    ];
+
+    /// One change of a random tree: which path, what kind of entry (a
+    /// directory, a file, a symlink or a tombstone), its timestamp and
+    /// writer.
+    type Spec = (usize, u8, u64, bool);
+
+    fn change(&(i, kind, ts, first): &Spec) -> Change {
+        let content = match kind {
+            0 => Content::Dir,
+            1 => Content::File {
+                size: ts,
+                hash: [7; 32],
+            },
+            2 => Content::Symlink {
+                target: b"t".to_vec(),
+            },
+            _ => Content::Deleted,
+        };
+        Change {
+            path: RelPath::new(PATHS[i].as_bytes()).expect("path"),
+            entry: Entry {
+                content,
+                meta: Meta::default(),
+                version: Version {
+                    ts: Timestamp(ts),
+                    host: HostId::new(if first { "alpha" } else { "beta" }),
+                },
+                base: None,
+            },
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The baseline believes on disk exactly the entries
+        /// `omirr_core::tree` makes visible, each of which is present,
+        /// whether its rows are read whole or through the upper levels.
+        #[test]
+        fn the_baseline_agrees_with_the_tree(
+            spec in proptest::collection::vec((0..PATHS.len(), 0u8..4, 1u64..6, any::<bool>()), 0..40),
+            top in 0..PATHS.len() + 1,
+            through_upper in any::<bool>(),
+        ) {
+            let state = tempfile::tempdir().expect("tempdir");
+            let index = Index::open(state.path()).expect("index");
+            for c in &spec {
+                index.record(std::slice::from_ref(&change(c))).expect("record");
+            }
+            let top = PATHS.get(top).map_or(RelPath::root(), |t| RelPath::new(t.as_bytes()).expect("path"));
+            let tops = [top.clone()];
+            let upper = match through_upper {
+                true => Upper::load(&index, &tops).expect("upper"),
+                false => None,
+            };
+            let baseline = IndexBaseline::load(&index, &tops, &[], None, upper.as_ref()).expect("baseline");
+            let mut below = Vec::new();
+            baseline.for_each_below(&top, &mut |p| below.push(p.clone())).expect("below");
+            let mut visible_below = Vec::new();
+            for (p, _) in index.below(&top).expect("below") {
+                let seen = visible(&index, &p).expect("visible").is_some();
+                prop_assert_eq!(baseline.is_live(&p).expect("live"), seen, "{}", p);
+                if seen {
+                    prop_assert!(present(&index, &p).expect("present").is_some(), "{}", p);
+                    visible_below.push(p);
+                }
+            }
+            prop_assert_eq!(below, visible_below);
+            if !top.is_root() {
+                let seen = visible(&index, &top).expect("visible").is_some();
+                prop_assert_eq!(baseline.is_live(&top).expect("live"), seen);
+            }
+        }
     }
 }

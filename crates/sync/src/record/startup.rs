@@ -226,7 +226,7 @@ impl Upper {
     /// `None` if the tops hold more than [`UPPER_MAX`] such rows (a tree
     /// of millions of entries but two levels deep): the pieces then read
     /// their own rows, rather than all of them being held for the scan.
-    fn load(index: &Index, tops: &[RelPath]) -> Result<Option<Upper>, IndexError> {
+    pub(super) fn load(index: &Index, tops: &[RelPath]) -> Result<Option<Upper>, IndexError> {
         let mut upper = Upper::default();
         // One read transaction, one pass over the rows below each top,
         // keeping only the shallow ones.
