@@ -262,7 +262,6 @@ impl ScanBaseline for IndexBaseline<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::startup::Upper;
     use omirr_core::tree::{present, visible};
     use omirr_core::{Change, Entry, HostId, Meta, Timestamp, Version};
     use proptest::prelude::*;
