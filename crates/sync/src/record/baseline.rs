@@ -4,7 +4,7 @@
 //! non-directory ancestor is not.
 
 use omirr_core::tree::Hiding;
-use omirr_core::{Content, RelPath, StatKey};
+use omirr_core::{Content, IndexView, RelPath, StatKey};
 use omirr_fs::scan::{BaselineError, Known, ScanBaseline};
 use omirr_index::{Index, IndexError};
 use std::collections::{BTreeMap, HashMap, HashSet};

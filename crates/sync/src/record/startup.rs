@@ -2,7 +2,7 @@
 //! with the index as its baseline, in pieces, each recorded in its own
 //! transaction (see the module doc of [`crate::record`] for why and how).
 
-use omirr_core::{Hlc, HostId, RelPath, Timestamp, StatKey};
+use omirr_core::{Hlc, HostId, IndexView, RelPath, StatKey, Timestamp};
 use omirr_fs::owners::Rules;
 use omirr_fs::scan::{self, Known, ScanIssue, ScanStats};
 use omirr_index::{Batch, Index, IndexError};

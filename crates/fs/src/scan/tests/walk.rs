@@ -3,7 +3,7 @@
 use super::*;
 use omirr_core::observe::When;
 use omirr_core::tree::Node;
-use omirr_core::Meta;
+use omirr_core::{Meta, Timestamp};
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
