@@ -6,10 +6,10 @@ import sys, re, collections
 STAGES = [
     ("index commit (apply)", ["omirr_index::index::Tables::finish", "omirr_index::index::Tables::flush", "redb::transactions::WriteTransaction::commit"]),
     ("apply: write files, meta, rename", ["omirr_fs::apply::Applier::apply_with", "omirr_fs::apply::Batch::run"]),
-    ("watcher: record own/live events", ["omirr_fs::local::record_live"]),
-    ("start-up scan", ["omirr_fs::local::scan_into_index", "record_scan", "omirr_fs::scan::"]),
+    ("watcher: record own/live events", ["omirr_sync::record::changes::record_live"]),
+    ("start-up scan", ["omirr_sync::record::startup::", "record_scan", "omirr_fs::scan::"]),
     ("resolve (wanted)", ["session::apply::{impl#0}::wanted", "omirr_core::resolve"]),
-    ("apply: other", ["omirr_sync::session::apply", "omirr_fs::local::apply_"]),
+    ("apply: other", ["omirr_sync::session::apply", "omirr_sync::record::remote::", "omirr_sync::record::restore::"]),
     ("fetch: stage files (temp write)", ["omirr_sync::session::fetch"]),
     ("serve: read files for peer", ["omirr_sync::session::serve", "omirr_fs::beneath::read_file"]),
     ("session: TLS, frames, decode", ["omirr_sync::session::run", "tokio_rustls", "rustls::", "omirr_proto::"]),
