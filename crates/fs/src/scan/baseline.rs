@@ -1,15 +1,9 @@
 //! What the scanner needs to know of the disk as it was: the
 //! [`ScanBaseline`] trait (the persisted index implements it, in
-//! `omirr_sync::record`), and [`MemBaseline`], its in-memory model for
-//! tests and benchmarks.
-
-use std::collections::{BTreeMap, HashMap};
+//! `omirr_sync::record`; `mem.rs` holds its in-memory model).
 
 use omirr_core::{Content, RelPath, StatKey};
 
-use super::report::ScanReport;
-#[cfg(doc)]
-use super::report::Found;
 #[cfg(doc)]
 use omirr_core::Meta;
 
@@ -19,7 +13,7 @@ use omirr_core::Meta;
 pub struct Known {
     pub key: StatKey,
     pub content: Content,
-    /// The key was taken while the file was racy ([`Found::racy`]): it
+    /// The key was taken while the file was racy ([`Found::racy`](super::Found::racy)): it
     /// proves nothing, and the next scan reads the file again.
     pub racy: bool,
 }
@@ -30,8 +24,8 @@ pub type BaselineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What the scanner needs to know about the previous state of the disk.
 ///
-/// The persisted index implements this; [`MemBaseline`] is the in-memory
-/// model. Only paths believed present on disk are known: tombstones and
+/// The persisted index implements this;
+/// [`MemBaseline`](super::MemBaseline) is the in-memory model. Only paths believed present on disk are known: tombstones and
 /// entries not yet applied must not be returned.
 pub trait ScanBaseline {
     /// What was recorded for `path`, if anything.
@@ -68,86 +62,4 @@ pub trait ScanBaseline {
         dir: &RelPath,
         f: &mut dyn FnMut(&RelPath),
     ) -> Result<(), BaselineError>;
-}
-
-/// An in-memory [`ScanBaseline`]: the model the persisted index follows,
-/// and what tests and benchmarks scan against.
-#[derive(Debug, Clone, Default)]
-pub struct MemBaseline {
-    paths: BTreeMap<RelPath, Known>,
-    inodes: HashMap<(u64, u64), RelPath>,
-}
-
-impl MemBaseline {
-    pub fn new() -> MemBaseline {
-        MemBaseline::default()
-    }
-
-    /// A baseline holding what `report` found.
-    pub fn from_report(report: &ScanReport) -> MemBaseline {
-        let mut b = MemBaseline::new();
-        b.record(report);
-        b
-    }
-
-    /// Brings the baseline up to date with a scan: vanished paths go,
-    /// found ones are (re)recorded.
-    pub fn record(&mut self, report: &ScanReport) {
-        for v in &report.vanished {
-            self.remove(&v.path);
-        }
-        for f in &report.found {
-            self.insert(f.path.clone(), f.known());
-        }
-    }
-
-    pub fn insert(&mut self, path: RelPath, known: Known) {
-        let inode = (known.key.dev, known.key.ino);
-        if let Some(old) = self.paths.insert(path.clone(), known) {
-            self.forget_inode(&path, &old);
-        }
-        self.inodes.insert(inode, path);
-    }
-
-    pub fn remove(&mut self, path: &RelPath) -> Option<Known> {
-        let old = self.paths.remove(path)?;
-        self.forget_inode(path, &old);
-        Some(old)
-    }
-
-    fn forget_inode(&mut self, path: &RelPath, old: &Known) {
-        let inode = (old.key.dev, old.key.ino);
-        if self.inodes.get(&inode) == Some(path) {
-            self.inodes.remove(&inode);
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
-    }
-}
-
-impl ScanBaseline for MemBaseline {
-    fn known(&self, path: &RelPath) -> Result<Option<Known>, BaselineError> {
-        Ok(self.paths.get(path).cloned())
-    }
-
-    fn path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<RelPath>, BaselineError> {
-        Ok(self.inodes.get(&(dev, ino)).cloned())
-    }
-
-    fn for_each_below(
-        &self,
-        dir: &RelPath,
-        f: &mut dyn FnMut(&RelPath),
-    ) -> Result<(), BaselineError> {
-        for p in self.paths.range(dir.below_path_range()).map(|(p, _)| p) {
-            f(p);
-        }
-        Ok(())
-    }
 }

@@ -59,13 +59,15 @@
 //! - `walk.rs`: the walk itself: the tops, each directory's entries,
 //!   directories, symlinks and FIFOs;
 //! - `hash.rs`: regular files: a hash reused when something vouches for
-//!   it, else the file read through one buffer and checked unchanged;
+//!   it, else the file read (through the buffer of `buf.rs`) and checked
+//!   unchanged;
 //! - `renames.rs`: an inode the baseline knew under another name;
 //! - `links.rs`: which name leads a hard-linked file's names;
 //! - `vanished.rs`: what the baseline knew that the walk did not find;
 //! - `stat.rs`: what a `stat` says: the stat key (the one builder of a
 //!   [`StatKey`], [`key_of`]), the ctime and the metadata;
 //! - `baseline.rs`: what the scan asks its baseline ([`ScanBaseline`]);
+//!   `mem.rs`: an in-memory one ([`MemBaseline`]);
 //! - `report.rs`: what it reports ([`ScanReport`]).
 
 use std::io;
@@ -81,8 +83,10 @@ use omirr_core::RelPath;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 
 mod baseline;
+mod buf;
 mod hash;
 mod links;
+mod mem;
 mod renames;
 mod report;
 mod stat;
@@ -91,8 +95,9 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-pub use baseline::{BaselineError, Known, MemBaseline, ScanBaseline};
-pub(crate) use hash::AlignedBuf;
+pub use baseline::{BaselineError, Known, ScanBaseline};
+pub use mem::MemBaseline;
+pub(crate) use buf::AlignedBuf;
 pub use report::{
     Found, HardLink, ScanError, ScanIssue, ScanReport, ScanStats, Vanished, UNSUPPORTED_REMEMBERED,
 };

@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::baseline::{Known, ScanBaseline};
-use super::hash::{AlignedBuf, BUF_SIZE};
+use super::buf::{AlignedBuf, BUF_SIZE};
 use super::report::{Found, ScanError, ScanIssue, ScanReport};
 use super::stat::{ctime_of, key_of, kind_name, meta_of};
 use super::TRIES;

@@ -1,7 +1,8 @@
 //! Reading files: when a hash is reused, when a file is read again, the buffer.
 
 use super::*;
-use crate::scan::hash::{AlignedBuf, Reading, BUF_ALIGN, BUF_SIZE};
+use crate::scan::buf::{AlignedBuf, BUF_ALIGN, BUF_SIZE};
+use crate::scan::hash::Reading;
 use crate::scan::walk::Walker;
 use std::fs::File;
 use std::os::fd::AsFd;
