@@ -25,8 +25,9 @@ pub type BaselineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// What the scanner needs to know about the previous state of the disk.
 ///
 /// The persisted index implements this;
-/// [`MemBaseline`](super::MemBaseline) is the in-memory model. Only paths believed present on disk are known: tombstones and
-/// entries not yet applied must not be returned.
+/// [`MemBaseline`](super::MemBaseline) is the in-memory model. Only paths
+/// believed present on disk are known: tombstones and entries not yet
+/// applied must not be returned.
 pub trait ScanBaseline {
     /// What was recorded for `path`, if anything.
     fn known(&self, path: &RelPath) -> Result<Option<Known>, BaselineError>;
