@@ -9,7 +9,7 @@ use omirr_fs::scan::{BaselineError, Known, ScanBaseline};
 use omirr_index::{Index, IndexError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::startup::{Departed, Upper};
+use super::piece::{Departed, Upper};
 
 /// The persisted index as the scanner's baseline, read once per scan (or
 /// piece of one): one range read per scanned top rather than two lookups

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::baseline::{Cut, IndexBaseline};
-use super::startup::Piece;
+use super::piece::Piece;
 #[cfg(doc)]
 use super::plan_restore;
 

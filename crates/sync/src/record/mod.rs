@@ -28,7 +28,8 @@
 //! the old path was found vanished by an earlier piece of the same scan,
 //! which remembers what it knew of the inode (`Departed`).
 //!
-//! By job: `startup.rs` (the start-up scan and its pieces), `changes.rs`
+//! By job: `startup.rs` (the start-up scan), `piece.rs` (what a piece of
+//! it carries), `changes.rs`
 //! (one look at the disk turned into recorded changes, which the watcher's
 //! batches, the pieces and the undo share), `baseline.rs` (the index as
 //! the scanner's baseline), `remote.rs` (a peer's changes), `restore.rs`
@@ -40,6 +41,7 @@ use std::path::Path;
 
 mod baseline;
 mod changes;
+mod piece;
 mod remote;
 mod restore;
 mod startup;
@@ -49,7 +51,8 @@ pub use remote::{apply_remote, apply_resolved, Applied, ApplyRemoteError};
 pub use restore::{apply_restore, plan_restore, Restore};
 #[doc(hidden)]
 pub use startup::{scan_into_index_with, PieceHooks};
-pub use startup::{scan_into_index, StartupScan, SPLIT_DEPTH};
+pub use piece::SPLIT_DEPTH;
+pub use startup::{scan_into_index, StartupScan};
 
 /// The stat key of what is at `path` under `root`, without following a
 /// symlink (the applier has just put it there, inside the root).
