@@ -28,12 +28,14 @@
 //! the old path was found vanished by an earlier piece of the same scan,
 //! which remembers what it knew of the inode (`Departed`).
 //!
-//! By job: `startup.rs` (the start-up scan), `piece.rs` (what a piece of
-//! it carries), `changes.rs`
-//! (one look at the disk turned into recorded changes, which the watcher's
-//! batches, the pieces and the undo share), `baseline.rs` (the index as
-//! the scanner's baseline), `remote.rs` (a peer's changes), `restore.rs`
-//! (the receive-only undo).
+//! By job:
+//!
+//! - `startup.rs`: the start-up scan; `piece.rs`: what a piece of it
+//!   carries;
+//! - `changes.rs`: one look at the disk turned into recorded changes,
+//!   which the watcher's batches, the pieces and the undo share;
+//! - `baseline.rs`: the index as the scanner's baseline;
+//! - `remote.rs`: a peer's changes; `restore.rs`: the receive-only undo.
 
 use omirr_core::{RelPath, StatKey};
 use omirr_fs::scan;
