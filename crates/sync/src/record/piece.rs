@@ -102,7 +102,7 @@ pub(super) struct Departed {
 }
 
 impl Departed {
-    fn remember_links(&mut self, found: &[scan::HardLink]) {
+    pub(super) fn remember_links(&mut self, found: &[scan::HardLink]) {
         for h in found {
             if self.linked.len() >= DEPARTED_MAX {
                 return;
@@ -114,7 +114,7 @@ impl Departed {
         }
     }
 
-    fn remember(&mut self, path: &RelPath, known: Known) {
+    pub(super) fn remember(&mut self, path: &RelPath, known: Known) {
         if self.known.len() >= DEPARTED_MAX {
             return;
         }

@@ -2,11 +2,10 @@
 //! with the index as its baseline, in pieces, each recorded in its own
 //! transaction (see the module doc of [`crate::record`] for why and how).
 
-use omirr_core::{Hlc, HostId, IndexView, RelPath, StatKey, Timestamp};
+use omirr_core::{Hlc, HostId, RelPath};
 use omirr_fs::owners::Rules;
-use omirr_fs::scan::{self, Known, ScanIssue, ScanStats};
+use omirr_fs::scan::{self, ScanIssue, ScanStats};
 use omirr_index::{Batch, Index, IndexError};
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::changes::{record_scan, LocalScanError, Stamp};
