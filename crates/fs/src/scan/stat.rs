@@ -50,13 +50,18 @@ pub(super) fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-pub(super) fn kind_name(t: FileType) -> &'static str {
-    match t {
-        FileType::Fifo => "FIFO",
+/// What messages call a file of type `kind`: the scan's issues and the
+/// applier's errors.
+pub(crate) fn kind_name(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symlink",
+        FileType::Fifo => "named pipe",
         FileType::Socket => "socket",
         FileType::CharacterDevice => "character device",
         FileType::BlockDevice => "block device",
-        _ => "file of unknown type",
+        FileType::Unknown => "file of unknown kind",
     }
 }
 
