@@ -101,7 +101,6 @@ pub(crate) use buf::AlignedBuf;
 pub use report::{
     Found, HardLink, ScanError, ScanIssue, ScanReport, ScanStats, Vanished, UNSUPPORTED_REMEMBERED,
 };
-pub(crate) use stat::kind_name;
 pub use stat::{fstat_key, key_of, lstat_key};
 use stat::ctime_of;
 use walk::{Walker, DIR_FLAGS};

@@ -50,7 +50,7 @@ pub(super) struct Walker<'a> {
     pub(super) report: ScanReport,
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
     pub(super) fn new(
         root: &'a Path,
         tops: &'a [RelPath],
