@@ -221,10 +221,7 @@ fn verify_deep_finds_content_changed_behind_the_index() {
     {
         let index = omirr_index::Index::open(&cluster.state_dir("beta")).expect("beta's index");
         index
-            .set_stat(
-                &path("srv/www/index.html"),
-                after,
-            )
+            .set_stat(&path("srv/www/index.html"), after)
             .expect("set stat");
     }
     cluster.start_host("beta");

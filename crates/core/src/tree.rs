@@ -155,9 +155,11 @@ impl Hiding {
     /// Whether no ancestor of `path` noted so far hides `entry`; then
     /// notes it. An entry allowed and live is [`visible`].
     pub fn allows(&mut self, path: &RelPath, entry: &Entry) -> bool {
-        let hidden = path
-            .ancestors()
-            .any(|a| self.hiders.get(&a).is_some_and(|h| hides(h, &entry.version)));
+        let hidden = path.ancestors().any(|a| {
+            self.hiders
+                .get(&a)
+                .is_some_and(|h| hides(h, &entry.version))
+        });
         self.note(path, entry);
         !hidden
     }

@@ -13,8 +13,8 @@
 //! one of an older format) and prints the same, with the time it took.
 
 use omirr_core::entry::Meta;
-use omirr_core::{Change, Content, Entry, HostId, Name, RelPath, Timestamp, Version};
 use omirr_core::StatKey;
+use omirr_core::{Change, Content, Entry, HostId, Name, RelPath, Timestamp, Version};
 use omirr_index::{Batch, Index, StatUpdate};
 use std::time::Instant;
 

@@ -14,8 +14,8 @@ use crate::schema::{
     HOLDERS, INODES, LAST_SEQ, LATEST, MAGIC, META, META_FORGOTTEN, META_FORMAT, META_ID,
     META_MAGIC, PEER_INDEXES, RECONCILE, STATS, TOMBSTONES,
 };
-use omirr_core::StatKey;
 use omirr_core::expiry::{Forgotten, Held};
+use omirr_core::StatKey;
 use omirr_core::{
     Change, Content, Entry, Hash, HostId, IndexView, RelPath, Seq, Timestamp, Version,
 };

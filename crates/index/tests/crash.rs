@@ -6,8 +6,8 @@
 //! batches as fast as it can, and SIGKILLs it.
 
 use omirr_core::entry::Meta;
-use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Timestamp, Version};
 use omirr_core::StatKey;
+use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Timestamp, Version};
 use omirr_index::{Batch, Index, StatUpdate};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -5,11 +5,11 @@
 //! format when an index is opened (as `Index::convert_from_1` does), and
 //! only then update the bytes here.
 
+use omirr_core::StatKey;
 use omirr_core::{Change, Content, Entry, HostId, Meta, Name, RelPath, Timestamp, Version, Xattrs};
 use omirr_index::fuzzing::{
     decode_aside, decode_entry, decode_record, encode_aside, encode_entry, encode_record,
 };
-use omirr_core::StatKey;
 use omirr_index::{Aside, FORMAT};
 
 fn name(s: &str) -> Name {

@@ -5,8 +5,8 @@
 //! transaction or a full scan sneaking in, not a few percent.
 
 use omirr_core::entry::Meta;
-use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Timestamp, Version};
 use omirr_core::StatKey;
+use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Timestamp, Version};
 use omirr_index::Index;
 use std::time::{Duration, Instant};
 

@@ -6,8 +6,8 @@
 
 use omirr_core::{Action, Hash, Hlc, HostId, RelPath, Seq};
 use omirr_fs::apply::{Applier, ApplyOptions, ContentSource, SourceError};
-use omirr_sync::record::{apply_remote, scan_into_index};
 use omirr_index::Index;
+use omirr_sync::record::{apply_remote, scan_into_index};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;

@@ -13,9 +13,9 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use super::baseline::Known;
+use super::buf::BUF_SIZE;
 use super::report::{Found, ScanError};
 use super::stat::{ctime_of, key_of, meta_of, now_ns};
-use super::buf::BUF_SIZE;
 use super::walk::{Step, Walker};
 use super::RACY_WINDOW_NS;
 

@@ -77,9 +77,9 @@ use std::path::Path;
 use omirr_core::observe::When;
 #[cfg(doc)]
 use omirr_core::tree::Node;
+use omirr_core::RelPath;
 #[cfg(doc)]
 use omirr_core::StatKey;
-use omirr_core::RelPath;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 
 mod baseline;
@@ -90,19 +90,19 @@ mod mem;
 mod renames;
 mod report;
 mod stat;
-mod vanished;
-mod walk;
 #[cfg(test)]
 mod tests;
+mod vanished;
+mod walk;
 
 pub use baseline::{BaselineError, Known, ScanBaseline};
-pub use mem::MemBaseline;
 pub(crate) use buf::AlignedBuf;
+pub use mem::MemBaseline;
 pub use report::{
     Found, HardLink, ScanError, ScanIssue, ScanReport, ScanStats, Vanished, UNSUPPORTED_REMEMBERED,
 };
-pub use stat::{fstat_key, key_of, lstat_key};
 use stat::ctime_of;
+pub use stat::{fstat_key, key_of, lstat_key};
 use walk::{Walker, DIR_FLAGS};
 
 /// How many times an entry that changes under the scan is looked at again

@@ -10,9 +10,9 @@ use std::os::unix::fs::MetadataExt;
 use omirr_core::{RelPath, StatKey};
 
 use super::baseline::Known;
-use super::report::ScanError;
 #[cfg(doc)]
 use super::report::Found;
+use super::report::ScanError;
 use super::walk::Walker;
 
 impl Walker<'_> {

@@ -271,7 +271,12 @@ impl<'a> Walker<'a> {
 
     /// The extended attributes of `name` in `dir` (see [`crate::xattrs`]);
     /// `None`, with an issue reported, if they cannot be read.
-    pub(super) fn xattrs(&mut self, dir: BorrowedFd<'_>, name: &[u8], path: &RelPath) -> Option<Xattrs> {
+    pub(super) fn xattrs(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        path: &RelPath,
+    ) -> Option<Xattrs> {
         match crate::xattrs::read_at(dir, name) {
             Ok(x) => Some(x),
             // Gone since the stat: the watcher reports what replaced it.

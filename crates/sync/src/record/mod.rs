@@ -49,12 +49,12 @@ mod restore;
 mod startup;
 
 pub use changes::{record_live, LocalScan, LocalScanError, Stamp};
+pub use piece::SPLIT_DEPTH;
 pub use remote::{apply_remote, apply_resolved, Applied, ApplyRemoteError};
 pub use restore::{apply_restore, plan_restore, Restore};
+pub use startup::{scan_into_index, StartupScan};
 #[doc(hidden)]
 pub use startup::{scan_into_index_with, PieceHooks};
-pub use piece::SPLIT_DEPTH;
-pub use startup::{scan_into_index, StartupScan};
 
 /// The stat key of what is at `path` under `root`, without following a
 /// symlink (the applier has just put it there, inside the root).

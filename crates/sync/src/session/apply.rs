@@ -19,11 +19,11 @@
 use super::fetch::{self, NotStaged, SessionEnded, Staged, Transfers};
 use crate::admit::Admission;
 use crate::engine::Engine;
+use crate::record::ApplyRemoteError;
 use crate::SessionError;
 use omirr_core::resolve::Action;
 use omirr_core::{Change, HostId, IndexView, RelPath, Seq};
 use omirr_fs::apply::{ApplyError, Wanted};
-use crate::record::ApplyRemoteError;
 use omirr_index::{Aside, Batch};
 use omirr_proto::Message;
 use std::sync::Arc;

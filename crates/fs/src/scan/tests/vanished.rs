@@ -25,11 +25,10 @@ fn vanished_paths_carry_their_nearest_parents_ctime() {
         .iter()
         .map(|v| (v.path.to_string(), v.witness))
         .collect();
-    let want: Vec<(String, Timestamp)> =
-        ["top/lost", "top/sub", "top/sub/deep", "top/sub/deep/x"]
-            .iter()
-            .map(|s| (s.to_string(), witness))
-            .collect();
+    let want: Vec<(String, Timestamp)> = ["top/lost", "top/sub", "top/sub/deep", "top/sub/deep/x"]
+        .iter()
+        .map(|s| (s.to_string(), witness))
+        .collect();
     assert_eq!(got, want, "elsewhere/ is not under the scanned top");
     assert_eq!(
         r.vanished[0].when(Timestamp(9)),
