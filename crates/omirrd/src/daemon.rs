@@ -10,7 +10,7 @@
 //!   index.
 
 use crate::cli::DaemonArgs;
-use crate::listen::{self, HANDSHAKE_TIMEOUT};
+use crate::commands::{self, Commands};
 use crate::plan::Plan;
 use anyhow::{Context, Result};
 use omirr_core::{Hlc, HostId, RelPath};
@@ -18,13 +18,13 @@ use omirr_fs::apply::Applier;
 use omirr_fs::watch::{Debounce, PathFilter, WatchEvent, Watcher};
 use omirr_index::Index;
 use omirr_net::identity::Identity;
+use omirr_net::socket::{self, AcceptError, DialError, PeerListener};
 use omirr_net::tls::{self, SharedPins};
 use omirr_sync::engine::{Disk, Store, WriteSide};
 use omirr_sync::{Engine, Policy};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 /// What every task of the daemon shares.
@@ -42,29 +42,43 @@ pub struct Shared {
     repeats: crate::health::Repeats,
 }
 
-/// The Distfile plan as the engine's policy.
-struct PlanPolicy(Arc<Plan>);
+/// The Distfile plan as the engine's policy, with the runner of its
+/// commands: both are built anew when SIGHUP brings a new plan (see
+/// [`reload_on_sighup`]), so the runner is the daemon's, one per plan in
+/// force.
+struct PlanPolicy {
+    plan: Arc<Plan>,
+    commands: Commands,
+}
+
+impl PlanPolicy {
+    /// The policy of `plan`, starting its commands' workers.
+    fn new(plan: Arc<Plan>) -> PlanPolicy {
+        let commands = Commands::new(&plan, commands::Settings::from_system());
+        PlanPolicy { plan, commands }
+    }
+}
 
 impl Policy for PlanPolicy {
     fn host(&self) -> &str {
-        &self.0.host
+        &self.plan.host
     }
     fn authorised(&self, peer: &str, path: &RelPath) -> bool {
-        self.0.authorised(peer, path)
+        self.plan.authorised(peer, path)
     }
     fn unshared_below(&self, peer: &str, path: &RelPath) -> Option<RelPath> {
-        self.0.unshared_below(peer, path)
+        self.plan.unshared_below(peer, path)
     }
     fn excluded(&self, path: &RelPath) -> bool {
-        self.0.excluded(path)
+        self.plan.excluded(path)
     }
     fn savetargets(&self, path: &RelPath) -> bool {
-        self.0.savetargets(path)
+        self.plan.savetargets(path)
     }
     fn direction(&self, path: &RelPath) -> omirr_sync::engine::Direction {
         use omirr_config::distfile::Direction as D;
         use omirr_sync::engine::Direction;
-        match self.0.direction(path) {
+        match self.plan.direction(path) {
             D::Both => Direction::Both,
             D::SendOnly => Direction::SendOnly,
             D::ReceiveOnly => Direction::ReceiveOnly,
@@ -72,10 +86,10 @@ impl Policy for PlanPolicy {
     }
 
     fn conflict_copies(&self, path: &RelPath) -> u32 {
-        self.0.conflict_copies(path)
+        self.plan.conflict_copies(path)
     }
     fn after_batch(&self, peer: &str, actions: &[omirr_core::resolve::Action]) {
-        crate::commands::after_batch(&self.0, peer, actions);
+        self.commands.after_batch(peer, actions);
     }
 }
 
@@ -218,7 +232,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         .get(&plan.host)
         .map(|p| p.address.clone())
         .context("this host has no line in the peers file")?;
-    let listener = TcpListener::bind((me.host.as_str(), me.port))
+    let listener = PeerListener::bind(&me)
         .await
         .with_context(|| format!("cannot listen on {me}"))?;
     let engine = Arc::new(
@@ -230,7 +244,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
                 write: Mutex::new(WriteSide { hlc, applier }),
                 stage_dir,
             },
-            Arc::new(PlanPolicy(plan.clone())),
+            Arc::new(PlanPolicy::new(plan.clone())),
             &plan.peer_names(),
             args.in_flight,
         )
@@ -252,7 +266,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     let verify = move |deep: bool| {
         let v = v.clone();
         async move {
-            let report = crate::verify::run(v, deep).await;
+            let report = crate::verify::run(v.plan(), v.engine.clone(), deep).await;
             serde_json::to_vec(&report).unwrap_or_else(|e| {
                 serde_json::json!({ "error": e.to_string() })
                     .to_string()
@@ -415,52 +429,23 @@ async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: R
     }
 }
 
-/// Accepts peers' connections: at most [`listen::MAX_HANDSHAKES`]
-/// handshakes at once, and a pause after a failed accept (see
-/// [`crate::listen`]).
-async fn accept(shared: Arc<Shared>, listener: TcpListener) {
-    let mut handshakes = listen::Handshakes::new(listen::MAX_HANDSHAKES);
-    let mut failures = listen::Throttle::default();
+/// Accepts peers' connections (the handshake cap and the pause after a
+/// failed accept are [`PeerListener`]'s), and runs a session with each
+/// authenticated host that shares a mirror set with this one.
+async fn accept(shared: Arc<Shared>, mut listener: PeerListener) {
     loop {
-        let (stream, from) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                listen::accept_failed("peer listener", &e, &mut failures).await;
-                continue;
-            }
-        };
-        let Some(slot) = handshakes.admit(&from) else {
-            drop(stream);
-            continue;
-        };
-        // As on the dialing side: requests, answers and Acks are small
-        // writes that wait for each other; Nagle's algorithm would hold
-        // each behind the peer's delayed ACK (40 ms), on whichever host
-        // accepted the session.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%from, "cannot set TCP_NODELAY: {e}");
-        }
+        let incoming = listener.next().await;
         let shared = shared.clone();
         tokio::spawn(async move {
-            let config = match tls::server_config(&shared.identity, shared.pins.clone()) {
-                Ok(c) => c,
-                Err(e) => return tracing::error!("TLS setup failed: {e}"),
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    let e = tls::handshake_failure(&e).to_string();
-                    return refused(&shared, &from, &e);
+            let from = incoming.from;
+            let (peer, tls) = match incoming.handshake(&shared.identity, &shared.pins).await {
+                Ok(authenticated) => authenticated,
+                Err(AcceptError::Setup(e)) => return tracing::error!("TLS setup failed: {e}"),
+                Err(AcceptError::TimedOut) => {
+                    return tracing::warn!(%from, "TLS handshake timed out")
                 }
-                Err(_) => return tracing::warn!(%from, "TLS handshake timed out"),
-            };
-            let peer = match tls::peer_identity(tls.get_ref().1, &shared.pins) {
-                Ok((name, _)) => name,
                 Err(e) => return refused(&shared, &from, &e.to_string()),
             };
-            // Authenticated: the session is no longer a handshake.
-            drop(slot);
             let plan = shared.plan();
             if peer == plan.host || !plan.peer_names().contains(&peer) {
                 return tracing::warn!(%from, %peer, "refused a connection: this host shares no mirror set with it");
@@ -486,7 +471,10 @@ async fn dial(shared: Arc<Shared>, peer: String) {
             Ok(tls) => run_session(shared.clone(), tls, peer.clone(), true).await,
             Err(e) => {
                 tracing::debug!(%peer, "cannot connect: {e:#}");
-                let unreachable = e.downcast_ref::<crate::health::Unreachable>().is_some();
+                let unreachable = matches!(
+                    e.downcast_ref::<DialError>(),
+                    Some(DialError::Unreachable { .. })
+                );
                 let e = format!("{e:#}");
                 let (c, r) = (&shared.engine.counters, &shared.repeats);
                 crate::health::attempt_failed(c, r, &peer, &e, unreachable);
@@ -501,39 +489,18 @@ async fn dial(shared: Arc<Shared>, peer: String) {
     }
 }
 
+/// Dials `peer` at its address in the peers file now in force.
 async fn connect(
     shared: &Arc<Shared>,
     peer: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> {
     let address = shared
         .plan()
         .peers
         .get(peer)
         .map(|p| p.address.clone())
         .with_context(|| format!("{peer} is not in the peers file"))?;
-    let reach = async {
-        let stream = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            TcpStream::connect((address.host.as_str(), address.port)),
-        )
-        .await
-        .context("connection timed out")??;
-        Ok::<_, anyhow::Error>(stream)
-    };
-    let stream = reach
-        .await
-        .map_err(|e| e.context(crate::health::Unreachable(address.to_string())))?;
-    stream.set_nodelay(true)?;
-    let config = tls::client_config(&shared.identity, shared.pins.clone(), peer)?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        connector.connect(tls::server_name(peer), stream),
-    )
-    .await
-    .context("TLS handshake timed out")?
-    .map_err(|e| anyhow::anyhow!("TLS handshake failed: {}", tls::handshake_failure(&e)))?;
-    Ok(tls)
+    Ok(socket::dial(&address, peer, &shared.identity, &shared.pins).await?)
 }
 
 /// Runs one session with `peer`, opened by this host (`outbound`) or by
@@ -682,7 +649,7 @@ async fn reload_on_sighup(
         shared.pins.replace(tls::PinSet::from_peers(&new.peers));
         let (before, after) = (old.peer_names(), new.peer_names());
         let new = Arc::new(new);
-        shared.engine.set_policy(Arc::new(PlanPolicy(new.clone())));
+        shared.engine.set_policy(Arc::new(PlanPolicy::new(new.clone())));
         // The user database may have changed too.
         omirr_fs::owners::users().forget();
         shared.engine.disk.lock().applier.set_rules(new.clone());

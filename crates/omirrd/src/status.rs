@@ -176,14 +176,14 @@ where
 {
     let status = std::sync::Arc::new(status);
     let verify = std::sync::Arc::new(verify);
-    let mut failures = crate::listen::Throttle::default();
+    let mut failures = omirr_net::listen::Throttle::default();
     loop {
         let conn = match listener.accept().await {
             Ok((conn, _)) => conn,
             // Out of descriptors, the connection stays queued and the
             // socket ready: without a pause this loop would spin.
             Err(e) => {
-                crate::listen::accept_failed("status socket", &e, &mut failures).await;
+                omirr_net::listen::accept_failed("status socket", &e, &mut failures).await;
                 continue;
             }
         };
