@@ -147,35 +147,9 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
     // soon as the unit is active, and SIGHUP's default action kills.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let state_dir = args.state_dir.as_path();
-    let index = Index::open(state_dir)?;
-    let ended = crate::oneway::heal_direction_change(
-        state_dir,
-        &crate::oneway::sendonly_paths(&plan),
-        &index,
-    )?;
-    if !ended.is_empty() {
-        tracing::info!(
-            "this host no longer only sends {}: every peer is asked for all its changes again",
-            ended.join(", ")
-        );
-    }
+    let index = open_index(&plan, state_dir)?;
     let plan = Arc::new(plan);
-    let mut applier = Applier::open(&plan.root, Default::default())
-        .with_context(|| format!("cannot use the root {}", plan.root.display()))?
-        .with_tops(plan.tops());
-    // Owners, groups, modes and kept versions as the install options say.
-    applier.set_rules(plan.clone());
-    // Only the mirrored trees: the root may well be `/`.
-    let stale = applier.cleanup_stale_temps_tree(&plan.tops());
-    for e in &stale.skipped {
-        tracing::warn!("start-up clean-up of temporary files skipped: {e}");
-    }
-    if stale.removed > 0 {
-        tracing::info!(
-            files = stale.removed,
-            "removed temporary files left by an interrupted run"
-        );
-    }
+    let applier = open_applier(&plan)?;
     let stage_dir = prepare_stage_dir(state_dir)?;
     let host = HostId::new(&plan.host);
     let tops = plan.tops();
@@ -197,35 +171,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         },
     )?);
 
-    let started = std::time::Instant::now();
-    let scan = omirr_fs::local::scan_into_index(
-        &index,
-        &mut hlc,
-        &host,
-        &plan.root,
-        &tops,
-        &|p| plan.excluded(p),
-        &*plan,
-    )?;
-    for issue in scan.issues.iter().filter(|i| i.worth_logging()) {
-        tracing::warn!("{issue}");
-    }
-    // Changed while the daemon was down where this host only receives:
-    // undone once a session has caught up with a peer.
-    for path in &scan.undone {
-        tracing::warn!("local change to {path}, made while omirrd was down, is not sent: this host only receives it (receiveonly); the set's version is put back");
-    }
-    tracing::info!(
-        entries = scan.entries,
-        hashed = scan.stats.hashed_files,
-        changes = scan.changes,
-        pieces = scan.pieces,
-        ms = started.elapsed().as_millis() as u64,
-        "start-up scan done"
-    );
-    // The scan's pieces were freed one by one on the main thread; hand
-    // the memory back rather than keep the largest piece's resident.
-    omirr_sync::engine::release_freed_memory();
+    let undone = scan_at_start(&index, &mut hlc, &host, &plan, &tops)?;
 
     let me = plan
         .peers
@@ -251,7 +197,7 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         .with_max_clock_offset(args.max_clock_offset)
         .with_tombstone_horizon(args.tombstone_horizon.0),
     );
-    engine.undo.add(scan.undone);
+    engine.undo.add(undone);
     let shared = Arc::new(Shared {
         engine,
         identity,
@@ -260,6 +206,115 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         repeats: Default::default(),
         plan: std::sync::RwLock::new(plan),
     });
+    serve_status(&shared, state_dir)?;
+
+    tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
+    tokio::spawn(expire_tombstones(
+        shared.engine.clone(),
+        args.tombstone_horizon,
+    ));
+    tokio::spawn(accept(shared.clone(), listener));
+    for peer in shared.plan().peer_names() {
+        tokio::spawn(dial(shared.clone(), peer));
+    }
+    tokio::spawn(reload_on_sighup(shared.clone(), args.clone(), hup));
+    tracing::info!(address = %me, "ready");
+    notify_systemd("READY=1");
+
+    stop.wait().await;
+    tracing::info!("stopping: finishing the write in progress");
+    // Whoever holds the lock is mid-batch; once we have it, nothing is.
+    let _idle = shared.engine.disk.lock();
+    drop(watcher);
+    notify_systemd("STOPPING=1");
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the index, and heals what a set that stopped being send-only
+/// here left behind (see [`crate::oneway`]).
+fn open_index(plan: &Plan, state_dir: &std::path::Path) -> Result<Index> {
+    let index = Index::open(state_dir)?;
+    let ended = crate::oneway::heal_direction_change(
+        state_dir,
+        &crate::oneway::sendonly_paths(plan),
+        &index,
+    )?;
+    if !ended.is_empty() {
+        tracing::info!(
+            "this host no longer only sends {}: every peer is asked for all its changes again",
+            ended.join(", ")
+        );
+    }
+    Ok(index)
+}
+
+/// The applier for `plan`'s root and trees, with the temporary files an
+/// interrupted run left there removed.
+fn open_applier(plan: &Arc<Plan>) -> Result<Applier> {
+    let mut applier = Applier::open(&plan.root, Default::default())
+        .with_context(|| format!("cannot use the root {}", plan.root.display()))?
+        .with_tops(plan.tops());
+    // Owners, groups, modes and kept versions as the install options say.
+    applier.set_rules(plan.clone());
+    // Only the mirrored trees: the root may well be `/`.
+    let stale = applier.cleanup_stale_temps_tree(&plan.tops());
+    for e in &stale.skipped {
+        tracing::warn!("start-up clean-up of temporary files skipped: {e}");
+    }
+    if stale.removed > 0 {
+        tracing::info!(
+            files = stale.removed,
+            "removed temporary files left by an interrupted run"
+        );
+    }
+    Ok(applier)
+}
+
+/// The start-up scan: what changed while the daemon was down, recorded in
+/// the index. Returns the paths to undo, changed where this host only
+/// receives.
+fn scan_at_start(
+    index: &Index,
+    hlc: &mut Hlc,
+    host: &HostId,
+    plan: &Plan,
+    tops: &[RelPath],
+) -> Result<Vec<RelPath>> {
+    let started = std::time::Instant::now();
+    let scan = omirr_fs::local::scan_into_index(
+        index,
+        hlc,
+        host,
+        &plan.root,
+        tops,
+        &|p| plan.excluded(p),
+        plan,
+    )?;
+    for issue in scan.issues.iter().filter(|i| i.worth_logging()) {
+        tracing::warn!("{issue}");
+    }
+    // Changed while the daemon was down where this host only receives:
+    // undone once a session has caught up with a peer.
+    for path in &scan.undone {
+        tracing::warn!("local change to {path}, made while omirrd was down, is not sent: this host only receives it (receiveonly); the set's version is put back");
+    }
+    tracing::info!(
+        entries = scan.entries,
+        hashed = scan.stats.hashed_files,
+        changes = scan.changes,
+        pieces = scan.pieces,
+        ms = started.elapsed().as_millis() as u64,
+        "start-up scan done"
+    );
+    // The scan's pieces were freed one by one on the main thread; hand
+    // the memory back rather than keep the largest piece's resident.
+    omirr_sync::engine::release_freed_memory();
+    Ok(scan.undone)
+}
+
+/// Serves `omirrd status` and `omirrd verify` on the status socket.
+fn serve_status(shared: &Arc<Shared>, state_dir: &std::path::Path) -> Result<()> {
     let status_socket = crate::status::bind(state_dir)?;
     let s = shared.clone();
     let v = shared.clone();
@@ -301,27 +356,6 @@ async fn serve(plan: Plan, identity: Identity, args: &DaemonArgs) -> Result<()> 
         },
         verify,
     ));
-
-    tokio::spawn(local_changes(shared.clone(), events_rx, watcher.clone()));
-    tokio::spawn(expire_tombstones(
-        shared.engine.clone(),
-        args.tombstone_horizon,
-    ));
-    tokio::spawn(accept(shared.clone(), listener));
-    for peer in shared.plan().peer_names() {
-        tokio::spawn(dial(shared.clone(), peer));
-    }
-    tokio::spawn(reload_on_sighup(shared.clone(), args.clone(), hup));
-    tracing::info!(address = %me, "ready");
-    notify_systemd("READY=1");
-
-    stop.wait().await;
-    tracing::info!("stopping: finishing the write in progress");
-    // Whoever holds the lock is mid-batch; once we have it, nothing is.
-    let _idle = shared.engine.disk.lock();
-    drop(watcher);
-    notify_systemd("STOPPING=1");
-    tracing::info!("stopped");
     Ok(())
 }
 
