@@ -3,101 +3,34 @@
 //!
 //! The sync engine itself (sessions, recording, applying) is
 //! `omirr-sync`'s [`Engine`]; this module starts it and wires the process
-//! to it. Data flows one way in each direction:
+//! to it: what the tasks share is [`crate::shared`], the sessions with
+//! peers [`crate::sessions`], SIGHUP [`crate::reload`]; the watcher, tombstone
+//! expiry, the status socket and the signals are here. Data flows one way
+//! in each direction:
 //! - watcher -> [`omirr_sync::local::record`] -> index -> (the index's
 //!   sequence moves on) -> every session's pusher -> peers;
 //! - peer -> session reader -> applier (resolver, staged content, disk) ->
 //!   index.
 
 use crate::cli::DaemonArgs;
-use crate::commands::{self, Commands};
 use crate::plan::Plan;
+use crate::reload::reload_on_sighup;
+use crate::sessions::{accept, dial};
+use crate::shared::{PlanPolicy, Shared};
 use anyhow::{Context, Result};
 use omirr_core::{Hlc, HostId, RelPath};
 use omirr_fs::apply::Applier;
 use omirr_fs::watch::{Debounce, PathFilter, WatchEvent, Watcher};
 use omirr_index::Index;
 use omirr_net::identity::Identity;
-use omirr_net::socket::{self, AcceptError, DialError, PeerListener};
+use omirr_net::socket::PeerListener;
 use omirr_net::tls::{self, SharedPins};
 use omirr_sync::engine::{Disk, Store, WriteSide};
-use omirr_sync::{Engine, Policy};
+use omirr_sync::Engine;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// What every task of the daemon shares.
-pub struct Shared {
-    /// The configuration; SIGHUP swaps it (see [`reload_on_sighup`]).
-    plan: std::sync::RwLock<Arc<Plan>>,
-    /// The sync engine: index, disk, sessions' state, counters.
-    pub engine: Arc<Engine>,
-    pub identity: Identity,
-    pub pins: SharedPins,
-    /// The session with each peer (see [`run_session`] for which one
-    /// survives when both hosts dial).
-    sessions: Mutex<HashMap<String, Live>>,
-    /// Errors logged lately, held back when they repeat.
-    repeats: crate::health::Repeats,
-}
-
-/// The Distfile plan as the engine's policy, with the runner of its
-/// commands: both are built anew when SIGHUP brings a new plan (see
-/// [`reload_on_sighup`]), so the runner is the daemon's, one per plan in
-/// force.
-struct PlanPolicy {
-    plan: Arc<Plan>,
-    commands: Commands,
-}
-
-impl PlanPolicy {
-    /// The policy of `plan`, starting its commands' workers.
-    fn new(plan: Arc<Plan>) -> PlanPolicy {
-        let commands = Commands::new(&plan, commands::Settings::from_system());
-        PlanPolicy { plan, commands }
-    }
-}
-
-impl Policy for PlanPolicy {
-    fn host(&self) -> &str {
-        &self.plan.host
-    }
-    fn authorised(&self, peer: &str, path: &RelPath) -> bool {
-        self.plan.authorised(peer, path)
-    }
-    fn unshared_below(&self, peer: &str, path: &RelPath) -> Option<RelPath> {
-        self.plan.unshared_below(peer, path)
-    }
-    fn excluded(&self, path: &RelPath) -> bool {
-        self.plan.excluded(path)
-    }
-    fn savetargets(&self, path: &RelPath) -> bool {
-        self.plan.savetargets(path)
-    }
-    fn direction(&self, path: &RelPath) -> omirr_sync::engine::Direction {
-        use omirr_config::distfile::Direction as D;
-        use omirr_sync::engine::Direction;
-        match self.plan.direction(path) {
-            D::Both => Direction::Both,
-            D::SendOnly => Direction::SendOnly,
-            D::ReceiveOnly => Direction::ReceiveOnly,
-        }
-    }
-
-    fn conflict_copies(&self, path: &RelPath) -> u32 {
-        self.plan.conflict_copies(path)
-    }
-    fn after_batch(&self, peer: &str, actions: &[omirr_core::resolve::Action]) {
-        self.commands.after_batch(peer, actions);
-    }
-}
-
-/// A session with a peer: its task, and the host that opened it.
-struct Live {
-    task: tokio::task::AbortHandle,
-    opened_by: String,
-}
 
 /// Limits glibc's malloc to two arenas (unless `MALLOC_ARENA_MAX` says
 /// otherwise), so that memory freed by one thread is reused by the others
@@ -110,22 +43,6 @@ pub fn limit_malloc_arenas() {
         unsafe {
             nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
         }
-    }
-}
-
-impl Shared {
-    /// The configuration now in force.
-    pub fn plan(&self) -> Arc<Plan> {
-        self.plan.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Whether a session with `peer` is running.
-    fn has_session(&self, peer: &str) -> bool {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(peer)
-            .is_some_and(|l| !l.task.is_finished())
     }
 }
 
@@ -372,7 +289,6 @@ fn prepare_stage_dir(state_dir: &std::path::Path) -> Result<std::path::PathBuf> 
     Ok(dir)
 }
 
-/// Records what the watcher reports and wakes the pushers.
 /// How often expiry runs, at most: every hour, or every horizon if that
 /// is shorter.
 const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
@@ -414,6 +330,7 @@ async fn expire_tombstones(engine: Arc<Engine>, horizon: crate::cli::Horizon) {
     }
 }
 
+/// Records what the watcher reports and wakes the pushers.
 async fn local_changes(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<WatchEvent>,
@@ -460,250 +377,6 @@ async fn rescan_until_watched(shared: Arc<Shared>, watcher: Arc<Watcher>, top: R
             tracing::info!(top = %top, "now watching");
             return;
         }
-    }
-}
-
-/// Accepts peers' connections (the handshake cap and the pause after a
-/// failed accept are [`PeerListener`]'s), and runs a session with each
-/// authenticated host that shares a mirror set with this one.
-async fn accept(shared: Arc<Shared>, mut listener: PeerListener) {
-    loop {
-        let incoming = listener.next().await;
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let from = incoming.from;
-            let (peer, tls) = match incoming.handshake(&shared.identity, &shared.pins).await {
-                Ok(authenticated) => authenticated,
-                Err(AcceptError::Setup(e)) => return tracing::error!("TLS setup failed: {e}"),
-                Err(AcceptError::TimedOut) => {
-                    return tracing::warn!(%from, "TLS handshake timed out")
-                }
-                Err(e) => return refused(&shared, &from, &e.to_string()),
-            };
-            let plan = shared.plan();
-            if peer == plan.host || !plan.peer_names().contains(&peer) {
-                return tracing::warn!(%from, %peer, "refused a connection: this host shares no mirror set with it");
-            }
-            run_session(shared, tls, peer, false).await;
-        });
-    }
-}
-
-async fn dial(shared: Arc<Shared>, peer: String) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if !shared.plan().peer_names().contains(&peer) {
-            return tracing::info!(%peer, "no longer a peer: not dialing it");
-        }
-        // The peer dialed us (or we it, and that session runs): one
-        // session per pair is enough.
-        while shared.has_session(&peer) {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        let started = std::time::Instant::now();
-        match connect(&shared, &peer).await {
-            Ok(tls) => run_session(shared.clone(), tls, peer.clone(), true).await,
-            Err(e) => {
-                tracing::debug!(%peer, "cannot connect: {e:#}");
-                let unreachable = matches!(
-                    e.downcast_ref::<DialError>(),
-                    Some(DialError::Unreachable { .. })
-                );
-                let e = format!("{e:#}");
-                let (c, r) = (&shared.engine.counters, &shared.repeats);
-                crate::health::attempt_failed(c, r, &peer, &e, unreachable);
-            }
-        }
-        // A session that lasted resets the backoff; quick failures grow it.
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(100);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
-}
-
-/// Dials `peer` at its address in the peers file now in force.
-async fn connect(
-    shared: &Arc<Shared>,
-    peer: &str,
-) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> {
-    let address = shared
-        .plan()
-        .peers
-        .get(peer)
-        .map(|p| p.address.clone())
-        .with_context(|| format!("{peer} is not in the peers file"))?;
-    Ok(socket::dial(&address, peer, &shared.identity, &shared.pins).await?)
-}
-
-/// Runs one session with `peer`, opened by this host (`outbound`) or by
-/// the peer. Both hosts dial; when two sessions meet, both hosts keep the
-/// one opened by the host whose name sorts first, and close the other.
-/// Otherwise a new session replaces an old one (the peer knows its old one
-/// is dead).
-async fn run_session<S>(shared: Arc<Shared>, stream: S, peer: String, outbound: bool)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let me = shared.plan().host.clone();
-    let opened_by = if outbound { me.clone() } else { peer.clone() };
-    let keeper = if me < peer { me } else { peer.clone() };
-    let task = {
-        let mut sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(live) = sessions.get(&peer) {
-            if !live.task.is_finished() && live.opened_by == keeper && opened_by != keeper {
-                drop(sessions);
-                return tracing::debug!(%peer, "both hosts dialed: keeping the session {keeper} opened");
-            }
-        }
-        let task = tokio::spawn(omirr_sync::session::run(
-            shared.engine.clone(),
-            stream,
-            peer.clone(),
-        ));
-        let new = Live {
-            task: task.abort_handle(),
-            opened_by,
-        };
-        if let Some(old) = sessions.insert(peer.clone(), new) {
-            old.task.abort();
-        }
-        task
-    };
-    let id = task.id();
-    let result = task.await;
-    // Only the session registered for the peer speaks for it: one that was
-    // replaced (or lost to the other host's) must not mark the peer down.
-    let current = shared
-        .sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&peer)
-        .is_some_and(|l| l.task.id() == id);
-    if !current {
-        return tracing::debug!(%peer, "session closed: another one with this peer runs");
-    }
-    let error = match result {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("{e:#}")),
-        Err(e) if e.is_cancelled() => Some("session cancelled".to_string()),
-        Err(e) => Some(format!("session failed: {e}")),
-    };
-    let mut frames = (0, 0);
-    let mut was_up = false;
-    shared.engine.counters.peer(&peer, |p| {
-        was_up = p.connected;
-        p.connected = false;
-        if was_up {
-            // Down since now; a session that never connected leaves the
-            // peer down since whenever it went.
-            p.since = Some(omirr_sync::counters::now_secs());
-        }
-        p.queue = 0;
-        // Nothing moves until the next session, which catches up anew.
-        p.caught_up = false;
-        p.rate_in = 0;
-        p.rate_out = 0;
-        frames = (p.frames_sent, p.frames_received);
-        if error.is_some() {
-            p.last_error = error.clone();
-        }
-    });
-    if was_up {
-        crate::health::session_lost(&shared.repeats, &peer, error.as_deref(), frames);
-    } else {
-        let e = error.unwrap_or_else(|| "the peer closed the session before it began".into());
-        crate::health::attempt_failed(&shared.engine.counters, &shared.repeats, &peer, &e, false);
-    }
-}
-
-/// A connection refused before its session: logged once per
-/// [`crate::health::REPEAT_WINDOW`] for the same address and reason.
-fn refused(shared: &Shared, from: &std::net::SocketAddr, reason: &str) {
-    let key = format!("{}\0{reason}", from.ip());
-    if let Some(repeated) = shared.repeats.pass(&key) {
-        tracing::warn!(%from, "refused a connection: {reason}{repeated}");
-    }
-}
-
-/// SIGHUP: reads the Distfile and the peers file again. A configuration
-/// with errors is logged and ignored; the old one stays in force. New pins,
-/// rules (authorisation, excludes, savetargets, commands) and peers take
-/// effect at once; sessions with hosts no longer listed are closed. This
-/// host's name, root and mirrored trees need a restart.
-async fn reload_on_sighup(
-    shared: Arc<Shared>,
-    args: DaemonArgs,
-    hup: std::io::Result<tokio::signal::unix::Signal>,
-) {
-    let Ok(mut hup) = hup else {
-        return tracing::warn!("cannot listen for SIGHUP; restart omirrd to reload");
-    };
-    while hup.recv().await.is_some() {
-        let old = shared.plan();
-        let new = match crate::plan::load(&args) {
-            Ok(p) => p,
-            Err(diags) => {
-                for d in diags.iter().filter(|d| d.is_error()) {
-                    tracing::error!("{d}");
-                }
-                tracing::error!("SIGHUP: the configuration has errors; keeping the one in force");
-                continue;
-            }
-        };
-        if let Some(d) = crate::plan::pin_mismatch(&args, &new, &shared.identity.fingerprint) {
-            tracing::error!("{d}");
-            tracing::error!("SIGHUP: keeping the configuration in force");
-            continue;
-        }
-        if new.host != old.host || new.root != old.root {
-            tracing::error!("SIGHUP: this host's name or root changed; restart omirrd for that. Keeping the configuration in force");
-            continue;
-        }
-        if new.tops() != shared.engine.disk.tops {
-            tracing::warn!(
-                now = ?new.tops(),
-                watched = ?shared.engine.disk.tops,
-                "SIGHUP: the mirrored trees changed; restart omirrd to watch and scan them"
-            );
-        }
-        match crate::oneway::on_reload(
-            &args.state_dir,
-            &crate::oneway::sendonly_paths(&old),
-            &crate::oneway::sendonly_paths(&new),
-        ) {
-            Ok(ended) if !ended.is_empty() => tracing::warn!(
-                "SIGHUP: this host no longer only sends {}; what it did not apply there arrives after a restart",
-                ended.join(", ")
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("SIGHUP: {e:#}"),
-        }
-        shared.pins.replace(tls::PinSet::from_peers(&new.peers));
-        let (before, after) = (old.peer_names(), new.peer_names());
-        let new = Arc::new(new);
-        shared.engine.set_policy(Arc::new(PlanPolicy::new(new.clone())));
-        // The user database may have changed too.
-        omirr_fs::owners::users().forget();
-        shared.engine.disk.lock().applier.set_rules(new.clone());
-        *shared.plan.write().unwrap_or_else(|e| e.into_inner()) = new;
-        for peer in before.iter().filter(|p| !after.contains(p)) {
-            if let Some(session) = shared
-                .sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(peer)
-            {
-                session.task.abort();
-            }
-            tracing::info!(%peer, "no longer a peer: session closed");
-        }
-        for peer in after.iter().filter(|p| !before.contains(p)) {
-            shared.engine.counters.peer(peer, |_| {});
-            tokio::spawn(dial(shared.clone(), peer.clone()));
-        }
-        tracing::info!("SIGHUP: configuration and peers reloaded");
     }
 }
 
