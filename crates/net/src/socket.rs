@@ -88,6 +88,7 @@ pub enum AcceptError {
     /// This host's own TLS configuration could not be built.
     #[error("TLS setup failed: {0}")]
     Setup(TlsError),
+    /// No handshake within [`HANDSHAKE_TIMEOUT`].
     #[error("TLS handshake timed out")]
     TimedOut,
     /// The handshake failed: we refused the client's key, or it ours.
@@ -130,16 +131,21 @@ pub enum DialError {
     /// dialing a host that is down looks like.
     #[error("connecting to {address}")]
     Unreachable {
+        /// The address dialed, as the peers file gives it.
         address: String,
         #[source]
         source: Unreached,
     },
+    /// The connection could not be set up (`TCP_NODELAY`).
     #[error(transparent)]
     Socket(io::Error),
+    /// This host's own TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// No handshake within [`HANDSHAKE_TIMEOUT`].
     #[error("TLS handshake timed out")]
     HandshakeTimedOut(#[source] Elapsed),
+    /// The handshake failed: we refused the server's key, or it ours.
     #[error("TLS handshake failed: {0}")]
     Handshake(HandshakeFailure),
 }
@@ -147,8 +153,10 @@ pub enum DialError {
 /// Why no connection was made.
 #[derive(Debug, thiserror::Error)]
 pub enum Unreached {
+    /// No answer within [`HANDSHAKE_TIMEOUT`].
     #[error("connection timed out")]
     TimedOut(#[source] Elapsed),
+    /// Refused, no route, a name that does not resolve: the system's word.
     #[error(transparent)]
     Io(io::Error),
 }

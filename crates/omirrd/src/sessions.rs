@@ -36,6 +36,9 @@ pub async fn accept(shared: Arc<Shared>, mut listener: PeerListener) {
     }
 }
 
+/// Keeps a session with `peer` going from this side: dials it whenever no
+/// session with it runs, backing off while attempts fail, until it is no
+/// longer a peer.
 pub async fn dial(shared: Arc<Shared>, peer: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
