@@ -250,8 +250,8 @@ fn start(
         queued,
         verify_link,
         caps,
-        pusher: None,
-        counter: None,
+        _pusher: None,
+        _counter: None,
         _tasks: tasks,
         _close: close,
         _registered: registered,
@@ -336,8 +336,8 @@ struct Session {
     verify_link: Arc<crate::verify::links::Link>,
     caps: Capabilities,
     /// The pusher and the backlog's counter, started by the peer's `Pull`.
-    pusher: Option<AbortOnDrop>,
-    counter: Option<AbortOnDrop>,
+    _pusher: Option<AbortOnDrop>,
+    _counter: Option<AbortOnDrop>,
     /// The other tasks, the transfers and the verify link: all end with
     /// the session.
     _tasks: Vec<AbortOnDrop>,
@@ -504,7 +504,7 @@ impl Session {
                 returning,
                 self.progress.clone(),
             ));
-            self.pusher = Some(AbortOnDrop(task.abort_handle()));
+            self._pusher = Some(AbortOnDrop(task.abort_handle()));
             let counting = spawn_in_span(send_backlog(
                 engine.clone(),
                 self.peer.clone(),
@@ -514,7 +514,7 @@ impl Session {
                 self.progress.clone(),
                 self.caps.backlog,
             ));
-            self.counter = Some(AbortOnDrop(counting.abort_handle()));
+            self._counter = Some(AbortOnDrop(counting.abort_handle()));
         })
     }
 
