@@ -175,7 +175,7 @@ fn start(
     peer: String,
     opened: Opened,
     channels: Channels,
-) -> Result<(Session, tokio::task::JoinHandle<Result<(), SessionError>>), SessionError> {
+) -> Result<(Session, Applying), SessionError> {
     let Channels {
         out,
         control,
@@ -312,6 +312,9 @@ impl Capabilities {
 
 /// The writer task, whose end [`tell`] waits for.
 type Writer = tokio::task::JoinHandle<Result<(), SessionError>>;
+
+/// The applier task, whose end ends the session.
+type Applying = tokio::task::JoinHandle<Result<(), SessionError>>;
 
 /// A running session as its reader sees it: where each message of the
 /// peer goes.
