@@ -110,12 +110,12 @@ impl Incoming {
     ) -> Result<(String, server::TlsStream<TcpStream>), AcceptError> {
         let config = tls::server_config(identity, pins.clone()).map_err(AcceptError::Setup)?;
         let acceptor = TlsAcceptor::from(config);
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(self.stream)).await
-        {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => return Err(AcceptError::Handshake(tls::handshake_failure(&e))),
-            Err(_) => return Err(AcceptError::TimedOut),
-        };
+        let stream =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(self.stream)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return Err(AcceptError::Handshake(tls::handshake_failure(&e))),
+                Err(_) => return Err(AcceptError::TimedOut),
+            };
         let (peer, _) =
             tls::peer_identity(stream.get_ref().1, pins).map_err(AcceptError::Unidentified)?;
         // Authenticated: the session is no longer a handshake.

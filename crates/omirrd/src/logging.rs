@@ -23,8 +23,8 @@
 //! about eighty lines, and what a crate would add (network transports,
 //! RFC 5424 structured data) omirrd does not need.
 
-use crate::mode::{self, Mode};
 use crate::cli::DaemonArgs;
+use crate::mode::{self, Mode};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;

@@ -262,7 +262,6 @@ fn capture<R: Read + Send + 'static>(
     kept
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +273,6 @@ mod tests {
         assert!(matches!(o.status, Status::NotRun(_)), "{o:?}");
         assert!(o.summary().starts_with("could not run: "));
     }
-
 
     #[test]
     fn a_hanging_command_and_its_children_are_killed_after_the_timeout() {
@@ -305,7 +303,6 @@ mod tests {
         assert!(gone(), "sleep {pid} survived the timeout");
     }
 
-
     #[test]
     fn output_is_capped_and_a_background_child_does_not_hold_us() {
         let o = run(
@@ -319,10 +316,10 @@ mod tests {
         assert!(o.summary().contains("stdout: yyy"), "{}", o.summary());
     }
 
-
     #[test]
     fn input_reaches_the_command() {
         let o = run(shell("cat"), Some(b"To: x\n\nbody\n".to_vec()), TIMEOUT);
         assert_eq!(o.status, Status::Exited(0));
         assert_eq!(o.stdout, b"To: x\n\nbody\n");
-    }}
+    }
+}

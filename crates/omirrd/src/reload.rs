@@ -63,7 +63,9 @@ pub async fn reload_on_sighup(
         shared.pins.replace(tls::PinSet::from_peers(&new.peers));
         let (before, after) = (old.peer_names(), new.peer_names());
         let new = Arc::new(new);
-        shared.engine.set_policy(Arc::new(PlanPolicy::new(new.clone())));
+        shared
+            .engine
+            .set_policy(Arc::new(PlanPolicy::new(new.clone())));
         // The user database may have changed too.
         omirr_fs::owners::users().forget();
         shared.engine.disk.lock().applier.set_rules(new.clone());

@@ -331,7 +331,6 @@ pub fn render(s: &Status, now: u64) -> String {
     out
 }
 
-
 /// The table of peers: state, counts, clock, last error.
 fn peer_table(out: &mut String, s: &Status, now: u64) {
     use std::fmt::Write as _;

@@ -35,8 +35,8 @@
 //! failures (`failure.rs`); this file builds the configurations from them.
 //! The sockets these configurations run on are [`crate::socket`]'s.
 
-mod pins;
 mod failure;
+mod pins;
 mod verifier;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -49,8 +49,8 @@ use rustls::server::NoServerSessionStorage;
 use rustls::{ClientConfig, CommonState, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
-pub use pins::{PinSet, SharedPins};
 pub use failure::{handshake_failure, refusal, HandshakeFailure, Refusal, TlsError};
+pub use pins::{PinSet, SharedPins};
 
 use crate::identity::Identity;
 use verifier::{check_client, presented_fingerprint, PinnedClientVerifier, PinnedServerVerifier};

@@ -6,9 +6,9 @@ use super::verifier::check_server;
 use super::*;
 use crate::identity;
 use omirr_config::peers::Peers;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::AlertDescription;
 use std::io;
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -339,15 +339,14 @@ async fn tls12_is_not_offered() {
 
     // ...while the same client allowed TLS 1.3 gets in: the refusal
     // above was the version, nothing else.
-    let client = client_config_with_versions(&alpha.id, both.clone(), "beta", TLS13_ONLY)
-        .expect("client");
+    let client =
+        client_config_with_versions(&alpha.id, both.clone(), "beta", TLS13_ONLY).expect("client");
     let out = exchange(server, &both, client, &both, "beta").await;
     out.server.expect("TLS 1.3 server");
     out.client.expect("TLS 1.3 client");
 
     // And our client does not fall back to a TLS 1.2 server.
-    let old_server =
-        server_config_with_versions(&beta.id, both.clone(), &tls12).expect("server");
+    let old_server = server_config_with_versions(&beta.id, both.clone(), &tls12).expect("server");
     let client = client_config(&alpha.id, both.clone(), "beta").expect("client config");
     let out = exchange(old_server, &both, client, &both, "beta").await;
     assert_eq!(
@@ -530,7 +529,9 @@ fn server_check_names_the_host_dialed_and_the_key_presented() {
     };
     assert_eq!(
         message("beta", a),
-        format!("refused a certificate with key {a} from 'beta': it is pinned for 'alpha', not 'beta'")
+        format!(
+            "refused a certificate with key {a} from 'beta': it is pinned for 'alpha', not 'beta'"
+        )
     );
     assert_eq!(
         message("beta", x),

@@ -12,8 +12,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::pins::{PinSet, SharedPins};
 use super::failure::{refuse, Refusal};
+use super::pins::{PinSet, SharedPins};
 use crate::identity::fingerprint_of_cert;
 
 pub(super) fn presented_fingerprint(cert: &CertificateDer<'_>) -> Result<Fingerprint, Refusal> {
@@ -29,7 +29,11 @@ pub(super) fn check_client(pins: &PinSet, presented: Fingerprint) -> Result<&str
 }
 
 /// Accepts a server only if its key is the one pinned for `dialed`.
-pub(super) fn check_server(pins: &PinSet, dialed: &str, presented: Fingerprint) -> Result<(), Refusal> {
+pub(super) fn check_server(
+    pins: &PinSet,
+    dialed: &str,
+    presented: Fingerprint,
+) -> Result<(), Refusal> {
     if pins.pin_of(dialed) == Some(&presented) {
         return Ok(());
     }

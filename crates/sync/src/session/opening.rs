@@ -9,8 +9,8 @@
 use super::{progress, read_traced, reconcile, tell, Writer, SILENCE};
 use crate::engine::Engine;
 use crate::{SessionError, Violation};
-use omirr_proto::{ErrorCode, Hello, Message};
 use omirr_core::Seq;
+use omirr_proto::{ErrorCode, Hello, Message};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncRead;
@@ -242,7 +242,11 @@ fn start_expiry(
 
 /// Measures the peer's clock against ours from its `Clock` message, shows
 /// it in the status, and checks it against the limit.
-pub(super) fn check_clock(engine: &Engine, peer: &str, wall: u64) -> Result<(), crate::admit::ClockOffset> {
+pub(super) fn check_clock(
+    engine: &Engine,
+    peer: &str,
+    wall: u64,
+) -> Result<(), crate::admit::ClockOffset> {
     let offset = crate::admit::clock_offset(wall, crate::engine::wall());
     let ms = i64::try_from(offset / 1_000_000).unwrap_or(i64::MAX);
     engine.counters.peer(peer, |p| p.clock_offset_ms = Some(ms));
