@@ -26,13 +26,14 @@
 //! [`resolve_explained`] hands the caller a [`Decision`] per change, the
 //! reason the change wins or loses, for its log.
 //!
-//! The work is done in passes, each in a module of its own, shared by
-//! [`resolve_with`] and [`restore`] (the receive-only undo):
+//! The work is done in passes, each in a module of its own;
+//! [`resolve_with`] and [`restore`] (the receive-only undo) share the
+//! first and the last, so that a rule added there holds for both:
 //!
 //! - `presence`: which paths the changes can affect, and what the tree
 //!   holds at each before and after;
 //! - `copies`: the conflict copies of this host's own files, which join
-//!   the batch as this host's changes (for [`resolve_with`] only);
+//!   the batch as this host's changes ([`resolve_with`] only);
 //! - `diff`: the actions that take the disk from the tree before to the
 //!   tree after, leaving out what the conflict copies do;
 //! - `report`: the [`Decision`] on each change and each [`Conflict`], in

@@ -25,7 +25,6 @@
 //! sizes within bounds), and a malformed one ends the comparison with a
 //! [`VerifyError`] naming what was wrong, never a loop or a panic.
 
-
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -424,4 +423,3 @@ pub fn check_entries(span: &Span, page: &[crate::Change], complete: bool) -> Res
     }
     Ok(())
 }
-

@@ -50,7 +50,9 @@
 use omirr_core::expiry::{self, Forgotten};
 use omirr_core::mem::MemIndex;
 use omirr_core::observe::{self, observe, When};
-use omirr_core::resolve::{resolve_with, restore, Action, ConflictRules, Resolution, Rules, Source};
+use omirr_core::resolve::{
+    resolve_with, restore, Action, ConflictRules, Resolution, Rules, Source,
+};
 use omirr_core::tree::{present, Node};
 use omirr_core::{
     Change, Content, Entry, Hlc, HostId, IndexView, Meta, RelPath, Seq, Timestamp, Version,
@@ -1837,13 +1839,9 @@ fn catching(
 fn peers_converge_under_loss_reordering_partitions_and_skew() {
     if let Ok(seed) = std::env::var("OMIRR_SIM_SEED") {
         let seed: u64 = seed.parse().expect("OMIRR_SIM_SEED is a number");
-        let mut w = World::new(seed);
-        let steps = w.rng.random_range(20..120);
-        for _ in 0..steps {
-            w.step();
+        if let Err(e) = run(seed) {
+            panic!("seed {seed}: {e}");
         }
-        w.heal_and_settle();
-        w.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         return;
     }
     let schedules: u64 = std::env::var("OMIRR_SIM_SCHEDULES")

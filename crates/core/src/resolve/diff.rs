@@ -152,137 +152,135 @@ struct Maker<'a, B, A> {
 }
 
 impl<B: IndexView, A: IndexView<Error = B::Error>> Maker<'_, B, A> {
-/// The action that makes `node` at `p`, where the tree held
-/// `presence.before[p]`; `None` if there is nothing to make.
-fn making(
-    &mut self,
-    p: RelPath,
-    node: Node,
-) -> Result<Option<Action>, B::Error> {
-    let b = &self.presence.before[&p];
-    let action = match (&node.content, b) {
-        (Content::File { size, hash }, _) => {
-            let (size, hash) = (*size, *hash);
-            self.making_file(p, node, size, hash)?
-        }
-        (Content::Dir, _) => Action::MakeDir {
-            path: p,
-            meta: node.meta,
-        },
-        (
-            Content::Symlink { target },
-            Some(Node {
-                content: Content::Symlink { target: old },
-                ..
-            }),
-        ) if target == old => Action::SetMeta {
-            path: p,
-            meta: node.meta,
-        },
-        (Content::Symlink { target }, _) => Action::MakeSymlink {
-            path: p,
-            target: target.clone(),
-            meta: node.meta,
-        },
-        (
-            Content::Fifo,
-            Some(Node {
-                content: Content::Fifo,
-                ..
-            }),
-        ) => Action::SetMeta {
-            path: p,
-            meta: node.meta,
-        },
-        (Content::Fifo, _) => Action::MakeFifo {
-            path: p,
-            meta: node.meta,
-        },
-        (Content::Deleted, _) => return Ok(None),
-    };
-    Ok(Some(action))
-}
-
-/// [`making`] a file with content `size`, `hash`: a link to another name
-/// that holds it, its metadata alone, a rename of a file that leaves, or
-/// a write (copied from a local file that holds the content, or fetched).
-fn making_file(
-    &mut self,
-    p: RelPath,
-    node: Node,
-    size: u64,
-    hash: Hash,
-) -> Result<Action, B::Error> {
-    let (before_view, after_view, presence) = (self.before_view, self.after_view, self.presence);
-    // Another name of a file that is there once the writes are done,
-    // with the same content: linked to it, after them.
-    let linked = match &node.meta.link {
-        Some(leader) if **leader != p => matches!(
-            present(after_view, leader)?,
-            Some(Node { content: Content::File { hash: h, .. }, .. }) if h == hash
-        ),
-        _ => false,
-    };
-    if linked {
-        let from = node
-            .meta
-            .link
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(RelPath::root);
-        return Ok(Action::Link {
-            from,
-            to: p,
-            meta: node.meta,
-        });
-    }
-    let b = &presence.before[&p];
-    let unchanged = matches!(b, Some(Node { content: Content::File { hash: h, .. }, .. }) if *h == hash);
-    if unchanged {
-        return Ok(Action::SetMeta {
-            path: p,
-            meta: node.meta,
-        });
-    }
-    // Renaming into place needs every ancestor to be a directory already,
-    // or one that is to be created.
-    let parents_ok = p.ancestors().all(|a| {
-        a.is_root() || !matches!(presence.before.get(&a), Some(Some(n)) if !n.content.is_dir())
-    });
-    let from = if b.is_none() && parents_ok {
-        self.leaving.get_mut(&hash).and_then(Vec::pop)
-    } else {
-        None
-    };
-    if let Some(from) = from {
-        return Ok(Action::Rename {
-            from,
-            to: p,
-            meta: node.meta,
-        });
-    }
-    // A holder that this batch leaves alone and that is really on disk
-    // (not hidden under a deleted directory).
-    let source = match before_view.holder_of(&hash)? {
-        Some(h) if !presence.before.contains_key(&h) && h != p => {
-            match present(before_view, &h)? {
-                Some(Node {
-                    content: Content::File { hash: held, .. },
-                    ..
-                }) if held == hash => Source::CopyFrom(h),
-                _ => Source::Fetch,
+    /// The action that makes `node` at `p`, where the tree held
+    /// `presence.before[p]`; `None` if there is nothing to make.
+    fn making(&mut self, p: RelPath, node: Node) -> Result<Option<Action>, B::Error> {
+        let b = &self.presence.before[&p];
+        let action = match (&node.content, b) {
+            (Content::File { size, hash }, _) => {
+                let (size, hash) = (*size, *hash);
+                self.making_file(p, node, size, hash)?
             }
+            (Content::Dir, _) => Action::MakeDir {
+                path: p,
+                meta: node.meta,
+            },
+            (
+                Content::Symlink { target },
+                Some(Node {
+                    content: Content::Symlink { target: old },
+                    ..
+                }),
+            ) if target == old => Action::SetMeta {
+                path: p,
+                meta: node.meta,
+            },
+            (Content::Symlink { target }, _) => Action::MakeSymlink {
+                path: p,
+                target: target.clone(),
+                meta: node.meta,
+            },
+            (
+                Content::Fifo,
+                Some(Node {
+                    content: Content::Fifo,
+                    ..
+                }),
+            ) => Action::SetMeta {
+                path: p,
+                meta: node.meta,
+            },
+            (Content::Fifo, _) => Action::MakeFifo {
+                path: p,
+                meta: node.meta,
+            },
+            (Content::Deleted, _) => return Ok(None),
+        };
+        Ok(Some(action))
+    }
+
+    /// [`making`] a file with content `size`, `hash`: a link to another name
+    /// that holds it, its metadata alone, a rename of a file that leaves, or
+    /// a write (copied from a local file that holds the content, or fetched).
+    fn making_file(
+        &mut self,
+        p: RelPath,
+        node: Node,
+        size: u64,
+        hash: Hash,
+    ) -> Result<Action, B::Error> {
+        let (before_view, after_view, presence) =
+            (self.before_view, self.after_view, self.presence);
+        // Another name of a file that is there once the writes are done,
+        // with the same content: linked to it, after them.
+        let linked = match &node.meta.link {
+            Some(leader) if **leader != p => matches!(
+                present(after_view, leader)?,
+                Some(Node { content: Content::File { hash: h, .. }, .. }) if h == hash
+            ),
+            _ => false,
+        };
+        if linked {
+            let from = node
+                .meta
+                .link
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(RelPath::root);
+            return Ok(Action::Link {
+                from,
+                to: p,
+                meta: node.meta,
+            });
         }
-        _ => Source::Fetch,
-    };
-    Ok(Action::WriteFile {
-        path: p,
-        size,
-        hash,
-        meta: node.meta,
-        source,
-    })
-}
+        let b = &presence.before[&p];
+        let unchanged =
+            matches!(b, Some(Node { content: Content::File { hash: h, .. }, .. }) if *h == hash);
+        if unchanged {
+            return Ok(Action::SetMeta {
+                path: p,
+                meta: node.meta,
+            });
+        }
+        // Renaming into place needs every ancestor to be a directory already,
+        // or one that is to be created.
+        let parents_ok = p.ancestors().all(|a| {
+            a.is_root() || !matches!(presence.before.get(&a), Some(Some(n)) if !n.content.is_dir())
+        });
+        let from = if b.is_none() && parents_ok {
+            self.leaving.get_mut(&hash).and_then(Vec::pop)
+        } else {
+            None
+        };
+        if let Some(from) = from {
+            return Ok(Action::Rename {
+                from,
+                to: p,
+                meta: node.meta,
+            });
+        }
+        // A holder that this batch leaves alone and that is really on disk
+        // (not hidden under a deleted directory).
+        let source = match before_view.holder_of(&hash)? {
+            Some(h) if !presence.before.contains_key(&h) && h != p => {
+                match present(before_view, &h)? {
+                    Some(Node {
+                        content: Content::File { hash: held, .. },
+                        ..
+                    }) if held == hash => Source::CopyFrom(h),
+                    _ => Source::Fetch,
+                }
+            }
+            _ => Source::Fetch,
+        };
+        Ok(Action::WriteFile {
+            path: p,
+            size,
+            hash,
+            meta: node.meta,
+            source,
+        })
+    }
 }
 
 /// `SaveOld` for the files whose content is about to go (`savetargets`),

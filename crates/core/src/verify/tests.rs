@@ -295,8 +295,7 @@ fn fingerprints_see_every_field() {
     e.base = Some(file(0, 1).version);
     variants.push(e);
     let mut e = base.clone();
-    e.meta.xattrs =
-        crate::Xattrs::new(vec![(b"user.a".to_vec(), b"1".to_vec())]).expect("xattrs");
+    e.meta.xattrs = crate::Xattrs::new(vec![(b"user.a".to_vec(), b"1".to_vec())]).expect("xattrs");
     variants.push(e);
     let mut e = base.clone();
     e.meta.link = Some(Box::new(p("leader")));
