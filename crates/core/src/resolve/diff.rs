@@ -38,7 +38,10 @@ pub(super) fn diff<B: IndexView, A: IndexView<Error = B::Error>>(
     exclusions: &Exclusions,
     savetargets: &dyn Fn(&RelPath) -> bool,
 ) -> Result<Vec<Action>, B::Error> {
-    let (mut removes, creates) = removes_and_creates(presence, &exclusions.pruned);
+    let Differing {
+        mut removes,
+        creates,
+    } = differing(presence, &exclusions.pruned);
 
     // Renames: a file leaving and the same content arriving elsewhere.
     let mut leaving: HashMap<Hash, Vec<RelPath>> = HashMap::new();
@@ -85,13 +88,19 @@ pub(super) fn diff<B: IndexView, A: IndexView<Error = B::Error>>(
     Ok(actions)
 }
 
-/// What goes (the path, and what the index believed it to be) and what
-/// comes, in path order. A path whose kind changes is in both: the old
-/// one goes first. `pruned` paths go by their conflict copy's action.
-fn removes_and_creates(
-    presence: &Presence,
-    pruned: &BTreeSet<RelPath>,
-) -> (Vec<(RelPath, Content)>, Vec<(RelPath, Node)>) {
+/// The paths where the tree before and the tree after differ, in path
+/// order. A path whose kind changes is in both lists: the old one goes
+/// first.
+struct Differing {
+    /// What goes: the path, and what the index believed it to be.
+    removes: Vec<(RelPath, Content)>,
+    /// What comes: the path, and what is to be there.
+    creates: Vec<(RelPath, Node)>,
+}
+
+/// The paths where `presence` differs; `pruned` paths go by their
+/// conflict copy's action.
+fn differing(presence: &Presence, pruned: &BTreeSet<RelPath>) -> Differing {
     let mut removes = Vec::new();
     let mut creates = Vec::new();
     for (p, before) in &presence.before {
@@ -111,7 +120,7 @@ fn removes_and_creates(
             (None, None) => {}
         }
     }
-    (removes, creates)
+    Differing { removes, creates }
 }
 
 /// The actions that make what comes, by when they run.
