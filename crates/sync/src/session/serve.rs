@@ -325,7 +325,7 @@ fn send_ranges(
 
 /// Opens `path` for a peer (or for reusing its chunks): only if the index
 /// says this host holds that content there, by descriptor beneath the
-/// root and never through a symbolic link ([`omirr_fs::beneath`]), and
+/// root and never through a symbolic link ([`omirr_open::beneath`]), and
 /// only a regular file.
 pub fn open_for_peer(
     engine: &Engine,
@@ -341,7 +341,7 @@ pub fn open_for_peer(
     if engine.ignored(path) {
         return Err("not mirrored here".into());
     }
-    omirr_fs::beneath::read_file(&engine.disk.root, path).map_err(|e| e.to_string())
+    omirr_open::beneath::read_file(&engine.disk.root, path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
