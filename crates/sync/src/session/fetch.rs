@@ -23,8 +23,8 @@
 
 use crate::engine::Engine;
 use crate::Violation;
-use omirr_chunk::{Chunk, Digest, Recipe, Step};
-use omirr_core::{Content, Hash, IndexView, RelPath};
+use omirr_chunk::{Recipe, Step};
+use omirr_core::{Chunk, Content, Digest, Hash, IndexView, RelPath};
 use omirr_fs::apply::{ContentSource, SourceError, Wanted};
 use omirr_proto::{Message, MAX_CHUNK};
 use std::collections::{HashMap, VecDeque};

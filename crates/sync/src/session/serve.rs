@@ -10,8 +10,7 @@
 //! slows only the serving of its own requests.
 
 use crate::engine::Engine;
-use omirr_chunk::Chunk;
-use omirr_core::{Content, Hash, IndexView, RelPath};
+use omirr_core::{Chunk, Content, Hash, IndexView, RelPath};
 use omirr_proto::{Message, MAX_CHUNK};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -209,7 +208,7 @@ impl Ask {
 pub enum Job {
     /// These byte ranges, in order (a `FileRequest` is the whole file).
     Ranges(Vec<(u64, u64)>),
-    /// Its chunk list, as [`omirr_chunk::Digest`]s if `compact`.
+    /// Its chunk list, as [`omirr_core::Digest`]s if `compact`.
     Chunks { compact: bool },
 }
 
