@@ -286,9 +286,11 @@ fn take_data(
                 }
                 return Ok(());
             }
-            Some((o, l)) => return Err(Violation(format!(
+            Some((o, l)) => {
+                return Err(Violation(format!(
                 "{n} bytes at offset {offset} for request {id}, which expects at most {l} at {o}"
-            ))),
+            )))
+            }
             None => {
                 return Err(Violation(format!(
                     "file data for request {id} beyond what it asked for"
