@@ -53,10 +53,9 @@ impl Applier {
             root: root.to_path_buf(),
             error: e.into(),
         })?;
-        let rules = Arc::new(owners::Uniform(MetaRules {
-            history: options.history,
-            ..MetaRules::default()
-        }));
+        // Until `set_rules`: rdist's defaults (owners by name, modes
+        // mirrored, one `NAME.OLD`).
+        let rules = Arc::new(owners::Uniform(MetaRules::default()));
         Ok(Applier {
             root_path: root.to_path_buf(),
             root: fd,

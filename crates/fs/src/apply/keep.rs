@@ -131,7 +131,8 @@ impl Batch<'_> {
 mod tests {
     use super::*;
     use crate::apply::testing::*;
-    use super::super::ApplyOptions;
+    use crate::owners::{self, MetaRules};
+    use std::sync::Arc;
     use omirr_core::Action;
     use std::fs;
 
@@ -175,10 +176,11 @@ mod tests {
 
     #[test]
     fn save_old_history_keeps_n_generations() {
-        let (dir, ap) = setup(ApplyOptions {
+        let (dir, mut ap) = default_setup();
+        ap.set_rules(Arc::new(owners::Uniform(MetaRules {
             history: 3,
-            ..ApplyOptions::default()
-        });
+            ..MetaRules::default()
+        })));
         let versions: [&[u8]; 5] = [b"v0", b"v1", b"v2", b"v3", b"v4"];
         let mut src = Mem::with(&versions);
         ap.apply(&[write("f", b"v0", meta(0o644, T))], &mut src)

@@ -140,11 +140,6 @@ pub struct ApplyOptions {
     /// the default is whether we run as root. When false, owners are left
     /// as the kernel makes them.
     pub set_owner: bool,
-    /// How many old versions `SaveOld` keeps. `0` keeps one, named
-    /// `NAME.OLD` (rdist's `savetargets`); `N > 0` keeps `NAME.OLD.1`
-    /// (newest) to `NAME.OLD.N`, dropping the oldest. The default of the
-    /// applier's [`Rules`] until [`Applier::set_rules`] replaces them.
-    pub history: usize,
     /// How barriers are made. Batches of up to 16 actions use
     /// [`Barrier::Fsync`] whatever this says.
     pub barrier: Barrier,
@@ -154,7 +149,6 @@ impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             set_owner: nix::unistd::geteuid().is_root(),
-            history: 0,
             barrier: Barrier::Syncfs,
         }
     }
