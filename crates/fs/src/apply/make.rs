@@ -3,9 +3,6 @@
 //! link is made under a temporary name with its metadata and renamed
 //! over the target.
 
-use std::os::fd::OwnedFd;
-
-use super::applier::Applier;
 use super::batch::Batch;
 use super::error::{io_error, unexpected};
 use super::meta::Was;
@@ -15,25 +12,6 @@ use super::ApplyError;
 use omirr_core::{Meta, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode};
 use rustix::io::Errno;
-
-impl Applier {
-    /// Clears the way for renaming a file or symlink over `name`: rename
-    /// replaces files and symlinks atomically by itself, and an empty
-    /// directory is removed first; a non-empty one is refused.
-    pub(super) fn make_room(&self, dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<(), ApplyError> {
-        match lstat(dir, name, path)? {
-            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                rfs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(|e| match e {
-                    Errno::NOTEMPTY | Errno::EXIST => {
-                        ApplyError::DirNotEmpty { path: path.clone() }
-                    }
-                    e => io_error(path, "remove directory", e),
-                })
-            }
-            _ => Ok(()),
-        }
-    }
-}
 
 impl Batch<'_> {
     pub(super) fn make_dir(&mut self, index: usize, path: &RelPath, meta: &Meta) -> Result<(), ApplyError> {
@@ -173,29 +151,6 @@ impl Batch<'_> {
         self.touch_parent(to);
         self.meta_set(index, to, FileType::RegularFile, meta);
         Ok(())
-    }
-
-    /// The last steps of making a symlink, FIFO or hard link: `tmp`, made
-    /// beside `name` in `dir` and given its metadata (`set`), is renamed
-    /// over `name` once `path` is still as planned and room is made for
-    /// it. On any failure `tmp` is removed.
-    fn put_in_place(
-        &self,
-        dir: &OwnedFd,
-        tmp: &[u8],
-        name: &[u8],
-        path: &RelPath,
-        set: Result<(), ApplyError>,
-        op: &'static str,
-    ) -> Result<(), ApplyError> {
-        let placed = set
-            .and_then(|()| self.check_unchanged(dir, name, path))
-            .and_then(|()| self.ap.make_room(dir, name, path))
-            .and_then(|()| rfs::renameat(dir, tmp, dir, name).map_err(|e| io_error(path, op, e)));
-        if placed.is_err() {
-            let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
-        }
-        placed
     }
 }
 

@@ -1,6 +1,8 @@
 //! `Remove`: deleting what the index believed was there, and nothing
 //! else (never a directory that is not empty, never another kind).
 
+use std::os::fd::OwnedFd;
+
 use super::batch::Batch;
 use super::error::{io_error, unexpected};
 use super::open::lstat;
@@ -35,16 +37,22 @@ impl Batch<'_> {
         }
         self.check_unchanged(&dir, name, path)?;
         if kind == FileType::Directory {
-            rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR).map_err(|e| match e {
-                Errno::NOTEMPTY | Errno::EXIST => ApplyError::DirNotEmpty { path: path.clone() },
-                e => io_error(path, "remove directory", e),
-            })?;
+            remove_empty_dir(&dir, name, path)?;
         } else {
             rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| io_error(path, "remove", e))?;
         }
         self.touch_parent(path);
         Ok(())
     }
+}
+
+/// Removes the directory `name` in `dir` if it is empty; one that is not
+/// holds what the index does not know about, and is refused.
+pub(super) fn remove_empty_dir(dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<(), ApplyError> {
+    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(|e| match e {
+        Errno::NOTEMPTY | Errno::EXIST => ApplyError::DirNotEmpty { path: path.clone() },
+        e => io_error(path, "remove directory", e),
+    })
 }
 
 #[cfg(test)]

@@ -85,17 +85,7 @@ impl Batch<'_> {
             if let Some(moved) =
                 self.take_staged(&dir, name, path, size, hash, meta, was, source)?
             {
-                self.staged_paths.insert(path.clone());
-                self.staged.push(Staged {
-                    index,
-                    path: path.clone(),
-                    dir,
-                    tmp: moved.0,
-                    file: match self.barrier {
-                        Barrier::Fsync => Some(moved.1),
-                        Barrier::Syncfs => None,
-                    },
-                });
+                self.push_staged(index, path, dir, moved);
                 return Ok(());
             }
         }
@@ -119,6 +109,13 @@ impl Batch<'_> {
             let _ = rfs::unlinkat(&*dir, tmp.as_slice(), AtFlags::empty());
             return Err(e);
         }
+        self.push_staged(index, path, dir, (tmp, file));
+        Ok(())
+    }
+
+    /// Adds the temporary file `tmp` for `path` to the staged files; its
+    /// descriptor is kept open for a [`Barrier::Fsync`] only.
+    fn push_staged(&mut self, index: usize, path: &RelPath, dir: Rc<OwnedFd>, (tmp, file): (Vec<u8>, File)) {
         let file = match self.barrier {
             Barrier::Fsync => Some(file),
             Barrier::Syncfs => None,
@@ -131,7 +128,6 @@ impl Batch<'_> {
             tmp,
             file,
         });
-        Ok(())
     }
 
     /// A file the source holds ready ([`ContentSource::take_file`]),
@@ -207,15 +203,8 @@ impl Batch<'_> {
         let mut rest = staged.iter();
         while let Some(s) = rest.next() {
             let name = s.path.file_name();
-            let placed = self
-                .check_unchanged(&s.dir, name, &s.path)
-                .and_then(|()| self.ap.make_room(&s.dir, name, &s.path))
-                .and_then(|()| {
-                    rfs::renameat(&*s.dir, s.tmp.as_slice(), &*s.dir, name)
-                        .map_err(|e| io_error(&s.path, "rename into place", e))
-                });
+            let placed = self.put_in_place(&s.dir, &s.tmp, name, &s.path, Ok(()), "rename into place");
             if let Err(e) = placed {
-                discard(s);
                 rest.for_each(discard);
                 return Err((s.index, e));
             }

@@ -1,16 +1,21 @@
 //! Temporary names, `.omirr.NAME.TAG.tmp`: what files, symlinks, FIFOs
-//! and links are made under before a rename puts them in place, and how
-//! to recognise one ([`is_temp_name`]) so that the watcher and scanner
-//! skip it and the clean-up at startup removes it.
+//! and links are made under before a rename puts them in place (making
+//! them, and that rename), and how to recognise one ([`is_temp_name`])
+//! so that the watcher and scanner skip it and the clean-up at startup
+//! removes it.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::applier::Applier;
+use super::batch::Batch;
 use super::error::io_error;
+use super::open::lstat;
+use super::remove::remove_empty_dir;
 use super::ApplyError;
 use omirr_core::RelPath;
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 const TEMP_PREFIX: &[u8] = b".omirr.";
@@ -116,6 +121,45 @@ pub(super) fn with_temp_name<T>(
         }
     }
     Err(io_error(path, op, Errno::EXIST))
+}
+
+impl Applier {
+    /// Clears the way for renaming a file or symlink over `name`: rename
+    /// replaces files and symlinks atomically by itself, and an empty
+    /// directory is removed first; a non-empty one is refused.
+    fn make_room(&self, dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<(), ApplyError> {
+        match lstat(dir, name, path)? {
+            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                remove_empty_dir(dir, name, path)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Batch<'_> {
+    /// The last steps of making a file, symlink, FIFO or hard link: `tmp`,
+    /// made beside `name` in `dir` and given its metadata (`set`), is
+    /// renamed over `name` once `path` is still as planned and room is
+    /// made for it. On any failure `tmp` is removed.
+    pub(super) fn put_in_place(
+        &self,
+        dir: &OwnedFd,
+        tmp: &[u8],
+        name: &[u8],
+        path: &RelPath,
+        set: Result<(), ApplyError>,
+        op: &'static str,
+    ) -> Result<(), ApplyError> {
+        let placed = set
+            .and_then(|()| self.check_unchanged(dir, name, path))
+            .and_then(|()| self.ap.make_room(dir, name, path))
+            .and_then(|()| rfs::renameat(dir, tmp, dir, name).map_err(|e| io_error(path, op, e)));
+        if placed.is_err() {
+            let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
+        }
+        placed
+    }
 }
 
 #[cfg(test)]
