@@ -102,7 +102,6 @@ mod tests {
             nix::unistd::chown(&at("home"), Some(owner.into()), Some(4321.into())).expect("chown");
         }
         fs::set_permissions(at("home"), fs::Permissions::from_mode(0o711)).expect("chmod");
-        fs::write(at("opt"), b"a file where a directory is implied").expect("write");
         let set_old = || {
             filetime::set_file_mtime(
                 at("home"),
@@ -183,6 +182,14 @@ mod tests {
         assert_eq!(mode("home/alice"), 0o711);
         assert_eq!(mode("home"), 0o711);
         assert_eq!(mtime_ns(&at("home")), old);
+    }
+
+    #[test]
+    fn what_stands_above_a_top_instead_of_a_directory_is_never_replaced() {
+        let (dir, ap) = default_setup();
+        let ap = ap.with_tops(vec![p("home/alice/www"), p("opt/x")]);
+        let at = |rel: &str| dir.path().join(rel);
+        fs::write(at("opt"), b"a file where a directory is implied").expect("write");
 
         // What is there instead of an implied directory is not replaced.
         let err = ap
