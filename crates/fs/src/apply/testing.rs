@@ -45,7 +45,7 @@ pub(super) fn write(path: &str, content: &[u8], meta: Meta) -> Action {
 pub(super) struct Mem(pub(super) HashMap<Hash, Vec<u8>>);
 
 impl Mem {
-    fn with(contents: &[&[u8]]) -> Mem {
+    pub(super) fn with(contents: &[&[u8]]) -> Mem {
         Mem(contents.iter().map(|c| (h(c), c.to_vec())).collect())
     }
 }
