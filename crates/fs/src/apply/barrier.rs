@@ -135,7 +135,7 @@ fn fsync_parallel(jobs: &[(&File, &RelPath)]) -> Result<(), ApplyError> {
 mod tests {
     use super::*;
     use crate::apply::testing::*;
-    use super::super::ApplyOptions;
+    use crate::apply::ApplyOptions;
     use omirr_core::Action;
     use std::fs;
 

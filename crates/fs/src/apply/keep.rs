@@ -132,9 +132,9 @@ mod tests {
     use super::*;
     use crate::apply::testing::*;
     use crate::owners::{self, MetaRules};
-    use std::sync::Arc;
     use omirr_core::Action;
     use std::fs;
+    use std::sync::Arc;
 
     #[test]
     fn save_old_keeps_the_replaced_and_the_removed_file() {

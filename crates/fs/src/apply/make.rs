@@ -14,7 +14,12 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode};
 use rustix::io::Errno;
 
 impl Batch<'_> {
-    pub(super) fn make_dir(&mut self, index: usize, path: &RelPath, meta: &Meta) -> Result<(), ApplyError> {
+    pub(super) fn make_dir(
+        &mut self,
+        index: usize,
+        path: &RelPath,
+        meta: &Meta,
+    ) -> Result<(), ApplyError> {
         if path.is_root() {
             return self.set_root_meta(index, meta);
         }
@@ -81,7 +86,12 @@ impl Batch<'_> {
 
     /// Makes `path` a named pipe: made under a temporary name with its
     /// metadata, then renamed into place, as a symlink is.
-    pub(super) fn make_fifo(&mut self, index: usize, path: &RelPath, meta: &Meta) -> Result<(), ApplyError> {
+    pub(super) fn make_fifo(
+        &mut self,
+        index: usize,
+        path: &RelPath,
+        meta: &Meta,
+    ) -> Result<(), ApplyError> {
         let (dir, name) = self.ap.parent(path, "make a FIFO at", None)?;
         let old = lstat(&dir, name, path)?;
         let (tmp, ()) = with_temp_name(name, path, "create a temporary FIFO for", |tmp| {

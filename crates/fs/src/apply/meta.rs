@@ -189,7 +189,12 @@ impl Applier {
 }
 
 impl Batch<'_> {
-    pub(super) fn set_meta(&mut self, index: usize, path: &RelPath, meta: &Meta) -> Result<(), ApplyError> {
+    pub(super) fn set_meta(
+        &mut self,
+        index: usize,
+        path: &RelPath,
+        meta: &Meta,
+    ) -> Result<(), ApplyError> {
         if path.is_root() {
             return self.set_root_meta(index, meta);
         }
@@ -244,7 +249,7 @@ pub(super) fn mtime(ns: i64) -> Timestamps {
 mod tests {
     use super::*;
     use crate::apply::testing::*;
-    use super::super::ApplyOptions;
+    use crate::apply::ApplyOptions;
     use omirr_core::Action;
     use std::fs;
     use std::os::unix::fs::MetadataExt;

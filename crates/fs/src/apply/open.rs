@@ -140,7 +140,11 @@ impl Applier {
 }
 
 /// lstat relative to `dir`; `None` if nothing is there.
-pub(super) fn lstat(dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<Option<rfs::Stat>, ApplyError> {
+pub(super) fn lstat(
+    dir: &OwnedFd,
+    name: &[u8],
+    path: &RelPath,
+) -> Result<Option<rfs::Stat>, ApplyError> {
     match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(Errno::NOENT) => Ok(None),

@@ -48,7 +48,11 @@ impl Batch<'_> {
 
 /// Removes the directory `name` in `dir` if it is empty; one that is not
 /// holds what the index does not know about, and is refused.
-pub(super) fn remove_empty_dir(dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<(), ApplyError> {
+pub(super) fn remove_empty_dir(
+    dir: &OwnedFd,
+    name: &[u8],
+    path: &RelPath,
+) -> Result<(), ApplyError> {
     rfs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(|e| match e {
         Errno::NOTEMPTY | Errno::EXIST => ApplyError::DirNotEmpty { path: path.clone() },
         e => io_error(path, "remove directory", e),

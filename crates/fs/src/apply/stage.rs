@@ -115,7 +115,13 @@ impl Batch<'_> {
 
     /// Adds the temporary file `tmp` for `path` to the staged files; its
     /// descriptor is kept open for a [`Barrier::Fsync`] only.
-    fn push_staged(&mut self, index: usize, path: &RelPath, dir: Rc<OwnedFd>, (tmp, file): (Vec<u8>, File)) {
+    fn push_staged(
+        &mut self,
+        index: usize,
+        path: &RelPath,
+        dir: Rc<OwnedFd>,
+        (tmp, file): (Vec<u8>, File),
+    ) {
         let file = match self.barrier {
             Barrier::Fsync => Some(file),
             Barrier::Syncfs => None,
@@ -203,7 +209,8 @@ impl Batch<'_> {
         let mut rest = staged.iter();
         while let Some(s) = rest.next() {
             let name = s.path.file_name();
-            let placed = self.put_in_place(&s.dir, &s.tmp, name, &s.path, Ok(()), "rename into place");
+            let placed =
+                self.put_in_place(&s.dir, &s.tmp, name, &s.path, Ok(()), "rename into place");
             if let Err(e) = placed {
                 rest.for_each(discard);
                 return Err((s.index, e));
@@ -280,7 +287,7 @@ fn fill(
 mod tests {
     use super::*;
     use crate::apply::testing::*;
-    use super::super::SourceError;
+    use crate::apply::SourceError;
     use std::collections::HashMap;
     use std::fs;
     use std::os::unix::fs::MetadataExt;

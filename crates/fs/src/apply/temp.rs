@@ -77,7 +77,11 @@ fn temp_name(name: &[u8]) -> Vec<u8> {
 }
 
 /// Creates a temporary file (O_EXCL, 0600) for `name` in `dir`.
-pub(super) fn temp_file(dir: &OwnedFd, name: &[u8], path: &RelPath) -> Result<(Vec<u8>, File), ApplyError> {
+pub(super) fn temp_file(
+    dir: &OwnedFd,
+    name: &[u8],
+    path: &RelPath,
+) -> Result<(Vec<u8>, File), ApplyError> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     with_temp_name(name, path, "create a temporary file for", |tmp| {
         rfs::openat(dir, tmp, flags, Mode::from_raw_mode(0o600)).map(File::from)
