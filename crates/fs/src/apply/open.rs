@@ -26,9 +26,9 @@ impl Applier {
         mut create: Option<&mut BTreeSet<RelPath>>,
     ) -> Result<OwnedFd, ApplyError> {
         // Most directories exist: one call resolves them beneath the root
-        // ([`crate::beneath`]); the walk below makes what is missing and
+        // ([`omirr_open::beneath`]); the walk below makes what is missing and
         // says why a path cannot be opened.
-        if let Ok(fd) = crate::beneath::open_dir(&self.root, dir) {
+        if let Ok(fd) = omirr_open::beneath::open_dir(&self.root, dir) {
             return Ok(fd);
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
