@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use omirr_config::peers::Fingerprint;
-use omirr_open::secure::{self, SecureFileError, Who};
+use omirr_open::secure::{self, describe, SecureFileError, Who};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, PublicKeyData, SerialNumber, PKCS_ECDSA_P256_SHA256,
@@ -260,15 +260,6 @@ fn create_state_dir(state_dir: &Path) -> Result<(), IdentityError> {
             path: state_dir.to_path_buf(),
             reason: describe(&e),
         })
-}
-
-/// The system's text for an I/O error, without "(os error N)".
-fn describe(error: &io::Error) -> String {
-    let text = error.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
 }
 
 /// Decodes key.pem: one PKCS#8 `PRIVATE KEY` block, of a kind rcgen signs

@@ -206,8 +206,10 @@ impl SecureFileError {
 }
 
 /// The system's description of an I/O error, without Rust's
-/// "(os error N)" suffix: "No such file or directory".
-fn describe(error: &io::Error) -> String {
+/// "(os error N)" suffix: "No such file or directory". Every message
+/// about a file gives its reason this way (the applier's and the TLS
+/// identity's too).
+pub fn describe(error: &io::Error) -> String {
     match error.raw_os_error() {
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
         None => error.to_string(),

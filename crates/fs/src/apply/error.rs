@@ -7,7 +7,9 @@ use std::io;
 use std::path::PathBuf;
 
 use super::SourceError;
+use crate::scan::kind_name;
 use omirr_core::{Hash, RelPath};
+use omirr_open::secure::describe;
 use rustix::fs::FileType;
 use rustix::io::Errno;
 
@@ -167,32 +169,10 @@ pub(super) fn unexpected(path: &RelPath, expected: &'static str, found: FileType
     }
 }
 
-pub(super) fn kind_name(kind: FileType) -> &'static str {
-    match kind {
-        FileType::RegularFile => "file",
-        FileType::Directory => "directory",
-        FileType::Symlink => "symlink",
-        FileType::Fifo => "named pipe",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::BlockDevice => "block device",
-        FileType::Unknown => "file of unknown kind",
-    }
-}
-
 pub(super) fn shown(path: &RelPath) -> String {
     if path.is_root() {
         "the mirror root".to_string()
     } else {
         path.to_string()
-    }
-}
-
-/// The system's description of an I/O error, without Rust's
-/// "(os error N)" suffix.
-fn describe(error: &io::Error) -> String {
-    match error.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
-        None => error.to_string(),
     }
 }

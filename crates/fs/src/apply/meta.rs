@@ -7,10 +7,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::applier::Applier;
 use super::batch::Batch;
-use super::error::{io_error, kind_name, unexpected};
+use super::error::{io_error, unexpected};
 use super::open::lstat;
 use super::ApplyError;
 use crate::owners::{self, Check, MetaRules};
+use crate::scan::kind_name;
 use omirr_core::{Meta, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Uid};
 use rustix::fs::{Timespec, Timestamps};

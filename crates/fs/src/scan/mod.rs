@@ -102,6 +102,7 @@ pub use report::{
     Found, HardLink, ScanError, ScanIssue, ScanReport, ScanStats, Vanished, UNSUPPORTED_REMEMBERED,
 };
 use stat::ctime_of;
+pub(crate) use stat::kind_name;
 pub use stat::{fstat_key, key_of, lstat_key};
 use walk::{Walker, DIR_FLAGS};
 
