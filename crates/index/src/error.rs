@@ -1,7 +1,8 @@
 //! What can go wrong with the index. Every message names the database
 //! file, so that a log line alone says which state directory is at fault.
 
-use std::path::PathBuf;
+use omirr_core::RelPath;
+use std::path::{Path, PathBuf};
 
 /// An error from the persisted index.
 #[derive(Debug, thiserror::Error)]
@@ -55,4 +56,40 @@ pub enum IndexError {
         what: &'static str,
         detail: String,
     },
+}
+
+/// Adds the database path and what was being done to a redb error.
+pub(crate) trait Ctx<T> {
+    fn at(self, path: &Path, what: &'static str) -> Result<T, IndexError>;
+}
+
+impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
+    fn at(self, path: &Path, what: &'static str) -> Result<T, IndexError> {
+        self.map_err(|e| IndexError::Db {
+            path: path.to_path_buf(),
+            what,
+            source: Box::new(e.into()),
+        })
+    }
+}
+
+pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> IndexError {
+    IndexError::Corrupt {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+pub(crate) fn decode_path(db: &Path, table: &str, bytes: &[u8]) -> Result<RelPath, IndexError> {
+    RelPath::new(bytes).map_err(|e| corrupt(db, format!("{table} holds a bad path: {e}")))
+}
+
+pub(crate) fn bad_record(db: &Path, path: &[u8], e: crate::codec::CodecError) -> IndexError {
+    corrupt(
+        db,
+        format!(
+            "the entry for {} does not decode: {e}",
+            String::from_utf8_lossy(path)
+        ),
+    )
 }

@@ -31,20 +31,34 @@
 //! do. How values become bytes is confined to one private module, so the
 //! encoding can change with a format bump and nothing else.
 
+mod aside;
 mod batch;
+mod chunk_lists;
 mod codec;
+mod convert;
 mod error;
+mod expiry;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
+mod old_formats;
+mod open;
+mod peers;
+mod pending;
 mod reader;
+mod reads;
 mod record;
 mod schema;
+mod space;
 mod stat;
+mod tables;
+mod verify;
+mod write;
 
+pub use aside::Aside;
 pub use batch::{Batch, StatUpdate};
 pub use error::IndexError;
-pub use index::{Aside, Expired};
+pub use expiry::Expired;
 pub use index::{Index, FILE_NAME, FORMAT};
 pub use omirr_core::{Seq, Timestamp};
 pub use reader::IndexReader;
