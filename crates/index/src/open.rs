@@ -3,6 +3,7 @@
 //! says what to do, a file that is not an omirr index, one of an unknown
 //! format, and one that another process has open.
 
+use crate::convert::set_format;
 use crate::error::{corrupt, Ctx, IndexError};
 use crate::index::{Index, FILE_NAME, FORMAT};
 use crate::schema::{
@@ -174,10 +175,9 @@ impl Index {
         {
             let mut meta = txn.open_table(META).at(p, "creating the meta table")?;
             meta.insert(META_MAGIC, MAGIC).at(p, "writing the magic")?;
-            meta.insert(META_FORMAT, &FORMAT.to_le_bytes()[..])
-                .at(p, "writing the format")?;
-            Tables::open(p, &txn)?;
         }
+        set_format(p, &txn, FORMAT)?;
+        Tables::open(p, &txn)?;
         txn.commit().at(p, "committing the new index")
     }
 
