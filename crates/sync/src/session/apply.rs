@@ -905,8 +905,8 @@ fn apply_isolated(
         // for a second round keeps the cursor back.
         let tail = tail.filter(|_| out.unstaged.is_empty());
         let mut with = tail.map_or_else(Batch::new, |t| t.batch(&out.aside));
-        let result = match resolved.take() {
-            Some(res) => omirr_fs::local::apply_resolved(
+        let result = match resolved.take().map_or_else(|| resolve(engine, &rest), Ok) {
+            Ok(res) => omirr_fs::local::apply_resolved(
                 index,
                 &w.applier,
                 &mut w.hlc,
@@ -915,18 +915,7 @@ fn apply_isolated(
                 &mut source,
                 &mut with,
             ),
-            None => match resolve(engine, &rest) {
-                Ok(res) => omirr_fs::local::apply_resolved(
-                    index,
-                    &w.applier,
-                    &mut w.hlc,
-                    &rest,
-                    res,
-                    &mut source,
-                    &mut with,
-                ),
-                Err(e) => Err(e.into()),
-            },
+            Err(e) => Err(e.into()),
         };
         let (error, recorded, action) = match result {
             Ok(applied) => {
