@@ -5,7 +5,7 @@ use crate::error::{Ctx, IndexError};
 use crate::index::Index;
 use crate::schema::CHUNK_LISTS;
 use omirr_core::Hash;
-use redb::{ReadableTable, TableError};
+use redb::TableError;
 
 impl Index {
     /// The chunk list cached for the content with `hash` (opaque bytes;
