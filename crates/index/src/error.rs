@@ -29,6 +29,13 @@ pub enum IndexError {
     NotAnIndex { path: PathBuf, why: String },
 
     #[error(
+        "index at {} is in redb's file format v2, and upgrading it to v3 failed ({why}); \
+         move it aside and restart: omirrd then builds a fresh index with a full scan",
+        path.display()
+    )]
+    Upgrade { path: PathBuf, why: String },
+
+    #[error(
         "index at {} has format {found}; this omirrd reads format {expected}: {advice}",
         path.display()
     )]

@@ -8,7 +8,9 @@
 //! (`verify`) and the space report (`space`).
 
 use crate::error::{Ctx, IndexError};
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+};
 use std::fmt;
 use std::path::{Path, PathBuf};
 

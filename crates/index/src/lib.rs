@@ -51,6 +51,7 @@ mod codec;
 mod convert;
 mod error;
 mod expiry;
+mod file_format;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
@@ -77,5 +78,7 @@ pub use omirr_core::{Seq, Timestamp};
 pub use reader::IndexReader;
 pub use stat::StatKey;
 
+#[cfg(test)]
+mod golden;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 
 use crate::convert::set_format;
 use crate::error::{corrupt, Ctx, IndexError};
+use crate::file_format::upgrade_v2;
 use crate::index::{Index, FILE_NAME, FORMAT};
 use crate::schema::{
     BY_SEQ, COUNTERS, CURSORS, ENTRIES, HOLDERS, INODES, MAGIC, META, META_FORMAT, META_ID,
@@ -44,43 +45,23 @@ impl Index {
         if let Some(why) = not_redb(&path) {
             return Err(IndexError::NotAnIndex { path, why });
         }
-        // redb asserts on some damaged files (one cut short, say) instead
-        // of returning an error; at open, where the file is still
-        // untrusted, that is an unusable index, not a reason to die.
-        let created = std::panic::catch_unwind(|| {
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create(&path)
-        });
-        let created = created.map_err(|panic| IndexError::NotAnIndex {
-            path: path.clone(),
-            why: format!(
-                "redb cannot read it; it looks cut short or damaged: {}",
-                panic_message(&*panic)
-            ),
-        })?;
-        let db = match created {
-            Ok(db) => db,
-            Err(DatabaseError::DatabaseAlreadyOpen) => return Err(IndexError::InUse { path }),
-            Err(DatabaseError::Storage(StorageError::Io(e)))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-                ) =>
-            {
-                return Err(IndexError::NotAnIndex {
-                    path,
-                    why: format!("redb cannot read it: {e}"),
-                })
+        let (db, upgraded) = match create(&path) {
+            Err(IndexError::Open {
+                source: DatabaseError::UpgradeRequired(2),
+                ..
+            }) => {
+                upgrade_v2(&path, CACHE_BYTES)?;
+                (create(&path)?, true)
             }
-            Err(source) => return Err(IndexError::Open { path, source }),
+            created => (created?, false),
         };
         let mut ix = Index { db, path, id: 0 };
-        if ix.check_or_init()? == Opened::Converted {
+        if ix.check_or_init()? == Opened::Converted || upgraded {
             // The conversion rewrote every entry: the file holds the old
             // layout's pages as free space (a million entries: 1 GiB for
-            // 250 MB of data). Compacting is worth its seconds once; if it
-            // cannot be done the index is still whole, only larger.
+            // 250 MB of data); redb's file format v2 kept 2.5 MiB at the
+            // least, v3 50 KiB. Compacting is worth its seconds once; if
+            // it cannot be done the index is still whole, only larger.
             let _ = ix.db.compact();
         }
         ix.id = ix.id_or_init()?;
@@ -115,13 +96,13 @@ impl Index {
             ) => return Err(not_ours("a redb database whose meta table is not omirr's")),
             Err(e) => return Err(e).at(p, "opening the meta table"),
         };
+        // No guard outlives its statement: one still held when a
+        // conversion below commits would name pages the commit frees.
         let magic = meta.get(META_MAGIC).at(p, "reading the magic")?;
-        if magic.as_ref().map(|g| g.value()) != Some(MAGIC) {
+        if magic.is_none_or(|g| g.value() != MAGIC) {
             return Err(not_ours("a redb database without omirr's magic"));
         }
-        let format = meta.get(META_FORMAT).at(p, "reading the format")?;
-        let format = format
-            .as_ref()
+        let format = (meta.get(META_FORMAT).at(p, "reading the format")?)
             .and_then(|g| <[u8; 4]>::try_from(g.value()).ok())
             .map(u32::from_le_bytes)
             .ok_or_else(|| corrupt(p, "its format version is missing or malformed"))?;
@@ -210,6 +191,43 @@ impl Index {
     }
 }
 
+/// Creates or opens the redb database at `path`, refusing a file that is
+/// not one, or that another process has open.
+fn create(path: &Path) -> Result<Database, IndexError> {
+    // redb asserts on some damaged files (one cut short, say) instead
+    // of returning an error; at open, where the file is still
+    // untrusted, that is an unusable index, not a reason to die.
+    let created = std::panic::catch_unwind(|| {
+        Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+    });
+    let path = path.to_path_buf();
+    let created = created.map_err(|panic| IndexError::NotAnIndex {
+        path: path.clone(),
+        why: format!(
+            "redb cannot read it; it looks cut short or damaged: {}",
+            panic_message(&*panic)
+        ),
+    })?;
+    match created {
+        Ok(db) => Ok(db),
+        Err(DatabaseError::DatabaseAlreadyOpen) => Err(IndexError::InUse { path }),
+        Err(DatabaseError::Storage(StorageError::Io(e)))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            Err(IndexError::NotAnIndex {
+                path,
+                why: format!("redb cannot read it: {e}"),
+            })
+        }
+        Err(source) => Err(IndexError::Open { path, source }),
+    }
+}
+
 fn check_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     p: &Path,
     txn: &ReadTransaction,
@@ -222,7 +240,7 @@ fn check_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

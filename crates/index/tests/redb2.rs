@@ -1,14 +1,30 @@
 //! An index that an omirrd built with redb 2 wrote, in redb's file
-//! format v2, which redb 3 and later refuse to open: the fixture
-//! `fixtures/index-redb2.redb` holds one of every kind of row.
+//! format v2, which redb 3 and later refuse to open, opens upgraded.
+//!
+//! The fixture `fixtures/index-redb2.redb` holds one row of every kind
+//! (the entries below with their stats, a stat kept apart, a cursor, a
+//! peer's index id, a set-aside change, a chunk list, a pending
+//! reconciliation, the clock, an expiry watermark). It was written by
+//! this file's `writes_the_fixture` (at commit 0ab027a, in git history)
+//! with omirr-index on redb 2.6.4, and compacted.
 
-use omirr_core::{Change, Content, Entry, HostId, Meta, Name, RelPath, Timestamp, Version, Xattrs};
-use omirr_index::{Aside, Batch, Index, StatKey, StatUpdate};
-use std::path::Path;
+use omirr_core::expiry::Forgotten;
+use omirr_core::{
+    Change, Content, Entry, HostId, IndexView, Meta, Name, RelPath, Timestamp, Version, Xattrs,
+};
+use omirr_index::{Aside, Index, StatKey, StatUpdate};
+
+const FIXTURE: &[u8] = include_bytes!("fixtures/index-redb2.redb");
 
 /// The fixture's index id, as the writer printed it.
-#[allow(dead_code)] // read once the index opens the fixture
 const ID: u64 = 0x4f0c_0db9_4046_fd38;
+/// Its last sequence: the entries below, and a tombstone forgotten.
+const LAST_SEQ: u64 = 7;
+/// What it forgot: that tombstone.
+const FORGOTTEN: Forgotten = Forgotten {
+    seq: 7,
+    below: Timestamp(1_764_633_600_000_000_009),
+};
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s.as_bytes().to_vec()).expect("path")
@@ -131,43 +147,95 @@ fn aside() -> Aside {
     }
 }
 
-/// Writes the fixture into `$OMIRR_REDB2_FIXTURE_DIR` (a directory
-/// without an index). Run with redb 2, at the commit that added it.
+/// The fixture opens: upgraded to redb's current file format once, in
+/// place, with every row it held, and opens as it is from then on.
 #[test]
-#[ignore]
-fn writes_the_fixture() {
-    let Ok(dir) = std::env::var("OMIRR_REDB2_FIXTURE_DIR") else {
-        return;
-    };
-    let dir = Path::new(&dir);
-    let mut ix = Index::open(dir).expect("open");
-    let beta = HostId::new("beta");
-    assert!(!ix.meet_peer_index(&beta, 0x5eed).expect("peer index"));
-    let mut batch = Batch::new();
-    for (c, s) in changes() {
-        batch.record(c, s);
+fn an_index_in_redb_file_format_v2_opens_upgraded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(omirr_index::FILE_NAME);
+    std::fs::write(&path, FIXTURE).expect("copy the fixture");
+    // What redb 3 and later make of it as it is.
+    match redb::Database::open(&path) {
+        Err(redb::DatabaseError::UpgradeRequired(2)) => {}
+        Err(e) => panic!("not redb's file format v2: {e}"),
+        Ok(_) => panic!("redb opened the fixture without an upgrade"),
     }
-    batch
-        .set_cursor(beta.clone(), 42)
-        .set_aside(beta.clone(), aside())
-        .observe_hlc(Timestamp(1_764_633_600_000_000_099));
-    ix.commit(&batch).expect("commit");
-    ix.set_stat(&p("srv/untracked"), stat(104)).expect("loose stat");
-    ix.set_chunk_list(&hash(0), b"a chunk list").expect("chunk list");
-    ix.set_must_reconcile(&beta, true).expect("reconcile");
-    // A forgotten tombstone raises the watermark.
-    let gone = change("srv/gone", 8, Content::Deleted, Meta::default());
-    ix.record(std::slice::from_ref(&gone)).expect("record");
-    let forgot = ix
-        .forget(&[(gone.path.clone(), gone.entry.version.clone())])
-        .expect("forget");
-    assert_eq!(forgot, 1);
+    let ix = Index::open(dir.path()).expect("opens, upgraded");
+    holds_the_fixture(&ix);
+    drop(ix);
+    redb::Database::open(&path).expect("redb's current file format now");
+    let ix = Index::open(dir.path()).expect("opens again");
+    holds_the_fixture(&ix);
+}
+
+fn holds_the_fixture(ix: &Index) {
     ix.verify().expect("consistent");
-    println!(
-        "id {:#x} last_seq {} forgotten {:?}",
-        ix.id(),
-        ix.last_seq().expect("last_seq"),
-        ix.forgotten().expect("forgotten")
+    assert_eq!(ix.id(), ID);
+    assert_eq!(ix.last_seq().expect("last_seq"), LAST_SEQ);
+    let want = changes();
+    for (c, s) in &want {
+        assert_eq!(
+            ix.entry(&c.path).expect("entry").as_ref(),
+            Some(&c.entry),
+            "{}",
+            c.path
+        );
+        let kept = ix.stat(&c.path).expect("stat");
+        match s {
+            StatUpdate::Set(k) => assert_eq!(kept, Some(*k), "{}", c.path),
+            StatUpdate::Keep | StatUpdate::Forget => assert_eq!(kept, None, "{}", c.path),
+        }
+    }
+    assert_eq!(ix.len().expect("len"), want.len() as u64);
+    assert_eq!(
+        ix.stat(&p("srv/untracked")).expect("stat"),
+        Some(stat(104)),
+        "a stat kept apart"
     );
-    ix.compact().expect("compact");
+    assert_eq!(
+        ix.path_of_inode(2049, 104).expect("inode"),
+        Some(p("srv/untracked"))
+    );
+    assert_eq!(
+        ix.path_of_inode(2049, 101).expect("inode"),
+        Some(p("srv/index.html"))
+    );
+    assert_eq!(
+        ix.holder_of(&hash(0)).expect("holder"),
+        Some(p("srv/index.html"))
+    );
+    let since: Vec<String> = (ix.since(0, 100).expect("since").into_iter())
+        .map(|(seq, c)| format!("{seq} {}", c.path))
+        .collect();
+    assert_eq!(
+        since,
+        [
+            "1 srv",
+            "2 srv/index.html",
+            "3 srv/link",
+            "4 srv/pipe",
+            "5 srv/old",
+            "6 srv/attrs"
+        ]
+    );
+    let beta = HostId::new("beta");
+    assert_eq!(ix.cursor(&beta).expect("cursor"), 42);
+    assert_eq!(ix.peer_index(&beta).expect("peer index"), 0x5eed);
+    assert!(ix.must_reconcile(&beta).expect("reconcile"));
+    let kept = ix.aside(Some(&beta)).expect("aside");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1, aside());
+    assert_eq!(
+        ix.chunk_list(&hash(0)).expect("chunk list").as_deref(),
+        Some(&b"a chunk list"[..])
+    );
+    assert_eq!(
+        ix.latest_of(&HostId::new("alpha")).expect("latest"),
+        version(8, "alpha").ts
+    );
+    assert_eq!(
+        ix.hlc_last().expect("clock"),
+        Timestamp(1_764_633_600_000_000_099)
+    );
+    assert_eq!(ix.forgotten().expect("watermark"), FORGOTTEN);
 }
