@@ -8,7 +8,9 @@ use crate::error::{bad_record, corrupt, decode_path, Ctx, IndexError};
 use crate::index::Index;
 use crate::reader::read_entry;
 use crate::record;
-use crate::schema::{decode_forgotten, split_key, ENTRIES, META, META_FORGOTTEN, RECONCILE, TOMBSTONES};
+use crate::schema::{
+    decode_forgotten, split_key, ENTRIES, META, META_FORGOTTEN, RECONCILE, TOMBSTONES,
+};
 use omirr_core::expiry::{Forgotten, Held};
 use omirr_core::{Change, Entry, HostId, RelPath, Timestamp, Version};
 use redb::{ReadableTable, TableError};

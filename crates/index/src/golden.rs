@@ -76,7 +76,14 @@ fn the_tables_have_these_names_and_types() {
     );
     // The names of the meta and counters rows.
     assert_eq!(
-        [META_MAGIC, META_FORMAT, META_ID, META_FORGOTTEN, LAST_SEQ, HLC_LAST],
+        [
+            META_MAGIC,
+            META_FORMAT,
+            META_ID,
+            META_FORGOTTEN,
+            LAST_SEQ,
+            HLC_LAST
+        ],
         ["magic", "format", "id", "forgotten", "last_seq", "hlc_last"]
     );
 }

@@ -197,11 +197,8 @@ fn create(path: &Path) -> Result<Database, IndexError> {
     // redb asserts on some damaged files (one cut short, say) instead
     // of returning an error; at open, where the file is still
     // untrusted, that is an unusable index, not a reason to die.
-    let created = std::panic::catch_unwind(|| {
-        Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-    });
+    let created =
+        std::panic::catch_unwind(|| Database::builder().set_cache_size(CACHE_BYTES).create(path));
     let path = path.to_path_buf();
     let created = created.map_err(|panic| IndexError::NotAnIndex {
         path: path.clone(),

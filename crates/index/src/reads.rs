@@ -3,6 +3,7 @@
 //! core's rules. [`crate::IndexReader`] answers the same from one
 //! transaction for many lookups.
 
+use crate::error::Ctx;
 use crate::error::IndexError;
 use crate::index::{counter, Index};
 use crate::reader::{
@@ -10,7 +11,6 @@ use crate::reader::{
     read_stats_below,
 };
 use crate::schema::{BY_SEQ, COUNTERS, ENTRIES, HLC_LAST, HOLDERS, INODES, LAST_SEQ, STATS};
-use crate::error::Ctx;
 use crate::stat::StatKey;
 use omirr_core::{Change, Entry, Hash, IndexView, RelPath, Seq, Timestamp};
 use redb::ReadableTableMetadata;

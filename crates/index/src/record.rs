@@ -325,7 +325,11 @@ impl<'a> Reader<'a> {
     /// What the second flags byte `ext` adds, at the end in bit order:
     /// the base (returned), the extended attributes and the hard link
     /// (into `meta`).
-    fn ext_fields(&mut self, ext: u8, meta: &mut Meta) -> Result<Option<(u64, &'a str)>, CodecError> {
+    fn ext_fields(
+        &mut self,
+        ext: u8,
+        meta: &mut Meta,
+    ) -> Result<Option<(u64, &'a str)>, CodecError> {
         let base = if ext & EXT_HAS_BASE != 0 {
             let ts = self.u64_le()?;
             let host = std::str::from_utf8(self.bytes()?)

@@ -185,7 +185,11 @@ impl<'t> Tables<'t> {
         Ok(got.map(|g| StatKey::from(g.value())))
     }
 
-    pub(crate) fn record(&mut self, change: &Change, stat: StatUpdate) -> Result<Option<Seq>, IndexError> {
+    pub(crate) fn record(
+        &mut self,
+        change: &Change,
+        stat: StatUpdate,
+    ) -> Result<Option<Seq>, IndexError> {
         let p = self.path;
         let (path, entry) = (&change.path, &change.entry);
         self.hlc = self.hlc.max(entry.version.ts.0);
@@ -282,7 +286,11 @@ impl<'t> Tables<'t> {
     }
 
     /// Sets or drops `path`'s stat, keeping the inode table in step.
-    pub(crate) fn update_stat(&mut self, path: &RelPath, stat: Option<StatKey>) -> Result<(), IndexError> {
+    pub(crate) fn update_stat(
+        &mut self,
+        path: &RelPath,
+        stat: Option<StatKey>,
+    ) -> Result<(), IndexError> {
         let ino = |s: Option<StatKey>| s.map(|k| k.ino);
         match self.record_of(path.as_bytes())? {
             Some((seq, entry, old)) => {

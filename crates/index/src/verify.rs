@@ -196,7 +196,11 @@ impl Checked<'_> {
         let counts = [
             ("by_seq", self.by_seq.len().at(p, "counting")?, n),
             ("holders", self.holders.len().at(p, "counting")?, files),
-            ("tombstones", self.tombstones.len().at(p, "counting")?, deleted),
+            (
+                "tombstones",
+                self.tombstones.len().at(p, "counting")?,
+                deleted,
+            ),
         ];
         for (table, rows, want) in counts {
             if rows != want {

@@ -86,7 +86,10 @@ fn changes() -> Vec<(Change, StatUpdate)> {
         ..meta(0o600)
     };
     vec![
-        (change("srv", 1, Content::Dir, meta(0o2775)), StatUpdate::Set(stat(100))),
+        (
+            change("srv", 1, Content::Dir, meta(0o2775)),
+            StatUpdate::Set(stat(100)),
+        ),
         (
             change(
                 "srv/index.html",
@@ -110,7 +113,10 @@ fn changes() -> Vec<(Change, StatUpdate)> {
             ),
             StatUpdate::Set(stat(102)),
         ),
-        (change("srv/pipe", 4, Content::Fifo, meta(0o640)), StatUpdate::Keep),
+        (
+            change("srv/pipe", 4, Content::Fifo, meta(0o640)),
+            StatUpdate::Keep,
+        ),
         (
             change("srv/old", 5, Content::Deleted, Meta::default()),
             StatUpdate::Forget,

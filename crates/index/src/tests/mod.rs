@@ -8,12 +8,11 @@ use omirr_core::mem::MemIndex;
 use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Seq, Timestamp, Version};
 use std::path::Path;
 
-
-mod open;
 mod convert;
-mod records;
-mod peers;
 mod expiry;
+mod open;
+mod peers;
+mod records;
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s.as_bytes()).expect("valid path")

@@ -1074,8 +1074,8 @@ mod tests {
         let engine = engine(dir.path());
         let group = vec![change("a", Content::Dir), change("b", Content::Dir)];
         let tail = tail(42);
-        let out = apply_isolated(&engine, group, &Staged::default(), None, Some(&tail))
-            .expect("applied");
+        let out =
+            apply_isolated(&engine, group, &Staged::default(), None, Some(&tail)).expect("applied");
         assert!(out.tail_committed);
         let index = &engine.store.index;
         let peer = HostId::new("there");
@@ -1099,8 +1099,8 @@ mod tests {
         };
         let group = vec![change("a", Content::Dir), change("f", file)];
         let tail = tail(42);
-        let out = apply_isolated(&engine, group, &Staged::default(), None, Some(&tail))
-            .expect("applied");
+        let out =
+            apply_isolated(&engine, group, &Staged::default(), None, Some(&tail)).expect("applied");
         assert!(!out.tail_committed);
         assert_eq!(out.unstaged.len(), 1, "f waits for its content");
         let index = &engine.store.index;
