@@ -100,3 +100,12 @@ pub(crate) fn bad_record(db: &Path, path: &[u8], e: crate::codec::CodecError) ->
         ),
     )
 }
+
+/// What a panic caught at open said, for the error that replaces it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}

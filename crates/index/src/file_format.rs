@@ -9,7 +9,7 @@
 //! The upgrade is a redb commit: a crash during it leaves a file that
 //! the next start upgrades, or opens, as it finds it.
 
-use crate::error::IndexError;
+use crate::error::{panic_message, IndexError};
 use std::path::Path;
 
 /// Rewrites the redb 2 file at `path` in file format v3. Refuses, with
@@ -33,7 +33,7 @@ pub(crate) fn upgrade_v2(path: &Path, cache_bytes: usize) -> Result<(), IndexErr
             })
         }
         Ok(Err(e)) => e.to_string(),
-        Err(panic) => crate::open::panic_message(&*panic).to_string(),
+        Err(panic) => panic_message(&*panic).to_string(),
     };
     Err(IndexError::Upgrade {
         path: path.to_path_buf(),

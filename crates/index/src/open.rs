@@ -4,7 +4,7 @@
 //! format, and one that another process has open.
 
 use crate::convert::set_format;
-use crate::error::{corrupt, Ctx, IndexError};
+use crate::error::{corrupt, panic_message, Ctx, IndexError};
 use crate::file_format::upgrade_v2;
 use crate::index::{Index, FILE_NAME, FORMAT};
 use crate::schema::{
@@ -235,14 +235,6 @@ fn check_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         Err(TableError::Storage(e)) => Err(e).at(p, "opening a table"),
         Err(e) => Err(corrupt(p, format!("table {def}: {e}"))),
     }
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
 }
 
 /// Why the file at `path` cannot be a redb database, if it cannot: it
