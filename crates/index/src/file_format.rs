@@ -16,18 +16,19 @@ use std::path::Path;
 /// an error that says what to do, a file redb 2.6 cannot open or
 /// upgrade; a file that is already v3 is left as it is.
 pub(crate) fn upgrade_v2(path: &Path, cache_bytes: usize) -> Result<(), IndexError> {
-    let upgrade = || {
+    let upgrade = || -> Result<(), Box<redb2::Error>> {
         let mut db = redb2::Database::builder()
             .set_cache_size(cache_bytes)
-            .open(path)?;
-        db.upgrade()?;
-        Ok::<(), redb2::Error>(())
+            .open(path)
+            .map_err(|e| Box::new(e.into()))?;
+        db.upgrade().map_err(|e| Box::new(e.into()))?;
+        Ok(())
     };
     // redb asserts on some damaged files; here, as at any open, that is
     // an unusable index, not a reason to die.
     let why = match std::panic::catch_unwind(upgrade) {
         Ok(Ok(())) => return Ok(()),
-        Ok(Err(redb2::Error::DatabaseAlreadyOpen)) => {
+        Ok(Err(e)) if matches!(*e, redb2::Error::DatabaseAlreadyOpen) => {
             return Err(IndexError::InUse {
                 path: path.to_path_buf(),
             })
