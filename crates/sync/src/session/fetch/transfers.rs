@@ -4,7 +4,7 @@
 
 use super::{Wanted, FETCH_STALL};
 use crate::Violation;
-use omirr_chunk::{Chunk, Digest};
+use omirr_core::{Chunk, Digest};
 use omirr_proto::{Message, MAX_CHUNK};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
