@@ -3,10 +3,10 @@
 
 mod support;
 
+use omirr_testkit::tree::write_file;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use omirr_testkit::tree::write_file;
 use support::{etc, omirrd, stderr, stdout};
 
 /// A test host: the example Distfile and peers file (copied with safe

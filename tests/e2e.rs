@@ -18,11 +18,11 @@
 
 mod support;
 
+use omirr_testkit::tree::digest;
+use omirr_testkit::{noise, wait_until};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::time::Duration;
-use omirr_testkit::tree::digest;
-use omirr_testkit::{noise, wait_until};
 use support::cluster::{wait_converged, Cluster};
 use support::peak_rss;
 

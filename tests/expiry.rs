@@ -8,9 +8,9 @@
 mod support;
 
 use omirr_core::RelPath;
+use omirr_testkit::wait_until;
 use std::fs;
 use std::time::Duration;
-use omirr_testkit::wait_until;
 use support::cluster::{wait_converged, Cluster};
 use support::{omirrd, stdout};
 

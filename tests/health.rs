@@ -6,10 +6,10 @@
 
 mod support;
 
+use omirr_testkit::wait_until;
 use std::fs;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use omirr_testkit::wait_until;
 use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.

@@ -6,10 +6,10 @@
 
 mod support;
 
-use std::fs;
-use std::time::Duration;
 use omirr_testkit::tree::write_file;
 use omirr_testkit::wait_until;
+use std::fs;
+use std::time::Duration;
 use support::cluster::Cluster;
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.

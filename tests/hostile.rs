@@ -8,9 +8,9 @@
 mod support;
 
 use omirr_proto::{Change, Content, Entry, Message, Meta, RelPath, Timestamp, Version};
+use omirr_testkit::wait_until;
 use std::fs;
 use std::time::Duration;
-use omirr_testkit::wait_until;
 use support::cluster::Cluster;
 use support::rogue::{wall_ns, Rogue};
 

@@ -7,12 +7,12 @@
 
 mod support;
 
+use omirr_testkit::{noise, wait_until};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use omirr_testkit::{noise, wait_until};
 use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.

@@ -7,11 +7,11 @@
 
 mod support;
 
+use omirr_testkit::wait_until;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use omirr_testkit::wait_until;
 use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.

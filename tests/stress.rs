@@ -27,12 +27,12 @@ mod support;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use omirr_testkit::tree::{diff_summary, digest};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use omirr_testkit::tree::{diff_summary, digest};
 use support::cluster::{wait_converged, Cluster};
 use support::peak_rss;
 

@@ -6,9 +6,9 @@
 
 mod support;
 
+use omirr_testkit::wait_until;
 use std::fs;
 use std::time::Duration;
-use omirr_testkit::wait_until;
 use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.

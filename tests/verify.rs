@@ -7,10 +7,10 @@
 mod support;
 
 use omirr_core::{Change, Content, Entry, HostId, Meta, RelPath, Timestamp, Version};
+use omirr_testkit::wait_until;
 use std::fs;
 use std::process::Output;
 use std::time::Duration;
-use omirr_testkit::wait_until;
 use support::cluster::{wait_converged, Cluster};
 
 const TIMEOUT: Duration = Duration::from_secs(30);

@@ -170,7 +170,12 @@ impl Cluster {
             .append(true)
             .open(&spec.log)
             .expect("open a host's log");
-        writeln!(log, "==== cluster: start {} of {} ====", h.starts, spec.name).expect("write log");
+        writeln!(
+            log,
+            "==== cluster: start {} of {} ====",
+            h.starts, spec.name
+        )
+        .expect("write log");
         let mut cmd = self
             .layout
             .command(&omirrd_bin(), spec)

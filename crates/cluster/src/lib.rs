@@ -349,7 +349,9 @@ mod tests {
             assert_eq!(h.under_root("/srv/www"), h.root.join("srv/www"));
         }
         cluster.write_peers("# peers\n").expect("peers");
-        cluster.write_distfile("/srv -> ( a b c )\n").expect("distfile");
+        cluster
+            .write_distfile("/srv -> ( a b c )\n")
+            .expect("distfile");
         assert_eq!(mode(&cluster.peers), CONF_MODE);
         assert_eq!(mode(&cluster.config), CONF_MODE);
         let peers = fs::read_to_string(&cluster.peers).expect("read");
@@ -368,8 +370,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let err = Cluster::create(tmp.path(), &["a", "a"], fake_key).expect_err("twice");
         assert_eq!(err.to_string(), "host 'a' is named twice");
-        let err = Cluster::create(tmp.path(), &["x"], |_, _| Err("no entropy"))
-            .expect_err("key fails");
+        let err =
+            Cluster::create(tmp.path(), &["x"], |_, _| Err("no entropy")).expect_err("key fails");
         assert_eq!(err.to_string(), "cannot create the identity of host x");
     }
 

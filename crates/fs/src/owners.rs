@@ -421,7 +421,10 @@ mod tests {
         let recorded = meta(4321, "root", 4321, "root", 0o640);
         let disk = meta(0, "root", 0, "root", 0o640);
         let rules = MetaRules::default();
-        assert_eq!(canonical(&p("srv/x"), disk.clone(), &recorded, &rules), recorded);
+        assert_eq!(
+            canonical(&p("srv/x"), disk.clone(), &recorded, &rules),
+            recorded
+        );
         // A real change of mode shows.
         let chmod = Meta {
             mode: 0o600,

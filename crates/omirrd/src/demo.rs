@@ -348,8 +348,7 @@ fn report_exit(host: &Host, status: ExitStatus) {
 /// Stops the hosts still running: SIGTERM, then SIGKILL for those still
 /// there after [`STOP_GRACE`]. Waits for every one of them.
 fn stop(hosts: &mut [Running]) {
-    let mut running: Vec<&mut Running> =
-        hosts.iter_mut().filter(|h| h.status.is_none()).collect();
+    let mut running: Vec<&mut Running> = hosts.iter_mut().filter(|h| h.status.is_none()).collect();
     let names: Vec<&str> = running.iter().map(|h| h.host.name.as_str()).collect();
     let mut children: Vec<&mut Child> = running.iter_mut().map(|h| &mut h.child).collect();
     let statuses = omirr_cluster::stop(&mut children, STOP_GRACE, |i| {

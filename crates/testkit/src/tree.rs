@@ -203,7 +203,8 @@ mod tests {
                 fs::write(t.join("d/f"), "other").expect("write")
             }),
             ("mode", |t| {
-                fs::set_permissions(t.join("d/f"), fs::Permissions::from_mode(0o600)).expect("chmod")
+                fs::set_permissions(t.join("d/f"), fs::Permissions::from_mode(0o600))
+                    .expect("chmod")
             }),
             ("link target", |t| {
                 fs::remove_file(t.join("l")).expect("rm");
