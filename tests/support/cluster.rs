@@ -50,7 +50,7 @@ pub struct Cluster {
     /// The layout: every host's root, state directory, port and log.
     layout: omirr_cluster::Cluster,
     /// The hosts' processes, in the layout's order.
-    hosts: Vec<Host>,
+    processes: Vec<Process>,
     /// Given to every `omirrd` this cluster starts.
     extra_args: Vec<String>,
     /// The log options of every `omirrd` started: `-v` unless set.
@@ -59,7 +59,7 @@ pub struct Cluster {
 
 /// A host's process, as the tests drive it.
 #[derive(Default)]
-struct Host {
+struct Process {
     /// The running process, if started and not yet stopped or reaped.
     child: Option<Child>,
     /// How many times it was started.
@@ -111,7 +111,7 @@ impl Cluster {
             .expect("write the Distfile");
         Cluster {
             dir,
-            hosts: names.iter().map(|_| Host::default()).collect(),
+            processes: names.iter().map(|_| Process::default()).collect(),
             layout,
             extra_args: Vec::new(),
             log_flags: vec!["-v".to_string()],
@@ -143,8 +143,8 @@ impl Cluster {
 
     /// Starts every host that is not running.
     pub fn start_all(&mut self) {
-        for i in 0..self.hosts.len() {
-            if self.hosts[i].child.is_none() {
+        for i in 0..self.processes.len() {
+            if self.processes[i].child.is_none() {
                 let name = self.layout.hosts[i].name.clone();
                 self.start_host(&name);
             }
@@ -157,7 +157,7 @@ impl Cluster {
     pub fn start_host(&mut self, name: &str) {
         let i = self.index(name);
         let spec = &self.layout.hosts[i];
-        let h = &mut self.hosts[i];
+        let h = &mut self.processes[i];
         if let Some(child) = &mut h.child {
             match child.try_wait() {
                 Ok(Some(_)) => h.child = None,
@@ -225,7 +225,10 @@ impl Cluster {
 
     /// The process id of host `name`, if it runs.
     pub fn pid(&self, name: &str) -> Option<u32> {
-        self.hosts[self.index(name)].child.as_ref().map(|c| c.id())
+        self.processes[self.index(name)]
+            .child
+            .as_ref()
+            .map(|c| c.id())
     }
 
     /// Whether host `name`'s process is running (started, not exited).
@@ -388,7 +391,7 @@ impl Cluster {
         s
     }
 
-    /// The position of host `name`, in the layout and in `hosts`.
+    /// The position of host `name`, in the layout and in `processes`.
     fn index(&self, name: &str) -> usize {
         self.layout
             .hosts
@@ -402,9 +405,9 @@ impl Cluster {
         &self.layout.hosts[self.index(name)]
     }
 
-    fn host_mut(&mut self, name: &str) -> &mut Host {
+    fn host_mut(&mut self, name: &str) -> &mut Process {
         let i = self.index(name);
-        &mut self.hosts[i]
+        &mut self.processes[i]
     }
 }
 
@@ -416,7 +419,7 @@ impl Drop for Cluster {
             .filter_map(|h| h.child.as_mut())
             .collect();
         omirr_cluster::stop(&mut children, STOP_GRACE, |_| {});
-        for h in &mut self.hosts {
+        for h in &mut self.processes {
             h.child = None;
         }
         if std::thread::panicking() {
