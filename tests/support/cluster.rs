@@ -414,7 +414,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let mut children: Vec<&mut Child> = self
-            .hosts
+            .processes
             .iter_mut()
             .filter_map(|h| h.child.as_mut())
             .collect();
