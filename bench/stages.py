@@ -11,7 +11,7 @@ STAGES = [
     ("resolve (wanted)", ["session::apply::{impl#0}::wanted", "omirr_core::resolve"]),
     ("apply: other", ["omirr_sync::session::apply", "omirr_fs::local::apply_"]),
     ("fetch: stage files (temp write)", ["omirr_sync::session::fetch"]),
-    ("serve: read files for peer", ["omirr_sync::session::serve", "omirr_fs::beneath::read_file"]),
+    ("serve: read files for peer", ["omirr_sync::session::serve", "omirr_open::beneath::read_file"]),
     ("session: TLS, frames, decode", ["omirr_sync::session::run", "tokio_rustls", "rustls::", "omirr_proto::"]),
     ("outbox / push", ["omirr_sync::flow", "outbox", "push"]),
     ("watcher: read inotify", ["omirr_fs::watch"]),

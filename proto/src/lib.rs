@@ -25,9 +25,12 @@
 //!   gives them;
 //! - the sync rules (`omirr-core`): which entry wins, what to fetch, what
 //!   to apply. It borrows core's entry types ([`Change`], [`RelPath`], ...)
-//!   because they are what travels; that dependency points from proto to
-//!   core, the reverse of the arrow drawn in DESIGN.md, so that the types
-//!   exist once. Core does no I/O either, so nothing is lost;
+//!   and the chunk list's ([`Chunk`], [`Digest`]) because they are what
+//!   travels; that dependency points from proto to core, the reverse of
+//!   the arrow drawn in DESIGN.md, so that the types exist once. Core does
+//!   no I/O either, so nothing is lost;
+//! - cutting files into chunks and rebuilding them from a chunk list
+//!   (`omirr-chunk`), which this crate does not depend on;
 //! - session state: cursors, acknowledgements, which request is
 //!   outstanding, whether a peer may change a path. `PROTOCOL.md` says
 //!   what a session must do; the session code in `omirr-sync` does it.
@@ -62,14 +65,14 @@ pub use io::read_frame;
 #[cfg(feature = "tokio")]
 pub use io::{read_message, write_message, ReadError, WriteError};
 pub use message::{ErrorCode, Hello, Message};
-pub use omirr_chunk::{Chunk, Digest};
 pub use page::{page_cost, paginate};
 
 // What travels inside messages, re-exported so that users of the protocol
 // need not name omirr-core for them.
 pub use omirr_core::verify::{Bucket, Span};
 pub use omirr_core::{
-    Change, Content, Entry, Hash, HostId, Meta, Name, RelPath, Seq, Timestamp, Version,
+    Change, Chunk, Content, Digest, Entry, Hash, HostId, Meta, Name, RelPath, Seq, Timestamp,
+    Version,
 };
 
 /// The protocol version this build speaks. Bumped on every incompatible

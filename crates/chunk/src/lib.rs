@@ -12,13 +12,18 @@
 //! matches it against chunks it holds ([`Recipe::new`]) and asks only for
 //! the byte ranges of the missing ones ([`Recipe::ranges`]).
 //!
+//! This crate owns the cutting, the recipe and the form in which the
+//! index stores a chunk list ([`encode`], [`decode`]). The value types
+//! themselves, [`Chunk`] and [`Digest`], are `omirr-core`'s
+//! (`omirr_core::chunk`), so that the protocol can carry them without
+//! depending on the chunker.
+//!
 //! This crate is pure apart from [`chunk_reader`] (and
 //! [`chunk_reader_with`]), which read. What it
 //! does not do: talk to peers, open files or cache chunk lists (the
 //! daemon's sessions and the index do).
 
-use omirr_core::Hash;
-use serde::{Deserialize, Serialize};
+use omirr_core::{Chunk, Digest, Hash};
 use std::collections::HashMap;
 use std::io::{self, Read};
 
@@ -31,40 +36,6 @@ pub const MAX: u32 = 256 * 1024;
 /// Files smaller than this go whole: a chunk list would cost a round
 /// trip and save little.
 pub const DELTA_MIN: u64 = 1024 * 1024;
-
-/// One chunk of a file: its length and the BLAKE3 hash of its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Chunk {
-    pub len: u32,
-    pub hash: Hash,
-}
-
-/// Bytes of a chunk's hash that a compact list ([`Digest`]) sends.
-pub const DIGEST_LEN: usize = 8;
-
-/// A chunk as a compact list names it: its length and the first
-/// [`DIGEST_LEN`] bytes of its hash, about a third of a [`Chunk`] on the
-/// wire. Enough to find which chunks a host already holds: a false match
-/// (two in 2^64 for a pair of chunks of the same length) only makes a
-/// rebuilt file that fails the whole file's hash, and the receiver then
-/// fetches the file whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Digest {
-    pub len: u32,
-    pub prefix: [u8; DIGEST_LEN],
-}
-
-impl Chunk {
-    /// How a compact list names this chunk.
-    pub fn digest(&self) -> Digest {
-        let mut prefix = [0; DIGEST_LEN];
-        prefix.copy_from_slice(&self.hash[..DIGEST_LEN]);
-        Digest {
-            len: self.len,
-            prefix,
-        }
-    }
-}
 
 /// A file cut into chunks, with the hash and size of the whole.
 #[derive(Debug, Clone, PartialEq, Eq)]

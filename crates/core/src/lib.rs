@@ -6,6 +6,9 @@
 //! - [`path`]: checked, byte-string paths inside the mirrored namespace;
 //! - [`version`]: versions (hybrid logical clock + host) and the clock;
 //! - [`entry`]: what the index holds per path, tombstones included;
+//! - [`chunk`]: the value types of a large file's chunk list ([`Chunk`],
+//!   [`Digest`]), which the protocol carries and the index caches; the
+//!   cutting and the recipes are `omirr-chunk`'s;
 //! - [`tree`]: the tree a host must have on disk, as a pure function of
 //!   its index — which is what makes every host converge;
 //! - [`resolve`]: a batch of remote changes in, the disk actions and index
@@ -33,6 +36,7 @@
 //! Nothing here touches a disk, a socket or a clock: callers pass wall time
 //! in and carry the returned actions out.
 
+pub mod chunk;
 pub mod conflict;
 pub mod entry;
 pub mod expiry;
@@ -44,6 +48,7 @@ pub mod tree;
 pub mod verify;
 pub mod version;
 
+pub use chunk::{Chunk, Digest};
 pub use entry::{BadXattrs, Change, Content, Entry, Hash, Meta, Name, Xattrs};
 pub use path::{PathError, RelPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use resolve::{Action, Resolution, Source};

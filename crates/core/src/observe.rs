@@ -87,19 +87,9 @@ pub fn observe<V: IndexView>(
                 && previous.as_ref().is_some_and(|e| e.is_live())
                 && present(view, &path)?.is_some();
             if hidden {
-                let ts = match when(&path) {
-                    When::Live { wall } => hlc.now(wall),
-                    When::Scanned { ctime, floor } => hlc.at(ctime, floor),
-                };
-                let entry = Entry {
-                    content: Content::Deleted,
-                    meta: Meta::default(),
-                    version: Version {
-                        ts,
-                        host: host.clone(),
-                    },
-                    base: base_of(previous.as_ref(), host),
-                };
+                let ts = when(&path).stamp(hlc);
+                let base = base_of(previous.as_ref(), host);
+                let entry = local_entry(Content::Deleted, Meta::default(), ts, host, base);
                 out.insert(path.clone(), entry);
                 order.push(path);
             }
@@ -117,23 +107,13 @@ pub fn observe<V: IndexView>(
         if budget == 0 {
             break;
         }
-        let ts = match when(&path) {
-            When::Live { wall } => hlc.now(wall),
-            When::Scanned { ctime, floor } => hlc.at(ctime, floor),
-        };
+        let ts = when(&path).stamp(hlc);
         let (content, meta) = match disk {
             Some(n) => (n.content, n.meta),
             None => (Content::Deleted, Meta::default()),
         };
-        let entry = Entry {
-            content,
-            meta,
-            version: Version {
-                ts,
-                host: host.clone(),
-            },
-            base: base_of(overlay.entry(&path)?.as_ref(), host),
-        };
+        let base = base_of(overlay.entry(&path)?.as_ref(), host);
+        let entry = local_entry(content, meta, ts, host, base);
         out.insert(path.clone(), entry);
         order.push(path.clone());
         if meta_only {
@@ -157,6 +137,35 @@ pub fn observe<V: IndexView>(
         .filter(|p| seen.insert(p.clone()))
         .filter_map(|p| out.remove(&p).map(|entry| Change { path: p, entry }))
         .collect())
+}
+
+impl When {
+    /// The timestamp of a change that happened then.
+    fn stamp(self, hlc: &mut Hlc) -> Timestamp {
+        match self {
+            When::Live { wall } => hlc.now(wall),
+            When::Scanned { ctime, floor } => hlc.at(ctime, floor),
+        }
+    }
+}
+
+/// A change of this host's, stamped `ts`.
+fn local_entry(
+    content: Content,
+    meta: Meta,
+    ts: Timestamp,
+    host: &HostId,
+    base: Option<Version>,
+) -> Entry {
+    Entry {
+        content,
+        meta,
+        version: Version {
+            ts,
+            host: host.clone(),
+        },
+        base,
+    }
 }
 
 /// The base of a local change that replaces `previous` (this host's

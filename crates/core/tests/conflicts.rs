@@ -3,7 +3,7 @@
 
 use omirr_core::mem::MemIndex;
 use omirr_core::observe::{observe, Disk, When};
-use omirr_core::resolve::{resolve_with, Action, ConflictRules, Resolution, Rules};
+use omirr_core::resolve::{resolve_with, Action, ConflictRules, Decision, Resolution, Rules};
 use omirr_core::tree::present;
 use omirr_core::{
     Change, Content, Entry, Hlc, HostId, IndexView, Meta, RelPath, Timestamp, Version,
@@ -59,6 +59,15 @@ fn change(path: &str, e: Entry) -> Change {
 const ME: &str = "a";
 
 fn run_keeping(ix: &MemIndex, batch: &[Change], keep: u32) -> Resolution {
+    run_deciding(ix, batch, keep, &mut |_| {})
+}
+
+fn run_deciding(
+    ix: &MemIndex,
+    batch: &[Change],
+    keep: u32,
+    decided: &mut dyn FnMut(Decision<'_>),
+) -> Resolution {
     let me = HostId::new(ME);
     let rules = Rules {
         savetargets: &|_| false,
@@ -67,7 +76,19 @@ fn run_keeping(ix: &MemIndex, batch: &[Change], keep: u32) -> Resolution {
             keep: &|_| keep,
         }),
     };
-    resolve_with(ix, batch, &rules, &mut |_| {}).expect("infallible")
+    resolve_with(ix, batch, &rules, decided).expect("infallible")
+}
+
+/// The paths where this host's version is newer than the peer's (each
+/// told as [`Decision::Loses`]).
+fn ours_newer(ix: &MemIndex, batch: &[Change]) -> Vec<RelPath> {
+    let mut paths = Vec::new();
+    run_deciding(ix, batch, 10, &mut |d| {
+        if let Decision::Loses { path, .. } = d {
+            paths.push(path.clone());
+        }
+    });
+    paths
 }
 
 fn run(ix: &MemIndex, batch: &[Change]) -> Resolution {
@@ -160,14 +181,15 @@ fn an_update_that_knew_our_version_is_no_conflict() {
 #[test]
 fn a_concurrent_edit_that_loses_is_noted_and_copied_by_its_own_host() {
     let ix = index(vec![change("f", entry(file(1), v(400, ME), None))]);
-    let res = run(&ix, &[change("f", entry(file(2), v(300, "b"), None))]);
+    let batch = [change("f", entry(file(2), v(300, "b"), None))];
+    let res = run(&ix, &batch);
     assert_eq!(res.conflicts.len(), 1);
     assert!(res.conflicts[0].ours_won);
     assert!(res.conflicts[0]
         .to_string()
         .contains("host b keeps its content"));
     assert!(res.actions.is_empty() && res.accepted.is_empty());
-    assert_eq!(res.ours_newer, vec![p("f")]);
+    assert_eq!(ours_newer(&ix, &batch), vec![p("f")]);
 }
 
 /// Delete versus edit: a later deletion takes the name, and the edit is

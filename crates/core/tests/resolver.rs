@@ -1,7 +1,7 @@
 //! The resolver, case by case: what a batch of remote changes turns into.
 
 use omirr_core::mem::MemIndex;
-use omirr_core::resolve::{resolve, Action, Resolution, Source};
+use omirr_core::resolve::{resolve, resolve_explained, Action, Decision, Resolution, Source};
 use omirr_core::{Change, Content, Entry, HostId, Meta, RelPath, Timestamp, Version};
 
 fn p(s: &str) -> RelPath {
@@ -102,6 +102,19 @@ fn run(ix: &MemIndex, batch: &[Change]) -> Resolution {
 
 fn run_saving(ix: &MemIndex, batch: &[Change]) -> Resolution {
     resolve(ix, batch, &|_| true).expect("infallible")
+}
+
+/// The paths where this host's version is newer than the peer's (each
+/// told as [`Decision::Loses`]): what a peer could be sent back.
+fn ours_newer(ix: &MemIndex, batch: &[Change]) -> Vec<RelPath> {
+    let mut paths = Vec::new();
+    resolve_explained(ix, batch, &|_| false, &mut |d| {
+        if let Decision::Loses { path, .. } = d {
+            paths.push(path.clone());
+        }
+    })
+    .expect("infallible");
+    paths
 }
 
 #[test]
@@ -223,9 +236,10 @@ fn newer_tombstone_deletes() {
 #[test]
 fn ours_newer_is_kept_and_reported() {
     let ix = index(vec![file("f", 9, 1)]);
-    let r = run(&ix, &[file("f", 5, 2), gone("f", 6)]);
+    let batch = [file("f", 5, 2), gone("f", 6)];
+    let r = run(&ix, &batch);
     assert!(r.accepted.is_empty() && r.actions.is_empty());
-    assert_eq!(r.ours_newer, [p("f")]);
+    assert_eq!(ours_newer(&ix, &batch), [p("f")]);
 }
 
 #[test]
@@ -338,7 +352,7 @@ fn delete_versus_modify_the_higher_version_wins() {
     // Modify newer than the delete: the file stays.
     let ix = index(vec![file("f", 8, 2)]);
     let r = run(&ix, &[gone("f", 5)]);
-    assert!(r.actions.is_empty() && r.ours_newer == [p("f")]);
+    assert!(r.actions.is_empty() && ours_newer(&ix, &[gone("f", 5)]) == [p("f")]);
     // Delete newer than the modify: it goes.
     let r = run(&ix, &[gone("f", 9)]);
     assert!(matches!(r.actions[..], [Action::Remove { .. }]));
@@ -397,7 +411,9 @@ fn duplicate_batches_and_duplicates_within_a_batch() {
         ix.record(c);
     }
     let again = run(&ix, &batch);
-    assert!(again.accepted.is_empty() && again.actions.is_empty() && again.ours_newer.is_empty());
+    assert!(
+        again.accepted.is_empty() && again.actions.is_empty() && ours_newer(&ix, &batch).is_empty()
+    );
 }
 
 #[test]
@@ -429,7 +445,6 @@ fn out_of_order_batches_end_the_same() {
 /// already here, and within a batch the newest of a path supersedes.
 #[test]
 fn every_change_gets_a_decision_with_its_reason() {
-    use omirr_core::resolve::{resolve_explained, Decision};
     let mut ours_newer = file("srv/kept", 50, 1);
     ours_newer.entry.version = v(50, "local");
     let mut same_time = file("srv/tie", 20, 2);
@@ -446,7 +461,11 @@ fn every_change_gets_a_decision_with_its_reason() {
         file("srv/new", 12, 7),
     ];
     let mut said = Vec::new();
+    let mut lost = Vec::new();
     let res = resolve_explained(&ix, &batch, &|_| false, &mut |d: Decision<'_>| {
+        if let Decision::Loses { path, .. } = d {
+            lost.push(path.clone());
+        }
         said.push(d.to_string())
     })
     .expect("resolve");
@@ -460,7 +479,7 @@ fn every_change_gets_a_decision_with_its_reason() {
             "srv/tie: the peer's version 20@remote wins over this host's 20@alpha (the same time, and remote sorts after alpha)",
         ]
     );
-    assert_eq!(res.ours_newer, [p("srv/kept")]);
+    assert_eq!(lost, [p("srv/kept")]);
     let accepted: Vec<&RelPath> = res.accepted.iter().map(|c| &c.path).collect();
     assert_eq!(accepted, [&p("srv/new"), &p("srv/tie")]);
 }

@@ -1,11 +1,8 @@
 //! omirr's filesystem edge.
 //!
-//! This crate owns every interaction with the local disk that has a safety
-//! rule attached: refusing configuration and key files that others can
-//! write ([`secure`]), opening a path of the tree on a peer's behalf
-//! beneath the root and never through a symlink ([`beneath`]), applying
-//! the resolver's actions inside a mirror root without ever following a
-//! symlink out of it ([`apply`]), scanning trees
+//! This crate owns the work on a mirrored tree on the local disk:
+//! applying the resolver's actions inside a mirror root without ever
+//! following a symlink out of it ([`apply`]), scanning trees
 //! ([`scan`]), watching them ([`watch`]), reading and writing extended
 //! attributes and ACLs ([`xattrs`]), finding a sparse file's holes
 //! ([`sparse`]), what this host may do to owners and
@@ -13,14 +10,15 @@
 //! undoing local changes where this host only receives ([`local`]); and
 //! how the verbose log shows changes,
 //! actions, sizes and durations ([`shown`]).
-//! It holds no sync rules (see `omirr-core`) and no network code.
+//! It holds no sync rules (see `omirr-core`) and no network code. The
+//! rules for opening a file safely, refusing trusted files that others
+//! can write and opening a path beneath the root never through a symlink,
+//! are `omirr-open`'s; the applier opens through them.
 
 pub mod apply;
-pub mod beneath;
 pub mod local;
 pub mod owners;
 pub mod scan;
-pub mod secure;
 pub mod shown;
 pub mod sparse;
 pub mod watch;

@@ -109,8 +109,6 @@ pub struct Applied {
     pub recorded: usize,
     /// The actions carried out on disk.
     pub actions: Vec<Action>,
-    /// Paths where this host holds a newer entry than the peer sent.
-    pub ours_newer: Vec<RelPath>,
     /// The conflicts the batch met (see [`omirr_core::conflict`]).
     pub conflicts: Vec<omirr_core::resolve::Conflict>,
 }
@@ -185,7 +183,6 @@ pub fn apply_resolved(
         None => Ok(Applied {
             recorded,
             actions: res.actions,
-            ours_newer: res.ours_newer,
             conflicts: res.conflicts,
         }),
         Some(error) => {

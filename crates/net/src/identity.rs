@@ -10,7 +10,7 @@
 //!
 //! Both live in the state directory: `key.pem` (PKCS#8, mode 0600) and
 //! `cert.pem` (mode 0644). They are read and written through
-//! `omirr_fs::secure`, which refuses files others can write.
+//! `omirr_open::secure`, which refuses files others can write.
 
 use std::fmt;
 use std::fs::DirBuilder;
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use omirr_config::peers::Fingerprint;
-use omirr_fs::secure::{self, SecureFileError, Who};
+use omirr_open::secure::{self, SecureFileError, Who};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, PublicKeyData, SerialNumber, PKCS_ECDSA_P256_SHA256,

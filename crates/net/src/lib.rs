@@ -9,6 +9,11 @@
 //! configurations, and the sessions over them are `omirr-sync`'s. It holds
 //! no sync rules and parses no configuration (the peers file is
 //! `omirr-config`'s).
+//!
+//! The key and certificate are files that decide whom this host trusts:
+//! they are read and written through `omirr-open`'s rules for such files,
+//! not through the filesystem edge (`omirr-fs`), which this crate does not
+//! depend on.
 
 pub mod identity;
 pub mod tls;

@@ -279,7 +279,7 @@ fn threads() -> Option<usize> {
 
 fn write_pid_file(path: &Path) -> Result<()> {
     let text = format!("{}\n", std::process::id());
-    omirr_fs::secure::write_atomic(path, text.as_bytes(), 0o644)
+    omirr_open::secure::write_atomic(path, text.as_bytes(), 0o644)
         .with_context(|| format!("cannot write the pid file {}", path.display()))
 }
 

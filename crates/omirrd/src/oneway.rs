@@ -65,7 +65,7 @@ pub fn heal_direction_change(
         if !text.is_empty() {
             text.push('\n');
         }
-        omirr_fs::secure::write_atomic(&file, text.as_bytes(), 0o600)
+        omirr_open::secure::write_atomic(&file, text.as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(ended)
@@ -89,7 +89,7 @@ pub fn on_reload(state_dir: &Path, before: &[String], now: &[String]) -> Result<
         kept.sort();
         kept.dedup();
         let text: String = kept.iter().map(|p| format!("{p}\n")).collect();
-        omirr_fs::secure::write_atomic(&file, text.as_bytes(), 0o600)
+        omirr_open::secure::write_atomic(&file, text.as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(before

@@ -206,7 +206,7 @@ pub(crate) fn leave_out_nfs(
 /// Reads a file that decides what this host does; refuses one that group
 /// or others can write.
 fn read(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Vec<u8>> {
-    match omirr_fs::secure::read_secure(path) {
+    match omirr_open::secure::read_secure(path) {
         Ok(text) => Some(text),
         Err(e) => {
             diags.push(Diagnostic::error(path, Pos::default(), e.to_string()));

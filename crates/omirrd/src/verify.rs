@@ -349,7 +349,7 @@ const DEEP_PAGE: usize = 1024;
 fn on_disk(root: &std::os::fd::OwnedFd, path: &RelPath, entry: &Entry) -> Option<String> {
     use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
     let parent = path.parent().unwrap_or_else(RelPath::root);
-    let dir = match omirr_fs::beneath::open_dir(root, &parent) {
+    let dir = match omirr_open::beneath::open_dir(root, &parent) {
         Ok(d) => d,
         Err(e) => return Some(format!("cannot open its directory: {e}")),
     };

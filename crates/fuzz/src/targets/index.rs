@@ -118,8 +118,8 @@ fn seeds() -> Vec<Vec<u8>> {
             v.push(with_kind(1, b));
         }
     }
-    let chunks: Vec<omirr_chunk::Chunk> = (1..4u8)
-        .map(|i| omirr_chunk::Chunk {
+    let chunks: Vec<omirr_core::Chunk> = (1..4u8)
+        .map(|i| omirr_core::Chunk {
             len: u32::from(i) * 4096,
             hash: [i; 32],
         })

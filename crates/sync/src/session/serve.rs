@@ -10,8 +10,7 @@
 //! slows only the serving of its own requests.
 
 use crate::engine::Engine;
-use omirr_chunk::Chunk;
-use omirr_core::{Content, Hash, IndexView, RelPath};
+use omirr_core::{Chunk, Content, Hash, IndexView, RelPath};
 use omirr_proto::{Message, MAX_CHUNK};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -209,7 +208,7 @@ impl Ask {
 pub enum Job {
     /// These byte ranges, in order (a `FileRequest` is the whole file).
     Ranges(Vec<(u64, u64)>),
-    /// Its chunk list, as [`omirr_chunk::Digest`]s if `compact`.
+    /// Its chunk list, as [`omirr_core::Digest`]s if `compact`.
     Chunks { compact: bool },
 }
 
@@ -325,7 +324,7 @@ fn send_ranges(
 
 /// Opens `path` for a peer (or for reusing its chunks): only if the index
 /// says this host holds that content there, by descriptor beneath the
-/// root and never through a symbolic link ([`omirr_fs::beneath`]), and
+/// root and never through a symbolic link ([`omirr_open::beneath`]), and
 /// only a regular file.
 pub fn open_for_peer(
     engine: &Engine,
@@ -341,7 +340,7 @@ pub fn open_for_peer(
     if engine.ignored(path) {
         return Err("not mirrored here".into());
     }
-    omirr_fs::beneath::read_file(&engine.disk.root, path).map_err(|e| e.to_string())
+    omirr_open::beneath::read_file(&engine.disk.root, path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
