@@ -1,14 +1,17 @@
-//! omirr's network edge.
+//! omirr's network edge: everything between a peer's address and an
+//! authenticated stream.
 //!
 //! This crate owns the host's TLS identity ([`identity`]): its key pair,
-//! its self-signed certificate and the fingerprint peers pin; and the
-//! mutual TLS 1.3 between peers ([`tls`]): rustls configurations that trust
+//! its self-signed certificate and the fingerprint peers pin; the mutual
+//! TLS 1.3 between peers ([`tls`]): rustls configurations that trust
 //! exactly the keys pinned in the peers file, reloadable at run time, and
-//! refusals that name the key they refused. It opens no sockets itself:
-//! `omirrd` listens and dials and hands each connection to these
-//! configurations, and the sessions over them are `omirr-sync`'s. It holds
-//! no sync rules and parses no configuration (the peers file is
-//! `omirr-config`'s).
+//! refusals that name the key they refused; and the sockets ([`socket`]):
+//! listening, accepting, dialing and driving the handshake, with the
+//! protection of the listener against floods of connections and against
+//! running out of descriptors ([`listen`]). The sessions over the streams
+//! are `omirr-sync`'s; which peers to dial and what to log about them are
+//! `omirrd`'s. It holds no sync rules and parses no configuration (the
+//! peers file is `omirr-config`'s).
 //!
 //! The key and certificate are files that decide whom this host trusts:
 //! they are read and written through `omirr-open`'s rules for such files,
@@ -16,4 +19,6 @@
 //! depend on.
 
 pub mod identity;
+pub mod listen;
+pub mod socket;
 pub mod tls;

@@ -1,21 +1,15 @@
 //! Running as a daemon: detaching from the terminal, the pid file, and
 //! where the log goes meanwhile (see [`crate::logging`]).
 //!
-//! How omirrd runs ([`Mode`]):
-//! - with `-f`: in the foreground, logging to standard error;
-//! - without `-f`, under systemd: in the foreground too, since systemd
-//!   supervises it, but logging to syslog (the journal). "Under systemd"
-//!   means `NOTIFY_SOCKET` is set, or `INVOCATION_ID` is set and standard
-//!   input is not a terminal (terminals started by a desktop's systemd
-//!   session can inherit `INVOCATION_ID`);
-//! - otherwise: in the background. Everything is loaded and checked first,
-//!   so that mistakes reach the terminal; then omirrd forks, the child
-//!   starts a new session and forks again (the daemon can never regain a
-//!   terminal), changes to `/`, sets the umask to 022, points standard
-//!   input and output at `/dev/null` and standard error at `/dev/null` (or
-//!   at `<state-dir>/omirrd.log` if there is no syslog), and writes the pid
-//!   file. The command returns, with status 0, only once all that is done;
-//!   if it fails, with the reason and status 1.
+//! How omirrd runs is [`crate::mode`]'s to say; this module carries it
+//! out. In the background, everything is loaded and checked first, so that
+//! mistakes reach the terminal; then omirrd forks, the child starts a new
+//! session and forks again (the daemon can never regain a terminal),
+//! changes to `/`, sets the umask to 022, points standard input and output
+//! at `/dev/null` and standard error at `/dev/null` (or at
+//! `<state-dir>/omirrd.log` if there is no syslog), and writes the pid
+//! file. The command returns, with status 0, only once all that is done;
+//! if it fails, with the reason and status 1.
 //!
 //! The pid file, `<state-dir>/omirrd.pid`, holds the daemon's pid and a
 //! newline. It is written without `-f` (in the background and under
@@ -29,12 +23,13 @@
 
 use crate::cli::DaemonArgs;
 use crate::logging;
+use crate::mode::{mode, Mode};
 use anyhow::{bail, Context, Result};
 use nix::sys::stat::{umask, Mode as Perms};
 use nix::unistd::{fork, setsid, ForkResult, Pid};
 use std::convert::Infallible;
 use std::fs::{self, File};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -44,29 +39,6 @@ pub const PID_FILE: &str = "omirrd.pid";
 
 /// The log's name in the state directory when there is no syslog.
 const LOG_FILE: &str = "omirrd.log";
-
-/// How the daemon runs, and so where it logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `-f`: attached to the terminal.
-    Foreground,
-    /// No `-f`, under systemd: not forking, logging to syslog.
-    Supervised,
-    /// No `-f`: forking into the background, logging to syslog.
-    Background,
-}
-
-/// How the daemon will run, from `-f` and the environment.
-pub fn mode(args: &DaemonArgs) -> Mode {
-    let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    if args.foreground {
-        Mode::Foreground
-    } else if set("NOTIFY_SOCKET") || (set("INVOCATION_ID") && !std::io::stdin().is_terminal()) {
-        Mode::Supervised
-    } else {
-        Mode::Background
-    }
-}
 
 /// Where a daemon without syslog logs.
 pub fn log_file(state_dir: &Path) -> PathBuf {

@@ -123,17 +123,6 @@ pub fn session_lost(repeats: &Repeats, peer: &str, error: Option<&str>, frames: 
     }
 }
 
-/// What an attempt to connect to a peer's address that failed before any
-/// handshake (refused, timed out) is wrapped in.
-#[derive(Debug)]
-pub struct Unreachable(pub String);
-
-impl std::fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "connecting to {}", self.0)
-    }
-}
-
 /// An attempt to reach `peer`, or a session with it that never connected,
 /// failed with `error`; `unreachable` if no connection was made at all.
 /// The first failure since the daemon started says the peer is down (once

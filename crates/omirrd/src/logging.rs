@@ -7,7 +7,7 @@
 //! libraries under it (TLS, the watcher) stay at INFO unless `OMIRR_LOG`
 //! asks for them.
 //!
-//! Where it goes depends on how the daemon runs ([`background::Mode`]):
+//! Where it goes depends on how the daemon runs ([`Mode`]):
 //! - in the foreground (`-f`): standard error, one human line per event;
 //! - in the background: the same lines on standard error until the fork,
 //!   so that configuration errors reach the terminal, and every event
@@ -17,14 +17,14 @@
 //!
 //! Without a syslog socket the human lines stay on: on standard error
 //! under systemd, in `<state-dir>/omirrd.log` in the background (see
-//! [`background`]).
+//! [`crate::background`]).
 //!
 //! The syslog writer is a small [`MakeWriter`] rather than a crate: it is
 //! about eighty lines, and what a crate would add (network transports,
 //! RFC 5424 structured data) omirrd does not need.
 
-use crate::background::{self, Mode};
 use crate::cli::DaemonArgs;
+use crate::mode::{self, Mode};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
@@ -71,7 +71,7 @@ pub fn init(args: &DaemonArgs) -> Result<()> {
             .with_context(|| format!("OMIRR_LOG='{directives}' is not a valid log filter"))?,
         _ => EnvFilter::new(level),
     };
-    let mode = background::mode(args);
+    let mode = mode::mode(args);
     let syslog = match mode {
         Mode::Foreground => None,
         Mode::Background | Mode::Supervised => Syslog::open(syslog_path()),

@@ -1,19 +1,21 @@
 //! `omirrd`, the omirr daemon: the process edge of the project.
 //!
 //! This crate owns what runs as a process: the command line and its shell
-//! completions ([`cli`]),
-//! logging ([`logging`]), detaching, the pid file and syslog
-//! ([`background`]), the configuration as this host applies it ([`plan`]),
-//! the running daemon with its watcher, listener and dialers ([`mod@daemon`]),
-//! accepting connections under load ([`listen`]: the handshake cap, the
-//! back-off when descriptors run out), peers going down and coming back
-//! and repeated errors in the log ([`health`]),
-//! the Distfile's commands after updates ([`commands`]), `omirrd status`
-//! ([`status`]), `omirrd verify` ([`verify`]) and `omirrd demo` ([`demo`]). The sync engine (peer
-//! sessions, recording and applying changes) is `omirr-sync`; the sync
-//! rules, the disk and the wire live in the other library crates. This
-//! one wires them together and turns every failure into a message that
-//! names what was wrong.
+//! completions ([`cli`]), how the daemon runs (foreground, under systemd,
+//! in the background: [`mode`]), logging ([`logging`]), detaching, the pid
+//! file and syslog ([`background`]), the configuration as this host
+//! applies it ([`plan`]), the running daemon with its watcher, listener
+//! and dialers ([`mod@daemon`]; what its tasks share, [`shared`]; the
+//! sessions with peers, [`sessions`]; SIGHUP, [`reload`]), peers going
+//! down and coming back and repeated errors in the log ([`health`]), the
+//! Distfile's commands after updates ([`commands`]) and the child
+//! processes they run ([`process`]), `omirrd status` ([`status`]),
+//! `omirrd verify` ([`verify`]) and `omirrd demo` ([`demo`]). The sync
+//! engine (peer sessions, recording and applying changes) is
+//! `omirr-sync`; the sockets and TLS (listening, dialing, the handshake
+//! cap) are `omirr-net`'s; the sync rules, the disk and the wire live in
+//! the other library crates. This one wires them together and turns every
+//! failure into a message that names what was wrong.
 
 mod background;
 mod cli;
@@ -21,10 +23,14 @@ mod commands;
 mod daemon;
 mod demo;
 mod health;
-mod listen;
 mod logging;
+mod mode;
 mod oneway;
 mod plan;
+mod process;
+mod reload;
+mod sessions;
+mod shared;
 mod status;
 mod verify;
 

@@ -394,101 +394,106 @@ impl Plan {
             self.root.display()
         );
         for set in self.config.sets_for(&self.host) {
-            let name = set
-                .label
-                .as_ref()
-                .map_or_else(String::new, |l| format!(" '{l}'"));
-            let _ = writeln!(
-                s,
-                "mirror set{name} ({}:{}):",
-                self.config.file.display(),
-                set.pos
-            );
-            let with: Vec<String> = set
-                .peers_of(&self.host)
-                .map(|h| match self.peers.get(&h.name) {
-                    Some(p) => format!("{} ({})", h.name, p.address),
-                    None => h.name.clone(),
-                })
-                .collect();
-            let with = if with.is_empty() {
-                "nobody (this host is the set's only member)".to_string()
-            } else {
-                with.join(", ")
-            };
-            let _ = writeln!(s, "  with       {with}");
-            // Which way each host takes part, when any is one-way.
-            if !set.one_way.is_empty() {
-                for h in &set.hosts {
-                    let d = set.direction(&h.name);
-                    let me = if h.name == self.host {
-                        " (this host)"
-                    } else {
-                        ""
-                    };
-                    let _ = writeln!(
-                        s,
-                        "  direction  {}{me}: {}: {}",
-                        h.name,
-                        d.name(),
-                        d.meaning()
-                    );
-                }
-            }
-            for p in &set.paths {
-                if p.target == p.source {
-                    let _ = writeln!(s, "  path       {}", p.source.display());
-                } else {
-                    let _ = writeln!(
-                        s,
-                        "  path       {} (kept at {})",
-                        p.source.display(),
-                        p.target.display()
-                    );
-                }
-            }
-            if set.paths.is_empty() {
-                let _ = writeln!(s, "  path       (none matched under the root)");
-            }
-            for e in &set.excludes {
-                let _ = writeln!(s, "  except     {e}");
-            }
-            for r in &set.exclude_patterns {
-                let _ = writeln!(s, "  except_pat {}", r.as_str());
-            }
-            // Every option the statement gives, with what it does: the
-            // refused ones never get here (they are errors).
-            for name in set.options.names() {
-                let bare = name.split('=').next().unwrap_or(&name);
-                let does = match distfile::install_option(bare) {
-                    Some(distfile::OptionMeaning::Does(d)) => d,
-                    Some(distfile::OptionMeaning::Refused(why)) => why,
-                    None => "?",
-                };
-                let _ = writeln!(s, "  option     {name}: {does}");
-            }
-            for c in &set.commands {
-                let kind = if c.once_per_batch {
-                    "cmdspecial"
-                } else {
-                    "special"
-                };
-                let names = if c.names.is_empty() {
-                    "(every path)".to_string()
-                } else {
-                    c.names
-                        .iter()
-                        .map(|n| n.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                };
-                let _ = writeln!(s, "  {kind:<10} {names}: {}", c.command);
-            }
-            if !set.notify.is_empty() {
-                let _ = writeln!(s, "  notify     {}", set.notify.join(", "));
-            }
+            self.describe_set(&mut s, set);
         }
         s
+    }
+
+    /// [`Plan::describe`] of one mirror set.
+    fn describe_set(&self, s: &mut String, set: &MirrorSet) {
+        let name = set
+            .label
+            .as_ref()
+            .map_or_else(String::new, |l| format!(" '{l}'"));
+        let _ = writeln!(
+            s,
+            "mirror set{name} ({}:{}):",
+            self.config.file.display(),
+            set.pos
+        );
+        let with: Vec<String> = set
+            .peers_of(&self.host)
+            .map(|h| match self.peers.get(&h.name) {
+                Some(p) => format!("{} ({})", h.name, p.address),
+                None => h.name.clone(),
+            })
+            .collect();
+        let with = if with.is_empty() {
+            "nobody (this host is the set's only member)".to_string()
+        } else {
+            with.join(", ")
+        };
+        let _ = writeln!(s, "  with       {with}");
+        // Which way each host takes part, when any is one-way.
+        if !set.one_way.is_empty() {
+            for h in &set.hosts {
+                let d = set.direction(&h.name);
+                let me = if h.name == self.host {
+                    " (this host)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    s,
+                    "  direction  {}{me}: {}: {}",
+                    h.name,
+                    d.name(),
+                    d.meaning()
+                );
+            }
+        }
+        for p in &set.paths {
+            if p.target == p.source {
+                let _ = writeln!(s, "  path       {}", p.source.display());
+            } else {
+                let _ = writeln!(
+                    s,
+                    "  path       {} (kept at {})",
+                    p.source.display(),
+                    p.target.display()
+                );
+            }
+        }
+        if set.paths.is_empty() {
+            let _ = writeln!(s, "  path       (none matched under the root)");
+        }
+        for e in &set.excludes {
+            let _ = writeln!(s, "  except     {e}");
+        }
+        for r in &set.exclude_patterns {
+            let _ = writeln!(s, "  except_pat {}", r.as_str());
+        }
+        // Every option the statement gives, with what it does: the
+        // refused ones never get here (they are errors).
+        for name in set.options.names() {
+            let bare = name.split('=').next().unwrap_or(&name);
+            let does = match distfile::install_option(bare) {
+                Some(distfile::OptionMeaning::Does(d)) => d,
+                Some(distfile::OptionMeaning::Refused(why)) => why,
+                None => "?",
+            };
+            let _ = writeln!(s, "  option     {name}: {does}");
+        }
+        for c in &set.commands {
+            let kind = if c.once_per_batch {
+                "cmdspecial"
+            } else {
+                "special"
+            };
+            let names = if c.names.is_empty() {
+                "(every path)".to_string()
+            } else {
+                c.names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let _ = writeln!(s, "  {kind:<10} {names}: {}", c.command);
+        }
+        if !set.notify.is_empty() {
+            let _ = writeln!(s, "  notify     {}", set.notify.join(", "));
+        }
     }
 }
 
@@ -603,6 +608,7 @@ pub fn pin_mismatch(args: &DaemonArgs, plan: &Plan, ours: &Fingerprint) -> Optio
 pub(crate) mod tests {
     use super::*;
     use clap::Parser;
+    use omirr_testkit::p;
 
     /// A plan from `distfile` for `host` of hosts a, b and c, rooted in
     /// the returned temporary directory. Also used by other modules' tests.
@@ -632,10 +638,6 @@ pub(crate) mod tests {
             Ok(p) => (p, dir),
             Err(d) => panic!("{d:?}"),
         }
-    }
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
     }
 
     const CONF: &str = "( /srv/www /srv/www/static /etc/app ) -> ( a b )\n\texcept /srv/www/tmp ;\n\texcept_pat ( \\\\.swp$ ) ;\n\tinstall -osavetargets ;\n/srv/www/static -> ( a c )\n/opt/x -> ( b c )\n\tinstall /opt/y ;\n";

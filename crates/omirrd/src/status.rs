@@ -176,14 +176,14 @@ where
 {
     let status = std::sync::Arc::new(status);
     let verify = std::sync::Arc::new(verify);
-    let mut failures = crate::listen::Throttle::default();
+    let mut failures = omirr_net::listen::Throttle::default();
     loop {
         let conn = match listener.accept().await {
             Ok((conn, _)) => conn,
             // Out of descriptors, the connection stays queued and the
             // socket ready: without a pause this loop would spin.
             Err(e) => {
-                crate::listen::accept_failed("status socket", &e, &mut failures).await;
+                omirr_net::listen::accept_failed("status socket", &e, &mut failures).await;
                 continue;
             }
         };
@@ -325,6 +325,15 @@ pub fn render(s: &Status, now: u64) -> String {
             s.conflicts, s.conflict_copies
         );
     }
+    peer_table(&mut out, s, now);
+    backlog_table(&mut out, s);
+    notes(&mut out, s, now);
+    out
+}
+
+/// The table of peers: state, counts, clock, last error.
+fn peer_table(out: &mut String, s: &Status, now: u64) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}  last error",
@@ -358,6 +367,11 @@ pub fn render(s: &Status, now: u64) -> String {
             p.last_error.as_deref().unwrap_or("-").escape_debug()
         );
     }
+}
+
+/// The table of the peers' backlogs and rates.
+fn backlog_table(out: &mut String, s: &Status) {
+    use std::fmt::Write as _;
     if !s.peers.is_empty() {
         let _ = writeln!(
             out,
@@ -380,6 +394,11 @@ pub fn render(s: &Status, now: u64) -> String {
             p.aside
         );
     }
+}
+
+/// What one-way sets held back, and the changes set aside.
+fn notes(out: &mut String, s: &Status, now: u64) {
+    use std::fmt::Write as _;
     // One-way sets: what this host undid, and what it did not apply.
     let not_applied: Vec<String> = s
         .peers
@@ -420,7 +439,6 @@ pub fn render(s: &Status, now: u64) -> String {
             let _ = writeln!(out, "  ... and {} more", s.aside_count - s.aside.len());
         }
     }
-    out
 }
 
 use omirr_sync::session::progress::size;
@@ -434,6 +452,8 @@ pub fn prometheus_down() -> String {
 /// The status as metrics in the Prometheus text format (version 0.0.4),
 /// every peer's series labelled `peer`. Written by hand: a dozen series
 /// from one snapshot need no registry (see docs/omirrd.8.md for the list).
+// Over 100 lines: a flat list of metric families, one call each, kept
+// together so that it reads as the list it is.
 pub fn prometheus(s: &Status) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();

@@ -14,7 +14,7 @@
 //! differences is compared once more after [`RETRY_AFTER`], and the
 //! second answer counts.
 
-use crate::daemon::Shared;
+use crate::plan::Plan;
 use anyhow::{Context, Result};
 use omirr_core::verify::Difference;
 use omirr_core::{Content, Entry, RelPath};
@@ -181,8 +181,7 @@ fn time(ns: i64) -> String {
 
 /// The daemon's side: compares with every peer (at once), and with
 /// `deep` the disk with the index.
-pub async fn run(shared: Arc<Shared>, deep: bool) -> Report {
-    let plan = shared.plan();
+pub async fn run(plan: Arc<Plan>, engine: Arc<omirr_sync::Engine>, deep: bool) -> Report {
     let mut report = Report {
         schema: SCHEMA,
         host: plan.host.clone(),
@@ -191,7 +190,7 @@ pub async fn run(shared: Arc<Shared>, deep: bool) -> Report {
     let mut tasks = tokio::task::JoinSet::new();
     for peer in plan.peer_names() {
         let tops = plan.shared_tops(&peer);
-        let engine = shared.engine.clone();
+        let engine = engine.clone();
         tasks.spawn(async move {
             let shown: Vec<String> = tops.iter().map(|t| t.to_string()).collect();
             // Questions of a first comparison that was retried.
@@ -225,8 +224,8 @@ pub async fn run(shared: Arc<Shared>, deep: bool) -> Report {
         });
     }
     if deep {
-        let s = shared.clone();
-        let checked = tokio::task::spawn_blocking(move || deep_check(&s)).await;
+        let (plan, engine) = (plan.clone(), engine.clone());
+        let checked = tokio::task::spawn_blocking(move || deep_check(&plan, &engine)).await;
         report.deep = Some(match checked {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => DeepReport {
@@ -282,11 +281,10 @@ fn view(d: &Difference) -> PathDifference {
 /// symlink's target; a directory's mode. A path is opened beneath the
 /// root, never through a symlink. An entry the index holds but the tree
 /// rule hides (see `omirr_core::tree`) is not expected on disk.
-fn deep_check(shared: &Shared) -> Result<DeepReport> {
+fn deep_check(plan: &Plan, engine: &omirr_sync::Engine) -> Result<DeepReport> {
     use omirr_core::verify::{EntrySource, Span};
     use rustix::fs::{self as rfs, Mode, OFlags};
-    let plan = shared.plan();
-    let index = &shared.engine.store.index;
+    let index = &engine.store.index;
     let root = rfs::open(
         &plan.root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,

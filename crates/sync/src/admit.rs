@@ -30,9 +30,6 @@ use crate::engine::Policy;
 use omirr_core::{Change, Content, Timestamp};
 use std::time::Duration;
 
-/// The default maximum clock offset: 5 minutes, as Kerberos allows.
-pub const DEFAULT_MAX_CLOCK_OFFSET: Duration = Duration::from_secs(300);
-
 /// What becomes of a peer's change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -160,6 +157,7 @@ pub fn seconds(ns: i128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::DEFAULT_MAX_CLOCK_OFFSET;
     use omirr_core::resolve::Action;
     use omirr_core::{Entry, HostId, Meta, RelPath, Version};
 

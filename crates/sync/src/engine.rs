@@ -214,6 +214,11 @@ impl Undo {
     }
 }
 
+/// The default maximum clock offset ([`Engine::max_clock_offset`], which
+/// the clock rule of [`crate::admit`] is given): 5 minutes, as Kerberos
+/// allows.
+pub const DEFAULT_MAX_CLOCK_OFFSET: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The engine of one daemon.
 pub struct Engine {
     pub host: HostId,
@@ -230,7 +235,7 @@ pub struct Engine {
     /// [`crate::admit`].
     pub max_clock_offset: std::time::Duration,
     /// The running sessions, as `omirrd verify` asks peers through them.
-    pub verify_links: Arc<crate::verify::Links>,
+    pub verify_links: Arc<crate::verify::links::Links>,
     /// How long tombstones are kept (`--tombstone-horizon`); `None`:
     /// for ever.
     pub tombstone_horizon: Option<std::time::Duration>,
@@ -253,7 +258,7 @@ impl Engine {
             in_flight,
             claims: Claims::default(),
             undo: Undo::default(),
-            max_clock_offset: crate::admit::DEFAULT_MAX_CLOCK_OFFSET,
+            max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
             verify_links: Default::default(),
             tombstone_horizon: Some(std::time::Duration::from_nanos(
                 omirr_core::entry::DEFAULT_TOMBSTONE_HORIZON_NS,

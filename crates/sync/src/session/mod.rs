@@ -7,6 +7,9 @@
 //! acknowledgements); this module drives it with tokio. A violation of the
 //! protocol ends the session with `Error BadMessage` naming it. The other
 //! parts, each its own module:
+//! - `opening`: `Hello`, the clocks and what each side forgot, before
+//!   anything else;
+//! - `push`: our changes to the peer, and the count of them;
 //! - [`fetch`]: content from the peer, staged before it is applied;
 //! - [`apply`]: the peer's pages applied in batches, changes that cannot
 //!   be applied set aside, the cursor moved and acknowledged;
@@ -33,16 +36,20 @@
 
 pub mod apply;
 pub mod fetch;
+mod opening;
 pub mod progress;
+mod push;
 pub mod reconcile;
 pub mod serve;
 
 use crate::engine::Engine;
 use crate::SessionError;
 use crate::{PeerFlow, Violation};
-use omirr_core::{Change, Seq};
+use omirr_core::Seq;
 use omirr_fs::shown::{Shown, Size};
-use omirr_proto::{read_frame, ErrorCode, Hello, Message, ReadError, WriteError};
+use omirr_proto::{read_frame, ErrorCode, Message, ReadError, WriteError};
+use opening::{check_clock, forgotten_message, mark_connected, open, Opened};
+use push::{push, send_backlog, Returning};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,7 +100,7 @@ where
     let (out, out_rx) = mpsc::channel::<Message>(QUEUE);
     let (control, control_rx) = mpsc::unbounded_channel::<Message>();
     let (pong, pong_rx) = watch::channel(None::<u64>);
-    let writer = spawn_in_span(write_all(
+    let mut writer = spawn_in_span(write_all(
         engine.clone(),
         peer.clone(),
         wr,
@@ -103,136 +110,161 @@ where
     ));
     let _writer = AbortOnDrop(writer.abort_handle());
 
-    let _ = control.send(Message::Hello(Hello::new(engine.policy().host())));
-    let index_id = engine.store.index.id();
-    let _ = control.send(Message::Clock {
-        wall: crate::engine::wall().0,
-        index: index_id,
-    });
-    let first = tokio::time::timeout(SILENCE, read_traced(&mut rd))
-        .await
-        .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
-        .ok_or(SessionError::ClosedBeforeHello)?
-        .0;
-    let hello = omirr_proto::expect_hello(first).and_then(|h| {
-        omirr_proto::check_hello(&h, &peer)?;
-        Ok(h)
-    });
-    let hello = match hello {
-        Ok(h) => h,
-        Err(e) => {
-            if let Some(m) = e.to_message() {
-                tell(&control, writer, m).await;
-            }
-            return Err(e.into());
-        }
+    let opened = open(&engine, &peer, &mut rd, &control, &mut writer).await?;
+    mark_connected(&engine, &peer, opened.cursor);
+    let channels = Channels {
+        out,
+        control,
+        writer,
+        pong,
     };
-    // The peer's clock, second: a session with a host whose clock is too
-    // far off ours never starts.
-    let second = tokio::time::timeout(SILENCE, read_traced(&mut rd))
-        .await
-        .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
-        .ok_or(SessionError::ClosedBeforeHello)?
-        .0;
-    let checked = match second {
-        Message::Clock { wall, index } => check_clock(&engine, &peer, wall).map(|()| index),
-        Message::Error { code, message } => {
-            return Err(SessionError::Peer {
-                code,
-                message: message.escape_debug().to_string(),
-            })
-        }
-        other => {
-            let v = Violation(format!("expected Clock after Hello, got {}", other.kind()));
-            tell(
-                &control,
-                writer,
-                Message::error(ErrorCode::BadMessage, v.to_string()),
-            )
-            .await;
+    let (mut session, mut applying) = start(engine, peer, opened, channels)?;
+
+    loop {
+        let msg = tokio::select! {
+            m = tokio::time::timeout(SILENCE, read_traced(&mut rd)) => m,
+            done = &mut applying => {
+                return match done {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.into()),
+                };
+            }
+        };
+        let msg = match msg {
+            Err(_) => return Err(SessionError::Silent(SILENCE.as_secs())),
+            Ok(Err(e)) => {
+                // An undecodable frame is the peer's fault, and it is
+                // told; a broken connection has nobody to tell.
+                if let omirr_proto::ReadError::Decode(d) = &e {
+                    session
+                        .tell(Message::error(ErrorCode::BadMessage, d.to_string()))
+                        .await;
+                }
+                return Err(e.into());
+            }
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(m))) => m,
+        };
+        if let Err(v) = session.on_message(msg).await? {
+            session
+                .tell(Message::error(ErrorCode::BadMessage, v.to_string()))
+                .await;
             return Err(v.into());
         }
-    };
-    let their_index = match checked {
-        Ok(index) => index,
-        Err(e) => {
-            let m = Message::error(ErrorCode::ClockOffset, e.to_peer(engine.policy().host()));
-            tell(&control, writer, m).await;
-            return Err(e.into());
-        }
-    };
-    let peer_id = omirr_core::HostId::new(&peer);
-    if engine.store.index.meet_peer_index(&peer_id, their_index)? {
-        tracing::warn!(%peer, "the peer's index is not the one this host's cursor counts in (it was made anew or restored): asking it for everything again");
     }
-    let cursor = engine.store.index.cursor(&peer_id)?;
-    let negotiated = omirr_proto::negotiate(omirr_proto::CAPABILITIES, &hello.capabilities);
-    // What each side forgot, third: a host whose cursor is older than
-    // the peer's forgetting reconciles (see `reconcile`).
-    let expiry = if negotiated.iter().any(|c| c == omirr_proto::CAP_EXPIRY) {
-        let _ = control.send(forgotten_message(&engine, &peer_id)?);
-        let third = tokio::time::timeout(SILENCE, read_traced(&mut rd))
-            .await
-            .map_err(|_| SessionError::NoHello(SILENCE.as_secs()))??
-            .ok_or(SessionError::ClosedBeforeHello)?
-            .0;
-        match third {
-            Message::Forgotten {
-                forgot_seq,
-                forgot_below,
-                cursor: their_cursor,
-                last,
-            } => {
-                let peer_forgot = omirr_core::expiry::Forgotten {
-                    seq: forgot_seq,
-                    below: forgot_below,
-                };
-                start_expiry(&engine, &peer, cursor, peer_forgot, their_cursor, last)?
-            }
-            Message::Error { code, message } => {
-                return Err(SessionError::Peer {
-                    code,
-                    message: message.escape_debug().to_string(),
-                })
-            }
-            other => {
-                let v = Violation(format!(
-                    "expected Forgotten after Clock, got {}",
-                    other.kind()
-                ));
-                tell(
-                    &control,
-                    writer,
-                    Message::error(ErrorCode::BadMessage, v.to_string()),
-                )
-                .await;
-                return Err(v.into());
-            }
-        }
-    } else {
-        reconcile::Expiry::default()
-    };
-    let expiry = Arc::new(expiry);
-    // A reconciliation asks for everything, as a new host does.
-    let cursor = if expiry.reconciling() { 0 } else { cursor };
-    let mut was_down = None;
+}
+
+/// The writer's queues, and the writer.
+struct Channels {
+    /// Data messages, bounded.
+    out: mpsc::Sender<Message>,
+    /// Control messages, ahead of the data.
+    control: mpsc::UnboundedSender<Message>,
+    writer: Writer,
+    /// The latest `Ping` to answer.
+    pong: watch::Sender<Option<u64>>,
+}
+
+/// Starts the session proper once it is open: the `Pull`, and the tasks
+/// (reporter, applier, server, pinger; the pusher waits for the peer's
+/// `Pull`). Returns the reader's side, and the applier, whose end ends the
+/// session.
+fn start(
+    engine: Arc<Engine>,
+    peer: String,
+    opened: Opened,
+    channels: Channels,
+) -> Result<(Session, Applying), SessionError> {
+    let Channels {
+        out,
+        control,
+        writer,
+        pong,
+    } = channels;
+    let cursor = opened.cursor;
+    let flow = pull(&engine, cursor, &control)?;
+    let caps = Capabilities::of(&opened.negotiated);
+    let (verify_link, registered) = engine
+        .verify_links
+        .register(&peer, out.clone(), caps.verify);
+    let progress = Arc::new(progress::Progress::new(&peer, cursor, caps.backlog));
     engine.counters.peer(&peer, |p| {
-        // Down since then (the daemon's record of it): this is the line
-        // that says it is back.
-        was_down = p.since.filter(|_| !p.connected);
-        p.connected = true;
-        p.since = Some(crate::counters::now_secs());
-        p.cursor = cursor;
-        p.last_error = None;
+        p.caught_up = progress.caught_up();
+        p.backlog_in = Default::default();
+        p.backlog_out = Default::default();
     });
-    match was_down {
-        Some(t) => {
-            let down = crate::counters::now_secs().saturating_sub(t);
-            let down = progress::duration(Duration::from_secs(down));
-            tracing::info!(%peer, cursor, "peer {peer} is back (down for {down}): connected");
-        }
-        None => tracing::info!(%peer, cursor, "connected"),
-    }
+    let reporter = spawn_in_span(progress::report(engine.clone(), progress.clone()));
+    let transfers = Arc::new(
+        fetch::Transfers::new(&peer, out.clone(), caps.chunks, engine.in_flight)
+            .with_digests(caps.digests)
+            .with_holes(caps.holes),
+    );
+    let close = CloseTransfers(transfers.clone());
+    let expiry = opened.expiry;
+    let applier = apply::PeerApplier {
+        engine: engine.clone(),
+        peer: peer.clone(),
+        transfers: transfers.clone(),
+        control: control.clone(),
+        flow: flow.clone(),
+        progress: progress.clone(),
+        expiry: expiry.clone(),
+    };
+    let applying = spawn_in_span(applier.run());
+    let (requests, requests_rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let server = spawn_in_span(serve::serve_requests(
+        engine.clone(),
+        peer.clone(),
+        out.clone(),
+        requests_rx,
+        queued.clone(),
+        caps.holes,
+    ));
+    let peer_id = omirr_core::HostId::new(&peer);
+    let pinger = spawn_in_span(ping(
+        control.clone(),
+        opened.index_id,
+        expiry.enabled.then(|| (engine.clone(), peer_id.clone())),
+    ));
+    let tasks = vec![
+        AbortOnDrop(reporter.abort_handle()),
+        AbortOnDrop(applying.abort_handle()),
+        AbortOnDrop(server.abort_handle()),
+        AbortOnDrop(pinger.abort_handle()),
+    ];
+    let session = Session {
+        engine,
+        peer,
+        peer_id,
+        out,
+        control,
+        writer,
+        pong,
+        flow,
+        progress,
+        expiry,
+        transfers,
+        requests,
+        queued,
+        verify_link,
+        caps,
+        _pusher: None,
+        _counter: None,
+        _tasks: tasks,
+        _close: close,
+        _registered: registered,
+    };
+    Ok((session, applying))
+}
+
+/// The session's change stream, started with our `Pull` (sent here).
+fn pull(
+    engine: &Engine,
+    cursor: Seq,
+    control: &mpsc::UnboundedSender<Message>,
+) -> Result<Arc<Flow>, SessionError> {
     let (flow, pull) = PeerFlow::new(cursor, crate::Limits::default());
     let flow = Arc::new(Flow {
         state: Mutex::new(flow),
@@ -252,168 +284,138 @@ where
         other => other,
     };
     let _ = control.send(pull);
+    Ok(flow)
+}
 
-    let chunks = negotiated.iter().any(|c| c == omirr_proto::CAP_CHUNKS);
-    let backlog = negotiated.iter().any(|c| c == omirr_proto::CAP_BACKLOG);
-    let digests = negotiated.iter().any(|c| c == omirr_proto::CAP_DIGESTS);
-    let verify = negotiated.iter().any(|c| c == omirr_proto::CAP_VERIFY);
-    let holes = negotiated.iter().any(|c| c == omirr_proto::CAP_HOLES);
-    let (verify_link, _registered) = engine.verify_links.register(&peer, out.clone(), verify);
-    let progress = Arc::new(progress::Progress::new(&peer, cursor, backlog));
-    engine.counters.peer(&peer, |p| {
-        p.caught_up = progress.caught_up();
-        p.backlog_in = Default::default();
-        p.backlog_out = Default::default();
-    });
-    let reporter = spawn_in_span(progress::report(engine.clone(), progress.clone()));
-    let _reporter = AbortOnDrop(reporter.abort_handle());
-    let transfers = Arc::new(
-        fetch::Transfers::new(&peer, out.clone(), chunks, engine.in_flight)
-            .with_digests(digests)
-            .with_holes(holes),
-    );
-    let _close = CloseTransfers(transfers.clone());
-    let applier = apply::PeerApplier {
-        engine: engine.clone(),
-        peer: peer.clone(),
-        transfers: transfers.clone(),
-        control: control.clone(),
-        flow: flow.clone(),
-        progress: progress.clone(),
-        expiry: expiry.clone(),
-    };
-    let mut applying = spawn_in_span(applier.run());
-    let _applier = AbortOnDrop(applying.abort_handle());
-    let (requests, requests_rx) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
-    let server = spawn_in_span(serve::serve_requests(
-        engine.clone(),
-        peer.clone(),
-        out.clone(),
-        requests_rx,
-        queued.clone(),
-        holes,
-    ));
-    let _server = AbortOnDrop(server.abort_handle());
-    let pinger = spawn_in_span(ping(
-        control.clone(),
-        index_id,
-        expiry.enabled.then(|| (engine.clone(), peer_id.clone())),
-    ));
-    let _pinger = AbortOnDrop(pinger.abort_handle());
-    let mut pusher: Option<AbortOnDrop> = None;
-    let mut counter: Option<AbortOnDrop> = None;
+/// The capabilities both hosts speak, as this session uses them.
+#[derive(Debug, Clone, Copy)]
+struct Capabilities {
+    chunks: bool,
+    backlog: bool,
+    digests: bool,
+    verify: bool,
+    holes: bool,
+}
 
-    loop {
-        let msg = tokio::select! {
-            m = tokio::time::timeout(SILENCE, read_traced(&mut rd)) => m,
-            done = &mut applying => {
-                return match done {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(e.into()),
-                };
-            }
-        };
-        let msg = match msg {
-            Err(_) => return Err(SessionError::Silent(SILENCE.as_secs())),
-            Ok(Err(e)) => {
-                // An undecodable frame is the peer's fault, and it is
-                // told; a broken connection has nobody to tell.
-                if let omirr_proto::ReadError::Decode(d) = &e {
-                    tell(
-                        &control,
-                        writer,
-                        Message::error(ErrorCode::BadMessage, d.to_string()),
-                    )
-                    .await;
-                }
-                return Err(e.into());
-            }
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(m))) => m,
-        };
-        let (msg, size) = msg;
-        engine.counters.peer(&peer, |p| {
+impl Capabilities {
+    fn of(negotiated: &[String]) -> Capabilities {
+        let has = |cap: &str| negotiated.iter().any(|c| c == cap);
+        Capabilities {
+            chunks: has(omirr_proto::CAP_CHUNKS),
+            backlog: has(omirr_proto::CAP_BACKLOG),
+            digests: has(omirr_proto::CAP_DIGESTS),
+            verify: has(omirr_proto::CAP_VERIFY),
+            holes: has(omirr_proto::CAP_HOLES),
+        }
+    }
+}
+
+/// The writer task, whose end [`tell`] waits for.
+type Writer = tokio::task::JoinHandle<Result<(), SessionError>>;
+
+/// The applier task, whose end ends the session.
+type Applying = tokio::task::JoinHandle<Result<(), SessionError>>;
+
+/// A running session as its reader sees it: where each message of the
+/// peer goes.
+struct Session {
+    engine: Arc<Engine>,
+    peer: String,
+    peer_id: omirr_core::HostId,
+    /// The writer's data queue.
+    out: mpsc::Sender<Message>,
+    /// The writer's control queue, ahead of the data.
+    control: mpsc::UnboundedSender<Message>,
+    writer: Writer,
+    /// The latest `Ping` to answer.
+    pong: watch::Sender<Option<u64>>,
+    flow: Arc<Flow>,
+    progress: Arc<progress::Progress>,
+    expiry: Arc<reconcile::Expiry>,
+    transfers: Arc<fetch::Transfers>,
+    /// The server's queue of the peer's requests, and its length.
+    requests: mpsc::UnboundedSender<(serve::Ask, serve::Job)>,
+    queued: Arc<AtomicUsize>,
+    verify_link: Arc<crate::verify::links::Link>,
+    caps: Capabilities,
+    /// The pusher and the backlog's counter, started by the peer's `Pull`.
+    _pusher: Option<AbortOnDrop>,
+    _counter: Option<AbortOnDrop>,
+    /// The other tasks, the transfers and the verify link: all end with
+    /// the session.
+    _tasks: Vec<AbortOnDrop>,
+    _close: CloseTransfers,
+    _registered: crate::verify::links::Registered,
+}
+
+impl Session {
+    /// Sends `m`, a refusal, ahead of everything queued (see [`tell`]).
+    async fn tell(&mut self, m: Message) {
+        tell(&self.control, &mut self.writer, m).await;
+    }
+
+    /// Hands one message of the peer on, never waiting. `Err`: the
+    /// session ends (the peer told already if it is to be); `Ok(Err)`:
+    /// the peer broke the protocol, to be told so.
+    // Over 100 lines: one arm per message kind, the reader's dispatch
+    // table, read best in one place; the longer arms are methods.
+    async fn on_message(
+        &mut self,
+        (msg, size): (Message, usize),
+    ) -> Result<Result<(), Violation>, SessionError> {
+        let (engine, peer) = (&self.engine, self.peer.as_str());
+        engine.counters.peer(peer, |p| {
             p.frames_received += 1;
             p.bytes_received += size as u64;
         });
         log_changes_in(&msg);
-        let checked = match msg {
-            Message::Pull { after, own_after } => flow.lock().on_pull(after).map(|()| {
-                let returning = Returning {
-                    own_after,
-                    recorded_by: engine.store.index.last_seq().unwrap_or(0),
-                };
-                let task = spawn_in_span(push(
-                    engine.clone(),
-                    peer.clone(),
-                    out.clone(),
-                    flow.clone(),
-                    returning,
-                    progress.clone(),
-                ));
-                pusher = Some(AbortOnDrop(task.abort_handle()));
-                let counting = spawn_in_span(send_backlog(
-                    engine.clone(),
-                    peer.clone(),
-                    out.clone(),
-                    after,
-                    returning,
-                    progress.clone(),
-                    backlog,
-                ));
-                counter = Some(AbortOnDrop(counting.abort_handle()));
-            }),
+        let caps = self.caps;
+        Ok(match msg {
+            Message::Pull { after, own_after } => self.on_pull(after, own_after),
             Message::Changes {
                 changes,
                 upto,
                 done,
-            } => flow
+            } => self
+                .flow
                 .lock()
                 .on_changes(changes, upto, done)
-                .map(|()| flow.applier.notify_one()),
-            Message::Ack { upto } => flow.lock().on_ack(upto).map(|()| {
-                expiry.raise_their_cursor(upto);
-                progress.on_ack(upto);
-                flow.pusher.notify_one()
+                .map(|()| self.flow.applier.notify_one()),
+            Message::Ack { upto } => self.flow.lock().on_ack(upto).map(|()| {
+                self.expiry.raise_their_cursor(upto);
+                self.progress.on_ack(upto);
+                self.flow.pusher.notify_one()
             }),
             // Optional requests only from a peer that negotiated them: an
             // older peer never sends them, so one that does is broken.
-            Message::ChunkRequest { .. } if !chunks => Err(Violation(
+            Message::ChunkRequest { .. } if !caps.chunks => Err(Violation(
                 "ChunkRequest without the capability chunks".into(),
             )),
-            Message::DigestRequest { .. } if !digests => Err(Violation(
+            Message::DigestRequest { .. } if !caps.digests => Err(Violation(
                 "DigestRequest without the capability chunk-digests".into(),
             )),
             m @ (Message::FileRequest { .. }
             | Message::RangeRequest { .. }
             | Message::ChunkRequest { .. }
             | Message::DigestRequest { .. }) => match serve::Ask::of(m) {
-                Some((ask, job)) => request(&queued, &requests, ask, job),
+                Some((ask, job)) => request(&self.queued, &self.requests, ask, job),
                 None => Ok(()),
             },
             m @ (Message::FileData { .. }
             | Message::FileEnd { .. }
             | Message::ChunkList { .. }
             | Message::ChunkDigests { .. }
-            | Message::FileUnavailable { .. }) => {
-                if let Message::FileData { data, .. } = &m {
-                    let n = data.len() as u64;
-                    engine.counters.peer(&peer, |p| p.file_bytes_received += n);
-                }
-                transfers.route(m)
-            }
+            | Message::FileUnavailable { .. }) => self.on_content(m),
             Message::Ping { nonce } => {
-                pong.send_replace(Some(nonce));
+                self.pong.send_replace(Some(nonce));
                 Ok(())
             }
             Message::Pong { .. } => Ok(()),
             Message::Clock { wall, .. } => {
-                if let Err(e) = check_clock(&engine, &peer, wall) {
+                if let Err(e) = check_clock(engine, peer, wall) {
                     let m =
                         Message::error(ErrorCode::ClockOffset, e.to_peer(engine.policy().host()));
-                    tell(&control, writer, m).await;
+                    self.tell(m).await;
                     return Err(e.into());
                 }
                 Ok(())
@@ -426,11 +428,11 @@ where
             }
             Message::Hello(_) => Err(Violation("a second Hello".into())),
             m @ (Message::SummaryRequest { .. } | Message::EntriesRequest { .. }) => {
-                crate::verify::answer(&engine, &verify_link, &peer, m)
+                crate::verify::answer(engine, &self.verify_link, peer, m)
             }
             m @ (Message::Summary { .. } | Message::Entries { .. }) => {
-                if verify {
-                    verify_link.route(m)
+                if caps.verify {
+                    self.verify_link.route(m)
                 } else {
                     Err(Violation(format!(
                         "{} without the capability verify",
@@ -444,24 +446,11 @@ where
                 cursor: their_cursor,
                 ..
             } => {
-                if !expiry.enabled {
-                    Err(Violation("Forgotten without the capability expiry".into()))
-                } else {
-                    expiry.raise_their_cursor(their_cursor);
-                    let peer_forgot = omirr_core::expiry::Forgotten {
-                        seq: forgot_seq,
-                        below: forgot_below,
-                    };
-                    let ours = engine.store.index.cursor(&peer_id)?;
-                    if !expiry.reconciling()
-                        && omirr_core::expiry::must_reconcile(ours, &peer_forgot)
-                    {
-                        engine.store.index.set_must_reconcile(&peer_id, true)?;
-                        tracing::warn!(%peer, cursor = ours, forgot = forgot_seq, "{peer} has forgotten deletions this host has not received yet: ending the session to reconcile with it");
-                        return Err(SessionError::MustReconcile);
-                    }
-                    Ok(())
-                }
+                let peer_forgot = omirr_core::expiry::Forgotten {
+                    seq: forgot_seq,
+                    below: forgot_below,
+                };
+                self.on_forgotten(peer_forgot, their_cursor)?
             }
             Message::Backlog {
                 upto,
@@ -469,28 +458,91 @@ where
                 files,
                 bytes,
             } => {
-                if backlog {
-                    let total = crate::counters::Backlog {
-                        changes,
-                        files,
-                        bytes,
-                    };
-                    progress.settle(&engine, progress.on_backlog(upto, total));
-                    Ok(())
-                } else {
-                    Err(Violation("Backlog without the capability backlog".into()))
-                }
+                let total = crate::counters::Backlog {
+                    changes,
+                    files,
+                    bytes,
+                };
+                self.on_backlog(upto, total)
             }
-        };
-        if let Err(v) = checked {
-            tell(
-                &control,
-                writer,
-                Message::error(ErrorCode::BadMessage, v.to_string()),
-            )
-            .await;
-            return Err(v.into());
+        })
+    }
+
+    /// Content the peer sends for one of our transfers.
+    fn on_content(&self, m: Message) -> Result<(), Violation> {
+        if let Message::FileData { data, .. } = &m {
+            let n = data.len() as u64;
+            self.engine
+                .counters
+                .peer(&self.peer, |p| p.file_bytes_received += n);
         }
+        self.transfers.route(m)
+    }
+
+    /// The peer's count of what its answer to our `Pull` holds.
+    fn on_backlog(&self, upto: Seq, total: crate::counters::Backlog) -> Result<(), Violation> {
+        if self.caps.backlog {
+            let settled = self.progress.on_backlog(upto, total);
+            self.progress.settle(&self.engine, settled);
+            Ok(())
+        } else {
+            Err(Violation("Backlog without the capability backlog".into()))
+        }
+    }
+
+    /// The peer's `Pull`: starts the pusher, and the counter of what the
+    /// answer holds.
+    fn on_pull(&mut self, after: Seq, own_after: omirr_core::Timestamp) -> Result<(), Violation> {
+        let engine = &self.engine;
+        self.flow.lock().on_pull(after).map(|()| {
+            let returning = Returning {
+                own_after,
+                recorded_by: engine.store.index.last_seq().unwrap_or(0),
+            };
+            let task = spawn_in_span(push(
+                engine.clone(),
+                self.peer.clone(),
+                self.out.clone(),
+                self.flow.clone(),
+                returning,
+                self.progress.clone(),
+            ));
+            self._pusher = Some(AbortOnDrop(task.abort_handle()));
+            let counting = spawn_in_span(send_backlog(
+                engine.clone(),
+                self.peer.clone(),
+                self.out.clone(),
+                after,
+                returning,
+                self.progress.clone(),
+                self.caps.backlog,
+            ));
+            self._counter = Some(AbortOnDrop(counting.abort_handle()));
+        })
+    }
+
+    /// The peer's `Forgotten` after the opening (sent with its pings): if
+    /// it has forgotten deletions this host has not received yet, the
+    /// session ends, to reconcile at the next one.
+    fn on_forgotten(
+        &self,
+        peer_forgot: omirr_core::expiry::Forgotten,
+        their_cursor: Seq,
+    ) -> Result<Result<(), Violation>, SessionError> {
+        if !self.expiry.enabled {
+            return Ok(Err(Violation(
+                "Forgotten without the capability expiry".into(),
+            )));
+        }
+        self.expiry.raise_their_cursor(their_cursor);
+        let (engine, peer) = (&self.engine, self.peer.as_str());
+        let ours = engine.store.index.cursor(&self.peer_id)?;
+        if !self.expiry.reconciling() && omirr_core::expiry::must_reconcile(ours, &peer_forgot) {
+            engine.store.index.set_must_reconcile(&self.peer_id, true)?;
+            tracing::warn!(%peer, cursor = ours, forgot = peer_forgot.seq, "{peer} has forgotten deletions this host has not received yet: ending the session to reconcile with it");
+            return Err(SessionError::MustReconcile);
+        }
+        Ok(Ok(()))
     }
 }
 
@@ -528,11 +580,7 @@ where
 
 /// Sends `m`, a refusal, ahead of everything queued, and gives the writer
 /// a moment to put it on the wire before the session ends.
-async fn tell(
-    control: &mpsc::UnboundedSender<Message>,
-    writer: tokio::task::JoinHandle<Result<(), SessionError>>,
-    m: Message,
-) {
+async fn tell(control: &mpsc::UnboundedSender<Message>, writer: &mut Writer, m: Message) {
     let _ = control.send(m);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
 }
@@ -637,51 +685,6 @@ impl Drop for CloseTransfers {
     }
 }
 
-/// This host's `Forgotten` for `peer`.
-fn forgotten_message(
-    engine: &Engine,
-    peer: &omirr_core::HostId,
-) -> Result<Message, omirr_index::IndexError> {
-    let ix = &engine.store.index;
-    let ours = ix.forgotten()?;
-    Ok(Message::Forgotten {
-        forgot_seq: ours.seq,
-        forgot_below: ours.below,
-        cursor: ix.cursor(peer)?,
-        last: ix.last_seq()?,
-    })
-}
-
-/// What the session knows of the peer's forgetting, and the
-/// reconciliation to run if this host's cursor is below it (or one is
-/// pending from before).
-fn start_expiry(
-    engine: &Engine,
-    peer: &str,
-    cursor: Seq,
-    peer_forgot: omirr_core::expiry::Forgotten,
-    their_cursor: Seq,
-    last: Seq,
-) -> Result<reconcile::Expiry, SessionError> {
-    let peer_id = omirr_core::HostId::new(peer);
-    let mut pending = engine.store.index.must_reconcile(&peer_id)?;
-    if !pending && omirr_core::expiry::must_reconcile(cursor, &peer_forgot) {
-        engine.store.index.set_must_reconcile(&peer_id, true)?;
-        pending = true;
-    }
-    let reconcile = pending.then(|| {
-        tracing::warn!(%peer, cursor, forgot = peer_forgot.seq, "this host was away for longer than {peer} remembers deletions (its cursor {cursor} is below what {peer} has forgotten, sequence {}): reconciling as a new host would, asking for its whole index; what {peer} deleted is deleted here, this host's own changes made while away are kept and sent", peer_forgot.seq);
-        reconcile::Reconcile {
-            peer_forgot,
-            peer_cursor: their_cursor,
-            end: last,
-            floor: cursor,
-            sent: Default::default(),
-        }
-    });
-    Ok(reconcile::Expiry::new(true, their_cursor, reconcile))
-}
-
 /// Pings the peer, with our clock (and, with `expiry`, what this host
 /// forgot), every [`PING_EVERY`] (the first at once after the
 /// handshake's `Clock`, hence the skipped first tick).
@@ -714,167 +717,4 @@ async fn ping(
             return;
         }
     }
-}
-
-/// Measures the peer's clock against ours from its `Clock` message, shows
-/// it in the status, and checks it against the limit.
-fn check_clock(engine: &Engine, peer: &str, wall: u64) -> Result<(), crate::admit::ClockOffset> {
-    let offset = crate::admit::clock_offset(wall, crate::engine::wall());
-    let ms = i64::try_from(offset / 1_000_000).unwrap_or(i64::MAX);
-    engine.counters.peer(peer, |p| p.clock_offset_ms = Some(ms));
-    crate::admit::check_clock(peer, offset, engine.max_clock_offset)
-}
-
-/// Which of the peer's own changes go back to it: those we recorded
-/// before its `Pull` (at or below `recorded_by`) with a timestamp above
-/// the latest of its own its index holds (`own_after`). A host with its
-/// index intact has them all; one whose index is new or restored gets
-/// back what it wrote. Those recorded later came from it, or through a
-/// host that had them from it, during this session.
-#[derive(Debug, Clone, Copy)]
-struct Returning {
-    own_after: omirr_core::Timestamp,
-    recorded_by: Seq,
-}
-
-impl Returning {
-    fn wanted(&self, seq: Seq, change: &Change, peer: &str) -> bool {
-        change.entry.version.host.as_str() != peer
-            || (seq <= self.recorded_by && change.entry.version.ts > self.own_after)
-    }
-
-    /// Why the change recorded at `seq` is not sent to `peer`, or `None`
-    /// if it is: the one rule for what the pusher sends and what the
-    /// `Backlog` counts.
-    fn not_sent(
-        &self,
-        plan: &dyn crate::Policy,
-        peer: &str,
-        seq: Seq,
-        change: &Change,
-    ) -> Option<&'static str> {
-        if !self.wanted(seq, change, peer) {
-            Some("the peer wrote it, and has it")
-        } else if !plan.authorised(peer, &change.path) {
-            Some("not in a mirror set this host shares with the peer")
-        } else {
-            None
-        }
-    }
-}
-
-/// Sends the peer everything after its `Pull` that it shares with us,
-/// then follows the index as it moves, as far as the window allows.
-async fn push(
-    engine: Arc<Engine>,
-    peer: String,
-    out: mpsc::Sender<Message>,
-    flow: Arc<Flow>,
-    returning: Returning,
-    progress: Arc<progress::Progress>,
-) -> Result<(), SessionError> {
-    let mut moved = engine.store.last_seq.subscribe();
-    let page = flow.lock().limits().page;
-    loop {
-        let from = flow.lock().read_from();
-        if let Some(after) = from {
-            moved.mark_unchanged();
-            let read = engine.store.index.since(after, page)?;
-            let mut raw_upto = read.last().map(|(s, _)| *s);
-            let last_seq = engine.store.index.last_seq()?;
-            // The last sequences may be gone (forgotten by expiry): the
-            // peer's cursor still moves up to the last one, or it would
-            // stay below what this host forgot and the peer reconcile
-            // at every session.
-            if raw_upto.is_none() && last_seq > after {
-                raw_upto = Some(last_seq);
-            }
-            let last = match raw_upto {
-                Some(u) => last_seq == u,
-                None => true,
-            };
-            // Only what the peer may have, and not its own changes back
-            // unless it lacks them.
-            let plan = engine.policy();
-            let changes: Vec<(Seq, Change)> = read
-                .into_iter()
-                .filter(|(s, c)| {
-                    let why_not = returning.not_sent(plan.as_ref(), &peer, *s, c);
-                    match why_not {
-                        Some(why) => tracing::trace!("not sent {}: {why}", Shown(c)),
-                        None => tracing::debug!("change out {}", Shown(c)),
-                    }
-                    why_not.is_none()
-                })
-                .collect();
-            let n = changes.len() as u64;
-            engine.counters.peer(&peer, |p| p.changes_sent += n);
-            if let Some(u) = raw_upto {
-                let amount = crate::counters::Backlog::of(changes.iter().map(|(_, c)| c));
-                let initial = crate::counters::Backlog::of(
-                    changes
-                        .iter()
-                        .filter(|(s, _)| *s <= returning.recorded_by)
-                        .map(|(_, c)| c),
-                );
-                progress.on_read(u, amount, initial);
-            }
-            flow.lock().on_read(raw_upto, changes, last)?;
-        }
-        loop {
-            let next = flow.lock().next_page();
-            let Some(m) = next else { break };
-            out.send(m).await?;
-        }
-        let (can_read, caught_up) = {
-            let f = flow.lock();
-            (f.read_from().is_some(), f.caught_up())
-        };
-        if caught_up {
-            tokio::select! {
-                r = moved.changed() => r?,
-                _ = flow.pusher.notified() => {}
-            }
-        } else if !can_read {
-            // The window is full: an Ack opens it.
-            flow.pusher.notified().await;
-        }
-    }
-}
-
-/// Counts what the answer to the peer's `Pull { after }` holds (what the
-/// pusher sends of what we had recorded by then), for the status, and
-/// tells the peer if it speaks `backlog`. One read of those changes, on a
-/// blocking thread, while the pusher sends them.
-async fn send_backlog(
-    engine: Arc<Engine>,
-    peer: String,
-    out: mpsc::Sender<Message>,
-    after: Seq,
-    returning: Returning,
-    progress: Arc<progress::Progress>,
-    tell: bool,
-) -> Result<(), SessionError> {
-    let upto = returning.recorded_by;
-    let e = engine.clone();
-    let counted = tokio::task::spawn_blocking(move || {
-        let page = crate::Limits::default().page;
-        let plan = e.policy();
-        progress::count(&e, after, upto, page, |seq, c| {
-            returning.not_sent(plan.as_ref(), &peer, seq, c).is_none()
-        })
-    })
-    .await?;
-    let total = counted?;
-    progress.on_total_out(upto, total);
-    if tell {
-        out.send(Message::Backlog {
-            upto,
-            changes: total.changes,
-            files: total.files,
-            bytes: total.bytes,
-        })
-        .await?;
-    }
-    Ok(())
 }

@@ -11,6 +11,8 @@
 //! stays ready, and a loop that accepts again at once spins. Every accept
 //! loop (the peer listener, the status socket) calls [`accept_failed`],
 //! which pauses it for [`ACCEPT_BACKOFF`] and logs at most once a minute.
+//!
+//! The peer listener that uses all this is [`crate::socket::PeerListener`].
 
 use std::io;
 use std::sync::Arc;
@@ -63,7 +65,6 @@ impl Throttle {
 /// Whether a failed accept means that the process or the system is out of
 /// file descriptors (or of the memory for one).
 pub fn out_of_descriptors(e: &io::Error) -> bool {
-    use nix::libc;
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -146,7 +147,6 @@ mod tests {
 
     #[test]
     fn descriptor_shortage_is_told_from_other_failures() {
-        use nix::libc;
         for code in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
             assert!(out_of_descriptors(&io::Error::from_raw_os_error(code)));
         }
