@@ -3,10 +3,11 @@
 
 mod support;
 
+use omirr_testkit::tree::write_file;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use support::{etc, omirrd, stderr, stdout, write_file};
+use support::{etc, omirrd, stderr, stdout};
 
 /// A test host: the example Distfile and peers file (copied with safe
 /// modes, whatever the checkout's umask), a root holding the example's
@@ -365,7 +366,7 @@ fn daemon_starts_scans_serves_and_stops_on_sigterm() {
         .spawn()
         .expect("start omirrd");
     let guard = support::KillOnDrop(child.id());
-    let ready = support::wait_until(std::time::Duration::from_secs(20), || {
+    let ready = omirr_testkit::wait_until(std::time::Duration::from_secs(20), || {
         fs::read_to_string(&log).is_ok_and(|l| l.contains(" ready "))
     });
     let text = fs::read_to_string(&log).unwrap_or_default();
@@ -497,7 +498,7 @@ fn run_without_f(site: &Site, syslog: &Path, extra: &[&str]) -> (std::process::E
         let _ = tx.send(text);
     });
     let mut status = None;
-    let returned = support::wait_until(std::time::Duration::from_secs(10), || {
+    let returned = omirr_testkit::wait_until(std::time::Duration::from_secs(10), || {
         status = child.try_wait().expect("wait");
         status.is_some()
     });
@@ -595,7 +596,7 @@ impl Syslog {
 /// its handler, SIGTERM kills it outright, leaving the pid file behind.
 fn stop(pid: u32) {
     let sigterm = 1u64 << (nix::sys::signal::Signal::SIGTERM as u32 - 1);
-    let handled = support::wait_until(std::time::Duration::from_secs(20), || {
+    let handled = omirr_testkit::wait_until(std::time::Duration::from_secs(20), || {
         fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
@@ -665,7 +666,7 @@ fn without_f_the_daemon_detaches_logs_to_syslog_and_removes_its_pid_file() {
     );
 
     stop(pid);
-    let gone = support::wait_until(std::time::Duration::from_secs(10), || {
+    let gone = omirr_testkit::wait_until(std::time::Duration::from_secs(10), || {
         !pid_file.exists() && !running(pid)
     });
     assert!(
@@ -708,7 +709,7 @@ fn a_second_daemon_is_refused_while_the_first_runs() {
 
     stop(pid);
     assert!(
-        support::wait_until(std::time::Duration::from_secs(10), || !running(pid)),
+        omirr_testkit::wait_until(std::time::Duration::from_secs(10), || !running(pid)),
         "pid {pid} did not stop"
     );
     assert!(!pid_file.exists());

@@ -6,10 +6,11 @@
 
 mod support;
 
+use omirr_testkit::wait_until;
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
-use support::cluster::{wait_converged, wait_until, Cluster};
+use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,9 +32,7 @@ fn started_with_report() -> Cluster {
     let site = cluster.root("alpha").join("srv/www");
     fs::create_dir_all(&site).expect("mkdir");
     fs::write(site.join("report.txt"), "first\n").expect("write");
-    for h in &HOSTS[1..] {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
     wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
@@ -261,9 +260,7 @@ fn a_file_in_a_directory_deleted_elsewhere_is_kept() {
     let d = cluster.root("alpha").join("srv/www/d");
     fs::create_dir_all(&d).expect("mkdir");
     fs::write(d.join("old.txt"), "known to all\n").expect("write");
-    for h in &HOSTS[1..] {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
     wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));

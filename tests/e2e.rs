@@ -18,10 +18,12 @@
 
 mod support;
 
+use omirr_testkit::tree::digest;
+use omirr_testkit::{noise, wait_until};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::time::Duration;
-use support::cluster::{diff_summary, digest, wait_converged, wait_until, Cluster};
+use support::cluster::{wait_converged, Cluster};
 use support::peak_rss;
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
@@ -46,9 +48,7 @@ fn hosts_start_and_report_their_start_up_scan() {
     fs::write(site.join("css/site.css"), "h1 { color: teal }\n").expect("write");
     symlink("index.html", site.join("home.html")).expect("symlink");
     fs::write(site.join(".index.html.swp"), "editor state").expect("write");
-    for host in &HOSTS[1..] {
-        fs::create_dir_all(cluster.root(host).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     let before = digest(&site);
     cluster.start_all();
 
@@ -83,87 +83,10 @@ fn hosts_start_and_report_their_start_up_scan() {
     wait_converged(&cluster, &HOSTS[1..], "srv/www", TIMEOUT).expect("beta and gamma");
 }
 
-/// The harness itself: digests see paths, types, modes, link targets and
-/// contents, and the convergence check says which paths differ.
-#[test]
-fn digests_and_differences() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    for t in [&a, &b] {
-        fs::create_dir_all(t.join("d")).expect("mkdir");
-        fs::write(t.join("d/f"), "same").expect("write");
-        symlink("d/f", t.join("l")).expect("symlink");
-    }
-    assert_eq!(digest(&a), digest(&b));
-    assert_eq!(digest(&dir.path().join("none")), "absent");
-    type Change = (&'static str, fn(&std::path::Path));
-    let changes: [Change; 5] = [
-        ("content", |t| {
-            fs::write(t.join("d/f"), "other").expect("write")
-        }),
-        ("mode", |t| {
-            fs::set_permissions(t.join("d/f"), fs::Permissions::from_mode(0o600)).expect("chmod")
-        }),
-        ("link target", |t| {
-            fs::remove_file(t.join("l")).expect("rm");
-            symlink("d", t.join("l")).expect("symlink");
-        }),
-        ("new file", |t| fs::write(t.join("d/g"), "").expect("write")),
-        ("type", |t| {
-            fs::remove_file(t.join("d/f")).expect("rm");
-            fs::create_dir(t.join("d/f")).expect("mkdir");
-        }),
-    ];
-    for (what, change) in changes {
-        let c = dir.path().join(format!("c-{what}"));
-        fs::create_dir_all(c.join("d")).expect("mkdir");
-        fs::write(c.join("d/f"), "same").expect("write");
-        symlink("d/f", c.join("l")).expect("symlink");
-        assert_eq!(digest(&a), digest(&c), "{what}: copy");
-        change(&c);
-        assert_ne!(digest(&a), digest(&c), "{what} is seen");
-        let summary = diff_summary(&["a", "c"], &[a.clone(), c.clone()]);
-        assert!(summary.contains("a vs c:"), "{what}: {summary}");
-    }
-    let summary = diff_summary(&["a", "c"], &[a.clone(), dir.path().join("c-new file")]);
-    assert!(
-        summary.contains("d/g: only on c: file 100") && summary.contains(" 0 bytes"),
-        "{summary}"
-    );
-    let summary = diff_summary(&["a", "c"], &[a.clone(), dir.path().join("c-content")]);
-    assert!(
-        summary.contains("d/f: a: file 100") && summary.contains("4 bytes"),
-        "{summary}"
-    );
-    assert!(wait_until(Duration::from_millis(100), || true));
-    assert!(!wait_until(Duration::from_millis(50), || false));
-}
-
 /// `names` mirroring `/srv/www` (empty on every host), started and
 /// connected.
 fn started_www(names: &[&str]) -> Cluster {
-    let mut cluster = Cluster::new(names, www);
-    for h in names {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, names);
-    cluster
-}
-
-/// Waits until every host reports every peer connected.
-fn wait_connected(cluster: &Cluster, hosts: &[&str]) {
-    let ok = wait_until(TIMEOUT, || {
-        hosts.iter().all(|h| {
-            cluster.status(h).is_some_and(|s| {
-                s["peers"].as_object().is_some_and(|p| {
-                    p.len() == hosts.len() - 1 && p.values().all(|v| v["connected"] == true)
-                })
-            })
-        })
-    });
-    assert!(ok, "not all peers connected:\n{}", cluster.logs());
+    Cluster::start_connected(names, www, "srv/www", TIMEOUT)
 }
 
 /// (last sequence, local changes, applied changes) of every host.
@@ -187,9 +110,7 @@ fn different_trees_converge_and_the_newer_version_wins() {
     let mut cluster = Cluster::new(&HOSTS, www);
     let roots: Vec<std::path::PathBuf> = HOSTS.iter().map(|h| cluster.root(h)).collect();
     let w = |h: &str| roots[HOSTS.iter().position(|x| *x == h).expect("host")].join("srv/www");
-    for h in HOSTS {
-        fs::create_dir_all(w(h)).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     fs::write(w("alpha").join("only-alpha"), "a").expect("write");
     fs::write(w("alpha").join("shared.txt"), "written first, on alpha").expect("write");
     fs::create_dir_all(w("gamma").join("docs/deep")).expect("mkdir");
@@ -359,9 +280,7 @@ fn a_stopped_host_catches_up_with_few_frames() {
         fs::create_dir_all(&d).expect("mkdir");
         fs::write(d.join(format!("f{i}")), format!("file {i}\n")).expect("write");
     }
-    for h in &HOSTS[1..] {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
     wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
@@ -512,12 +431,10 @@ fn file_change(path: &str, data: &[u8]) -> omirr_proto::Change {
 fn changes_outside_the_shared_sets_and_dotdot_paths_are_refused() {
     let _one = support::serial();
     let mut cluster = Cluster::new(&HOSTS, www_and_private);
-    for h in HOSTS {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     fs::create_dir_all(cluster.root("alpha").join("srv/private")).expect("mkdir");
     cluster.start_all();
-    wait_connected(&cluster, &HOSTS);
+    cluster.wait_connected(&HOSTS, TIMEOUT);
     cluster.stop("gamma");
     let before = digest(&cluster.root("alpha"));
 
@@ -620,9 +537,7 @@ fn a_receiver_killed_mid_transfer_recovers_and_never_shows_partial_content() {
     let want = blake3::hash(&fs::read(&big).expect("read"))
         .to_hex()
         .to_string();
-    for h in &HOSTS[1..] {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
 
     // Watch beta receive it; kill it mid-way.
@@ -668,29 +583,11 @@ fn a_receiver_killed_mid_transfer_recovers_and_never_shows_partial_content() {
 fn sighup_reloads_the_distfile_and_keeps_a_broken_one_out() {
     let _one = support::serial();
     let two = ["alpha", "beta"];
-    let mut cluster = Cluster::new(&two, www);
-    for h in two {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &two);
-    let hup = |cluster: &Cluster, h: &str| {
-        let pid = cluster.pid(h).expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .expect("SIGHUP");
-    };
-    let set_mode = |p: &std::path::Path| {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(p, fs::Permissions::from_mode(0o644)).expect("chmod");
-    };
+    let cluster = started_www(&two);
     // A broken Distfile is refused; the one in force stays.
     let good = fs::read_to_string(cluster.config()).expect("config");
-    fs::write(cluster.config(), "/srv/www -> ( alpha beta\n").expect("write");
-    set_mode(cluster.config());
-    hup(&cluster, "alpha");
+    cluster.rewrite_config("/srv/www -> ( alpha beta\n");
+    cluster.reload("alpha");
     assert!(
         cluster.wait_for_log("alpha", "keeping the one in force", TIMEOUT),
         "{}",
@@ -701,14 +598,9 @@ fn sighup_reloads_the_distfile_and_keeps_a_broken_one_out() {
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
 
     // Now exclude *.log on both hosts, without a restart.
-    fs::write(
-        cluster.config(),
-        format!("{good}\texcept_pat ( \\\\.log$ ) ;\n"),
-    )
-    .expect("write");
-    set_mode(cluster.config());
+    cluster.rewrite_config(&format!("{good}\texcept_pat ( \\\\.log$ ) ;\n"));
     for h in two {
-        hup(&cluster, h);
+        cluster.reload(h);
         assert!(
             cluster.wait_for_log(h, "configuration and peers reloaded", TIMEOUT),
             "{}",
@@ -747,12 +639,7 @@ fn special_runs_after_a_peers_update_and_follows_sighup() {
             )
         }
     };
-    let mut cluster = Cluster::new(&two, with_special(&first));
-    for h in two {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &two);
+    let cluster = Cluster::start_connected(&two, with_special(&first), "srv/www", TIMEOUT);
     fs::write(cluster.root("alpha").join("srv/www/page.html"), "v1").expect("write");
     assert!(
         wait_until(TIMEOUT, || fs::read_to_string(&first)
@@ -762,17 +649,9 @@ fn special_runs_after_a_peers_update_and_follows_sighup() {
     );
 
     // A new command, by SIGHUP: the next update runs it instead.
-    let text = with_special(&second)(&two);
-    fs::write(cluster.config(), text).expect("write");
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(cluster.config(), fs::Permissions::from_mode(0o644)).expect("chmod");
+    cluster.rewrite_config(&with_special(&second)(&two));
     for h in two {
-        let pid = cluster.pid(h).expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .expect("SIGHUP");
+        cluster.reload(h);
         assert!(
             cluster.wait_for_log(h, "configuration and peers reloaded", TIMEOUT),
             "{}",
@@ -794,22 +673,10 @@ fn sighup_lifting_an_exclusion_mirrors_what_it_covered() {
     let two = ["alpha", "beta"];
     let with_logs_excluded =
         |hosts: &[&str]| format!("{}\texcept_pat ( \\\\.log$ ) ;\n", www(hosts));
-    let mut cluster = Cluster::new(&two, with_logs_excluded);
+    let cluster = Cluster::start_connected(&two, with_logs_excluded, "srv/www", TIMEOUT);
+    cluster.rewrite_config(&www(&two));
     for h in two {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &two);
-    fs::write(cluster.config(), www(&two)).expect("write");
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(cluster.config(), fs::Permissions::from_mode(0o644)).expect("chmod");
-    for h in two {
-        let pid = cluster.pid(h).expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .expect("SIGHUP");
+        cluster.reload(h);
         assert!(
             cluster.wait_for_log(h, "configuration and peers reloaded", TIMEOUT),
             "{}",
@@ -831,28 +698,6 @@ fn sighup_lifting_an_exclusion_mirrors_what_it_covered() {
     );
 }
 
-/// `peer`'s counters in `host`'s status (see `PeerStatus`).
-fn peer_counter(cluster: &Cluster, host: &str, peer: &str, counter: &str) -> u64 {
-    cluster
-        .status(host)
-        .and_then(|s| s["peers"][peer][counter].as_u64())
-        .unwrap_or_else(|| panic!("{host} shows no {counter} for {peer}"))
-}
-
-/// `len` bytes that differ from any other call's, deterministically
-/// (xorshift), and do not compress.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_small_edit_of_a_large_file_fetches_only_the_changed_chunk() {
     let _one = support::serial();
@@ -860,12 +705,11 @@ fn a_small_edit_of_a_large_file_fetches_only_the_changed_chunk() {
     let mut cluster = Cluster::new(&hosts, www);
     let w = |c: &Cluster, h: &str| c.root(h).join("srv/www");
     let old = noise(6 << 20, 1);
-    fs::create_dir_all(w(&cluster, "alpha")).expect("mkdir");
-    fs::create_dir_all(w(&cluster, "beta")).expect("mkdir");
+    cluster.create_dir_everywhere("srv/www");
     fs::write(w(&cluster, "alpha").join("big.bin"), &old).expect("write");
     cluster.start_all();
     wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("first sync");
-    let received = peer_counter(&cluster, "beta", "alpha", "file_bytes_received");
+    let received = cluster.peer_counter("beta", "alpha", "file_bytes_received");
     assert!(
         received >= old.len() as u64,
         "sent whole at first: {received}"
@@ -894,14 +738,14 @@ fn a_small_edit_of_a_large_file_fetches_only_the_changed_chunk() {
         fs::read(w(&cluster, "beta").join("big.bin")).expect("read"),
         new
     );
-    let fetched = peer_counter(&cluster, "beta", "alpha", "file_bytes_received") - received;
+    let fetched = cluster.peer_counter("beta", "alpha", "file_bytes_received") - received;
     assert_eq!(
         fetched, missing[0].len as u64,
         "beta should fetch exactly the changed chunk"
     );
-    assert_eq!(peer_counter(&cluster, "beta", "alpha", "files_delta"), 1);
+    assert_eq!(cluster.peer_counter("beta", "alpha", "files_delta"), 1);
     assert_eq!(
-        peer_counter(&cluster, "beta", "alpha", "file_bytes_reused"),
+        cluster.peer_counter("beta", "alpha", "file_bytes_reused"),
         new.len() as u64 - fetched
     );
 }
@@ -914,15 +758,15 @@ fn renames_chmods_and_deletes_move_no_file_content() {
     let w = |c: &Cluster, h: &str| c.root(h).join("srv/www");
     let dir = w(&cluster, "alpha").join("d/sub");
     fs::create_dir_all(&dir).expect("mkdir");
-    fs::create_dir_all(w(&cluster, "beta")).expect("mkdir");
+    cluster.create_dir_everywhere("srv/www");
     for i in 0..20 {
         fs::write(dir.join(format!("f{i}")), noise(100_000, i)).expect("write");
     }
     fs::write(w(&cluster, "alpha").join("large"), noise(3 << 20, 99)).expect("write");
     cluster.start_all();
     wait_converged(&cluster, &hosts, "srv/www", TIMEOUT).expect("first sync");
-    let bytes = || peer_counter(&cluster, "beta", "alpha", "file_bytes_received");
-    let files = || peer_counter(&cluster, "beta", "alpha", "files_fetched");
+    let bytes = || cluster.peer_counter("beta", "alpha", "file_bytes_received");
+    let files = || cluster.peer_counter("beta", "alpha", "files_fetched");
     let (bytes0, files0) = (bytes(), files());
     assert!(bytes0 >= 5_000_000, "{bytes0}");
 
@@ -956,10 +800,10 @@ fn renaming_a_directory_of_more_entries_than_a_page_moves_no_file_content() {
         fs::create_dir_all(&dir).expect("mkdir");
         fs::write(dir.join(format!("f{i}")), noise(64, i)).expect("write");
     }
-    fs::create_dir_all(w(&cluster, "beta")).expect("mkdir");
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
     wait_converged(&cluster, &hosts, "srv/www", Duration::from_secs(120)).expect("first sync");
-    let files = || peer_counter(&cluster, "beta", "alpha", "files_fetched");
+    let files = || cluster.peer_counter("beta", "alpha", "files_fetched");
     let files0 = files();
     assert!(files0 >= n, "{files0}");
 
@@ -975,12 +819,7 @@ fn renaming_a_directory_of_more_entries_than_a_page_moves_no_file_content() {
 fn a_file_still_being_written_is_not_sent_half_written() {
     let _one = support::serial();
     let hosts = ["alpha", "beta"];
-    let mut cluster = Cluster::new(&hosts, www);
-    for h in hosts {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &hosts);
+    let cluster = started_www(&hosts);
     let path = "srv/www/growing.log";
     let mut content = Vec::new();
     {
@@ -1006,7 +845,7 @@ fn a_file_still_being_written_is_not_sent_half_written() {
         content
     );
     // One version went out: the closed file.
-    assert_eq!(peer_counter(&cluster, "beta", "alpha", "files_fetched"), 1);
+    assert_eq!(cluster.peer_counter("beta", "alpha", "files_fetched"), 1);
 }
 
 #[test]
@@ -1015,11 +854,9 @@ fn a_file_larger_than_the_in_flight_budget_moves_in_bounded_memory() {
     let hosts = ["alpha", "beta"];
     let mut cluster = Cluster::new(&hosts, www);
     cluster.add_args(&["--in-flight", "1M"]);
-    for h in hosts {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
-    wait_connected(&cluster, &hosts);
+    cluster.wait_connected(&hosts, TIMEOUT);
     let before: Vec<u64> = hosts
         .iter()
         .map(|h| peak_rss(cluster.pid(h).expect("pid")))
@@ -1063,9 +900,7 @@ fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
     let _one = support::serial();
     let names = ["alpha", "beta"];
     let mut cluster = Cluster::new(&names, www);
-    for h in names {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     let roots = (cluster.root("alpha"), cluster.root("beta"));
     let www = move |h: &str| match h {
         "alpha" => roots.0.join("srv/www"),
@@ -1074,7 +909,7 @@ fn a_change_that_cannot_be_applied_is_set_aside_and_blocks_nothing() {
     fs::create_dir_all(www("alpha").join("d")).expect("mkdir");
     fs::write(www("alpha").join("d/notes.txt"), b"notes").expect("write");
     cluster.start_all();
-    wait_connected(&cluster, &names);
+    cluster.wait_connected(&names, TIMEOUT);
     assert!(
         wait_until(TIMEOUT, || www("beta").join("d/notes.txt").exists()),
         "{}",
@@ -1216,13 +1051,7 @@ fn www_with(options: &'static str) -> impl Fn(&[&str]) -> String {
 /// connected.
 fn started_two_with(options: &'static str) -> Cluster {
     let two = ["alpha", "beta"];
-    let mut cluster = Cluster::new(&two, www_with(options));
-    for h in two {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &two);
-    cluster
+    Cluster::start_connected(&two, www_with(options), "srv/www", TIMEOUT)
 }
 
 /// With `nochkowner,nochkgroup,nochkmode`, content goes from host to host
@@ -1352,12 +1181,7 @@ fn owners_arrive_by_name_and_unknown_names_fall_back_to_the_number() {
         return;
     }
     let _one = support::serial();
-    let mut cluster = Cluster::new(&HOSTS, www);
-    for h in HOSTS {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &HOSTS);
+    let mut cluster = started_www(&HOSTS);
     cluster.stop("gamma");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

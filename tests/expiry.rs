@@ -8,9 +8,10 @@
 mod support;
 
 use omirr_core::RelPath;
+use omirr_testkit::wait_until;
 use std::fs;
 use std::time::Duration;
-use support::cluster::{wait_converged, wait_until, Cluster};
+use support::cluster::{wait_converged, Cluster};
 use support::{omirrd, stdout};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,9 +37,7 @@ fn the_daemon_forgets_a_tombstone_older_than_the_horizon() {
     let hosts = ["alpha", "beta"];
     let mut cluster = Cluster::new(&hosts, www);
     cluster.add_args(&["--tombstone-horizon", "2s"]);
-    for h in hosts {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
     let (on_alpha, on_beta) = (
         cluster.root("alpha").join("srv/www/gone.txt"),
@@ -129,9 +128,7 @@ fn a_host_away_longer_than_the_horizon_brings_no_deleted_file_back() {
     let hosts = ["alpha", "beta", "gamma"];
     let mut cluster = Cluster::new(&hosts, www);
     cluster.add_args(&["--tombstone-horizon", "3s"]);
-    for h in hosts {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     let www_of = |c: &Cluster, h: &str| c.root(h).join("srv/www");
     let alpha = www_of(&cluster, "alpha");
     fs::create_dir_all(alpha.join("d")).expect("mkdir");

@@ -6,10 +6,11 @@
 
 mod support;
 
+use omirr_testkit::wait_until;
 use std::fs;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::cluster::{wait_converged, wait_until, Cluster};
+use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,9 +22,7 @@ fn www(hosts: &[&str]) -> String {
 
 fn new_cluster(names: &[&str]) -> Cluster {
     let cluster = Cluster::new(names, www);
-    for h in names {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster
 }
 

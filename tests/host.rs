@@ -6,9 +6,11 @@
 
 mod support;
 
+use omirr_testkit::tree::write_file;
+use omirr_testkit::wait_until;
 use std::fs;
 use std::time::Duration;
-use support::cluster::{wait_until, Cluster};
+use support::cluster::Cluster;
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,7 +40,7 @@ fn the_start_up_clean_up_looks_only_inside_the_mirrored_trees() {
         format!(".omirr.top.{TAG}.tmp"),
     ];
     for f in inside.iter().chain(&outside) {
-        support::write_file(&root.join(f), "half", 0o644);
+        write_file(&root.join(f), "half", 0o644);
     }
     cluster.start_host("alpha");
     assert!(
@@ -77,7 +79,7 @@ fn directories_above_a_top_are_left_alone_and_made_like_their_parent() {
     let mut cluster = Cluster::new(&["alpha", "beta"], |hosts| {
         format!("site:\n/home/alice/www -> ( {} )\n", hosts.join(" "))
     });
-    support::write_file(
+    write_file(
         &cluster.root("alpha").join("home/alice/www/index.html"),
         "<h1>alice</h1>\n",
         0o644,

@@ -8,9 +8,10 @@
 mod support;
 
 use omirr_proto::{Change, Content, Entry, Message, Meta, RelPath, Timestamp, Version};
+use omirr_testkit::wait_until;
 use std::fs;
 use std::time::Duration;
-use support::cluster::{wait_until, Cluster};
+use support::cluster::Cluster;
 use support::rogue::{wall_ns, Rogue};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -47,9 +48,7 @@ fn started(
     prepare: impl Fn(&Cluster),
 ) -> Cluster {
     let mut cluster = Cluster::new(names, distfile);
-    for h in names {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     prepare(&cluster);
     cluster.start_all();
     let all = wait_until(TIMEOUT, || {
@@ -392,9 +391,7 @@ fn a_host_a_day_ahead_is_refused_and_one_two_minutes_behind_works() {
     let mut cluster = Cluster::new(&HOSTS, |h: &[&str]| {
         format!("/srv/www -> ( {} )\n", h.join(" "))
     });
-    for h in HOSTS {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.set_env("gamma", "OMIRR_TEST_CLOCK_SKEW", "86400");
     cluster.set_env("beta", "OMIRR_TEST_CLOCK_SKEW", "-120");
     cluster.start_all();

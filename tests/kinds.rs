@@ -7,12 +7,13 @@
 
 mod support;
 
+use omirr_testkit::{noise, wait_until};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use support::cluster::{wait_converged, wait_until, Cluster};
+use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,33 +26,11 @@ fn data(hosts: &[&str]) -> String {
     )
 }
 
-/// `len` bytes that differ from any other call's, deterministically
-/// (xorshift), and do not compress.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Bytes a file takes on disk.
 fn on_disk(path: &Path) -> u64 {
     fs::symlink_metadata(path)
         .map(|m| m.blocks() * 512)
         .unwrap_or(u64::MAX)
-}
-
-/// `peer`'s counter `counter` in `host`'s status.
-fn peer_counter(cluster: &Cluster, host: &str, peer: &str, counter: &str) -> u64 {
-    cluster
-        .status(host)
-        .and_then(|s| s["peers"][peer][counter].as_u64())
-        .unwrap_or_else(|| panic!("{host} shows no {counter} for {peer}"))
 }
 
 const GIB: u64 = 1 << 30;
@@ -62,9 +41,7 @@ fn a_sparse_file_keeps_its_holes_on_disk_and_on_the_wire_and_mtimes_their_nanose
     let _one = support::serial();
     let hosts = ["a", "b", "c"];
     let mut cluster = Cluster::new(&hosts, data);
-    for h in hosts {
-        fs::create_dir_all(cluster.root(h).join("srv/data")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/data");
     let dir = cluster.root("a").join("srv/data");
     // 1 GiB, 64 KiB of it data, in the middle: the rest is holes.
     let sparse = dir.join("disk.img");
@@ -113,7 +90,7 @@ fn a_sparse_file_keeps_its_holes_on_disk_and_on_the_wire_and_mtimes_their_nanose
         let wire: u64 = hosts
             .iter()
             .filter(|p| **p != h)
-            .map(|p| peer_counter(&cluster, h, p, "bytes_received"))
+            .map(|p| cluster.peer_counter(h, p, "bytes_received"))
             .sum();
         assert!(
             wire < 1_000_000,
@@ -187,9 +164,7 @@ fn xattrs_acls_and_fifos_arrive_and_sockets_and_devices_are_refused_once() {
     let _one = support::serial();
     let hosts = ["a", "b", "c"];
     let mut cluster = Cluster::new(&hosts, data);
-    for h in hosts {
-        fs::create_dir_all(cluster.root(h).join("srv/data")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/data");
     let dir = cluster.root("a").join("srv/data");
     let tagged = dir.join("tagged.txt");
     fs::write(&tagged, "with attributes\n").expect("write");
@@ -316,9 +291,7 @@ fn a_hard_linked_pair_arrives_as_one_inode_with_two_names() {
     let _one = support::serial();
     let hosts = ["a", "b", "c"];
     let mut cluster = Cluster::new(&hosts, data);
-    for h in hosts {
-        fs::create_dir_all(cluster.root(h).join("srv/data")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/data");
     let dir = cluster.root("a").join("srv/data");
     let size = 2 * MIB as usize;
     fs::write(dir.join("big"), noise(size, 11)).expect("write");
@@ -349,7 +322,7 @@ fn a_hard_linked_pair_arrives_as_one_inode_with_two_names() {
     // (from a, or forwarded by the other host).
     let received: u64 = ["a", "c"]
         .iter()
-        .map(|p| peer_counter(&cluster, "b", p, "file_bytes_received"))
+        .map(|p| cluster.peer_counter("b", p, "file_bytes_received"))
         .sum();
     assert!(
         received < (size + size / 2) as u64,

@@ -7,11 +7,12 @@
 
 mod support;
 
+use omirr_testkit::wait_until;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::cluster::{wait_converged, wait_until, Cluster};
+use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,27 +26,7 @@ fn www(hosts: &[&str], commands: &str) -> String {
 }
 
 fn start(names: &[&str], commands: &'static str) -> Cluster {
-    let mut cluster = Cluster::new(names, move |h| www(h, commands));
-    for h in names {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, names);
-    cluster
-}
-
-/// Waits until every host reports every peer connected.
-fn wait_connected(cluster: &Cluster, hosts: &[&str]) {
-    let ok = wait_until(TIMEOUT, || {
-        hosts.iter().all(|h| {
-            cluster.status(h).is_some_and(|s| {
-                s["peers"].as_object().is_some_and(|p| {
-                    p.len() == hosts.len() - 1 && p.values().all(|v| v["connected"] == true)
-                })
-            })
-        })
-    });
-    assert!(ok, "not all peers connected:\n{}", cluster.logs());
+    Cluster::start_connected(names, move |h| www(h, commands), "srv/www", TIMEOUT)
 }
 
 /// Each host's `srv/www`, by name.
@@ -203,11 +184,7 @@ fn a_host_that_becomes_receive_only_keeps_what_it_sent_and_undoes_what_it_did_si
 
     // beta becomes receive-only, and is edited while down.
     cluster.stop("beta");
-    support::write_file(
-        cluster.config(),
-        &www(&names, "\treceiveonly beta ;\n"),
-        0o644,
-    );
+    cluster.rewrite_config(&www(&names, "\treceiveonly beta ;\n"));
     fs::write(at("beta", "f"), "beta, while down\n").expect("write");
     cluster.start_host("beta");
     wait_for(&cluster, &at("beta", "f"), Some("beta, symmetric\n"));
@@ -243,7 +220,7 @@ fn a_host_that_stops_being_send_only_catches_up_with_what_it_did_not_apply() {
 
     // Symmetric from the next start: beta's change arrives after all.
     cluster.stop("alpha");
-    support::write_file(cluster.config(), &www(&names, ""), 0o644);
+    cluster.rewrite_config(&www(&names, ""));
     cluster.start_host("alpha");
     wait_for(&cluster, &at("alpha", "g"), Some("beta's\n"));
     assert!(
@@ -259,14 +236,12 @@ fn a_host_that_stops_being_send_only_catches_up_with_what_it_did_not_apply() {
 fn an_undo_that_cannot_be_done_holds_back_no_other() {
     let _serial = support::serial();
     let names = ["alpha", "beta"];
-    let mut cluster = Cluster::new(&names, |h| {
-        www(h, "\texcept_pat ( \\\\.swp$ ) ;\n\treceiveonly beta ;\n")
-    });
-    for h in names {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
-    cluster.start_all();
-    wait_connected(&cluster, &names);
+    let cluster = Cluster::start_connected(
+        &names,
+        |h| www(h, "\texcept_pat ( \\\\.swp$ ) ;\n\treceiveonly beta ;\n"),
+        "srv/www",
+        TIMEOUT,
+    );
     let trees = trees(&cluster, &names);
     let at = |h: &str, f: &str| trees[h].join(f);
     fs::write(at("alpha", "f"), "v1\n").expect("write");

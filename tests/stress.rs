@@ -27,12 +27,13 @@ mod support;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use omirr_testkit::tree::{diff_summary, digest};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::cluster::{diff_summary, digest, wait_converged, Cluster};
+use support::cluster::{wait_converged, Cluster};
 use support::peak_rss;
 
 // ---------------------------------------------------------------------
@@ -129,9 +130,7 @@ fn www(hosts: &[&str]) -> String {
 /// `srv/www`.
 fn cluster(names: &[&str]) -> Cluster {
     let c = Cluster::new(names, www);
-    for h in names {
-        fs::create_dir_all(c.root(h).join(WWW)).expect("mkdir srv/www");
-    }
+    c.create_dir_everywhere(WWW);
     c
 }
 
@@ -332,7 +331,7 @@ fn peak_mib(cluster: &Cluster, name: &str) -> u64 {
 
 /// Waits until `host` reports each of `peers` connected.
 fn wait_connected(cluster: &Cluster, host: &str, peers: &[&str]) {
-    let ok = support::cluster::wait_until(Duration::from_secs(30), || {
+    let ok = omirr_testkit::wait_until(Duration::from_secs(30), || {
         cluster
             .status(host)
             .is_some_and(|s| peers.iter().all(|p| s["peers"][p]["connected"] == true))

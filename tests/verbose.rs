@@ -6,9 +6,10 @@
 
 mod support;
 
+use omirr_testkit::wait_until;
 use std::fs;
 use std::time::Duration;
-use support::cluster::{wait_converged, wait_until, Cluster};
+use support::cluster::{wait_converged, Cluster};
 
 /// Long enough for a loaded CI machine; polls return as soon as they can.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -23,9 +24,7 @@ fn www(hosts: &[&str]) -> String {
 /// Starts `cluster` with `srv/www` on every host and waits until each
 /// host's log says it is connected.
 fn start_connected(cluster: &mut Cluster) {
-    for h in HOSTS {
-        fs::create_dir_all(cluster.root(h).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
     for (host, peer) in [("alpha", "beta"), ("beta", "alpha")] {
         let needle = format!("session{{peer={peer}}}");

@@ -7,10 +7,11 @@
 mod support;
 
 use omirr_core::{Change, Content, Entry, HostId, Meta, RelPath, Timestamp, Version};
+use omirr_testkit::wait_until;
 use std::fs;
 use std::process::Output;
 use std::time::Duration;
-use support::cluster::{wait_converged, wait_until, Cluster};
+use support::cluster::{wait_converged, Cluster};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const HOSTS: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -31,9 +32,7 @@ fn converged() -> Cluster {
     fs::write(site.join("index.html"), "<h1>alpha</h1>\n").expect("write");
     fs::write(site.join("css/site.css"), "h1 { color: teal }\n").expect("write");
     std::os::unix::fs::symlink("index.html", site.join("home.html")).expect("symlink");
-    for host in &HOSTS[1..] {
-        fs::create_dir_all(cluster.root(host).join("srv/www")).expect("mkdir");
-    }
+    cluster.create_dir_everywhere("srv/www");
     cluster.start_all();
     wait_converged(&cluster, &HOSTS, "srv/www", TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     all_up(&cluster);

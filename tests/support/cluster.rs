@@ -2,7 +2,8 @@
 //!
 //! Every host is a real `omirrd -f -v` process (other log options with
 //! [`Cluster::set_log_flags`]) with its own root, state
-//! directory, key and port on 127.0.0.1, all under one temporary directory:
+//! directory, key and port on 127.0.0.1, all under one temporary directory
+//! laid out by `omirr_cluster` (the launcher `omirrd demo` uses too):
 //!
 //! ```text
 //! TMP/omirrd.conf       the Distfile the test gives
@@ -20,19 +21,21 @@
 //! passed to the hosts as `OMIRR_LOG` (it is removed otherwise, so that the
 //! logs hold what the tests look for).
 //!
-//! The trees are compared with [`digest`] and [`manifest`]; [`wait_until`]
-//! and [`wait_converged`] poll for a condition with a deadline.
+//! The trees are compared with [`wait_converged`] (and
+//! `omirr_testkit::tree`'s digests); the set-ups the tests repeat are
+//! methods: [`Cluster::start_connected`],
+//! [`Cluster::create_dir_everywhere`], [`Cluster::wait_connected`],
+//! [`Cluster::peer_counter`], [`Cluster::rewrite_config`] and
+//! [`Cluster::reload`].
 
-use super::{omirrd, omirrd_bin, stderr, stdout, write_file};
+use super::{omirrd, omirrd_bin, stderr, stdout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::collections::{BTreeMap, BTreeSet};
+use omirr_testkit::{tree, wait_until};
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -40,29 +43,23 @@ use std::time::{Duration, Instant};
 /// How long a host gets to stop after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// How often [`wait_until`] looks.
-pub const POLL: Duration = Duration::from_millis(20);
-
 /// Hosts running `omirrd` under one temporary directory. See the module
 /// documentation.
 pub struct Cluster {
     dir: tempfile::TempDir,
-    config: PathBuf,
-    peers: PathBuf,
-    hosts: Vec<Host>,
+    /// The layout: every host's root, state directory, port and log.
+    layout: omirr_cluster::Cluster,
+    /// The hosts' processes, in the layout's order.
+    processes: Vec<Process>,
     /// Given to every `omirrd` this cluster starts.
     extra_args: Vec<String>,
     /// The log options of every `omirrd` started: `-v` unless set.
     log_flags: Vec<String>,
 }
 
-struct Host {
-    name: String,
-    port: u16,
-    fingerprint: String,
-    root: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
+/// A host's process, as the tests drive it.
+#[derive(Default)]
+struct Process {
     /// The running process, if started and not yet stopped or reaped.
     child: Option<Child>,
     /// How many times it was started.
@@ -89,16 +86,9 @@ impl Cluster {
             .prefix("omirr-e2e.")
             .tempdir()
             .expect("create the cluster's temporary directory");
-        let ports = free_ports(names.len());
-        let mut hosts = Vec::new();
-        for (name, port) in names.iter().zip(ports) {
-            assert!(
-                !hosts.iter().any(|h: &Host| h.name == *name),
-                "host {name} named twice"
-            );
-            let base = dir.path().join(name);
-            let state = base.join("state");
-            let out = omirrd(&["keygen", "--state-dir", path_str(&state)]);
+        let keygen = |name: &str, state: &Path| -> Result<String, String> {
+            let state = state.to_str().expect("test paths are UTF-8");
+            let out = omirrd(&["keygen", "--state-dir", state]);
             assert!(
                 out.status.success(),
                 "omirrd keygen for {name} failed: {}",
@@ -109,47 +99,53 @@ impl Cluster {
                 fingerprint.starts_with("blake3:"),
                 "omirrd keygen printed {fingerprint:?}"
             );
-            let root = base.join("root");
-            fs::create_dir_all(&root).expect("create a host's root");
-            hosts.push(Host {
-                name: name.to_string(),
-                port,
-                fingerprint,
-                root,
-                state,
-                log: base.join("omirrd.log"),
-                child: None,
-                starts: 0,
-                env: Vec::new(),
-            });
-        }
-        let mut peers_text = String::from("# name  address:port  fingerprint\n");
-        for h in &hosts {
-            let _ = writeln!(
-                peers_text,
-                "{} 127.0.0.1:{} {}",
-                h.name, h.port, h.fingerprint
-            );
-        }
-        let config = dir.path().join("omirrd.conf");
-        let peers = dir.path().join("peers");
-        write_file(&peers, &peers_text, 0o644);
-        write_file(&config, &distfile(names), 0o644);
+            Ok(fingerprint)
+        };
+        let layout = omirr_cluster::Cluster::create(dir.path(), names, keygen)
+            .unwrap_or_else(|e| panic!("set up the cluster: {e}"));
+        layout
+            .write_peers("# name  address:port  fingerprint\n")
+            .expect("write the peers file");
+        layout
+            .write_distfile(&distfile(names))
+            .expect("write the Distfile");
         Cluster {
             dir,
-            config,
-            peers,
-            hosts,
+            processes: names.iter().map(|_| Process::default()).collect(),
+            layout,
             extra_args: Vec::new(),
             log_flags: vec!["-v".to_string()],
         }
     }
 
+    /// Sets up `names`, creates `top` (`srv/www`) under every root, starts
+    /// every host and waits (up to `timeout`) until each shows every other
+    /// connected.
+    pub fn start_connected(
+        names: &[&str],
+        distfile: impl Fn(&[&str]) -> String,
+        top: &str,
+        timeout: Duration,
+    ) -> Cluster {
+        let mut c = Cluster::new(names, distfile);
+        c.create_dir_everywhere(top);
+        c.start_all();
+        c.wait_connected(names, timeout);
+        c
+    }
+
+    /// Creates `rel` (`srv/www`) under every host's root, empty.
+    pub fn create_dir_everywhere(&self, rel: &str) {
+        for h in &self.layout.hosts {
+            fs::create_dir_all(h.under_root(rel)).expect("mkdir");
+        }
+    }
+
     /// Starts every host that is not running.
     pub fn start_all(&mut self) {
-        for i in 0..self.hosts.len() {
-            if self.hosts[i].child.is_none() {
-                let name = self.hosts[i].name.clone();
+        for i in 0..self.processes.len() {
+            if self.processes[i].child.is_none() {
+                let name = self.layout.hosts[i].name.clone();
                 self.start_host(&name);
             }
         }
@@ -159,10 +155,9 @@ impl Cluster {
     /// host `name`: `omirrd -f -v` with its configuration, its log appended
     /// to. Panics if it is still running.
     pub fn start_host(&mut self, name: &str) {
-        let (config, peers) = (self.config.clone(), self.peers.clone());
-        let extra = self.extra_args.clone();
-        let log_flags = self.log_flags.clone();
-        let h = self.host_mut(name);
+        let i = self.index(name);
+        let spec = &self.layout.hosts[i];
+        let h = &mut self.processes[i];
         if let Some(child) = &mut h.child {
             match child.try_wait() {
                 Ok(Some(_)) => h.child = None,
@@ -173,25 +168,19 @@ impl Cluster {
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&h.log)
+            .open(&spec.log)
             .expect("open a host's log");
-        writeln!(log, "==== cluster: start {} of {} ====", h.starts, h.name).expect("write log");
-        let mut cmd = Command::new(omirrd_bin());
-        cmd.arg("-f")
-            .args(&log_flags)
-            .args(["--host", &h.name])
-            .arg("--config")
-            .arg(&config)
-            .arg("--peers")
-            .arg(&peers)
-            .arg("--root")
-            .arg(&h.root)
-            .arg("--state-dir")
-            .arg(&h.state)
-            .args(&extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log);
+        writeln!(
+            log,
+            "==== cluster: start {} of {} ====",
+            h.starts, spec.name
+        )
+        .expect("write log");
+        let mut cmd = self
+            .layout
+            .command(&omirrd_bin(), spec)
+            .expect("the command of a host");
+        cmd.args(&self.log_flags).args(&self.extra_args);
         match std::env::var_os("OMIRR_E2E_LOG") {
             Some(filter) => cmd.env("OMIRR_LOG", filter),
             None => cmd.env_remove("OMIRR_LOG"),
@@ -204,10 +193,9 @@ impl Cluster {
     /// [`STOP_GRACE`]. Returns how it exited (`None` if it was not started
     /// or already stopped).
     pub fn stop(&mut self, name: &str) -> Option<ExitStatus> {
-        let h = self.host_mut(name);
-        let mut child = h.child.take()?;
-        terminate(&mut child);
-        Some(reap(&mut child, Instant::now() + STOP_GRACE))
+        let mut child = self.host_mut(name).child.take()?;
+        let statuses = omirr_cluster::stop(&mut [&mut child], STOP_GRACE, |_| {});
+        Some(statuses[0].expect("wait for a killed omirrd"))
     }
 
     /// Kills host `name` with SIGKILL, as a crash would, and reaps it.
@@ -217,12 +205,33 @@ impl Cluster {
         child.wait().ok()
     }
 
-    /// Whether host `name`'s process is running (started, not exited).
-    /// The process id of host `name`, if it runs.
-    pub fn pid(&self, name: &str) -> Option<u32> {
-        self.host(name).child.as_ref().map(|c| c.id())
+    /// Sends `signal` to host `name`'s process, which must be running.
+    pub fn signal(&self, name: &str, signal: Signal) {
+        let pid = self.pid(name).expect("running");
+        kill(Pid::from_raw(pid as i32), signal).expect("signal a host");
     }
 
+    /// SIGHUP to host `name`: it reloads its configuration and peers.
+    pub fn reload(&self, name: &str) {
+        self.signal(name, Signal::SIGHUP);
+    }
+
+    /// Replaces the Distfile with `text`, mode 0644 (as omirrd wants it);
+    /// the hosts read it at their next start or [`Cluster::reload`].
+    pub fn rewrite_config(&self, text: &str) {
+        fs::write(self.config(), text).expect("write");
+        fs::set_permissions(self.config(), fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+
+    /// The process id of host `name`, if it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.processes[self.index(name)]
+            .child
+            .as_ref()
+            .map(|c| c.id())
+    }
+
+    /// Whether host `name`'s process is running (started, not exited).
     pub fn is_running(&mut self, name: &str) -> bool {
         match &mut self.host_mut(name).child {
             Some(child) => matches!(child.try_wait(), Ok(None)),
@@ -238,7 +247,7 @@ impl Cluster {
 
     /// The hosts' names, in the order given.
     pub fn names(&self) -> Vec<&str> {
-        self.hosts.iter().map(|h| h.name.as_str()).collect()
+        self.layout.names()
     }
 
     /// The cluster's directory.
@@ -248,12 +257,12 @@ impl Cluster {
 
     /// The Distfile.
     pub fn config(&self) -> &Path {
-        &self.config
+        &self.layout.config
     }
 
     /// The peers file.
     pub fn peers(&self) -> &Path {
-        &self.peers
+        &self.layout.peers
     }
 
     /// Sets an environment variable for host `name`'s `omirrd`, from its
@@ -277,33 +286,33 @@ impl Cluster {
 
     /// Host `name`'s `--root`.
     pub fn root(&self, name: &str) -> PathBuf {
-        self.host(name).root.clone()
+        self.spec(name).root.clone()
     }
 
     /// Host `name`'s `--state-dir`.
     pub fn state_dir(&self, name: &str) -> PathBuf {
-        self.host(name).state.clone()
+        self.spec(name).state.clone()
     }
 
     /// Host `name`'s port on 127.0.0.1.
     pub fn port(&self, name: &str) -> u16 {
-        self.host(name).port
+        self.spec(name).port
     }
 
     /// Host `name`'s fingerprint, as `omirrd keygen` printed it.
     pub fn fingerprint(&self, name: &str) -> &str {
-        &self.host(name).fingerprint
+        &self.spec(name).fingerprint
     }
 
     /// Host `name`'s log file.
     pub fn log_path(&self, name: &str) -> PathBuf {
-        self.host(name).log.clone()
+        self.spec(name).log.clone()
     }
 
     /// Everything host `name` has logged, every run, so far.
     pub fn log(&self, name: &str) -> String {
         let mut bytes = Vec::new();
-        if let Ok(mut f) = fs::File::open(&self.host(name).log) {
+        if let Ok(mut f) = fs::File::open(&self.spec(name).log) {
             let _ = f.read_to_end(&mut bytes);
         }
         String::from_utf8_lossy(&bytes).into_owned()
@@ -345,10 +354,32 @@ impl Cluster {
         }
     }
 
+    /// Waits until every host of `hosts` reports every other connected
+    /// (and no other peer).
+    pub fn wait_connected(&self, hosts: &[&str], timeout: Duration) {
+        let ok = wait_until(timeout, || {
+            hosts.iter().all(|h| {
+                self.status(h).is_some_and(|s| {
+                    s["peers"].as_object().is_some_and(|p| {
+                        p.len() == hosts.len() - 1 && p.values().all(|v| v["connected"] == true)
+                    })
+                })
+            })
+        });
+        assert!(ok, "not all peers connected:\n{}", self.logs());
+    }
+
+    /// `peer`'s counter `counter` in `host`'s status (see `PeerStatus`).
+    pub fn peer_counter(&self, host: &str, peer: &str, counter: &str) -> u64 {
+        self.status(host)
+            .and_then(|s| s["peers"][peer][counter].as_u64())
+            .unwrap_or_else(|| panic!("{host} shows no {counter} for {peer}"))
+    }
+
     /// Every host's log, for a failure message.
     pub fn logs(&self) -> String {
         let mut s = String::new();
-        for h in &self.hosts {
+        for h in &self.layout.hosts {
             let _ = writeln!(
                 s,
                 "===== log of {} ({}) =====\n{}",
@@ -360,34 +391,36 @@ impl Cluster {
         s
     }
 
-    fn host(&self, name: &str) -> &Host {
-        self.hosts
+    /// The position of host `name`, in the layout and in `processes`.
+    fn index(&self, name: &str) -> usize {
+        self.layout
+            .hosts
             .iter()
-            .find(|h| h.name == name)
+            .position(|h| h.name == name)
             .unwrap_or_else(|| panic!("no host {name} in the cluster"))
     }
 
-    fn host_mut(&mut self, name: &str) -> &mut Host {
-        self.hosts
-            .iter_mut()
-            .find(|h| h.name == name)
-            .unwrap_or_else(|| panic!("no host {name} in the cluster"))
+    /// Host `name`'s layout.
+    fn spec(&self, name: &str) -> &omirr_cluster::Host {
+        &self.layout.hosts[self.index(name)]
+    }
+
+    fn host_mut(&mut self, name: &str) -> &mut Process {
+        let i = self.index(name);
+        &mut self.processes[i]
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let mut children: Vec<Child> = self
-            .hosts
+        let mut children: Vec<&mut Child> = self
+            .processes
             .iter_mut()
-            .filter_map(|h| h.child.take())
+            .filter_map(|h| h.child.as_mut())
             .collect();
-        for child in &mut children {
-            terminate(child);
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        for child in &mut children {
-            reap(child, deadline);
+        omirr_cluster::stop(&mut children, STOP_GRACE, |_| {});
+        for h in &mut self.processes {
+            h.child = None;
         }
         if std::thread::panicking() {
             eprint!("{}", self.logs());
@@ -399,156 +432,7 @@ impl Drop for Cluster {
     }
 }
 
-/// Sends SIGTERM to `child`, unless it has been reaped already.
-fn terminate(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        // Not yet reaped, so the pid is still this child's.
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-    }
-}
-
-/// Waits for `child` until `deadline`, then kills it.
-fn reap(child: &mut Child, deadline: Instant) -> ExitStatus {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
-            _ => {
-                let _ = child.kill();
-                return child.wait().expect("wait for a killed omirrd");
-            }
-        }
-    }
-}
-
-/// `n` distinct ports free on 127.0.0.1 now (not reserved).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address").port())
-        .collect()
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-/// Calls `cond` every [`POLL`] until it is true (returns true) or
-/// `timeout` has passed (returns false). `cond` runs at least once, and
-/// once more at the deadline.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
-    }
-}
-
-/// What is in a tree: for every path below `dir` (relative, as bytes), its
-/// type, full `st_mode` in octal, and symlink target or content hash.
-/// `dir` itself is not described. `None` if `dir` does not exist.
-///
-/// Symbolic links are not followed. An entry that cannot be read (it
-/// changed during the walk) is described by the error, so that it differs
-/// from every real state and a poll tries again.
-pub fn manifest(dir: &Path) -> Option<BTreeMap<Vec<u8>, String>> {
-    fs::symlink_metadata(dir).ok()?;
-    let mut out = BTreeMap::new();
-    walk(dir, Vec::new(), &mut out);
-    Some(out)
-}
-
-fn walk(dir: &Path, rel: Vec<u8>, out: &mut BTreeMap<Vec<u8>, String>) {
-    let mut names: Vec<Vec<u8>> = match fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().as_bytes().to_vec())
-            .collect(),
-        Err(e) => {
-            out.insert(rel, format!("unreadable directory: {e}"));
-            return;
-        }
-    };
-    names.sort();
-    for name in names {
-        let path = dir.join(std::ffi::OsStr::from_bytes(&name));
-        let mut r = rel.clone();
-        if !r.is_empty() {
-            r.push(b'/');
-        }
-        r.extend_from_slice(&name);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) => {
-                out.insert(r, format!("unreadable: {e}"));
-                continue;
-            }
-        };
-        let mode = meta.mode();
-        let ft = meta.file_type();
-        let desc = if ft.is_dir() {
-            format!("dir {mode:o}")
-        } else if ft.is_symlink() {
-            match fs::read_link(&path) {
-                Ok(t) => format!(
-                    "symlink {mode:o} -> {}",
-                    t.as_os_str().as_bytes().escape_ascii()
-                ),
-                Err(e) => format!("unreadable symlink: {e}"),
-            }
-        } else if ft.is_file() {
-            match hash_file(&path) {
-                Ok((len, hash)) => format!("file {mode:o} {len} bytes blake3:{hash}"),
-                Err(e) => format!("unreadable file: {e}"),
-            }
-        } else {
-            format!("other {mode:o}")
-        };
-        out.insert(r.clone(), desc);
-        if ft.is_dir() {
-            walk(&path, r, out);
-        }
-    }
-}
-
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut hasher = blake3::Hasher::new();
-    let len = io::copy(&mut fs::File::open(path)?, &mut hasher)?;
-    Ok((len, hasher.finalize().to_hex()[..16].to_string()))
-}
-
-/// A digest of the tree below `dir`: paths (as bytes), types, modes,
-/// symlink targets and contents, as `/work/shared/bench/workloads.py
-/// digest` takes into account (with BLAKE3 instead of SHA-256, and its own
-/// order, so the values differ from the script's). `"absent"` if `dir`
-/// does not exist; an empty directory has the digest of no entries.
-pub fn digest(dir: &Path) -> String {
-    match manifest(dir) {
-        None => "absent".to_string(),
-        Some(m) => digest_of(&m),
-    }
-}
-
-fn digest_of(m: &BTreeMap<Vec<u8>, String>) -> String {
-    let mut h = blake3::Hasher::new();
-    for (path, desc) in m {
-        h.update(path);
-        h.update(b"\0");
-        h.update(desc.as_bytes());
-        h.update(b"\0");
-    }
-    h.finalize().to_hex().to_string()
-}
-
-/// Waits until `root/rel_dir` has the same [`digest`] on every host of
+/// Waits until `root/rel_dir` has the same digest on every host of
 /// `names`. On timeout, says which paths differ from the first host's.
 pub fn wait_converged(
     cluster: &Cluster,
@@ -558,62 +442,10 @@ pub fn wait_converged(
 ) -> Result<(), String> {
     let rel = rel_dir.trim_start_matches('/');
     let trees: Vec<PathBuf> = names.iter().map(|n| cluster.root(n).join(rel)).collect();
-    let same = || {
-        let mut digests = trees.iter().map(|t| digest(t));
-        let first = digests.next();
-        digests.all(|d| Some(d) == first)
-    };
-    if wait_until(timeout, same) {
-        return Ok(());
-    }
-    Err(format!(
-        "{rel_dir} did not converge on {} within {timeout:?}:\n{}",
-        names.join(", "),
-        diff_summary(names, &trees)
-    ))
-}
-
-/// Which paths of each tree differ from the first one's.
-pub fn diff_summary(names: &[&str], trees: &[PathBuf]) -> String {
-    const MAX: usize = 20;
-    let manifests: Vec<_> = trees.iter().map(|t| manifest(t)).collect();
-    let mut s = String::new();
-    let (first, first_m) = (names[0], &manifests[0]);
-    for (name, m) in names.iter().zip(&manifests).skip(1) {
-        let (a, b) = match (first_m, m) {
-            (Some(a), Some(b)) if a == b => continue,
-            (Some(a), Some(b)) => (a, b),
-            (None, None) => continue,
-            (None, Some(_)) => {
-                let _ = writeln!(s, "  {first} has no such directory; {name} has it");
-                continue;
-            }
-            (Some(_), None) => {
-                let _ = writeln!(s, "  {name} has no such directory; {first} has it");
-                continue;
-            }
-        };
-        let _ = writeln!(s, "  {first} vs {name}:");
-        let paths: BTreeSet<&Vec<u8>> = a.keys().chain(b.keys()).collect();
-        let mut shown = 0;
-        let mut differ = 0;
-        for p in paths {
-            let line = match (a.get(p), b.get(p)) {
-                (Some(x), Some(y)) if x == y => continue,
-                (Some(x), Some(y)) => format!("{first}: {x}; {name}: {y}"),
-                (Some(x), None) => format!("only on {first}: {x}"),
-                (None, Some(y)) => format!("only on {name}: {y}"),
-                (None, None) => continue,
-            };
-            differ += 1;
-            if shown < MAX {
-                shown += 1;
-                let _ = writeln!(s, "    {}: {line}", p.escape_ascii());
-            }
-        }
-        if differ > shown {
-            let _ = writeln!(s, "    ... and {} more", differ - shown);
-        }
-    }
-    s
+    tree::wait_same(names, &trees, timeout).map_err(|diff| {
+        format!(
+            "{rel_dir} did not converge on {} within {timeout:?}:\n{diff}",
+            names.join(", ")
+        )
+    })
 }

@@ -6,14 +6,14 @@
 //! them and tells us where it is; `OMIRRD_BIN` overrides it.
 //!
 //! [`cluster`] runs several hosts at once, each a real `omirrd` process,
-//! and compares their trees.
+//! and compares their trees. Helpers that are not about `omirrd` (waiting,
+//! writing files, digests of trees) are in the `omirr-testkit` crate.
 #![allow(dead_code)] // each test file uses its own part of this module
 
 pub mod cluster;
 pub mod rogue;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -40,15 +40,6 @@ pub fn omirrd(args: &[&str]) -> Output {
         .expect("run omirrd")
 }
 
-/// Writes `text` to `path` with `mode`, creating parent directories.
-pub fn write_file(path: &Path, text: &str, mode: u32) {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).expect("create directory");
-    }
-    fs::write(path, text).expect("write file");
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
 /// The repository's `etc/` directory.
 pub fn etc() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc")
@@ -70,20 +61,6 @@ impl Drop for KillOnDrop {
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &self.0.to_string()])
             .status();
-    }
-}
-
-/// Polls `ready` every 20 ms until it holds or `timeout` passes.
-pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + timeout;
-    loop {
-        if ready() {
-            return true;
-        }
-        if std::time::Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -319,10 +319,7 @@ pub fn canonical_xattrs(disk: &Xattrs, recorded: Option<&Xattrs>, rules: &MetaRu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p() -> RelPath {
-        RelPath::new(b"srv/x".to_vec()).expect("path")
-    }
+    use omirr_testkit::p;
 
     fn meta(uid: u32, owner: &str, gid: u32, group: &str, mode: u32) -> Meta {
         Meta {
@@ -342,15 +339,15 @@ mod tests {
         // root is uid 0 everywhere; a peer's "root" with another number
         // still means root here.
         let m = meta(4321, "root", 4321, "root", 0o644);
-        assert_eq!(local_uid(&p(), &m, &by_name), Some(0));
-        assert_eq!(local_gid(&p(), &m, &by_name), Some(0));
+        assert_eq!(local_uid(&p("srv/x"), &m, &by_name), Some(0));
+        assert_eq!(local_gid(&p("srv/x"), &m, &by_name), Some(0));
         let numbers = MetaRules {
             owner: Check::ByNumber,
             group: Check::ByNumber,
             ..MetaRules::default()
         };
-        assert_eq!(local_uid(&p(), &m, &numbers), Some(4321));
-        assert_eq!(local_gid(&p(), &m, &numbers), Some(4321));
+        assert_eq!(local_uid(&p("srv/x"), &m, &numbers), Some(4321));
+        assert_eq!(local_gid(&p("srv/x"), &m, &numbers), Some(4321));
         let unknown = meta(
             1234,
             "omirr-no-such-user",
@@ -358,27 +355,27 @@ mod tests {
             "omirr-no-such-group",
             0o644,
         );
-        assert_eq!(local_uid(&p(), &unknown, &by_name), Some(1234));
+        assert_eq!(local_uid(&p("srv/x"), &unknown, &by_name), Some(1234));
         let defaults = MetaRules {
             defowner: Some("root".into()),
             defgroup: Some("root".into()),
             ..MetaRules::default()
         };
-        assert_eq!(local_uid(&p(), &unknown, &defaults), Some(0));
-        assert_eq!(local_gid(&p(), &unknown, &defaults), Some(0));
+        assert_eq!(local_uid(&p("srv/x"), &unknown, &defaults), Some(0));
+        assert_eq!(local_gid(&p("srv/x"), &unknown, &defaults), Some(0));
         let keep = MetaRules {
             owner: Check::Keep,
             group: Check::Keep,
             ..MetaRules::default()
         };
-        assert_eq!(local_uid(&p(), &m, &keep), None);
-        assert_eq!(local_gid(&p(), &m, &keep), None);
+        assert_eq!(local_uid(&p("srv/x"), &m, &keep), None);
+        assert_eq!(local_gid(&p("srv/x"), &m, &keep), None);
         // No name on the recording host: the number.
         let nameless = Meta {
             owner: Name::EMPTY,
             ..m
         };
-        assert_eq!(local_uid(&p(), &nameless, &by_name), Some(4321));
+        assert_eq!(local_uid(&p("srv/x"), &nameless, &by_name), Some(4321));
     }
 
     #[test]
@@ -424,19 +421,22 @@ mod tests {
         let recorded = meta(4321, "root", 4321, "root", 0o640);
         let disk = meta(0, "root", 0, "root", 0o640);
         let rules = MetaRules::default();
-        assert_eq!(canonical(&p(), disk.clone(), &recorded, &rules), recorded);
+        assert_eq!(
+            canonical(&p("srv/x"), disk.clone(), &recorded, &rules),
+            recorded
+        );
         // A real change of mode shows.
         let chmod = Meta {
             mode: 0o600,
             ..disk.clone()
         };
-        assert_eq!(canonical(&p(), chmod, &recorded, &rules).mode, 0o600);
+        assert_eq!(canonical(&p("srv/x"), chmod, &recorded, &rules).mode, 0o600);
         // By number, 0 is not 4321.
         let numbers = MetaRules {
             owner: Check::ByNumber,
             ..MetaRules::default()
         };
-        assert_eq!(canonical(&p(), disk, &recorded, &numbers).uid, 0);
+        assert_eq!(canonical(&p("srv/x"), disk, &recorded, &numbers).uid, 0);
         let keep = MetaRules {
             owner: Check::Keep,
             group: Check::Keep,
@@ -444,6 +444,6 @@ mod tests {
             ..MetaRules::default()
         };
         let other = meta(1234, "", 1234, "", 0o600);
-        assert_eq!(canonical(&p(), other, &recorded, &keep), recorded);
+        assert_eq!(canonical(&p("srv/x"), other, &recorded, &keep), recorded);
     }
 }

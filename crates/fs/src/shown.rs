@@ -103,11 +103,8 @@ impl fmt::Display for Did<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omirr_core::{Entry, HostId, Meta, RelPath, Timestamp, Version};
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
-    }
+    use omirr_core::{Entry, HostId, Meta, Timestamp, Version};
+    use omirr_testkit::p;
 
     #[test]
     fn sizes_durations_changes_and_actions_read_as_the_log_shows_them() {

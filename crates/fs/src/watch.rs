@@ -707,11 +707,8 @@ fn under(root: &Path, p: &RelPath) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use omirr_testkit::p;
     use std::sync::mpsc;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
-    }
 
     /// A watcher of `tops` under `root` whose events arrive on the
     /// returned channel.

@@ -10,15 +10,12 @@
 use omirr_core::{Action, Hash, Meta, Name, RelPath, Source};
 use omirr_fs::apply::{Applier, ApplyOptions, ContentSource, SourceError};
 use omirr_fs::owners::{Check, MetaRules, Uniform};
+use omirr_testkit::p;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes()).expect("path")
-}
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

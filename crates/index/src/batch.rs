@@ -86,6 +86,20 @@ impl Batch {
         self
     }
 
+    /// Moves everything `other` holds into this batch, leaving `other`
+    /// empty, so that both commit in one transaction: what a step wrote
+    /// and what must be durable with it (a peer's cursor and the changes
+    /// set aside below it, say). Each kind of operation keeps its order,
+    /// this batch's first: `other`'s changes are recorded after this
+    /// batch's changes and before any stat-only update.
+    pub fn append(&mut self, other: &mut Batch) {
+        self.changes.append(&mut other.changes);
+        self.stats.append(&mut other.stats);
+        self.cursors.append(&mut other.cursors);
+        self.hlc_last = self.hlc_last.max(other.hlc_last.take());
+        self.aside.append(&mut other.aside);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
             && self.stats.is_empty()

@@ -26,27 +26,57 @@
 //! ([`Index::reader`] gives an [`IndexReader`], which answers many
 //! lookups from one read transaction).
 //!
-//! The layout is versioned ([`FORMAT`]); an index of another format, or a
-//! file that is not an index, is refused with an error that says what to
-//! do. How values become bytes is confined to one private module, so the
-//! encoding can change with a format bump and nothing else.
+//! A [`Batch`] lands in one transaction: the changes a step recorded, the
+//! stats of their files, and the peer's cursor that moves past them, so
+//! that no crash separates a peer's changes from the cursor past them.
+//!
+//! The layout is versioned ([`FORMAT`]): an index of an older format is
+//! converted when opened (`convert`, reading `old_formats`), one that redb
+//! 2 wrote is rewritten in redb's current file format (`file_format`), and
+//! a file that is not an index, or one of a newer format, is refused with
+//! an error that says what to do. The tables and their keys are
+//! `schema`'s; an entry's value is `record`'s, the other encoded values
+//! `codec`'s, so the encoding can change with a format bump and nothing
+//! else; `golden` and `tests/golden.rs` pin every byte of it.
+//!
+//! To read the crate: `index` (the handle), then `write` and `tables`
+//! (how a batch lands, and what it keeps in step), then `reader` and
+//! `reads` (how lookups answer); `open`, `peers`, `expiry`, `aside`,
+//! `chunk_lists`, `verify` and `space` are one job each.
 
+mod aside;
 mod batch;
+mod chunk_lists;
 mod codec;
+mod convert;
 mod error;
+mod expiry;
+mod file_format;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
+mod old_formats;
+mod open;
+mod peers;
+mod pending;
 mod reader;
+mod reads;
 mod record;
 mod schema;
+mod space;
+mod tables;
+mod verify;
+mod write;
 
+pub use aside::Aside;
 pub use batch::{Batch, StatUpdate};
 pub use error::IndexError;
-pub use index::{Aside, Expired};
+pub use expiry::Expired;
 pub use index::{Index, FILE_NAME, FORMAT};
 pub use omirr_core::{Seq, Timestamp};
 pub use reader::IndexReader;
 
+#[cfg(test)]
+mod golden;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 //! Reading the tables: the lookups every read path shares, and
 //! [`IndexReader`], many of them in one read transaction.
 
-use crate::error::IndexError;
-use crate::index::{corrupt, decode_path, Ctx, Index};
+use crate::error::{bad_record, corrupt, decode_path, Ctx, IndexError};
+use crate::index::Index;
 use crate::record::RawRecord;
 use crate::schema::{
     holder_seq, inode_of, inode_prefix, InodeOf, BY_SEQ, ENTRIES, HOLDERS, HOLDER_PREFIX, INODES,
@@ -31,16 +31,6 @@ pub(crate) fn with_record<R>(
             Ok(Some(f(raw)))
         }
     }
-}
-
-pub(crate) fn bad_record(db: &Path, path: &[u8], e: crate::codec::CodecError) -> IndexError {
-    corrupt(
-        db,
-        format!(
-            "the entry for {} does not decode: {e}",
-            String::from_utf8_lossy(path)
-        ),
-    )
 }
 
 pub(crate) fn read_entry(

@@ -253,6 +253,112 @@ impl<'a> Reader<'a> {
         let n = self.u8()?;
         Name::new(self.take(n.into())?).ok_or_else(|| err("has an impossible user or group name"))
     }
+
+    /// The metadata, unless `flags` say it is the default (tombstones);
+    /// without the extended attributes and hard link, which come last.
+    fn meta(&mut self, flags: u8) -> Result<Meta, CodecError> {
+        Ok(if flags & META_DEFAULT != 0 {
+            if flags & GROUP_IS_OWNER != 0 {
+                return Err(err("has flags that contradict each other"));
+            }
+            Meta::default()
+        } else {
+            let mode = self.varint_u32()?;
+            let uid = self.varint_u32()?;
+            let gid = self.varint_u32()?;
+            let mtime_ns = self.u64_le()? as i64;
+            let owner = self.name()?;
+            let group = if flags & GROUP_IS_OWNER != 0 {
+                owner
+            } else {
+                self.name()?
+            };
+            Meta {
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+                owner,
+                group,
+                xattrs: Xattrs::EMPTY,
+                link: None,
+            }
+        })
+    }
+
+    /// The stat, if `flags` say there is one; its size and mtime may be
+    /// the file's (`file`) and the metadata's (`meta_mtime_ns`).
+    fn stat(
+        &mut self,
+        flags: u8,
+        file: Option<(u64, &[u8])>,
+        meta_mtime_ns: i64,
+    ) -> Result<Option<StatKey>, CodecError> {
+        Ok(if flags & HAS_STAT != 0 {
+            let dev = self.varint()?;
+            let ino = self.varint()?;
+            let size = match (flags & STAT_SIZE_IS_FILE_SIZE != 0, file) {
+                (false, _) => self.varint()?,
+                (true, Some((size, _))) => size,
+                (true, None) => return Err(err("has a stat sized like a file it is not")),
+            };
+            let mtime_ns = if flags & STAT_MTIME_IS_META_MTIME != 0 {
+                meta_mtime_ns
+            } else {
+                self.u64_le()? as i64
+            };
+            let ctime_ns = mtime_ns.wrapping_add(unzigzag(self.varint()?));
+            Some(StatKey {
+                dev,
+                ino,
+                size,
+                mtime_ns,
+                ctime_ns,
+            })
+        } else if flags & (STAT_SIZE_IS_FILE_SIZE | STAT_MTIME_IS_META_MTIME) != 0 {
+            return Err(err("has stat flags without a stat"));
+        } else {
+            None
+        })
+    }
+
+    /// What the second flags byte `ext` adds, at the end in bit order:
+    /// the base (returned), the extended attributes and the hard link
+    /// (into `meta`).
+    fn ext_fields(
+        &mut self,
+        ext: u8,
+        meta: &mut Meta,
+    ) -> Result<Option<(u64, &'a str)>, CodecError> {
+        let base = if ext & EXT_HAS_BASE != 0 {
+            let ts = self.u64_le()?;
+            let host = std::str::from_utf8(self.bytes()?)
+                .map_err(|_| err("has a base host name that is not UTF-8"))?;
+            Some((ts, host))
+        } else {
+            None
+        };
+        if ext & EXT_XATTRS != 0 {
+            let count = self.varint()?;
+            if count == 0 || count > Xattrs::MAX_COUNT as u64 {
+                return Err(err("has an impossible count of extended attributes"));
+            }
+            let mut pairs = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let name = self.bytes()?.to_vec();
+                let value = self.bytes()?.to_vec();
+                pairs.push((name, value));
+            }
+            meta.xattrs =
+                Xattrs::new(pairs).map_err(|e| CodecError::new(format!("an entry value's {e}")))?;
+        }
+        if ext & EXT_LINK != 0 {
+            let link = RelPath::new(self.bytes()?.to_vec())
+                .map_err(|e| CodecError::new(format!("an entry value's hard link: {e}")))?;
+            meta.link = Some(Box::new(link));
+        }
+        Ok(base)
+    }
 }
 
 /// An `entries` value, read without allocating: what a scan over many
@@ -299,86 +405,9 @@ impl<'a> RawRecord<'a> {
             KIND_SYMLINK => target = r.bytes()?,
             _ => {}
         }
-        let mut meta = if flags & META_DEFAULT != 0 {
-            if flags & GROUP_IS_OWNER != 0 {
-                return Err(err("has flags that contradict each other"));
-            }
-            Meta::default()
-        } else {
-            let mode = r.varint_u32()?;
-            let uid = r.varint_u32()?;
-            let gid = r.varint_u32()?;
-            let mtime_ns = r.u64_le()? as i64;
-            let owner = r.name()?;
-            let group = if flags & GROUP_IS_OWNER != 0 {
-                owner
-            } else {
-                r.name()?
-            };
-            Meta {
-                mode,
-                uid,
-                gid,
-                mtime_ns,
-                owner,
-                group,
-                xattrs: Xattrs::EMPTY,
-                link: None,
-            }
-        };
-        let stat = if flags & HAS_STAT != 0 {
-            let dev = r.varint()?;
-            let ino = r.varint()?;
-            let size = match (flags & STAT_SIZE_IS_FILE_SIZE != 0, file) {
-                (false, _) => r.varint()?,
-                (true, Some((size, _))) => size,
-                (true, None) => return Err(err("has a stat sized like a file it is not")),
-            };
-            let mtime_ns = if flags & STAT_MTIME_IS_META_MTIME != 0 {
-                meta.mtime_ns
-            } else {
-                r.u64_le()? as i64
-            };
-            let ctime_ns = mtime_ns.wrapping_add(unzigzag(r.varint()?));
-            Some(StatKey {
-                dev,
-                ino,
-                size,
-                mtime_ns,
-                ctime_ns,
-            })
-        } else if flags & (STAT_SIZE_IS_FILE_SIZE | STAT_MTIME_IS_META_MTIME) != 0 {
-            return Err(err("has stat flags without a stat"));
-        } else {
-            None
-        };
-        let base = if ext & EXT_HAS_BASE != 0 {
-            let ts = r.u64_le()?;
-            let host = std::str::from_utf8(r.bytes()?)
-                .map_err(|_| err("has a base host name that is not UTF-8"))?;
-            Some((ts, host))
-        } else {
-            None
-        };
-        if ext & EXT_XATTRS != 0 {
-            let count = r.varint()?;
-            if count == 0 || count > Xattrs::MAX_COUNT as u64 {
-                return Err(err("has an impossible count of extended attributes"));
-            }
-            let mut pairs = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                let name = r.bytes()?.to_vec();
-                let value = r.bytes()?.to_vec();
-                pairs.push((name, value));
-            }
-            meta.xattrs =
-                Xattrs::new(pairs).map_err(|e| CodecError::new(format!("an entry value's {e}")))?;
-        }
-        if ext & EXT_LINK != 0 {
-            let link = RelPath::new(r.bytes()?.to_vec())
-                .map_err(|e| CodecError::new(format!("an entry value's hard link: {e}")))?;
-            meta.link = Some(Box::new(link));
-        }
+        let mut meta = r.meta(flags)?;
+        let stat = r.stat(flags, file, meta.mtime_ns)?;
+        let base = r.ext_fields(ext, &mut meta)?;
         if !r.bytes.is_empty() {
             return Err(CodecError::new(format!(
                 "{} trailing bytes after an entry value",

@@ -12,7 +12,8 @@
 //! entry, and one key per row keeps several paths per hash or inode
 //! without a read-modify-write of a list.
 
-use omirr_core::{Hash, RelPath, Seq};
+use omirr_core::expiry::Forgotten;
+use omirr_core::{Hash, RelPath, Seq, Timestamp};
 use redb::TableDefinition;
 
 /// Magic string, format version. Its type must never change, so that any
@@ -206,6 +207,24 @@ pub fn inode_of(rest: &[u8]) -> Option<InodeOf<'_>> {
 /// Splits a composite key into its fixed-width prefix and the path.
 pub fn split_key(key: &[u8], prefix_len: usize) -> Option<(&[u8], &[u8])> {
     (key.len() >= prefix_len).then(|| key.split_at(prefix_len))
+}
+
+/// The watermark as [`META_FORGOTTEN`] holds it: the sequence, then the
+/// timestamp, 8 bytes each, little-endian.
+pub fn encode_forgotten(f: &Forgotten) -> [u8; 16] {
+    let mut b = [0; 16];
+    b[..8].copy_from_slice(&f.seq.to_le_bytes());
+    b[8..].copy_from_slice(&f.below.0.to_le_bytes());
+    b
+}
+
+pub fn decode_forgotten(b: &[u8]) -> Option<Forgotten> {
+    let seq: [u8; 8] = b.get(..8)?.try_into().ok()?;
+    let below: [u8; 8] = b.get(8..16)?.try_into().ok()?;
+    (b.len() == 16).then(|| Forgotten {
+        seq: u64::from_le_bytes(seq),
+        below: Timestamp(u64::from_le_bytes(below)),
+    })
 }
 
 #[cfg(test)]

@@ -17,22 +17,23 @@
 //! keeps DIR, so the trees and logs can be looked at afterwards.
 //!
 //! The setup, [`prepare`], is separate from running the hosts so that it can
-//! be tested on its own.
+//! be tested on its own. The layout, the ports, the peers file, the hosts'
+//! command lines and stopping them are `omirr_cluster`'s, which the
+//! end-to-end tests use too; what is the demo's own is its tree, its
+//! Distfile, its directory, waiting for signals and what it prints.
 
 use crate::cli::{Cli, DaemonArgs};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::unistd::Pid;
-use omirr_config::peers::{check_host_name, Fingerprint};
-use std::fs::{self, OpenOptions};
+use nix::sys::signal::{SigSet, Signal};
+use omirr_cluster::{Cluster, Host};
+use omirr_config::peers::check_host_name;
+use std::fs;
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitCode, ExitStatus};
+use std::time::Duration;
 
 /// The demo's hosts.
 pub(crate) const HOSTS: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -40,42 +41,10 @@ pub(crate) const HOSTS: [&str; 3] = ["alpha", "beta", "gamma"];
 pub(crate) const TREE: &str = "/srv/demo";
 /// How long the hosts get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// The mode of the Distfile and the peers file: omirrd refuses files that
-/// group or others can write.
-const CONF_MODE: u32 = 0o644;
 
-/// A demo directory, set up and ready to run.
-#[derive(Debug)]
-pub(crate) struct Cluster {
-    /// The demo directory, absolute.
-    pub dir: PathBuf,
-    /// The Distfile.
-    pub config: PathBuf,
-    /// The peers file.
-    pub peers: PathBuf,
-    pub hosts: Vec<Host>,
-}
-
-/// One host of a [`Cluster`].
-#[derive(Debug)]
-pub(crate) struct Host {
-    pub name: String,
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    pub fingerprint: Fingerprint,
-    /// Its `--root`.
-    pub root: PathBuf,
-    /// Its `--state-dir`.
-    pub state: PathBuf,
-    /// Where its omirrd logs.
-    pub log: PathBuf,
-}
-
-impl Host {
-    /// The mirrored tree on this host: [`TREE`] under its root.
-    pub fn tree(&self) -> PathBuf {
-        self.root.join(TREE.trim_start_matches('/'))
-    }
+/// The mirrored tree on `host`: [`TREE`] under its root.
+fn tree(host: &Host) -> PathBuf {
+    host.under_root(TREE)
 }
 
 /// Sets up a demo of `names` in `dir`, which must be empty or absent: for
@@ -89,91 +58,44 @@ pub(crate) fn prepare(dir: &Path, names: &[&str]) -> Result<Cluster> {
     if names.is_empty() {
         bail!("a demo needs at least one host");
     }
-    for (i, name) in names.iter().enumerate() {
+    for name in names {
         check_host_name(name)?;
-        if names[..i].contains(name) {
-            bail!("host '{name}' is named twice");
-        }
     }
+    // Before anything is made in `dir`, as Cluster::create checks again.
+    omirr_cluster::check_names(names)?;
     make_empty_dir(dir)?;
     let dir = fs::canonicalize(dir)
         .with_context(|| format!("cannot resolve the demo directory {}", dir.display()))?;
-    let ports = free_ports(names.len())?;
-    let mut hosts = Vec::with_capacity(names.len());
-    for (name, port) in names.iter().zip(ports) {
-        let base = dir.join(name);
-        let root = base.join("root");
-        let state = base.join("state");
-        let host = Host {
-            name: name.to_string(),
-            port,
-            fingerprint: omirr_net::identity::generate(&state)
-                .with_context(|| format!("cannot create the identity of host {name}"))?
-                .fingerprint,
-            log: base.join("omirrd.log"),
-            root,
-            state,
-        };
-        let tree = host.tree();
+    let cluster = Cluster::create(&dir, names, |_, state| {
+        omirr_net::identity::generate(state).map(|id| id.fingerprint.to_string())
+    })?;
+    for host in &cluster.hosts {
+        let tree = tree(host);
         fs::create_dir_all(&tree)
-            .with_context(|| format!("cannot create {name}'s tree {}", tree.display()))?;
-        hosts.push(host);
+            .with_context(|| format!("cannot create {}'s tree {}", host.name, tree.display()))?;
     }
-    let cluster = Cluster {
-        config: dir.join("omirrd.conf"),
-        peers: dir.join("peers"),
-        dir,
-        hosts,
-    };
-    write_conf(&cluster.peers, &cluster.peers_file())?;
-    write_conf(&cluster.config, &cluster.distfile())?;
+    cluster.write_peers(
+        "# The peers file of `omirrd demo`: every host listens on 127.0.0.1.\n\
+         # name  address:port  fingerprint\n",
+    )?;
+    cluster.write_distfile(&distfile(&cluster))?;
     Ok(cluster)
 }
 
-impl Cluster {
-    fn peers_file(&self) -> String {
-        let mut s = String::from(
-            "# The peers file of `omirrd demo`: every host listens on 127.0.0.1.\n\
-             # name  address:port  fingerprint\n",
-        );
-        for h in &self.hosts {
-            s += &format!("{} 127.0.0.1:{} {}\n", h.name, h.port, h.fingerprint);
-        }
-        s
-    }
-
-    fn distfile(&self) -> String {
-        let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
-        format!(
-            "# The Distfile of `omirrd demo`: these hosts, all on this machine, keep\n\
-             # {TREE} identical. Each host's {TREE} is under its own --root, for\n\
-             # example {}.\n\
-             HOSTS = ( {} )\n\
-             \n\
-             demo:\n\
-             {TREE} -> ${{HOSTS}}\n\
-             \texcept_pat ( \\\\.swp$ ~$ ) ;    # editor droppings\n",
-            self.hosts[0].tree().display(),
-            names.join(" ")
-        )
-    }
-
-    /// The command line that runs `host`, with `extra` options first.
-    fn command(&self, exe: &Path, host: &Host, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(exe);
-        cmd.arg("-f")
-            .args(extra)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--peers")
-            .arg(&self.peers)
-            .args(["--host", &host.name])
-            .arg("--root")
-            .arg(&host.root)
-            .arg("--state-dir")
-            .arg(&host.state);
-        cmd
-    }
+/// The demo's Distfile: [`TREE`] among every host.
+fn distfile(cluster: &Cluster) -> String {
+    format!(
+        "# The Distfile of `omirrd demo`: these hosts, all on this machine, keep\n\
+         # {TREE} identical. Each host's {TREE} is under its own --root, for\n\
+         # example {}.\n\
+         HOSTS = ( {} )\n\
+         \n\
+         demo:\n\
+         {TREE} -> ${{HOSTS}}\n\
+         \texcept_pat ( \\\\.swp$ ~$ ) ;    # editor droppings\n",
+        tree(&cluster.hosts[0]).display(),
+        cluster.names().join(" ")
+    )
 }
 
 /// Creates `dir` (and its parents) or accepts an existing empty directory.
@@ -197,35 +119,6 @@ fn make_empty_dir(dir: &Path) -> Result<()> {
             )
         }),
     }
-}
-
-/// `n` distinct ports that are free on 127.0.0.1 right now: bound all at
-/// once, so the kernel gives different ones, and released.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<io::Result<Vec<_>>>()
-        .context("cannot find a free TCP port on 127.0.0.1")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect::<io::Result<Vec<_>>>()
-        .context("cannot find a free TCP port on 127.0.0.1")
-}
-
-/// Writes a new configuration file with [`CONF_MODE`], whatever the umask.
-fn write_conf(path: &Path, text: &str) -> Result<()> {
-    let write = || -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(CONF_MODE)
-            .open(path)?;
-        f.write_all(text.as_bytes())?;
-        f.set_permissions(fs::Permissions::from_mode(CONF_MODE))?;
-        f.sync_all()
-    };
-    write().with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A host's omirrd, running or exited.
@@ -364,16 +257,8 @@ fn refuse_daemon_options(args: &DaemonArgs) -> Result<()> {
 
 /// Starts `host`'s omirrd, logging to its log file.
 fn spawn(cluster: &Cluster, exe: &Path, host: &Host, extra: &[&str]) -> Result<Child> {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&host.log)
-        .with_context(|| format!("cannot create {}'s log {}", host.name, host.log.display()))?;
-    let log2 = log
-        .try_clone()
-        .with_context(|| format!("cannot use {}'s log {}", host.name, host.log.display()))?;
-    let mut cmd = cluster.command(exe, host, extra);
-    cmd.stdin(Stdio::null()).stdout(log2).stderr(log);
+    let mut cmd = cluster.command(exe, host)?;
+    cmd.args(extra);
     // SAFETY: the closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed: it makes one
     // pthread_sigmask(3) and one prctl(2) call and allocates nothing.
@@ -413,7 +298,7 @@ fn print_instructions(cluster: &Cluster, hosts: &[Running]) {
             h.host.name,
             h.host.port,
             h.child.id(),
-            h.host.tree().display()
+            tree(h.host).display()
         );
     }
     let (first, second) = (
@@ -430,8 +315,8 @@ fn print_instructions(cluster: &Cluster, hosts: &[Running]) {
         cluster.config.display(),
         cluster.peers.display(),
         cluster.dir.display(),
-        shell_quote(&first.tree().join("hello.txt")),
-        shell_quote(&second.tree().join("hello.txt")),
+        shell_quote(&tree(first).join("hello.txt")),
+        shell_quote(&tree(second).join("hello.txt")),
     );
     print!("{out}");
     let _ = io::stdout().flush();
@@ -463,32 +348,18 @@ fn report_exit(host: &Host, status: ExitStatus) {
 /// Stops the hosts still running: SIGTERM, then SIGKILL for those still
 /// there after [`STOP_GRACE`]. Waits for every one of them.
 fn stop(hosts: &mut [Running]) {
-    for h in hosts.iter_mut().filter(|h| h.status.is_none()) {
-        if let Ok(pid) = i32::try_from(h.child.id()) {
-            // Not yet waited for, so the pid is still this child's.
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-    }
-    let deadline = Instant::now() + STOP_GRACE;
-    loop {
-        for h in hosts.iter_mut().filter(|h| h.status.is_none()) {
-            if let Ok(Some(status)) = h.child.try_wait() {
-                h.status = Some(status);
-            }
-        }
-        if hosts.iter().all(|h| h.status.is_some()) || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for h in hosts.iter_mut().filter(|h| h.status.is_none()) {
+    let mut running: Vec<&mut Running> = hosts.iter_mut().filter(|h| h.status.is_none()).collect();
+    let names: Vec<&str> = running.iter().map(|h| h.host.name.as_str()).collect();
+    let mut children: Vec<&mut Child> = running.iter_mut().map(|h| &mut h.child).collect();
+    let statuses = omirr_cluster::stop(&mut children, STOP_GRACE, |i| {
         eprintln!(
             "omirrd demo: host {} did not stop within {} s of SIGTERM; killing it",
-            h.host.name,
+            names[i],
             STOP_GRACE.as_secs()
         );
-        let _ = h.child.kill();
-        h.status = h.child.wait().ok();
+    });
+    for (h, status) in running.iter_mut().zip(statuses) {
+        h.status = status;
     }
 }
 
@@ -508,6 +379,7 @@ fn shell_quote(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use omirr_config::peers::Fingerprint;
     use std::os::unix::fs::MetadataExt;
 
     fn mode(p: &Path) -> u32 {
@@ -527,10 +399,11 @@ mod tests {
         ports.dedup();
         assert_eq!(ports.len(), 3, "distinct ports: {cluster:?}");
         for host in &cluster.hosts {
-            assert!(host.tree().is_dir(), "{}", host.tree().display());
+            assert!(tree(host).is_dir(), "{}", tree(host).display());
             assert_eq!(mode(&host.state.join("key.pem")), 0o600);
             let id = omirr_net::identity::load(&host.state).expect("identity");
-            assert_eq!(id.fingerprint, host.fingerprint);
+            let pinned: Fingerprint = host.fingerprint.parse().expect("a fingerprint");
+            assert_eq!(id.fingerprint, pinned);
             // The daemon's own loading accepts it, host by host.
             let cli = Cli::parse_from([
                 "omirrd".as_ref(),
@@ -556,7 +429,7 @@ mod tests {
             assert_eq!(plan.peer_names(), others);
             let me = plan.peers.get(&host.name).expect("own line");
             assert_eq!(me.address.to_string(), format!("127.0.0.1:{}", host.port));
-            assert_eq!(me.fingerprint, Some(host.fingerprint));
+            assert_eq!(me.fingerprint, Some(pinned));
             assert!(plan.excluded(&crate::plan::rel(Path::new("/srv/demo/a.swp")).expect("rel")));
             assert!(plan.excluded(&crate::plan::rel(Path::new("/srv/demo/a~")).expect("rel")));
             assert!(!plan.excluded(&crate::plan::rel(Path::new("/srv/demo/a.txt")).expect("rel")));

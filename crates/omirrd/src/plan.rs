@@ -608,6 +608,7 @@ pub fn pin_mismatch(args: &DaemonArgs, plan: &Plan, ours: &Fingerprint) -> Optio
 pub(crate) mod tests {
     use super::*;
     use clap::Parser;
+    use omirr_testkit::p;
 
     /// A plan from `distfile` for `host` of hosts a, b and c, rooted in
     /// the returned temporary directory. Also used by other modules' tests.
@@ -637,10 +638,6 @@ pub(crate) mod tests {
             Ok(p) => (p, dir),
             Err(d) => panic!("{d:?}"),
         }
-    }
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
     }
 
     const CONF: &str = "( /srv/www /srv/www/static /etc/app ) -> ( a b )\n\texcept /srv/www/tmp ;\n\texcept_pat ( \\\\.swp$ ) ;\n\tinstall -osavetargets ;\n/srv/www/static -> ( a c )\n/opt/x -> ( b c )\n\tinstall /opt/y ;\n";

@@ -131,11 +131,8 @@ fn walk(root: impl AsFd, path: &RelPath, flags: OFlags) -> Result<OwnedFd, Errno
 #[cfg(test)]
 mod tests {
     use super::*;
+    use omirr_testkit::p;
     use std::os::unix::fs::symlink;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
-    }
 
     fn both(test: impl Fn()) {
         test();

@@ -92,13 +92,18 @@ pub fn apply_remote(
     source: &mut dyn ContentSource,
 ) -> Result<Applied, ApplyRemoteError> {
     let res = resolve_with(index, batch, rules, &mut |d| tracing::trace!("decided {d}"))?;
-    apply_resolved(index, applier, hlc, batch, res, source)
+    apply_resolved(index, applier, hlc, batch, res, source, &mut Batch::new())
 }
 
 /// [`apply_remote`] with `batch` already resolved against `index` as it
 /// is now (the caller knows nothing was recorded since): resolving a
 /// batch that touches a large directory looks at everything below it,
 /// which is worth doing once.
+///
+/// If every action is carried out, `tail` (the peer's cursor and the
+/// changes set aside below it, say) commits in the same transaction as
+/// the changes, and is left empty; otherwise it is left as it is, for
+/// the caller to commit once it knows what failed.
 pub fn apply_resolved(
     index: &Index,
     applier: &Applier,
@@ -106,6 +111,7 @@ pub fn apply_resolved(
     batch: &[Change],
     res: omirr_core::resolve::Resolution,
     source: &mut dyn ContentSource,
+    tail: &mut Batch,
 ) -> Result<Applied, ApplyRemoteError> {
     for c in batch {
         hlc.observe(c.entry.version.ts);
@@ -141,6 +147,9 @@ pub fn apply_resolved(
     }
     stat_keys_after(applier.root(), &res.actions[..done], &mut out);
     out.observe_hlc(hlc.last());
+    if failure.is_none() {
+        out.append(tail);
+    }
     index.commit(&out)?;
     match failure {
         None => Ok(Applied {

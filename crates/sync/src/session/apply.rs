@@ -99,6 +99,74 @@ struct Outcome {
     unstaged: Vec<Change>,
     /// The conflicts met (see [`omirr_core::conflict`]).
     conflicts: Vec<omirr_core::resolve::Conflict>,
+    /// The group's [`Tail`] committed with its last changes.
+    tail_committed: bool,
+}
+
+/// What commits with a batch's last group if all of it is applied: the
+/// changes set aside (with those of the group that failed on their own)
+/// and the peer's cursor. In the group's transaction, a crash leaves
+/// either the group recorded and the cursor past it, or neither: the
+/// batch is neither applied twice nor skipped.
+#[derive(Clone)]
+struct Tail {
+    peer: HostId,
+    /// The batch's changes set aside before this group, with reasons.
+    before: Vec<(Change, String)>,
+    /// The records of the set-aside changes being retried.
+    retried: Vec<Aside>,
+    cursor: Option<Seq>,
+    /// Unix seconds: when a change first set aside now was set aside.
+    now: u64,
+}
+
+impl Tail {
+    /// The tail as a batch, with `more` changes of the group set aside.
+    fn batch(&self, more: &[(Change, String)]) -> Batch {
+        tail_batch(
+            &self.peer,
+            &self.before,
+            more,
+            &self.retried,
+            self.cursor,
+            self.now,
+        )
+    }
+}
+
+/// The changes set aside (`before`, then `more`; of those being retried,
+/// `retried` are the records, and those no longer set aside are
+/// dropped), and the peer's cursor, as one batch.
+fn tail_batch(
+    peer: &HostId,
+    before: &[(Change, String)],
+    more: &[(Change, String)],
+    retried: &[Aside],
+    cursor: Option<Seq>,
+    now: u64,
+) -> Batch {
+    let mut batch = Batch::new();
+    for (c, reason) in before.iter().chain(more) {
+        let was = retried.iter().find(|a| a.change == *c);
+        batch.set_aside(
+            peer.clone(),
+            Aside {
+                change: c.clone(),
+                reason: reason.clone(),
+                attempts: was.map_or(1, |a| a.attempts.saturating_add(1)),
+                since: was.map_or(now, |a| a.since),
+            },
+        );
+    }
+    for a in retried {
+        if !before.iter().chain(more).any(|(c, _)| *c == a.change) {
+            batch.clear_aside(peer.clone(), a.change.path.clone());
+        }
+    }
+    if let Some(seq) = cursor {
+        batch.set_cursor(peer.clone(), seq);
+    }
+    batch
 }
 
 /// Resolves `changes` from a peer against the index under the engine's
@@ -479,6 +547,11 @@ impl PeerApplier {
             self.engine.counters.peer(peer, |p| p.refused += n);
         }
         let total = allowed.len() + aside.len();
+        let peer_id = HostId::new(peer);
+        let cursor = upto.map(|u| self.expiry.cursor_after(u));
+        // Whether the cursor and what was set aside committed with the
+        // last group (see `Tail`).
+        let mut tail_committed = false;
         let mut groups = self.groups(allowed).await?.into_iter();
         let stage = |g: Group| {
             let me = self.clone();
@@ -501,7 +574,17 @@ impl PeerApplier {
             if !later.is_empty() {
                 resolved = None;
             }
-            let mut out = self.apply_group(group, staged, resolved).await?;
+            // The last group, with nothing left for a second round: the
+            // cursor can commit with it.
+            let tail = (staging.is_none() && later.is_empty()).then(|| Tail {
+                peer: peer_id.clone(),
+                before: aside.clone(),
+                retried: retried.to_vec(),
+                cursor,
+                now: crate::counters::now_secs(),
+            });
+            let mut out = self.apply_group(group, staged, resolved, tail).await?;
+            tail_committed = out.tail_committed;
             out.unstaged.extend(later);
             if !out.unstaged.is_empty() {
                 // One more round for what the group needed but did not
@@ -525,7 +608,15 @@ impl PeerApplier {
                     .wait(self.transfers.owner, &keys, CLAIM_WAIT)
                     .await;
                 let (again, staged, resolved) = self.stage(again, false).await?;
-                let more = self.apply_group(again, staged, resolved).await?;
+                let tail = staging.is_none().then(|| Tail {
+                    peer: peer_id.clone(),
+                    before: aside.iter().chain(&out.aside).cloned().collect(),
+                    retried: retried.to_vec(),
+                    cursor,
+                    now: crate::counters::now_secs(),
+                });
+                let more = self.apply_group(again, staged, resolved, tail).await?;
+                tail_committed = more.tail_committed;
                 out.recorded += more.recorded;
                 out.actions.extend(more.actions);
                 out.conflicts.extend(more.conflicts);
@@ -539,27 +630,40 @@ impl PeerApplier {
             self.after_group(&out);
             aside.extend(out.aside);
         }
-        // The cursor and what was set aside, in one transaction.
-        let peer_id = HostId::new(peer);
-        let mut batch = Batch::new();
-        let now = crate::counters::now_secs();
-        for (c, reason) in &aside {
-            let before = retried.iter().find(|a| a.change == *c);
-            let attempts = before.map_or(1, |a| a.attempts.saturating_add(1));
-            if before.is_none() {
-                tracing::warn!(%peer, path = %c.path, "set a change aside: {reason}");
-            } else {
-                tracing::debug!(%peer, path = %c.path, attempts, "a change set aside failed again: {reason}");
+        self.log_aside(&aside, retried, &not_applied, &refused);
+        // The cursor and what was set aside, in one transaction: the last
+        // group's if it applied everything, else one of their own.
+        if !tail_committed {
+            let now = crate::counters::now_secs();
+            let batch = tail_batch(&peer_id, &aside, &[], retried, cursor, now);
+            if !batch.is_empty() {
+                self.engine.store.index.commit(&batch)?;
             }
-            batch.set_aside(
-                peer_id.clone(),
-                Aside {
-                    change: c.clone(),
-                    reason: reason.clone(),
-                    attempts,
-                    since: before.map_or(now, |a| a.since),
-                },
-            );
+        }
+        if let Some(u) = upto {
+            self.engine.counters.peer(peer, |p| p.cursor = u);
+        }
+        Ok(total - aside.len())
+    }
+
+    /// Says what became of the changes set aside: set aside now (or
+    /// again), or, of those being retried, applied or dropped.
+    fn log_aside(
+        &self,
+        aside: &[(Change, String)],
+        retried: &[Aside],
+        not_applied: &[Change],
+        refused: &[Change],
+    ) {
+        let peer = &self.peer;
+        for (c, reason) in aside {
+            match retried.iter().find(|a| a.change == *c) {
+                None => tracing::warn!(%peer, path = %c.path, "set a change aside: {reason}"),
+                Some(before) => {
+                    let attempts = before.attempts.saturating_add(1);
+                    tracing::debug!(%peer, path = %c.path, attempts, "a change set aside failed again: {reason}");
+                }
+            }
         }
         for a in retried {
             if !aside.iter().any(|(c, _)| *c == a.change) {
@@ -571,19 +675,8 @@ impl PeerApplier {
                 } else {
                     tracing::info!(%peer, path = %a.change.path, "a change set aside is applied now");
                 }
-                batch.clear_aside(peer_id.clone(), a.change.path.clone());
             }
         }
-        if let Some(u) = upto {
-            batch.set_cursor(peer_id, self.expiry.cursor_after(u));
-        }
-        if !batch.is_empty() {
-            self.engine.store.index.commit(&batch)?;
-        }
-        if let Some(u) = upto {
-            self.engine.counters.peer(peer, |p| p.cursor = u);
-        }
-        Ok(total - aside.len())
     }
 
     /// A send-only host's answer to `changes` from the peer in its
@@ -709,18 +802,21 @@ impl PeerApplier {
         group: Vec<Change>,
         staged: Staged,
         resolved: Option<Resolved>,
+        tail: Option<Tail>,
     ) -> Result<Outcome, SessionError> {
         let staged = Arc::new(staged);
+        let tail = tail.map(Arc::new);
         let mut wait = HOST_FAULT_FIRST;
         let started = std::time::Instant::now();
         let mut resolved = resolved;
         loop {
             let (engine, group2, staged2) = (self.engine.clone(), group.clone(), staged.clone());
             let r = resolved.take();
+            let tail2 = tail.clone();
             let span = tracing::Span::current();
             let result = tokio::task::spawn_blocking(move || {
                 let _span = span.enter();
-                apply_isolated(&engine, group2, &staged2, r)
+                apply_isolated(&engine, group2, &staged2, r, tail2.as_deref())
             })
             .await?;
             match result {
@@ -782,13 +878,15 @@ impl PeerApplier {
 }
 
 /// Applies `group` with the write lock held, setting aside the changes
-/// whose own action fails and applying the rest. `Err` for a failure of
-/// the host as a whole.
+/// whose own action fails and applying the rest; `tail` commits with the
+/// group's last changes if nothing is left for a second round. `Err` for
+/// a failure of the host as a whole.
 fn apply_isolated(
     engine: &Engine,
     group: Vec<Change>,
     staged: &Staged,
     resolved: Option<Resolved>,
+    tail: Option<&Tail>,
 ) -> Result<Outcome, ApplyRemoteError> {
     let mut out = Outcome::default();
     let mut rest = group;
@@ -803,32 +901,28 @@ fn apply_isolated(
     loop {
         let mut source = staged;
         let index = &engine.store.index;
-        let result = match resolved.take() {
-            Some(res) => crate::record::apply_resolved(
+        // Committed with this try if it applies everything; content left
+        // for a second round keeps the cursor back.
+        let tail = tail.filter(|_| out.unstaged.is_empty());
+        let mut with = tail.map_or_else(Batch::new, |t| t.batch(&out.aside));
+        let result = match resolved.take().map_or_else(|| resolve(engine, &rest), Ok) {
+            Ok(res) => crate::record::apply_resolved(
                 index,
                 &w.applier,
                 &mut w.hlc,
                 &rest,
                 res,
                 &mut source,
+                &mut with,
             ),
-            None => match resolve(engine, &rest) {
-                Ok(res) => crate::record::apply_resolved(
-                    index,
-                    &w.applier,
-                    &mut w.hlc,
-                    &rest,
-                    res,
-                    &mut source,
-                ),
-                Err(e) => Err(e.into()),
-            },
+            Err(e) => Err(e.into()),
         };
         let (error, recorded, action) = match result {
             Ok(applied) => {
                 out.recorded += applied.recorded;
                 out.actions.extend(applied.actions);
                 out.conflicts.extend(applied.conflicts);
+                out.tail_committed = tail.is_some();
                 return Ok(out);
             }
             Err(e) if e.is_host_fault() => return Err(e),
@@ -878,5 +972,142 @@ fn apply_isolated(
         if rest.is_empty() {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Disk, Policy, Store, WriteSide};
+    use omirr_core::{Content, Entry, Hlc, Meta, Timestamp, Version};
+    use omirr_fs::apply::{Applier, ApplyOptions};
+    use omirr_index::Index;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// Every path mirrored both ways with one peer, `there`.
+    struct Everything;
+
+    impl crate::engine::Policy for Everything {
+        fn host(&self) -> &str {
+            "here"
+        }
+        fn authorised(&self, _: &str, _: &RelPath) -> bool {
+            true
+        }
+        fn unshared_below(&self, _: &str, _: &RelPath) -> Option<RelPath> {
+            None
+        }
+        fn excluded(&self, _: &RelPath) -> bool {
+            false
+        }
+        fn savetargets(&self, _: &RelPath) -> bool {
+            false
+        }
+        fn conflict_copies(&self, _: &RelPath) -> u32 {
+            0
+        }
+        fn after_batch(&self, _: &str, _: &[Action]) {}
+    }
+
+    fn engine(dir: &Path) -> Engine {
+        let (root, state) = (dir.join("root"), dir.join("state"));
+        std::fs::create_dir(&root).expect("root");
+        std::fs::create_dir(&state).expect("state");
+        let options = ApplyOptions {
+            set_owner: false,
+            ..ApplyOptions::default()
+        };
+        let policy: Arc<dyn Policy> = Arc::new(Everything);
+        Engine::new(
+            Store::new(Index::open(&state).expect("index")).expect("store"),
+            Disk {
+                write: Mutex::new(WriteSide {
+                    hlc: Hlc::starting_at(Timestamp(0)),
+                    applier: Applier::open(&root, options).expect("applier"),
+                }),
+                root,
+                tops: vec![RelPath::root()],
+                stage_dir: state.join("stage"),
+            },
+            policy,
+            &["there".to_string()],
+            1 << 20,
+        )
+    }
+
+    fn change(path: &str, content: Content) -> Change {
+        Change {
+            path: RelPath::new(path.as_bytes().to_vec()).expect("path"),
+            entry: Entry {
+                content,
+                meta: Meta {
+                    mode: 0o755,
+                    mtime_ns: 1_000_000_000,
+                    ..Meta::default()
+                },
+                version: Version {
+                    ts: Timestamp(1_000),
+                    host: HostId::new("there"),
+                },
+                base: None,
+            },
+        }
+    }
+
+    fn tail(cursor: Seq) -> Tail {
+        Tail {
+            peer: HostId::new("there"),
+            before: vec![(change("x", Content::Dir), "in the way".to_string())],
+            retried: Vec::new(),
+            cursor: Some(cursor),
+            now: 7,
+        }
+    }
+
+    /// A batch's last group that applies whole commits the cursor and the
+    /// changes set aside in its own transaction: no second commit after
+    /// it, which a crash could separate from the group's.
+    #[test]
+    fn the_cursor_commits_with_the_group_that_applies_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let group = vec![change("a", Content::Dir), change("b", Content::Dir)];
+        let tail = tail(42);
+        let out =
+            apply_isolated(&engine, group, &Staged::default(), None, Some(&tail)).expect("applied");
+        assert!(out.tail_committed);
+        let index = &engine.store.index;
+        let peer = HostId::new("there");
+        assert_eq!(index.cursor(&peer).expect("cursor"), 42);
+        let kept = index.aside(Some(&peer)).expect("aside");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].1.change.path.to_string(), "x");
+        assert_eq!((kept[0].1.attempts, kept[0].1.since), (1, 7));
+        assert_eq!(index.last_seq().expect("last_seq"), 2, "a and b recorded");
+    }
+
+    /// A group that leaves content for a second round records what it
+    /// applied but not the cursor: the batch is not done.
+    #[test]
+    fn content_left_for_another_round_keeps_the_cursor_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let file = Content::File {
+            size: 5,
+            hash: [1; 32],
+        };
+        let group = vec![change("a", Content::Dir), change("f", file)];
+        let tail = tail(42);
+        let out =
+            apply_isolated(&engine, group, &Staged::default(), None, Some(&tail)).expect("applied");
+        assert!(!out.tail_committed);
+        assert_eq!(out.unstaged.len(), 1, "f waits for its content");
+        let index = &engine.store.index;
+        let peer = HostId::new("there");
+        assert_eq!(index.cursor(&peer).expect("cursor"), 0);
+        assert!(index.aside(Some(&peer)).expect("aside").is_empty());
+        let a = RelPath::new(b"a".to_vec()).expect("path");
+        assert!(index.entry(&a).expect("entry").is_some(), "a recorded");
     }
 }
