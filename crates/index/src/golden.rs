@@ -8,8 +8,8 @@
 //! here. `tests/redb2.rs` opens a whole file that an older omirrd wrote.
 
 use crate::schema::*;
-use omirr_core::StatKey;
 use omirr_core::expiry::Forgotten;
+use omirr_core::StatKey;
 use omirr_core::{RelPath, Timestamp};
 use redb::{Key, TableDefinition, TableHandle, Value};
 

@@ -12,8 +12,8 @@ use crate::schema::{
     tombstone_key, StatTuple, BY_SEQ, COUNTERS, CURSORS, ENTRIES, HLC_LAST, HOLDERS, INODES,
     LAST_SEQ, LATEST, META, META_FORGOTTEN, STATS, TOMBSTONES,
 };
-use omirr_core::StatKey;
 use omirr_core::expiry::Forgotten;
+use omirr_core::StatKey;
 use omirr_core::{Change, Content, Entry, HostId, RelPath, Seq, Version};
 use redb::{ReadableTable, Table, WriteTransaction};
 use std::path::Path;

@@ -8,8 +8,8 @@ use crate::codec;
 use crate::error::{corrupt, Ctx, IndexError};
 use crate::index::Index;
 use crate::schema::{aside_key, ASIDE};
-use omirr_core::StatKey;
 use crate::tables::Tables;
+use omirr_core::StatKey;
 use omirr_core::{Change, RelPath, Seq, Timestamp};
 
 impl Index {

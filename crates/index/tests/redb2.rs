@@ -9,10 +9,10 @@
 //! with omirr-index on redb 2.6.4, and compacted.
 
 use omirr_core::expiry::Forgotten;
+use omirr_core::StatKey;
 use omirr_core::{
     Change, Content, Entry, HostId, IndexView, Meta, Name, RelPath, Timestamp, Version, Xattrs,
 };
-use omirr_core::StatKey;
 use omirr_index::{Aside, Index, StatUpdate};
 
 const FIXTURE: &[u8] = include_bytes!("fixtures/index-redb2.redb");

@@ -3,9 +3,9 @@
 
 use crate::schema::{BY_SEQ, INODES, META, META_FORMAT, META_MAGIC};
 use crate::{Batch, Index, IndexError, StatUpdate, FILE_NAME, FORMAT};
-use omirr_core::StatKey;
 use omirr_core::entry::Meta;
 use omirr_core::mem::MemIndex;
+use omirr_core::StatKey;
 use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Seq, Timestamp, Version};
 use std::path::Path;
 
