@@ -3,6 +3,7 @@
 //! to directories above a mirrored tree, how it accepts connections when
 //! flooded or out of file descriptors, and whose configuration it trusts.
 //! Each test runs real `omirrd` processes (see `support::cluster`).
+#![allow(unsafe_code)] // sysconf(3) and prlimit(2) have no safe wrapper here
 
 mod support;
 

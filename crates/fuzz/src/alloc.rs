@@ -34,6 +34,20 @@ fn sub(n: usize) {
     let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(n as isize)));
 }
 
+/// The input number the harness is running (the harness sets it), for
+/// the report of a failed allocation.
+static ITERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Records that the harness runs input `n`.
+pub fn set_iteration(n: u64) {
+    ITERATION.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The input number the harness is running.
+pub fn current_iteration() -> u64 {
+    ITERATION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Says which allocation failed before the process aborts: the one
 /// report a decoder that asks for terabytes leaves. Formats integers only,
 /// which allocates nothing.
@@ -42,12 +56,13 @@ fn report_failure(size: usize) {
     let _ = writeln!(
         std::io::stderr(),
         "omirr-fuzz: an allocation of {size} bytes failed (input {} of the run); the process aborts",
-        crate::harness::current_iteration()
+        current_iteration()
     );
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments
 // unchanged and only updates thread-local counters beside it.
+#[allow(unsafe_code)] // a GlobalAlloc is unsafe to implement
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.

@@ -141,7 +141,6 @@ impl fmt::Display for Failure {
     }
 }
 
-static ITERATION: AtomicU64 = AtomicU64::new(0);
 /// Milliseconds since [`epoch`] when the current input started; 0 between
 /// inputs.
 static STARTED_MS: AtomicU64 = AtomicU64::new(0);
@@ -150,11 +149,6 @@ static CURRENT: Mutex<(Vec<u8>, &str)> = Mutex::new((Vec::new(), ""));
 fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
-}
-
-/// The input number the harness is running, for the allocator's report.
-pub fn current_iteration() -> u64 {
-    ITERATION.load(Ordering::Relaxed)
 }
 
 /// Starts a thread that calls `on_hang` with the target, input number and
@@ -176,7 +170,7 @@ pub fn watch(limit: Duration, on_hang: fn(&str, u64, &[u8], Duration)) {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            on_hang(guard.1, current_iteration(), &guard.0, running);
+            on_hang(guard.1, alloc::current_iteration(), &guard.0, running);
         }
     });
 }
@@ -264,7 +258,7 @@ pub fn run(t: &Target, opts: &Options) -> Result<Report, Failure> {
         // Bodies before shaping are what the corpus keeps; shaping is
         // redone each time.
         let input = generate(t, &mut rng, &corpus, &big);
-        ITERATION.store(n, Ordering::Relaxed);
+        alloc::set_iteration(n);
         if opts.trace {
             eprintln!("omirr-fuzz: {}: input {n} ({} bytes)", t.name, input.len());
         }

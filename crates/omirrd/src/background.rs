@@ -116,6 +116,7 @@ pub fn start(args: &DaemonArgs) -> Result<Running> {
 /// anything else is an error message.
 const SET_UP: &[u8] = b"OK";
 
+#[allow(unsafe_code)] // see the SAFETY comment within
 fn daemonise(args: &DaemonArgs) -> Result<Running> {
     // After the fork, the daemon works in `/`: every path it still uses
     // must be absolute.
@@ -207,6 +208,7 @@ fn daemonise(args: &DaemonArgs) -> Result<Running> {
 
 /// In the first child: the second fork and the rest of detaching. Returns
 /// in the daemon only.
+#[allow(unsafe_code)] // see the SAFETY comment within
 fn detach(null: &File, stderr: &File, pid_file: &Path) -> Result<()> {
     setsid().context("cannot start a new session")?;
     // SAFETY: still one thread, as in the parent.

@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 /// Limits glibc's malloc to two arenas (unless `MALLOC_ARENA_MAX` says
 /// otherwise), so that memory freed by one thread is reused by the others
 /// instead of each keeping its own. Called before any thread starts.
+#[allow(unsafe_code)] // see the SAFETY comment within
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

@@ -332,6 +332,7 @@ pub const LARGE_BATCH: usize = 1024;
 /// malloc keeps freed memory in the arena of each thread that used it, so
 /// a large batch handled across the runtime's threads stays resident and
 /// the next one adds to it (see docs/benchmarks.md).
+#[allow(unsafe_code)] // see the SAFETY comment within
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own heap; it takes no pointers

@@ -88,6 +88,7 @@ fn data_runs(data: &[u8]) -> Vec<(usize, &[u8])> {
 /// (`sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: it waits for no
 /// write to finish, and makes nothing durable). A hint only, so its
 /// failure (a filesystem without it) is ignored.
+#[allow(unsafe_code)] // see the SAFETY comment within
 fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
