@@ -256,6 +256,7 @@ fn refuse_daemon_options(args: &DaemonArgs) -> Result<()> {
 }
 
 /// Starts `host`'s omirrd, logging to its log file.
+#[allow(unsafe_code)] // pre_exec: see the SAFETY comment within
 fn spawn(cluster: &Cluster, exe: &Path, host: &Host, extra: &[&str]) -> Result<Child> {
     let mut cmd = cluster.command(exe, host)?;
     cmd.args(extra);
