@@ -40,8 +40,11 @@ pub const DELTA_MIN: u64 = 1024 * 1024;
 /// A file cut into chunks, with the hash and size of the whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunked {
+    /// The chunks, in file order.
     pub chunks: Vec<Chunk>,
+    /// The BLAKE3 hash of the whole file.
     pub hash: Hash,
+    /// The size of the whole file, in bytes.
     pub size: u64,
 }
 
@@ -151,17 +154,24 @@ pub enum Step {
     /// Copy `chunk` from offset `from` of the local source `source`
     /// (checking its hash on the way).
     Local {
+        /// Which local source, as numbered by the caller in `have`.
         source: usize,
+        /// Offset in that source where the chunk's bytes start.
         from: u64,
+        /// The chunk to copy; its hash is checked on the way.
         chunk: Chunk,
     },
     /// Take the next `len` bytes of what the peer sends.
-    Remote { len: u32 },
+    Remote {
+        /// Number of bytes to take.
+        len: u32,
+    },
 }
 
 /// How to rebuild a file from local chunks and the peer's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
+    /// The steps, in file order.
     pub steps: Vec<Step>,
     /// The byte ranges `(offset, len)` of the new file to ask the peer
     /// for, in order, adjacent ones merged. The peer's bytes for them, in

@@ -29,13 +29,28 @@ pub const REGENERATE: &str = "cargo run -p omirr-manpage";
 /// Why a Markdown page could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The page does not open with a `# NAME(SECTION)` heading.
     #[error("line {line}: the page must start with a title '# NAME(SECTION)', found {found}")]
-    NoTitle { line: usize, found: String },
+    NoTitle {
+        /// Line of the Markdown source (from 1) where the title was expected.
+        line: usize,
+        /// What stands there instead.
+        found: String,
+    },
+    /// The page uses Markdown this renderer has no man(7) form for.
     #[error("line {line}: {what} has no man(7) rendering here; write it as plain Markdown (paragraphs, lists, definition lists, code, tables)")]
-    Unsupported { line: usize, what: &'static str },
+    Unsupported {
+        /// Line of the Markdown source (from 1) where the construct starts.
+        line: usize,
+        /// The kind of Markdown construct, in words.
+        what: &'static str,
+    },
+    /// The Markdown file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file, as given.
         path: String,
+        /// Why reading failed.
         source: std::io::Error,
     },
 }
