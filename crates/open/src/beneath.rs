@@ -63,14 +63,29 @@ pub fn open_dir(root: impl AsFd, dir: &RelPath) -> Result<OwnedFd, Errno> {
 /// Why [`read_file`] could not open a file.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The mirror root itself could not be opened.
     #[error("cannot open the mirror root {root}: {errno}")]
-    Root { root: PathBuf, errno: Errno },
+    Root {
+        /// The mirror root.
+        root: PathBuf,
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// A component of the path, or the file itself, is a symbolic link;
+    /// following it could lead out of the tree.
     #[error("a symbolic link is on the way to {0}")]
     Symlink(RelPath),
+    /// The path names something other than a regular file.
     #[error("{0} is not a regular file")]
     NotAFile(RelPath),
+    /// Opening the file failed for another reason.
     #[error("cannot open {path}: {errno}")]
-    Open { path: RelPath, errno: Errno },
+    Open {
+        /// The file, relative to the root.
+        path: RelPath,
+        /// What the kernel said.
+        errno: Errno,
+    },
 }
 
 /// Opens the regular file `path` of the tree at `root` for reading,

@@ -37,8 +37,11 @@ use nix::fcntl::OFlag;
 /// Permission classes other than the owner, as chmod(1) names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Who {
+    /// The file's group only.
     Group,
+    /// Everyone else only.
     Others,
+    /// Both the group and everyone else.
     GroupAndOthers,
 }
 
@@ -70,12 +73,19 @@ impl fmt::Display for Who {
 /// What a path is when it is not a regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// A directory.
     Directory,
+    /// A symbolic link (never followed).
     Symlink,
+    /// A named pipe.
     Fifo,
+    /// A Unix domain socket.
     Socket,
+    /// A character device.
     CharDevice,
+    /// A block device.
     BlockDevice,
+    /// A type the standard library does not name.
     Unknown,
 }
 
@@ -117,13 +127,22 @@ impl fmt::Display for FileKind {
 /// the path and, where the administrator can fix something, says how.
 #[derive(Debug, thiserror::Error)]
 pub enum SecureFileError {
+    /// Someone other than the owner may write the file.
     #[error(
         "{} is writable by {who} (mode {mode:04o}); anyone who can write it controls what this host mirrors and whom it trusts. Fix: chmod go-w {}",
         path.display(),
         path.display()
     )]
-    Writable { path: PathBuf, who: Who, mode: u32 },
+    Writable {
+        /// The file.
+        path: PathBuf,
+        /// Who besides the owner may write it.
+        who: Who,
+        /// Its permission bits.
+        mode: u32,
+    },
 
+    /// The file belongs to a user other than root or the daemon's.
     #[error(
         "{} is owned by {}; omirrd trusts only files owned by root or by the user it runs as ({}), since a file's owner can always change it. Fix: chown {} {}",
         path.display(),
@@ -133,11 +152,16 @@ pub enum SecureFileError {
         path.display()
     )]
     Owner {
+        /// The file.
         path: PathBuf,
+        /// Its owner.
         uid: u32,
+        /// The user the daemon runs as.
         daemon_uid: u32,
     },
 
+    /// A directory on the way to the file belongs to a user other than
+    /// root or the daemon's.
     #[error(
         "{} lies in {}, which is owned by {}; whoever owns a directory can replace what is in it. Fix: chown {} {}",
         path.display(),
@@ -147,12 +171,18 @@ pub enum SecureFileError {
         dir.display()
     )]
     DirectoryOwner {
+        /// The file.
         path: PathBuf,
+        /// The directory with the wrong owner.
         dir: PathBuf,
+        /// The directory's owner.
         uid: u32,
+        /// The user the daemon runs as.
         daemon_uid: u32,
     },
 
+    /// A directory on the way to the file is writable by others and not
+    /// sticky, so they could swap the file.
     #[error(
         "{} lies in {}, which is writable by {who} (mode {mode:04o}) without the sticky bit; whoever can write a directory can replace what is in it. Fix: chmod go-w {}",
         path.display(),
@@ -160,28 +190,49 @@ pub enum SecureFileError {
         dir.display()
     )]
     DirectoryWritable {
+        /// The file.
         path: PathBuf,
+        /// The writable directory.
         dir: PathBuf,
+        /// Who besides the owner may write it.
         who: Who,
+        /// The directory's permission bits.
         mode: u32,
     },
 
+    /// The path is not a regular file.
     #[error("{} is {kind}, not a regular file", path.display())]
-    NotRegular { path: PathBuf, kind: FileKind },
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: FileKind,
+    },
 
+    /// A file that must be created new is already there.
     #[error("{} already exists", path.display())]
-    Exists { path: PathBuf },
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
 
+    /// The path ends in `..` or `/`, so there is no file name to use.
     #[error("{} names no file", path.display())]
-    NoFileName { path: PathBuf },
+    NoFileName {
+        /// The path.
+        path: PathBuf,
+    },
 
     /// The reason is part of the message (it is what the administrator
     /// needs); `error` is deliberately not the `source()`, so that error
     /// chains do not print it twice.
     #[error("cannot {action} {}: {}", path.display(), describe(error))]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What was being done to it, as a verb ("read", "replace").
         action: &'static str,
+        /// What the operating system said.
         error: io::Error,
     },
 }
