@@ -540,100 +540,7 @@ fn batch_loop(
                     break;
                 }
             };
-            let now = Instant::now();
-            let flags = event.events();
-            let name = event.file_name().map(|n| n.to_bytes());
-            if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
-                tracing::trace!("watch event Q_OVERFLOW");
-                sink(WatchEvent::Rescan(tops.to_vec()));
-                continue;
-            }
-            if flags.contains(ReadFlags::IGNORED) {
-                w.forget(event.wd());
-                continue;
-            }
-            let Some(dir) = w.by_wd.get(&event.wd()) else {
-                continue;
-            };
-            // The applier's temporary files are never anyone's changes:
-            // dropped before they cost anything.
-            let temp = name.is_some_and(crate::apply::is_temp_name);
-            tracing::trace!(
-                "watch event {} {dir}{}{}{}",
-                Kinds(flags),
-                if name.is_some() { "/" } else { "" },
-                String::from_utf8_lossy(name.unwrap_or_default()),
-                if temp {
-                    " (the applier's temporary file: ignored)"
-                } else {
-                    ""
-                }
-            );
-            if temp {
-                continue;
-            }
-            let rel = match name {
-                Some(n) => match dir.join(n) {
-                    Ok(p) => p,
-                    Err(_) => continue,
-                },
-                None => dir.clone(),
-            };
-            let is_dir = flags.contains(ReadFlags::ISDIR);
-            if flags.contains(ReadFlags::MOVED_FROM) {
-                debounce.rename_from(event.cookie() as usize, now);
-                if is_dir {
-                    w.remove_tree(&rel);
-                }
-            }
-            if flags.contains(ReadFlags::MOVED_TO) {
-                debounce.rename_to(event.cookie() as usize);
-            }
-            if is_dir && flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
-                // What is created in it before its watch begins is found
-                // by the walk of the dirty directory that follows.
-                if let Err(WatchFailure::Limit) = w.add_tree(&rel, false) {
-                    let root = w.root.clone();
-                    for top in tops.iter().filter(|t| rel == **t || rel.is_below(t)) {
-                        sink(WatchEvent::Degraded {
-                            top: top.clone(),
-                            reason: describe(&WatchFailure::Limit, &under(&root, top)),
-                        });
-                    }
-                }
-            }
-            let inside = tops.iter().any(|t| rel == *t || rel.is_below(t));
-            if !inside || exclude(&rel) {
-                continue;
-            }
-            if flags.contains(ReadFlags::CREATE) && !is_dir {
-                // A symlink, a FIFO or a socket has no writer to wait for.
-                if is_file(&under(&w.root, &rel)) {
-                    debounce.written(rel, now);
-                } else {
-                    debounce.push(rel, now);
-                }
-            } else if flags.contains(ReadFlags::MODIFY) {
-                // IN_MODIFY on a directory means only that its mtime was
-                // set alone (utimensat with UTIME_OMIT), which is how the
-                // applier puts back the times of the directories it wrote
-                // in. Reporting it would rescan the whole directory after
-                // every applied batch; a change of its entries has events
-                // of its own.
-                if !is_dir {
-                    debounce.written(rel, now);
-                }
-            } else if flags.contains(ReadFlags::CLOSE_WRITE) {
-                debounce.closed(rel, now);
-            } else if flags.contains(ReadFlags::ATTRIB) {
-                debounce.touched(rel, now);
-            } else if flags.intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM) {
-                debounce.gone(rel, now);
-            } else {
-                // Created directories, removals, both names of renames, a
-                // top removed or moved itself.
-                debounce.push(rel, now);
-            }
+            on_event(&mut w, &event, tops, exclude, &mut debounce, sink);
         }
         drop(w);
         if let Some((paths, attrs_only)) = debounce.take_due_split(Instant::now()) {
@@ -650,6 +557,113 @@ fn batch_loop(
                 still_written,
             });
         }
+    }
+}
+
+/// What one inotify event means: a rescan on overflow, a watch forgotten
+/// or added, and the path's change for the debouncer (or nothing, for the
+/// applier's temporary files and paths outside the tops or excluded).
+fn on_event(
+    w: &mut Watches,
+    event: &inotify::Event<'_>,
+    tops: &[RelPath],
+    exclude: &PathFilter,
+    debounce: &mut Debounce,
+    sink: &impl Fn(WatchEvent),
+) {
+    let now = Instant::now();
+    let flags = event.events();
+    let name = event.file_name().map(|n| n.to_bytes());
+    if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+        tracing::trace!("watch event Q_OVERFLOW");
+        sink(WatchEvent::Rescan(tops.to_vec()));
+        return;
+    }
+    if flags.contains(ReadFlags::IGNORED) {
+        w.forget(event.wd());
+        return;
+    }
+    let Some(dir) = w.by_wd.get(&event.wd()) else {
+        return;
+    };
+    // The applier's temporary files are never anyone's changes:
+    // dropped before they cost anything.
+    let temp = name.is_some_and(crate::apply::is_temp_name);
+    tracing::trace!(
+        "watch event {} {dir}{}{}{}",
+        Kinds(flags),
+        if name.is_some() { "/" } else { "" },
+        String::from_utf8_lossy(name.unwrap_or_default()),
+        if temp {
+            " (the applier's temporary file: ignored)"
+        } else {
+            ""
+        }
+    );
+    if temp {
+        return;
+    }
+    let rel = match name {
+        Some(n) => match dir.join(n) {
+            Ok(p) => p,
+            Err(_) => return,
+        },
+        None => dir.clone(),
+    };
+    let is_dir = flags.contains(ReadFlags::ISDIR);
+    if flags.contains(ReadFlags::MOVED_FROM) {
+        debounce.rename_from(event.cookie() as usize, now);
+        if is_dir {
+            w.remove_tree(&rel);
+        }
+    }
+    if flags.contains(ReadFlags::MOVED_TO) {
+        debounce.rename_to(event.cookie() as usize);
+    }
+    if is_dir && flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
+        // What is created in it before its watch begins is found
+        // by the walk of the dirty directory that follows.
+        if let Err(WatchFailure::Limit) = w.add_tree(&rel, false) {
+            let root = w.root.clone();
+            for top in tops.iter().filter(|t| rel == **t || rel.is_below(t)) {
+                sink(WatchEvent::Degraded {
+                    top: top.clone(),
+                    reason: describe(&WatchFailure::Limit, &under(&root, top)),
+                });
+            }
+        }
+    }
+    let inside = tops.iter().any(|t| rel == *t || rel.is_below(t));
+    if !inside || exclude(&rel) {
+        return;
+    }
+    if flags.contains(ReadFlags::CREATE) && !is_dir {
+        // A symlink, a FIFO or a socket has no writer to wait for.
+        if is_file(&under(&w.root, &rel)) {
+            debounce.written(rel, now);
+        } else {
+            debounce.push(rel, now);
+        }
+    } else if flags.contains(ReadFlags::MODIFY) {
+        // IN_MODIFY on a directory means only that its mtime was
+        // set alone (utimensat with UTIME_OMIT), which is how the
+        // applier puts back the times of the directories it wrote
+        // in. Reporting it would rescan the whole directory after
+        // every applied batch; a change of its entries has events
+        // of its own.
+        if !is_dir {
+            debounce.written(rel, now);
+        }
+    } else if flags.contains(ReadFlags::CLOSE_WRITE) {
+        debounce.closed(rel, now);
+    } else if flags.contains(ReadFlags::ATTRIB) {
+        debounce.touched(rel, now);
+    } else if flags.intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM) {
+        debounce.gone(rel, now);
+    } else {
+        // Created directories, removals, both names of renames, a
+        // top removed or moved itself.
+        debounce.push(rel, now);
     }
 }
 

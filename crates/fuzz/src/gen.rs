@@ -118,6 +118,7 @@ const INTERESTING_INTS: [u64; 14] = [
 /// Applies one random mutation to `data`, keeping it at most `max_len`
 /// bytes. `dict` holds words of the input language; `other` is another
 /// input to splice from.
+// Over 100 lines: one arm per mutation, a list best read whole.
 pub fn mutate_once(
     rng: &mut Rng,
     data: &mut Vec<u8>,

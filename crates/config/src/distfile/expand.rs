@@ -824,6 +824,8 @@ impl Expander<'_> {
         }
     }
 
+    // Over 100 lines: one arm per Distfile command, as the parser's
+    // `command` has.
     fn commands(&mut self, commands: &[Command], options: &mut InstallOptions) -> Commands {
         let mut out = Commands::default();
         let mut dest_pos = None;

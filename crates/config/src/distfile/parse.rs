@@ -345,6 +345,8 @@ impl Parser<'_> {
         }
     }
 
+    // Over 100 lines: one arm per Distfile command, as DISTFILE.md lists
+    // them.
     fn command(&mut self, name: &str) -> PResult<Command> {
         let pos = self.advance().pos;
         let cmd = match name {

@@ -88,6 +88,16 @@ enum Round {
     Failed,
 }
 
+/// A peer's changes sorted by admission.
+struct Admitted {
+    /// To apply.
+    allowed: Vec<Change>,
+    /// Set aside, with their reasons.
+    aside: Vec<(Change, String)>,
+    /// Refused outright (logged and counted).
+    refused: Vec<Change>,
+}
+
 /// What a group's apply came to.
 #[derive(Default)]
 struct Outcome {
@@ -495,11 +505,7 @@ impl PeerApplier {
         admit: bool,
     ) -> Result<usize, SessionError> {
         let plan = self.engine.policy();
-        let peer = &self.peer;
         let now = crate::engine::wall();
-        let mut allowed = Vec::with_capacity(changes.len());
-        let mut aside: Vec<(Change, String)> = Vec::new();
-        let mut refused: Vec<Change> = Vec::new();
         // A send-only host applies no peer's change in its send-only sets:
         // they are dropped, and the cursor moves past them all the same.
         let (changes, not_applied): (Vec<Change>, Vec<Change>) = changes
@@ -509,6 +515,90 @@ impl PeerApplier {
             self.not_applied_here(&not_applied, now, upto.is_none())
                 .await?;
         }
+        let Admitted {
+            allowed,
+            mut aside,
+            refused,
+        } = self.admitted(changes, now, admit)?;
+        let total = allowed.len() + aside.len();
+        let peer_id = HostId::new(&self.peer);
+        let cursor = upto.map(|u| self.expiry.cursor_after(u));
+        let tail = |before: Vec<(Change, String)>| Tail {
+            peer: peer_id.clone(),
+            before,
+            retried: retried.to_vec(),
+            cursor,
+            now: crate::counters::now_secs(),
+        };
+        // Whether the cursor and what was set aside committed with the
+        // last group (see `Tail`).
+        let mut tail_committed = false;
+        let mut groups = self.groups(allowed).await?.into_iter();
+        let stage = |g: Group| {
+            let me = self.clone();
+            tokio::spawn(async move { me.stage(g, true).await }.in_current_span())
+        };
+        let mut staging = groups.next().map(stage);
+        while let Some(h) = staging.take() {
+            let (group, staged, mut resolved) = h.await??;
+            // The next group's content comes in while this one is applied.
+            staging = groups.next().map(stage);
+            let last = staging.is_none();
+            // Changes whose content another session is fetching wait for
+            // the second round.
+            let (group, later): (Vec<Change>, Vec<Change>) =
+                group.into_iter().partition(|c| match c.entry.content {
+                    omirr_core::Content::File { size, hash } => {
+                        !staged.deferred.contains(&(hash, size))
+                    }
+                    _ => true,
+                });
+            if !later.is_empty() {
+                resolved = None;
+            }
+            // The last group, with nothing left for a second round: the
+            // cursor can commit with it.
+            let first = (last && later.is_empty()).then(|| tail(aside.clone()));
+            let mut out = self.apply_group(group, staged, resolved, first).await?;
+            tail_committed = out.tail_committed;
+            out.unstaged.extend(later);
+            if !out.unstaged.is_empty() {
+                let second = last.then(|| tail(aside.iter().chain(&out.aside).cloned().collect()));
+                tail_committed = self.second_round(&mut out, second).await?;
+            }
+            self.after_group(&out);
+            aside.extend(out.aside);
+        }
+        self.log_aside(&aside, retried, &not_applied, &refused);
+        // The cursor and what was set aside, in one transaction: the last
+        // group's if it applied everything, else one of their own.
+        if !tail_committed {
+            let now = crate::counters::now_secs();
+            let batch = tail_batch(&peer_id, &aside, &[], retried, cursor, now);
+            if !batch.is_empty() {
+                self.engine.store.index.commit(&batch)?;
+            }
+        }
+        if let Some(u) = upto {
+            self.engine.counters.peer(&self.peer, |p| p.cursor = u);
+        }
+        Ok(total - aside.len())
+    }
+
+    /// Sorts a peer's changes by admission (see [`crate::admit`]); with
+    /// `admit` false (changes already admitted once) all are allowed.
+    /// Refusals are logged and counted here.
+    fn admitted(
+        &self,
+        changes: Vec<Change>,
+        now: omirr_core::Timestamp,
+        admit: bool,
+    ) -> Result<Admitted, SessionError> {
+        let plan = self.engine.policy();
+        let peer = &self.peer;
+        let mut allowed = Vec::with_capacity(changes.len());
+        let mut aside: Vec<(Change, String)> = Vec::new();
+        let mut refused: Vec<Change> = Vec::new();
         for c in changes {
             if !admit {
                 allowed.push(c);
@@ -546,104 +636,52 @@ impl PeerApplier {
             let n = refused.len() as u64;
             self.engine.counters.peer(peer, |p| p.refused += n);
         }
-        let total = allowed.len() + aside.len();
-        let peer_id = HostId::new(peer);
-        let cursor = upto.map(|u| self.expiry.cursor_after(u));
-        // Whether the cursor and what was set aside committed with the
-        // last group (see `Tail`).
-        let mut tail_committed = false;
-        let mut groups = self.groups(allowed).await?.into_iter();
-        let stage = |g: Group| {
-            let me = self.clone();
-            tokio::spawn(async move { me.stage(g, true).await }.in_current_span())
+        Ok(Admitted {
+            allowed,
+            aside,
+            refused,
+        })
+    }
+
+    /// One more round for what a group needed but did not stage (content
+    /// another session was fetching, or that failed to arrive): staged
+    /// again once those sessions are done, and whatever still fails is
+    /// set aside in `out`. Returns whether `tail` committed with it.
+    async fn second_round(
+        &self,
+        out: &mut Outcome,
+        tail: Option<Tail>,
+    ) -> Result<bool, SessionError> {
+        let again = Group {
+            changes: std::mem::take(&mut out.unstaged),
+            resolved: None,
         };
-        let mut staging = groups.next().map(stage);
-        while let Some(h) = staging.take() {
-            let (group, staged, mut resolved) = h.await??;
-            // The next group's content comes in while this one is applied.
-            staging = groups.next().map(stage);
-            // Changes whose content another session is fetching wait for
-            // the second round.
-            let (group, later): (Vec<Change>, Vec<Change>) =
-                group.into_iter().partition(|c| match c.entry.content {
-                    omirr_core::Content::File { size, hash } => {
-                        !staged.deferred.contains(&(hash, size))
-                    }
-                    _ => true,
-                });
-            if !later.is_empty() {
-                resolved = None;
-            }
-            // The last group, with nothing left for a second round: the
-            // cursor can commit with it.
-            let tail = (staging.is_none() && later.is_empty()).then(|| Tail {
-                peer: peer_id.clone(),
-                before: aside.clone(),
-                retried: retried.to_vec(),
-                cursor,
-                now: crate::counters::now_secs(),
-            });
-            let mut out = self.apply_group(group, staged, resolved, tail).await?;
-            tail_committed = out.tail_committed;
-            out.unstaged.extend(later);
-            if !out.unstaged.is_empty() {
-                // One more round for what the group needed but did not
-                // stage; whatever still fails then is set aside.
-                let again = Group {
-                    changes: std::mem::take(&mut out.unstaged),
-                    resolved: None,
-                };
-                // Content another session was fetching: once it is
-                // applied, these changes may need nothing more.
-                let keys: Vec<(omirr_core::Hash, u64)> = again
-                    .changes
-                    .iter()
-                    .filter_map(|c| match c.entry.content {
-                        omirr_core::Content::File { size, hash } => Some((hash, size)),
-                        _ => None,
-                    })
-                    .collect();
-                self.engine
-                    .claims
-                    .wait(self.transfers.owner, &keys, CLAIM_WAIT)
-                    .await;
-                let (again, staged, resolved) = self.stage(again, false).await?;
-                let tail = staging.is_none().then(|| Tail {
-                    peer: peer_id.clone(),
-                    before: aside.iter().chain(&out.aside).cloned().collect(),
-                    retried: retried.to_vec(),
-                    cursor,
-                    now: crate::counters::now_secs(),
-                });
-                let more = self.apply_group(again, staged, resolved, tail).await?;
-                tail_committed = more.tail_committed;
-                out.recorded += more.recorded;
-                out.actions.extend(more.actions);
-                out.conflicts.extend(more.conflicts);
-                out.aside.extend(more.aside);
-                out.aside.extend(
-                    more.unstaged
-                        .into_iter()
-                        .map(|c| (c, "its content could not be fetched".to_string())),
-                );
-            }
-            self.after_group(&out);
-            aside.extend(out.aside);
-        }
-        self.log_aside(&aside, retried, &not_applied, &refused);
-        // The cursor and what was set aside, in one transaction: the last
-        // group's if it applied everything, else one of their own.
-        if !tail_committed {
-            let now = crate::counters::now_secs();
-            let batch = tail_batch(&peer_id, &aside, &[], retried, cursor, now);
-            if !batch.is_empty() {
-                self.engine.store.index.commit(&batch)?;
-            }
-        }
-        if let Some(u) = upto {
-            self.engine.counters.peer(peer, |p| p.cursor = u);
-        }
-        Ok(total - aside.len())
+        // Content another session was fetching: once it is applied, these
+        // changes may need nothing more.
+        let keys: Vec<(omirr_core::Hash, u64)> = again
+            .changes
+            .iter()
+            .filter_map(|c| match c.entry.content {
+                omirr_core::Content::File { size, hash } => Some((hash, size)),
+                _ => None,
+            })
+            .collect();
+        self.engine
+            .claims
+            .wait(self.transfers.owner, &keys, CLAIM_WAIT)
+            .await;
+        let (again, staged, resolved) = self.stage(again, false).await?;
+        let more = self.apply_group(again, staged, resolved, tail).await?;
+        out.recorded += more.recorded;
+        out.actions.extend(more.actions);
+        out.conflicts.extend(more.conflicts);
+        out.aside.extend(more.aside);
+        out.aside.extend(
+            more.unstaged
+                .into_iter()
+                .map(|c| (c, "its content could not be fetched".to_string())),
+        );
+        Ok(more.tail_committed)
     }
 
     /// Says what became of the changes set aside: set aside now (or
