@@ -104,6 +104,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder at the start of a stream, holding nothing.
     pub fn new() -> FrameDecoder {
         FrameDecoder::default()
     }

@@ -27,15 +27,37 @@ pub const CAPABILITIES: &[&str] = &[
 /// Why a session ends at the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
+    /// The peer's Hello names another [`PROTOCOL_VERSION`] than ours.
     #[error("peer speaks protocol version {theirs}; this build speaks {ours}")]
-    ProtocolVersion { ours: u32, theirs: u32 },
+    ProtocolVersion {
+        /// This build's [`PROTOCOL_VERSION`].
+        ours: u32,
+        /// The version the peer's Hello names.
+        theirs: u32,
+    },
+    /// The peer's Hello names another host than the one the TLS layer
+    /// authenticated.
     #[error("peer introduced itself as {claimed:?}, but its certificate is that of {expected:?}")]
-    WrongHost { expected: String, claimed: String },
+    WrongHost {
+        /// The host the TLS layer authenticated.
+        expected: String,
+        /// The host the peer's Hello names.
+        claimed: String,
+    },
+    /// The peer's first message is neither a Hello nor an `Error`.
     #[error("expected Hello as the first message, got {got}")]
-    NotHello { got: &'static str },
+    NotHello {
+        /// That message's variant name ([`Message::kind`]).
+        got: &'static str,
+    },
     /// The peer sent `Error` instead of its Hello.
     #[error("peer refused the session ({code:?}): {message:?}")]
-    Refused { code: ErrorCode, message: String },
+    Refused {
+        /// The `Error`'s code.
+        code: ErrorCode,
+        /// The `Error`'s text.
+        message: String,
+    },
 }
 
 impl HandshakeError {

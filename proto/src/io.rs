@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// header alone does not make us reserve its declared length.
 const READ_STEP: usize = 64 * 1024;
 
+/// Why [`read_message`] or [`read_frame`] returned no message. After any
+/// of these the session is over.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The stream ended without its closing handshake: with TLS, the peer
@@ -20,16 +22,23 @@ pub enum ReadError {
     /// stop looks.
     #[error("the connection ended without the peer's TLS close_notify (its omirrd stopped or was killed, or its host or the network went down)")]
     Cut,
+    /// Reading from the stream failed (other than [`ReadError::Cut`]).
     #[error("reading a frame: {0}")]
     Io(#[from] std::io::Error),
+    /// The bytes read are not a valid frame or message, or the stream
+    /// ended inside a frame.
     #[error(transparent)]
     Decode(#[from] DecodeError),
 }
 
+/// Why [`write_message`] did not write a message.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// Writing to the stream failed; part of the frame may have been
+    /// written, so the stream must be closed.
     #[error("writing a frame: {0}")]
     Io(#[from] std::io::Error),
+    /// The message could not be framed; nothing was written.
     #[error(transparent)]
     Encode(#[from] EncodeError),
 }

@@ -26,8 +26,8 @@
 //! - the sync rules (`omirr-core`): which entry wins, what to fetch, what
 //!   to apply. It borrows core's entry types ([`Change`], [`RelPath`], ...)
 //!   and the chunk list's ([`Chunk`], [`Digest`]) because they are what
-//!   travels; that dependency points from proto to core, the reverse of
-//!   the arrow drawn in DESIGN.md, so that the types exist once. Core does
+//!   travels; that dependency points from proto to core (as
+//!   ARCHITECTURE.md draws it), so that the types exist once. Core does
 //!   no I/O either, so nothing is lost;
 //! - cutting files into chunks and rebuilding them from a chunk list
 //!   (`omirr-chunk`), which this crate does not depend on;

@@ -111,7 +111,9 @@ pub enum Message {
     /// Fatal: the sender closes the connection after it. Frozen across
     /// versions.
     Error {
+        /// Why the sender ends the session.
         code: ErrorCode,
+        /// Details for the receiver's log, at most [`MAX_TEXT`] bytes.
         #[serde(deserialize_with = "serde_helpers::text")]
         message: String,
     },
@@ -122,7 +124,14 @@ pub enum Message {
     /// sent back to it; those of them the sender recorded before this
     /// `Pull` with a later timestamp are, because the receiver has lost
     /// them (a new or restored index).
-    Pull { after: Seq, own_after: Timestamp },
+    Pull {
+        /// The highest of the receiver's sequences the sender has received
+        /// and durably applied; 0 asks for everything.
+        after: Seq,
+        /// The latest timestamp of the sender's own changes in its index;
+        /// 0 if it holds nothing from this peer.
+        own_after: Timestamp,
+    },
     /// A page of the sender's index, in sequence order. Each change carries
     /// the sequence the sender recorded it under. `upto`: with this page the
     /// receiver has everything the sender recorded up to `upto` that it is
@@ -130,58 +139,93 @@ pub enum Message {
     /// peer). `done`: no further page follows right away; the receiver is
     /// caught up (the first `done` after a `Pull` ends its answer).
     Changes {
+        /// The changes with their sequences, strictly increasing, at most
+        /// [`MAX_CHANGES_PER_PAGE`].
         #[serde(deserialize_with = "serde_helpers::changes")]
         changes: Vec<(Seq, Change)>,
+        /// The sequence the receiver's cursor may advance to once it has
+        /// applied the page; no change of the page lies above it.
         upto: Seq,
+        /// No further page follows right away.
         done: bool,
     },
     /// The receiver has applied, and durably recorded, everything the
     /// sender sent up to `upto`.
-    Ack { upto: Seq },
+    Ack {
+        /// The sequence (of the `Changes` sender) up to which everything
+        /// is applied: the receiver's cursor for it.
+        upto: Seq,
+    },
     /// "Send me the content of `path`, which you announced with this hash
     /// and size." `id` is the requester's, unique among its outstanding
     /// requests.
     FileRequest {
+        /// The requester's id for this request, echoed in the answer.
         id: u64,
+        /// The file's path, relative to the mirror root.
         path: RelPath,
+        /// The BLAKE3 hash of the content, as the file's holder announced it.
         hash: Hash,
+        /// The content's size in bytes, as the file's holder announced it.
         size: u64,
     },
     /// Bytes `offset..offset + data.len()` of request `id`'s file; at most
     /// [`MAX_CHUNK`] bytes, in offset order.
     FileData {
+        /// The request this answers.
         id: u64,
+        /// Where `data` starts in the file, in bytes.
         offset: u64,
+        /// The file's bytes from `offset` on, at most [`MAX_CHUNK`].
         #[serde(with = "serde_helpers::bytes")]
         data: Vec<u8>,
     },
     /// All of request `id`'s file has been sent.
-    FileEnd { id: u64 },
+    FileEnd {
+        /// The request this answers.
+        id: u64,
+    },
     /// Request `id` cannot be served: the file changed or is gone on the
     /// sender. Data already sent for it is to be discarded.
     FileUnavailable {
+        /// The request this answers.
         id: u64,
+        /// Why, for the requester's log; at most [`MAX_TEXT`] bytes.
         #[serde(deserialize_with = "serde_helpers::text")]
         reason: String,
     },
     /// Are you there? Answered by a `Pong` with the same nonce.
-    Ping { nonce: u64 },
+    Ping {
+        /// The sender's value, echoed by the `Pong`.
+        nonce: u64,
+    },
     /// The answer to a `Ping`.
-    Pong { nonce: u64 },
+    Pong {
+        /// The `Ping`'s nonce.
+        nonce: u64,
+    },
     /// Capability [`crate::CAP_CHUNKS`]: "send me the chunk list of
     /// `path`, which you announced with this hash and size", answered by
     /// `ChunkList` pages or `FileUnavailable`.
     ChunkRequest {
+        /// The requester's id for this request, echoed in the answer.
         id: u64,
+        /// The file's path, relative to the mirror root.
         path: RelPath,
+        /// The BLAKE3 hash of the content, as the file's holder announced it.
         hash: Hash,
+        /// The content's size in bytes, as the file's holder announced it.
         size: u64,
     },
     /// A page of request `id`'s chunk list, in file order; `last` ends it.
     ChunkList {
+        /// The request this answers.
         id: u64,
+        /// The next chunks, in file order, at most [`MAX_CHUNK_LIST`],
+        /// none of length 0.
         #[serde(deserialize_with = "serde_helpers::chunk_list")]
         chunks: Vec<Chunk>,
+        /// This is the list's last page.
         last: bool,
     },
     /// Capability [`crate::CAP_CHUNKS`]: "send me these byte ranges
@@ -189,10 +233,17 @@ pub enum Message {
     /// size", answered like a `FileRequest`, with `FileData` for each
     /// range in order, then `FileEnd`.
     RangeRequest {
+        /// The requester's id for this request, echoed in the answer.
         id: u64,
+        /// The file's path, relative to the mirror root.
         path: RelPath,
+        /// The BLAKE3 hash of the content, as the file's holder announced it.
         hash: Hash,
+        /// The content's size in bytes, as the file's holder announced it.
         size: u64,
+        /// The ranges as `(offset, len)` in bytes: at most [`MAX_RANGES`],
+        /// none empty, in increasing order without overlap, all within
+        /// `size`.
         #[serde(deserialize_with = "serde_helpers::ranges")]
         ranges: Vec<(u64, u64)>,
     },
@@ -204,7 +255,13 @@ pub enum Message {
     /// receiver which of the sender's indexes its cursor must count in:
     /// a host whose index was made anew or restored has another id, and
     /// its peers ask it for everything again (their `Pull` follows).
-    Clock { wall: u64, index: u64 },
+    Clock {
+        /// The sender's wall clock, in nanoseconds since the epoch.
+        wall: u64,
+        /// The id of the sender's index: random, made with the index,
+        /// never 0.
+        index: u64,
+    },
     /// Capability [`crate::CAP_BACKLOG`]: the size of the answer to the
     /// receiver's `Pull`, sent once, after the first `Changes` page or
     /// later: the sender's changes after the `Pull`'s `after` up to
@@ -213,50 +270,79 @@ pub enum Message {
     /// their total size in bytes. Only for progress reports: nothing in
     /// the session depends on it.
     Backlog {
+        /// The sender's last sequence when the `Pull` arrived.
         upto: Seq,
+        /// How many changes the answer holds.
         changes: u64,
+        /// How many of them are files with content.
         files: u64,
+        /// Those files' total size, in bytes.
         bytes: u64,
     },
     /// Capability [`crate::CAP_DIGESTS`]: a `ChunkRequest` answered by
     /// `ChunkDigests` pages (or `FileUnavailable`) instead of `ChunkList`.
     DigestRequest {
+        /// The requester's id for this request, echoed in the answer.
         id: u64,
+        /// The file's path, relative to the mirror root.
         path: RelPath,
+        /// The BLAKE3 hash of the content, as the file's holder announced it.
         hash: Hash,
+        /// The content's size in bytes, as the file's holder announced it.
         size: u64,
     },
     /// Capability [`crate::CAP_DIGESTS`]: a page of request `id`'s chunk
     /// list, in file order, each chunk named by its length and the first
     /// bytes of its hash; `last` ends it.
     ChunkDigests {
+        /// The request this answers.
         id: u64,
+        /// The next chunks, in file order, at most [`MAX_CHUNK_LIST`],
+        /// none of length 0.
         #[serde(deserialize_with = "serde_helpers::digests")]
         digests: Vec<Digest>,
+        /// This is the list's last page.
         last: bool,
     },
     /// Capability [`crate::CAP_VERIFY`]: "summarise your index entries of
     /// this span, those you share with me", answered by a `Summary` with
     /// the same `id` (see `omirr_core::verify`).
-    SummaryRequest { id: u64, span: Span },
+    SummaryRequest {
+        /// The requester's id for this request, echoed in the `Summary`.
+        id: u64,
+        /// The paths to summarise.
+        span: Span,
+    },
     /// Capability [`crate::CAP_VERIFY`]: the span of request `id` in 1 to
     /// [`MAX_BUCKETS`] buckets, in path order, together covering it.
     Summary {
+        /// The request this answers.
         id: u64,
+        /// The buckets, each ending at its `upto` (inclusive), the last at
+        /// the span's.
         #[serde(deserialize_with = "serde_helpers::buckets")]
         buckets: Vec<Bucket>,
     },
     /// Capability [`crate::CAP_VERIFY`]: "send me your index entries of
     /// this span, those you share with me", answered by `Entries`.
-    EntriesRequest { id: u64, span: Span },
+    EntriesRequest {
+        /// The requester's id for this request, echoed in the `Entries`.
+        id: u64,
+        /// The paths whose entries to send.
+        span: Span,
+    },
     /// Capability [`crate::CAP_VERIFY`]: the first entries of request
     /// `id`'s span, in path order, at most [`MAX_VERIFY_ENTRIES`];
     /// `complete`: there are no more (else the asker asks again for the
     /// rest of the span, after the last one).
     Entries {
+        /// The request this answers.
         id: u64,
+        /// The entries with their paths, in strictly increasing path
+        /// order.
         #[serde(deserialize_with = "serde_helpers::entries")]
         entries: Vec<Change>,
+        /// No entries of the span follow this page's.
         complete: bool,
     },
     /// Capability [`crate::CAP_EXPIRY`]: what the sender has forgotten
@@ -269,9 +355,15 @@ pub enum Message {
     /// have missed a deletion the sender no longer remembers: it
     /// reconciles (see `PROTOCOL.md`, "Tombstone expiry").
     Forgotten {
+        /// The greatest of the sender's sequences whose entry it forgot;
+        /// 0 if none.
         forgot_seq: Seq,
+        /// A timestamp above every forgotten entry's; 0 if none.
         forgot_below: Timestamp,
+        /// The sender's cursor for the receiver: it has everything the
+        /// receiver recorded up to this sequence.
         cursor: Seq,
+        /// The sender's last sequence.
         last: Seq,
     },
 }

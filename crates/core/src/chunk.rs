@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 /// One chunk of a file: its length and the BLAKE3 hash of its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Chunk {
+    /// The chunk's length in bytes.
     pub len: u32,
+    /// The BLAKE3 hash of the chunk's bytes.
     pub hash: Hash,
 }
 
@@ -29,7 +31,9 @@ pub const DIGEST_LEN: usize = 8;
 /// fetches the file whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Digest {
+    /// The chunk's length in bytes.
     pub len: u32,
+    /// The first [`DIGEST_LEN`] bytes of the chunk's BLAKE3 hash.
     pub prefix: [u8; DIGEST_LEN],
 }
 

@@ -10,12 +10,20 @@ pub type Hash = [u8; 32];
 /// What a path holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Content {
+    /// A regular file.
     File {
+        /// The content's length in bytes.
         size: u64,
+        /// The BLAKE3 hash of the whole content.
         hash: Hash,
     },
+    /// A directory. What it holds are entries of their own.
     Dir,
+    /// A symbolic link.
     Symlink {
+        /// The link's target as `readlink(2)` gives it: raw bytes, not
+        /// checked against the mirror (it may be absolute or climb with
+        /// `..`). The applier refuses an empty one or one with a NUL byte.
         target: Vec<u8>,
     },
     /// A tombstone: the path was deleted. Kept so that a peer that was
@@ -27,14 +35,18 @@ pub enum Content {
 }
 
 impl Content {
+    /// Whether this is anything but a tombstone.
     pub fn is_live(&self) -> bool {
         !matches!(self, Content::Deleted)
     }
 
+    /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {
         matches!(self, Content::Dir)
     }
 
+    /// The kind of thing this is, in a word for messages (`"file"`,
+    /// `"directory"`, `"symlink"`, `"FIFO"`, `"deleted"`).
     pub fn kind(&self) -> &'static str {
         match self {
             Content::File { .. } => "file",
@@ -46,7 +58,9 @@ impl Content {
     }
 }
 
-/// Metadata mirrored with the content. Tombstones carry zeroes.
+/// Metadata mirrored with the content. Tombstones mostly carry zeroes;
+/// those that expiry and reconciliation make ([`crate::expiry`]) keep the
+/// metadata of the entry they delete.
 ///
 /// Owner and group travel both ways an rdist Distfile may ask for: as
 /// numbers (`numchkowner`, `numchkgroup`) and as the names the recording
@@ -56,7 +70,9 @@ impl Content {
 pub struct Meta {
     /// Permission bits (`0o7777`), not the file type.
     pub mode: u32,
+    /// The owner's user ID on the host that recorded the entry.
     pub uid: u32,
+    /// The group ID on the host that recorded the entry.
     pub gid: u32,
     /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
@@ -126,6 +142,7 @@ impl Xattrs {
     pub const MAX_NAME: usize = 255;
     /// The largest value (`XATTR_SIZE_MAX`).
     pub const MAX_VALUE: usize = 64 * 1024;
+    /// No attributes; allocates nothing.
     pub const EMPTY: Xattrs = Xattrs(None);
 
     /// Sorts `pairs` by name; refuses a name twice, an empty name or one
@@ -153,12 +170,14 @@ impl Xattrs {
         self.0.as_deref().map_or(&[], |v| v.as_slice())
     }
 
+    /// The `(name, value)` pairs, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.pairs()
             .iter()
             .map(|(n, v)| (n.as_slice(), v.as_slice()))
     }
 
+    /// The value of the attribute called `name`; `None` if there is none.
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
         let pairs = self.pairs();
         pairs
@@ -167,10 +186,12 @@ impl Xattrs {
             .map(|i| pairs[i].1.as_slice())
     }
 
+    /// How many attributes there are.
     pub fn len(&self) -> usize {
         self.pairs().len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.pairs().is_empty()
     }
@@ -201,8 +222,9 @@ impl TryFrom<Vec<(Vec<u8>, Vec<u8>)>> for Xattrs {
 }
 
 /// A user or group name, at most [`Name::MAX`] bytes and without a NUL
-/// byte, held inline so that [`Meta`] stays `Copy`. A longer name is not
-/// kept (the number is used instead; see [`Name::new`]).
+/// byte, held inline so that the two every [`Meta`] carries cost no
+/// allocation. A longer name is not kept (the number is used instead; see
+/// [`Name::new`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Name {
     len: u8,
@@ -212,6 +234,7 @@ pub struct Name {
 impl Name {
     /// The longest name kept: useradd's and groupadd's limit.
     pub const MAX: usize = 32;
+    /// No name: the recording host has none for the number.
     pub const EMPTY: Name = Name {
         len: 0,
         bytes: [0; Name::MAX],
@@ -231,10 +254,12 @@ impl Name {
         })
     }
 
+    /// The name's bytes: at most [`Name::MAX`], no NUL.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len).min(Name::MAX)]
     }
 
+    /// Whether this is [`Name::EMPTY`].
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -299,8 +324,12 @@ impl<'de> Deserialize<'de> for Name {
 /// One path's state, as a host's index holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
+    /// What the path holds; [`Content::Deleted`] for a tombstone.
     pub content: Content,
+    /// The metadata mirrored with the content.
     pub meta: Meta,
+    /// Who wrote this state, and when: for a path, the greatest version
+    /// wins.
     pub version: Version,
     /// The version this change replaced (its base), `None` for a path the
     /// writer had no entry for. A run of local changes on one host keeps
@@ -314,6 +343,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether the entry is anything but a tombstone.
     pub fn is_live(&self) -> bool {
         self.content.is_live()
     }
@@ -331,7 +361,9 @@ pub const DEFAULT_TOMBSTONE_HORIZON_NS: u64 = 30 * 24 * 3600 * 1_000_000_000;
 /// A path and its entry, as sent between hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Change {
+    /// The path the change is for.
     pub path: RelPath,
+    /// The path's new state, with the version that made it.
     pub entry: Entry,
 }
 

@@ -141,7 +141,9 @@ pub fn plan<V: IndexView>(view: &V, expired: &[(RelPath, Entry)]) -> Result<Plan
 /// One entry of the returning host's index, for [`reconcile`].
 #[derive(Debug, Clone)]
 pub struct Held {
+    /// The path the entry is held at.
     pub path: RelPath,
+    /// The entry, as the index holds it.
     pub entry: Entry,
     /// The sequence the host recorded it under.
     pub seq: Seq,

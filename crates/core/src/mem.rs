@@ -10,6 +10,10 @@ use crate::{Content, RelPath, Seq};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 
+/// An index held in memory: each path's newest entry with the local
+/// sequence it was recorded under, the peers' cursors, which paths hold
+/// which content, and the expiry watermark. Reads go through
+/// [`IndexView`] and [`EntrySource`](crate::verify::EntrySource).
 #[derive(Debug, Clone, Default)]
 pub struct MemIndex {
     entries: BTreeMap<RelPath, (Entry, Seq)>,
@@ -76,6 +80,7 @@ impl MemIndex {
             .collect()
     }
 
+    /// The sequence of the latest recorded change (0: none yet).
     pub fn last_seq(&self) -> Seq {
         self.last_seq
     }
@@ -85,6 +90,8 @@ impl MemIndex {
         self.cursors.get(peer).copied().unwrap_or(0)
     }
 
+    /// Sets [`MemIndex::cursor`] for `peer` to `seq`, as it is, even if
+    /// lower.
     pub fn set_cursor(&mut self, peer: &HostId, seq: Seq) {
         self.cursors.insert(peer.clone(), seq);
     }
@@ -156,10 +163,12 @@ impl MemIndex {
         self.entries.iter().map(|(p, (e, _))| (p, e))
     }
 
+    /// How many entries the index holds, tombstones included.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the index holds no entry.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -23,12 +23,20 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     /// Seen live by the watcher: stamped above everything seen.
-    Live { wall: Timestamp },
+    Live {
+        /// The wall clock when the watcher saw the change.
+        wall: Timestamp,
+    },
     /// Found by a scan (made while nobody watched): stamped at the
     /// change's ctime (for a deletion, the parent directory's), but above
     /// `floor`, everything the host had seen when the scan began
     /// ([`Hlc::last`] then). See [`Hlc::at`].
-    Scanned { ctime: Timestamp, floor: Timestamp },
+    Scanned {
+        /// The path's ctime (for a deletion, its parent directory's).
+        ctime: Timestamp,
+        /// [`Hlc::last`] when the scan began.
+        floor: Timestamp,
+    },
 }
 
 /// What `observe` needs to know about the disk.

@@ -13,26 +13,43 @@ use std::fmt;
 #[serde(try_from = "Vec<u8>", into = "Vec<u8>")]
 pub struct RelPath(Vec<u8>);
 
+/// Why bytes are not a [`RelPath`]. Each variant holds the offending
+/// path as shown in messages: escaped ([`escape`]), and cut after 120
+/// bytes when [`RelPath::new`] refused it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
+    /// The path starts with `/`.
     #[error("path {0} is absolute; expected a path relative to the mirror root")]
     Absolute(String),
+    /// A component is `..`.
     #[error("path {0} has a '..' component, which could climb out of the mirror root")]
     DotDot(String),
+    /// A component is empty (`a//b`, a trailing `/`) or `.`. Also what
+    /// [`RelPath::join`] returns for a name that is empty or holds a `/`;
+    /// then it holds that name, not a path.
     #[error("path {0} has an empty or '.' component")]
     EmptyComponent(String),
+    /// The path holds a NUL byte.
     #[error("path {0} holds a NUL byte")]
     Nul(String),
+    /// The path is longer than [`MAX_PATH_LEN`].
     #[error("path {path} is {len} bytes long; at most {max} are allowed (PATH_MAX)")]
     TooLong {
+        /// The path, as shown.
         path: String,
+        /// The path's length in bytes.
         len: usize,
+        /// The limit, [`MAX_PATH_LEN`].
         max: usize,
     },
+    /// A component is longer than [`MAX_NAME_LEN`].
     #[error("path {path} has a component of {len} bytes; at most {max} are allowed (NAME_MAX)")]
     NameTooLong {
+        /// The path, as shown.
         path: String,
+        /// The long component's length in bytes.
         len: usize,
+        /// The limit, [`MAX_NAME_LEN`].
         max: usize,
     },
 }
@@ -97,10 +114,12 @@ impl RelPath {
         Ok(RelPath(bytes))
     }
 
+    /// The path's bytes: no leading or trailing `/`, empty for the root.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// Whether this is the root (the empty path).
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }

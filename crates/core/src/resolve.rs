@@ -62,63 +62,109 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Action {
     /// Keep the file now at `path` as `path.OLD` before it is replaced or
     /// removed (`savetargets`).
-    SaveOld { path: RelPath },
+    SaveOld {
+        /// The file about to be replaced or removed.
+        path: RelPath,
+    },
     /// Move the file at `from` to `to` (creating missing parent
     /// directories), then give it `meta`.
     Rename {
+        /// Where the file is now.
         from: RelPath,
+        /// Where it goes.
         to: RelPath,
+        /// The metadata it gets there.
         meta: Meta,
     },
     /// Remove what is at `path`: `was` says what the index believed it to
     /// be (a directory is empty by the time this runs).
-    Remove { path: RelPath, was: Content },
+    Remove {
+        /// What to remove.
+        path: RelPath,
+        /// The kind the index recorded there: the applier refuses to
+        /// remove something of another kind.
+        was: Content,
+    },
     /// Make `path` a directory with `meta`, replacing a file or symlink,
     /// or only fix its metadata if it is one already.
-    MakeDir { path: RelPath, meta: Meta },
+    MakeDir {
+        /// The directory to make.
+        path: RelPath,
+        /// The metadata it gets.
+        meta: Meta,
+    },
     /// Make `path` a regular file with this content and `meta`.
     WriteFile {
+        /// The file to write.
         path: RelPath,
+        /// The content's length in bytes; the bytes written must have it.
         size: u64,
+        /// The content's BLAKE3 hash; the bytes written must match it.
         hash: Hash,
+        /// The metadata the file gets.
         meta: Meta,
+        /// Where the content comes from.
         source: Source,
     },
     /// Make `path` a symbolic link to `target`.
     MakeSymlink {
+        /// Where the link goes.
         path: RelPath,
+        /// The link's target, as [`Content::Symlink`] holds it.
         target: Vec<u8>,
+        /// The metadata the link gets.
         meta: Meta,
     },
     /// Make `path` a named pipe (FIFO).
-    MakeFifo { path: RelPath, meta: Meta },
+    MakeFifo {
+        /// Where the FIFO goes.
+        path: RelPath,
+        /// The metadata it gets.
+        meta: Meta,
+    },
     /// Make `to` another name of the file at `from` (a hard link), then
     /// give the inode `meta`. If `to` is that inode already, only the
     /// metadata is set.
     Link {
+        /// A name the file has already.
         from: RelPath,
+        /// The new name.
         to: RelPath,
+        /// The metadata the inode gets.
         meta: Meta,
     },
     /// The content is right; only the metadata changes.
-    SetMeta { path: RelPath, meta: Meta },
+    SetMeta {
+        /// The path whose metadata changes.
+        path: RelPath,
+        /// The metadata it gets.
+        meta: Meta,
+    },
     /// This host's own file at `path` (content `size`, `hash`) lost a
     /// conflict: keep a copy of it at `copy` with `meta`, durably, before
     /// any other action of the batch changes `path`; then remove `prune`,
     /// the oldest conflict copies of `path` beyond the set's bound.
     KeepConflictCopy {
+        /// This host's file whose content lost.
         path: RelPath,
+        /// Where the copy goes ([`conflict::copy_name`]).
         copy: RelPath,
+        /// The losing content's length in bytes.
         size: u64,
+        /// The losing content's BLAKE3 hash.
         hash: Hash,
+        /// The metadata the copy gets.
         meta: Meta,
+        /// Older conflict copies of `path` to remove, beyond what its set
+        /// keeps ([`ConflictRules::keep`]).
         prune: Vec<RelPath>,
     },
 }
 
 impl Action {
-    /// Every path the action changes: both ends of a rename, otherwise
-    /// [`Action::path`].
+    /// Every path the action changes: both ends of a rename or a link;
+    /// the original, the copy and the pruned copies of a conflict copy;
+    /// otherwise [`Action::path`].
     pub fn paths(&self) -> Vec<&RelPath> {
         match self {
             Action::Rename { from, to, .. } | Action::Link { from, to, .. } => vec![from, to],
@@ -133,6 +179,9 @@ impl Action {
         }
     }
 
+    /// The path the action makes or works on: where a rename or a link
+    /// ends, and the copy for a conflict copy. [`Action::paths`] lists
+    /// every path it changes.
     pub fn path(&self) -> &RelPath {
         match self {
             Action::Rename { to: path, .. }

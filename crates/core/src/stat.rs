@@ -17,10 +17,15 @@ use serde::{Deserialize, Serialize};
 /// These are local facts: they never leave the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct StatKey {
+    /// The device number (`st_dev`). [`StatKey::unchanged`] ignores it.
     pub dev: u64,
+    /// The inode number (`st_ino`).
     pub ino: u64,
+    /// The size in bytes (`st_size`).
     pub size: u64,
+    /// The modification time (`st_mtime`), nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// The status change time (`st_ctime`), nanoseconds since the epoch.
     pub ctime_ns: i64,
 }
 

@@ -29,6 +29,8 @@ use std::collections::HashMap;
 
 /// Read access to an index: what [`present`] and the resolver need.
 pub trait IndexView {
+    /// Why a read failed ([`Infallible`](std::convert::Infallible) for an
+    /// index in memory).
     type Error;
 
     /// The winning entry for `path`, tombstones included.
@@ -47,6 +49,8 @@ pub trait IndexView {
 pub struct Node {
     /// Never [`Content::Deleted`].
     pub content: Content,
+    /// The metadata it must have: the entry's, or [`Meta::IMPLIED_DIR`]
+    /// for a directory that is there only for what lies below it.
     pub meta: Meta,
 }
 

@@ -63,8 +63,13 @@ pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 /// byte order. `None` bounds are open.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Span {
+    /// The mirrored top the span lies in: no path outside its subtree is
+    /// in the span.
     pub top: RelPath,
+    /// The span begins after this path (exclusive); `None`: at the top.
     pub after: Option<RelPath>,
+    /// The span ends at this path (inclusive); `None`: at the end of the
+    /// top's subtree.
     pub upto: Option<RelPath>,
 }
 
@@ -143,6 +148,8 @@ fn bound_above(hi: &Bound<Vec<u8>>, key: &[u8]) -> bool {
 /// computed from. The index implements it over a read transaction; the
 /// daemon's adapter also leaves out what the peer may not see.
 pub trait EntrySource {
+    /// Why a scan failed ([`Infallible`](std::convert::Infallible) for an
+    /// index in memory).
     type Error;
 
     /// Calls `each` with every entry of `span`, in path order, until it
@@ -184,16 +191,23 @@ pub enum Ask {
 /// host, `theirs` on the peer (`None`: it has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
+    /// The path whose entries differ.
     pub path: RelPath,
+    /// The asking host's entry; `None` if it has none.
     pub ours: Option<Entry>,
+    /// The peer's entry; `None` if it has none.
     pub theirs: Option<Entry>,
 }
 
 /// A peer's answer that cannot be right, or the local index failing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError<E> {
+    /// The peer's answer breaks the rules ([`check_summary`],
+    /// [`check_entries`]), or its summaries do not converge within
+    /// [`MAX_ASKS`] questions. The text says what was wrong.
     #[error("the peer's answer is malformed: {0}")]
     Malformed(String),
+    /// Reading this host's own entries failed.
     #[error("reading the local index: {0}")]
     Local(E),
 }

@@ -25,10 +25,12 @@ pub struct Timestamp(pub u64);
 pub struct HostId(Arc<str>);
 
 impl HostId {
+    /// The host called `name`, taken as it is (nothing is checked).
     pub fn new(name: &str) -> HostId {
         HostId(Arc::from(name))
     }
 
+    /// The host's name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -49,7 +51,10 @@ impl fmt::Debug for HostId {
 /// Who wrote an entry, and when. The greater version wins.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version {
+    /// When the change was made, by its writer's clock ([`Hlc`]).
     pub ts: Timestamp,
+    /// The host that made the change. It breaks ties between equal
+    /// timestamps, so two versions are equal only if one host made both.
     pub host: HostId,
 }
 

@@ -40,7 +40,11 @@ pub enum Check {
 /// How one path's metadata is mirrored on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetaRules {
+    /// How the owner is mirrored (`numchkowner`, `nochkowner`; by name
+    /// without either).
     pub owner: Check,
+    /// How the group is mirrored (`numchkgroup`, `nochkgroup`; by name
+    /// without either).
     pub group: Check,
     /// `nochkmode`: this host's permission bits stay.
     pub keep_mode: bool,
@@ -74,6 +78,8 @@ impl MetaRules {
 
 /// The rules for each path; the daemon's plan implements it.
 pub trait Rules: Send + Sync {
+    /// The rules in force at `path` (relative to the mirror root): the
+    /// install options of the mirror set that rules it.
     fn rules(&self, path: &RelPath) -> MetaRules;
     /// Whether this host only receives `path` (the Distfile's
     /// `receiveonly`): a local change there is not recorded, but undone

@@ -43,8 +43,13 @@ pub enum WatchEvent {
     /// half-written. Each comes in a batch of its own once its writer
     /// closes it (or it settles).
     Changed {
+        /// Where to look, relative to the root, in path order.
         paths: Vec<RelPath>,
+        /// The entries of `paths` whose own metadata alone changed; for a
+        /// directory, nothing below it need be walked.
         attrs_only: Vec<RelPath>,
+        /// Files still open for writing when the batch was cut; not
+        /// necessarily among `paths`.
         still_written: Vec<RelPath>,
     },
     /// Events were lost (the kernel's queue overflowed): these tops must
@@ -52,11 +57,20 @@ pub enum WatchEvent {
     Rescan(Vec<RelPath>),
     /// `top` is not (fully) watched; `reason` says why and what to do.
     /// The caller rescans it periodically.
-    Degraded { top: RelPath, reason: String },
+    Degraded {
+        /// The top, relative to the root.
+        top: RelPath,
+        /// Why, for the log: e.g. that the top does not exist, or which
+        /// sysctl to raise.
+        reason: String,
+    },
 }
 
+/// Why [`Watcher::start`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    /// The inotify descriptor, the stop descriptor or the watcher's
+    /// thread could not be made; the string is the system's reason.
     #[error("cannot start watching: {0}")]
     Start(String),
 }
@@ -111,6 +125,10 @@ impl Debounce {
         )
     }
 
+    /// A debouncer whose batches are due `quiet` after the last event, or
+    /// `max_delay` after the first, whichever is first; a file still
+    /// being written is held back until it has seen no write for
+    /// `settle`, or at most `max_hold` after its first write.
     pub fn with_hold(
         quiet: Duration,
         max_delay: Duration,
@@ -289,8 +307,9 @@ pub struct Watcher {
     _batcher: std::thread::JoinHandle<()>,
 }
 
-/// Which paths the watcher reports: inside a top, not excluded, not the
-/// applier's temporary files.
+/// Which paths the watcher drops: `true` for a path not to report (an
+/// excluded one). Paths outside the tops and the applier's temporary
+/// files are dropped whatever it says.
 pub type PathFilter = Arc<dyn Fn(&RelPath) -> bool + Send + Sync>;
 
 /// What every directory is watched for. Not `IN_OPEN`, `IN_ACCESS` or

@@ -25,8 +25,10 @@ use rustix::io::Errno;
 use std::io;
 use std::sync::OnceLock;
 
-/// The ACL attributes.
+/// The attribute that holds a file's or directory's access ACL.
 pub const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+/// The attribute that holds a directory's default ACL, which new entries
+/// in it inherit.
 pub const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
 
 /// What kind of attribute a name is.

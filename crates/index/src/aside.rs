@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 /// a retry applies it or a newer version of its path supersedes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Aside {
+    /// The peer's change, as the peer sent it.
     pub change: Change,
     /// Why it could not be applied, the last time it was tried.
     pub reason: String,

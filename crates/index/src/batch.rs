@@ -40,6 +40,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch; committing it does nothing.
     pub fn new() -> Batch {
         Batch::default()
     }
@@ -51,16 +52,22 @@ impl Batch {
         self
     }
 
+    /// Caches `key` as `path`'s stat without recording a change: for a
+    /// file re-hashed and found unchanged. Applied after the changes.
     pub fn set_stat(&mut self, path: RelPath, key: StatKey) -> &mut Batch {
         self.stats.push((path, Some(key)));
         self
     }
 
+    /// Drops `path`'s cached stat, if any, so the next scan hashes the
+    /// file rather than trust its stat. Applied after the changes.
     pub fn forget_stat(&mut self, path: RelPath) -> &mut Batch {
         self.stats.push((path, None));
         self
     }
 
+    /// Sets `peer`'s cursor to `seq` (down as well as up), in the same
+    /// transaction as the changes applied below it.
     pub fn set_cursor(&mut self, peer: HostId, seq: Seq) -> &mut Batch {
         self.cursors.push((peer, seq));
         self
@@ -100,6 +107,9 @@ impl Batch {
         self.aside.append(&mut other.aside);
     }
 
+    /// Whether the batch holds nothing at all (no changes, stats,
+    /// cursors, clock or set-aside changes); [`crate::Index::commit`]
+    /// then opens no transaction.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
             && self.stats.is_empty()

@@ -7,60 +7,110 @@ use std::path::{Path, PathBuf};
 /// An error from the persisted index.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// redb could not create or open the database file for a reason not
+    /// covered below (an I/O error, say).
     #[error("cannot open index at {}: {source}", path.display())]
     Open {
+        /// The database file.
         path: PathBuf,
+        /// What redb said.
         #[source]
         source: redb::DatabaseError,
     },
 
+    /// Another process (another omirrd with the same state directory)
+    /// has the database open: redb allows one at a time.
     #[error(
         "index at {} is open in another process; is another omirrd running \
          with this state directory?",
         path.display()
     )]
-    InUse { path: PathBuf },
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
 
+    /// The file is not an omirr index: not a redb database, a redb
+    /// database without omirr's meta table or magic, or one redb cannot
+    /// read (cut short or damaged).
     #[error(
         "{} is not a usable omirr index ({why}); move it aside and restart: omirrd \
          then builds a fresh index with a full scan",
         path.display()
     )]
-    NotAnIndex { path: PathBuf, why: String },
+    NotAnIndex {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
 
+    /// The file is in redb 2's file format, and redb 2.6's upgrade to
+    /// the current one failed or panicked.
     #[error(
         "index at {} is in redb's file format v2, and upgrading it to v3 failed ({why}); \
          move it aside and restart: omirrd then builds a fresh index with a full scan",
         path.display()
     )]
-    Upgrade { path: PathBuf, why: String },
+    Upgrade {
+        /// The database file.
+        path: PathBuf,
+        /// What redb 2 said, or what its panic said.
+        why: String,
+    },
 
+    /// The index is of a format this build neither reads nor converts
+    /// from: a newer one, or an older one too old to convert.
     #[error(
         "index at {} has format {found}; this omirrd reads format {expected}: {advice}",
         path.display()
     )]
     Format {
+        /// The database file.
         path: PathBuf,
+        /// The format the file says it is in.
         found: u32,
+        /// This build's format, [`crate::FORMAT`].
         expected: u32,
+        /// What the operator should do, depending on whether the file is
+        /// newer or older.
         advice: &'static str,
     },
 
+    /// A redb operation on the opened database (a transaction, a table,
+    /// a read or a write) failed.
     #[error("index at {}: {what} failed: {source}", path.display())]
     Db {
+        /// The database file.
         path: PathBuf,
+        /// What was being done, e.g. "reading a cursor".
         what: &'static str,
+        /// What redb said.
         #[source]
         source: Box<redb::Error>,
     },
 
+    /// The database holds something that does not decode or does not
+    /// add up: a bad path, an entry or value that does not decode, a
+    /// missing format or id, a table of the wrong type.
     #[error("index at {} is corrupt: {detail}", path.display())]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What does not decode or does not add up.
+        detail: String,
+    },
 
+    /// A value could not be encoded for writing. Nothing in the crate
+    /// returns it at present (an [`crate::Aside`] that does not encode
+    /// is reported as [`IndexError::Corrupt`]).
     #[error("index at {}: cannot encode {what}: {detail}", path.display())]
     Encode {
+        /// The database file.
         path: PathBuf,
+        /// What was being encoded.
         what: &'static str,
+        /// What the encoder said.
         detail: String,
     },
 }

@@ -41,6 +41,7 @@ impl Index {
             .at(&self.path, "counting entries")
     }
 
+    /// Whether no path has an entry, tombstones included.
     pub fn is_empty(&self) -> Result<bool, IndexError> {
         Ok(self.len()? == 0)
     }

@@ -33,6 +33,7 @@ use std::time::Duration;
 /// What becomes of a peer's change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
+    /// Passes every check: resolve and apply it.
     Apply,
     /// Kept, with the reason, and tried again later.
     SetAside(String),
@@ -105,9 +106,11 @@ pub fn clock_offset(peer_wall: u64, local_wall: Timestamp) -> i128 {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the clock of {peer} is {} {} this host's, more than the maximum clock offset ({}): fix the clock of one of the hosts (NTP), or raise --max-clock-offset", seconds(.offset_ns.abs()), if *.offset_ns > 0 { "ahead of" } else { "behind" }, seconds(i128::from(*.max_ns)))]
 pub struct ClockOffset {
+    /// The peer's host name.
     pub peer: String,
     /// The peer's clock minus ours, in nanoseconds.
     pub offset_ns: i128,
+    /// The maximum clock offset it exceeds, in nanoseconds.
     pub max_ns: u64,
 }
 

@@ -12,10 +12,14 @@ use std::sync::Mutex;
 /// One peer, as the status shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PeerStatus {
+    /// Whether a session with the peer is open now (past its opening
+    /// exchange).
     pub connected: bool,
     /// Unix seconds when the current session began, or the last one ended.
     pub since: Option<u64>,
+    /// Frames written to the peer, every kind of message counted.
     pub frames_sent: u64,
+    /// Frames read from the peer, likewise.
     pub frames_received: u64,
     /// Bytes written to the peer's connection: every frame, header
     /// included, before TLS.
@@ -24,7 +28,9 @@ pub struct PeerStatus {
     /// Bytes read from it, likewise.
     #[serde(default)]
     pub bytes_received: u64,
+    /// Changes sent to the peer in `Changes` pages.
     pub changes_sent: u64,
+    /// The peer's changes applied and recorded here.
     pub changes_received: u64,
     /// Files whose content was asked of the peer.
     pub files_fetched: u64,
@@ -51,6 +57,8 @@ pub struct PeerStatus {
     /// there (`sendonly`).
     #[serde(default)]
     pub not_applied: u64,
+    /// The last error with this peer: why a session failed, or why its
+    /// changes could not be applied; cleared when a session opens.
     pub last_error: Option<String>,
     /// Whether this session's catch-up is over: everything the peer had
     /// recorded when the session began is applied here (see
@@ -69,10 +77,11 @@ pub struct PeerStatus {
     /// File content sent to the peer, in bytes.
     #[serde(default)]
     pub file_bytes_sent: u64,
-    /// File content received and sent, in bytes per second, over the last
-    /// report interval (5 s).
+    /// File content received, in bytes per second, over the last report
+    /// interval (5 s).
     #[serde(default)]
     pub rate_in: u64,
+    /// File content sent, in bytes per second, over the same interval.
     #[serde(default)]
     pub rate_out: u64,
     /// The peer's changes set aside here (filled in by the status, from
@@ -90,8 +99,11 @@ pub struct PeerStatus {
 /// content, and the size of that content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backlog {
+    /// How many changes, of every kind.
     pub changes: u64,
+    /// How many of them are files with content.
     pub files: u64,
+    /// The files' content, in bytes.
     pub bytes: u64,
 }
 
@@ -114,6 +126,7 @@ impl Backlog {
         b
     }
 
+    /// Both amounts together.
     pub fn plus(self, o: Backlog) -> Backlog {
         Backlog {
             changes: self.changes + o.changes,
@@ -131,6 +144,7 @@ impl Backlog {
         }
     }
 
+    /// Whether there are no changes (files and bytes are then 0 too).
     pub fn is_empty(&self) -> bool {
         self.changes == 0
     }
@@ -139,7 +153,10 @@ impl Backlog {
 /// The daemon's live counters.
 #[derive(Default)]
 pub struct Counters {
+    /// Local changes recorded since the daemon started.
     pub local_changes: AtomicU64,
+    /// Peers' changes applied and recorded since the daemon started,
+    /// from every peer.
     pub applied_changes: AtomicU64,
     /// Local changes undone where this host only receives (`receiveonly`).
     pub undone_changes: AtomicU64,
@@ -158,6 +175,8 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Zeroed counters, with an entry for each of `peers` (host names),
+    /// so that the status lists a peer before its first session.
     pub fn new(peers: &[String]) -> Counters {
         let c = Counters::default();
         {
@@ -187,10 +206,13 @@ impl Counters {
         }
     }
 
+    /// Counts `n` local changes recorded.
     pub fn add_local(&self, n: u64) {
         self.local_changes.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts `n` peers' changes applied; the peer's own
+    /// [`PeerStatus::changes_received`] is counted apart.
     pub fn add_applied(&self, n: u64) {
         self.applied_changes.fetch_add(n, Ordering::Relaxed);
     }
@@ -206,6 +228,8 @@ impl Counters {
     }
 }
 
+/// The wall clock in Unix seconds (0 if it reads before 1970), for the
+/// status's times.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

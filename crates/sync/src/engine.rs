@@ -61,12 +61,14 @@ pub enum Direction {
 
 /// The index and what follows it.
 pub struct Store {
+    /// This host's persisted index.
     pub index: Index,
     /// The index's last sequence: pushers wake when it moves.
     pub last_seq: watch::Sender<Seq>,
 }
 
 impl Store {
+    /// Wraps `index`, starting [`Store::last_seq`] at its last sequence.
     pub fn new(index: Index) -> Result<Store, omirr_index::IndexError> {
         let last = index.last_seq()?;
         Ok(Store {
@@ -85,12 +87,16 @@ impl Store {
 
 /// What a write needs besides the index; behind [`Disk::write`].
 pub struct WriteSide {
+    /// This host's hybrid logical clock, which stamps every change it
+    /// records.
     pub hlc: Hlc,
+    /// What carries actions out on the mirrored tree.
     pub applier: Applier,
 }
 
 /// The mirrored tree on this host.
 pub struct Disk {
+    /// The mirror root: every path the engine handles is relative to it.
     pub root: PathBuf,
     /// The mirrored trees' tops, relative to the root.
     pub tops: Vec<RelPath>,
@@ -105,6 +111,9 @@ pub struct Disk {
 }
 
 impl Disk {
+    /// Takes the write lock ([`Disk::write`]), even if a holder
+    /// panicked. It waits while another holder applies or records a
+    /// batch; never hold it across a network wait.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, WriteSide> {
         self.write.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -209,6 +218,7 @@ impl Undo {
         round
     }
 
+    /// Whether no path waits to be undone.
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
@@ -221,9 +231,13 @@ pub const DEFAULT_MAX_CLOCK_OFFSET: std::time::Duration = std::time::Duration::f
 
 /// The engine of one daemon.
 pub struct Engine {
+    /// This host's name, as the policy gave it at start.
     pub host: HostId,
+    /// The index and the announcement of its last sequence.
     pub store: Store,
+    /// The mirrored tree and its write lock.
     pub disk: Disk,
+    /// What happened, for `omirrd status`.
     pub counters: Counters,
     /// Bytes of file content that may be in flight from each peer.
     pub in_flight: u64,
@@ -243,6 +257,9 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with the default maximum clock offset and tombstone
+    /// horizon; `peers` are the host names the status lists from the
+    /// start, `in_flight` is [`Engine::in_flight`].
     pub fn new(
         store: Store,
         disk: Disk,

@@ -177,6 +177,7 @@ impl PeerFlow {
         (flow, pull)
     }
 
+    /// The bounds this session runs with.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

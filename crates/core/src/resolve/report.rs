@@ -10,6 +10,7 @@ use std::fmt;
 /// peer's change that did not know it (see [`crate::conflict`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
+    /// The path of this host's change.
     pub path: RelPath,
     /// This host's version.
     pub ours: Version,
@@ -62,26 +63,37 @@ impl fmt::Display for Conflict {
 pub enum Decision<'a> {
     /// A newer change for the same path in the same batch replaces it.
     Superseded {
+        /// The path of both changes.
         path: &'a RelPath,
+        /// The superseded change's version.
         version: &'a Version,
+        /// The version of the change that supersedes it.
         by: &'a Version,
     },
     /// The peer's version is newer than this host's, or this host has
     /// none (`ours`): it is applied.
     Wins {
+        /// The change's path.
         path: &'a RelPath,
+        /// The peer's version.
         theirs: &'a Version,
+        /// This host's version; `None` if it has no entry for the path.
         ours: Option<&'a Version>,
     },
     /// This host's version is newer: the peer's is not applied.
     Loses {
+        /// The change's path.
         path: &'a RelPath,
+        /// The peer's version.
         theirs: &'a Version,
+        /// This host's version, the greater.
         ours: &'a Version,
     },
     /// This host holds this very version already.
     Duplicate {
+        /// The change's path.
         path: &'a RelPath,
+        /// The version both hosts hold.
         version: &'a Version,
     },
 }

@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 /// (inclusive); `None` for the last bucket of a span open at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
+    /// The bucket's last path (inclusive); `None` for the last bucket of a
+    /// span open at the end.
     pub upto: Option<RelPath>,
+    /// How many entries the bucket holds.
     pub count: u64,
+    /// The BLAKE3 hash of the entries' [`fingerprint`]s, in path order.
     pub hash: Hash,
 }
 

@@ -89,10 +89,12 @@ impl Applier {
         self
     }
 
+    /// The mirror root's path, as given to [`Applier::open`].
     pub fn root(&self) -> &Path {
         &self.root_path
     }
 
+    /// The settings the applier was opened with.
     pub fn options(&self) -> &ApplyOptions {
         &self.options
     }

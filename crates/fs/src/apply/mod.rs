@@ -128,8 +128,11 @@ pub fn wanted(actions: &[Action]) -> Vec<Wanted> {
 /// A file a batch wants from its [`ContentSource`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
+    /// Where the file is to be written, relative to the mirror root.
     pub path: RelPath,
+    /// The BLAKE3 hash of its content.
     pub hash: Hash,
+    /// Its size in bytes (never 0: empty files need no content).
     pub size: u64,
 }
 

@@ -11,7 +11,10 @@ use omirr_core::Meta;
 /// scanned (or written by the daemon) and the content recorded then.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
+    /// What `lstat` said then; a file whose stat key still matches (and
+    /// was not racy) is not read again.
     pub key: StatKey,
+    /// The content recorded then (for a file, its size and hash).
     pub content: Content,
     /// The key was taken while the file was racy ([`Found::racy`](super::Found::racy)): it
     /// proves nothing, and the next scan reads the file again.

@@ -17,6 +17,7 @@ pub struct MemBaseline {
 }
 
 impl MemBaseline {
+    /// An empty baseline: the first scan reads every file.
     pub fn new() -> MemBaseline {
         MemBaseline::default()
     }
@@ -39,6 +40,8 @@ impl MemBaseline {
         }
     }
 
+    /// Records `known` for `path`, replacing what was recorded there;
+    /// its inode now leads to `path`.
     pub fn insert(&mut self, path: RelPath, known: Known) {
         let inode = (known.key.dev, known.key.ino);
         if let Some(old) = self.paths.insert(path.clone(), known) {
@@ -47,6 +50,7 @@ impl MemBaseline {
         self.inodes.insert(inode, path);
     }
 
+    /// Forgets `path`, returning what was recorded for it.
     pub fn remove(&mut self, path: &RelPath) -> Option<Known> {
         let old = self.paths.remove(path)?;
         self.forget_inode(path, &old);
@@ -60,10 +64,12 @@ impl MemBaseline {
         }
     }
 
+    /// How many paths are recorded.
     pub fn len(&self) -> usize {
         self.paths.len()
     }
 
+    /// Whether no path is recorded.
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
     }

@@ -23,6 +23,8 @@ pub struct Found {
     pub path: RelPath,
     /// What is there, as `observe` takes it.
     pub node: Node,
+    /// What `lstat` said when the path was read, for the baseline: the
+    /// next scan skips re-reading the file while this still matches.
     pub key: StatKey,
     /// The inode's ctime: when the change found here happened, as far as
     /// anyone can tell ([`When::Scanned`]).
@@ -62,6 +64,7 @@ impl Found {
 /// (or whose inode left for a rename target outside the tops).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vanished {
+    /// The path that is gone, relative to the scanned root.
     pub path: RelPath,
     /// The ctime of the nearest ancestor directory still on disk: the best
     /// witness of when the deletion happened.
@@ -83,18 +86,40 @@ impl Vanished {
 /// reported as vanished.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanIssue {
+    /// A system call on `path` failed (e.g. permission denied).
     #[error("cannot {op} {path}: {source}")]
     Io {
+        /// The path that could not be read.
         path: RelPath,
+        /// What was being done, as a verb phrase that reads after
+        /// "cannot", e.g. "stat" or "list directory".
         op: &'static str,
+        /// The system's reason.
         source: io::Error,
     },
+    /// `path` is a socket or device node, which omirr does not mirror.
     #[error("{path} is a {kind}, which omirr does not mirror; left alone (said once)")]
-    Unsupported { path: RelPath, kind: &'static str },
+    Unsupported {
+        /// Where it is.
+        path: RelPath,
+        /// Its kind, as a word ("socket", "block device", ...).
+        kind: &'static str,
+    },
+    /// `path` changed between its `lstat` and the end of its read on each
+    /// of [`TRIES`](super::TRIES) tries.
     #[error("{path} kept changing while it was scanned; skipped, the watcher reports it once it settles")]
-    Unstable { path: RelPath },
+    Unstable {
+        /// The path that would not hold still.
+        path: RelPath,
+    },
+    /// A directory above a top is a symlink, so the top was not scanned.
     #[error("{path} is a symlink on the way to top {top}; symlinks are not followed, so the top was not scanned")]
-    SymlinkAncestor { top: RelPath, path: RelPath },
+    SymlinkAncestor {
+        /// The top that was not scanned.
+        top: RelPath,
+        /// The symlink above it.
+        path: RelPath,
+    },
 }
 
 impl ScanIssue {
@@ -135,11 +160,21 @@ pub const UNSUPPORTED_REMEMBERED: usize = 10_000;
 /// What aborts a scan: the root is unusable, or the baseline failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
+    /// The root could not be opened as a directory, or `fstat`ed.
     #[error("cannot open mirror root {}: {source}", root.display())]
-    Root { root: PathBuf, source: io::Error },
+    Root {
+        /// The root as given.
+        root: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The [`ScanBaseline`](super::ScanBaseline) returned an error.
     #[error("baseline lookup for {path} failed: {source}")]
     Baseline {
+        /// The path (or, for an inode lookup, the path being scanned) the
+        /// baseline was asked about.
         path: RelPath,
+        /// The baseline's reason.
         source: BaselineError,
     },
 }
@@ -147,11 +182,16 @@ pub enum ScanError {
 /// Counters, for logs and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanStats {
+    /// Regular files found (each name of a hard-linked file counts).
     pub files: u64,
+    /// Directories found, tops included (the root itself is not found,
+    /// only walked).
     pub dirs: u64,
+    /// Symlinks found.
     pub symlinks: u64,
     /// Files whose content was read.
     pub hashed_files: u64,
+    /// The bytes read to hash those files (their sizes, summed).
     pub hashed_bytes: u64,
 }
 
@@ -163,7 +203,10 @@ pub struct ScanReport {
     pub found: Vec<Found>,
     /// Known paths gone from disk, in path order.
     pub vanished: Vec<Vanished>,
+    /// The paths that could not be established, in the order met; the
+    /// scan went on past each.
     pub issues: Vec<ScanIssue>,
+    /// Counters of what was found and read.
     pub stats: ScanStats,
     /// Every name found of a file with several (hard links).
     pub hard_links: Vec<HardLink>,
@@ -172,9 +215,11 @@ pub struct ScanReport {
 /// One name of a file with several, as a scan found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HardLink {
-    /// The inode: device and number.
+    /// The inode's device.
     pub dev: u64,
+    /// The inode's number on `dev`.
     pub ino: u64,
+    /// This name, relative to the scanned root.
     pub path: RelPath,
     /// The name it was given to link to ([`Meta::link`]; `None`: it
     /// leads).

@@ -15,6 +15,10 @@ fn ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
+/// The stat key of what `st` describes: device, inode, size, and mtime
+/// and ctime in nanoseconds since the epoch. The one place a
+/// [`StatKey`] is built, so that the scan, the applier's guard and the
+/// sync engine compare like with like.
 // The field types of `Stat` differ between architectures (and are equal to
 // the target types on some), hence the casts.
 #[allow(clippy::unnecessary_cast)]

@@ -17,10 +17,15 @@ use super::piece::Piece;
 #[cfg(doc)]
 use super::plan_restore;
 
+/// Why recording what is on disk failed as a whole (a path that could
+/// not be read is an issue in the report, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum LocalScanError {
+    /// The scan was aborted: the mirror root is unusable, or a baseline
+    /// lookup failed.
     #[error(transparent)]
     Scan(#[from] ScanError),
+    /// Reading or committing the index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
 }
@@ -45,7 +50,10 @@ pub enum Stamp {
     /// ctime (see [`When::Scanned`]).
     Startup,
     /// Reported by the watcher just now.
-    Live { wall: Timestamp },
+    Live {
+        /// The wall clock when the watcher reported them.
+        wall: Timestamp,
+    },
 }
 
 /// The watcher's batch: looks at `dirty` paths (a file, or a directory and

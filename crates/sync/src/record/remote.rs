@@ -12,13 +12,16 @@ use std::path::Path;
 
 use super::stat_key_at;
 
+/// Why a peer's batch was not wholly applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyRemoteError {
+    /// Reading or committing the index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
     /// Part of the batch was applied and recorded; the rest was not.
     #[error("{error}")]
     Apply {
+        /// What the applier reported.
         #[source]
         error: Box<omirr_fs::apply::BatchError>,
         /// How many of the accepted changes were recorded.

@@ -24,6 +24,7 @@ use super::stat_key_at;
 pub struct Restore {
     /// The local changes found (never recorded).
     pub local: Vec<Change>,
+    /// The actions that put the set's version back, in order.
     pub actions: Vec<Action>,
     /// `lstat` of each path the actions touch, as planned (`None`:
     /// nothing there). Carrying the actions out stops at a path that
@@ -84,7 +85,8 @@ pub fn plan_restore(
 
 /// Carries out a [`Restore`] with `applier` and records the stat keys of
 /// what it left on disk (the index's entries are the set's already).
-/// Returns how many actions were done; an error as [`apply_resolved`]'s.
+/// Returns how many actions were done; an error as
+/// [`apply_resolved`](super::apply_resolved)'s.
 pub fn apply_restore(
     index: &Index,
     applier: &Applier,

@@ -17,6 +17,7 @@ use super::plan_restore;
 /// is dropped once it is recorded).
 #[derive(Debug, Default)]
 pub struct StartupScan {
+    /// What the pieces walked and hashed, added up.
     pub stats: ScanStats,
     /// Paths found on disk.
     pub entries: u64,

@@ -37,6 +37,8 @@ pub const GROUP_BYTES: u64 = 64 << 20;
 /// Set-aside changes are retried this long after the last try at first,
 /// then ever less often, up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait before a set-aside change, or a batch that failed
+/// for the host as a whole, is tried again.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// How long a second round waits for content another session fetches.
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
@@ -47,8 +49,12 @@ const HOST_FAULT_FIRST: Duration = Duration::from_secs(1);
 /// The applying side of one session.
 #[derive(Clone)]
 pub struct PeerApplier {
+    /// The daemon's engine.
     pub engine: Arc<Engine>,
+    /// The peer's host name.
     pub peer: String,
+    /// The session's requests for content, through which the applier
+    /// fetches what a batch needs.
     pub transfers: Arc<Transfers>,
     /// `Ack`s (and errors) for the writer; never waits.
     pub control: mpsc::UnboundedSender<Message>,

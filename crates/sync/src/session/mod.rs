@@ -57,7 +57,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
 
-/// A session's change stream, engine by the reader, the pusher and the
+/// A session's change stream, shared by the reader, the pusher and the
 /// applier; each holds the lock only for a step of the state machine.
 pub struct Flow {
     state: Mutex<PeerFlow>,
@@ -68,6 +68,8 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// Takes the state machine, even if a holder panicked. Hold it for
+    /// one step only, never across an `.await`.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, PeerFlow> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -94,6 +94,7 @@ impl Progress {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the catch-up is over (see [`crate::counters::PeerStatus::caught_up`]).
     pub fn caught_up(&self) -> bool {
         self.lock().caught_up
     }

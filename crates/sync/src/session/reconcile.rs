@@ -48,6 +48,8 @@ pub struct Reconcile {
 }
 
 impl Expiry {
+    /// `enabled` if both sides speak `expiry`; `their_cursor` as the
+    /// peer's `Forgotten` gave it; `reconcile` if one is pending.
     pub fn new(enabled: bool, their_cursor: Seq, reconcile: Option<Reconcile>) -> Expiry {
         Expiry {
             enabled,
@@ -60,6 +62,7 @@ impl Expiry {
         self.reconcile.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The peer's cursor for this host, as far as this session knows.
     pub fn their_cursor(&self) -> Seq {
         self.their_cursor.load(Ordering::Relaxed)
     }
@@ -69,6 +72,7 @@ impl Expiry {
         self.their_cursor.fetch_max(seq, Ordering::Relaxed);
     }
 
+    /// Whether a reconciliation is in progress.
     pub fn reconciling(&self) -> bool {
         self.lock().is_some()
     }

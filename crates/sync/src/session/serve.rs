@@ -156,9 +156,14 @@ pub fn chunk_list(
 
 /// What the peer asked of a file.
 pub struct Ask {
+    /// The request's id, which every piece of the answer carries.
     pub id: u64,
+    /// The file's path, relative to the mirror root.
     pub path: RelPath,
+    /// The content the peer asks for: served only if this host still
+    /// holds it at `path`.
     pub hash: Hash,
+    /// That content's size, in bytes.
     pub size: u64,
 }
 
@@ -209,7 +214,11 @@ pub enum Job {
     /// These byte ranges, in order (a `FileRequest` is the whole file).
     Ranges(Vec<(u64, u64)>),
     /// Its chunk list, as [`omirr_core::Digest`]s if `compact`.
-    Chunks { compact: bool },
+    Chunks {
+        /// Send [`omirr_core::Digest`]s (`ChunkDigests`) rather than
+        /// `ChunkList` pages.
+        compact: bool,
+    },
 }
 
 /// What was sent for a request, for the log.

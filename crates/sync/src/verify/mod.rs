@@ -34,8 +34,11 @@ const PAGE_BYTES: usize = omirr_proto::MAX_FRAME / 2;
 /// This host's index entries as a peer may see them: the entries of a
 /// span that a mirror set shares with `peer`.
 pub struct SharedWith<'a> {
+    /// This host's index, read in one transaction.
     pub reader: IndexReader<'a>,
+    /// The configuration that says what `peer` shares.
     pub policy: Arc<dyn crate::Policy>,
+    /// The peer asking.
     pub peer: &'a str,
 }
 

@@ -18,8 +18,10 @@
 //! Content another session is already fetching is left to it
 //! ([`crate::engine::Claims`]): when two peers offer the same new file,
 //! it crosses the network once. A file staged on disk is moved into the
-//! tree by the applier ([`ContentSource::take_file`]), not copied, when
-//! the state directory is on the tree's filesystem (copied otherwise).
+//! tree by the applier
+//! ([`ContentSource::take_file`](omirr_fs::apply::ContentSource::take_file)),
+//! not copied, when the state directory is on the tree's filesystem
+//! (copied otherwise).
 
 use crate::engine::Engine;
 use omirr_core::Hash;

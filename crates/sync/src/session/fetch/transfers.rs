@@ -15,9 +15,15 @@ use tokio::sync::mpsc;
 pub enum Piece {
     /// Bytes at this offset of the file.
     Data(u64, Vec<u8>),
+    /// A page of the file's chunk list; `true` on the last page.
     Chunks(Vec<Chunk>, bool),
+    /// A page of the file's compact chunk list (capability
+    /// `chunk-digests`); `true` on the last page.
     Digests(Vec<Digest>, bool),
+    /// All the bytes asked for have been sent (`FileEnd`).
     End,
+    /// The peer cannot send the file, for this reason
+    /// (`FileUnavailable`); the transfer is over.
     Unavailable(String),
 }
 
@@ -74,7 +80,10 @@ impl std::error::Error for SessionEnded {}
 
 /// Why one file could not be staged.
 pub enum FetchError {
+    /// The session ended: nothing more will arrive for any file.
     Ended,
+    /// This file failed, for this reason (the peer cannot send it, sent
+    /// other than asked, or it cannot be staged); the session goes on.
     File(String),
 }
 
@@ -85,6 +94,9 @@ impl From<SessionEnded> for FetchError {
 }
 
 impl Transfers {
+    /// No transfers yet, for the session with `peer`: requests go to
+    /// `out`, `chunks` says whether the peer speaks `chunks`, `budget` is
+    /// [`Transfers::budget`]. Each call makes a new claim owner.
     pub fn new(peer: &str, out: mpsc::Sender<Message>, chunks: bool, budget: u64) -> Transfers {
         static SESSIONS: AtomicU64 = AtomicU64::new(1);
         Transfers {
