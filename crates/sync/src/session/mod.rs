@@ -41,6 +41,7 @@ pub mod progress;
 mod push;
 pub mod reconcile;
 pub mod serve;
+mod undo;
 
 use crate::engine::Engine;
 use crate::SessionError;
