@@ -21,11 +21,14 @@ pub enum Severity {
 /// count characters, not bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Pos {
+    /// The line, from 1; 0 stands for the whole file (see [`Diagnostic`]).
     pub line: u32,
+    /// The column, from 1, in characters.
     pub column: u32,
 }
 
 impl Pos {
+    /// The position at `line` and `column`, both counted from 1.
     pub const fn new(line: u32, column: u32) -> Self {
         Pos { line, column }
     }
@@ -41,13 +44,18 @@ impl fmt::Display for Pos {
 /// or `file: severity: message` for a problem with the whole file (line 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Whether the file is still usable.
     pub severity: Severity,
+    /// The file the problem is in, as it was named to the parser.
     pub file: PathBuf,
+    /// Where in the file; line 0 for a problem with the whole file.
     pub pos: Pos,
+    /// What is wrong, in one line, without the position or severity.
     pub message: String,
 }
 
 impl Diagnostic {
+    /// An error: the file cannot be used.
     pub fn error(file: &Path, pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
@@ -57,6 +65,7 @@ impl Diagnostic {
         }
     }
 
+    /// A warning: the file is usable but something in it is suspicious.
     pub fn warning(file: &Path, pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Warning,
@@ -66,6 +75,7 @@ impl Diagnostic {
         }
     }
 
+    /// Whether this diagnostic makes the file unusable.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -99,10 +109,12 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
+    /// The errors, without the warnings.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter().filter(|d| d.is_error())
     }
 
+    /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
         self.errors().next().is_some()
     }

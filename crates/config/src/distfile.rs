@@ -63,18 +63,22 @@ pub struct Config {
 /// themselves, and how.
 #[derive(Debug, Clone)]
 pub struct MirrorSet {
+    /// The rdist label written before the statement (`srcs: ... -> ...`),
+    /// if any; omirrd uses it only to name the set in messages.
     pub label: Option<String>,
     /// Where the statement starts.
     pub pos: Pos,
     /// The hosts that share these paths, in the order listed, without
     /// repeats.
     pub hosts: Vec<HostRef>,
+    /// The mirrored paths, in the order listed, with where each is kept.
     pub paths: Vec<MirrorPath>,
     /// `except` names: these paths and everything below them are not
     /// mirrored.
     pub excludes: Vec<PathMatch>,
     /// `except_pat` regular expressions, matched against the whole path.
     pub exclude_patterns: Vec<regex::bytes::Regex>,
+    /// The `install -o` options of the statement's commands.
     pub options: InstallOptions,
     /// `special` and `cmdspecial` commands.
     pub commands: Vec<Special>,
@@ -124,6 +128,7 @@ impl Direction {
 /// A host named in a host list: `[login@]host[+]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRef {
+    /// The host's name, as the peers file knows it.
     pub name: String,
     /// rdist's remote login. omirrd has no remote login; kept for display.
     pub login: Option<String>,
@@ -140,6 +145,7 @@ pub struct MirrorPath {
     /// Where the hosts of the set keep it: `source`, or the place an
     /// `install DEST` maps it to. Absolute; under `--root` on disk.
     pub target: PathBuf,
+    /// Where the path was written.
     pub pos: Pos,
 }
 
@@ -147,7 +153,11 @@ pub struct MirrorPath {
 /// glob pattern that is matched against paths as they appear.
 #[derive(Debug, Clone)]
 pub enum PathMatch {
+    /// A name without glob characters: this absolute path and everything
+    /// below it.
     Path(PathBuf),
+    /// A name with glob characters, matched against a path or any of its
+    /// ancestors.
     Glob(Pattern),
 }
 
@@ -179,6 +189,7 @@ pub struct Special {
     pub command: String,
     /// `cmdspecial`: once after a batch of updates, not once per file.
     pub once_per_batch: bool,
+    /// Where the command was written.
     pub pos: Pos,
 }
 
@@ -243,31 +254,66 @@ pub fn install_option(name: &str) -> Option<OptionMeaning> {
 /// parsed holds only options omirrd carries out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstallOptions {
+    /// `chknfs`: paths on an NFS filesystem on this host are left out here.
     pub chknfs: bool,
+    /// `chkreadonly`: accepted, no effect (always on).
     pub chkreadonly: bool,
+    /// `chksym`: refused, so always false in a parsed configuration.
     pub chksym: bool,
+    /// `compare`: accepted, no effect (always on).
     pub compare: bool,
+    /// `follow`: refused, so always false in a parsed configuration.
     pub follow: bool,
+    /// `history`: replaced or removed files are kept as `NAME.OLD.1` to
+    /// `NAME.OLD.`[`HISTORY_GENERATIONS`].
     pub history: bool,
+    /// `ignlnks`: refused, so always false in a parsed configuration.
     pub ignlnks: bool,
+    /// `noacls`: POSIX ACLs are neither recorded nor set on this host.
     pub noacls: bool,
+    /// `nochkgroup`: the group of an existing file is left alone.
     pub nochkgroup: bool,
+    /// `nochkmode`: the permission bits of an existing file are left alone.
     pub nochkmode: bool,
+    /// `nochkowner`: the owner of an existing file is left alone.
     pub nochkowner: bool,
+    /// `nodescend`: only the listed paths are mirrored, not what lies
+    /// below them (see [`MirrorSet::is_excluded`]).
     pub nodescend: bool,
+    /// `noexec`: refused, so always false in a parsed configuration.
     pub noexec: bool,
+    /// `noxattrs`: extended attributes are neither recorded nor set on
+    /// this host.
     pub noxattrs: bool,
+    /// `numchkgroup`: groups are mirrored by gid, not by name.
     pub numchkgroup: bool,
+    /// `numchkowner`: owners are mirrored by uid, not by name.
     pub numchkowner: bool,
+    /// `quiet`: successful command and notify runs are logged at debug
+    /// level.
     pub quiet: bool,
+    /// `remove`: accepted, no effect (deletions are always mirrored).
     pub remove: bool,
+    /// `savetargets`: replaced or removed files are kept as `NAME.OLD`.
     pub savetargets: bool,
+    /// `sparse`: accepted, no effect (holes are always kept).
     pub sparse: bool,
+    /// `updateperm`: accepted, no effect (always on).
     pub updateperm: bool,
+    /// `verify`: refused, so always false in a parsed configuration.
     pub verify: bool,
+    /// `whole`: with `install DEST`, a source is kept under DEST by its
+    /// whole path, not its last name.
     pub whole: bool,
+    /// `younger`: refused, so always false in a parsed configuration.
     pub younger: bool,
+    /// `defowner[=USER]`: the owner given to files whose owner name is
+    /// unknown here (`bin` if no value was given); `None`: keep the
+    /// peer's uid.
     pub defowner: Option<String>,
+    /// `defgroup[=GROUP]`: the group given to files whose group name is
+    /// unknown here (`bin` if no value was given); `None`: keep the
+    /// peer's gid.
     pub defgroup: Option<String>,
     /// `conflicts=N`: how many conflict copies to keep per file (omirrd's
     /// own option; `None`: [`DEFAULT_CONFLICT_COPIES`]).
@@ -353,6 +399,7 @@ impl Config {
 }
 
 impl MirrorSet {
+    /// Whether the set names `host` in its host list.
     pub fn has_host(&self, host: &str) -> bool {
         self.hosts.iter().any(|h| h.name == host)
     }

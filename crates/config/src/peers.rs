@@ -75,14 +75,19 @@ impl fmt::Display for Fingerprint {
 /// fingerprint should look like, so the administrator can fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FingerprintError {
+    /// The text does not start with `blake3:`; holds the whole text.
     #[error("fingerprint '{0}' does not start with 'blake3:'; expected 'blake3:' followed by 64 lowercase hex digits")]
     MissingPrefix(String),
+    /// The hex part is not 64 digits long; holds its length.
     #[error("fingerprint has {0} hex digits after 'blake3:'; expected 64")]
     WrongLength(usize),
+    /// An uppercase hex digit: fingerprints are written in lowercase so
+    /// that equal keys read the same.
     #[error(
         "fingerprint has an uppercase hex digit '{0}'; expected lowercase hex digits (0-9, a-f)"
     )]
     Uppercase(char),
+    /// A character that is not a hex digit.
     #[error("fingerprint has '{0}', which is not a hex digit; expected 64 lowercase hex digits (0-9, a-f)")]
     NotHex(char),
 }
@@ -120,7 +125,9 @@ impl FromStr for Fingerprint {
 /// IPv6 addresses are kept without their brackets.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct PeerAddress {
+    /// A DNS name, an IPv4 address or an IPv6 address (without brackets).
     pub host: String,
+    /// The TCP port, 1 to 65535; [`DEFAULT_PORT`] when the file names none.
     pub port: u16,
 }
 
@@ -139,30 +146,60 @@ impl fmt::Display for PeerAddress {
 /// Why an address could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
+    /// Nothing before the `:port`, or empty brackets.
     #[error("address '{0}' has no host; expected host[:port]")]
     EmptyHost(String),
+    /// A `:` with nothing after it.
     #[error("address '{0}' has ':' but no port after it; expected host[:port]")]
     MissingPort(String),
+    /// The port has a character other than a decimal digit (a sign
+    /// included).
     #[error("port '{0}' is not a number; expected a port from 1 to 65535")]
     PortNotNumeric(String),
+    /// The port is 0 or above 65535.
     #[error("port {0} is out of range; expected a port from 1 to 65535")]
     PortOutOfRange(String),
+    /// More than one `:` without brackets: an IPv6 address, whose last
+    /// group could be taken for a port.
     #[error("IPv6 address '{0}' must be in brackets, e.g. [{0}] or [{0}]:{DEFAULT_PORT}")]
     UnbracketedIpv6(String),
+    /// The text in brackets is not an IPv6 address.
     #[error("'{0}' is not a valid IPv6 address")]
     BadIpv6(String),
+    /// A `[` with no `]` after it.
     #[error("address '{0}' has a '[' without a matching ']'")]
     UnclosedBracket(String),
+    /// Something other than `:port` after the closing `]`.
     #[error("unexpected '{found}' after ']' in address '{address}'; expected ':port' or nothing")]
-    AfterBracket { address: String, found: String },
+    AfterBracket {
+        /// The whole address.
+        address: String,
+        /// What follows the `]`.
+        found: String,
+    },
+    /// Digits and dots only, but not a complete dotted-quad IPv4 address
+    /// (a resolver would read short forms like `10.1` as one).
     #[error("'{0}' is not a valid IPv4 address")]
     BadIpv4(String),
+    /// A host name with a character other than an ASCII letter, digit,
+    /// `.` or `-`.
     #[error(
         "host name '{name}' has '{found}'; a host name holds only letters, digits, '.' and '-'"
     )]
-    BadHostChar { name: String, found: char },
+    BadHostChar {
+        /// The host name.
+        name: String,
+        /// The first character not allowed.
+        found: char,
+    },
+    /// A host name that breaks RFC 1123's rules on length or labels.
     #[error("host name '{name}' is invalid: {reason}")]
-    BadHostLabel { name: String, reason: &'static str },
+    BadHostLabel {
+        /// The host name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
 }
 
 impl FromStr for PeerAddress {
@@ -279,10 +316,19 @@ fn check_network_host(host: &str) -> Result<(), AddressError> {
 /// Why a host name (the first field, as the Distfile uses it) is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// The name is empty or starts with something other than an ASCII
+    /// letter or digit.
     #[error("invalid host name '{0}': a host name must start with a letter or digit")]
     BadStart(String),
+    /// The name has a character other than an ASCII letter, digit, `.`,
+    /// `_` or `-`.
     #[error("invalid host name '{name}': '{found}' is not allowed; a host name holds letters, digits, '.', '_' and '-'")]
-    BadChar { name: String, found: char },
+    BadChar {
+        /// The host name.
+        name: String,
+        /// The first character not allowed.
+        found: char,
+    },
 }
 
 /// Checks a host name as the Distfile and the peers file use it.
@@ -307,7 +353,9 @@ pub fn check_host_name(name: &str) -> Result<(), NameError> {
 /// One host of the peers file.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Peer {
+    /// The host's name, as the Distfile uses it (see [`check_host_name`]).
     pub name: String,
+    /// Where the host listens.
     pub address: PeerAddress,
     /// `None` means the host is listed but never trusted.
     pub fingerprint: Option<Fingerprint>,
@@ -519,10 +567,12 @@ impl Peers {
         self.peers.iter()
     }
 
+    /// How many hosts the file lists, trusted or not.
     pub fn len(&self) -> usize {
         self.peers.len()
     }
 
+    /// Whether the file lists no host.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }

@@ -9,6 +9,7 @@
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose sequence is fixed by `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
@@ -20,6 +21,7 @@ impl Rng {
         r
     }
 
+    /// The next number of the sequence, uniform over all of `u64`.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -41,6 +43,7 @@ impl Rng {
         self.below(n) == 0
     }
 
+    /// A uniformly random byte.
     pub fn byte(&mut self) -> u8 {
         self.next_u64() as u8
     }
@@ -54,6 +57,7 @@ impl Rng {
         n.min(max)
     }
 
+    /// One of `items`, uniformly; `None` when it is empty.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
         items.get(self.below(items.len()))
     }
@@ -70,6 +74,7 @@ impl Default for Fnv {
 }
 
 impl Fnv {
+    /// Folds in `b`, byte by byte.
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
         for &x in b {
             self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
@@ -77,14 +82,18 @@ impl Fnv {
         self
     }
 
+    /// Folds in `s` and a terminator (0xff, never in UTF-8), so that
+    /// `"ab", "c"` and `"a", "bc"` differ.
     pub fn str(&mut self, s: &str) -> &mut Self {
         self.bytes(s.as_bytes()).bytes(&[0xff])
     }
 
+    /// Folds in `n`, as its 8 little-endian bytes.
     pub fn num(&mut self, n: u64) -> &mut Self {
         self.bytes(&n.to_le_bytes())
     }
 
+    /// The hash of everything folded in so far.
     pub fn finish(&self) -> u64 {
         self.0
     }

@@ -17,6 +17,8 @@ pub struct Options {
     pub iterations: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// The run's seed: the same seed gives the same inputs in the same
+    /// order.
     pub seed: u64,
     /// An input that takes longer than this is a failure (a hang).
     pub slow: Duration,
@@ -48,18 +50,24 @@ impl Default for Options {
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// The target's name.
     pub target: &'static str,
+    /// How many inputs were run.
     pub inputs: u64,
+    /// How long the run took, setup included.
     pub elapsed: Duration,
     /// The most bytes live at once during one input, above what was live
     /// before it, and that input's length.
     pub peak: usize,
+    /// The length in bytes of the input that reached [`Report::peak`].
     pub peak_input_len: usize,
     /// The least headroom left under the bound, over all inputs.
     pub min_headroom: usize,
+    /// The longest one input took.
     pub slowest: Duration,
     /// Which input was slowest (to regenerate it).
     pub slowest_iteration: u64,
+    /// The length in bytes of the longest input run.
     pub longest_input: usize,
     /// Distinct outcomes seen (the targets' summaries).
     pub features: usize,
@@ -105,19 +113,33 @@ pub fn human(n: usize) -> String {
 /// Why a run stopped early: the input that did it, to save and replay.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// The target's name.
     pub target: &'static str,
     /// Which input of the run (from 0): `--seed` and `--iterations` one
     /// more than this regenerate it.
     pub iteration: u64,
+    /// The input's bytes, as the target's entry point received them.
     pub input: Vec<u8>,
+    /// What went wrong.
     pub kind: FailureKind,
 }
 
+/// How an input failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureKind {
+    /// The target panicked (a check failed, or the decoder itself); holds
+    /// the panic's message.
     Panic(String),
+    /// The input took longer than [`Options::slow`]; holds how long.
     Slow(Duration),
-    OverAllocation { peak: usize, bound: usize },
+    /// The input had more memory live at once than [`Target::bound`]
+    /// allows.
+    OverAllocation {
+        /// The most bytes live at once, above what was live before.
+        peak: usize,
+        /// The bound for an input of this length.
+        bound: usize,
+    },
 }
 
 impl fmt::Display for Failure {

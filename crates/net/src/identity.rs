@@ -74,40 +74,71 @@ pub enum IdentityError {
     #[error(transparent)]
     File(#[from] SecureFileError),
 
+    /// [`generate`] found a key already in place; holds the key's path.
     #[error(
         "{} already exists; a new key would give this host a new fingerprint that every peer would have to re-pin. If that is really wanted, remove {} first",
         path.display(),
         path.display()
     )]
-    KeyExists { path: PathBuf },
+    KeyExists {
+        /// The existing key file.
+        path: PathBuf,
+    },
 
+    /// [`load`] found a key file that its group or others can read,
+    /// write or execute.
     #[error(
         "{} is {access} by {who} (mode {mode:04o}); the private key must be accessible only by its owner. Fix: chmod 600 {}",
         path.display(),
         path.display()
     )]
     KeyExposed {
+        /// The key file.
         path: PathBuf,
         /// "writable", "readable" or, for execute-only bits,
         /// "accessible".
         access: &'static str,
+        /// Who has the access: the group, others or both.
         who: Who,
+        /// The file's permission bits.
         mode: u32,
     },
 
+    /// The key file is not one PKCS#8 private key that can sign: bad PEM,
+    /// an OpenSSL traditional or encrypted key, or an unusable algorithm.
     #[error("{}: {reason}; expected a PKCS#8 private key (-----BEGIN PRIVATE KEY-----)", path.display())]
-    BadKey { path: PathBuf, reason: String },
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
+    /// [`generate`] could not create the state directory.
     #[error("cannot create state directory {}: {reason}", path.display())]
-    StateDir { path: PathBuf, reason: String },
+    StateDir {
+        /// The state directory.
+        path: PathBuf,
+        /// The system's error, described.
+        reason: String,
+    },
 
+    /// Generating a key, or issuing a certificate for one, failed.
     #[error("cannot create a key and certificate for {}: {reason}", path.display())]
-    Generate { path: PathBuf, reason: String },
+    Generate {
+        /// The state directory.
+        path: PathBuf,
+        /// rcgen's error.
+        reason: String,
+    },
 
     /// Only from [`fingerprint_of_cert`], whose certificate may come off the
     /// wire and so has no path; the caller adds which peer sent it.
     #[error("not a valid X.509 certificate: {reason}")]
-    BadCertificate { reason: String },
+    BadCertificate {
+        /// What the X.509 parser found wrong, or the trailing bytes.
+        reason: String,
+    },
 }
 
 /// The fingerprint of a DER certificate's public key. The TLS layer uses

@@ -33,8 +33,8 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a repeated warning may be logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Lets a warning through once per [`LOG_EVERY`], counting the times it
-/// held it back.
+/// Lets a warning through once a minute (`LOG_EVERY`), counting the
+/// times it held it back.
 #[derive(Debug, Default)]
 pub struct Throttle {
     last: Option<Instant>,
@@ -102,6 +102,8 @@ pub struct Handshakes {
 }
 
 impl Handshakes {
+    /// Room for `max` handshakes at once; the peer listener passes
+    /// [`MAX_HANDSHAKES`].
     pub fn new(max: usize) -> Handshakes {
         Handshakes {
             slots: Arc::new(Semaphore::new(max)),

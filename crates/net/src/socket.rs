@@ -133,6 +133,7 @@ pub enum DialError {
     Unreachable {
         /// The address dialed, as the peers file gives it.
         address: String,
+        /// Why: a timeout or the system's error.
         #[source]
         source: Unreached,
     },

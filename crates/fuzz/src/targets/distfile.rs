@@ -14,6 +14,7 @@ use omirr_config::distfile::{parse, ParseOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// This target, for [`super::all`].
 pub fn target() -> Target {
     Target {
         name: "distfile",
@@ -107,6 +108,10 @@ pub fn cleanup() {
     }
 }
 
+/// The entry point: parses `data` as a Distfile, with or without known
+/// hosts and `-d` definitions as its length is even or odd, and checks
+/// the result (see the module's docs). Makes the tree to glob against
+/// on first use.
 pub fn run(data: &[u8]) -> u64 {
     let opts = &options()[data.len() % 2];
     let mut sig = Fnv::default();

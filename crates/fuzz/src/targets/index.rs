@@ -13,6 +13,7 @@ use omirr_core::{Change, Content};
 use omirr_index::fuzzing::{decode_aside, decode_entry, encode_aside, encode_entry, CODEC_LIMIT};
 use omirr_index::Aside;
 
+/// This target, for [`super::all`].
 pub fn target() -> Target {
     Target {
         name: "index",
@@ -36,6 +37,9 @@ fn bound(len: usize) -> usize {
     2 * CODEC_LIMIT + 2 * len + 64 * KIB
 }
 
+/// The entry point: `data[0]` chooses the record (an entry, a set-aside
+/// change or a chunk list) that the rest is decoded as; what decodes must
+/// re-encode and decode to the same value.
 pub fn run(data: &[u8]) -> u64 {
     let Some((&kind, bytes)) = data.split_first() else {
         return 0;

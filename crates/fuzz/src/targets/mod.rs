@@ -15,6 +15,8 @@ pub type Shape = fn(&mut Rng, Vec<u8>, &[Vec<u8>]) -> Vec<u8>;
 
 /// One fuzz target.
 pub struct Target {
+    /// The name the command line and reports use (`proto`, `distfile`,
+    /// `peers`, `index`).
     pub name: &'static str,
     /// What the target feeds and what it checks, one line.
     pub about: &'static str,
@@ -52,10 +54,12 @@ pub fn as_is(_: &mut Rng, data: Vec<u8>, _: &[Vec<u8>]) -> Vec<u8> {
     data
 }
 
+/// No seeds: the [`Target::big_seeds`] of a target that has none.
 pub fn none() -> Vec<Vec<u8>> {
     Vec::new()
 }
 
+/// Does nothing: the [`Target::init`] of a target that needs no setup.
 pub fn nothing() {}
 
 /// Every target, in the order `all` runs them.
@@ -73,5 +77,7 @@ pub fn by_name(name: &str) -> Option<Target> {
     all().into_iter().find(|t| t.name == name)
 }
 
+/// A kibibyte, for sizes and bounds.
 pub const KIB: usize = 1024;
+/// A mebibyte, for sizes and bounds.
 pub const MIB: usize = 1024 * 1024;

@@ -10,6 +10,7 @@ use crate::gen::Fnv;
 use omirr_config::peers::{check_host_name, Fingerprint, PeerAddress, Peers};
 use std::path::Path;
 
+/// This target, for [`super::all`].
 pub fn target() -> Target {
     Target {
         name: "peers",
@@ -34,6 +35,9 @@ fn bound(len: usize) -> usize {
     MIB + 512 * len
 }
 
+/// The entry point: each word of `data` as an address, a fingerprint
+/// and a host name, then the whole as a peers file. What parses must
+/// print back to itself, and a parsed file's lookups must agree.
 pub fn run(data: &[u8]) -> u64 {
     let text = String::from_utf8_lossy(data);
     let mut sig = Fnv::default();

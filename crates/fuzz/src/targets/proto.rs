@@ -15,6 +15,7 @@ use omirr_proto::{
     Version, CAPABILITIES, FRAME_HEADER_LEN, MAX_CHUNK, MAX_FRAME,
 };
 
+/// This target, for [`super::all`].
 pub fn target() -> Target {
     Target {
         name: "proto",

@@ -17,46 +17,69 @@ pub enum Refusal {
     /// A client (or, after a reload, a connected peer) whose key no host
     /// has pinned.
     #[error("refused a certificate with key {presented}: not pinned in the peers file")]
-    NotPinned { presented: Fingerprint },
+    NotPinned {
+        /// The fingerprint of the key the client presented.
+        presented: Fingerprint,
+    },
 
     /// The host we dialed answered with a key pinned for nobody.
     #[error("refused a certificate with key {presented} from '{dialed}': not pinned in the peers file, which pins {expected} for '{dialed}'")]
     NotPinnedFor {
+        /// The fingerprint of the key the server presented.
         presented: Fingerprint,
+        /// The name of the host we dialed.
         dialed: String,
+        /// The fingerprint the peers file pins for `dialed`.
         expected: Fingerprint,
     },
 
     /// The host we dialed answered with the key of another host.
     #[error("refused a certificate with key {presented} from '{dialed}': it is pinned for '{pinned_for}', not '{dialed}'")]
     PinnedForOther {
+        /// The fingerprint of the key the server presented.
         presented: Fingerprint,
+        /// The host the peers file pins that key for.
         pinned_for: String,
+        /// The name of the host we dialed.
         dialed: String,
     },
 
+    /// The host we dialed is in the peers file without a fingerprint, so
+    /// no key is accepted for it.
     #[error("refused a certificate with key {presented} from '{dialed}': the peers file gives '{dialed}' no fingerprint, so it is never trusted")]
     NoFingerprint {
+        /// The fingerprint of the key the server presented.
         presented: Fingerprint,
+        /// The name of the host we dialed.
         dialed: String,
     },
 
+    /// The host we dialed is not in the (possibly reloaded) peers file at
+    /// all, and the key is pinned for no host.
     #[error("refused a certificate with key {presented} from '{dialed}': '{dialed}' is not in the peers file")]
     UnknownHost {
+        /// The fingerprint of the key the server presented.
         presented: Fingerprint,
+        /// The name of the host we dialed.
         dialed: String,
     },
 
     /// The certificate is pinned but the peer could not sign with its key.
     #[error("refused a certificate with key {presented}: its handshake signature does not verify ({reason}); the peer does not hold the matching private key")]
     BadSignature {
+        /// The fingerprint of the key the certificate claims.
         presented: Fingerprint,
+        /// rustls's error.
         reason: String,
     },
 
     /// Not a certificate we can take a fingerprint of.
     #[error("refused the peer's certificate: {reason}")]
-    Unreadable { reason: String },
+    Unreadable {
+        /// Why no fingerprint could be taken (see
+        /// [`crate::identity::fingerprint_of_cert`]).
+        reason: String,
+    },
 }
 
 impl Refusal {
@@ -77,15 +100,22 @@ impl Refusal {
 /// Why a TLS configuration could not be built or a peer not identified.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// [`peer_identity`](super::peer_identity) refused the key the peer
+    /// presented, or could not read its certificate.
     #[error(transparent)]
     Refused(#[from] Refusal),
 
+    /// rustls would not take this host's certificate and key.
     #[error("cannot use this host's key and certificate for TLS: {0}")]
     Identity(rustls::Error),
 
+    /// rustls would not set up the protocol versions with the ring
+    /// provider; not expected to happen.
     #[error("cannot set up TLS 1.3 with the ring provider: {0}")]
     Config(rustls::Error),
 
+    /// [`peer_identity`](super::peer_identity) was called on a connection
+    /// whose peer has shown no certificate.
     #[error("the connection has no peer certificate; the TLS handshake is not complete")]
     NoPeerCertificate,
 }
@@ -100,15 +130,24 @@ pub enum HandshakeFailure {
 
     /// The peer ended the handshake; the alert hints at why.
     #[error("the peer refused the handshake with alert {alert:?}{}", alert_hint(.alert))]
-    RefusedByPeer { alert: AlertDescription },
+    RefusedByPeer {
+        /// The alert the peer sent.
+        alert: AlertDescription,
+    },
 
     /// The peer does not speak TLS 1.3 with the ring provider's suites.
     #[error("the peer's TLS is incompatible with omirrd's (TLS 1.3 only): {detail}")]
-    Incompatible { detail: String },
+    Incompatible {
+        /// rustls's description of the mismatch.
+        detail: String,
+    },
 
     /// Anything else, such as a reset connection: the error's own text.
     #[error("{detail}")]
-    Other { detail: String },
+    Other {
+        /// The io::Error's text.
+        detail: String,
+    },
 }
 
 /// What an alert most likely means between omirr hosts.
