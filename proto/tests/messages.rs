@@ -8,6 +8,7 @@ use omirr_proto::{
     encode, Change, Content, DecodeError, EncodeError, Entry, ErrorCode, FrameDecoder, Hello,
     HostId, InvalidMessage, Message, Meta, Timestamp, Version, MAX_CHANGES_PER_PAGE, MAX_FRAME,
 };
+use omirr_testkit::p;
 use proptest::prelude::*;
 
 proptest! {

@@ -142,11 +142,8 @@ pub fn is_copy_of(candidate: &RelPath, original: &RelPath) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::p;
     use crate::{Content, Meta};
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
-    }
 
     fn v(ts: u64, host: &str) -> Version {
         Version {

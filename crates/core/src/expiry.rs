@@ -238,6 +238,7 @@ mod tests {
     use super::*;
     use crate::entry::{Content, Meta};
     use crate::mem::MemIndex;
+    use crate::testing::p;
 
     fn entry(ts: u64, host: &str, content: Content) -> Entry {
         Entry {
@@ -249,10 +250,6 @@ mod tests {
             },
             base: None,
         }
-    }
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
     }
 
     fn file() -> Content {

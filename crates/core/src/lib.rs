@@ -51,6 +51,9 @@ pub mod tree;
 pub mod verify;
 pub mod version;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 pub use chunk::{Chunk, Digest};
 pub use entry::{BadXattrs, Change, Content, Entry, Hash, Meta, Name, Xattrs};
 pub use path::{PathError, RelPath, MAX_NAME_LEN, MAX_PATH_LEN};

@@ -223,10 +223,7 @@ impl<V: IndexView> IndexView for Overlay<'_, V> {
 mod tests {
     use super::*;
     use crate::mem::MemIndex;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
-    }
+    use crate::testing::p;
 
     #[test]
     fn a_directory_whose_metadata_alone_changed_is_looked_at_alone() {

@@ -274,10 +274,7 @@ pub fn escape(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("valid")
-    }
+    use crate::testing::p;
 
     #[test]
     fn paths_and_names_are_bounded_as_linux_bounds_them() {

@@ -8,10 +8,7 @@ use omirr_core::tree::present;
 use omirr_core::{
     Change, Content, Entry, Hlc, HostId, IndexView, Meta, RelPath, Timestamp, Version,
 };
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes()).expect("path")
-}
+use omirr_testkit::p;
 
 fn v(ts: u64, host: &str) -> Version {
     Version {

@@ -3,10 +3,7 @@
 use omirr_core::mem::MemIndex;
 use omirr_core::resolve::{resolve, resolve_explained, Action, Decision, Resolution, Source};
 use omirr_core::{Change, Content, Entry, HostId, Meta, RelPath, Timestamp, Version};
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes()).expect("path")
-}
+use omirr_testkit::p;
 
 fn v(ts: u64, host: &str) -> Version {
     Version {

@@ -11,9 +11,10 @@
 use omirr_core::expiry::Forgotten;
 use omirr_core::StatKey;
 use omirr_core::{
-    Change, Content, Entry, HostId, IndexView, Meta, Name, RelPath, Timestamp, Version, Xattrs,
+    Change, Content, Entry, HostId, IndexView, Meta, Name, Timestamp, Version, Xattrs,
 };
 use omirr_index::{Aside, Index, StatUpdate};
+use omirr_testkit::p;
 
 const FIXTURE: &[u8] = include_bytes!("fixtures/index-redb2.redb");
 
@@ -26,10 +27,6 @@ const FORGOTTEN: Forgotten = Forgotten {
     seq: 7,
     below: Timestamp(1_764_633_600_000_000_009),
 };
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes().to_vec()).expect("path")
-}
 
 fn version(k: u64, host: &str) -> Version {
     Version {

@@ -538,10 +538,7 @@ mod tests {
     use super::*;
     use crate::process::Status;
     use omirr_core::{Content, Meta, Source};
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).expect("path")
-    }
+    use omirr_testkit::p;
 
     fn write(path: &str) -> Action {
         Action::WriteFile {

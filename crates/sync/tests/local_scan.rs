@@ -9,13 +9,10 @@ use omirr_core::{Timestamp, Version};
 use omirr_fs::owners::{Check, MetaRules, Uniform};
 use omirr_index::Index;
 use omirr_sync::record::scan_into_index;
+use omirr_testkit::p;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes()).expect("path")
-}
 
 fn scan(state: &Path, root: &Path, hlc: &mut Hlc) -> omirr_sync::record::StartupScan {
     // A fresh open each time: what a restart sees.

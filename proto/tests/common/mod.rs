@@ -5,6 +5,7 @@ use omirr_proto::{
     Change, Content, Entry, ErrorCode, Hello, HostId, Message, Meta, RelPath, Seq, Timestamp,
     Version,
 };
+use omirr_testkit::p;
 use proptest::prelude::*;
 
 /// One byte of a name: mostly letters, often the bytes that break naive
@@ -248,10 +249,6 @@ pub fn message() -> impl Strategy<Value = Message> {
             }
         }),
     ]
-}
-
-pub fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes()).expect("valid test path")
 }
 
 pub fn sample_change(path: &str) -> Change {

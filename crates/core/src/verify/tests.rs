@@ -5,12 +5,9 @@ use super::*;
 use crate::entry::Content;
 use crate::entry::Meta;
 use crate::mem::MemIndex;
+use crate::testing::p;
 use crate::version::{HostId, Timestamp, Version};
 use crate::Change;
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes().to_vec()).expect("path")
-}
 
 fn file(ts: u64, byte: u8) -> Entry {
     Entry {

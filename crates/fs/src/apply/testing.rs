@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use super::{Applier, ApplyOptions, ContentSource, SourceError};
 use omirr_core::{Action, Hash, Meta, RelPath, Source};
 
-pub(super) fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes()).expect("valid path")
-}
+pub(super) use omirr_testkit::p;
 
 pub(super) fn h(content: &[u8]) -> Hash {
     *blake3::hash(content).as_bytes()

@@ -7,6 +7,7 @@ use omirr_core::entry::Meta;
 use omirr_core::mem::MemIndex;
 use omirr_core::StatKey;
 use omirr_core::{Change, Content, Entry, HostId, IndexView, RelPath, Seq, Timestamp, Version};
+use omirr_testkit::p;
 use std::path::Path;
 
 mod convert;
@@ -14,10 +15,6 @@ mod expiry;
 mod open;
 mod peers;
 mod records;
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes()).expect("valid path")
-}
 
 fn change(path: &str, ts: u64, content: Content) -> Change {
     Change {

@@ -3,6 +3,7 @@
 
 use super::*;
 use omirr_core::{Content, Hash, StatKey};
+use omirr_testkit::p;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -11,10 +12,6 @@ mod hash;
 mod renames;
 mod vanished;
 mod walk;
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes()).expect("valid path")
-}
 
 fn put(root: &Path, rel: &str, bytes: &[u8]) -> PathBuf {
     let path = root.join(rel);
