@@ -27,6 +27,24 @@ impl Index {
         read_since(&self.path, &entries, &by_seq, seq, limit)
     }
 
+    /// [`Index::since`] and [`Index::last_seq`] read in one transaction,
+    /// so that both describe the same moment: with the page empty, a last
+    /// sequence above `seq` means the sequences between are gone (each
+    /// path keeps only its latest, and expiry forgets), never that they
+    /// were committed between two reads.
+    pub fn since_and_last(
+        &self,
+        seq: Seq,
+        limit: usize,
+    ) -> Result<(Vec<(Seq, Change)>, Seq), IndexError> {
+        let txn = self.read()?;
+        let by_seq = self.table(&txn, BY_SEQ)?;
+        let entries = self.table(&txn, ENTRIES)?;
+        let page = read_since(&self.path, &entries, &by_seq, seq, limit)?;
+        let last = counter(&self.path, &self.table(&txn, COUNTERS)?, LAST_SEQ)?;
+        Ok((page, last))
+    }
+
     /// The last local sequence issued; 0 for a new index.
     pub fn last_seq(&self) -> Result<Seq, IndexError> {
         let txn = self.read()?;

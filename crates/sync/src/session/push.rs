@@ -51,6 +51,50 @@ impl Returning {
     }
 }
 
+/// One page of the index for the pusher.
+#[derive(Debug)]
+pub(crate) struct Page {
+    /// The changes recorded after the cursor, in sequence order.
+    pub(crate) read: Vec<(Seq, Change)>,
+    /// How far the peer's cursor may move once the page is sent: the
+    /// page's last sequence, or, if the page is empty, the index's last
+    /// sequence (those between are gone); `None` if nothing is after
+    /// the cursor.
+    pub(crate) raw_upto: Option<Seq>,
+    /// The page reaches the index's last sequence.
+    pub(crate) last: bool,
+}
+
+/// Reads the page after `after`. The page and the last sequence come
+/// from one read transaction: read apart, a batch committed between the
+/// two reads would look like sequences forgotten, and the cursor would
+/// move past changes never sent (a `cp -a` into a live tree lost a
+/// thousand files to the peer that way).
+pub(crate) fn read_page(
+    index: &omirr_index::Index,
+    after: Seq,
+    page: usize,
+) -> Result<Page, omirr_index::IndexError> {
+    let (read, last_seq) = index.since_and_last(after, page)?;
+    let mut raw_upto = read.last().map(|(s, _)| *s);
+    // The last sequences may be gone (each path keeps only its latest;
+    // expiry forgets): the peer's cursor still moves up to the last one,
+    // or it would stay below what this host forgot and the peer reconcile
+    // at every session.
+    if raw_upto.is_none() && last_seq > after {
+        raw_upto = Some(last_seq);
+    }
+    let last = match raw_upto {
+        Some(u) => last_seq == u,
+        None => true,
+    };
+    Ok(Page {
+        read,
+        raw_upto,
+        last,
+    })
+}
+
 /// Sends the peer everything after its `Pull` that it shares with us,
 /// then follows the index as it moves, as far as the window allows.
 pub(super) async fn push(
@@ -67,20 +111,11 @@ pub(super) async fn push(
         let from = flow.lock().read_from();
         if let Some(after) = from {
             moved.mark_unchanged();
-            let read = engine.store.index.since(after, page)?;
-            let mut raw_upto = read.last().map(|(s, _)| *s);
-            let last_seq = engine.store.index.last_seq()?;
-            // The last sequences may be gone (forgotten by expiry): the
-            // peer's cursor still moves up to the last one, or it would
-            // stay below what this host forgot and the peer reconcile
-            // at every session.
-            if raw_upto.is_none() && last_seq > after {
-                raw_upto = Some(last_seq);
-            }
-            let last = match raw_upto {
-                Some(u) => last_seq == u,
-                None => true,
-            };
+            let Page {
+                read,
+                raw_upto,
+                last,
+            } = read_page(&engine.store.index, after, page)?;
             // Only what the peer may have, and not its own changes back
             // unless it lacks them.
             let plan = engine.policy();
@@ -165,4 +200,73 @@ pub(super) async fn send_backlog(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omirr_core::{Content, Entry, HostId, Meta, RelPath, Timestamp, Version};
+    use omirr_index::Index;
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn change(path: &str, ts: u64) -> Change {
+        Change {
+            path: RelPath::new(path.as_bytes().to_vec()).expect("path"),
+            entry: Entry {
+                content: Content::Dir,
+                meta: Meta {
+                    mode: 0o755,
+                    ..Meta::default()
+                },
+                version: Version {
+                    ts: Timestamp(ts),
+                    host: HostId::new("here"),
+                },
+                base: None,
+            },
+        }
+    }
+
+    /// A reader that follows the pusher's rule (send the page, move the
+    /// cursor to `raw_upto`) while batches are committed sees every
+    /// change: a batch committed while a page is read is never taken for
+    /// sequences forgotten.
+    #[test]
+    fn a_batch_committed_while_a_page_is_read_is_never_skipped() {
+        const BATCHES: u64 = 300;
+        const PER_BATCH: u64 = 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Arc::new(Index::open(dir.path()).expect("index"));
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (index, done) = (index.clone(), done.clone());
+            std::thread::spawn(move || {
+                for b in 0..BATCHES {
+                    let batch: Vec<Change> = (0..PER_BATCH)
+                        .map(|i| change(&format!("d{b}-{i}"), 1 + b * PER_BATCH + i))
+                        .collect();
+                    index.record(&batch).expect("record");
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut seen = BTreeSet::new();
+        let mut cursor = 0;
+        loop {
+            // Read before the page: once the writer is done, a page that
+            // reaches the last sequence is the end.
+            let finished = done.load(Ordering::SeqCst);
+            let page = read_page(&index, cursor, 7).expect("page");
+            seen.extend(page.read.iter().map(|(_, c)| c.path.clone()));
+            if let Some(u) = page.raw_upto {
+                cursor = u;
+            }
+            if finished && page.last {
+                break;
+            }
+        }
+        writer.join().expect("writer");
+        assert_eq!(seen.len() as u64, BATCHES * PER_BATCH, "changes skipped");
+    }
 }
