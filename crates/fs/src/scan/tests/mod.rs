@@ -11,6 +11,7 @@ mod hash;
 mod renames;
 mod vanished;
 mod walk;
+mod xattrs;
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s.as_bytes()).expect("valid path")
