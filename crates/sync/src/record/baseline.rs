@@ -190,9 +190,12 @@ impl ScanBaseline for IndexBaseline<'_> {
             (self.index.stat(path)?, recorded)
         };
         Ok(match (key, recorded) {
-            // The entry's attributes are those the disk had when the key
-            // was stored: a scan stores a key with (or, unchanged, without)
-            // the change it found, the applier after writing the entry's.
+            // The entry's attributes (those this host mirrors) are the
+            // disk's when the key was stored: a scan stores a key with the
+            // change it found, or with none if the entry matched; the
+            // applier, after writing the entry's. Those it does not mirror
+            // the scan's comparison takes from the entry anyway
+            // (`omirr_fs::owners::canonical`).
             (Some(key), Some((content, xattrs))) => Some(Known {
                 key,
                 content,
