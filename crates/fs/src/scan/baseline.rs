@@ -2,13 +2,14 @@
 //! [`ScanBaseline`] trait (the persisted index implements it, in
 //! `omirr_sync::record`; `mem.rs` holds its in-memory model).
 
-use omirr_core::{Content, RelPath, StatKey};
+use omirr_core::{Content, RelPath, StatKey, Xattrs};
 
 #[cfg(doc)]
 use omirr_core::Meta;
 
 /// What a baseline knows about one path: its stat key when it was last
-/// scanned (or written by the daemon) and the content recorded then.
+/// scanned (or written by the daemon), and the content and extended
+/// attributes recorded then.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
     /// What `lstat` said then; a file whose stat key still matches (and
@@ -16,6 +17,11 @@ pub struct Known {
     pub key: StatKey,
     /// The content recorded then (for a file, its size and hash).
     pub content: Content,
+    /// A file's extended attributes recorded then, which a matching stat
+    /// key vouches for as it does for the content (the scan takes them
+    /// instead of reading them); `None` where the baseline cannot say, and
+    /// the scan reads them.
+    pub xattrs: Option<Xattrs>,
     /// The key was taken while the file was racy ([`Found::racy`](super::Found::racy)): it
     /// proves nothing, and the next scan reads the file again.
     pub racy: bool,

@@ -1,7 +1,9 @@
 //! Regular files: the hash reused when the baseline's stat key, a hard
 //! link hashed earlier in the scan, or a rename vouches for it; else the
 //! file read through one page-aligned buffer, and checked by one `fstat`
-//! to be the inode that was `lstat`ed and unchanged by the read.
+//! to be the inode that was `lstat`ed and unchanged by the read. The
+//! extended attributes taken from the baseline when its stat key vouches
+//! for the hash, else read.
 
 use std::fs::File;
 use std::io;
@@ -38,15 +40,24 @@ impl Walker<'_> {
         let lkey = key_of(st);
         let known = self.known(path)?;
         let mut reuse = None;
+        let mut recorded_xattrs = None;
         let mut renamed_from = None;
         if let Some(Known {
             key,
             content: Content::File { size, hash },
+            xattrs,
             racy: false,
         }) = &known
         {
             if key.unchanged(&lkey) && *size == lkey.size {
                 reuse = Some(*hash);
+                // The key's ctime vouches for the attributes too: setting,
+                // changing or removing an extended attribute (an ACL is
+                // one) always moves the inode's ctime, and a key not taken
+                // while racy would have seen it move, however coarse the
+                // clock. Reading them (a path walk through /proc per file)
+                // costs a restart more than its lstat.
+                recorded_xattrs = xattrs.as_ref();
             }
         }
         let linked = st.st_nlink > 1;
@@ -80,8 +91,14 @@ impl Walker<'_> {
             },
         };
         let key = key_of(&st);
-        let Some(xattrs) = self.xattrs(dir, name, path) else {
-            return Ok(Step::Done);
+        let xattrs = match recorded_xattrs {
+            // As a read would give them: the index records names this
+            // process does not read (`security.*` from a peer run as root).
+            Some(x) => x.filtered(crate::xattrs::handled),
+            None => match self.xattrs(dir, name, path) {
+                Some(x) => x,
+                None => return Ok(Step::Done),
+            },
         };
         if linked {
             self.linked

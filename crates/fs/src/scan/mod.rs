@@ -29,6 +29,11 @@
 //!   replaced a path the baseline knew). Directories and symlinks renamed
 //!   the same way are reported too ([`Found::renamed_from`]), so a
 //!   directory rename re-reads nothing below it.
+//! - A file's extended attributes are read only when they have to be:
+//!   when the baseline's stat key vouches for its hash (the first case
+//!   above), they are the baseline's ([`Known::xattrs`]), since changing
+//!   one moves the ctime. A directory's are read through the descriptor
+//!   the walk opens anyway, every time.
 //! - Hashing streams through one page-aligned 1 MiB buffer per scan,
 //!   whatever the file size (read(2), not mmap: a file truncated under a
 //!   mapping would kill the daemon with SIGBUS). A file whose inode, size,
@@ -59,7 +64,8 @@
 //! - `walk.rs`: the walk itself: the tops, each directory's entries,
 //!   directories, symlinks and FIFOs;
 //! - `hash.rs`: regular files: a hash reused when something vouches for
-//!   it, else the file read (through the buffer of `buf.rs`) and checked
+//!   it (and the extended attributes when the baseline's stat key does),
+//!   else the file read (through the buffer of `buf.rs`) and checked
 //!   unchanged;
 //! - `renames.rs`: an inode the baseline knew under another name;
 //! - `links.rs`: which name leads a hard-linked file's names;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use omirr_core::observe::When;
 use omirr_core::tree::Node;
-use omirr_core::{RelPath, StatKey, Timestamp};
+use omirr_core::{Content, RelPath, StatKey, Timestamp};
 
 use super::baseline::{BaselineError, Known};
 #[cfg(doc)]
@@ -52,9 +52,13 @@ impl Found {
 
     /// What a baseline should record for this path after the scan.
     pub fn known(&self) -> Known {
+        let file = matches!(self.node.content, Content::File { .. });
         Known {
             key: self.key,
             content: self.node.content.clone(),
+            // Only a file's: a directory that could not be opened is
+            // found without its attributes, which must not be vouched for.
+            xattrs: file.then(|| self.node.meta.xattrs.clone()),
             racy: self.racy,
         }
     }
@@ -193,6 +197,9 @@ pub struct ScanStats {
     pub hashed_files: u64,
     /// The bytes read to hash those files (their sizes, summed).
     pub hashed_bytes: u64,
+    /// Files, directories and named pipes whose extended attributes were
+    /// read from disk, not taken from the baseline.
+    pub xattr_reads: u64,
 }
 
 /// Everything one scan found.

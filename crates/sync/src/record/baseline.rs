@@ -4,7 +4,7 @@
 //! non-directory ancestor is not.
 
 use omirr_core::tree::Hiding;
-use omirr_core::{Content, IndexView, RelPath, StatKey};
+use omirr_core::{Content, IndexView, RelPath, StatKey, Xattrs};
 use omirr_fs::scan::{BaselineError, Known, ScanBaseline};
 use omirr_index::{Index, IndexError};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,7 +14,9 @@ use super::piece::{Departed, Upper};
 /// The persisted index as the scanner's baseline, read once per scan (or
 /// piece of one): one range read per scanned top rather than two lookups
 /// per file. It holds the stat keys and live entries below the tops in
-/// memory for the scan's duration, but for those in the cut directories
+/// memory for the scan's duration (with each live entry's content and
+/// extended attributes: 8 bytes more per entry, allocating only for
+/// an entry that has some), but for those in the cut directories
 /// (other pieces'); paths elsewhere (the old name of something renamed in)
 /// are looked up in the index, then among the paths earlier pieces found
 /// vanished.
@@ -23,7 +25,7 @@ pub(super) struct IndexBaseline<'a> {
     tops: Vec<RelPath>,
     cut: Cut,
     pub(super) stats: HashMap<RelPath, StatKey>,
-    live: BTreeMap<RelPath, Content>,
+    live: BTreeMap<RelPath, (Content, Xattrs)>,
     departed: Option<&'a Departed>,
 }
 
@@ -150,7 +152,7 @@ impl<'a> IndexBaseline<'a> {
             }
             for (p, e) in rows.entries {
                 if hiding.allows(&p, &e) && e.is_live() {
-                    live.insert(p, e.content);
+                    live.insert(p, (e.content, e.meta.xattrs));
                 }
             }
         }
@@ -171,7 +173,7 @@ impl<'a> IndexBaseline<'a> {
 
 impl ScanBaseline for IndexBaseline<'_> {
     fn known(&self, path: &RelPath) -> Result<Option<Known>, BaselineError> {
-        let (key, content) = if self.preloaded(path) {
+        let (key, recorded) = if self.preloaded(path) {
             (self.stats.get(path).copied(), self.live.get(path).cloned())
         } else {
             // Found vanished by an earlier piece: the index has forgotten
@@ -180,17 +182,24 @@ impl ScanBaseline for IndexBaseline<'_> {
             if let Some(k) = self.departed.and_then(|d| d.known.get(path)) {
                 return Ok(Some(k.clone()));
             }
-            let content = self
+            let recorded = self
                 .index
                 .entry(path)?
                 .filter(|e| e.is_live())
-                .map(|e| e.content);
-            (self.index.stat(path)?, content)
+                .map(|e| (e.content, e.meta.xattrs));
+            (self.index.stat(path)?, recorded)
         };
-        Ok(match (key, content) {
-            (Some(key), Some(content)) => Some(Known {
+        Ok(match (key, recorded) {
+            // The entry's attributes (those this host mirrors) are the
+            // disk's when the key was stored: a scan stores a key with the
+            // change it found, or with none if the entry matched; the
+            // applier, after writing the entry's. Those it does not mirror
+            // the scan's comparison takes from the entry anyway
+            // (`omirr_fs::owners::canonical`).
+            (Some(key), Some((content, xattrs))) => Some(Known {
                 key,
                 content,
+                xattrs: Some(xattrs),
                 racy: false,
             }),
             _ => None,

@@ -164,6 +164,7 @@ pub fn scan_into_index_with(
         s.symlinks += t.symlinks;
         s.hashed_files += t.hashed_files;
         s.hashed_bytes += t.hashed_bytes;
+        s.xattr_reads += t.xattr_reads;
         out.issues.extend(report.issues);
         pending += report.found.len() + report.vanished.len();
         if pending >= hooks.group_entries {

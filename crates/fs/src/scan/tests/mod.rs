@@ -12,6 +12,7 @@ mod hash;
 mod renames;
 mod vanished;
 mod walk;
+mod xattrs;
 
 fn put(root: &Path, rel: &str, bytes: &[u8]) -> PathBuf {
     let path = root.join(rel);

@@ -97,6 +97,7 @@ fn basic_tree_reports_files_dirs_symlinks_with_meta() {
             symlinks: 1,
             hashed_files: 2,
             hashed_bytes: 15,
+            xattr_reads: 4,
         }
     );
 }
@@ -114,6 +115,7 @@ fn excluded_dir_is_not_descended_nor_vanished() {
             size: 1,
             hash: FAKE,
         },
+        xattrs: None,
         racy: false,
     };
     base.insert(p("cache/deep/gone"), k.clone());
