@@ -1,40 +1,19 @@
-//! The [`Applier`]: one open mirror root, its settings and rules, and
-//! [`Applier::apply`], which runs a batch of actions and makes it durable.
+//! The [`Applier`]'s own methods: opening one mirror root with its
+//! settings and rules, and [`Applier::apply`], which runs a batch of
+//! actions and makes it durable.
 //! The actions themselves are carried out by the batch (`batch.rs` and
 //! the modules named after each job).
 
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::barrier::FSYNC_BATCH_MAX;
-use super::batch::Batch;
-use super::{ApplyError, ApplyOptions, Barrier, BatchError, ContentSource, LocalGuard};
+use super::{
+    Applier, ApplyError, ApplyOptions, Barrier, Batch, BatchError, ContentSource, LocalGuard,
+};
 use crate::owners::{self, MetaRules, Rules};
 use omirr_core::{Action, RelPath};
 use rustix::fs::{self as rfs, Mode, OFlags};
-
-/// Carries out actions inside one mirror root.
-pub struct Applier {
-    root_path: PathBuf,
-    pub(super) root: OwnedFd,
-    pub(super) options: ApplyOptions,
-    /// The mirrored trees (see [`Applier::with_tops`]); `None`: all of
-    /// the root.
-    pub(super) tops: Option<Vec<RelPath>>,
-    /// How owners, groups, modes and old versions are kept, per path.
-    pub(super) rules: Arc<dyn Rules>,
-}
-
-impl std::fmt::Debug for Applier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Applier")
-            .field("root", &self.root_path)
-            .field("options", &self.options)
-            .field("tops", &self.tops)
-            .finish_non_exhaustive()
-    }
-}
 
 impl Applier {
     /// Opens the mirror root `root` (which must be a directory; symlinks

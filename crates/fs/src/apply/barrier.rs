@@ -8,10 +8,10 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 
-use super::batch::Batch;
 use super::error::io_error;
 use super::stage::Staged;
 use super::ApplyError;
+use super::Batch;
 use omirr_core::RelPath;
 use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;

@@ -1,53 +1,18 @@
 //! The state of one [`Applier::apply`] call ([`Batch`]), what sends each
 //! action to the code that carries it out, and the rule that keeps the
 //! batch's order while file writes are staged (see
-//! [`Batch::must_commit_before`]). Also the [`LocalGuard`] check made
-//! before anything recorded is replaced or removed.
+//! [`Batch::must_commit_before`]). Also the
+//! [`LocalGuard`](super::LocalGuard) check made before anything recorded
+//! is replaced or removed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
-use std::rc::Rc;
 
-use super::applier::Applier;
 use super::open::lstat;
-use super::stage::{Staged, MAX_STAGED, MAX_STAGED_DIRS, MAX_STAGED_FSYNC};
-use super::{ApplyError, Barrier, ContentSource, LocalGuard};
+use super::stage::{MAX_STAGED, MAX_STAGED_DIRS, MAX_STAGED_FSYNC};
+use super::{Applier, ApplyError, Barrier, Batch, ContentSource};
 use omirr_core::{Action, RelPath, Source};
 use rustix::fs::FileType;
-
-/// The state of one [`Applier::apply`] call.
-pub(super) struct Batch<'a> {
-    pub(super) ap: &'a Applier,
-    /// See [`Applier::apply_guarded`].
-    pub(super) guard: Option<&'a dyn LocalGuard>,
-    /// Paths this batch changed in place (a hard link for `SaveOld`, a
-    /// `chmod`): their stat no longer matches the index, by our doing.
-    pub(super) changed_here: BTreeSet<RelPath>,
-    pub(super) staged: Vec<Staged>,
-    /// The paths of `staged`, for the checks of
-    /// [`Batch::must_commit_before`] without a scan per action.
-    pub(super) staged_paths: BTreeSet<RelPath>,
-    /// Parent directories of staged files, opened once per commit
-    /// segment. Safe to reuse: an action that could rename or replace one
-    /// of them touches an ancestor of a staged path and so commits (and
-    /// clears) them first.
-    pub(super) dirs: HashMap<RelPath, Rc<OwnedFd>>,
-    /// Directories whose entries changed: barrier 2 flushes them.
-    pub(super) touched: BTreeSet<RelPath>,
-    /// Non-directories whose metadata changed in place (fsync mode).
-    pub(super) meta_changed: BTreeSet<RelPath>,
-    /// Directory mtimes the batch set, with the action that set them.
-    pub(super) dir_times: BTreeMap<RelPath, (usize, i64)>,
-    /// The mtimes, before the batch, of the directories it writes in; put
-    /// back at the end unless the batch set them itself. Otherwise a
-    /// peer's change would leave a new mtime on this host's directory,
-    /// which its next scan would record as a change of its own.
-    pub(super) kept_times: BTreeMap<RelPath, i64>,
-    /// This batch's barrier: the applier's, or per-file fsyncs for a
-    /// small batch.
-    pub(super) barrier: Barrier,
-    pub(super) buf: Option<crate::scan::AlignedBuf>,
-}
 
 impl<'a> Batch<'a> {
     pub(super) fn new(ap: &'a Applier) -> Self {
@@ -187,6 +152,7 @@ impl<'a> Batch<'a> {
 mod tests {
     use super::*;
     use crate::apply::testing::*;
+    use crate::apply::LocalGuard;
     use omirr_core::Content;
     use std::fs;
     use std::path::Path;

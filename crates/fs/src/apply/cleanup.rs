@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 
-use super::applier::Applier;
 use super::error::io_error;
 use super::open::join_lossy;
 use super::temp::{is_temp_name, is_temp_name_for};
+use super::Applier;
 use super::ApplyError;
 use omirr_core::RelPath;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};

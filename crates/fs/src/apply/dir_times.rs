@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use super::batch::Batch;
 use super::error::io_error;
 use super::meta::mtime;
 use super::open::lstat;
 use super::ApplyError;
+use super::Batch;
 use omirr_core::{Action, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType};
 use rustix::io::Errno;

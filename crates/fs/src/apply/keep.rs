@@ -4,10 +4,10 @@
 
 use std::os::fd::OwnedFd;
 
-use super::batch::Batch;
 use super::error::{io_error, unexpected};
 use super::open::{join_lossy_parent, lstat};
 use super::temp::temp_link;
+use super::Batch;
 use super::{ApplyError, ContentSource};
 use omirr_core::{Content, Hash, Meta, RelPath, Source};
 use rustix::fs::{self as rfs, AtFlags, FileType};

@@ -3,12 +3,12 @@
 //! link is made under a temporary name with its metadata and renamed
 //! over the target.
 
-use super::batch::Batch;
 use super::error::{io_error, unexpected};
 use super::meta::Was;
 use super::open::lstat;
 use super::temp::{temp_symlink, with_temp_name};
 use super::ApplyError;
+use super::Batch;
 use omirr_core::{Meta, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode};
 use rustix::io::Errno;

@@ -5,11 +5,11 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::applier::Applier;
-use super::batch::Batch;
 use super::error::{io_error, unexpected};
 use super::open::lstat;
+use super::Applier;
 use super::ApplyError;
+use super::Batch;
 use crate::owners::{self, Check, MetaRules};
 use crate::scan::kind_name;
 use omirr_core::{Meta, RelPath};

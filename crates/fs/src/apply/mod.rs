@@ -65,7 +65,6 @@ mod temp;
 mod testing;
 mod tops;
 
-pub use applier::Applier;
 pub use barrier::Barrier;
 pub use cleanup::Cleanup;
 pub use error::{ApplyError, BatchError};
@@ -75,6 +74,75 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use omirr_core::{Action, Hash, PathError, RelPath, Source};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::owners::Rules;
+use stage::Staged;
+
+// The two types every step works on are defined here, and each module
+// below adds the methods of one job to them (`applier.rs`: opening and
+// `apply`; `batch.rs`: dispatching actions; `stage.rs`, `meta.rs`, ...):
+// the modules share these types through their parent, not by naming
+// each other.
+
+/// Carries out actions inside one mirror root.
+pub struct Applier {
+    root_path: PathBuf,
+    root: OwnedFd,
+    options: ApplyOptions,
+    /// The mirrored trees (see [`Applier::with_tops`]); `None`: all of
+    /// the root.
+    tops: Option<Vec<RelPath>>,
+    /// How owners, groups, modes and old versions are kept, per path.
+    rules: Arc<dyn Rules>,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("root", &self.root_path)
+            .field("options", &self.options)
+            .field("tops", &self.tops)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state of one [`Applier::apply`] call.
+struct Batch<'a> {
+    ap: &'a Applier,
+    /// See [`Applier::apply_guarded`].
+    guard: Option<&'a dyn LocalGuard>,
+    /// Paths this batch changed in place (a hard link for `SaveOld`, a
+    /// `chmod`): their stat no longer matches the index, by our doing.
+    changed_here: BTreeSet<RelPath>,
+    staged: Vec<Staged>,
+    /// The paths of `staged`, for the checks of
+    /// [`Batch::must_commit_before`] without a scan per action.
+    staged_paths: BTreeSet<RelPath>,
+    /// Parent directories of staged files, opened once per commit
+    /// segment. Safe to reuse: an action that could rename or replace one
+    /// of them touches an ancestor of a staged path and so commits (and
+    /// clears) them first.
+    dirs: HashMap<RelPath, Rc<OwnedFd>>,
+    /// Directories whose entries changed: barrier 2 flushes them.
+    touched: BTreeSet<RelPath>,
+    /// Non-directories whose metadata changed in place (fsync mode).
+    meta_changed: BTreeSet<RelPath>,
+    /// Directory mtimes the batch set, with the action that set them.
+    dir_times: BTreeMap<RelPath, (usize, i64)>,
+    /// The mtimes, before the batch, of the directories it writes in; put
+    /// back at the end unless the batch set them itself. Otherwise a
+    /// peer's change would leave a new mtime on this host's directory,
+    /// which its next scan would record as a change of its own.
+    kept_times: BTreeMap<RelPath, i64>,
+    /// This batch's barrier: the applier's, or per-file fsyncs for a
+    /// small batch.
+    barrier: Barrier,
+    buf: Option<crate::scan::AlignedBuf>,
+}
 
 /// Why a source could not produce content. The network side has its own
 /// error types; they only need to be displayable here.

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 
-use super::applier::Applier;
 use super::error::{io_error, unexpected};
+use super::Applier;
 use super::ApplyError;
 use omirr_core::RelPath;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};

@@ -3,10 +3,10 @@
 
 use std::os::fd::OwnedFd;
 
-use super::batch::Batch;
 use super::error::{io_error, unexpected};
 use super::open::lstat;
 use super::ApplyError;
+use super::Batch;
 use omirr_core::{Content, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType};
 use rustix::io::Errno;

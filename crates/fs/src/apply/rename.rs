@@ -3,11 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use super::batch::Batch;
 use super::error::io_error;
 use super::meta::Was;
 use super::open::lstat;
 use super::ApplyError;
+use super::Batch;
 use omirr_core::{Meta, RelPath};
 use rustix::fs::{self as rfs, RenameFlags};
 use rustix::io::Errno;

@@ -8,11 +8,11 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
-use super::batch::Batch;
 use super::error::io_error;
 use super::meta::Was;
 use super::open::{dir_is_empty, lstat};
 use super::temp::{temp_file, with_temp_name};
+use super::Batch;
 use super::{ApplyError, Barrier, ContentSource};
 use omirr_core::{Hash, Meta, RelPath, Source};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags};

@@ -8,12 +8,12 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::applier::Applier;
-use super::batch::Batch;
 use super::error::io_error;
 use super::open::lstat;
 use super::remove::remove_empty_dir;
+use super::Applier;
 use super::ApplyError;
+use super::Batch;
 use omirr_core::RelPath;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;

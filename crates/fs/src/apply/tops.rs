@@ -5,10 +5,10 @@
 
 use std::os::fd::OwnedFd;
 
-use super::applier::Applier;
-use super::batch::Batch;
 use super::error::{io_error, shown};
+use super::Applier;
 use super::ApplyError;
+use super::Batch;
 use omirr_core::{Action, Content, RelPath};
 use rustix::fs::{self as rfs, Gid, Mode, Uid};
 
