@@ -101,9 +101,8 @@ pub enum IndexError {
         detail: String,
     },
 
-    /// A value could not be encoded for writing. Nothing in the crate
-    /// returns it at present (an [`crate::Aside`] that does not encode
-    /// is reported as [`IndexError::Corrupt`]).
+    /// A value could not be encoded for writing (a set-aside change,
+    /// [`crate::Aside`]); nothing was written.
     #[error("index at {}: cannot encode {what}: {detail}", path.display())]
     Encode {
         /// The database file.

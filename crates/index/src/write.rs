@@ -5,7 +5,7 @@
 
 use crate::batch::{Batch, StatUpdate};
 use crate::codec;
-use crate::error::{corrupt, Ctx, IndexError};
+use crate::error::{Ctx, IndexError};
 use crate::index::Index;
 use crate::schema::{aside_key, ASIDE};
 use crate::tables::Tables;
@@ -104,8 +104,10 @@ impl Index {
                     let key = aside_key(peer.as_str(), path);
                     match aside {
                         Some(a) => {
-                            let value = codec::encode(a).map_err(|e| {
-                                corrupt(t.path, format!("cannot encode a set-aside change: {e}"))
+                            let value = codec::encode(a).map_err(|e| IndexError::Encode {
+                                path: t.path.to_path_buf(),
+                                what: "a set-aside change",
+                                detail: e.to_string(),
                             })?;
                             table
                                 .insert(&key[..], &value[..])

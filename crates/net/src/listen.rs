@@ -98,6 +98,8 @@ pub async fn accept_failed(what: &str, e: &io::Error, throttle: &mut Throttle) {
 /// The slots for TLS handshakes of the peer listener.
 pub struct Handshakes {
     slots: Arc<Semaphore>,
+    /// How many at once, for the log.
+    max: usize,
     refused: Throttle,
 }
 
@@ -107,6 +109,7 @@ impl Handshakes {
     pub fn new(max: usize) -> Handshakes {
         Handshakes {
             slots: Arc::new(Semaphore::new(max)),
+            max,
             refused: Throttle::default(),
         }
     }
@@ -119,9 +122,10 @@ impl Handshakes {
             Ok(permit) => Some(permit),
             Err(_) => {
                 if let Some(held) = self.refused.pass() {
+                    let max = self.max;
                     tracing::warn!(
                         %from,
-                        "refused a connection: {MAX_HANDSHAKES} TLS handshakes are already in \
+                        "refused a connection: {max} TLS handshakes are already in \
                          progress, the most omirrd runs at once; connections are closed unheard \
                          until one ends ({held} more refused in the last minute)"
                     );
