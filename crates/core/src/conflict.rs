@@ -125,18 +125,31 @@ pub fn copy_name(path: &RelPath, lost: &Version, attempt: u32) -> Option<RelPath
 }
 
 /// Whether `candidate` is a conflict copy of `original` (a sibling named
-/// `STEM.conflict-...EXT`).
+/// `STEM.conflict-...EXT`, its stem cut if the name would pass
+/// NAME_MAX: see [`copy_name`]).
 pub fn is_copy_of(candidate: &RelPath, original: &RelPath) -> bool {
     if candidate.parent() != original.parent() || candidate == original {
         return false;
     }
     let (stem, ext) = stem_and_ext(original.file_name());
     let name = candidate.file_name();
-    let Some(rest) = name.strip_prefix(stem).and_then(|r| r.strip_prefix(MARK)) else {
-        // A stem cut for length: the mark is still there, after a prefix.
+    let Some(body) = name.strip_suffix(ext) else {
         return false;
     };
-    rest.ends_with(ext) && rest.len() > ext.len()
+    // `copy_name` cuts the stem only when the whole name would not fit,
+    // and then fills the name to within one character (at most 3 bytes
+    // short) of NAME_MAX: a short name with a shorter stem is someone
+    // else's file, never a copy to count or prune.
+    let cut_for_length = name.len() + 3 >= MAX_NAME_LEN;
+    (0..body.len()).any(|i| {
+        let (before, mark_on) = body.split_at(i);
+        let Some(rest) = mark_on.strip_prefix(MARK) else {
+            return false;
+        };
+        let stem_fits = before == stem
+            || (cut_for_length && before.len() < stem.len() && stem.starts_with(before));
+        stem_fits && !rest.is_empty()
+    })
 }
 
 #[cfg(test)]
@@ -214,5 +227,28 @@ mod tests {
             !conflicts(&ours, &e(v(3, "a"), None), &me),
             "our own, older"
         );
+    }
+
+    /// A copy whose stem `copy_name` cut to fit NAME_MAX is still known
+    /// as a copy (so `-oconflicts=N` counts and prunes it), and a short
+    /// name that merely starts like the original is not.
+    #[test]
+    fn a_copy_with_a_cut_stem_is_still_a_copy() {
+        let long = format!("dir/{}.txt", "x".repeat(240));
+        let original = p(&long);
+        for attempt in 0..3 {
+            let copy =
+                copy_name(&original, &v(1_796_184_900_000_000_000, "b"), attempt).expect("name");
+            assert!(copy.file_name().len() <= MAX_NAME_LEN);
+            let mark_at = copy.file_name().windows(MARK.len()).position(|w| w == MARK);
+            assert!(mark_at.is_some_and(|i| i < 240), "the stem is cut: {copy}");
+            assert!(is_copy_of(&copy, &original), "{copy}");
+        }
+        let other = p(&format!("dir/{}.conflict-b-1.txt", "x".repeat(10)));
+        assert!(!is_copy_of(&other, &original));
+        assert!(!is_copy_of(
+            &p("srv/rep.conflict-b-1.txt"),
+            &p("srv/report.txt")
+        ));
     }
 }
