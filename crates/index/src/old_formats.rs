@@ -187,20 +187,12 @@ pub(crate) mod v3 {
     impl From<crate::Aside> for Aside {
         fn from(a: crate::Aside) -> Aside {
             let (path, e) = (a.change.path, a.change.entry);
-            let m = e.meta;
             Aside {
                 change: Change {
                     path,
                     entry: Entry {
                         content: e.content,
-                        meta: Meta {
-                            mode: m.mode,
-                            uid: m.uid,
-                            gid: m.gid,
-                            mtime_ns: m.mtime_ns,
-                            owner: m.owner,
-                            group: m.group,
-                        },
+                        meta: Meta::from(&e.meta),
                         version: e.version,
                     },
                 },
@@ -214,21 +206,12 @@ pub(crate) mod v3 {
     impl From<Aside> for crate::Aside {
         fn from(a: Aside) -> crate::Aside {
             let (path, e) = (a.change.path, a.change.entry);
-            let m = e.meta;
             crate::Aside {
                 change: omirr_core::Change {
                     path,
                     entry: omirr_core::Entry {
                         content: e.content,
-                        meta: omirr_core::Meta {
-                            mode: m.mode,
-                            uid: m.uid,
-                            gid: m.gid,
-                            mtime_ns: m.mtime_ns,
-                            owner: m.owner,
-                            group: m.group,
-                            ..omirr_core::Meta::default()
-                        },
+                        meta: e.meta.into(),
                         version: e.version,
                         base: None,
                     },
