@@ -166,6 +166,17 @@ impl RelPath {
             && self.0[ancestor.0.len()] == b'/'
     }
 
+    /// Whether `self` is `dir` or lies below it.
+    pub fn is_within(&self, dir: &RelPath) -> bool {
+        self == dir || self.is_below(dir)
+    }
+
+    /// Whether `self` is one of `tops` or lies below one: inside the
+    /// mirrored trees.
+    pub fn is_within_any(&self, tops: &[RelPath]) -> bool {
+        tops.iter().any(|t| self.is_within(t))
+    }
+
     /// `self` with the prefix `from` replaced by `to` (for directory
     /// renames); `None` if `self` is not `from` or below it.
     pub fn rebase(&self, from: &RelPath, to: &RelPath) -> Option<RelPath> {
@@ -374,5 +385,15 @@ mod tests {
             RelPath::new(&b"x\xff"[..]).expect("ok").to_string(),
             "x\\xff"
         );
+    }
+
+    #[test]
+    fn within_is_the_path_itself_or_below_it() {
+        let tops = [p("srv/www"), p("etc")];
+        assert!(p("srv/www").is_within_any(&tops));
+        assert!(p("srv/www/a").is_within_any(&tops));
+        assert!(!p("srv/wwwx").is_within_any(&tops));
+        assert!(!p("srv").is_within_any(&tops));
+        assert!(p("anything").is_within(&RelPath::root()));
     }
 }

@@ -85,7 +85,7 @@ impl Span {
 
     /// Whether `path` is in the span.
     pub fn contains(&self, path: &RelPath) -> bool {
-        (path == &self.top || path.is_below(&self.top))
+        path.is_within(&self.top)
             && self.after.as_ref().is_none_or(|a| path > a)
             && self.upto.as_ref().is_none_or(|u| path <= u)
     }

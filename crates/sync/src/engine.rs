@@ -337,8 +337,7 @@ impl Engine {
 
     /// Whether `path` is outside what this host mirrors or excluded there.
     pub fn ignored(&self, path: &RelPath) -> bool {
-        !self.disk.tops.iter().any(|t| path == t || path.is_below(t))
-            || self.policy().excluded(path)
+        !path.is_within_any(&self.disk.tops) || self.policy().excluded(path)
     }
 }
 

@@ -19,7 +19,7 @@ impl Applier {
     pub(super) fn outside_tops(&self, path: &RelPath) -> bool {
         self.tops
             .as_ref()
-            .is_some_and(|tops| !tops.iter().any(|t| path == t || path.is_below(t)))
+            .is_some_and(|tops| !path.is_within_any(tops))
     }
 
     /// Gives the directory `fd`, just made at `path` above the mirrored

@@ -59,7 +59,7 @@ impl Walker<'_> {
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
             ),
         };
-        if gone && !self.tops.iter().any(|t| old == t || old.is_below(t)) {
+        if gone && !old.is_within_any(self.tops) {
             let witness = self.witness_on_disk(old);
             self.outside_vanished.insert(old.clone(), witness);
         }

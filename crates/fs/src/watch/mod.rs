@@ -423,7 +423,7 @@ fn on_event(
         // by the walk of the dirty directory that follows.
         if let Err(WatchFailure::Limit) = w.add_tree(&rel, false) {
             let root = w.root.clone();
-            for top in tops.iter().filter(|t| rel == **t || rel.is_below(t)) {
+            for top in tops.iter().filter(|t| rel.is_within(t)) {
                 sink(WatchEvent::Degraded {
                     top: top.clone(),
                     reason: describe(&WatchFailure::Limit, &under(&root, top)),
@@ -431,7 +431,7 @@ fn on_event(
             }
         }
     }
-    let inside = tops.iter().any(|t| rel == *t || rel.is_below(t));
+    let inside = rel.is_within_any(tops);
     if !inside || exclude(&rel) {
         return;
     }

@@ -167,7 +167,7 @@ impl<'a> IndexBaseline<'a> {
     }
 
     fn preloaded(&self, path: &RelPath) -> bool {
-        self.tops.iter().any(|t| path == t || path.is_below(t)) && !self.cut.holds(path)
+        path.is_within_any(&self.tops) && !self.cut.holds(path)
     }
 }
 

@@ -74,7 +74,7 @@ pub fn record_live(
 ) -> Result<LocalScan, LocalScanError> {
     let dirty: Vec<RelPath> = dirty
         .iter()
-        .filter(|d| tops.iter().any(|t| *d == t || d.is_below(t)))
+        .filter(|d| d.is_within_any(tops))
         .cloned()
         .collect();
     let mut batch = Batch::new();
@@ -206,10 +206,10 @@ fn changes_found(
     // tops and the dirty paths, not excluded (nor cut), not unreadable.
     let dirty_set: std::collections::HashSet<&RelPath> = dirty.iter().collect();
     let in_scope = |p: &RelPath| {
-        tops.iter().any(|t| p == t || p.is_below(t))
+        p.is_within_any(tops)
             && (dirty_set.contains(p) || p.ancestors().any(|a| dirty_set.contains(&a)))
             && !exclude(p)
-            && !unknown.iter().any(|u| p == *u || p.is_below(u))
+            && !unknown.iter().any(|u| p.is_within(u))
     };
     let when = |p: &RelPath| match (stamp, found.get(p), vanished.get(p)) {
         (Stamp::Live { wall }, _, _) => When::Live { wall },

@@ -50,7 +50,7 @@ pub fn plan_restore(
 ) -> Result<Restore, LocalScanError> {
     let paths: Vec<RelPath> = paths
         .iter()
-        .filter(|d| tops.iter().any(|t| *d == t || d.is_below(t)))
+        .filter(|d| d.is_within_any(tops))
         .cloned()
         .collect();
     // The changes other than those to undo are the watcher's business:

@@ -9,11 +9,14 @@
 //! parts, each its own module:
 //! - `opening`: `Hello`, the clocks and what each side forgot, before
 //!   anything else;
-//! - `push`: our changes to the peer, and the count of them;
+//! - `push`: our changes to the peer (each page read with the index's
+//!   last sequence in one transaction), and the count of them;
 //! - [`fetch`]: content from the peer, staged before it is applied;
 //! - [`apply`]: the peer's pages applied in batches, changes that cannot
 //!   be applied set aside, the cursor moved and acknowledged;
-//! - [`serve`]: the peer's requests for our content.
+//! - [`serve`]: the peer's requests for our content;
+//! - `undo`: on a receive-only host, local changes undone with the
+//!   set's version fetched from the peer.
 //!
 //! The tasks of a session, all ending with it:
 //! - the reader (the session's own task) reads every message and hands it

@@ -15,6 +15,11 @@
 //! A failure of the host as a whole (a full or read-only disk) is retried,
 //! with back-off, without moving the cursor: every change would fail the
 //! same way. See docs/sync-model.md, "Changes set aside".
+//!
+//! What runs under the write lock (resolving a group again if the index
+//! moved, applying it, setting aside what fails on its own, and the
+//! batch's last group committed with the cursor) is `locked`; this module
+//! keeps the flow of batches around it.
 
 use super::fetch::{self, SessionEnded, Staged, Transfers};
 use crate::admit::Admission;
